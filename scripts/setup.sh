@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Idempotent set-up of everything keyvol's tests, quickstart and benchmarks
+# need on a fresh Debian machine: system packages from apt, Python tools
+# from PyPI. Nothing is fetched from anywhere else.
+set -euo pipefail
+
+APT_PACKAGES=(
+  fuse3 fuse2fs e2fsprogs xfsprogs util-linux openssl fio
+  qemu-utils qemu-system-common gocryptfs kmod python3-venv
+)
+PY_PACKAGES=(cryptography boto3 awscli "moto[server]")
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Python tools live in a venv of the project's own, so the system Python stays untouched.
+VENV="${KEYVOL_VENV:-$HOME/.cache/keyvol-venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+if ! "$VENV/bin/python" -c "import cryptography, boto3, moto, awscli" 2>/dev/null; then
+  echo "setup: installing ${PY_PACKAGES[*]} into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
+fi
+
+# /dev/fuse and the loop driver, when the machine allows it.
+if [ ! -e /dev/fuse ]; then $SUDO modprobe fuse 2>/dev/null || true; fi
+if [ ! -e /dev/loop-control ]; then $SUDO modprobe loop 2>/dev/null || true; fi
+echo "setup: done (python venv: $VENV)"

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Everything CI checks: set-up, formatting, lints, every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+export KEYVOL_VENV="${KEYVOL_VENV:-$HOME/.cache/keyvol-venv}"
+export PATH="$KEYVOL_VENV/bin:$PATH"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo build --workspace --bins
+# FUSE and loop-device tests share kernel resources: run test binaries one
+# at a time, tests inside each on two threads.
+cargo test --workspace -- --test-threads=2

@@ -1,0 +1,6 @@
+//! The embedded KMS: keys, key states, cryptographic operations, policies,
+//! grants and the audit log.
+
+pub mod error;
+
+pub use error::{ErrorCode, KmsError, KmsResult};
