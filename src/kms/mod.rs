@@ -4,3 +4,6 @@
 pub mod error;
 
 pub use error::{ErrorCode, KmsError, KmsResult};
+pub mod context;
+
+pub use context::{Caller, PrincipalType, RequestContext};
