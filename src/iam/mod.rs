@@ -91,7 +91,8 @@ impl Iam {
         let conn = home
             .connect()
             .map_err(|e| KmsError::internal(e.to_string()))?;
-        conn.execute_batch(SCHEMA).map_err(db)?;
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
+            .map_err(db)?;
         let iam = Iam {
             home,
             conn: std::sync::Mutex::new(conn),
@@ -131,7 +132,9 @@ impl Iam {
     pub fn create_account(&self, account: &AccountId, profile: &str) -> KmsResult<AccessKey> {
         validate_profile_name(profile)?;
         let conn = self.conn();
-        let tx = conn.unchecked_transaction().map_err(db)?;
+        let tx =
+            rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
         let now = self.clock.now();
         let n = tx
             .execute(
@@ -192,7 +195,9 @@ impl Iam {
     ) -> KmsResult<(serde_json::Value, Option<AccessKey>)> {
         validate_user_name(name)?;
         let conn = self.conn();
-        let tx = conn.unchecked_transaction().map_err(db)?;
+        let tx =
+            rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
         let now = self.clock.now();
         let user_id = format!("AIDA{}", &new_access_key_id()[4..]);
         tx.execute(
@@ -246,7 +251,9 @@ impl Iam {
 
     pub fn delete_user(&self, account: &AccountId, name: &str) -> KmsResult<()> {
         let conn = self.conn();
-        let tx = conn.unchecked_transaction().map_err(db)?;
+        let tx =
+            rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
         let n = tx
             .execute(
                 "DELETE FROM users WHERE account = ?1 AND name = ?2",
@@ -297,7 +304,9 @@ impl Iam {
     ) -> KmsResult<AccessKey> {
         let conn = self.conn();
         self.require_user(&conn, account, user)?;
-        let tx = conn.unchecked_transaction().map_err(db)?;
+        let tx =
+            rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
         let k = self.insert_access_key(&tx, account, Some(user), self.clock.now())?;
         if let Some(p) = profile {
             validate_profile_name(p)?;
@@ -478,7 +487,9 @@ impl Iam {
     ) -> KmsResult<()> {
         validate_profile_name(profile)?;
         let conn = self.conn();
-        let tx = conn.unchecked_transaction().map_err(db)?;
+        let tx =
+            rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
         tx.execute(
             "INSERT OR IGNORE INTO accounts (account, created) VALUES (?1, ?2)",
             params![account.as_str(), self.clock.now()],

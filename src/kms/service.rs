@@ -91,8 +91,12 @@ impl Kms {
         let conn = home
             .connect()
             .map_err(|e| KmsError::internal(e.to_string()))?;
-        conn.execute_batch(store::SCHEMA).map_err(db)?;
-        conn.execute_batch(audit::SCHEMA).map_err(db)?;
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {} {} COMMIT;",
+            store::SCHEMA,
+            audit::SCHEMA
+        ))
+        .map_err(db)?;
         let audit_key = derive_audit_key(&home);
         Ok(Kms {
             home,
@@ -128,9 +132,12 @@ impl Kms {
     ) -> KmsResult<T> {
         let conn = self.conn();
         let now = self.clock.now();
-        let tx = conn.unchecked_transaction().map_err(db)?;
-        // Take the write lock up front: operations are short and this keeps
-        // concurrent processes from deadlocking on lock upgrades.
+        let tx =
+            rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
+        // BEGIN IMMEDIATE takes the write lock up front (waiting up to the
+        // busy timeout): operations are short, and a deferred transaction
+        // that upgrades to a writer could fail at once with SQLITE_BUSY.
         tx.execute_batch("SAVEPOINT op").map_err(db)?;
         self.run_due_work(&tx, now)?;
         let mut trace = Trace::default();
@@ -335,7 +342,9 @@ impl Kms {
     /// Runs due scheduled work (deletions, rotations) now, outside any call.
     pub fn tick(&self) -> KmsResult<()> {
         let conn = self.conn();
-        let tx = conn.unchecked_transaction().map_err(db)?;
+        let tx =
+            rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
         self.run_due_work(&tx, self.clock.now())?;
         tx.commit().map_err(db)
     }
