@@ -368,6 +368,21 @@ mod tests {
     }
 
     #[test]
+    fn context_from_json() {
+        let map = json!({"kms:CallerAccount": "111122223333", "kms:GrantIsForAWSResource": true,
+            "kms:RotationPeriodInDays": 90, "aws:TagKeys": ["a", "b"], "skip": {"x": 1}, "n": null});
+        let ctx = ConditionContext::from_json(map.as_object().unwrap());
+        assert_eq!(ctx.get("KMS:CALLERACCOUNT"), Some(&"111122223333".into()));
+        assert!(holds(
+            json!({"Bool": {"kms:GrantIsForAWSResource": "true"},
+            "NumericEquals": {"kms:RotationPeriodInDays": 90},
+            "ForAllValues:StringEquals": {"aws:TagKeys": ["a", "b"]},
+            "Null": {"skip": "true", "n": "true"}}),
+            &ctx
+        ));
+    }
+
+    #[test]
     fn missing_keys() {
         let ctx = ConditionContext::new();
         assert!(!holds(json!({"StringEquals": {"k": "v"}}), &ctx));

@@ -157,6 +157,38 @@ impl ConditionContext {
         }
     }
 
+    /// A context from a JSON object of condition keys: strings, booleans,
+    /// numbers, and lists of strings (multi-valued keys). Other values
+    /// (objects, null, lists of non-strings) are skipped: no policy value
+    /// could match them.
+    pub fn from_json(map: &serde_json::Map<String, serde_json::Value>) -> Self {
+        use serde_json::Value;
+        let mut ctx = Self::new();
+        for (key, value) in map {
+            let v = match value {
+                Value::String(s) => ConditionValue::String(s.clone()),
+                Value::Bool(b) => ConditionValue::Bool(*b),
+                Value::Number(n) => match n.as_f64() {
+                    Some(f) => ConditionValue::Number(f),
+                    None => continue,
+                },
+                Value::Array(items) => {
+                    let strings: Option<Vec<String>> = items
+                        .iter()
+                        .map(|i| i.as_str().map(str::to_string))
+                        .collect();
+                    match strings {
+                        Some(v) => ConditionValue::Strings(v),
+                        None => continue,
+                    }
+                }
+                Value::Null | Value::Object(_) => continue,
+            };
+            ctx.insert(key, v);
+        }
+        ctx
+    }
+
     /// The value of `key`; an empty multi-valued key counts as absent.
     pub fn get(&self, key: &str) -> Option<&ConditionValue> {
         self.get_normalized(&normalize_key(key))

@@ -5,7 +5,8 @@ use super::context::ConditionContext;
 use super::parse::{
     Patterns, PolicyDocument, PrincipalEntry, Principals, Statement, StatementEffect,
 };
-use super::{root_arn, wildcard_match};
+use super::{keys, root_arn, wildcard_match};
+use crate::kms::context::{PrincipalType, RequestContext};
 
 /// One request to authorize.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +24,38 @@ pub struct AuthzRequest {
 }
 
 impl AuthzRequest {
+    /// The request of `ctx`'s caller for `action` on `resource`, with the
+    /// condition keys every KMS request carries: kms:CallerAccount,
+    /// aws:PrincipalArn, aws:PrincipalAccount, aws:PrincipalType and, when
+    /// a service calls on the caller's behalf, kms:ViaService. Add the
+    /// operation's own keys (encryption context, grant keys, tags) to
+    /// `context` afterwards.
+    pub fn from_request(ctx: &RequestContext, action: &str, resource: &str) -> Self {
+        let caller = &ctx.caller;
+        let account = caller.account.as_str();
+        let principal_type = match caller.principal_type {
+            PrincipalType::Root => "Account",
+            PrincipalType::IAMUser => "User",
+            PrincipalType::AssumedRole => "AssumedRole",
+            PrincipalType::AWSService => "AWSService",
+        };
+        let mut context = ConditionContext::new()
+            .with(keys::CALLER_ACCOUNT, account)
+            .with(keys::PRINCIPAL_ARN, caller.principal_arn.as_str())
+            .with(keys::PRINCIPAL_ACCOUNT, account)
+            .with("aws:PrincipalType", principal_type);
+        if let Some(via) = &ctx.via_service {
+            context.insert(keys::VIA_SERVICE, via.as_str());
+        }
+        AuthzRequest {
+            principal_arn: caller.principal_arn.clone(),
+            principal_account: account.to_string(),
+            action: action.to_string(),
+            resource: resource.to_string(),
+            context,
+        }
+    }
+
     /// True when the caller is its account's root principal.
     pub fn is_account_root(&self) -> bool {
         self.principal_arn == root_arn(&self.principal_account)
@@ -185,6 +218,28 @@ mod tests {
             resource: "arn:aws:kms:us-east-1:111122223333:key/k1".into(),
             context: ConditionContext::new(),
         }
+    }
+
+    #[test]
+    fn from_request_sets_the_standard_keys() {
+        use crate::ids::{AccountId, Region};
+        use crate::kms::context::Caller;
+        let caller = Caller::root(AccountId::default_account());
+        let ctx = RequestContext::new(caller, Region::default_region()).via_ec2();
+        let r = AuthzRequest::from_request(&ctx, "kms:Decrypt", "arn:k");
+        assert!(r.is_account_root());
+        assert_eq!(r.principal_account, "111122223333");
+        let get = |k: &str| r.context.get(k).cloned();
+        assert_eq!(get("kms:CallerAccount"), Some("111122223333".into()));
+        assert_eq!(
+            get("kms:ViaService"),
+            Some("ec2.us-east-1.amazonaws.com".into())
+        );
+        assert_eq!(get("aws:PrincipalType"), Some("Account".into()));
+        assert_eq!(
+            get("aws:principalarn"),
+            Some("arn:aws:iam::111122223333:root".into())
+        );
     }
 
     #[test]

@@ -124,8 +124,14 @@ pub enum PolicyError {
 }
 
 impl From<PolicyError> for KmsError {
+    /// MalformedPolicyDocumentException, except the size quota
+    /// (LimitExceededException, as KMS reports its 32 KB key policy quota).
     fn from(e: PolicyError) -> Self {
-        KmsError::new(ErrorCode::MalformedPolicyDocumentException, e.to_string())
+        let code = match e {
+            PolicyError::TooLarge(_) => ErrorCode::LimitExceededException,
+            _ => ErrorCode::MalformedPolicyDocumentException,
+        };
+        KmsError::new(code, e.to_string())
     }
 }
 

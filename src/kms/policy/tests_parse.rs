@@ -96,10 +96,13 @@ fn size_limit() {
         "{e}"
     );
     let k: crate::kms::KmsError = e.into();
+    assert_eq!(k.code, crate::kms::ErrorCode::LimitExceededException);
+    let k: crate::kms::KmsError = PolicyError::NoAction.into();
     assert_eq!(
         k.code,
         crate::kms::ErrorCode::MalformedPolicyDocumentException
     );
+    assert_eq!(k.message, "Policy contains a statement with no action");
 }
 
 #[test]
