@@ -10,6 +10,7 @@ mod dispatch;
 pub mod error;
 pub mod model;
 mod ops;
+pub mod policy;
 mod service;
 mod store;
 pub mod usage;
