@@ -198,6 +198,40 @@ const OPERATIONS: &[(&str, &[&str], &[&str])] = &[
         &["KeyId", "Policy"],
     ),
     ("ListKeyPolicies", &["KeyId", "Limit", "Marker"], &["KeyId"]),
+    (
+        "CreateGrant",
+        &[
+            "KeyId",
+            "GranteePrincipal",
+            "RetiringPrincipal",
+            "Operations",
+            "Constraints",
+            "GrantTokens",
+            "Name",
+            "DryRun",
+        ],
+        &["KeyId", "GranteePrincipal", "Operations"],
+    ),
+    (
+        "ListGrants",
+        &["KeyId", "GrantId", "GranteePrincipal", "Limit", "Marker"],
+        &["KeyId"],
+    ),
+    (
+        "ListRetirableGrants",
+        &["RetiringPrincipal", "Limit", "Marker"],
+        &["RetiringPrincipal"],
+    ),
+    (
+        "RetireGrant",
+        &["GrantToken", "KeyId", "GrantId", "DryRun"],
+        &[],
+    ),
+    (
+        "RevokeGrant",
+        &["KeyId", "GrantId", "DryRun"],
+        &["KeyId", "GrantId"],
+    ),
 ];
 
 /// `CreateKey` -> `create-key`.

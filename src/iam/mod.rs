@@ -14,7 +14,7 @@ use crate::ids::AccountId;
 use crate::kms::{Caller, ErrorCode, KmsError, KmsResult, PrincipalType};
 use crate::secret::SecretBytes;
 
-const SCHEMA: &str = r#"
+pub(crate) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS accounts (
     account TEXT PRIMARY KEY,
     created INTEGER NOT NULL

@@ -67,7 +67,10 @@ pub struct Tag {
     pub tag_value: String,
 }
 
-macro_rules! request {
+/// Declares a request struct: AWS field names, every field optional.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! request_struct {
     ($(#[$m:meta])* $name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
         $(#[$m])*
         #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -78,7 +81,7 @@ macro_rules! request {
     };
 }
 
-request!(CreateKeyRequest {
+request_struct!(CreateKeyRequest {
     policy: String,
     description: String,
     key_usage: String,
@@ -89,21 +92,21 @@ request!(CreateKeyRequest {
     tags: Vec<Tag>,
     multi_region: bool,
 });
-request!(KeyIdRequest { key_id: String, grant_tokens: Vec<String> });
-request!(ListRequest {
+request_struct!(KeyIdRequest { key_id: String, grant_tokens: Vec<String> });
+request_struct!(ListRequest {
     limit: i64,
     marker: String,
     key_id: String
 });
-request!(UpdateKeyDescriptionRequest {
+request_struct!(UpdateKeyDescriptionRequest {
     key_id: String,
     description: String
 });
-request!(ScheduleKeyDeletionRequest {
+request_struct!(ScheduleKeyDeletionRequest {
     key_id: String,
     pending_window_in_days: i64
 });
-request!(EncryptRequest {
+request_struct!(EncryptRequest {
     key_id: String,
     plaintext: SecretBlob,
     encryption_context: EncryptionContext,
@@ -111,7 +114,7 @@ request!(EncryptRequest {
     grant_tokens: Vec<String>,
     dry_run: bool,
 });
-request!(DecryptRequest {
+request_struct!(DecryptRequest {
     key_id: String,
     ciphertext_blob: Blob,
     encryption_context: EncryptionContext,
@@ -119,7 +122,7 @@ request!(DecryptRequest {
     grant_tokens: Vec<String>,
     dry_run: bool,
 });
-request!(ReEncryptRequest {
+request_struct!(ReEncryptRequest {
     ciphertext_blob: Blob,
     source_encryption_context: EncryptionContext,
     source_key_id: String,
@@ -130,7 +133,7 @@ request!(ReEncryptRequest {
     grant_tokens: Vec<String>,
     dry_run: bool,
 });
-request!(GenerateDataKeyRequest {
+request_struct!(GenerateDataKeyRequest {
     key_id: String,
     encryption_context: EncryptionContext,
     number_of_bytes: i64,
@@ -138,21 +141,21 @@ request!(GenerateDataKeyRequest {
     grant_tokens: Vec<String>,
     dry_run: bool,
 });
-request!(GenerateRandomRequest {
+request_struct!(GenerateRandomRequest {
     number_of_bytes: i64,
     custom_key_store_id: String
 });
-request!(AliasRequest {
+request_struct!(AliasRequest {
     alias_name: String,
     target_key_id: String
 });
-request!(EnableKeyRotationRequest {
+request_struct!(EnableKeyRotationRequest {
     key_id: String,
     rotation_period_in_days: i64
 });
-request!(TagResourceRequest { key_id: String, tags: Vec<Tag> });
-request!(UntagResourceRequest { key_id: String, tag_keys: Vec<String> });
-request!(KeyPolicyRequest {
+request_struct!(TagResourceRequest { key_id: String, tags: Vec<Tag> });
+request_struct!(UntagResourceRequest { key_id: String, tag_keys: Vec<String> });
+request_struct!(KeyPolicyRequest {
     key_id: String,
     policy_name: String,
     policy: String,

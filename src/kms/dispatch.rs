@@ -74,4 +74,9 @@ operations! {
     "GetKeyPolicy" => get_key_policy,
     "PutKeyPolicy" => put_key_policy,
     "ListKeyPolicies" => list_key_policies,
+    "CreateGrant" => create_grant,
+    "ListGrants" => list_grants,
+    "ListRetirableGrants" => list_retirable_grants,
+    "RetireGrant" => retire_grant,
+    "RevokeGrant" => revoke_grant,
 }

@@ -79,57 +79,6 @@ fn check_symmetric_encrypt(k: &KeyRecord) -> KmsResult<()> {
     Ok(())
 }
 
-/// The default key policy AWS gives a key created without one.
-pub fn default_key_policy(account: &crate::ids::AccountId) -> String {
-    format!(
-        r#"{{
-  "Version" : "2012-10-17",
-  "Id" : "key-default-1",
-  "Statement" : [ {{
-    "Sid" : "Enable IAM User Permissions",
-    "Effect" : "Allow",
-    "Principal" : {{
-      "AWS" : "arn:aws:iam::{account}:root"
-    }},
-    "Action" : "kms:*",
-    "Resource" : "*"
-  }} ]
-}}"#
-    )
-}
-
-/// The AWS managed policy of `alias/aws/ebs`.
-pub fn aws_managed_ebs_policy(
-    account: &crate::ids::AccountId,
-    region: &crate::ids::Region,
-) -> String {
-    format!(
-        r#"{{
-  "Version" : "2012-10-17",
-  "Id" : "auto-ebs-2",
-  "Statement" : [ {{
-    "Sid" : "Allow access through EBS for all principals in the account that are authorized to use EBS",
-    "Effect" : "Allow",
-    "Principal" : {{ "AWS" : "*" }},
-    "Action" : [ "kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:CreateGrant", "kms:DescribeKey" ],
-    "Resource" : "*",
-    "Condition" : {{
-      "StringEquals" : {{
-        "kms:ViaService" : "ec2.{region}.amazonaws.com",
-        "kms:CallerAccount" : "{account}"
-      }}
-    }}
-  }}, {{
-    "Sid" : "Allow direct access to key metadata to the account",
-    "Effect" : "Allow",
-    "Principal" : {{ "AWS" : "arn:aws:iam::{account}:root" }},
-    "Action" : [ "kms:Describe*", "kms:Get*", "kms:List*", "kms:RevokeGrant" ],
-    "Resource" : "*"
-  }} ]
-}}"#
-    )
-}
-
 fn new_key_record(
     op: &Op<'_>,
     spec: &str,
@@ -183,7 +132,10 @@ pub(crate) fn add_material(
 
 /// Creates the account's AWS managed key for EBS with its alias.
 pub(crate) fn create_aws_managed_ebs_key(op: &mut Op<'_>) -> KmsResult<KeyRecord> {
-    let policy = aws_managed_ebs_policy(&op.ctx.caller.account, &op.ctx.region);
+    let policy = super::policy::aws_managed_ebs_policy(
+        op.ctx.caller.account.as_str(),
+        op.ctx.region.as_str(),
+    );
     let mut k = new_key_record(op, SYMMETRIC, "ENCRYPT_DECRYPT", "AWS_KMS", "AWS", policy);
     k.description = "Default key that protects my EBS volumes when no other key is defined".into();
     // AWS managed keys rotate every year, always.
@@ -371,15 +323,16 @@ impl Kms {
             }
             let tags = req.tags.clone().unwrap_or_default();
             validate_tags(&tags)?;
-            let policy = match &req.policy {
+            let mut k = new_key_record(op, &spec, &usage, &origin, "CUSTOMER", String::new());
+            k.policy = match &req.policy {
                 Some(p) => super::authz::validate_new_policy(
                     op,
                     p,
+                    &k.arn(),
                     req.bypass_policy_lockout_safety_check.unwrap_or(false),
                 )?,
-                None => default_key_policy(&op.ctx.caller.account),
+                None => super::policy::default_key_policy(op.ctx.caller.account.as_str()),
             };
-            let mut k = new_key_record(op, &spec, &usage, &origin, "CUSTOMER", policy);
             k.description = description;
             super::authz::authorize_create_key(op, &k, &tags)?;
             store::insert_key(op.tx, &k)?;

@@ -92,9 +92,11 @@ impl Kms {
             .connect()
             .map_err(|e| KmsError::internal(e.to_string()))?;
         conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {} {} COMMIT;",
+            "BEGIN IMMEDIATE; {} {} {} {} COMMIT;",
+            crate::iam::SCHEMA,
             store::SCHEMA,
-            audit::SCHEMA
+            audit::SCHEMA,
+            super::grants::SCHEMA
         ))
         .map_err(db)?;
         let audit_key = derive_audit_key(&home);

@@ -204,6 +204,11 @@ impl ConditionContext {
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
     }
+
+    /// Adds every key of `other`, replacing keys both have.
+    pub fn merge(&mut self, other: ConditionContext) {
+        self.values.extend(other.values);
+    }
 }
 
 /// The lookup form of a condition key: lowercase, except the context key of
