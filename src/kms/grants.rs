@@ -211,6 +211,9 @@ pub(crate) fn allows(
     conditions: &Map<String, Value>,
 ) -> KmsResult<bool> {
     let operation = match action.strip_prefix("kms:") {
+        // CreateGrant through a grant is decided in create_grant, which also
+        // checks that the new grant is no broader than its parent.
+        Some("CreateGrant") => return Ok(false),
         Some(o) if GRANT_OPERATIONS.contains(&o) => o,
         _ => return Ok(false),
     };
