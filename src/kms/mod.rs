@@ -1,6 +1,7 @@
 //! The embedded KMS: keys, key states, cryptographic operations, policies,
 //! grants and the audit log.
 
+pub mod asym;
 pub mod error;
 
 pub use error::{ErrorCode, KmsError, KmsResult};
