@@ -95,7 +95,8 @@ impl PrivateKeyMaterial {
         let bad = |reason: String| AsymError::InvalidKeyMaterial { spec, reason };
         let not_pkcs8 = |e: pkcs8::Error| {
             bad(format!(
-                "expected a DER-encoded PKCS#8 {spec} private key ({e})"
+                "expected a DER-encoded PKCS#8 {spec} private key ({e}); convert a \
+                 PKCS#1 or SEC1 key with `openssl pkcs8 -topk8 -nocrypt -outform DER`"
             ))
         };
         let (parsed, public) = match spec {
