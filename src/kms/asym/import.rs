@@ -147,6 +147,37 @@ mod tests {
     const KWP_VECTOR: &str = "ce5b48b16262baa0f8e703aa1e5543d21bec70f122d63719c10ab600def2dfc2";
 
     #[test]
+    fn wrap_for_import_round_trips_every_length_class() {
+        let wrapping = generate_wrapping_key(WrappingKeySpec::Rsa2048).unwrap();
+        let public = wrapping.public_key_der().unwrap();
+        // One semiblock, exactly one, just over, the symmetric key size, and
+        // a PKCS#8 RSA key's size.
+        for len in [1usize, 8, 9, 32, 1217] {
+            let material: Vec<u8> = (0..len).map(|i| i as u8 ^ 0xa5).collect();
+            for alg in [
+                AlgorithmSpec::RsaAesKeyWrapSha1,
+                AlgorithmSpec::RsaAesKeyWrapSha256,
+            ] {
+                let wrapped = wrap_for_import(public, alg, &material).unwrap();
+                assert_eq!(wrapped.len(), 256 + 8 + len.div_ceil(8) * 8, "{len}");
+                let back = unwrap_import(&wrapping, alg, &wrapped).unwrap();
+                assert_eq!(back.expose(), &material[..], "{alg} {len}");
+            }
+        }
+        let wrapped = wrap_for_import(public, AlgorithmSpec::RsaesOaepSha256, &[9; 32]).unwrap();
+        assert_eq!(wrapped.len(), 256);
+        let back = unwrap_import(&wrapping, AlgorithmSpec::RsaesOaepSha256, &wrapped).unwrap();
+        assert_eq!(back.expose(), &[9; 32]);
+        assert!(wrap_for_import(b"junk", AlgorithmSpec::RsaesOaepSha1, &[1]).is_err());
+        // An ECC key cannot unwrap.
+        let ec = PrivateKeyMaterial::generate(KeySpec::EccNistP256).unwrap();
+        assert!(matches!(
+            unwrap_import(&ec, AlgorithmSpec::RsaesOaepSha1, &wrapped),
+            Err(AsymError::UnsupportedKeySpec { .. })
+        ));
+    }
+
+    #[test]
     fn validate_checks_lengths_and_formats() {
         let sym = SecretBytes::from_slice(&[1; 32]);
         assert!(validate_import_material(KeySpec::SymmetricDefault, &sym).is_ok());

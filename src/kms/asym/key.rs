@@ -56,13 +56,13 @@ impl PrivateKeyMaterial {
         if let Some(len) = spec.hmac_key_len() {
             return Self::from_hmac_key(spec, SecretBytes::random(len));
         }
+        if let Some(bits) = spec.rsa_bits() {
+            let key = RsaPrivateKey::new(&mut OsRng, bits)
+                .map_err(|e| AsymError::Internal(format!("RSA key generation: {e}")))?;
+            let der = secret_der(key.to_pkcs8_der())?;
+            return Self::from_pkcs8(spec, der.expose());
+        }
         let der = match spec {
-            KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
-                let bits = spec.rsa_bits().unwrap_or(2048);
-                let key = RsaPrivateKey::new(&mut OsRng, bits)
-                    .map_err(|e| AsymError::Internal(format!("RSA key generation: {e}")))?;
-                secret_der(key.to_pkcs8_der())?
-            }
             KeySpec::EccNistP256 => secret_der(p256::SecretKey::random(&mut OsRng).to_pkcs8_der())?,
             KeySpec::EccNistP384 => secret_der(p384::SecretKey::random(&mut OsRng).to_pkcs8_der())?,
             KeySpec::EccNistP521 => secret_der(p521::SecretKey::random(&mut OsRng).to_pkcs8_der())?,
