@@ -10,6 +10,7 @@
 //!   that AES-256 key with AES Key Wrap with Padding (RFC 5649), i.e.
 //!   `openssl enc -id-aes256-wrap-pad -iv A65959A6`.
 
+use aes::cipher::generic_array::GenericArray;
 use aes_kw::KekAes256;
 use rsa::pkcs8::DecodePublicKey;
 use rsa::traits::PublicKeyParts;
@@ -51,7 +52,10 @@ pub fn unwrap_import(
     let (wrapped_aes_key, wrapped_material) = wrapped.split_at(k);
     let aes_key = decrypt_with(rsa, algorithm.oaep(), wrapped_aes_key)?;
     let aes_key = Key256::from_slice(aes_key.expose()).ok_or(AsymError::InvalidCiphertext)?;
-    let kek = KekAes256::from(*aes_key.expose());
+    // Passed by reference so no unzeroized copy of the key is made here;
+    // the AES round keys inside the Kek are only zeroized on drop if the
+    // `aes` crate's `zeroize` feature is on.
+    let kek = KekAes256::new(GenericArray::from_slice(aes_key.expose()));
     // RFC 5649: the output is the input less the 8-byte integrity block.
     let out_len = wrapped_material
         .len()
@@ -98,7 +102,7 @@ pub fn wrap_for_import(
         });
     }
     let aes_key = Key256::random();
-    let kek = KekAes256::from(*aes_key.expose());
+    let kek = KekAes256::new(GenericArray::from_slice(aes_key.expose()));
     let mut out = encrypt_to(spec, &public, algorithm.oaep(), aes_key.expose())?;
     let padded = material.len().div_ceil(8) * 8;
     let start = out.len();
