@@ -2,6 +2,7 @@
 //! grants and the audit log.
 
 pub mod api;
+pub mod asym;
 pub mod audit;
 mod authz;
 pub mod ciphertext;

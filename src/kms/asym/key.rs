@@ -1,0 +1,317 @@
+//! Private key material of asymmetric and HMAC KMS keys: generation,
+//! PKCS#8 loading, the SubjectPublicKeyInfo of the public half, and data
+//! key pairs.
+
+use std::fmt;
+
+use pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
+use rand::rngs::OsRng;
+use rsa::traits::PublicKeyParts;
+use rsa::RsaPrivateKey;
+
+use super::{AsymError, DataKeyPairSpec, KeySpec};
+use crate::secret::SecretBytes;
+
+// The pkcs8 traits, as re-exported by one of the curve crates (all share
+// the same pkcs8 0.10).
+use p256::pkcs8;
+
+/// The parsed form of the private key, kept next to its encoding so that
+/// each operation does not re-parse. Every variant zeroizes on drop.
+#[derive(Clone)]
+pub(crate) enum Parsed {
+    Rsa(Box<RsaPrivateKey>),
+    P256(p256::ecdsa::SigningKey),
+    P384(p384::ecdsa::SigningKey),
+    P521(p521::ecdsa::SigningKey),
+    K256(k256::ecdsa::SigningKey),
+    Ed25519(Box<ed25519_dalek::SigningKey>),
+    Hmac,
+}
+
+/// The secret half of an asymmetric or HMAC KMS key.
+///
+/// Holds the PKCS#8 DER of an RSA/ECC private key, or the raw bytes of an
+/// HMAC key, in a [`SecretBytes`]; [`PrivateKeyMaterial::material`] is what
+/// the key store seals and [`PrivateKeyMaterial::load`] reads back.
+#[derive(Clone)]
+pub struct PrivateKeyMaterial {
+    spec: KeySpec,
+    material: SecretBytes,
+    /// DER SubjectPublicKeyInfo; empty for HMAC keys.
+    public_der: Vec<u8>,
+    pub(crate) parsed: Parsed,
+}
+
+impl fmt::Debug for PrivateKeyMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PrivateKeyMaterial({}, [REDACTED])", self.spec)
+    }
+}
+
+impl PrivateKeyMaterial {
+    /// New random key material for `spec` (not SYMMETRIC_DEFAULT, whose
+    /// material the symmetric code path owns).
+    pub fn generate(spec: KeySpec) -> Result<Self, AsymError> {
+        if let Some(len) = spec.hmac_key_len() {
+            return Self::from_hmac_key(spec, SecretBytes::random(len));
+        }
+        if let Some(bits) = spec.rsa_bits() {
+            let key = RsaPrivateKey::new(&mut OsRng, bits)
+                .map_err(|e| AsymError::Internal(format!("RSA key generation: {e}")))?;
+            let der = secret_der(key.to_pkcs8_der())?;
+            return Self::from_pkcs8(spec, der.expose());
+        }
+        let der = match spec {
+            KeySpec::EccNistP256 => secret_der(p256::SecretKey::random(&mut OsRng).to_pkcs8_der())?,
+            KeySpec::EccNistP384 => secret_der(p384::SecretKey::random(&mut OsRng).to_pkcs8_der())?,
+            KeySpec::EccNistP521 => secret_der(p521::SecretKey::random(&mut OsRng).to_pkcs8_der())?,
+            KeySpec::EccSecgP256k1 => {
+                secret_der(k256::SecretKey::random(&mut OsRng).to_pkcs8_der())?
+            }
+            KeySpec::EccNistEdwards25519 => {
+                let key = ed25519_dalek::SigningKey::generate(&mut OsRng);
+                // PKCS#8 v1 (no public key field): the form OpenSSL writes
+                // and every reader accepts.
+                let pair = ed25519_dalek::pkcs8::KeypairBytes {
+                    secret_key: key.to_bytes(),
+                    public_key: None,
+                };
+                secret_der(pair.to_pkcs8_der())?
+            }
+            _ => {
+                return Err(AsymError::UnsupportedKeySpec {
+                    spec,
+                    operation: "Asymmetric key generation",
+                })
+            }
+        };
+        Self::from_pkcs8(spec, der.expose())
+    }
+
+    /// Loads an RSA or ECC private key from PKCS#8 DER, checking that it is
+    /// a key of `spec` (algorithm, curve and RSA modulus size).
+    pub fn from_pkcs8(spec: KeySpec, der: &[u8]) -> Result<Self, AsymError> {
+        let bad = |reason: String| AsymError::InvalidKeyMaterial { spec, reason };
+        let not_pkcs8 = |e: pkcs8::Error| {
+            bad(format!(
+                "expected a DER-encoded PKCS#8 {spec} private key ({e}); convert a \
+                 PKCS#1 or SEC1 key with `openssl pkcs8 -topk8 -nocrypt -outform DER`"
+            ))
+        };
+        let (parsed, public) = match spec {
+            KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
+                let key = RsaPrivateKey::from_pkcs8_der(der).map_err(not_pkcs8)?;
+                let bits = key.n().bits();
+                if Some(bits) != spec.rsa_bits() {
+                    return Err(bad(format!("the RSA modulus has {bits} bits")));
+                }
+                key.validate()
+                    .map_err(|e| bad(format!("inconsistent RSA key: {e}")))?;
+                let public = key.as_ref().to_public_key_der();
+                (Parsed::Rsa(Box::new(key)), public)
+            }
+            KeySpec::EccNistP256 => {
+                let sk = p256::SecretKey::from_pkcs8_der(der).map_err(not_pkcs8)?;
+                let public = sk.public_key().to_public_key_der();
+                (Parsed::P256(sk.into()), public)
+            }
+            KeySpec::EccNistP384 => {
+                let sk = p384::SecretKey::from_pkcs8_der(der).map_err(not_pkcs8)?;
+                let public = sk.public_key().to_public_key_der();
+                (Parsed::P384(sk.into()), public)
+            }
+            KeySpec::EccNistP521 => {
+                let sk = p521::SecretKey::from_pkcs8_der(der).map_err(not_pkcs8)?;
+                let public = sk.public_key().to_public_key_der();
+                let signing = ecdsa::SigningKey::<p521::NistP521>::from(&sk);
+                (Parsed::P521(signing.into()), public)
+            }
+            KeySpec::EccSecgP256k1 => {
+                let sk = k256::SecretKey::from_pkcs8_der(der).map_err(not_pkcs8)?;
+                let public = sk.public_key().to_public_key_der();
+                (Parsed::K256(sk.into()), public)
+            }
+            KeySpec::EccNistEdwards25519 => {
+                let sk = ed25519_dalek::SigningKey::from_pkcs8_der(der).map_err(not_pkcs8)?;
+                let public = sk.verifying_key().to_public_key_der();
+                (Parsed::Ed25519(Box::new(sk)), public)
+            }
+            _ => {
+                return Err(AsymError::UnsupportedKeySpec {
+                    spec,
+                    operation: "Loading PKCS#8 key material",
+                })
+            }
+        };
+        let public =
+            public.map_err(|e| AsymError::Internal(format!("encoding the public key: {e}")))?;
+        Ok(PrivateKeyMaterial {
+            spec,
+            material: SecretBytes::from_slice(der),
+            public_der: public.as_bytes().to_vec(),
+            parsed,
+        })
+    }
+
+    /// An HMAC key from its raw bytes. KMS-generated keys have exactly
+    /// [`KeySpec::hmac_key_len`] bytes; imported ones may be longer, within
+    /// [`KeySpec::hmac_key_len_range`].
+    pub fn from_hmac_key(spec: KeySpec, key: SecretBytes) -> Result<Self, AsymError> {
+        let Some(range) = spec.hmac_key_len_range() else {
+            return Err(AsymError::UnsupportedKeySpec {
+                spec,
+                operation: "Loading an HMAC key",
+            });
+        };
+        if !range.contains(&key.len()) {
+            return Err(AsymError::InvalidKeyMaterial {
+                spec,
+                reason: format!(
+                    "an {spec} key must be {} to {} bytes long, got {}",
+                    range.start(),
+                    range.end(),
+                    key.len()
+                ),
+            });
+        }
+        Ok(PrivateKeyMaterial {
+            spec,
+            material: key,
+            public_der: Vec::new(),
+            parsed: Parsed::Hmac,
+        })
+    }
+
+    /// Loads what [`PrivateKeyMaterial::material`] returned: PKCS#8 DER for
+    /// RSA/ECC specs, raw key bytes for HMAC specs.
+    pub fn load(spec: KeySpec, material: &SecretBytes) -> Result<Self, AsymError> {
+        if spec.is_hmac() {
+            Self::from_hmac_key(spec, material.clone())
+        } else {
+            Self::from_pkcs8(spec, material.expose())
+        }
+    }
+
+    pub fn spec(&self) -> KeySpec {
+        self.spec
+    }
+
+    /// The secret material to seal and persist: PKCS#8 DER (RSA/ECC) or raw
+    /// key bytes (HMAC).
+    pub fn material(&self) -> &SecretBytes {
+        &self.material
+    }
+
+    /// The DER SubjectPublicKeyInfo (what GetPublicKey returns). HMAC keys
+    /// have none.
+    pub fn public_key_der(&self) -> Result<&[u8], AsymError> {
+        if self.public_der.is_empty() {
+            return Err(AsymError::UnsupportedKeySpec {
+                spec: self.spec,
+                operation: "GetPublicKey",
+            });
+        }
+        Ok(&self.public_der)
+    }
+}
+
+/// A data key pair from GenerateDataKeyPair.
+#[derive(Debug, Clone)]
+pub struct DataKeyPair {
+    /// PKCS#8 DER of the private key.
+    pub private_key_der: SecretBytes,
+    /// DER SubjectPublicKeyInfo of the public key.
+    pub public_key_der: Vec<u8>,
+}
+
+/// A new random key pair of `spec`.
+pub fn generate_data_key_pair(spec: DataKeyPairSpec) -> Result<DataKeyPair, AsymError> {
+    let key = PrivateKeyMaterial::generate(spec.into())?;
+    Ok(DataKeyPair {
+        public_key_der: key.public_der.clone(),
+        private_key_der: key.material,
+    })
+}
+
+/// Copies a PKCS#8 document (zeroized on drop) into [`SecretBytes`].
+fn secret_der(doc: pkcs8::Result<pkcs8::SecretDocument>) -> Result<SecretBytes, AsymError> {
+    let doc = doc.map_err(|e| AsymError::Internal(format!("encoding PKCS#8: {e}")))?;
+    Ok(SecretBytes::from_slice(doc.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ecc_keys_round_trip_through_pkcs8() {
+        for spec in [
+            KeySpec::EccNistP256,
+            KeySpec::EccNistP384,
+            KeySpec::EccNistP521,
+            KeySpec::EccSecgP256k1,
+            KeySpec::EccNistEdwards25519,
+        ] {
+            let key = PrivateKeyMaterial::generate(spec).unwrap();
+            let again = PrivateKeyMaterial::load(spec, key.material()).unwrap();
+            assert_eq!(
+                again.public_key_der().unwrap(),
+                key.public_key_der().unwrap()
+            );
+            assert_eq!(again.spec(), spec);
+        }
+    }
+
+    #[test]
+    fn pkcs8_of_another_curve_is_refused() {
+        let p256 = PrivateKeyMaterial::generate(KeySpec::EccNistP256).unwrap();
+        let err = PrivateKeyMaterial::from_pkcs8(KeySpec::EccNistP384, p256.material().expose())
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            AsymError::InvalidKeyMaterial {
+                spec: KeySpec::EccNistP384,
+                ..
+            }
+        ));
+        assert!(PrivateKeyMaterial::from_pkcs8(KeySpec::Rsa2048, b"not der").is_err());
+        assert!(PrivateKeyMaterial::from_pkcs8(KeySpec::Hmac256, b"x").is_err());
+    }
+
+    #[test]
+    fn hmac_keys_have_the_spec_length_and_no_public_key() {
+        for (spec, len) in [
+            (KeySpec::Hmac224, 28),
+            (KeySpec::Hmac256, 32),
+            (KeySpec::Hmac384, 48),
+            (KeySpec::Hmac512, 64),
+        ] {
+            let key = PrivateKeyMaterial::generate(spec).unwrap();
+            assert_eq!(key.material().len(), len);
+            assert!(matches!(
+                key.public_key_der(),
+                Err(AsymError::UnsupportedKeySpec { .. })
+            ));
+        }
+        let short = SecretBytes::from_slice(&[7; 31]);
+        assert!(PrivateKeyMaterial::from_hmac_key(KeySpec::Hmac256, short).is_err());
+    }
+
+    #[test]
+    fn symmetric_default_is_not_generated_here() {
+        assert!(matches!(
+            PrivateKeyMaterial::generate(KeySpec::SymmetricDefault),
+            Err(AsymError::UnsupportedKeySpec { .. })
+        ));
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let key = PrivateKeyMaterial::generate(KeySpec::Hmac256).unwrap();
+        assert_eq!(
+            format!("{key:?}"),
+            "PrivateKeyMaterial(HMAC_256, [REDACTED])"
+        );
+    }
+}
