@@ -13,8 +13,8 @@ use keyvol::ids::{AccountId, Region, SnapshotId, VolumeId};
 use keyvol::secret::{SecretBytes, VolumeDataKey};
 use keyvol::snapshot::manifest::{now_rfc3339, BLOCK_SIZE};
 use keyvol::snapshot::{
-    changed_blocks, manifest_mac_key, ChunkRef, ChunkStore, Manifest, SnapshotError,
-    SnapshotState, StoreConfig,
+    changed_blocks, manifest_mac_key, ChunkRef, ChunkStore, Manifest, SnapshotError, SnapshotState,
+    StoreConfig,
 };
 use rand::RngCore;
 
@@ -46,7 +46,9 @@ impl Harness {
     /// A fresh store (its own namespace) for one scenario.
     fn store(&self, name: &str, grace: Duration) -> ChunkStore {
         let config = match &self.backend {
-            Backend::Local { root } => StoreConfig::parse(root.join(name).to_str().unwrap()).unwrap(),
+            Backend::Local { root } => {
+                StoreConfig::parse(root.join(name).to_str().unwrap()).unwrap()
+            }
             Backend::S3 { port } => StoreConfig::parse(&format!(
                 "s3://{BUCKET}/{name}?endpoint=http://127.0.0.1:{port}"
             ))
@@ -71,7 +73,12 @@ impl Harness {
 
     fn write_object(&self, name: &str, location: &str, bytes: &[u8]) {
         match &self.backend {
-            Backend::Local { root } => std::fs::write(root.join(name).join(location), bytes).unwrap(),
+            Backend::Local { root } => {
+                // The folder may be gone: the store removes empty folders.
+                let path = root.join(name).join(location);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, bytes).unwrap()
+            }
             Backend::S3 { port } => {
                 let (status, _) = http(*port, "PUT", &format!("/{BUCKET}/{location}"), bytes);
                 assert_eq!(status, 200, "PUT {location}");
@@ -81,7 +88,9 @@ impl Harness {
 
     fn delete_object(&self, name: &str, location: &str) {
         match &self.backend {
-            Backend::Local { root } => std::fs::remove_file(root.join(name).join(location)).unwrap(),
+            Backend::Local { root } => {
+                std::fs::remove_file(root.join(name).join(location)).unwrap()
+            }
             Backend::S3 { port } => {
                 let (status, _) = http(*port, "DELETE", &format!("/{BUCKET}/{location}"), b"");
                 assert_eq!(status, 204, "DELETE {location}");
@@ -136,15 +145,24 @@ fn start_moto() -> Moto {
             moto.child.try_wait().unwrap().is_none(),
             "moto_server exited during start-up"
         );
-        assert!(Instant::now() < deadline, "moto_server did not answer within 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "moto_server did not answer within 30 s"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let (status, body) = http(port, "PUT", &format!("/{BUCKET}"), b"");
-    assert_eq!(status, 200, "create bucket: {}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        status,
+        200,
+        "create bucket: {}",
+        String::from_utf8_lossy(&body)
+    );
     moto
 }
 
-/// One unsigned HTTP/1.1 request (moto does not check signatures).
+/// One HTTP/1.1 request with a dummy SigV4 header: moto does not verify
+/// signatures but refuses anonymous reads of private objects.
 fn http(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
     let mut s = match TcpStream::connect(("127.0.0.1", port)) {
         Ok(s) => s,
@@ -152,7 +170,7 @@ fn http(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
     };
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     if s.write_all(head.as_bytes()).is_err() || s.write_all(body).is_err() {
@@ -172,7 +190,9 @@ fn http(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     assert!(
-        !head.to_ascii_lowercase().contains("transfer-encoding: chunked"),
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
         "chunked responses are not handled by this test client"
     );
     (status, resp[split + 4..].to_vec())
@@ -196,14 +216,19 @@ fn manifest(volume: &VolumeId, blocks: BTreeMap<u64, ChunkRef>, state: SnapshotS
         source_region: None,
         owner_id: AccountId::default_account(),
         region: Region::default_region(),
-        kms_key_id: "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab".into(),
+        kms_key_id: "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+            .into(),
         encrypted_data_key: vec![9; 40],
         encryption_context: [("aws:ebs:id".to_string(), volume.to_string())].into(),
         description: "test snapshot".into(),
         start_time: now_rfc3339(),
         state,
         state_message: None,
-        progress: if state == SnapshotState::Completed { 100 } else { 0 },
+        progress: if state == SnapshotState::Completed {
+            100
+        } else {
+            0
+        },
         create_volume_permissions: BTreeSet::from(["444455556666".parse().unwrap()]),
         blocks,
     }
@@ -233,12 +258,23 @@ fn put_get_and_dedup(h: &Harness) {
     let c = random_chunk();
     let tail = vec![7u8; 1000];
     let refs = store.put_chunks(&[&c, &a, &tail, &c]).unwrap();
-    assert_eq!(refs, vec![ChunkRef::of(&c), ra, ChunkRef::of(&tail), ChunkRef::of(&c)]);
+    assert_eq!(
+        refs,
+        vec![ChunkRef::of(&c), ra, ChunkRef::of(&tail), ChunkRef::of(&c)]
+    );
     let usage = store.usage().unwrap();
     assert_eq!(usage.chunks, 4);
     assert_eq!(usage.bytes, 3 * u64::from(BLOCK_SIZE) + 1000);
-    assert_eq!(store.get_chunks(&refs).unwrap(), vec![c.clone(), a, tail, c]);
-    assert_eq!(store.missing_chunks(&[ra, ChunkRef::of(b"never stored")]).unwrap(), vec![ChunkRef::of(b"never stored")]);
+    assert_eq!(
+        store.get_chunks(&refs).unwrap(),
+        vec![c.clone(), a, tail, c]
+    );
+    assert_eq!(
+        store
+            .missing_chunks(&[ra, ChunkRef::of(b"never stored")])
+            .unwrap(),
+        vec![ChunkRef::of(b"never stored")]
+    );
 }
 
 fn manifest_round_trip_and_tamper(h: &Harness) {
@@ -247,7 +283,9 @@ fn manifest_round_trip_and_tamper(h: &Harness) {
     let key = manifest_mac_key(&dek);
     let vol = VolumeId::generate();
     let chunks: Vec<Vec<u8>> = (0..3).map(|_| random_chunk()).collect();
-    let refs = store.put_chunks(&chunks.iter().map(|c| c.as_slice()).collect::<Vec<_>>()).unwrap();
+    let refs = store
+        .put_chunks(&chunks.iter().map(|c| c.as_slice()).collect::<Vec<_>>())
+        .unwrap();
     let blocks: BTreeMap<u64, ChunkRef> = [(0, refs[0]), (5, refs[1]), (15, refs[2])].into();
     let m = manifest(&vol, blocks, SnapshotState::Completed);
     let id = store.put_manifest(&m.seal(&key)).unwrap();
@@ -261,7 +299,10 @@ fn manifest_round_trip_and_tamper(h: &Harness) {
 
     // Wrong key: authentication error.
     let wrong = manifest_mac_key(&VolumeDataKey::random());
-    assert!(matches!(Manifest::open(&sealed, &wrong), Err(SnapshotError::ManifestAuthentication { .. })));
+    assert!(matches!(
+        Manifest::open(&sealed, &wrong),
+        Err(SnapshotError::ManifestAuthentication { .. })
+    ));
 
     // Edit a stored manifest (point block 5 at another chunk): detected.
     let loc = store.manifest_location(&id);
@@ -271,25 +312,37 @@ fn manifest_round_trip_and_tamper(h: &Harness) {
     h.write_object("manifest", &loc, edited.as_bytes());
     let got = store.get_manifest(&id).unwrap();
     let err = Manifest::open(&got, &key).unwrap_err();
-    assert!(matches!(err, SnapshotError::ManifestAuthentication { .. }), "{err}");
+    assert!(
+        matches!(err, SnapshotError::ManifestAuthentication { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains(id.as_str()), "{err}");
 
     // Another snapshot's (authentic) manifest stored under this id: refused.
     let other = manifest(&vol, BTreeMap::new(), SnapshotState::Completed);
     h.write_object("manifest", &loc, &other.seal(&key));
     let err = store.get_manifest(&id).unwrap_err();
-    assert!(matches!(err, SnapshotError::ManifestMismatch { .. }), "{err}");
+    assert!(
+        matches!(err, SnapshotError::ManifestMismatch { .. }),
+        "{err}"
+    );
 
     // Garbage instead of a manifest: invalid, naming the snapshot.
     h.write_object("manifest", &loc, b"{\"not\": \"a manifest\"}");
     let err = store.get_manifest(&id).unwrap_err();
-    assert!(matches!(err, SnapshotError::ManifestInvalid { .. }), "{err}");
+    assert!(
+        matches!(err, SnapshotError::ManifestInvalid { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains(id.as_str()), "{err}");
 
     // Missing manifest.
     store.delete_manifest(&id).unwrap();
     store.delete_manifest(&id).unwrap();
-    assert!(matches!(store.get_manifest(&id), Err(SnapshotError::ManifestMissing { .. })));
+    assert!(matches!(
+        store.get_manifest(&id),
+        Err(SnapshotError::ManifestMissing { .. })
+    ));
     assert!(store.list_manifests().unwrap().is_empty());
 
     // A flipped byte in a stored chunk: an error naming the chunk (and,
@@ -304,11 +357,17 @@ fn manifest_round_trip_and_tamper(h: &Harness) {
     let err = err.in_block(&id, 0);
     assert!(err.is_corruption());
     let msg = err.to_string();
-    assert!(msg.contains(id.as_str()) && msg.contains("block 0") && msg.contains(&refs[0].to_hex()), "{msg}");
+    assert!(
+        msg.contains(id.as_str()) && msg.contains("block 0") && msg.contains(&refs[0].to_hex()),
+        "{msg}"
+    );
     // A truncated copy is also detected, and putting the chunk again
     // repairs it (a stored size that differs is never taken as a dedup hit).
     h.write_object("manifest", &loc, &chunks[0][..100]);
-    assert!(matches!(store.get_chunk(&refs[0]), Err(SnapshotError::ChunkCorrupt { .. })));
+    assert!(matches!(
+        store.get_chunk(&refs[0]),
+        Err(SnapshotError::ChunkCorrupt { .. })
+    ));
     store.put_chunk(&chunks[0]).unwrap();
     assert_eq!(store.get_chunk(&refs[0]).unwrap(), chunks[0]);
 
@@ -328,8 +387,16 @@ fn incremental_and_garbage_collection(h: &Harness) {
 
     // s1 = blocks 0,1,2 -> c0,c1,c2; s2 (incremental) changes block 0 and
     // adds block 3: it shares c1, c2 with s1.
-    let s1 = manifest(&vol, [(0, r[0]), (1, r[1]), (2, r[2])].into(), SnapshotState::Completed);
-    let mut s2 = manifest(&vol, [(0, r[3]), (1, r[1]), (2, r[2]), (3, r[4])].into(), SnapshotState::Completed);
+    let s1 = manifest(
+        &vol,
+        [(0, r[0]), (1, r[1]), (2, r[2])].into(),
+        SnapshotState::Completed,
+    );
+    let mut s2 = manifest(
+        &vol,
+        [(0, r[3]), (1, r[1]), (2, r[2]), (3, r[4])].into(),
+        SnapshotState::Completed,
+    );
     s2.parent_snapshot_id = Some(s1.snapshot_id.clone());
     store.put_manifest(&s1.seal(&key)).unwrap();
     store.put_manifest(&s2.seal(&key)).unwrap();
@@ -345,18 +412,27 @@ fn incremental_and_garbage_collection(h: &Harness) {
     assert_eq!(report.bytes_freed, u64::from(BLOCK_SIZE));
     assert_eq!(report.chunks_referenced, 5);
     assert!(report.chunks_missing.is_empty());
-    assert!(matches!(store.get_chunk(&orphan), Err(SnapshotError::ChunkMissing { .. })));
+    assert!(matches!(
+        store.get_chunk(&orphan),
+        Err(SnapshotError::ChunkMissing { .. })
+    ));
 
     // Deleting s1 frees only c0, which s2 does not use.
     store.delete_manifest(&s1.snapshot_id).unwrap();
     let report = store.garbage_collect().unwrap();
     assert_eq!(report.chunks_deleted, 1, "{report:?}");
-    assert!(matches!(store.get_chunk(&r[0]), Err(SnapshotError::ChunkMissing { .. })));
+    assert!(matches!(
+        store.get_chunk(&r[0]),
+        Err(SnapshotError::ChunkMissing { .. })
+    ));
     let s2_back = Manifest::open(&store.get_manifest(&s2.snapshot_id).unwrap(), &key).unwrap();
     for (i, chunk) in &s2_back.blocks {
         assert!(store.get_chunk(chunk).is_ok(), "block {i} of s2 lost");
     }
-    assert!(store.missing_chunks(&s2_back.blocks.values().copied().collect::<Vec<_>>()).unwrap().is_empty());
+    assert!(store
+        .missing_chunks(&s2_back.blocks.values().copied().collect::<Vec<_>>())
+        .unwrap()
+        .is_empty());
 
     // A second collection finds nothing more.
     assert_eq!(store.garbage_collect().unwrap().chunks_deleted, 0);
@@ -385,9 +461,15 @@ fn crash_before_manifest(h: &Harness) {
     let store = h.store("crash", Duration::from_secs(3600));
     let key = manifest_mac_key(&VolumeDataKey::random());
     let vol = VolumeId::generate();
-    let done = manifest(&vol, [(0, store.put_chunk(&random_chunk()).unwrap())].into(), SnapshotState::Completed);
+    let done = manifest(
+        &vol,
+        [(0, store.put_chunk(&random_chunk()).unwrap())].into(),
+        SnapshotState::Completed,
+    );
     store.put_manifest(&done.seal(&key)).unwrap();
-    let crashed: Vec<ChunkRef> = (0..3).map(|_| store.put_chunk(&random_chunk()).unwrap()).collect();
+    let crashed: Vec<ChunkRef> = (0..3)
+        .map(|_| store.put_chunk(&random_chunk()).unwrap())
+        .collect();
 
     let ids = store.list_manifests().unwrap();
     assert_eq!(ids, vec![done.snapshot_id.clone()]);
@@ -420,7 +502,10 @@ fn crash_before_manifest(h: &Harness) {
         .unwrap()
         .into_iter()
         .filter(|id| {
-            Manifest::peek_unauthenticated(&cleanup.get_manifest(id).unwrap()).unwrap().state == SnapshotState::Completed
+            Manifest::peek_unauthenticated(&cleanup.get_manifest(id).unwrap())
+                .unwrap()
+                .state
+                == SnapshotState::Completed
         })
         .collect();
     assert_eq!(completed, vec![done.snapshot_id.clone()]);
@@ -452,7 +537,11 @@ fn s3_store_on_moto() {
 #[test]
 fn s3_store_reports_unreachable_endpoint() {
     // Nothing listens on this port once the listener is dropped.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = StoreConfig::parse(&format!("s3://{BUCKET}/x?endpoint=http://127.0.0.1:{port}"))
         .unwrap()
         .with_credentials("testing", SecretBytes::from_slice(b"testing-secret"));
@@ -460,6 +549,13 @@ fn s3_store_reports_unreachable_endpoint() {
     let start = Instant::now();
     let err = store.put_chunk(b"data").unwrap_err();
     assert!(matches!(err, SnapshotError::Store { .. }), "{err}");
-    assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
-    assert!(start.elapsed() < Duration::from_secs(30), "took {:?}", start.elapsed());
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        start.elapsed()
+    );
 }

@@ -47,11 +47,15 @@ pub enum SnapshotError {
     ManifestInvalid { snapshot: String, reason: String },
 
     /// The manifest's MAC does not verify: it was edited, or the key is wrong.
-    #[error("manifest of {snapshot} failed authentication: it was modified or the data key is wrong")]
+    #[error(
+        "manifest of {snapshot} failed authentication: it was modified or the data key is wrong"
+    )]
     ManifestAuthentication { snapshot: String },
 
     /// The manifest stored under one snapshot id describes another snapshot.
-    #[error("manifest stored as {expected} describes snapshot {found}: the store was tampered with")]
+    #[error(
+        "manifest stored as {expected} describes snapshot {found}: the store was tampered with"
+    )]
     ManifestMismatch { expected: SnapshotId, found: String },
 
     /// Garbage collection stopped rather than risk deleting referenced chunks.

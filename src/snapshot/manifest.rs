@@ -92,7 +92,10 @@ impl FromStr for ChunkRef {
     fn from_str(s: &str) -> Result<Self, String> {
         let mut out = [0u8; 32];
         if s.len() != 64 || s.bytes().any(|b| b.is_ascii_uppercase()) {
-            return Err(format!("'{}' is not a chunk name: expected 64 lowercase hex digits", s.chars().take(80).collect::<String>()));
+            return Err(format!(
+                "'{}' is not a chunk name: expected 64 lowercase hex digits",
+                s.chars().take(80).collect::<String>()
+            ));
         }
         hex::decode_to_slice(s, &mut out)
             .map_err(|_| format!("'{s}' is not a chunk name: expected 64 lowercase hex digits"))?;
@@ -275,7 +278,12 @@ pub fn changed_blocks(a: &Manifest, b: &Manifest) -> Vec<u64> {
         .iter()
         .filter(|(i, c)| b.blocks.get(i) != Some(c))
         .map(|(i, _)| *i)
-        .chain(b.blocks.keys().filter(|i| !a.blocks.contains_key(i)).copied())
+        .chain(
+            b.blocks
+                .keys()
+                .filter(|i| !a.blocks.contains_key(i))
+                .copied(),
+        )
         .collect();
     out.sort_unstable();
     out
@@ -323,9 +331,14 @@ struct SealedIn {
 }
 
 fn parse_sealed(bytes: &[u8]) -> Result<SealedIn> {
-    let invalid = |snapshot: String, reason: String| SnapshotError::ManifestInvalid { snapshot, reason };
-    let doc: SealedIn = serde_json::from_slice(bytes)
-        .map_err(|e| invalid("a snapshot".into(), format!("not a keyvol manifest document: {e}")))?;
+    let invalid =
+        |snapshot: String, reason: String| SnapshotError::ManifestInvalid { snapshot, reason };
+    let doc: SealedIn = serde_json::from_slice(bytes).map_err(|e| {
+        invalid(
+            "a snapshot".into(),
+            format!("not a keyvol manifest document: {e}"),
+        )
+    })?;
     if doc.format != MANIFEST_FORMAT {
         return Err(invalid(
             doc.manifest.snapshot_id.to_string(),
@@ -496,9 +509,17 @@ mod tests {
         let sealed = String::from_utf8(sample().seal(&key)).unwrap();
         for bad in ["\"101%\"", "\"42\"", "\"-1%\"", "\"007%\""] {
             let t = sealed.replace("\"100%\"", bad);
-            assert!(Manifest::peek_unauthenticated(t.as_bytes()).is_err(), "{bad}");
+            assert!(
+                Manifest::peek_unauthenticated(t.as_bytes()).is_err(),
+                "{bad}"
+            );
         }
         let t = sealed.replace("\"100%\"", "\"0%\"");
-        assert_eq!(Manifest::peek_unauthenticated(t.as_bytes()).unwrap().progress, 0);
+        assert_eq!(
+            Manifest::peek_unauthenticated(t.as_bytes())
+                .unwrap()
+                .progress,
+            0
+        );
     }
 }

@@ -6,5 +6,7 @@ pub mod manifest;
 pub mod store;
 
 pub use error::SnapshotError;
-pub use manifest::{changed_blocks, manifest_mac_key, ChunkRef, Manifest, SnapshotState, BLOCK_SIZE};
+pub use manifest::{
+    changed_blocks, manifest_mac_key, ChunkRef, Manifest, SnapshotState, BLOCK_SIZE,
+};
 pub use store::{ChunkStore, GcReport, StoreConfig, StoreUsage, TransferStats};

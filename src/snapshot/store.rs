@@ -97,7 +97,9 @@ impl StoreConfig {
         }
         if let Some(path) = spec.strip_prefix("file://") {
             if !path.starts_with('/') {
-                return Err(err("a file:// URL needs an absolute path (file:///dir)".into()));
+                return Err(err(
+                    "a file:// URL needs an absolute path (file:///dir)".into()
+                ));
             }
             return Ok(StoreConfig::Local { root: path.into() });
         }
@@ -325,7 +327,10 @@ impl ChunkStore {
                 let key_id = match access_key_id {
                     Some(k) => k.clone(),
                     None => std::env::var("AWS_ACCESS_KEY_ID").map_err(|_| {
-                        cfg_err("no S3 access key: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into())
+                        cfg_err(
+                            "no S3 access key: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                                .into(),
+                        )
                     })?,
                 };
                 let secret = match secret_access_key {
@@ -355,9 +360,7 @@ impl ChunkStore {
                         ..Default::default()
                     });
                 if let Some(e) = endpoint {
-                    b = b
-                        .with_endpoint(e)
-                        .with_allow_http(e.starts_with("http://"));
+                    b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
                 }
                 let s3 = b.build().map_err(|e| cfg_err(e.to_string()))?;
                 (Arc::new(s3), prefix.clone())
@@ -465,8 +468,11 @@ impl ChunkStore {
             .into_iter()
             .map(|(c, _)| c)
             .collect();
-        let mut missing: Vec<ChunkRef> =
-            chunks.iter().filter(|c| !stored.contains(c)).copied().collect();
+        let mut missing: Vec<ChunkRef> = chunks
+            .iter()
+            .filter(|c| !stored.contains(c))
+            .copied()
+            .collect();
         missing.sort_unstable();
         missing.dedup();
         Ok(missing)
@@ -593,7 +599,12 @@ impl ChunkStore {
         Path::from(self.manifest_location(id))
     }
 
-    fn store_err(&self, operation: &'static str, path: &Path, source: object_store::Error) -> SnapshotError {
+    fn store_err(
+        &self,
+        operation: &'static str,
+        path: &Path,
+        source: object_store::Error,
+    ) -> SnapshotError {
         SnapshotError::Store {
             operation,
             location: format!("{}:{}", self.describe, path),
@@ -650,7 +661,10 @@ impl ChunkStore {
     async fn get_chunk_async(&self, chunk: &ChunkRef) -> Result<Vec<u8>> {
         let path = self.chunk_path(chunk);
         let bytes = match self.store.get(&path).await {
-            Ok(r) => r.bytes().await.map_err(|e| self.store_err("get", &path, e))?,
+            Ok(r) => r
+                .bytes()
+                .await
+                .map_err(|e| self.store_err("get", &path, e))?,
             Err(object_store::Error::NotFound { .. }) => {
                 return Err(SnapshotError::ChunkMissing { chunk: *chunk })
             }
@@ -708,7 +722,10 @@ impl ChunkStore {
         for (id, meta) in self.list_manifest_objects().await? {
             let path = meta.location.clone();
             let bytes = match self.store.get(&path).await {
-                Ok(r) => r.bytes().await.map_err(|e| self.store_err("get", &path, e))?,
+                Ok(r) => r
+                    .bytes()
+                    .await
+                    .map_err(|e| self.store_err("get", &path, e))?,
                 // Deleted since the listing: its chunks are free to go.
                 Err(object_store::Error::NotFound { .. }) => continue,
                 Err(e) => return Err(self.store_err("get", &path, e)),
@@ -741,18 +758,17 @@ impl ChunkStore {
         }
         report.chunks_missing = referenced.difference(&present).copied().collect();
         report.chunks_missing.sort_unstable();
-        let results: Vec<Result<u64>> = futures_util::stream::iter(doomed.into_iter().map(
-            |(path, size)| async move {
+        let results: Vec<Result<u64>> =
+            futures_util::stream::iter(doomed.into_iter().map(|(path, size)| async move {
                 match self.store.delete(&path).await {
                     Ok(()) => Ok(size),
                     Err(object_store::Error::NotFound { .. }) => Ok(0),
                     Err(e) => Err(self.store_err("delete", &path, e)),
                 }
-            },
-        ))
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
+            }))
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
         for r in results {
             let size = r?;
             report.chunks_deleted += 1;
@@ -784,8 +800,10 @@ mod tests {
             StoreConfig::Local { root } => assert_eq!(root, PathBuf::from("/x/y")),
             other => panic!("{other:?}"),
         }
-        match StoreConfig::parse("s3://my-bucket/a/b/?endpoint=http://127.0.0.1:9000/&region=eu-west-1")
-            .unwrap()
+        match StoreConfig::parse(
+            "s3://my-bucket/a/b/?endpoint=http://127.0.0.1:9000/&region=eu-west-1",
+        )
+        .unwrap()
         {
             StoreConfig::S3 {
                 endpoint,
@@ -804,7 +822,12 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match StoreConfig::parse("s3://bkt").unwrap() {
-            StoreConfig::S3 { prefix, region, endpoint, .. } => {
+            StoreConfig::S3 {
+                prefix,
+                region,
+                endpoint,
+                ..
+            } => {
                 assert_eq!(prefix, "");
                 assert_eq!(region, "us-east-1");
                 assert!(endpoint.is_none());
@@ -821,7 +844,10 @@ mod tests {
             ("s3://ok-bucket/../x", "prefix"),
             ("s3://ok-bucket?endpoint=ftp://x", "endpoint"),
             ("s3://ok-bucket?color=red", "unknown option"),
-            ("s3://ok-bucket?secret_access_key=abc", "AWS_SECRET_ACCESS_KEY"),
+            (
+                "s3://ok-bucket?secret_access_key=abc",
+                "AWS_SECRET_ACCESS_KEY",
+            ),
             ("gs://bucket", "unsupported scheme"),
             ("file://relative", "absolute"),
         ] {
@@ -877,7 +903,9 @@ mod tests {
             &Region::default_region(),
         )
         .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let c = store.put_chunk(b"inside").unwrap();
             assert_eq!(store.get_chunk(&c).unwrap(), b"inside");
