@@ -496,6 +496,16 @@ fn crash_before_manifest(h: &Harness) {
     for c in done.blocks.values() {
         assert!(cleanup.get_chunk(c).is_ok());
     }
+    // A local write interrupted by a crash leaves a file written aside;
+    // cleanup removes it too.
+    if let Backend::Local { root } = &h.backend {
+        let loc = cleanup.chunk_location(&crashed[1]);
+        let partial = root.join("crash").join(format!("{loc}#3"));
+        std::fs::create_dir_all(partial.parent().unwrap()).unwrap();
+        std::fs::write(&partial, b"half a chunk").unwrap();
+        assert_eq!(cleanup.garbage_collect().unwrap().partial_writes_removed, 1);
+        assert!(!partial.exists());
+    }
     // Only the one snapshot that finished is completed.
     let completed: Vec<SnapshotId> = cleanup
         .list_manifests()

@@ -234,6 +234,9 @@ pub struct GcReport {
     pub chunks_in_grace: u64,
     pub chunks_deleted: u64,
     pub bytes_freed: u64,
+    /// Local store only: files of writes interrupted by a crash (written
+    /// aside, never renamed into place) older than the grace period.
+    pub partial_writes_removed: u64,
     /// Referenced by a manifest but absent from the store (corruption).
     pub chunks_missing: Vec<ChunkRef>,
     /// Pending manifests older than the grace period: a writer probably
@@ -269,6 +272,8 @@ pub struct ChunkStore {
     store: Arc<dyn ObjectStore>,
     /// `<prefix>/<region>` (no leading or trailing `/`).
     base: String,
+    /// The directory of a local store, to clean up interrupted writes.
+    local_root: Option<PathBuf>,
     region: Region,
     describe: String,
     grace: Duration,
@@ -304,6 +309,10 @@ impl ChunkStore {
         let cfg_err = |reason: String| SnapshotError::Config {
             spec: describe.clone(),
             reason,
+        };
+        let local_root = match config {
+            StoreConfig::Local { root } => Some(root.clone()),
+            StoreConfig::S3 { .. } => None,
         };
         let (store, prefix): (Arc<dyn ObjectStore>, String) = match config {
             StoreConfig::Local { root } => {
@@ -382,6 +391,7 @@ impl ChunkStore {
             runtime: Some(runtime),
             store,
             base,
+            local_root,
             region: region.clone(),
             describe,
             grace: DEFAULT_GC_GRACE,
@@ -553,7 +563,12 @@ impl ChunkStore {
     /// parsed stops the collection before anything is deleted
     /// (`GcBlocked`), since its references are unknown.
     pub fn garbage_collect(&self) -> Result<GcReport> {
-        self.block_on(self.garbage_collect_async())?
+        let mut report = self.block_on(self.garbage_collect_async())??;
+        if let Some(root) = &self.local_root {
+            report.partial_writes_removed =
+                remove_partial_writes(&root.join(&self.base), self.grace);
+        }
+        Ok(report)
     }
 
     /// Number and total size of the stored chunks.
@@ -776,6 +791,36 @@ impl ChunkStore {
         }
         Ok(report)
     }
+}
+
+/// Removes the files that `LocalFileSystem` writes aside (`<name>#<n>`)
+/// and a crash left behind, under `dir/chunks/*/` and `dir/manifests/`, if
+/// older than `grace`. Best effort: unreadable entries are skipped (a later
+/// run retries). Returns how many were removed.
+fn remove_partial_writes(dir: &std::path::Path, grace: Duration) -> u64 {
+    let mut folders = vec![dir.join("manifests")];
+    if let Ok(entries) = std::fs::read_dir(dir.join("chunks")) {
+        folders.extend(entries.flatten().map(|e| e.path()));
+    }
+    let mut removed = 0;
+    for folder in folders {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let partial = entry.file_name().to_str().is_some_and(|n| n.contains('#'));
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .is_some_and(|a| a >= grace);
+            if partial && old && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
 }
 
 /// How long ago the object was last written (zero if its time is ahead of
