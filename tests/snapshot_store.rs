@@ -541,6 +541,24 @@ fn s3_store_on_moto() {
         _dir: None,
     };
     run_all(&h);
+
+    // A bucket that does not exist: `check` says so, naming the store.
+    let config = StoreConfig::parse(&format!(
+        "s3://no-such-bucket/p?endpoint=http://127.0.0.1:{}",
+        moto.port
+    ))
+    .unwrap()
+    .with_credentials("testing", SecretBytes::from_slice(b"testing-secret"));
+    let store = ChunkStore::open(&config, &Region::default_region()).unwrap();
+    let err = store.check().unwrap_err();
+    eprintln!("missing bucket: {err}");
+    assert!(matches!(err, SnapshotError::Store { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("s3://no-such-bucket/p/us-east-1/manifests"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("NoSuchBucket"), "{err}");
     drop(moto);
 }
 

@@ -18,7 +18,7 @@ pub enum SnapshotError {
     Config { spec: String, reason: String },
 
     /// The object store failed an operation (network, permissions, disk).
-    #[error("snapshot store {operation} of '{location}' failed: {source}")]
+    #[error("snapshot store {operation} of {location} failed: {source}")]
     Store {
         operation: &'static str,
         location: String,

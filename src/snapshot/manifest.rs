@@ -46,6 +46,12 @@ pub const MANIFEST_FORMAT: &str = "keyvol-snapshot-manifest-v1";
 /// HKDF `info` for the manifest MAC key.
 pub const MANIFEST_MAC_INFO: &[u8] = b"keyvol snapshot manifest v1";
 
+/// Why serializing a manifest cannot fail: it holds only structs, strings,
+/// integers, and maps with string or integer keys, all of which serde_json
+/// writes to a `Vec` without error.
+const SERIALIZE_INFALLIBLE: &str =
+    "a Manifest holds only strings, integers and string/integer-keyed maps";
+
 /// Prefix of the MACed bytes, so a MAC over a manifest is never valid for
 /// any other message under the same key.
 const MAC_DOMAIN: &[u8] = b"keyvol snapshot manifest v1\n";
@@ -199,9 +205,7 @@ impl Manifest {
             manifest: self,
             mac: base64::engine::general_purpose::STANDARD.encode(mac),
         };
-        // Serializing plain structs, strings, integers and string-keyed maps
-        // to a Vec cannot fail; fall back to the compact form regardless.
-        serde_json::to_vec_pretty(&doc).unwrap_or_else(|_| self.canonical())
+        serde_json::to_vec_pretty(&doc).expect(SERIALIZE_INFALLIBLE)
     }
 
     /// Parses a stored manifest and checks its MAC (constant time); any edit
@@ -237,8 +241,7 @@ impl Manifest {
     }
 
     fn canonical(&self) -> Vec<u8> {
-        // See `seal`: cannot fail for this type.
-        serde_json::to_vec(self).unwrap_or_default()
+        serde_json::to_vec(self).expect(SERIALIZE_INFALLIBLE)
     }
 
     fn validate(&self) -> std::result::Result<(), String> {

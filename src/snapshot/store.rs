@@ -276,6 +276,11 @@ pub struct ChunkStore {
     local_root: Option<PathBuf>,
     region: Region,
     describe: String,
+    /// Full name of an object is `<object_base>/<path>`: the local
+    /// directory or `s3://bucket`.
+    object_base: String,
+    /// `" (endpoint URL)"` for a non-AWS S3 endpoint, else empty.
+    endpoint_note: String,
     grace: Duration,
     uploaded_chunks: AtomicU64,
     uploaded_bytes: AtomicU64,
@@ -310,9 +315,22 @@ impl ChunkStore {
             spec: describe.clone(),
             reason,
         };
-        let local_root = match config {
-            StoreConfig::Local { root } => Some(root.clone()),
-            StoreConfig::S3 { .. } => None,
+        let (local_root, object_base, endpoint_note) = match config {
+            StoreConfig::Local { root } => (
+                Some(root.clone()),
+                root.display().to_string(),
+                String::new(),
+            ),
+            StoreConfig::S3 {
+                bucket, endpoint, ..
+            } => (
+                None,
+                format!("s3://{bucket}"),
+                endpoint
+                    .as_ref()
+                    .map(|e| format!(" (endpoint {e})"))
+                    .unwrap_or_default(),
+            ),
         };
         let (store, prefix): (Arc<dyn ObjectStore>, String) = match config {
             StoreConfig::Local { root } => {
@@ -394,6 +412,8 @@ impl ChunkStore {
             local_root,
             region: region.clone(),
             describe,
+            object_base,
+            endpoint_note,
             grace: DEFAULT_GC_GRACE,
             uploaded_chunks: AtomicU64::new(0),
             uploaded_bytes: AtomicU64::new(0),
@@ -411,6 +431,13 @@ impl ChunkStore {
 
     pub fn region(&self) -> &Region {
         &self.region
+    }
+
+    /// Checks that the store answers (the bucket exists and the credentials
+    /// are accepted) with one small listing; `open` itself does no I/O on S3.
+    pub fn check(&self) -> Result<()> {
+        self.block_on(self.list_manifest_objects())??;
+        Ok(())
     }
 
     /// The store, for messages: directory or `s3://bucket/prefix`.
@@ -622,7 +649,7 @@ impl ChunkStore {
     ) -> SnapshotError {
         SnapshotError::Store {
             operation,
-            location: format!("{}:{}", self.describe, path),
+            location: format!("{}/{path}{}", self.object_base, self.endpoint_note),
             source,
         }
     }
@@ -747,8 +774,8 @@ impl ChunkStore {
             };
             let manifest = Manifest::peek_unauthenticated(&bytes).map_err(|e| SnapshotError::GcBlocked {
                 reason: format!(
-                    "manifest {id} ({}:{path}) is unreadable ({e}); repair or delete it, then rerun",
-                    self.describe
+                    "manifest {id} ({}/{path}) is unreadable ({e}); repair or delete it, then rerun",
+                    self.object_base
                 ),
             })?;
             report.manifests_scanned += 1;
