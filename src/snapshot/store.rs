@@ -423,7 +423,8 @@ impl ChunkStore {
 
     /// Sets the garbage-collection grace period (see the module docs for the
     /// writer contract it implies). Zero is for tests and offline cleanup
-    /// only: with no writer running.
+    /// only, with no writer running; it also makes `put_chunk` re-upload
+    /// chunks that already exist (their age is never under `grace / 2`).
     pub fn with_gc_grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
         self
