@@ -9,3 +9,4 @@ pub mod ids;
 pub mod kms;
 pub mod secret;
 pub mod session;
+pub mod snapshot;
