@@ -306,15 +306,26 @@ pub fn run(service: Arc<dyn KmsService>, listen: SocketAddr, opts: ServeOptions)
 }
 
 /// Serves on `listen` until SIGTERM or SIGINT, then shuts down gracefully.
+/// The signal handlers are installed before the socket is bound, so a
+/// signal sent once the port answers is never lost.
 pub async fn serve(
     service: Arc<dyn KmsService>,
     listen: SocketAddr,
     opts: ServeOptions,
 ) -> io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| bind_error(listen, e))?;
-    serve_listener(service, listener, opts, termination_signal()).await
+    let stop = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    serve_listener(service, listener, opts, stop).await
 }
 
 /// Serves on `listener` until `shutdown` completes, then stops accepting
@@ -537,21 +548,6 @@ fn runtime(opts: &ServeOptions) -> io::Result<tokio::runtime::Runtime> {
         .thread_name("kms-http-worker")
         .max_blocking_threads(opts.max_blocking_threads.max(1))
         .build()
-}
-
-async fn termination_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 fn bind_error(listen: SocketAddr, e: io::Error) -> io::Error {
