@@ -80,6 +80,11 @@ impl RemoteKms {
             .max_redirects(0)
             .timeout_connect(Some(Duration::from_secs(5)))
             .timeout_global(Some(Duration::from_secs(60)))
+            // Below the server's idle limit (ServeOptions::header_read_timeout,
+            // 20 s by default), so a pooled connection is not reused just as
+            // the server closes it.
+            .max_idle_age(Duration::from_secs(10))
+            .max_idle_connections_per_host(8)
             .user_agent(format!("keyvol/{} RemoteKms", env!("CARGO_PKG_VERSION")))
             .build();
         Ok(RemoteKms {

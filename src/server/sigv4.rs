@@ -433,10 +433,8 @@ pub fn signing_key(secret: &SecretBytes, date: &str, region: &str, service: &str
     let k_region = hmac_sha256(&k_date[..], region.as_bytes());
     let k_service = hmac_sha256(&k_region[..], service.as_bytes());
     let k_signing = hmac_sha256(&k_service[..], TERMINATOR.as_bytes());
-    Key256::from_slice(&k_signing[..]).unwrap_or_else(|| {
-        // HMAC-SHA256 output is always 32 bytes, so this branch is dead.
-        Key256::random()
-    })
+    // Invariant: `k_signing` is a [u8; 32], so the length always matches.
+    Key256::from_slice(&k_signing[..]).expect("HMAC-SHA256 output is 32 bytes")
 }
 
 /// Lowercase hex HMAC-SHA256 of the string to sign.
@@ -445,11 +443,9 @@ pub fn signature(key: &Key256, string_to_sign: &str) -> String {
 }
 
 fn hmac_sha256(key: &[u8], msg: &[u8]) -> Zeroizing<[u8; 32]> {
-    let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
-        Ok(m) => m,
-        // HMAC takes keys of any length; new_from_slice never fails for it.
-        Err(_) => return Zeroizing::new([0u8; 32]),
-    };
+    // Invariant: HMAC takes keys of any length (long keys are hashed), so
+    // new_from_slice cannot fail.
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
     mac.update(msg);
     Zeroizing::new(mac.finalize().into_bytes().into())
 }
