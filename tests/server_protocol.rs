@@ -1251,3 +1251,158 @@ fn serve_stops_gracefully_on_sigterm() {
         "still listening after SIGTERM"
     );
 }
+
+/// A test CA and a leaf certificate for 127.0.0.1 made with the openssl CLI:
+/// (directory, CA PEM, leaf PEM path, key PEM path).
+fn test_pki() -> (
+    tempfile::TempDir,
+    Vec<u8>,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name);
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("openssl is missing: run scripts/setup.sh");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=keyvol test CA",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "leaf.key",
+                "-out",
+                "leaf.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    let ca = std::fs::read(p("ca.pem")).unwrap();
+    let (cert, key) = (p("leaf.pem"), p("leaf.key"));
+    (dir, ca, cert, key)
+}
+
+#[test]
+fn https_with_a_private_ca() {
+    let (_dir, ca, cert, key) = test_pki();
+    let identity = keyvol::server::TlsIdentity::from_pem_files(&cert, &key).unwrap();
+    let srv = server_with(ServeOptions {
+        tls: Some(identity),
+        ..ServeOptions::default()
+    });
+    let addr = srv.local_addr();
+    let endpoint = format!("https://{addr}");
+    let secret = || SecretBytes::from_slice(SECRET.as_bytes());
+    let kms = RemoteKms::with_ca_pem(
+        &endpoint,
+        Region::default_region(),
+        AKID,
+        secret(),
+        Some(&ca),
+    )
+    .unwrap();
+    let v = kms.call("Echo", json!({"Over": "tls"})).unwrap();
+    assert_eq!(v["Request"]["Over"], "tls");
+    assert_eq!(
+        kms.call("Fail", json!({"Code": "DisabledException"}))
+            .unwrap_err()
+            .code,
+        ErrorCode::DisabledException
+    );
+
+    // Without the private CA the server's certificate is not trusted.
+    let untrusting = RemoteKms::new(&endpoint, Region::default_region(), AKID, secret()).unwrap();
+    let e = untrusting.call("Echo", json!({})).unwrap_err();
+    assert_eq!(e.code, ErrorCode::DependencyTimeoutException);
+    assert!(
+        e.message
+            .contains(&format!("cannot reach the KMS at {endpoint}")),
+        "{}",
+        e.message
+    );
+
+    // Plain HTTP to the TLS port gets no KMS answer, and the server stays up.
+    let r = Signed::new("Echo", b"{}");
+    let mut s = connect(addr);
+    s.write_all(&wire("POST", "/", &r.headers(addr), &r.body, true))
+        .unwrap();
+    assert!(read_response(&mut s).is_none());
+    // A client that connects and never starts the handshake does not hold
+    // up others.
+    let _silent = connect(addr);
+    assert!(kms.call("Echo", json!({})).is_ok());
+
+    // The boto3 KMS client over HTTPS, verifying with the private CA.
+    let ca_path = _dir.path().join("ca.pem");
+    let script = r#"
+import sys, boto3
+kms = boto3.client("kms", endpoint_url=sys.argv[1], region_name="us-east-1", verify=sys.argv[4],
+                   aws_access_key_id=sys.argv[2], aws_secret_access_key=sys.argv[3])
+r = kms.encrypt(KeyId="k1", Plaintext=b"over tls")
+assert r["CiphertextBlob"] == b"over tls", r
+print("ok")
+"#;
+    let out = run_python(
+        script,
+        &[&endpoint, AKID, SECRET, ca_path.to_str().unwrap()],
+    );
+    assert_eq!(out.trim(), "ok");
+}

@@ -40,7 +40,8 @@ impl std::fmt::Debug for RemoteKms {
 }
 
 impl RemoteKms {
-    /// A client of the KMS at `endpoint` (`http://127.0.0.1:PORT`), signing
+    /// A client of the KMS at `endpoint` (`http://127.0.0.1:PORT`, or
+    /// `https://HOST:PORT` verified against the system CA bundle), signing
     /// as `access_key_id` for `region`.
     pub fn new(
         endpoint: &str,
@@ -48,26 +49,36 @@ impl RemoteKms {
         access_key_id: &str,
         secret_access_key: SecretBytes,
     ) -> Result<Self, KmsError> {
+        Self::with_ca_pem(endpoint, region, access_key_id, secret_access_key, None)
+    }
+
+    /// As [`RemoteKms::new`], trusting the CA certificates in `ca_pem` (PEM)
+    /// for an `https://` endpoint, e.g. the KMS's own self-signed certificate.
+    pub fn with_ca_pem(
+        endpoint: &str,
+        region: Region,
+        access_key_id: &str,
+        secret_access_key: SecretBytes,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Self, KmsError> {
         let trimmed = endpoint.trim().trim_end_matches('/');
-        let authority = match trimmed.strip_prefix("http://") {
-            Some(a) => a,
-            None if trimmed.starts_with("https://") => {
-                return Err(KmsError::validation(format!(
-                    "KMS endpoint '{endpoint}': https is not supported by this client; use http:// on a trusted network or a local TLS proxy"
-                )))
-            }
-            None => {
-                return Err(KmsError::validation(format!(
-                    "KMS endpoint '{endpoint}' must look like http://HOST:PORT"
-                )))
-            }
+        let (scheme, authority) = if let Some(a) = trimmed.strip_prefix("http://") {
+            ("http", a)
+        } else if let Some(a) = trimmed.strip_prefix("https://") {
+            ("https", a)
+        } else {
+            return Err(KmsError::validation(format!(
+                "KMS endpoint '{endpoint}' must look like http://HOST:PORT or https://HOST:PORT"
+            )));
         };
         let valid = !authority.is_empty()
             && !authority.contains(['/', '?', '#', '@', ' '])
-            && format!("http://{authority}/").parse::<http::Uri>().is_ok();
+            && format!("{scheme}://{authority}/")
+                .parse::<http::Uri>()
+                .is_ok();
         if !valid {
             return Err(KmsError::validation(format!(
-                "KMS endpoint '{endpoint}' must look like http://HOST:PORT (no path, query or user info)"
+                "KMS endpoint '{endpoint}' must look like {scheme}://HOST:PORT (no path, query or user info)"
             )));
         }
         if access_key_id.is_empty() || access_key_id.contains(['/', ',', ' ']) {
@@ -75,7 +86,11 @@ impl RemoteKms {
                 "access key id '{access_key_id}' is not valid: it must be non-empty without '/', ',' or spaces"
             )));
         }
-        let config = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder();
+        if scheme == "https" {
+            config = config.tls_config(tls_config(endpoint, ca_pem)?);
+        }
+        let config = config
             .http_status_as_error(false)
             .max_redirects(0)
             .timeout_connect(Some(Duration::from_secs(5)))
@@ -89,7 +104,7 @@ impl RemoteKms {
             .build();
         Ok(RemoteKms {
             agent: ureq::Agent::new_with_config(config),
-            endpoint: format!("http://{authority}"),
+            endpoint: format!("{scheme}://{authority}"),
             authority: authority.to_string(),
             region,
             access_key_id: access_key_id.to_string(),
@@ -189,6 +204,36 @@ impl RemoteKms {
     }
 }
 
+/// Trust roots for an https endpoint: `ca_pem`, else the system bundle.
+fn tls_config(endpoint: &str, ca_pem: Option<&[u8]>) -> Result<ureq::tls::TlsConfig, KmsError> {
+    use ureq::tls::{parse_pem, PemItem, RootCerts, TlsConfig, TlsProvider};
+    let pem = match ca_pem {
+        Some(p) => p.to_vec(),
+        None => super::tls::system_ca_bundle().ok_or_else(|| {
+            KmsError::validation(format!(
+                "KMS endpoint '{endpoint}': no CA certificate given and no system CA bundle found in {}",
+                super::tls::SYSTEM_CA_BUNDLES.join(", ")
+            ))
+        })?,
+    };
+    let certs: Vec<_> = parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err(KmsError::validation(format!(
+            "KMS endpoint '{endpoint}': the CA PEM holds no certificate (-----BEGIN CERTIFICATE-----)"
+        )));
+    }
+    Ok(TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .root_certs(RootCerts::new_with_certs(&certs))
+        .unversioned_rustls_crypto_provider(super::tls::provider())
+        .build())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,7 +254,15 @@ mod tests {
             "http://127.0.0.1:8080"
         );
         assert!(new("http://[::1]:9").is_ok());
-        assert!(new("https://kms").unwrap_err().message.contains("https"));
+        let e = RemoteKms::with_ca_pem(
+            "https://kms:443",
+            Region::default_region(),
+            "AKID",
+            SecretBytes::from_slice(b"s"),
+            Some(b"no pem here"),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("holds no certificate"), "{}", e.message);
         assert!(new("127.0.0.1:80")
             .unwrap_err()
             .message

@@ -27,6 +27,7 @@ use tokio::sync::{oneshot, watch, Semaphore};
 
 use super::errors::{error_body, http_status};
 use super::sigv4::{self, HttpRequest, VerifyPolicy};
+use super::tls::TlsIdentity;
 use super::{KmsService, CONTENT_TYPE as JSON_1_1, TARGET_PREFIX};
 use crate::ids::Region;
 use crate::kms::{ErrorCode, KmsError, RequestContext};
@@ -52,6 +53,8 @@ pub struct ServeOptions {
     pub regions: Vec<Region>,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// Serve HTTPS with this identity instead of plain HTTP.
+    pub tls: Option<TlsIdentity>,
     pub clock: Clock,
 }
 
@@ -65,6 +68,7 @@ impl Default for ServeOptions {
             max_blocking_threads: 32,
             regions: Vec::new(),
             shutdown_grace: Duration::from_secs(30),
+            tls: None,
             clock: Arc::new(OffsetDateTime::now_utc),
         }
     }
@@ -80,6 +84,7 @@ impl fmt::Debug for ServeOptions {
             .field("max_blocking_threads", &self.max_blocking_threads)
             .field("regions", &self.regions)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -365,26 +370,19 @@ pub async fn serve_listener(
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        let mut stop_rx = stop_rx.clone();
+        let stop_rx = stop_rx.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let handler_state = state.clone();
-            let svc = service_fn(move |req| handle(handler_state.clone(), peer, req));
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(state.opts.header_read_timeout)
-                .keep_alive(true)
-                .max_headers(64);
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            let stopping = tokio::select! {
-                _ = conn.as_mut() => false,
-                r = stop_rx.wait_for(|stop| *stop) => r.is_ok(),
-            };
-            if stopping {
-                conn.as_mut().graceful_shutdown();
-                let _ = tokio::time::timeout(state.opts.shutdown_grace, conn.as_mut()).await;
+            match state.opts.tls.as_ref().map(|t| t.acceptor()) {
+                None => serve_connection(state, peer, stream, stop_rx).await,
+                Some(acceptor) => {
+                    // The handshake is bounded like a request head.
+                    let limit = state.opts.header_read_timeout;
+                    if let Ok(Ok(tls)) = tokio::time::timeout(limit, acceptor.accept(stream)).await
+                    {
+                        serve_connection(state, peer, tls, stop_rx).await;
+                    }
+                }
             }
         });
     }
@@ -394,6 +392,36 @@ pub async fn serve_listener(
     let grace = state.opts.shutdown_grace + Duration::from_secs(1);
     let _ = tokio::time::timeout(grace, slots.acquire_many(max_conns as u32)).await;
     Ok(())
+}
+
+/// Serves HTTP/1.1 on one connection until the client leaves, a timeout
+/// closes it, or shutdown drains it.
+async fn serve_connection<I>(
+    state: Arc<State>,
+    peer: SocketAddr,
+    io: I,
+    mut stop_rx: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let handler_state = state.clone();
+    let svc = service_fn(move |req| handle(handler_state.clone(), peer, req));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.opts.header_read_timeout)
+        .keep_alive(true)
+        .max_headers(64);
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let stopping = tokio::select! {
+        _ = conn.as_mut() => false,
+        r = stop_rx.wait_for(|stop| *stop) => r.is_ok(),
+    };
+    if stopping {
+        conn.as_mut().graceful_shutdown();
+        let _ = tokio::time::timeout(state.opts.shutdown_grace, conn.as_mut()).await;
+    }
 }
 
 struct State {

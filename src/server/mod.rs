@@ -1,5 +1,6 @@
-//! The AWS KMS JSON 1.1 HTTP API: SigV4 verification, the hyper server,
-//! and a signing blocking client (`RemoteKms`) for volume hosts.
+//! The AWS KMS JSON 1.1 HTTP API: SigV4 verification, the hyper server
+//! (HTTP or HTTPS), and a signing blocking client (`RemoteKms`) for volume
+//! hosts.
 //!
 //! The server knows the KMS only through [`KmsService`]: it authenticates a
 //! request (SigV4), decodes it (`X-Amz-Target: TrentService.<Operation>`,
@@ -10,9 +11,11 @@ pub mod client;
 pub mod errors;
 pub mod http;
 pub mod sigv4;
+pub mod tls;
 
 pub use client::RemoteKms;
 pub use http::{serve, start, ServeOptions, ServerHandle};
+pub use tls::TlsIdentity;
 
 use crate::kms::{Caller, KmsError, RequestContext};
 use crate::secret::SecretBytes;
