@@ -642,6 +642,19 @@ fn decoding_errors() {
         resp.message()
     );
 
+    // Service errors: 5xx only for faults of the service.
+    for (code, status) in [
+        ("NotFoundException", 400),
+        ("AccessDeniedException", 400),
+        ("KMSInternalException", 500),
+        ("DependencyTimeoutException", 500),
+    ] {
+        let body = format!(r#"{{"Code":"{code}","Message":"m"}}"#);
+        let resp = send(addr, &Signed::new("Fail", body.as_bytes()));
+        assert_error(&resp, status, code);
+        assert_eq!(resp.message(), "m");
+    }
+
     let mut r = Signed::new("Echo", b"");
     r.method = "GET".into();
     assert_error(&send(addr, &r), 405, "UnknownOperationException");
