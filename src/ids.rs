@@ -72,7 +72,11 @@ impl FromStr for AccountId {
         if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) {
             Ok(AccountId(s.to_string()))
         } else {
-            Err(id_err("account id", s, "an account id is exactly 12 digits"))
+            Err(id_err(
+                "account id",
+                s,
+                "an account id is exactly 12 digits",
+            ))
         }
     }
 }
@@ -102,7 +106,11 @@ impl FromStr for Region {
         if ok {
             Ok(Region(s.to_string()))
         } else {
-            Err(id_err("region", s, "expected a region name such as us-east-1"))
+            Err(id_err(
+                "region",
+                s,
+                "expected a region name such as us-east-1",
+            ))
         }
     }
 }
@@ -166,7 +174,11 @@ impl FromStr for Arn {
         let mut it = s.splitn(6, ':');
         let parts: Vec<&str> = (&mut it).collect();
         if parts.len() != 6 || parts[0] != "arn" || parts[1].is_empty() || parts[2].is_empty() {
-            return Err(id_err("ARN", s, "expected arn:partition:service:region:account:resource"));
+            return Err(id_err(
+                "ARN",
+                s,
+                "expected arn:partition:service:region:account:resource",
+            ));
         }
         Ok(Arn {
             partition: parts[1].into(),
@@ -199,11 +211,17 @@ fn parse_prefixed(kind: &'static str, prefix: &str, s: &str) -> Result<String, I
     match s.strip_prefix(prefix) {
         Some(rest)
             if (rest.len() == 17 || rest.len() == 8)
-                && rest.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) =>
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) =>
         {
             Ok(s.to_string())
         }
-        _ => Err(id_err(kind, s, "expected the prefix followed by 17 lowercase hex digits")),
+        _ => Err(id_err(
+            kind,
+            s,
+            "expected the prefix followed by 17 lowercase hex digits",
+        )),
     }
 }
 

@@ -1,7 +1,12 @@
 //! keyvol: EBS-style encrypted volumes with an embedded, AWS KMS-compatible
 //! key management service.
 
+pub mod clock;
+pub mod envelope;
+pub mod home;
+pub mod iam;
 pub mod ids;
-pub mod secret;
 pub mod kms;
+pub mod secret;
 pub mod server;
+pub mod session;

@@ -10,6 +10,7 @@ pub enum ErrorCode {
     CustomKeyStoreInvalidStateException,
     DependencyTimeoutException,
     DisabledException,
+    DryRunOperationException,
     ExpiredImportTokenException,
     IncorrectKeyException,
     IncorrectKeyMaterialException,

@@ -12,6 +12,7 @@ pub const ALL_ERROR_CODES: &[ErrorCode] = &[
     ErrorCode::CustomKeyStoreInvalidStateException,
     ErrorCode::DependencyTimeoutException,
     ErrorCode::DisabledException,
+    ErrorCode::DryRunOperationException,
     ErrorCode::ExpiredImportTokenException,
     ErrorCode::IncorrectKeyException,
     ErrorCode::IncorrectKeyMaterialException,
@@ -42,6 +43,46 @@ pub const ALL_ERROR_CODES: &[ErrorCode] = &[
     ErrorCode::SerializationException,
     ErrorCode::RequestEntityTooLargeException,
 ];
+
+/// Does not compile when `ErrorCode` gains a variant this file does not
+/// list: add the new variant here and to [`ALL_ERROR_CODES`].
+const _: fn(ErrorCode) = |code| match code {
+    ErrorCode::AccessDeniedException
+    | ErrorCode::AlreadyExistsException
+    | ErrorCode::CustomKeyStoreInvalidStateException
+    | ErrorCode::DependencyTimeoutException
+    | ErrorCode::DisabledException
+    | ErrorCode::DryRunOperationException
+    | ErrorCode::ExpiredImportTokenException
+    | ErrorCode::IncorrectKeyException
+    | ErrorCode::IncorrectKeyMaterialException
+    | ErrorCode::InvalidAliasNameException
+    | ErrorCode::InvalidArnException
+    | ErrorCode::InvalidCiphertextException
+    | ErrorCode::InvalidGrantIdException
+    | ErrorCode::InvalidGrantTokenException
+    | ErrorCode::InvalidImportTokenException
+    | ErrorCode::InvalidKeyUsageException
+    | ErrorCode::InvalidMarkerException
+    | ErrorCode::KMSInternalException
+    | ErrorCode::KMSInvalidMacException
+    | ErrorCode::KMSInvalidSignatureException
+    | ErrorCode::KMSInvalidStateException
+    | ErrorCode::KeyUnavailableException
+    | ErrorCode::LimitExceededException
+    | ErrorCode::MalformedPolicyDocumentException
+    | ErrorCode::NotFoundException
+    | ErrorCode::TagException
+    | ErrorCode::UnsupportedOperationException
+    | ErrorCode::ValidationException
+    | ErrorCode::UnrecognizedClientException
+    | ErrorCode::InvalidSignatureException
+    | ErrorCode::MissingAuthenticationTokenException
+    | ErrorCode::IncompleteSignatureException
+    | ErrorCode::UnknownOperationException
+    | ErrorCode::SerializationException
+    | ErrorCode::RequestEntityTooLargeException => {}
+};
 
 /// The [`ErrorCode`] of an AWS error name. Accepts the bare name
 /// (`NotFoundException`) and the namespaced form AWS services also send

@@ -1,0 +1,168 @@
+//! `keyvol iam ...`: accounts, users, access keys, user policies, profiles.
+
+use clap::{Arg, ArgMatches, Command};
+use serde_json::{json, Value};
+
+use keyvol::ids::AccountId;
+use keyvol::kms::{ErrorCode, KmsError, PrincipalType};
+use keyvol::session::Session;
+
+use super::CliError;
+
+fn req(name: &'static str) -> Arg {
+    Arg::new(name).long(name).required(true)
+}
+
+pub fn command() -> Command {
+    Command::new("iam")
+        .about("Accounts, users, access keys, identity policies and profiles")
+        .subcommand_required(true)
+        .subcommand(
+            Command::new("create-account")
+                .arg(req("account-id"))
+                .arg(req("profile-name")),
+        )
+        .subcommand(Command::new("list-accounts"))
+        .subcommand(
+            Command::new("create-user")
+                .arg(req("user-name"))
+                .arg(Arg::new("profile-name").long("profile-name")),
+        )
+        .subcommand(Command::new("list-users"))
+        .subcommand(Command::new("delete-user").arg(req("user-name")))
+        .subcommand(
+            Command::new("create-access-key")
+                .arg(req("user-name"))
+                .arg(Arg::new("profile-name").long("profile-name")),
+        )
+        .subcommand(
+            Command::new("put-user-policy")
+                .arg(req("user-name"))
+                .arg(req("policy-name"))
+                .arg(req("policy-document")),
+        )
+        .subcommand(
+            Command::new("get-user-policy")
+                .arg(req("user-name"))
+                .arg(req("policy-name")),
+        )
+        .subcommand(
+            Command::new("delete-user-policy")
+                .arg(req("user-name"))
+                .arg(req("policy-name")),
+        )
+        .subcommand(Command::new("list-user-policies").arg(req("user-name")))
+        .subcommand(Command::new("list-profiles"))
+        .subcommand(Command::new("get-caller-identity"))
+}
+
+fn s<'a>(m: &'a ArgMatches, name: &str) -> &'a str {
+    m.get_one::<String>(name).map(String::as_str).unwrap_or("")
+}
+
+fn op_name(sub: &str) -> String {
+    sub.split('-')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+pub fn run(session: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliError> {
+    let op = op_name(sub);
+    let svc = |e: KmsError| CliError::service(&op, e);
+    let caller = &session.ctx.caller;
+    let account = &caller.account;
+    let mutating = !matches!(
+        sub,
+        "list-accounts"
+            | "list-users"
+            | "get-user-policy"
+            | "list-user-policies"
+            | "list-profiles"
+            | "get-caller-identity"
+    );
+    if mutating && caller.principal_type != PrincipalType::Root {
+        return Err(svc(KmsError::new(ErrorCode::AccessDeniedException, format!(
+            "User: {} is not authorized to perform: iam:{op}: in keyvol only an account's root manages its identities",
+            caller.principal_arn
+        ))));
+    }
+    Ok(match sub {
+        "create-account" => {
+            let id: AccountId = s(m, "account-id")
+                .parse()
+                .map_err(|e: keyvol::ids::IdError| CliError::usage(e.to_string()))?;
+            let key = session
+                .iam
+                .create_account(&id, s(m, "profile-name"))
+                .map_err(svc)?;
+            json!({"Account": {"AccountId": id, "Arn": id.root_arn(), "Profile": s(m, "profile-name")}, "AccessKey": key})
+        }
+        "list-accounts" => json!({"Accounts": session.iam.list_accounts().map_err(svc)?}),
+        "create-user" => {
+            let profile = m.get_one::<String>("profile-name").map(String::as_str);
+            let (mut user, key) = session
+                .iam
+                .create_user(account, s(m, "user-name"), profile)
+                .map_err(svc)?;
+            if let Some(k) = key {
+                user["AccessKey"] = json!(k);
+            }
+            user
+        }
+        "list-users" => session.iam.list_users(account).map_err(svc)?,
+        "delete-user" => {
+            session
+                .iam
+                .delete_user(account, s(m, "user-name"))
+                .map_err(svc)?;
+            json!({})
+        }
+        "create-access-key" => {
+            let profile = m.get_one::<String>("profile-name").map(String::as_str);
+            json!({"AccessKey": session.iam.create_access_key(account, s(m, "user-name"), profile).map_err(svc)?})
+        }
+        "put-user-policy" => {
+            let doc = s(m, "policy-document");
+            let text = match doc.strip_prefix("file://") {
+                Some(p) => std::fs::read_to_string(p)
+                    .map_err(|e| CliError::usage(format!("unable to read {p}: {e}")))?,
+                None => doc.to_string(),
+            };
+            session
+                .iam
+                .put_user_policy(account, s(m, "user-name"), s(m, "policy-name"), &text)
+                .map_err(svc)?;
+            json!({})
+        }
+        "get-user-policy" => {
+            let doc = session
+                .iam
+                .get_user_policy(account, s(m, "user-name"), s(m, "policy-name"))
+                .map_err(svc)?;
+            json!({"UserName": s(m, "user-name"), "PolicyName": s(m, "policy-name"), "PolicyDocument": doc})
+        }
+        "delete-user-policy" => {
+            session
+                .iam
+                .delete_user_policy(account, s(m, "user-name"), s(m, "policy-name"))
+                .map_err(svc)?;
+            json!({})
+        }
+        "list-user-policies" => {
+            json!({"PolicyNames": session.iam.list_user_policies(account, s(m, "user-name")).map_err(svc)?})
+        }
+        "list-profiles" => {
+            let p = session.iam.list_profiles().map_err(svc)?;
+            json!({"Profiles": p.into_iter().map(|(n, k)| json!({"ProfileName": n, "AccessKeyId": k})).collect::<Vec<_>>()})
+        }
+        "get-caller-identity" => {
+            json!({"UserId": caller.principal_arn, "Account": caller.account, "Arn": caller.principal_arn})
+        }
+        other => return Err(CliError::usage(format!("unknown iam command {other}"))),
+    })
+}

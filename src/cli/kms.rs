@@ -1,0 +1,523 @@
+//! `keyvol kms <operation>`: the aws CLI's operation names and flags,
+//! built from one table and sent through the KMS's JSON entry point.
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use serde_json::{json, Map, Value};
+
+use super::CliError;
+
+/// How a request field is given on the command line.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Str,
+    Int,
+    Bool,
+    /// `fileb://PATH` or base64.
+    Blob,
+    /// `k=v,k2=v2`, JSON, or `file://PATH`.
+    Map,
+    /// `TagKey=k,TagValue=v ...` or JSON.
+    Tags,
+    /// One or more values.
+    List,
+    /// `file://PATH` or the text itself.
+    Doc,
+    /// A JSON value, or `file://PATH`.
+    Json,
+}
+
+fn kind_of(field: &str) -> Kind {
+    match field {
+        "Plaintext"
+        | "CiphertextBlob"
+        | "Message"
+        | "Signature"
+        | "Mac"
+        | "PublicKey"
+        | "EncryptedKeyMaterial"
+        | "ImportToken" => Kind::Blob,
+        "EncryptionContext" | "SourceEncryptionContext" | "DestinationEncryptionContext" => {
+            Kind::Map
+        }
+        "Tags" => Kind::Tags,
+        "TagKeys" | "GrantTokens" | "Operations" | "EncryptionContextEquals" => Kind::List,
+        "Policy" => Kind::Doc,
+        "Constraints" | "Recipient" => Kind::Json,
+        "NumberOfBytes" | "PendingWindowInDays" | "Limit" | "RotationPeriodInDays" => Kind::Int,
+        "BypassPolicyLockoutSafetyCheck" | "MultiRegion" | "DryRun" => Kind::Bool,
+        "ValidTo" => Kind::Int,
+        _ => Kind::Str,
+    }
+}
+
+/// (operation, its request fields, the fields that are required).
+const OPERATIONS: &[(&str, &[&str], &[&str])] = &[
+    (
+        "CreateKey",
+        &[
+            "Policy",
+            "Description",
+            "KeyUsage",
+            "KeySpec",
+            "CustomerMasterKeySpec",
+            "Origin",
+            "BypassPolicyLockoutSafetyCheck",
+            "Tags",
+            "MultiRegion",
+        ],
+        &[],
+    ),
+    ("DescribeKey", &["KeyId", "GrantTokens"], &["KeyId"]),
+    ("ListKeys", &["Limit", "Marker"], &[]),
+    (
+        "UpdateKeyDescription",
+        &["KeyId", "Description"],
+        &["KeyId", "Description"],
+    ),
+    ("EnableKey", &["KeyId"], &["KeyId"]),
+    ("DisableKey", &["KeyId"], &["KeyId"]),
+    (
+        "ScheduleKeyDeletion",
+        &["KeyId", "PendingWindowInDays"],
+        &["KeyId"],
+    ),
+    ("CancelKeyDeletion", &["KeyId"], &["KeyId"]),
+    (
+        "Encrypt",
+        &[
+            "KeyId",
+            "Plaintext",
+            "EncryptionContext",
+            "EncryptionAlgorithm",
+            "GrantTokens",
+            "DryRun",
+        ],
+        &["KeyId", "Plaintext"],
+    ),
+    (
+        "Decrypt",
+        &[
+            "CiphertextBlob",
+            "KeyId",
+            "EncryptionContext",
+            "EncryptionAlgorithm",
+            "GrantTokens",
+            "DryRun",
+        ],
+        &["CiphertextBlob"],
+    ),
+    (
+        "ReEncrypt",
+        &[
+            "CiphertextBlob",
+            "SourceEncryptionContext",
+            "SourceKeyId",
+            "DestinationKeyId",
+            "DestinationEncryptionContext",
+            "SourceEncryptionAlgorithm",
+            "DestinationEncryptionAlgorithm",
+            "GrantTokens",
+            "DryRun",
+        ],
+        &["CiphertextBlob", "DestinationKeyId"],
+    ),
+    (
+        "GenerateDataKey",
+        &[
+            "KeyId",
+            "EncryptionContext",
+            "NumberOfBytes",
+            "KeySpec",
+            "GrantTokens",
+            "DryRun",
+        ],
+        &["KeyId"],
+    ),
+    (
+        "GenerateDataKeyWithoutPlaintext",
+        &[
+            "KeyId",
+            "EncryptionContext",
+            "NumberOfBytes",
+            "KeySpec",
+            "GrantTokens",
+            "DryRun",
+        ],
+        &["KeyId"],
+    ),
+    (
+        "GenerateRandom",
+        &["NumberOfBytes", "CustomKeyStoreId"],
+        &[],
+    ),
+    (
+        "CreateAlias",
+        &["AliasName", "TargetKeyId"],
+        &["AliasName", "TargetKeyId"],
+    ),
+    (
+        "UpdateAlias",
+        &["AliasName", "TargetKeyId"],
+        &["AliasName", "TargetKeyId"],
+    ),
+    ("DeleteAlias", &["AliasName"], &["AliasName"]),
+    ("ListAliases", &["KeyId", "Limit", "Marker"], &[]),
+    (
+        "EnableKeyRotation",
+        &["KeyId", "RotationPeriodInDays"],
+        &["KeyId"],
+    ),
+    ("DisableKeyRotation", &["KeyId"], &["KeyId"]),
+    ("GetKeyRotationStatus", &["KeyId"], &["KeyId"]),
+    ("RotateKeyOnDemand", &["KeyId"], &["KeyId"]),
+    (
+        "ListKeyRotations",
+        &["KeyId", "Limit", "Marker"],
+        &["KeyId"],
+    ),
+    ("TagResource", &["KeyId", "Tags"], &["KeyId", "Tags"]),
+    (
+        "UntagResource",
+        &["KeyId", "TagKeys"],
+        &["KeyId", "TagKeys"],
+    ),
+    (
+        "ListResourceTags",
+        &["KeyId", "Limit", "Marker"],
+        &["KeyId"],
+    ),
+    ("GetKeyPolicy", &["KeyId", "PolicyName"], &["KeyId"]),
+    (
+        "PutKeyPolicy",
+        &[
+            "KeyId",
+            "PolicyName",
+            "Policy",
+            "BypassPolicyLockoutSafetyCheck",
+        ],
+        &["KeyId", "Policy"],
+    ),
+    ("ListKeyPolicies", &["KeyId", "Limit", "Marker"], &["KeyId"]),
+    (
+        "CreateGrant",
+        &[
+            "KeyId",
+            "GranteePrincipal",
+            "RetiringPrincipal",
+            "Operations",
+            "Constraints",
+            "GrantTokens",
+            "Name",
+            "DryRun",
+        ],
+        &["KeyId", "GranteePrincipal", "Operations"],
+    ),
+    (
+        "ListGrants",
+        &["KeyId", "GrantId", "GranteePrincipal", "Limit", "Marker"],
+        &["KeyId"],
+    ),
+    (
+        "ListRetirableGrants",
+        &["RetiringPrincipal", "Limit", "Marker"],
+        &["RetiringPrincipal"],
+    ),
+    (
+        "RetireGrant",
+        &["GrantToken", "KeyId", "GrantId", "DryRun"],
+        &[],
+    ),
+    (
+        "RevokeGrant",
+        &["KeyId", "GrantId", "DryRun"],
+        &["KeyId", "GrantId"],
+    ),
+];
+
+/// `CreateKey` -> `create-key`.
+pub fn kebab(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('-');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+pub fn command() -> Command {
+    let mut cmd = Command::new("kms")
+        .about("AWS KMS operations on the embedded KMS (aws kms compatible)")
+        .subcommand_required(true);
+    for (op, fields, required) in OPERATIONS {
+        let mut sub = Command::new(kebab(op))
+            .about(format!("The {op} operation"))
+            .arg(
+                Arg::new("cli-input-json")
+                    .long("cli-input-json")
+                    .help("The request as JSON (or file://PATH)"),
+            );
+        for f in *fields {
+            let long = kebab(f);
+            let mut arg = Arg::new(*f).long(long.clone());
+            arg = match kind_of(f) {
+                Kind::Bool => arg.action(ArgAction::SetTrue),
+                Kind::List | Kind::Tags => arg.num_args(1..).action(ArgAction::Append),
+                _ => arg.num_args(1),
+            };
+            if required.contains(f) {
+                arg = arg.help("(required)");
+            }
+            sub = sub.arg(arg);
+            if kind_of(f) == Kind::Bool {
+                sub = sub.arg(
+                    Arg::new(format!("no-{f}"))
+                        .long(format!("no-{long}"))
+                        .action(ArgAction::SetTrue)
+                        .hide(true),
+                );
+            }
+        }
+        cmd = cmd.subcommand(sub);
+    }
+    cmd.subcommand(
+        Command::new("usage")
+            .about("The month's bill of the caller's account by AWS KMS pricing")
+            .arg(
+                Arg::new("month")
+                    .long("month")
+                    .help("YYYY-MM (default: this month)"),
+            ),
+    )
+    .subcommand(
+        Command::new("audit")
+            .about("The audit log: list events or verify the hash chain")
+            .subcommand_required(true)
+            .subcommand(
+                Command::new("list")
+                    .arg(Arg::new("key-id").long("key-id"))
+                    .arg(Arg::new("event-name").long("event-name"))
+                    .arg(Arg::new("principal").long("principal"))
+                    .arg(Arg::new("start-time").long("start-time"))
+                    .arg(Arg::new("end-time").long("end-time"))
+                    .arg(
+                        Arg::new("errors-only")
+                            .long("errors-only")
+                            .action(ArgAction::SetTrue),
+                    )
+                    .arg(
+                        Arg::new("max-items")
+                            .long("max-items")
+                            .value_parser(clap::value_parser!(i64)),
+                    ),
+            )
+            .subcommand(Command::new("verify")),
+    )
+}
+
+fn read_path(p: &str) -> Result<Vec<u8>, CliError> {
+    std::fs::read(p).map_err(|e| {
+        CliError::usage(format!(
+            "Error parsing parameter: unable to read file {p}: {e}"
+        ))
+    })
+}
+
+fn text_arg(v: &str) -> Result<String, CliError> {
+    match v.strip_prefix("file://") {
+        Some(p) => String::from_utf8(read_path(p)?)
+            .map_err(|_| CliError::usage(format!("file {p} is not UTF-8 text"))),
+        None => Ok(v.to_string()),
+    }
+}
+
+fn value_of(field: &str, kind: Kind, raw: Vec<String>) -> Result<Value, CliError> {
+    let one = || raw.first().cloned().unwrap_or_default();
+    Ok(match kind {
+        Kind::Str => json!(one()),
+        Kind::Int => json!(one().parse::<i64>().map_err(|_| CliError::usage(format!(
+            "invalid value '{}' for --{}: expected an integer",
+            one(),
+            kebab(field)
+        )))?),
+        Kind::Bool => json!(true),
+        Kind::Doc => json!(text_arg(&one())?),
+        Kind::Blob => {
+            let v = one();
+            let bytes = match v.strip_prefix("fileb://") {
+                Some(p) => read_path(p)?,
+                None => keyvol::kms::api::b64_decode(&v).ok_or_else(|| {
+                    CliError::usage(format!(
+                        "Invalid base64 for --{}: give base64 or fileb://PATH",
+                        kebab(field)
+                    ))
+                })?,
+            };
+            json!(keyvol::kms::api::b64_encode(&bytes))
+        }
+        Kind::Map => parse_map(&text_arg(&one())?, field)?,
+        Kind::Json => serde_json::from_str(&text_arg(&one())?)
+            .map_err(|e| CliError::usage(format!("--{} is not valid JSON: {e}", kebab(field))))?,
+        Kind::List => json!(raw),
+        Kind::Tags => parse_tags(&raw)?,
+    })
+}
+
+/// `k=v,k2=v2` or a JSON object.
+pub fn parse_map(s: &str, field: &str) -> Result<Value, CliError> {
+    let s = s.trim();
+    if s.starts_with('{') {
+        let v: Value = serde_json::from_str(s)
+            .map_err(|e| CliError::usage(format!("--{} is not valid JSON: {e}", kebab(field))))?;
+        if !v
+            .as_object()
+            .is_some_and(|o| o.values().all(Value::is_string))
+        {
+            return Err(CliError::usage(format!(
+                "--{} must map strings to strings",
+                kebab(field)
+            )));
+        }
+        return Ok(v);
+    }
+    let mut m = Map::new();
+    for pair in s.split(',').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').ok_or_else(|| {
+            CliError::usage(format!(
+                "--{}: '{pair}' is not key=value (use k=v,k2=v2 or JSON)",
+                kebab(field)
+            ))
+        })?;
+        m.insert(k.to_string(), json!(v));
+    }
+    Ok(Value::Object(m))
+}
+
+fn parse_tags(raw: &[String]) -> Result<Value, CliError> {
+    if raw.len() == 1 && raw[0].trim_start().starts_with('[') {
+        return serde_json::from_str(&raw[0])
+            .map_err(|e| CliError::usage(format!("--tags is not valid JSON: {e}")));
+    }
+    let mut out = Vec::new();
+    for t in raw {
+        let mut key = None;
+        let mut value = String::new();
+        for part in t.split(',') {
+            match part.split_once('=') {
+                Some(("TagKey", k)) => key = Some(k.to_string()),
+                Some(("TagValue", v)) => value = v.to_string(),
+                _ => {
+                    return Err(CliError::usage(format!(
+                        "--tags: '{t}' is not TagKey=k,TagValue=v"
+                    )))
+                }
+            }
+        }
+        let key = key.ok_or_else(|| CliError::usage(format!("--tags: '{t}' has no TagKey")))?;
+        out.push(json!({"TagKey": key, "TagValue": value}));
+    }
+    Ok(Value::Array(out))
+}
+
+/// Builds the AWS request body of `op` from its matches.
+pub fn request_of(op: &str, m: &ArgMatches) -> Result<(String, Value), CliError> {
+    let (name, fields, required) = OPERATIONS
+        .iter()
+        .find(|(n, _, _)| kebab(n) == op)
+        .ok_or_else(|| CliError::usage(format!("unknown kms operation {op}")))?;
+    let mut req = match m.get_one::<String>("cli-input-json") {
+        Some(j) => serde_json::from_str::<Value>(&text_arg(j)?)
+            .map_err(|e| CliError::usage(format!("--cli-input-json is not valid JSON: {e}")))?,
+        None => json!({}),
+    };
+    let obj = req
+        .as_object_mut()
+        .ok_or_else(|| CliError::usage("--cli-input-json must be a JSON object"))?;
+    for f in *fields {
+        let kind = kind_of(f);
+        if kind == Kind::Bool {
+            if m.get_flag(f) {
+                obj.insert(f.to_string(), json!(true));
+            } else if m.get_flag(&format!("no-{f}")) {
+                obj.insert(f.to_string(), json!(false));
+            }
+            continue;
+        }
+        if let Some(vals) = m.get_many::<String>(f) {
+            obj.insert(f.to_string(), value_of(f, kind, vals.cloned().collect())?);
+        }
+    }
+    for f in *required {
+        if !obj.contains_key(*f) {
+            return Err(CliError::usage(format!(
+                "the following arguments are required: --{}",
+                kebab(f)
+            )));
+        }
+    }
+    Ok((name.to_string(), req))
+}
+
+pub fn run_audit(
+    s: &keyvol::session::Session,
+    which: &str,
+    m: &ArgMatches,
+) -> Result<Value, CliError> {
+    match which {
+        "verify" => {
+            let r = s
+                .kms
+                .audit_verify()
+                .map_err(|e| CliError::service("VerifyAuditLog", e))?;
+            let valid = r.valid;
+            let v = serde_json::to_value(r).unwrap_or_default();
+            if !valid {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                return Err(CliError::usage("the audit log failed verification"));
+            }
+            Ok(v)
+        }
+        "list" => {
+            let time = |n: &str| -> Result<Option<i64>, CliError> {
+                m.get_one::<String>(n)
+                    .map(|t| {
+                        t.parse::<i64>()
+                            .or_else(|_| {
+                                time::OffsetDateTime::parse(
+                                    t,
+                                    &time::format_description::well_known::Rfc3339,
+                                )
+                                .map(|d| d.unix_timestamp())
+                            })
+                            .map_err(|_| {
+                                CliError::usage(format!(
+                                    "--{n} '{t}': give epoch seconds or RFC 3339"
+                                ))
+                            })
+                    })
+                    .transpose()
+            };
+            let f = keyvol::kms::audit::AuditFilter {
+                account: Some(s.ctx.caller.account.to_string()),
+                key_arn: m.get_one::<String>("key-id").cloned(),
+                event_name: m.get_one::<String>("event-name").cloned(),
+                principal: m.get_one::<String>("principal").cloned(),
+                start_time: time("start-time")?,
+                end_time: time("end-time")?,
+                errors_only: m.get_flag("errors-only"),
+                limit: m.get_one::<i64>("max-items").copied(),
+            };
+            let events = s
+                .kms
+                .audit_list(&f)
+                .map_err(|e| CliError::service("LookupEvents", e))?;
+            Ok(json!({"Events": events}))
+        }
+        other => Err(CliError::usage(format!("unknown audit command {other}"))),
+    }
+}

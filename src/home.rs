@@ -1,0 +1,256 @@
+//! A keyvol home: the directory holding the SQLite state, the root key that
+//! seals all key material at rest, volumes and the local snapshot store.
+//!
+//! Layout: `state.db` (SQLite, WAL), `root.key` (0600, 32 random bytes),
+//! `volumes/`, `snapshots/`. Nothing in the home holds key material or data
+//! keys in plaintext: everything secret is sealed with [`Home::seal`].
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use rand::RngCore;
+
+use crate::secret::{Key256, SecretBytes};
+
+/// Sealed-blob format version (first byte of every sealed value).
+const SEAL_VERSION: u8 = 1;
+const NONCE_LEN: usize = 12;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HomeError {
+    #[error("cannot use home directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("root key file {path} is not 32 bytes: the home is damaged or not a keyvol home")]
+    BadRootKey { path: PathBuf },
+    #[error("root key file {path} has mode {mode:o}; it must be 0600 (chmod 600 {path})")]
+    RootKeyPermissions { path: PathBuf, mode: u32 },
+    #[error("sealed value for '{label}' does not authenticate under this home's root key")]
+    Unseal { label: String },
+    #[error("database {path}: {source}")]
+    Db {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+}
+
+/// An opened home directory.
+#[derive(Debug)]
+pub struct Home {
+    dir: PathBuf,
+    root: Key256,
+}
+
+impl Home {
+    /// Opens `dir`, creating it, its root key (0600) and its layout on first
+    /// use. Safe when several processes do this at once: the root key is
+    /// created with O_EXCL and re-read if another process won the race.
+    pub fn open(dir: &Path) -> Result<Home, HomeError> {
+        let io = |source| HomeError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(io)?;
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+        let key_path = dir.join("root.key");
+        let root = match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key_path)
+        {
+            Ok(mut f) => {
+                let key = Key256::random();
+                f.write_all(key.expose()).map_err(io)?;
+                f.sync_all().map_err(io)?;
+                key
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_root_key(&key_path)?,
+            Err(e) => return Err(io(e)),
+        };
+        Ok(Home {
+            dir: dir.to_path_buf(),
+            root,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.join("state.db")
+    }
+
+    /// Opens a connection to the home's database (WAL, busy timeout), so
+    /// that the CLI, volume daemons and the server can share it.
+    pub fn connect(&self) -> Result<rusqlite::Connection, HomeError> {
+        let path = self.db_path();
+        let db_err = |source| HomeError::Db {
+            path: path.clone(),
+            source,
+        };
+        let conn = rusqlite::Connection::open(&path).map_err(db_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(db_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(db_err)?;
+        let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o600));
+        Ok(conn)
+    }
+
+    /// Seals `plaintext` under the root key with AES-256-GCM. `label` names
+    /// what is sealed (e.g. the key id and material version) and is bound as
+    /// AAD, so a sealed value cannot be swapped into another slot.
+    ///
+    /// Format: version (1 byte, = 1) | nonce (12 bytes) | ciphertext | tag (16 bytes).
+    /// Nonces are random; the root key seals far fewer than 2^32 values.
+    pub fn seal(&self, label: &str, plaintext: &[u8]) -> Vec<u8> {
+        let cipher = Aes256Gcm::new(self.root.expose().into());
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let aad = seal_aad(label);
+        // Encryption with a valid key and nonce cannot fail for inputs below
+        // AES-GCM's 64 GiB limit; sealed values are at most a few KiB.
+        let ct = cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + ct.len());
+        out.push(SEAL_VERSION);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    /// A deterministic 32-byte tag of `label` under the root key
+    /// (HMAC-SHA256), for keys derived from the root key such as the audit
+    /// chain key. The root key itself never leaves `Home`.
+    pub fn derive_tag(&self, label: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut out = [0u8; 32];
+        if let Ok(mut mac) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.root.expose()) {
+            mac.update(label.as_bytes());
+            out.copy_from_slice(&mac.finalize().into_bytes());
+        }
+        out
+    }
+
+    pub fn unseal(&self, label: &str, sealed: &[u8]) -> Result<SecretBytes, HomeError> {
+        let bad = || HomeError::Unseal {
+            label: label.to_string(),
+        };
+        if sealed.len() < 1 + NONCE_LEN + 16 || sealed[0] != SEAL_VERSION {
+            return Err(bad());
+        }
+        let cipher = Aes256Gcm::new(self.root.expose().into());
+        let aad = seal_aad(label);
+        cipher
+            .decrypt(
+                Nonce::from_slice(&sealed[1..1 + NONCE_LEN]),
+                Payload {
+                    msg: &sealed[1 + NONCE_LEN..],
+                    aad: &aad,
+                },
+            )
+            .map(SecretBytes::new)
+            .map_err(|_| bad())
+    }
+}
+
+fn seal_aad(label: &str) -> Vec<u8> {
+    let mut aad = b"keyvol-seal-v1\0".to_vec();
+    aad.extend_from_slice(label.as_bytes());
+    aad
+}
+
+fn read_root_key(path: &Path) -> Result<Key256, HomeError> {
+    let io = |source| HomeError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = fs::metadata(path).map_err(io)?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(HomeError::RootKeyPermissions {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    // A racing creator may not have written the key yet: wait briefly.
+    for _ in 0..50 {
+        let bytes = SecretBytes::new(fs::read(path).map_err(io)?);
+        if let Some(k) = Key256::from_slice(bytes.expose()) {
+            return Ok(k);
+        }
+        if !bytes.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Err(HomeError::BadRootKey {
+        path: path.to_path_buf(),
+    })
+}
+
+/// The default home: `$KEYVOL_HOME`, else `$XDG_DATA_HOME/keyvol`, else
+/// `~/.local/share/keyvol`.
+pub fn default_home() -> PathBuf {
+    if let Some(h) = std::env::var_os("KEYVOL_HOME") {
+        return PathBuf::from(h);
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(x).join("keyvol");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".local/share/keyvol")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_key_is_0600_and_stable() {
+        let d = tempfile::tempdir().unwrap();
+        let h1 = Home::open(d.path()).unwrap();
+        let mode = fs::metadata(d.path().join("root.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let sealed = h1.seal("label", b"secret");
+        let h2 = Home::open(d.path()).unwrap();
+        assert_eq!(h2.unseal("label", &sealed).unwrap().expose(), b"secret");
+        assert!(h2.unseal("other", &sealed).is_err());
+        let mut t = sealed.clone();
+        t[20] ^= 1;
+        assert!(h2.unseal("label", &t).is_err());
+    }
+
+    #[test]
+    fn loose_root_key_permissions_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        Home::open(d.path()).unwrap();
+        fs::set_permissions(d.path().join("root.key"), fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            Home::open(d.path()),
+            Err(HomeError::RootKeyPermissions { .. })
+        ));
+    }
+}

@@ -1,0 +1,593 @@
+//! Identity: accounts, users, access keys, identity policies and the
+//! profiles commands run as.
+//!
+//! Access key secrets are stored sealed under the home's root key; a
+//! profile names an access key, and through it a principal.
+
+use std::sync::Arc;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use crate::home::Home;
+use crate::ids::AccountId;
+use crate::kms::{Caller, ErrorCode, KmsError, KmsResult, PrincipalType};
+use crate::secret::SecretBytes;
+
+pub(crate) const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS accounts (
+    account TEXT PRIMARY KEY,
+    created INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS users (
+    account TEXT NOT NULL REFERENCES accounts(account),
+    name TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    PRIMARY KEY (account, name)
+);
+CREATE TABLE IF NOT EXISTS access_keys (
+    access_key_id TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    user_name TEXT,
+    sealed_secret BLOB NOT NULL,
+    status TEXT NOT NULL,
+    created INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS profiles (
+    name TEXT PRIMARY KEY,
+    access_key_id TEXT NOT NULL REFERENCES access_keys(access_key_id) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS user_policies (
+    account TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    policy_name TEXT NOT NULL,
+    document TEXT NOT NULL,
+    PRIMARY KEY (account, user_name, policy_name)
+);
+"#;
+
+fn db(e: rusqlite::Error) -> KmsError {
+    KmsError::internal(format!("state database: {e}"))
+}
+
+fn iam_error(code: &str, message: String) -> KmsError {
+    // IAM's own error names map onto the closest KMS codes for exit status;
+    // the message carries IAM's name.
+    let kind = match code {
+        "EntityAlreadyExists" => ErrorCode::AlreadyExistsException,
+        "NoSuchEntity" => ErrorCode::NotFoundException,
+        "MalformedPolicyDocument" => ErrorCode::MalformedPolicyDocumentException,
+        _ => ErrorCode::ValidationException,
+    };
+    KmsError::new(kind, message)
+}
+
+/// An access key as shown once at creation.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AccessKey {
+    pub user_name: Option<String>,
+    pub access_key_id: String,
+    pub status: String,
+    #[serde(serialize_with = "serialize_secret_str")]
+    pub secret_access_key: SecretBytes,
+    pub create_date: i64,
+}
+
+fn serialize_secret_str<S: serde::Serializer>(v: &SecretBytes, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(v.expose()))
+}
+
+/// The identity store of a home.
+pub struct Iam {
+    home: Arc<Home>,
+    conn: std::sync::Mutex<Connection>,
+    clock: crate::clock::Clock,
+}
+
+impl Iam {
+    pub fn open(home: Arc<Home>, clock: crate::clock::Clock) -> KmsResult<Iam> {
+        let conn = home
+            .connect()
+            .map_err(|e| KmsError::internal(e.to_string()))?;
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
+            .map_err(db)?;
+        let iam = Iam {
+            home,
+            conn: std::sync::Mutex::new(conn),
+            clock,
+        };
+        iam.ensure_default()?;
+        Ok(iam)
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A fresh home has account 111122223333 and a `default` profile for its root.
+    fn ensure_default(&self) -> KmsResult<()> {
+        let exists: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT name FROM profiles WHERE name = 'default'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        if exists.is_none() {
+            match self.create_account(&AccountId::default_account(), "default") {
+                Ok(_) => {}
+                // Another process initialised the home at the same time.
+                Err(e) if e.code == ErrorCode::AlreadyExistsException => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates an account with a root access key and a profile for it.
+    pub fn create_account(&self, account: &AccountId, profile: &str) -> KmsResult<AccessKey> {
+        validate_profile_name(profile)?;
+        let conn = self.conn();
+        let tx =
+            rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
+        let now = self.clock.now();
+        let n = tx
+            .execute(
+                "INSERT OR IGNORE INTO accounts (account, created) VALUES (?1, ?2)",
+                params![account.as_str(), now],
+            )
+            .map_err(db)?;
+        if n == 0 {
+            return Err(iam_error(
+                "EntityAlreadyExists",
+                format!("Account {account} already exists."),
+            ));
+        }
+        let key = self.insert_access_key(&tx, account, None, now)?;
+        insert_profile(&tx, profile, &key.access_key_id)?;
+        tx.commit().map_err(db)?;
+        Ok(key)
+    }
+
+    pub fn list_accounts(&self) -> KmsResult<Vec<String>> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare("SELECT account FROM accounts ORDER BY account")
+            .map_err(db)?;
+        let rows = st.query_map([], |r| r.get(0)).map_err(db)?;
+        rows.collect::<Result<Vec<String>, _>>().map_err(db)
+    }
+
+    fn insert_access_key(
+        &self,
+        tx: &Connection,
+        account: &AccountId,
+        user: Option<&str>,
+        now: i64,
+    ) -> KmsResult<AccessKey> {
+        let id = new_access_key_id();
+        let secret = new_secret();
+        let sealed = self.home.seal(&format!("access-key/{id}"), secret.expose());
+        tx.execute(
+            "INSERT INTO access_keys (access_key_id, account, user_name, sealed_secret, status, created) VALUES (?1,?2,?3,?4,'Active',?5)",
+            params![id, account.as_str(), user, sealed, now],
+        )
+        .map_err(db)?;
+        Ok(AccessKey {
+            user_name: user.map(str::to_string),
+            access_key_id: id,
+            status: "Active".into(),
+            secret_access_key: secret,
+            create_date: now,
+        })
+    }
+
+    pub fn create_user(
+        &self,
+        account: &AccountId,
+        name: &str,
+        profile: Option<&str>,
+    ) -> KmsResult<(serde_json::Value, Option<AccessKey>)> {
+        validate_user_name(name)?;
+        let conn = self.conn();
+        let tx =
+            rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
+        let now = self.clock.now();
+        let user_id = format!("AIDA{}", &new_access_key_id()[4..]);
+        tx.execute(
+            "INSERT INTO users (account, name, user_id, created) VALUES (?1,?2,?3,?4)",
+            params![account.as_str(), name, user_id, now],
+        )
+        .map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                iam_error(
+                    "EntityAlreadyExists",
+                    format!("User with name {name} already exists."),
+                )
+            }
+            e => db(e),
+        })?;
+        let key = match profile {
+            Some(p) => {
+                validate_profile_name(p)?;
+                let k = self.insert_access_key(&tx, account, Some(name), now)?;
+                insert_profile(&tx, p, &k.access_key_id)?;
+                Some(k)
+            }
+            None => None,
+        };
+        tx.commit().map_err(db)?;
+        let user = serde_json::json!({"User": {
+            "UserName": name, "UserId": user_id, "Arn": format!("arn:aws:iam::{account}:user/{name}"),
+            "Path": "/", "CreateDate": crate::clock::to_rfc3339(now)}});
+        Ok((user, key))
+    }
+
+    pub fn list_users(&self, account: &AccountId) -> KmsResult<serde_json::Value> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare("SELECT name, user_id, created FROM users WHERE account = ?1 ORDER BY name")
+            .map_err(db)?;
+        let rows = st
+            .query_map([account.as_str()], |r| {
+                let name: String = r.get(0)?;
+                Ok(
+                    serde_json::json!({"UserName": name, "UserId": r.get::<_, String>(1)?,
+                    "Arn": format!("arn:aws:iam::{account}:user/{name}"), "Path": "/",
+                    "CreateDate": crate::clock::to_rfc3339(r.get(2)?)}),
+                )
+            })
+            .map_err(db)?;
+        Ok(serde_json::json!({"Users": rows.collect::<Result<Vec<_>, _>>().map_err(db)?}))
+    }
+
+    pub fn delete_user(&self, account: &AccountId, name: &str) -> KmsResult<()> {
+        let conn = self.conn();
+        let tx =
+            rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
+        let n = tx
+            .execute(
+                "DELETE FROM users WHERE account = ?1 AND name = ?2",
+                params![account.as_str(), name],
+            )
+            .map_err(db)?;
+        if n == 0 {
+            return Err(iam_error(
+                "NoSuchEntity",
+                format!("The user with name {name} cannot be found."),
+            ));
+        }
+        tx.execute(
+            "DELETE FROM access_keys WHERE account = ?1 AND user_name = ?2",
+            params![account.as_str(), name],
+        )
+        .map_err(db)?;
+        tx.execute(
+            "DELETE FROM user_policies WHERE account = ?1 AND user_name = ?2",
+            params![account.as_str(), name],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)
+    }
+
+    fn require_user(&self, conn: &Connection, account: &AccountId, name: &str) -> KmsResult<()> {
+        let found: Option<String> = conn
+            .query_row(
+                "SELECT name FROM users WHERE account = ?1 AND name = ?2",
+                params![account.as_str(), name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        found.map(|_| ()).ok_or_else(|| {
+            iam_error(
+                "NoSuchEntity",
+                format!("The user with name {name} cannot be found."),
+            )
+        })
+    }
+
+    pub fn create_access_key(
+        &self,
+        account: &AccountId,
+        user: &str,
+        profile: Option<&str>,
+    ) -> KmsResult<AccessKey> {
+        let conn = self.conn();
+        self.require_user(&conn, account, user)?;
+        let tx =
+            rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
+        let k = self.insert_access_key(&tx, account, Some(user), self.clock.now())?;
+        if let Some(p) = profile {
+            validate_profile_name(p)?;
+            insert_profile(&tx, p, &k.access_key_id)?;
+        }
+        tx.commit().map_err(db)?;
+        Ok(k)
+    }
+
+    pub fn put_user_policy(
+        &self,
+        account: &AccountId,
+        user: &str,
+        name: &str,
+        document: &str,
+    ) -> KmsResult<()> {
+        let conn = self.conn();
+        self.require_user(&conn, account, user)?;
+        crate::kms::validate_identity_policy(document)?;
+        conn.execute(
+            "INSERT INTO user_policies (account, user_name, policy_name, document) VALUES (?1,?2,?3,?4) \
+             ON CONFLICT(account, user_name, policy_name) DO UPDATE SET document = excluded.document",
+            params![account.as_str(), user, name, document],
+        )
+        .map_err(db)?;
+        Ok(())
+    }
+
+    pub fn get_user_policy(
+        &self,
+        account: &AccountId,
+        user: &str,
+        name: &str,
+    ) -> KmsResult<String> {
+        self.conn()
+            .query_row(
+                "SELECT document FROM user_policies WHERE account=?1 AND user_name=?2 AND policy_name=?3",
+                params![account.as_str(), user, name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?
+            .ok_or_else(|| iam_error("NoSuchEntity", format!("The user policy with name {name} cannot be found.")))
+    }
+
+    pub fn delete_user_policy(&self, account: &AccountId, user: &str, name: &str) -> KmsResult<()> {
+        let n = self
+            .conn()
+            .execute(
+                "DELETE FROM user_policies WHERE account=?1 AND user_name=?2 AND policy_name=?3",
+                params![account.as_str(), user, name],
+            )
+            .map_err(db)?;
+        if n == 0 {
+            return Err(iam_error(
+                "NoSuchEntity",
+                format!("The user policy with name {name} cannot be found."),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn list_user_policies(&self, account: &AccountId, user: &str) -> KmsResult<Vec<String>> {
+        let conn = self.conn();
+        self.require_user(&conn, account, user)?;
+        let mut st = conn.prepare("SELECT policy_name FROM user_policies WHERE account=?1 AND user_name=?2 ORDER BY policy_name").map_err(db)?;
+        let rows = st
+            .query_map(params![account.as_str(), user], |r| r.get(0))
+            .map_err(db)?;
+        rows.collect::<Result<Vec<String>, _>>().map_err(db)
+    }
+
+    /// The identity policies that apply to a principal (none for a root).
+    pub fn policies_of(&self, caller: &Caller) -> KmsResult<Vec<String>> {
+        let user = match caller.principal_arn.rsplit_once(":user/") {
+            Some((_, u)) => u.to_string(),
+            None => return Ok(Vec::new()),
+        };
+        let conn = self.conn();
+        let mut st = conn
+            .prepare_cached("SELECT document FROM user_policies WHERE account=?1 AND user_name=?2")
+            .map_err(db)?;
+        let rows = st
+            .query_map(params![caller.account.as_str(), user], |r| r.get(0))
+            .map_err(db)?;
+        rows.collect::<Result<Vec<String>, _>>().map_err(db)
+    }
+
+    /// The caller a profile acts as.
+    pub fn profile_caller(&self, profile: &str) -> KmsResult<Caller> {
+        let key: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT access_key_id FROM profiles WHERE name = ?1",
+                [profile],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        let key = key.ok_or_else(|| {
+            KmsError::validation(format!(
+                "The config profile ({profile}) could not be found: create it with `keyvol iam create-account` or `keyvol iam create-user --profile-name {profile}`"
+            ))
+        })?;
+        self.credentials(&key).map(|(_, c)| c).ok_or_else(|| {
+            KmsError::validation(format!(
+                "The access key of profile {profile} no longer exists."
+            ))
+        })
+    }
+
+    /// The secret and principal of an access key (SigV4 verification).
+    pub fn credentials(&self, access_key_id: &str) -> Option<(SecretBytes, Caller)> {
+        let row: Option<(String, Option<String>, Vec<u8>, String)> = self
+            .conn()
+            .query_row(
+                "SELECT account, user_name, sealed_secret, status FROM access_keys WHERE access_key_id = ?1",
+                [access_key_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+            .ok()
+            .flatten();
+        let (account, user, sealed, status) = row?;
+        if status != "Active" {
+            return None;
+        }
+        let secret = self
+            .home
+            .unseal(&format!("access-key/{access_key_id}"), &sealed)
+            .ok()?;
+        let account: AccountId = account.parse().ok()?;
+        let caller = match user {
+            Some(u) => Caller {
+                principal_arn: format!("arn:aws:iam::{account}:user/{u}"),
+                account,
+                principal_type: PrincipalType::IAMUser,
+                access_key_id: Some(access_key_id.to_string()),
+            },
+            None => Caller {
+                access_key_id: Some(access_key_id.to_string()),
+                ..Caller::root(account)
+            },
+        };
+        Some((secret, caller))
+    }
+
+    /// The access key id and secret of a profile, for signing requests to a remote KMS.
+    pub fn profile_credentials(&self, profile: &str) -> KmsResult<(String, SecretBytes)> {
+        let key: String = self
+            .conn()
+            .query_row(
+                "SELECT access_key_id FROM profiles WHERE name = ?1",
+                [profile],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?
+            .ok_or_else(|| {
+                KmsError::validation(format!("The config profile ({profile}) could not be found"))
+            })?;
+        let (secret, _) = self.credentials(&key).ok_or_else(|| {
+            KmsError::validation(format!(
+                "The access key of profile {profile} no longer exists."
+            ))
+        })?;
+        Ok((key, secret))
+    }
+
+    /// Stores a profile that uses an existing access key (a remote host's copy).
+    pub fn import_profile(
+        &self,
+        profile: &str,
+        account: &AccountId,
+        user: Option<&str>,
+        access_key_id: &str,
+        secret: &SecretBytes,
+    ) -> KmsResult<()> {
+        validate_profile_name(profile)?;
+        let conn = self.conn();
+        let tx =
+            rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO accounts (account, created) VALUES (?1, ?2)",
+            params![account.as_str(), self.clock.now()],
+        )
+        .map_err(db)?;
+        let sealed = self
+            .home
+            .seal(&format!("access-key/{access_key_id}"), secret.expose());
+        tx.execute(
+            "INSERT OR REPLACE INTO access_keys (access_key_id, account, user_name, sealed_secret, status, created) VALUES (?1,?2,?3,?4,'Active',?5)",
+            params![access_key_id, account.as_str(), user, sealed, self.clock.now()],
+        )
+        .map_err(db)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO profiles (name, access_key_id) VALUES (?1, ?2)",
+            params![profile, access_key_id],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)
+    }
+
+    pub fn list_profiles(&self) -> KmsResult<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare("SELECT name, access_key_id FROM profiles ORDER BY name")
+            .map_err(db)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db)
+    }
+}
+
+fn insert_profile(tx: &Connection, profile: &str, key: &str) -> KmsResult<()> {
+    tx.execute(
+        "INSERT INTO profiles (name, access_key_id) VALUES (?1, ?2)",
+        params![profile, key],
+    )
+    .map_err(|e| match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            iam_error(
+                "EntityAlreadyExists",
+                format!("Profile {profile} already exists."),
+            )
+        }
+        e => db(e),
+    })?;
+    Ok(())
+}
+
+fn validate_profile_name(p: &str) -> KmsResult<()> {
+    if p.is_empty()
+        || p.len() > 64
+        || !p
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(KmsError::validation(format!(
+            "Profile name '{p}' must be 1-64 characters of letters, digits, '-', '_' or '.'."
+        )));
+    }
+    Ok(())
+}
+
+fn validate_user_name(n: &str) -> KmsResult<()> {
+    if n.is_empty()
+        || n.len() > 64
+        || !n
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
+    {
+        return Err(KmsError::validation(format!(
+            "1 validation error detected: Value '{n}' at 'userName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]+ (1-64 characters)"
+        )));
+    }
+    Ok(())
+}
+
+fn new_access_key_id() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let r = SecretBytes::random(16);
+    let tail: String = r
+        .expose()
+        .iter()
+        .map(|b| ALPHABET[(*b as usize) % 32] as char)
+        .collect();
+    format!("AKIA{tail}")
+}
+
+fn new_secret() -> SecretBytes {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let r = SecretBytes::random(40);
+    SecretBytes::new(
+        r.expose()
+            .iter()
+            .map(|b| ALPHABET[(*b as usize) % 64])
+            .collect(),
+    )
+}

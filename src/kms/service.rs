@@ -1,0 +1,564 @@
+//! The `Kms` handle: one authorization point, one audit point and one
+//! transaction per operation, around the operation bodies in `ops`.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::Connection;
+use serde_json::{json, Map, Value};
+
+use super::audit::{self, AuditEntry};
+use super::model::{KeyRecord, StateRule};
+use super::store::{self, db};
+use super::{ErrorCode, KmsError, KmsResult, RequestContext};
+use crate::clock::Clock;
+use crate::home::Home;
+use crate::ids::{AccountId, Arn, KeyId, Region};
+use crate::secret::{Key256, SecretBytes};
+
+/// The embedded KMS over one home.
+pub struct Kms {
+    pub(crate) home: Arc<Home>,
+    conn: Mutex<Connection>,
+    pub(crate) clock: Clock,
+    audit_key: Key256,
+}
+
+impl std::fmt::Debug for Kms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kms")
+            .field("home", &self.home.dir())
+            .finish()
+    }
+}
+
+/// What an operation tells the audit point about itself while it runs.
+#[derive(Debug, Default)]
+pub(crate) struct Trace {
+    /// The key the operation acted on (resources, recipientAccountId).
+    pub key: Option<(String, AccountId)>,
+    pub response_elements: Option<Value>,
+}
+
+impl Trace {
+    pub fn key(&mut self, k: &KeyRecord) {
+        self.key = Some((k.arn(), k.account.clone()));
+    }
+}
+
+/// A running operation: its transaction, the time, the caller and the trace.
+pub(crate) struct Op<'a> {
+    pub tx: &'a Connection,
+    pub now: i64,
+    pub ctx: &'a RequestContext,
+    pub trace: &'a mut Trace,
+    pub kms: &'a Kms,
+}
+
+const READ_ONLY: &[&str] = &[
+    "DescribeKey",
+    "ListKeys",
+    "ListAliases",
+    "GetKeyRotationStatus",
+    "ListKeyRotations",
+    "ListResourceTags",
+    "GetKeyPolicy",
+    "ListKeyPolicies",
+    "ListGrants",
+    "ListRetirableGrants",
+    "GetPublicKey",
+    "GenerateRandom",
+    "GetParametersForImport",
+];
+
+/// Request fields that are never written to the audit log.
+const SECRET_FIELDS: &[&str] = &[
+    "Plaintext",
+    "CiphertextBlob",
+    "Message",
+    "Signature",
+    "Mac",
+    "EncryptedKeyMaterial",
+    "ImportToken",
+    "PublicKey",
+    "PrivateKeyPlaintext",
+    "PrivateKeyCiphertextBlob",
+    "SharedSecret",
+    "SecretAccessKey",
+];
+
+impl Kms {
+    pub fn open(home: Arc<Home>, clock: Clock) -> KmsResult<Kms> {
+        let conn = home
+            .connect()
+            .map_err(|e| KmsError::internal(e.to_string()))?;
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {} {} {} {} COMMIT;",
+            crate::iam::SCHEMA,
+            store::SCHEMA,
+            audit::SCHEMA,
+            super::grants::SCHEMA
+        ))
+        .map_err(db)?;
+        let audit_key = derive_audit_key(&home);
+        Ok(Kms {
+            home,
+            conn: Mutex::new(conn),
+            clock,
+            audit_key,
+        })
+    }
+
+    pub fn home(&self) -> &Home {
+        &self.home
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A poisoned lock only means another thread panicked mid-operation;
+        // SQLite rolled its transaction back, so the connection is usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs one operation: a write transaction, due scheduled work first,
+    /// the body, then one audit record whether it succeeded or failed. A
+    /// failed body changes nothing but the audit log.
+    pub(crate) fn run<T>(
+        &self,
+        ctx: &RequestContext,
+        operation: &str,
+        request: Value,
+        body: impl FnOnce(&mut Op<'_>) -> KmsResult<T>,
+    ) -> KmsResult<T> {
+        let conn = self.conn();
+        let now = self.clock.now();
+        let tx =
+            rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
+        // BEGIN IMMEDIATE takes the write lock up front (waiting up to the
+        // busy timeout): operations are short, and a deferred transaction
+        // that upgrades to a writer could fail at once with SQLITE_BUSY.
+        tx.execute_batch("SAVEPOINT op").map_err(db)?;
+        self.run_due_work(&tx, now)?;
+        let mut trace = Trace::default();
+        let result = {
+            let mut op = Op {
+                tx: &tx,
+                now,
+                ctx,
+                trace: &mut trace,
+                kms: self,
+            };
+            body(&mut op)
+        };
+        if result.is_err() {
+            tx.execute_batch("ROLLBACK TO op").map_err(db)?;
+        }
+        tx.execute_batch("RELEASE op").map_err(db)?;
+        let error = result.as_ref().err();
+        self.record(&tx, ctx, operation, request, &trace, error, now)?;
+        tx.commit().map_err(db)?;
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        tx: &Connection,
+        ctx: &RequestContext,
+        operation: &str,
+        request: Value,
+        trace: &Trace,
+        error: Option<&KmsError>,
+        now: i64,
+    ) -> KmsResult<()> {
+        let caller = &ctx.caller;
+        let (key_arn, recipient) = match &trace.key {
+            Some((arn, acct)) => (Some(arn.as_str()), acct.to_string()),
+            None => (None, caller.account.to_string()),
+        };
+        let mut event = json!({
+            "eventVersion": "1.08",
+            "userIdentity": {
+                "type": caller.principal_type,
+                "principalId": principal_id(&caller.principal_arn, &caller.account),
+                "arn": caller.principal_arn,
+                "accountId": caller.account,
+                "accessKeyId": caller.access_key_id,
+            },
+            "eventTime": crate::clock::to_rfc3339(now),
+            "eventSource": "kms.amazonaws.com",
+            "eventName": operation,
+            "awsRegion": ctx.region,
+            "sourceIPAddress": match (&ctx.via_service, &ctx.source_ip) {
+                (Some(_), _) => "AWS Internal".to_string(),
+                (None, Some(ip)) => ip.clone(),
+                (None, None) => "keyvol-cli".to_string(),
+            },
+            "userAgent": ctx.user_agent.clone().unwrap_or_else(|| "keyvol".into()),
+            "requestParameters": redact(request),
+            "responseElements": trace.response_elements,
+            "requestID": uuid::Uuid::new_v4().to_string(),
+            "eventID": uuid::Uuid::new_v4().to_string(),
+            "readOnly": READ_ONLY.contains(&operation),
+            "resources": key_arn.map(|a| json!([{"accountId": recipient, "type": "AWS::KMS::Key", "ARN": a}])),
+            "eventType": "AwsApiCall",
+            "managementEvent": true,
+            "recipientAccountId": recipient,
+            "eventCategory": "Management",
+        });
+        if let Some(via) = &ctx.via_service {
+            event["invokedBy"] = json!(via.replace(&format!(".{}", ctx.region), ""));
+        }
+        if let Some(e) = error {
+            event["errorCode"] = json!(e.code.to_string());
+            event["errorMessage"] = json!(e.message);
+        }
+        let code = error.map(|e| e.code.to_string());
+        audit::append(
+            tx,
+            &self.audit_key,
+            &AuditEntry {
+                event_time: now,
+                account: &recipient,
+                caller_account: caller.account.as_str(),
+                principal: &caller.principal_arn,
+                event_name: operation,
+                key_arn,
+                error_code: code.as_deref(),
+                event: &event,
+            },
+        )
+    }
+
+    /// Records an event the KMS did by itself (RotateKey, DeleteKey).
+    pub(crate) fn record_service_event(
+        &self,
+        tx: &Connection,
+        k: &KeyRecord,
+        event_name: &str,
+        now: i64,
+        extra: Value,
+    ) -> KmsResult<()> {
+        let arn = k.arn();
+        let event = json!({
+            "eventVersion": "1.08",
+            "userIdentity": {"accountId": k.account, "invokedBy": "kms.amazonaws.com"},
+            "eventTime": crate::clock::to_rfc3339(now),
+            "eventSource": "kms.amazonaws.com",
+            "eventName": event_name,
+            "awsRegion": k.region,
+            "sourceIPAddress": "kms.amazonaws.com",
+            "userAgent": "kms.amazonaws.com",
+            "requestParameters": null,
+            "responseElements": null,
+            "additionalEventData": extra,
+            "eventID": uuid::Uuid::new_v4().to_string(),
+            "readOnly": false,
+            "resources": [{"accountId": k.account, "type": "AWS::KMS::Key", "ARN": arn}],
+            "eventType": "AwsServiceEvent",
+            "managementEvent": true,
+            "recipientAccountId": k.account,
+            "eventCategory": "Management",
+        });
+        audit::append(
+            tx,
+            &self.audit_key,
+            &AuditEntry {
+                event_time: now,
+                account: k.account.as_str(),
+                caller_account: k.account.as_str(),
+                principal: "kms.amazonaws.com",
+                event_name,
+                key_arn: Some(&arn),
+                error_code: None,
+                event: &event,
+            },
+        )
+    }
+
+    /// Deletes keys whose window has passed, rotates keys whose period has
+    /// passed and expires imported material, each logged as a service event.
+    fn run_due_work(&self, tx: &Connection, now: i64) -> KmsResult<()> {
+        for mut k in store::due_keys(tx, now)? {
+            if k.state == super::model::KeyState::PendingDeletion
+                && k.deletion_date.is_some_and(|d| d <= now)
+            {
+                store::destroy_key(tx, &k, now)?;
+                self.record_service_event(tx, &k, "DeleteKey", now, json!({}))?;
+                continue;
+            }
+            if k.valid_to.is_some_and(|v| v <= now) {
+                store::delete_materials(tx, &k.key_id)?;
+                k.state = super::model::KeyState::PendingImport;
+                store::update_key(tx, &k)?;
+                self.record_service_event(tx, &k, "DeleteExpiredKeyMaterial", now, json!({}))?;
+                continue;
+            }
+            if k.rotation_enabled {
+                while let Some(next) = k.next_rotation.filter(|n| *n <= now) {
+                    super::ops::add_material(self, tx, &k, next, "AUTOMATIC")?;
+                    k.next_rotation =
+                        Some(next + k.rotation_period.unwrap_or(365) * crate::clock::DAY);
+                    self.record_service_event(
+                        tx,
+                        &k,
+                        "RotateKey",
+                        now,
+                        json!({"keyId": k.key_id.to_string(), "rotationType": "AUTOMATIC"}),
+                    )?;
+                }
+                store::update_key(tx, &k)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn seal_material(&self, id: &KeyId, version: u32, m: &[u8]) -> Vec<u8> {
+        self.home.seal(&material_label(id, version), m)
+    }
+
+    pub(crate) fn unseal_material(
+        &self,
+        id: &KeyId,
+        version: u32,
+        sealed: &[u8],
+    ) -> KmsResult<SecretBytes> {
+        self.home
+            .unseal(&material_label(id, version), sealed)
+            .map_err(|e| KmsError::internal(e.to_string()))
+    }
+
+    /// Verifies the audit chain.
+    pub fn audit_verify(&self) -> KmsResult<audit::VerifyReport> {
+        audit::verify(&self.conn(), &self.audit_key)
+    }
+
+    /// Audit events matching `filter`, oldest first.
+    pub fn audit_list(&self, filter: &audit::AuditFilter) -> KmsResult<Vec<Value>> {
+        audit::list(&self.conn(), filter)
+    }
+
+    /// Runs due scheduled work (deletions, rotations) now, outside any call.
+    pub fn tick(&self) -> KmsResult<()> {
+        let conn = self.conn();
+        let tx =
+            rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
+        self.run_due_work(&tx, self.clock.now())?;
+        tx.commit().map_err(db)
+    }
+
+    pub(crate) fn request_count(&self, account: &AccountId, from: i64, to: i64) -> KmsResult<i64> {
+        audit::request_count(&self.conn(), account.as_str(), from, to)
+    }
+}
+
+fn material_label(id: &KeyId, version: u32) -> String {
+    format!("kms-key-material/{id}/{version}")
+}
+
+fn derive_audit_key(home: &Home) -> Key256 {
+    // A deterministic function of the root key, so every process of the
+    // home extends the same chain.
+    let tag = zeroize::Zeroizing::new(home.derive_tag("keyvol audit chain v1"));
+    Key256::from_slice(&tag[..]).unwrap_or_else(Key256::random)
+}
+
+fn principal_id(arn: &str, account: &AccountId) -> String {
+    match arn.rsplit_once('/') {
+        Some((_, name)) => format!("AIDA{}", name.to_uppercase()),
+        None => account.to_string(),
+    }
+}
+
+fn redact(v: Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut out = Map::new();
+            for (k, v) in m {
+                if SECRET_FIELDS.contains(&k.as_str()) {
+                    continue;
+                }
+                out.insert(lower_first(&k), redact(v));
+            }
+            Value::Object(out)
+        }
+        other => other,
+    }
+}
+
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+/// A key reference as a request names it.
+pub(crate) enum KeyRef {
+    Id(KeyId),
+    Arn {
+        region: String,
+        account: String,
+        id: KeyId,
+    },
+    Alias {
+        name: String,
+    },
+    AliasArn {
+        region: String,
+        account: String,
+        name: String,
+    },
+}
+
+pub(crate) fn parse_key_ref(s: &str) -> KmsResult<KeyRef> {
+    let invalid = || KmsError::not_found(format!("Invalid keyId '{s}'"));
+    if s.is_empty() {
+        return Err(KmsError::validation(
+            "1 validation error detected: Value null at 'keyId' failed to satisfy constraint: Member must not be null",
+        ));
+    }
+    if s.len() > 2048 {
+        return Err(KmsError::validation(
+            "1 validation error detected: Value at 'keyId' failed to satisfy constraint: Member must have length less than or equal to 2048",
+        ));
+    }
+    if s.starts_with("alias/") {
+        return Ok(KeyRef::Alias {
+            name: s.to_string(),
+        });
+    }
+    if s.starts_with("arn:") {
+        let arn: Arn = s.parse().map_err(|_| invalid())?;
+        if arn.service != "kms" {
+            return Err(invalid());
+        }
+        if let Some(id) = arn.resource.strip_prefix("key/") {
+            let id: KeyId = id.parse().map_err(|_| invalid())?;
+            return Ok(KeyRef::Arn {
+                region: arn.region,
+                account: arn.account,
+                id,
+            });
+        }
+        if arn.resource.starts_with("alias/") {
+            return Ok(KeyRef::AliasArn {
+                region: arn.region,
+                account: arn.account,
+                name: arn.resource,
+            });
+        }
+        return Err(invalid());
+    }
+    s.parse::<KeyId>().map(KeyRef::Id).map_err(|_| invalid())
+}
+
+impl Op<'_> {
+    /// Finds the key a request names, in the caller's region. Aliases are
+    /// accepted only where AWS accepts them (`allow_alias`).
+    pub fn resolve(&mut self, key_id: Option<&str>, allow_alias: bool) -> KmsResult<KeyRecord> {
+        let s = key_id.unwrap_or("");
+        let region = &self.ctx.region;
+        let my_account = &self.ctx.caller.account;
+        let not_found = |arn: String| KmsError::not_found(format!("Key '{arn}' does not exist"));
+        let (account, id) = match parse_key_ref(s)? {
+            KeyRef::Id(id) => (my_account.clone(), id),
+            KeyRef::Arn {
+                region: r,
+                account,
+                id,
+            } => {
+                if r != region.as_str() {
+                    return Err(not_found(s.to_string()));
+                }
+                (
+                    account
+                        .parse()
+                        .map_err(|_| KmsError::not_found(format!("Invalid arn {s}")))?,
+                    id,
+                )
+            }
+            KeyRef::Alias { name } | KeyRef::AliasArn { name, .. } if !allow_alias => {
+                return Err(
+                    KmsError::not_found(format!("Invalid keyId '{s}'")).with_alias_hint(&name)
+                );
+            }
+            KeyRef::Alias { name } => {
+                let id = self.alias_target(my_account, region, &name)?;
+                (my_account.clone(), id)
+            }
+            KeyRef::AliasArn {
+                region: r,
+                account,
+                name,
+            } => {
+                let account: AccountId = account
+                    .parse()
+                    .map_err(|_| KmsError::not_found(format!("Invalid arn {s}")))?;
+                if r != region.as_str() {
+                    return Err(KmsError::not_found(format!("Alias {s} is not found.")));
+                }
+                let id = self.alias_target(&account, region, &name)?;
+                (account, id)
+            }
+        };
+        let arn = id.arn(region, &account);
+        let k = store::get_key(self.tx, &id)?.ok_or_else(|| not_found(arn.clone()))?;
+        if &k.region != region || k.account != account {
+            return Err(not_found(arn));
+        }
+        self.trace.key(&k);
+        Ok(k)
+    }
+
+    fn alias_target(
+        &mut self,
+        account: &AccountId,
+        region: &Region,
+        name: &str,
+    ) -> KmsResult<KeyId> {
+        if let Some(a) = store::alias(self.tx, account, region, name)? {
+            return Ok(a.key_id);
+        }
+        if name == super::ops::EBS_ALIAS && account == &self.ctx.caller.account {
+            return Ok(super::ops::create_aws_managed_ebs_key(self)?.key_id);
+        }
+        Err(KmsError::not_found(format!(
+            "Alias arn:aws:kms:{region}:{account}:{name} is not found."
+        )))
+    }
+
+    /// The one authorization point: may the caller perform `action` on `k`?
+    pub fn authorize(
+        &self,
+        action: &str,
+        k: &KeyRecord,
+        conditions: &Map<String, Value>,
+    ) -> KmsResult<()> {
+        super::authz::authorize(self, action, k, conditions)
+    }
+
+    /// Key state check and authorization for a use of `k`.
+    pub fn permit(
+        &self,
+        action: &str,
+        k: &KeyRecord,
+        rule: StateRule,
+        conditions: &Map<String, Value>,
+    ) -> KmsResult<()> {
+        self.authorize(action, k, conditions)?;
+        k.check_state(rule)
+    }
+}
+
+impl KmsError {
+    fn with_alias_hint(mut self, _alias: &str) -> Self {
+        self.code = ErrorCode::NotFoundException;
+        self
+    }
+}

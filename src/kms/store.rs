@@ -1,0 +1,385 @@
+//! The KMS's SQLite schema and row access. One connection per `Kms`
+//! handle; every operation is one transaction.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::model::{KeyRecord, KeyState};
+use super::{KmsError, KmsResult};
+use crate::ids::{AccountId, KeyId, Region};
+
+pub(crate) const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS keys (
+    key_id TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    region TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    key_spec TEXT NOT NULL,
+    key_usage TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    key_manager TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    deletion_date INTEGER,
+    pending_window INTEGER,
+    state_before_deletion TEXT,
+    rotation_enabled INTEGER NOT NULL DEFAULT 0,
+    rotation_period INTEGER,
+    next_rotation INTEGER,
+    on_demand_rotations INTEGER NOT NULL DEFAULT 0,
+    policy TEXT NOT NULL,
+    valid_to INTEGER,
+    expiration_model TEXT,
+    public_key BLOB
+);
+CREATE INDEX IF NOT EXISTS keys_by_account ON keys(account, region);
+CREATE INDEX IF NOT EXISTS keys_due ON keys(state, deletion_date);
+CREATE TABLE IF NOT EXISTS key_material (
+    key_id TEXT NOT NULL REFERENCES keys(key_id) ON DELETE CASCADE,
+    version INTEGER NOT NULL,
+    sealed BLOB NOT NULL,
+    created INTEGER NOT NULL,
+    rotation_type TEXT,
+    PRIMARY KEY (key_id, version)
+);
+CREATE TABLE IF NOT EXISTS aliases (
+    account TEXT NOT NULL,
+    region TEXT NOT NULL,
+    name TEXT NOT NULL,
+    key_id TEXT NOT NULL REFERENCES keys(key_id) ON DELETE CASCADE,
+    created INTEGER NOT NULL,
+    updated INTEGER NOT NULL,
+    PRIMARY KEY (account, region, name)
+);
+CREATE TABLE IF NOT EXISTS tags (
+    key_id TEXT NOT NULL REFERENCES keys(key_id) ON DELETE CASCADE,
+    tag_key TEXT NOT NULL,
+    tag_value TEXT NOT NULL,
+    PRIMARY KEY (key_id, tag_key)
+);
+CREATE TABLE IF NOT EXISTS deleted_keys (
+    key_id TEXT PRIMARY KEY,
+    arn TEXT NOT NULL,
+    deleted_at INTEGER NOT NULL
+);
+"#;
+
+/// Maps a database failure to the KMS's internal error (a 5xx on the wire).
+pub(crate) fn db(e: rusqlite::Error) -> KmsError {
+    KmsError::internal(format!("state database: {e}"))
+}
+
+const KEY_COLUMNS: &str = "key_id, account, region, description, key_spec, key_usage, origin, \
+     key_manager, state, created, deletion_date, pending_window, state_before_deletion, \
+     rotation_enabled, rotation_period, next_rotation, on_demand_rotations, policy, valid_to, \
+     expiration_model, public_key";
+
+fn key_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
+    let parse_err = |i: usize, what: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("bad {what} in keys table").into(),
+        )
+    };
+    let key_id: String = r.get(0)?;
+    let account: String = r.get(1)?;
+    let region: String = r.get(2)?;
+    let state: String = r.get(8)?;
+    Ok(KeyRecord {
+        key_id: key_id.parse().map_err(|_| parse_err(0, "key id"))?,
+        account: account.parse().map_err(|_| parse_err(1, "account"))?,
+        region: region.parse().map_err(|_| parse_err(2, "region"))?,
+        description: r.get(3)?,
+        key_spec: r.get(4)?,
+        key_usage: r.get(5)?,
+        origin: r.get(6)?,
+        key_manager: r.get(7)?,
+        state: KeyState::parse(&state).ok_or_else(|| parse_err(8, "state"))?,
+        created: r.get(9)?,
+        deletion_date: r.get(10)?,
+        pending_window: r.get(11)?,
+        state_before_deletion: r.get(12)?,
+        rotation_enabled: r.get::<_, i64>(13)? != 0,
+        rotation_period: r.get(14)?,
+        next_rotation: r.get(15)?,
+        on_demand_rotations: r.get(16)?,
+        policy: r.get(17)?,
+        valid_to: r.get(18)?,
+        expiration_model: r.get(19)?,
+        public_key: r.get(20)?,
+    })
+}
+
+pub(crate) fn get_key(conn: &Connection, id: &KeyId) -> KmsResult<Option<KeyRecord>> {
+    conn.query_row(
+        &format!("SELECT {KEY_COLUMNS} FROM keys WHERE key_id = ?1"),
+        [id.to_string()],
+        key_from_row,
+    )
+    .optional()
+    .map_err(db)
+}
+
+pub(crate) fn list_keys(
+    conn: &Connection,
+    account: &AccountId,
+    region: &Region,
+) -> KmsResult<Vec<KeyRecord>> {
+    let mut st = conn
+        .prepare(&format!(
+            "SELECT {KEY_COLUMNS} FROM keys WHERE account = ?1 AND region = ?2 ORDER BY created, key_id"
+        ))
+        .map_err(db)?;
+    let rows = st
+        .query_map(params![account.as_str(), region.as_str()], key_from_row)
+        .map_err(db)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(db)
+}
+
+pub(crate) fn insert_key(conn: &Connection, k: &KeyRecord) -> KmsResult<()> {
+    conn.execute(
+        &format!("INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21)"),
+        params![
+            k.key_id.to_string(),
+            k.account.as_str(),
+            k.region.as_str(),
+            k.description,
+            k.key_spec,
+            k.key_usage,
+            k.origin,
+            k.key_manager,
+            k.state.as_str(),
+            k.created,
+            k.deletion_date,
+            k.pending_window,
+            k.state_before_deletion,
+            k.rotation_enabled as i64,
+            k.rotation_period,
+            k.next_rotation,
+            k.on_demand_rotations,
+            k.policy,
+            k.valid_to,
+            k.expiration_model,
+            k.public_key,
+        ],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Writes every mutable column of `k` back.
+pub(crate) fn update_key(conn: &Connection, k: &KeyRecord) -> KmsResult<()> {
+    conn.execute(
+        "UPDATE keys SET description=?2, state=?3, deletion_date=?4, pending_window=?5, \
+         state_before_deletion=?6, rotation_enabled=?7, rotation_period=?8, next_rotation=?9, \
+         on_demand_rotations=?10, policy=?11, valid_to=?12, expiration_model=?13, public_key=?14 \
+         WHERE key_id=?1",
+        params![
+            k.key_id.to_string(),
+            k.description,
+            k.state.as_str(),
+            k.deletion_date,
+            k.pending_window,
+            k.state_before_deletion,
+            k.rotation_enabled as i64,
+            k.rotation_period,
+            k.next_rotation,
+            k.on_demand_rotations,
+            k.policy,
+            k.valid_to,
+            k.expiration_model,
+            k.public_key,
+        ],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Destroys a key for good: its material, aliases and tags go with it
+/// (foreign keys cascade); a tombstone keeps the ARN for clear errors.
+pub(crate) fn destroy_key(conn: &Connection, k: &KeyRecord, now: i64) -> KmsResult<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO deleted_keys (key_id, arn, deleted_at) VALUES (?1, ?2, ?3)",
+        params![k.key_id.to_string(), k.arn(), now],
+    )
+    .map_err(db)?;
+    conn.execute("DELETE FROM keys WHERE key_id = ?1", [k.key_id.to_string()])
+        .map_err(db)?;
+    Ok(())
+}
+
+pub(crate) fn deleted_at(conn: &Connection, id: &KeyId) -> KmsResult<Option<i64>> {
+    conn.query_row(
+        "SELECT deleted_at FROM deleted_keys WHERE key_id = ?1",
+        [id.to_string()],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(db)
+}
+
+pub(crate) struct MaterialRow {
+    pub version: u32,
+    pub sealed: Vec<u8>,
+    pub created: i64,
+    pub rotation_type: Option<String>,
+}
+
+pub(crate) fn insert_material(
+    conn: &Connection,
+    id: &KeyId,
+    version: u32,
+    sealed: &[u8],
+    created: i64,
+    rotation_type: Option<&str>,
+) -> KmsResult<()> {
+    conn.execute(
+        "INSERT INTO key_material (key_id, version, sealed, created, rotation_type) VALUES (?1,?2,?3,?4,?5)",
+        params![id.to_string(), version, sealed, created, rotation_type],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+pub(crate) fn materials(conn: &Connection, id: &KeyId) -> KmsResult<Vec<MaterialRow>> {
+    let mut st = conn
+        .prepare_cached(
+            "SELECT version, sealed, created, rotation_type FROM key_material WHERE key_id = ?1 ORDER BY version",
+        )
+        .map_err(db)?;
+    let rows = st
+        .query_map([id.to_string()], |r| {
+            Ok(MaterialRow {
+                version: r.get(0)?,
+                sealed: r.get(1)?,
+                created: r.get(2)?,
+                rotation_type: r.get(3)?,
+            })
+        })
+        .map_err(db)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(db)
+}
+
+/// One material version (the newest when `version` is None).
+pub(crate) fn material(
+    conn: &Connection,
+    id: &KeyId,
+    version: Option<u32>,
+) -> KmsResult<Option<MaterialRow>> {
+    let map = |r: &Row<'_>| {
+        Ok(MaterialRow {
+            version: r.get(0)?,
+            sealed: r.get(1)?,
+            created: r.get(2)?,
+            rotation_type: r.get(3)?,
+        })
+    };
+    match version {
+        Some(v) => conn
+            .prepare_cached(
+                "SELECT version, sealed, created, rotation_type FROM key_material WHERE key_id = ?1 AND version = ?2",
+            )
+            .and_then(|mut st| st.query_row(params![id.to_string(), v], map).optional()),
+        None => conn
+            .prepare_cached(
+                "SELECT version, sealed, created, rotation_type FROM key_material WHERE key_id = ?1 ORDER BY version DESC LIMIT 1",
+            )
+            .and_then(|mut st| st.query_row([id.to_string()], map).optional()),
+    }
+    .map_err(db)
+}
+
+pub(crate) fn delete_materials(conn: &Connection, id: &KeyId) -> KmsResult<()> {
+    conn.execute(
+        "DELETE FROM key_material WHERE key_id = ?1",
+        [id.to_string()],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+pub(crate) struct AliasRow {
+    pub name: String,
+    pub key_id: KeyId,
+    pub created: i64,
+    pub updated: i64,
+}
+
+pub(crate) fn alias(
+    conn: &Connection,
+    account: &AccountId,
+    region: &Region,
+    name: &str,
+) -> KmsResult<Option<AliasRow>> {
+    conn.query_row(
+        "SELECT name, key_id, created, updated FROM aliases WHERE account=?1 AND region=?2 AND name=?3",
+        params![account.as_str(), region.as_str(), name],
+        alias_from_row,
+    )
+    .optional()
+    .map_err(db)
+}
+
+fn alias_from_row(r: &Row<'_>) -> rusqlite::Result<AliasRow> {
+    let key: String = r.get(1)?;
+    Ok(AliasRow {
+        name: r.get(0)?,
+        key_id: key.parse().map_err(|_| {
+            rusqlite::Error::FromSqlConversionFailure(
+                1,
+                rusqlite::types::Type::Text,
+                "bad key id".into(),
+            )
+        })?,
+        created: r.get(2)?,
+        updated: r.get(3)?,
+    })
+}
+
+pub(crate) fn aliases(
+    conn: &Connection,
+    account: &AccountId,
+    region: &Region,
+    key: Option<&KeyId>,
+) -> KmsResult<Vec<AliasRow>> {
+    let mut st = conn
+        .prepare(
+            "SELECT name, key_id, created, updated FROM aliases WHERE account=?1 AND region=?2 \
+             AND (?3 IS NULL OR key_id = ?3) ORDER BY name",
+        )
+        .map_err(db)?;
+    let rows = st
+        .query_map(
+            params![
+                account.as_str(),
+                region.as_str(),
+                key.map(|k| k.to_string())
+            ],
+            alias_from_row,
+        )
+        .map_err(db)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(db)
+}
+
+pub(crate) fn tags(conn: &Connection, id: &KeyId) -> KmsResult<Vec<(String, String)>> {
+    let mut st = conn
+        .prepare_cached("SELECT tag_key, tag_value FROM tags WHERE key_id = ?1 ORDER BY tag_key")
+        .map_err(db)?;
+    let rows = st
+        .query_map([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(db)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(db)
+}
+
+/// Keys whose deletion window or rotation period has passed at `now`.
+pub(crate) fn due_keys(conn: &Connection, now: i64) -> KmsResult<Vec<KeyRecord>> {
+    let mut st = conn
+        .prepare_cached(&format!(
+            "SELECT {KEY_COLUMNS} FROM keys WHERE (state = 'PendingDeletion' AND deletion_date <= ?1) \
+             OR (rotation_enabled = 1 AND next_rotation <= ?1 AND state = 'Enabled') \
+             OR (valid_to IS NOT NULL AND valid_to <= ?1 AND state != 'PendingImport' AND state != 'PendingDeletion')"
+        ))
+        .map_err(db)?;
+    let rows = st.query_map([now], key_from_row).map_err(db)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(db)
+}

@@ -1,0 +1,62 @@
+//! A session: a home, the profile's principal and the region every command
+//! of one CLI invocation (or one daemon) acts as.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::home::Home;
+use crate::iam::Iam;
+use crate::ids::Region;
+use crate::kms::{Kms, KmsError, KmsResult, RequestContext};
+
+/// Where and as whom to run.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    pub home: PathBuf,
+    pub profile: String,
+    pub region: Region,
+}
+
+impl SessionOptions {
+    /// `--home`/`KEYVOL_HOME`, `--profile`/`KEYVOL_PROFILE`, `--region`/`KEYVOL_REGION`
+    /// with the defaults of a fresh home.
+    pub fn from_env() -> Result<Self, KmsError> {
+        let region = match std::env::var("KEYVOL_REGION") {
+            Ok(r) => r
+                .parse()
+                .map_err(|e: crate::ids::IdError| KmsError::validation(e.to_string()))?,
+            Err(_) => Region::default_region(),
+        };
+        Ok(SessionOptions {
+            home: crate::home::default_home(),
+            profile: std::env::var("KEYVOL_PROFILE").unwrap_or_else(|_| "default".into()),
+            region,
+        })
+    }
+}
+
+pub struct Session {
+    pub home: Arc<Home>,
+    pub kms: Kms,
+    pub iam: Iam,
+    pub ctx: RequestContext,
+    pub profile: String,
+}
+
+impl Session {
+    pub fn open(opts: &SessionOptions) -> KmsResult<Session> {
+        let clock = Clock::from_env().map_err(KmsError::validation)?;
+        let home = Arc::new(Home::open(&opts.home).map_err(|e| KmsError::internal(e.to_string()))?);
+        let iam = Iam::open(home.clone(), clock.clone())?;
+        let kms = Kms::open(home.clone(), clock)?;
+        let caller = iam.profile_caller(&opts.profile)?;
+        Ok(Session {
+            home,
+            kms,
+            iam,
+            ctx: RequestContext::new(caller, opts.region.clone()),
+            profile: opts.profile.clone(),
+        })
+    }
+}
