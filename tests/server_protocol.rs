@@ -24,7 +24,7 @@ use time::OffsetDateTime;
 
 const AKID: &str = "AKIAKEYVOLTEST000001";
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
-const PYTHON: &str = ".cache/keyvol-venv/bin/python";
+const VENV: &str = ".cache/keyvol-venv";
 
 /// A KMS with one access key and a few operations that show what the
 /// server handed over.
@@ -657,7 +657,9 @@ fn decoding_errors() {
 
     let mut r = Signed::new("Echo", b"");
     r.method = "GET".into();
-    assert_error(&send(addr, &r), 405, "UnknownOperationException");
+    let resp = send(addr, &r);
+    assert_error(&resp, 405, "UnknownOperationException");
+    assert_eq!(resp.header("allow"), Some("POST"));
     let mut r = Signed::new("Echo", b"{}");
     r.path = "/admin".into();
     assert_error(&send(addr, &r), 404, "UnknownOperationException");
@@ -1057,8 +1059,11 @@ fn fuzz_live_server() {
 }
 
 fn python() -> String {
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    let p = format!("{home}/{PYTHON}");
+    let venv = std::env::var("KEYVOL_VENV").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+        format!("{home}/{VENV}")
+    });
+    let p = format!("{venv}/bin/python");
     assert!(
         std::path::Path::new(&p).exists(),
         "{p} is missing: run scripts/setup.sh (it creates the venv with boto3)"

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -460,6 +460,9 @@ async fn handle(
     }
     if close {
         h.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    if status == 405 {
+        h.insert(ALLOW, HeaderValue::from_static("POST"));
     }
     Ok(resp)
 }
