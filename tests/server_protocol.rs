@@ -1237,24 +1237,20 @@ fn boto3_kms_client_talks_to_the_server() {
 
 #[test]
 fn serve_stops_gracefully_on_sigterm() {
-    // serve() binds the address itself: find a free port first.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
     let mock = MockKms::new();
     let service = mock.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
     let server = std::thread::spawn(move || {
-        keyvol::server::http::run(service, addr, ServeOptions::default())
+        keyvol::server::http::run(
+            service,
+            "127.0.0.1:0".parse().unwrap(),
+            ServeOptions::default(),
+            move |addr| tx.send(addr).unwrap(),
+        )
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the server did not come up on {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the server did not report its address");
     let inflight =
         std::thread::spawn(move || send(addr, &Signed::new("Sleep", br#"{"Millis":600}"#)));
     wait_for_sleeper(&mock);

@@ -306,17 +306,33 @@ pub fn start(
 
 /// Serves on `listen` until SIGTERM or SIGINT, then shuts down gracefully.
 /// Blocking: builds its own runtime (the `keyvol kms serve` entry point).
-pub fn run(service: Arc<dyn KmsService>, listen: SocketAddr, opts: ServeOptions) -> io::Result<()> {
-    runtime(&opts)?.block_on(serve(service, listen, opts))
+/// `on_ready` gets the bound address (the port, when `listen` asks for port
+/// 0) once the signal handlers are in place, e.g. to print it.
+pub fn run(
+    service: Arc<dyn KmsService>,
+    listen: SocketAddr,
+    opts: ServeOptions,
+    on_ready: impl FnOnce(SocketAddr),
+) -> io::Result<()> {
+    runtime(&opts)?.block_on(serve_until_signal(service, listen, opts, on_ready))
 }
 
 /// Serves on `listen` until SIGTERM or SIGINT, then shuts down gracefully.
-/// The signal handlers are installed before the socket is bound, so a
-/// signal sent once the port answers is never lost.
 pub async fn serve(
     service: Arc<dyn KmsService>,
     listen: SocketAddr,
     opts: ServeOptions,
+) -> io::Result<()> {
+    serve_until_signal(service, listen, opts, |_| {}).await
+}
+
+/// The signal handlers are installed before the socket is bound, so a
+/// signal sent once the port answers is never lost.
+async fn serve_until_signal(
+    service: Arc<dyn KmsService>,
+    listen: SocketAddr,
+    opts: ServeOptions,
+    on_ready: impl FnOnce(SocketAddr),
 ) -> io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
@@ -324,6 +340,7 @@ pub async fn serve(
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| bind_error(listen, e))?;
+    on_ready(listener.local_addr()?);
     let stop = async move {
         tokio::select! {
             _ = term.recv() => {}
