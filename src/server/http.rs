@@ -285,9 +285,7 @@ pub fn start(
     opts: ServeOptions,
 ) -> io::Result<ServerHandle> {
     let rt = runtime(&opts)?;
-    let listener = rt
-        .block_on(TcpListener::bind(listen))
-        .map_err(|e| bind_error(listen, e))?;
+    let listener = rt.block_on(async { bind(listen) })?;
     let local_addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
@@ -337,9 +335,7 @@ async fn serve_until_signal(
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|e| bind_error(listen, e))?;
+    let listener = bind(listen)?;
     on_ready(listener.local_addr()?);
     let stop = async move {
         tokio::select! {
@@ -598,8 +594,24 @@ fn runtime(opts: &ServeOptions) -> io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-fn bind_error(listen: SocketAddr, e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}"))
+/// Pending connections the kernel queues while the server is busy. The
+/// standard library's 128 drops connection attempts of a burst (the client
+/// then retries after a second); the kernel caps it at `somaxconn`.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds `listen` with a deep accept queue. Needs a tokio runtime context.
+fn bind(listen: SocketAddr) -> io::Result<TcpListener> {
+    let attempt = || -> io::Result<TcpListener> {
+        let socket = if listen.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(listen)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    attempt().map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))
 }
 
 fn json_kind(v: &Value) -> &'static str {
