@@ -8,5 +8,6 @@ pub mod iam;
 pub mod ids;
 pub mod kms;
 pub mod secret;
+pub mod server;
 pub mod session;
 pub mod snapshot;

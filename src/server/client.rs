@@ -1,0 +1,300 @@
+//! `RemoteKms`: a blocking KMS client for volume hosts that signs each
+//! request with SigV4 and maps AWS error documents back to [`KmsError`].
+
+use std::time::Duration;
+
+use serde_json::Value;
+use time::OffsetDateTime;
+use ureq::http;
+
+use super::errors::error_from_body;
+use super::sigv4::{self, HttpRequest, SigningParams};
+use super::{CONTENT_TYPE, TARGET_PREFIX};
+use crate::ids::Region;
+use crate::kms::{ErrorCode, KmsError};
+use crate::secret::SecretBytes;
+
+/// Largest response body accepted from the KMS.
+const MAX_RESPONSE_BYTES: u64 = 16 << 20;
+
+/// A KMS reached over HTTP, e.g. `keyvol kms serve` on another host.
+pub struct RemoteKms {
+    agent: ureq::Agent,
+    /// `http://host:port`, without a trailing slash.
+    endpoint: String,
+    /// `host:port` as the `Host` header carries it.
+    authority: String,
+    region: Region,
+    access_key_id: String,
+    secret_access_key: SecretBytes,
+}
+
+impl std::fmt::Debug for RemoteKms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteKms")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteKms {
+    /// A client of the KMS at `endpoint` (`http://127.0.0.1:PORT`, or
+    /// `https://HOST:PORT` verified against the system CA bundle), signing
+    /// as `access_key_id` for `region`.
+    pub fn new(
+        endpoint: &str,
+        region: Region,
+        access_key_id: &str,
+        secret_access_key: SecretBytes,
+    ) -> Result<Self, KmsError> {
+        Self::with_ca_pem(endpoint, region, access_key_id, secret_access_key, None)
+    }
+
+    /// As [`RemoteKms::new`], trusting the CA certificates in `ca_pem` (PEM)
+    /// for an `https://` endpoint, e.g. the KMS's own self-signed certificate.
+    pub fn with_ca_pem(
+        endpoint: &str,
+        region: Region,
+        access_key_id: &str,
+        secret_access_key: SecretBytes,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Self, KmsError> {
+        let trimmed = endpoint.trim().trim_end_matches('/');
+        let (scheme, authority) = if let Some(a) = trimmed.strip_prefix("http://") {
+            ("http", a)
+        } else if let Some(a) = trimmed.strip_prefix("https://") {
+            ("https", a)
+        } else {
+            return Err(KmsError::validation(format!(
+                "KMS endpoint '{endpoint}' must look like http://HOST:PORT or https://HOST:PORT"
+            )));
+        };
+        let valid = !authority.is_empty()
+            && !authority.contains(['/', '?', '#', '@', ' '])
+            && format!("{scheme}://{authority}/")
+                .parse::<http::Uri>()
+                .is_ok();
+        if !valid {
+            return Err(KmsError::validation(format!(
+                "KMS endpoint '{endpoint}' must look like {scheme}://HOST:PORT (no path, query or user info)"
+            )));
+        }
+        if access_key_id.is_empty() || access_key_id.contains(['/', ',', ' ']) {
+            return Err(KmsError::validation(format!(
+                "access key id '{access_key_id}' is not valid: it must be non-empty without '/', ',' or spaces"
+            )));
+        }
+        let mut config = ureq::Agent::config_builder();
+        if scheme == "https" {
+            config = config.tls_config(tls_config(endpoint, ca_pem)?);
+        }
+        let config = config
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .timeout_global(Some(Duration::from_secs(60)))
+            // Below the server's idle limit (ServeOptions::header_read_timeout,
+            // 20 s by default), so a pooled connection is not reused just as
+            // the server closes it.
+            .max_idle_age(Duration::from_secs(10))
+            .max_idle_connections_per_host(8)
+            .user_agent(format!("keyvol/{} RemoteKms", env!("CARGO_PKG_VERSION")))
+            .build();
+        Ok(RemoteKms {
+            agent: ureq::Agent::new_with_config(config),
+            endpoint: format!("{scheme}://{authority}"),
+            authority: authority.to_string(),
+            region,
+            access_key_id: access_key_id.to_string(),
+            secret_access_key,
+        })
+    }
+
+    /// The endpoint this client talks to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Runs one KMS operation (`"Encrypt"`, ...) with an AWS JSON request
+    /// body and returns the AWS JSON response.
+    pub fn call(&self, operation: &str, request: Value) -> Result<Value, KmsError> {
+        if operation.is_empty() || !operation.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(KmsError::new(
+                ErrorCode::UnknownOperationException,
+                format!("'{operation}' is not a KMS operation name"),
+            ));
+        }
+        let body = serde_json::to_vec(&request).map_err(|e| {
+            KmsError::validation(format!("the {operation} request is not serializable: {e}"))
+        })?;
+        let headers = vec![
+            ("content-type".to_string(), CONTENT_TYPE.to_string()),
+            ("host".to_string(), self.authority.clone()),
+            (
+                "x-amz-date".to_string(),
+                sigv4::format_amz_date(OffsetDateTime::now_utc()),
+            ),
+            (
+                "x-amz-target".to_string(),
+                format!("{TARGET_PREFIX}{operation}"),
+            ),
+        ];
+        let authorization = sigv4::sign_request(
+            &HttpRequest {
+                method: "POST",
+                path: "/",
+                query: "",
+                headers: &headers,
+                body: &body,
+            },
+            &SigningParams {
+                access_key_id: &self.access_key_id,
+                secret_access_key: &self.secret_access_key,
+                region: self.region.as_str(),
+                service: sigv4::KMS_SERVICE,
+            },
+        )?;
+        let mut builder = http::Request::builder()
+            .method("POST")
+            .uri(format!("{}/", self.endpoint));
+        for (name, value) in &headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        let req = builder
+            .header("authorization", authorization)
+            .body(body)
+            .map_err(|e| {
+                KmsError::validation(format!("cannot build the {operation} request: {e}"))
+            })?;
+
+        let mut resp = self.agent.run(req).map_err(|e| self.unreachable(&e))?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE_BYTES)
+            .read_to_vec()
+            .map_err(|e| self.unreachable(&e))?;
+        let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
+        if status == 200 {
+            return parsed.ok_or_else(|| {
+                KmsError::internal(format!(
+                    "the KMS at {} answered {operation} with a body that is not JSON",
+                    self.endpoint
+                ))
+            });
+        }
+        if let Some(err) = parsed.as_ref().and_then(error_from_body) {
+            return Err(err);
+        }
+        let snippet: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
+        Err(KmsError::internal(format!(
+            "the KMS at {} answered {operation} with HTTP {status}: {snippet}",
+            self.endpoint
+        )))
+    }
+
+    fn unreachable(&self, e: &ureq::Error) -> KmsError {
+        KmsError::new(
+            ErrorCode::DependencyTimeoutException,
+            format!("cannot reach the KMS at {}: {e}", self.endpoint),
+        )
+    }
+}
+
+/// Trust roots for an https endpoint: `ca_pem`, else the system bundle.
+fn tls_config(endpoint: &str, ca_pem: Option<&[u8]>) -> Result<ureq::tls::TlsConfig, KmsError> {
+    use ureq::tls::{parse_pem, PemItem, RootCerts, TlsConfig, TlsProvider};
+    let pem = match ca_pem {
+        Some(p) => p.to_vec(),
+        None => super::tls::system_ca_bundle().ok_or_else(|| {
+            KmsError::validation(format!(
+                "KMS endpoint '{endpoint}': no CA certificate given and no system CA bundle found in {}",
+                super::tls::SYSTEM_CA_BUNDLES.join(", ")
+            ))
+        })?,
+    };
+    let certs: Vec<_> = parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err(KmsError::validation(format!(
+            "KMS endpoint '{endpoint}': the CA PEM holds no certificate (-----BEGIN CERTIFICATE-----)"
+        )));
+    }
+    Ok(TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .root_certs(RootCerts::new_with_certs(&certs))
+        .unversioned_rustls_crypto_provider(super::tls::provider())
+        .build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(endpoint: &str) -> Result<RemoteKms, KmsError> {
+        RemoteKms::new(
+            endpoint,
+            Region::default_region(),
+            "AKID",
+            SecretBytes::from_slice(b"s"),
+        )
+    }
+
+    #[test]
+    fn endpoints_are_checked() {
+        assert_eq!(
+            new("http://127.0.0.1:8080/").unwrap().endpoint(),
+            "http://127.0.0.1:8080"
+        );
+        assert!(new("http://[::1]:9").is_ok());
+        let e = RemoteKms::with_ca_pem(
+            "https://kms:443",
+            Region::default_region(),
+            "AKID",
+            SecretBytes::from_slice(b"s"),
+            Some(b"no pem here"),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("holds no certificate"), "{}", e.message);
+        assert!(new("127.0.0.1:80")
+            .unwrap_err()
+            .message
+            .contains("http://HOST:PORT"));
+        assert!(new("http://h/path").is_err());
+        assert!(new("http://").is_err());
+        assert!(new("http://u@h:1").is_err());
+    }
+
+    #[test]
+    fn secret_is_not_in_debug() {
+        let c = RemoteKms::new(
+            "http://h:1",
+            Region::default_region(),
+            "AKID",
+            SecretBytes::from_slice(b"hunter2hunter2"),
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn unreachable_names_the_endpoint() {
+        // Port 1 on loopback: nothing listens there.
+        let c = new("http://127.0.0.1:1").unwrap();
+        let e = c.call("Echo", serde_json::json!({})).unwrap_err();
+        assert_eq!(e.code, ErrorCode::DependencyTimeoutException);
+        assert!(
+            e.message
+                .starts_with("cannot reach the KMS at http://127.0.0.1:1: "),
+            "{}",
+            e.message
+        );
+    }
+}

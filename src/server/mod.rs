@@ -1,0 +1,48 @@
+//! The AWS KMS JSON 1.1 HTTP API: SigV4 verification, the hyper server
+//! (HTTP or HTTPS), and a signing blocking client (`RemoteKms`) for volume
+//! hosts.
+//!
+//! The server knows the KMS only through [`KmsService`]: it authenticates a
+//! request (SigV4), decodes it (`X-Amz-Target: TrentService.<Operation>`,
+//! a JSON object body) and hands the operation to the service, which
+//! authorizes, audits and runs it.
+
+pub mod client;
+pub mod errors;
+pub mod http;
+pub mod sigv4;
+pub mod tls;
+
+pub use client::RemoteKms;
+pub use http::{serve, start, ServeOptions, ServerHandle};
+pub use tls::TlsIdentity;
+
+use crate::kms::{Caller, KmsError, RequestContext};
+use crate::secret::SecretBytes;
+
+/// The secret and the principal of one access key.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub secret_access_key: SecretBytes,
+    pub caller: Caller,
+}
+
+/// The KMS as the HTTP server sees it.
+pub trait KmsService: Send + Sync + 'static {
+    /// The secret and the principal of an access key id, or None if unknown.
+    fn credentials(&self, access_key_id: &str) -> Option<Credentials>;
+    /// Runs one KMS operation ("Encrypt", "CreateKey", ...) whose request is
+    /// the AWS JSON body (blobs base64, as the AWS API), returning the AWS
+    /// JSON response. Authorization and audit happen inside.
+    fn call(
+        &self,
+        ctx: &RequestContext,
+        operation: &str,
+        request: serde_json::Value,
+    ) -> Result<serde_json::Value, KmsError>;
+}
+
+/// The `X-Amz-Target` prefix of every KMS operation.
+pub const TARGET_PREFIX: &str = "TrentService.";
+/// The content type of AWS JSON 1.1 requests and responses.
+pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
