@@ -4,3 +4,4 @@
 pub mod ids;
 pub mod secret;
 pub mod kms;
+pub mod volume;
