@@ -5,3 +5,4 @@ pub mod ids;
 pub mod secret;
 pub mod kms;
 pub mod volume;
+pub mod fuse;
