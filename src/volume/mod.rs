@@ -5,6 +5,7 @@ pub mod blockmath;
 pub mod changes;
 pub mod device;
 pub mod error;
+pub mod mount;
 pub mod xts;
 
 pub use changes::{ChangeLog, CHUNK_SIZE};
