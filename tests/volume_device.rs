@@ -14,7 +14,9 @@ use rand::{Rng, RngCore, SeedableRng};
 const MIB: u64 = 1024 * 1024;
 
 fn key(seed: u8) -> VolumeDataKey {
-    let bytes: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(31).wrapping_add(seed)).collect();
+    let bytes: Vec<u8> = (0..64u8)
+        .map(|i| i.wrapping_mul(31).wrapping_add(seed))
+        .collect();
     VolumeDataKey::from_slice(&bytes).unwrap()
 }
 
@@ -76,7 +78,10 @@ fn randomized_model() {
                 buf.resize(len, 0xee);
                 let n = dev.read_at(&mut buf, off).expect(&ctx);
                 assert_eq!(n, len, "{ctx}");
-                assert!(buf == model[off as usize..off as usize + len], "read mismatch: {ctx}");
+                assert!(
+                    buf == model[off as usize..off as usize + len],
+                    "read mismatch: {ctx}"
+                );
             }
             75..=84 => {
                 dev.punch_hole(off, len as u64).expect(&ctx);
@@ -170,7 +175,10 @@ fn backing_file_holds_no_plaintext() {
     dev.write_at(&data, 12345).unwrap();
     dev.sync().unwrap();
     let raw = std::fs::read(dir.path().join("vol.img")).unwrap();
-    assert!(!raw.windows(16).any(|w| w == &marker[..16]), "plaintext leaked");
+    assert!(
+        !raw.windows(16).any(|w| w == &marker[..16]),
+        "plaintext leaked"
+    );
     // Identical plaintext sectors encrypt differently (tweak per sector).
     let s1 = &raw[2 * 4096..3 * 4096];
     let s2 = &raw[3 * 4096..4 * 4096];
@@ -195,12 +203,14 @@ fn holes_stay_holes() {
     assert!(allocated(&img) < 64 * 1024, "zero writes stayed holes");
 
     // Data allocates; discarding it frees the space again.
-    dev.write_at(&vec![0x42u8; 8 * MIB as usize], 16 * MIB).unwrap();
+    dev.write_at(&vec![0x42u8; 8 * MIB as usize], 16 * MIB)
+        .unwrap();
     dev.sync().unwrap();
     assert!(allocated(&img) >= 8 * MIB);
     dev.punch_hole(16 * MIB, 4 * MIB).unwrap();
     // Overwriting data with zeros also frees it.
-    dev.write_at(&vec![0u8; 4 * MIB as usize], 20 * MIB).unwrap();
+    dev.write_at(&vec![0u8; 4 * MIB as usize], 20 * MIB)
+        .unwrap();
     dev.sync().unwrap();
     assert!(allocated(&img) < 64 * 1024, "punched space was freed");
     let mut back = vec![1u8; 8 * MIB as usize];

@@ -11,9 +11,11 @@ use keyvol::volume::{SectorCipher, SECTOR_SIZE};
 use rand::RngCore;
 
 fn venv_python() -> PathBuf {
-    let venv = std::env::var_os("KEYVOL_VENV").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/keyvol-venv")
-    });
+    let venv = std::env::var_os("KEYVOL_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/keyvol-venv")
+        });
     let py = venv.join("bin/python");
     assert!(
         py.exists(),
@@ -46,7 +48,11 @@ fn python(key_hex: &str, first: u64, mode: &str, input: &[u8]) -> Vec<u8> {
         .arg(&dst)
         .output()
         .unwrap();
-    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::read(dst).unwrap()
 }
 
@@ -66,7 +72,11 @@ fn python_cryptography_agrees_both_ways() {
         let mut ours = plain.clone();
         cipher.encrypt_sectors(first, &mut ours).unwrap();
         assert_ne!(ours, plain);
-        assert_eq!(python(&key_hex, first, "dec", &ours), plain, "python decrypts ours at {first}");
+        assert_eq!(
+            python(&key_hex, first, "dec", &ours),
+            plain,
+            "python decrypts ours at {first}"
+        );
 
         let theirs = python(&key_hex, first, "enc", &plain);
         assert_eq!(theirs, ours, "same ciphertext at sector {first}");

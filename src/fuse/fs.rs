@@ -74,7 +74,8 @@ impl DeviceFs {
 
     fn attr(&self, ino: INodeNo) -> Option<FileAttr> {
         let is_file = ino == self.file_ino();
-        if !is_file && !(ino == INodeNo::ROOT && matches!(self.layout, Layout::FileInDir(_))) {
+        let is_dir = ino == INodeNo::ROOT && matches!(self.layout, Layout::FileInDir(_));
+        if !(is_file || is_dir) {
             return None;
         }
         let size = if is_file { self.device.size() } else { 0 };
@@ -129,7 +130,11 @@ impl DeviceFs {
         let rest = mode & !libc::FALLOC_FL_KEEP_SIZE;
         if rest == libc::FALLOC_FL_PUNCH_HOLE || rest == libc::FALLOC_FL_ZERO_RANGE {
             if end > size && !keep_size {
-                return Err(VolumeError::OutOfRange { off: offset, end, size });
+                return Err(VolumeError::OutOfRange {
+                    off: offset,
+                    end,
+                    size,
+                });
             }
             if offset >= size {
                 return Ok(());
@@ -144,7 +149,11 @@ impl DeviceFs {
             // Preallocation: every sector inside the device already reads
             // and writes; the device never grows.
             if end > size && !keep_size {
-                return Err(VolumeError::OutOfRange { off: offset, end, size });
+                return Err(VolumeError::OutOfRange {
+                    off: offset,
+                    end,
+                    size,
+                });
             }
             Ok(())
         } else {

@@ -159,15 +159,21 @@ mod tests {
         for off in 0..40u64 {
             for len in 0..40usize {
                 let s = split(off, len, 8);
-                let mut seen = vec![0u8; 200];
+                let mut seen = [0u8; 200];
                 if let Some(h) = s.head {
                     for i in 0..h.len {
-                        assert_eq!(h.sector * 8 + (h.in_sector + i) as u64, off + (h.in_buf + i) as u64);
+                        assert_eq!(
+                            h.sector * 8 + (h.in_sector + i) as u64,
+                            off + (h.in_buf + i) as u64
+                        );
                         seen[h.in_buf + i] += 1;
                     }
                 }
                 for i in 0..(s.whole as usize * 8) {
-                    assert_eq!(s.first_whole * 8 + i as u64, off + (s.whole_in_buf + i) as u64);
+                    assert_eq!(
+                        s.first_whole * 8 + i as u64,
+                        off + (s.whole_in_buf + i) as u64
+                    );
                     seen[s.whole_in_buf + i] += 1;
                 }
                 if let Some(t) = s.tail {

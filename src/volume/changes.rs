@@ -101,7 +101,9 @@ impl ChangeLog {
             }
             let nbytes = bytes_for(found);
             if len < HEADER_LEN + nbytes as u64 {
-                return Err(corrupt(format!("{len} bytes is too short for {found} chunks")));
+                return Err(corrupt(format!(
+                    "{len} bytes is too short for {found} chunks"
+                )));
             }
             let mut bitmap = vec![0u8; nbytes];
             file.read_exact_at(&mut bitmap, HEADER_LEN)
@@ -269,7 +271,8 @@ impl ChangeLog {
                 self.path.display()
             )));
         }
-        Ok((first..=last).all(|c| bits[(c / 64) as usize].load(Ordering::Acquire) & (1 << (c % 64)) != 0))
+        Ok((first..=last)
+            .all(|c| bits[(c / 64) as usize].load(Ordering::Acquire) & (1 << (c % 64)) != 0))
     }
 
     /// Rewrites header and bitmap from memory and fsyncs.

@@ -70,7 +70,7 @@ impl EncryptedDevice {
         cipher: SectorCipher,
         changes: ChangeLog,
     ) -> Result<Self, VolumeError> {
-        if size == 0 || size % SS != 0 {
+        if size == 0 || !size.is_multiple_of(SS) {
             return Err(VolumeError::InvalidSize {
                 size,
                 sector_size: SS,
@@ -438,10 +438,7 @@ fn piece_len(pos: u64, remaining: usize) -> usize {
 /// Whether a buffer is all zeros (vectorizable: ORs 64-byte lanes).
 fn is_zero(buf: &[u8]) -> bool {
     let (chunks, rest) = buf.as_chunks::<64>();
-    chunks
-        .iter()
-        .all(|c| c.iter().fold(0u8, |a, b| a | b) == 0)
-        && rest.iter().all(|&b| b == 0)
+    chunks.iter().all(|c| c.iter().fold(0u8, |a, b| a | b) == 0) && rest.iter().all(|&b| b == 0)
 }
 
 #[cfg(test)]
@@ -450,7 +447,8 @@ mod tests {
 
     #[test]
     fn stripes_sorted_and_distinct() {
-        let (s, n) = EncryptedDevice::stripes(255 * LOCK_GROUP_SECTORS * SS + 100, MAX_PIECE as usize);
+        let (s, n) =
+            EncryptedDevice::stripes(255 * LOCK_GROUP_SECTORS * SS + 100, MAX_PIECE as usize);
         assert_eq!(n, 17);
         let v = &s[..n];
         assert!(v.windows(2).all(|w| w[0] < w[1]), "{v:?}");

@@ -20,7 +20,9 @@ pub enum VolumeError {
     NotSectorMultiple { len: usize, sector_size: usize },
 
     /// A device size that is zero or not a multiple of the sector size.
-    #[error("device size {size} is invalid: it must be a non-zero multiple of {sector_size} bytes")]
+    #[error(
+        "device size {size} is invalid: it must be a non-zero multiple of {sector_size} bytes"
+    )]
     InvalidSize { size: u64, sector_size: u64 },
 
     /// An access past the end of the device.

@@ -60,7 +60,10 @@ pub enum MountStep {
     /// `mkfs` made a new filesystem on this block device or file.
     Formatted { target: PathBuf, fs: FsType },
     /// `mount` mounted `source` at `mountpoint`.
-    Mounted { source: PathBuf, mountpoint: PathBuf },
+    Mounted {
+        source: PathBuf,
+        mountpoint: PathBuf,
+    },
     /// `fuse2fs` mounted the device file at `mountpoint`.
     Fuse2fsMounted { mountpoint: PathBuf },
 }
@@ -319,7 +322,10 @@ where
 {
     let args: Vec<S> = args.into_iter().collect();
     let line = std::iter::once(program.to_string())
-        .chain(args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()))
+        .chain(
+            args.iter()
+                .map(|a| a.as_ref().to_string_lossy().into_owned()),
+        )
         .collect::<Vec<_>>()
         .join(" ");
     let out = Command::new(program)
@@ -381,8 +387,13 @@ fn unescape_octal(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
             if let Ok(byte) = u8::try_from(v) {
                 out.push(byte);
                 i += 4;
@@ -478,7 +489,10 @@ mod tests {
             }]
         );
         let b = parse_losetup_json(old).unwrap();
-        assert_eq!((b[0].back_file.clone(), b[0].direct_io, b[0].sector_size), (None, false, 512));
+        assert_eq!(
+            (b[0].back_file.clone(), b[0].direct_io, b[0].sector_size),
+            (None, false, 512)
+        );
         assert!(parse_losetup_json("").unwrap().is_empty());
         assert!(parse_losetup_json("{not json").is_err());
     }
@@ -486,7 +500,11 @@ mod tests {
     #[test]
     fn fs_type_parses() {
         assert_eq!("xfs".parse::<FsType>().unwrap(), FsType::Xfs);
-        assert!("btrfs".parse::<FsType>().unwrap_err().to_string().contains("ext4 or xfs"));
+        assert!("btrfs"
+            .parse::<FsType>()
+            .unwrap_err()
+            .to_string()
+            .contains("ext4 or xfs"));
     }
 
     #[test]
