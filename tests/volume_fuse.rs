@@ -139,7 +139,13 @@ impl Drop for LoopGuard {
 }
 
 fn sh(cmd: &str) -> String {
-    let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
+    // Run in a scratch directory: fio writes verify state files to its cwd.
+    let cwd = std::env::temp_dir();
+    let out = Command::new("sh")
+        .args(["-c", cmd])
+        .current_dir(cwd)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "`{cmd}` failed: {}\n{}",
@@ -162,7 +168,7 @@ fn fio_crc32c_verify_on_device_file() {
     let att = Attached::new(dir.path(), 96 * MIB, &VolumeDataKey::random());
     let dev = att.path.display().to_string();
     let common = "--ioengine=libaio --direct=1 --verify=crc32c --do_verify=1 --verify_fatal=1 \
-                  --group_reporting --output-format=terse";
+                  --verify_state_save=0 --group_reporting --output-format=terse";
     // Small random writes at queue depth 16, then mixed sizes up to 1 MiB.
     sh(&format!(
         "fio --name=rand --filename={dev} --rw=randwrite --bs=4k --iodepth=16 --size=32M {common}"
@@ -206,7 +212,7 @@ fn pattern_through_direct_io_loop_device() {
     sh(&format!(
         "fio --name=loop --filename={loopdev} --rw=randwrite --bs=16k --iodepth=8 \
          --ioengine=libaio --direct=1 --offset=32M --size=24M --verify=crc32c --do_verify=1 \
-         --verify_fatal=1 --output-format=terse"
+         --verify_fatal=1 --verify_state_save=0 --output-format=terse"
     ));
     sh("echo 3 > /proc/sys/vm/drop_caches");
     sh(&format!(
