@@ -354,3 +354,54 @@ fn fstrim_punches_holes_in_backing_file() {
     guard.undo();
     att.detach();
 }
+
+#[test]
+fn directory_mountpoint_exposes_named_file() {
+    let Some(_serial) = prerequisites() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let size = 16 * MIB;
+    let changes =
+        ChangeLog::open(&dir.path().join("vol.changes"), size.div_ceil(CHUNK_SIZE)).unwrap();
+    let cipher = SectorCipher::new(&VolumeDataKey::random()).unwrap();
+    let device = Arc::new(
+        EncryptedDevice::open(&dir.path().join("vol.img"), size, cipher, changes).unwrap(),
+    );
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let opts = FuseOptions {
+        file_name: "disk0".into(),
+        ..FuseOptions::default()
+    };
+    let handle = serve(device.clone(), &mnt, &opts).unwrap();
+    assert_eq!(handle.device_path(), mnt.join("disk0"));
+    let names: Vec<_> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, vec!["disk0".to_string()]);
+    assert_eq!(std::fs::metadata(mnt.join("disk0")).unwrap().len(), size);
+    assert!(std::fs::metadata(mnt.join("other")).is_err());
+    // Unaligned write through the file, read back through the library.
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(mnt.join("disk0"))
+        .unwrap();
+    f.write_all_at(b"hello, sector boundary", 4096 - 5).unwrap();
+    f.sync_all().unwrap();
+    // The device never grows: writing past its end fails.
+    assert!(f.write_all_at(b"x", size).is_err());
+    drop(f);
+    let mut back = [0u8; 22];
+    device.read_at(&mut back, 4096 - 5).unwrap();
+    assert_eq!(&back, b"hello, sector boundary");
+    assert_eq!(device.changes().changed(), vec![0]);
+    handle.unmount().unwrap();
+    assert!(
+        std::fs::read_dir(&mnt).unwrap().next().is_none(),
+        "unmounted"
+    );
+}
