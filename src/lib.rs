@@ -3,6 +3,7 @@
 
 pub mod clock;
 pub mod envelope;
+pub mod fuse;
 pub mod home;
 pub mod iam;
 pub mod ids;
@@ -11,3 +12,4 @@ pub mod secret;
 pub mod server;
 pub mod session;
 pub mod snapshot;
+pub mod volume;

@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# Volume data-path benchmark (root): sector crypto vs openssl, then fio and
+# an untar of ~9000 files on ext4 over
+#   keyvol    : keyvol's FUSE device -> loop (--direct-io=on, 4096) -> ext4
+#   plainloop : a plain sparse file -> loop (--direct-io=on, 4096) -> ext4 (ceiling)
+#   qemu-luks : qemu-storage-daemon FUSE export of a LUKS image (aes-xts-plain64) -> loop -> ext4
+#   gocryptfs : gocryptfs directory (fio and untar inside it)
+# fio: seq = 1 MiB direct libaio iodepth 4; rand = 4 KiB iodepth 16.
+# Env: BENCH_SIZE_MIB (volume size, 2048), BENCH_RUNTIME (s per fio run, 8),
+#      BENCH_TARGETS (default "keyvol plainloop qemu-luks gocryptfs").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "bench-volume: needs root (loop devices, mounts)" >&2
+  exit 2
+fi
+SIZE_MIB="${BENCH_SIZE_MIB:-2048}"
+RT="${BENCH_RUNTIME:-8}"
+FIO_SIZE="$((SIZE_MIB / 2))M"
+TARGETS="${BENCH_TARGETS:-keyvol plainloop qemu-luks gocryptfs}"
+
+cargo build --release --example volume_bench_attach --quiet
+ATTACH="$PWD/target/release/examples/volume_bench_attach"
+
+WORK="$(mktemp -d /var/tmp/keyvol-bench.XXXXXX)"
+PIDS=()
+MOUNTS=()
+LOOPS=()
+FUSE_FILES=()
+# Undo in dependency order: filesystems, loop devices, FUSE exports, daemons.
+cleanup() {
+  set +e
+  for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do umount "${MOUNTS[i]}" 2>/dev/null || umount -l "${MOUNTS[i]}"; done
+  for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
+  for f in "${FUSE_FILES[@]}"; do umount "$f" 2>/dev/null || umount -l "$f"; done
+  sleep 0.5
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# ---- a tarball of ~9000 small files (sizes 0..16 KiB), made once ----------
+python3 - "$WORK/tree.tar" <<'EOF'
+import io, random, sys, tarfile
+rnd = random.Random(1)
+with tarfile.open(sys.argv[1], "w") as tar:
+    for i in range(9000):
+        data = rnd.randbytes(rnd.choice([0, 100, 700, 2000, 4096, 9000, 16384]))
+        info = tarfile.TarInfo(f"tree/d{i % 60}/e{i % 7}/f{i}.dat")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+EOF
+
+# ---- sector crypto vs openssl ------------------------------------------------
+echo "-- sector crypto (one core, 4 KiB sectors)"
+crypto="$("$ATTACH" crypto 64)"
+ours_enc="$(awk '/xts_encrypt_gbps/ {print $2}' <<<"$crypto")"
+ours_dec="$(awk '/xts_decrypt_gbps/ {print $2}' <<<"$crypto")"
+ossl_k="$(openssl speed -evp aes-256-xts -bytes 4096 -seconds 2 2>/dev/null | awk '/^AES-256-XTS/ {print $2}' | tr -d k)"
+ossl="$(python3 -c "print(f'{float(\"$ossl_k\") * 1000 / 1e9:.3f}')")"
+printf "%-28s %8s GB/s\n" "keyvol XTS encrypt" "$ours_enc" "keyvol XTS decrypt" "$ours_dec" \
+  "openssl aes-256-xts (4 KiB)" "$ossl"
+python3 -c "print(f'ratio keyvol/openssl: encrypt {$ours_enc / $ossl:.2f}, decrypt {$ours_dec / $ossl:.2f}')"
+
+# ---- helpers ---------------------------------------------------------------
+# fio_one TARGET_FILE RW BS DEPTH -> "MB/s IOPS"
+fio_one() {
+  # Cold caches for every run: the backing files of FUSE daemons would
+  # otherwise serve reads from the page cache that a direct-I/O loop skips.
+  sync
+  echo 3 >/proc/sys/vm/drop_caches
+  fio --name=b --filename="$1" --rw="$2" --bs="$3" --iodepth="$4" --ioengine=libaio \
+    --direct=1 --size="$FIO_SIZE" --runtime="$RT" --time_based --group_reporting \
+    --output-format=json --output="$WORK/fio.json" >/dev/null
+  python3 - "$WORK/fio.json" "$2" <<'EOF'
+import json, sys
+j = json.load(open(sys.argv[1]))["jobs"][0]
+k = "read" if "read" in sys.argv[2] else "write"
+print(f'{j[k]["bw_bytes"] / 1e6:.0f} {j[k]["iops"]:.0f}')
+EOF
+}
+
+# loop_ext4 FILE MOUNTPOINT: loop device with direct I/O, ext4, mount.
+loop_ext4() {
+  local l
+  l="$(losetup --find --show --direct-io=on --sector-size 4096 "$1")"
+  LOOPS+=("$l")
+  mkfs.ext4 -q -F "$l"
+  mkdir -p "$2"
+  mount "$l" "$2"
+  MOUNTS+=("$2")
+}
+
+# wait_for FILE: until a FUSE export shows up with the expected size.
+wait_for_size() {
+  for _ in $(seq 100); do
+    [ "$(stat -c %s "$1" 2>/dev/null || echo 0)" -ge "$2" ] && return 0
+    sleep 0.1
+  done
+  echo "bench-volume: $1 did not appear" >&2
+  return 1
+}
+
+declare -A R
+# run_suite NAME DIR: fio + untar in DIR (a mounted filesystem or directory).
+run_suite() {
+  local name="$1" dir="$2" f="$2/fio.dat"
+  read -r R[$name.sw_mb] _ <<<"$(fio_one "$f" write 1M 4)"
+  read -r R[$name.sr_mb] _ <<<"$(fio_one "$f" read 1M 4)"
+  read -r _ R[$name.rr_iops] <<<"$(fio_one "$f" randread 4k 16)"
+  read -r _ R[$name.rw_iops] <<<"$(fio_one "$f" randwrite 4k 16)"
+  rm -f "$f"
+  sync
+  local t0 t1
+  t0="$(date +%s.%N)"
+  tar -xf "$WORK/tree.tar" -C "$dir"
+  sync
+  t1="$(date +%s.%N)"
+  R[$name.untar_s]="$(python3 -c "print(f'{$t1 - $t0:.2f}')")"
+  printf "%-10s seq write %5s MB/s  seq read %5s MB/s  rand read %6s IOPS  rand write %6s IOPS  untar+sync %6s s\n" \
+    "$name" "${R[$name.sw_mb]}" "${R[$name.sr_mb]}" "${R[$name.rr_iops]}" "${R[$name.rw_iops]}" "${R[$name.untar_s]}"
+}
+
+echo "-- filesystems (volume ${SIZE_MIB} MiB, fio file ${FIO_SIZE}, ${RT}s per fio run)"
+for t in $TARGETS; do
+  case "$t" in
+    keyvol)
+      touch "$WORK/kv.dev"
+      "$ATTACH" attach "$WORK/kv.img" "$SIZE_MIB" "$WORK/kv.dev" 4 >"$WORK/kv.log" 2>&1 &
+      KV_PID=$!
+      PIDS+=("$KV_PID")
+      FUSE_FILES+=("$WORK/kv.dev")
+      wait_for_size "$WORK/kv.dev" $((SIZE_MIB * 1048576))
+      loop_ext4 "$WORK/kv.dev" "$WORK/kv.mnt"
+      run_suite keyvol "$WORK/kv.mnt"
+      R[keyvol.rss_mib]="$(awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$KV_PID/status")"
+      echo "           keyvol daemon peak RSS ${R[keyvol.rss_mib]} MiB"
+      ;;
+    plainloop)
+      truncate -s "${SIZE_MIB}M" "$WORK/plain.img"
+      loop_ext4 "$WORK/plain.img" "$WORK/plain.mnt"
+      run_suite plainloop "$WORK/plain.mnt"
+      ;;
+    qemu-luks)
+      qemu-img create -q -f luks --object secret,id=s0,data=bench-pass \
+        -o key-secret=s0,cipher-alg=aes-256,cipher-mode=xts,ivgen-alg=plain64,iter-time=10 \
+        "$WORK/luks.img" "${SIZE_MIB}M"
+      touch "$WORK/luks.dev"
+      qemu-storage-daemon --object secret,id=s0,data=bench-pass \
+        --blockdev driver=file,node-name=f0,filename="$WORK/luks.img",cache.direct=off \
+        --blockdev driver=luks,node-name=l0,file=f0,key-secret=s0 \
+        --export type=fuse,id=e0,node-name=l0,mountpoint="$WORK/luks.dev",writable=on \
+        >"$WORK/qsd.log" 2>&1 &
+      QSD_PID=$!
+      PIDS+=("$QSD_PID")
+      wait_for_size "$WORK/luks.dev" $((SIZE_MIB * 1048576 - 16 * 1048576))
+      FUSE_FILES+=("$WORK/luks.dev")
+      loop_ext4 "$WORK/luks.dev" "$WORK/luks.mnt"
+      run_suite qemu-luks "$WORK/luks.mnt"
+      R[qemu-luks.rss_mib]="$(awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$QSD_PID/status")"
+      echo "           qemu-storage-daemon peak RSS ${R[qemu-luks.rss_mib]} MiB"
+      ;;
+    gocryptfs)
+      mkdir -p "$WORK/gc.cipher" "$WORK/gc.mnt"
+      gocryptfs -q -init -extpass "echo bench-pass" -scryptn 10 "$WORK/gc.cipher"
+      gocryptfs -q -nosyslog -extpass "echo bench-pass" "$WORK/gc.cipher" "$WORK/gc.mnt"
+      MOUNTS+=("$WORK/gc.mnt")
+      run_suite gocryptfs "$WORK/gc.mnt"
+      ;;
+    *) echo "bench-volume: unknown target $t" >&2; exit 2 ;;
+  esac
+done
+
+# ---- ratios ------------------------------------------------------------------
+echo "-- keyvol relative to each peer (>1 = keyvol faster; untar: >1 = keyvol quicker)"
+for peer in plainloop qemu-luks gocryptfs; do
+  [ -n "${R[$peer.sw_mb]:-}" ] && [ -n "${R[keyvol.sw_mb]:-}" ] || continue
+  python3 - "$peer" "${R[keyvol.sw_mb]}" "${R[$peer.sw_mb]}" "${R[keyvol.sr_mb]}" "${R[$peer.sr_mb]}" \
+    "${R[keyvol.rr_iops]}" "${R[$peer.rr_iops]}" "${R[keyvol.rw_iops]}" "${R[$peer.rw_iops]}" \
+    "${R[keyvol.untar_s]}" "${R[$peer.untar_s]}" <<'EOF'
+import sys
+p, *v = sys.argv[1:]
+v = [float(x) for x in v]
+r = lambda a, b: f"{a / b:.2f}" if b else "n/a"
+print(f"vs {p:<10} seq write {r(v[0], v[1])}  seq read {r(v[2], v[3])}  "
+      f"rand read {r(v[4], v[5])}  rand write {r(v[6], v[7])}  untar {r(v[9], v[8])}")
+EOF
+done

@@ -1,0 +1,192 @@
+//! FUSE front end: exposes an [`EncryptedDevice`] as one regular file,
+//! through fuser, with thin callbacks (see [`fs`]) and one error-to-errno
+//! mapping. This module never touches crypto.
+//!
+//! Settings follow shared/PERF_NOTES.md: 1 MiB requests (max_pages 256),
+//! `FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES` on open, `FUSE_ASYNC_DIO`,
+//! several worker threads each on its own cloned /dev/fuse fd, a raised
+//! max_background, no writeback cache, fallocate punch/zero support and
+//! `PR_SET_IO_FLUSHER` on the daemon's threads.
+
+mod fs;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use fuser::{Config, MountOption, Session, SessionACL, SessionUnmounter};
+
+use crate::volume::{EncryptedDevice, VolumeError};
+
+pub use fs::DeviceFs;
+
+/// How the device file is exposed.
+#[derive(Debug, Clone)]
+pub struct FuseOptions {
+    /// Name of the device file when the mountpoint is a directory.
+    pub file_name: String,
+    /// Worker threads, each reading its own cloned /dev/fuse fd.
+    pub threads: usize,
+    /// Let other users (the kernel's loop driver acting for root, other
+    /// uids) open the file; only root may set it without
+    /// `user_allow_other` in /etc/fuse.conf.
+    pub allow_other: bool,
+    /// Owner and mode of the device file.
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u16,
+}
+
+impl Default for FuseOptions {
+    fn default() -> Self {
+        // SAFETY: geteuid/getegid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        FuseOptions {
+            file_name: "device".into(),
+            threads: 4,
+            allow_other: uid == 0,
+            uid,
+            gid,
+            mode: 0o600,
+        }
+    }
+}
+
+/// A served device: unmount it, or wait for someone else to.
+#[derive(Debug)]
+pub struct FuseHandle {
+    mountpoint: PathBuf,
+    device_path: PathBuf,
+    unmounter: SessionUnmounter,
+    thread: JoinHandle<io::Result<()>>,
+}
+
+impl FuseHandle {
+    /// Path of the decrypted device file: the mountpoint itself when it was
+    /// a regular file, else `<mountpoint>/<file_name>`.
+    pub fn device_path(&self) -> &Path {
+        &self.device_path
+    }
+
+    /// The FUSE mountpoint.
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Unmounts and waits for the worker threads to finish. Detach any loop
+    /// device on the file first: the kernel keeps the connection alive
+    /// while a loop device holds the file open.
+    pub fn unmount(mut self) -> Result<(), VolumeError> {
+        self.unmounter.unmount().map_err(|e| VolumeError::Fuse {
+            path: self.mountpoint.clone(),
+            source: e,
+        })?;
+        self.wait()
+    }
+
+    /// Blocks until the file system is unmounted (e.g. by `umount PATH`)
+    /// and the worker threads have finished.
+    pub fn wait(self) -> Result<(), VolumeError> {
+        let path = self.mountpoint;
+        match self.thread.join() {
+            Ok(res) => res.map_err(|e| VolumeError::Fuse { path, source: e }),
+            Err(_) => Err(VolumeError::Fuse {
+                path,
+                source: io::Error::other("a FUSE worker thread panicked"),
+            }),
+        }
+    }
+}
+
+/// Mounts `device` at `mountpoint` and serves it from background threads.
+///
+/// If `mountpoint` is a regular file, the FUSE root itself is the device
+/// file, mounted over it (the CLI's `attach VOL --device PATH`); if it is a
+/// directory, the device appears as `<mountpoint>/<opts.file_name>`.
+pub fn serve(
+    device: Arc<EncryptedDevice>,
+    mountpoint: &Path,
+    opts: &FuseOptions,
+) -> Result<FuseHandle, VolumeError> {
+    let meta = std::fs::metadata(mountpoint)
+        .map_err(|e| VolumeError::io("inspecting mountpoint", mountpoint, e))?;
+    let layout = if meta.is_file() {
+        fs::Layout::RootIsFile
+    } else if meta.is_dir() {
+        if opts.file_name.is_empty() || opts.file_name.contains('/') {
+            return Err(VolumeError::InvalidInput(format!(
+                "device file name {:?} must be one non-empty path component",
+                opts.file_name
+            )));
+        }
+        fs::Layout::FileInDir(opts.file_name.clone().into())
+    } else {
+        return Err(VolumeError::InvalidInput(format!(
+            "mountpoint {} must be a regular file or a directory",
+            mountpoint.display()
+        )));
+    };
+    let device_path = match &layout {
+        fs::Layout::RootIsFile => mountpoint.to_path_buf(),
+        fs::Layout::FileInDir(name) => mountpoint.join(name),
+    };
+
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(format!("keyvol:{}", device.backing_path().display())),
+        MountOption::Subtype("keyvol".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::NoExec,
+    ];
+    config.acl = if opts.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(opts.threads.max(1));
+    config.clone_fd = true;
+
+    let filesystem = DeviceFs::new(device, layout, opts);
+    let fuse_err = |e: io::Error| VolumeError::Fuse {
+        path: mountpoint.to_path_buf(),
+        source: e,
+    };
+    let mut session = Session::new(filesystem, mountpoint, &config).map_err(fuse_err)?;
+    let unmounter = session.unmount_callable();
+    let thread = std::thread::Builder::new()
+        .name("keyvol-fuse".into())
+        .spawn(move || {
+            set_io_flusher();
+            // Worker threads are spawned from here and inherit the flag.
+            session.run()
+        })
+        .map_err(fuse_err)?;
+    Ok(FuseHandle {
+        mountpoint: mountpoint.to_path_buf(),
+        device_path,
+        unmounter,
+        thread,
+    })
+}
+
+/// Marks the calling thread (and threads it spawns later) as an I/O
+/// flusher: its allocations never recurse into filesystem I/O and it is
+/// not throttled, so the daemon keeps making progress while the kernel
+/// writes back the filesystem it serves. Needs CAP_SYS_RESOURCE; without
+/// it the daemon still works, less safely under memory pressure.
+fn set_io_flusher() {
+    /// From linux/prctl.h (Linux 5.6+); not exported by the libc crate.
+    const PR_SET_IO_FLUSHER: libc::c_int = 57;
+    // SAFETY: prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) takes integer arguments
+    // only and changes flags of the calling task; no memory is shared.
+    let rc = unsafe { libc::prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) };
+    if rc != 0 {
+        log::warn!(
+            "prctl(PR_SET_IO_FLUSHER) failed: {}; continuing without it",
+            io::Error::last_os_error()
+        );
+    }
+}

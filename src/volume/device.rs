@@ -1,0 +1,478 @@
+//! `EncryptedDevice`: a fixed-size, sector-encrypted block device over a
+//! sparse backing file, safe to use from many threads at once.
+//!
+//! - Sector `n` of the device is AES-256-XTS ciphertext at byte `n * 4096`
+//!   of the backing file (tweak `n`).
+//! - A hole (an all-zero ciphertext sector) reads as zeros; writing an
+//!   all-zero sector, a discard or a zero-range punches a hole instead of
+//!   storing ciphertext, so the backing file stays thin.
+//! - Partial sectors are read-modify-written under striped per-sector
+//!   locks (writers exclusive, readers shared), so concurrent writers never
+//!   tear a sector and readers never see half a sector.
+//! - Every write marks its 512 KiB chunks in the [`ChangeLog`], durably,
+//!   before the data is written.
+//! - I/O is positional (pread/pwrite), never a shared seek offset. Whole
+//!   sectors are read straight into the caller's buffer and decrypted in
+//!   place; writes encrypt into one reusable per-thread buffer.
+
+use std::cell::RefCell;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::volume::blockmath::{chunk_range, split, PartialSector};
+use crate::volume::changes::{ChangeLog, CHUNK_SIZE};
+use crate::volume::error::VolumeError;
+use crate::volume::xts::{SectorCipher, SECTOR_SIZE};
+
+const SS: u64 = SECTOR_SIZE as u64;
+
+/// Largest piece of a request handled under one set of locks (a FUSE
+/// request is at most this big; larger library calls are split).
+const MAX_PIECE: u64 = 1024 * 1024;
+
+/// Sectors per lock group: locks cover 64 KiB, few enough per 1 MiB piece.
+const LOCK_GROUP_SECTORS: u64 = 16;
+
+/// Number of striped locks (group `g` uses stripe `g % N_LOCKS`).
+const N_LOCKS: usize = 256;
+
+/// Upper bound of lock groups one piece can touch (unaligned 1 MiB).
+const MAX_GROUPS: usize = (MAX_PIECE / SS / LOCK_GROUP_SECTORS) as usize + 2;
+
+thread_local! {
+    /// Per-thread encryption buffer for writes, reused across requests.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The decrypted view of one volume's sparse, encrypted backing file.
+#[derive(Debug)]
+pub struct EncryptedDevice {
+    file: File,
+    path: PathBuf,
+    size: u64,
+    cipher: SectorCipher,
+    changes: ChangeLog,
+    locks: Box<[RwLock<()>]>,
+}
+
+impl EncryptedDevice {
+    /// Opens (creating it, mode 0600, if missing) the backing file at
+    /// `backing` as a device of `size` bytes — a non-zero multiple of 4096.
+    /// A shorter backing file is extended sparsely; the change log is grown
+    /// to cover the device.
+    pub fn open(
+        backing: &Path,
+        size: u64,
+        cipher: SectorCipher,
+        changes: ChangeLog,
+    ) -> Result<Self, VolumeError> {
+        if size == 0 || !size.is_multiple_of(SS) {
+            return Err(VolumeError::InvalidSize {
+                size,
+                sector_size: SS,
+            });
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(backing)
+            .map_err(|e| VolumeError::io("opening backing file", backing, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| VolumeError::io("reading backing file size", backing, e))?
+            .len();
+        if len > size {
+            return Err(VolumeError::InvalidInput(format!(
+                "backing file {} is {len} bytes, larger than the {size}-byte volume; \
+                 volumes never shrink",
+                backing.display()
+            )));
+        }
+        if len < size {
+            file.set_len(size)
+                .map_err(|e| VolumeError::io("extending backing file", backing, e))?;
+        }
+        let n_chunks = size.div_ceil(CHUNK_SIZE);
+        if changes.n_chunks() < n_chunks {
+            changes.resize(n_chunks)?;
+        }
+        Ok(EncryptedDevice {
+            file,
+            path: backing.to_path_buf(),
+            size,
+            cipher,
+            changes,
+            locks: (0..N_LOCKS).map(|_| RwLock::new(())).collect(),
+        })
+    }
+
+    /// Device size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The backing file's path.
+    pub fn backing_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The change log (for snapshots).
+    pub fn changes(&self) -> &ChangeLog {
+        &self.changes
+    }
+
+    /// Reads up to `buf.len()` bytes at `off`; returns fewer only at the end
+    /// of the device (0 at or past the end), like a regular file.
+    pub fn read_at(&self, buf: &mut [u8], off: u64) -> Result<usize, VolumeError> {
+        if off >= self.size {
+            return Ok(0);
+        }
+        let len = (buf.len() as u64).min(self.size - off) as usize;
+        let mut done = 0usize;
+        while done < len {
+            let pos = off + done as u64;
+            let n = piece_len(pos, len - done);
+            self.read_piece(&mut buf[done..done + n], pos)?;
+            done += n;
+        }
+        Ok(len)
+    }
+
+    /// Writes all of `buf` at `off`. The whole range must lie inside the
+    /// device. Durable after [`Self::sync`].
+    pub fn write_at(&self, buf: &[u8], off: u64) -> Result<(), VolumeError> {
+        self.check_range(off, buf.len() as u64)?;
+        self.mark_changed(off, buf.len() as u64)?;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = off + done as u64;
+            let n = piece_len(pos, buf.len() - done);
+            self.write_piece(Source::Data(&buf[done..done + n]), pos, n)?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Discards `[off, off + len)`: it reads as zeros afterwards, and whole
+    /// sectors become holes in the backing file.
+    pub fn punch_hole(&self, off: u64, len: u64) -> Result<(), VolumeError> {
+        self.zero_range(off, len)
+    }
+
+    /// Zeroes `[off, off + len)`. Zeros are stored as holes, so this is the
+    /// same operation as [`Self::punch_hole`].
+    pub fn zero_range(&self, off: u64, len: u64) -> Result<(), VolumeError> {
+        self.check_range(off, len)?;
+        self.mark_changed(off, len)?;
+        let mut done = 0u64;
+        while done < len {
+            let pos = off + done;
+            let n = piece_len(pos, usize::try_from(len - done).unwrap_or(usize::MAX));
+            self.write_piece(Source::Zeros, pos, n)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Makes every completed write durable (fsync of the backing file; the
+    /// change log is already durable).
+    pub fn sync(&self) -> Result<(), VolumeError> {
+        self.file
+            .sync_all()
+            .map_err(|e| VolumeError::io("syncing backing file", &self.path, e))
+    }
+
+    /// Syncs and records a clean stop in the change log. The device stays
+    /// usable; a later write reopens the log.
+    pub fn close(&self) -> Result<(), VolumeError> {
+        self.sync()?;
+        self.changes.close_clean()
+    }
+
+    fn check_range(&self, off: u64, len: u64) -> Result<(), VolumeError> {
+        match off.checked_add(len) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(VolumeError::OutOfRange {
+                off,
+                end: off.saturating_add(len),
+                size: self.size,
+            }),
+        }
+    }
+
+    fn mark_changed(&self, off: u64, len: u64) -> Result<(), VolumeError> {
+        match chunk_range(off, len, CHUNK_SIZE) {
+            Some((first, last)) => self.changes.mark(first, last),
+            None => Ok(()),
+        }
+    }
+
+    fn read_piece(&self, buf: &mut [u8], off: u64) -> Result<(), VolumeError> {
+        let span = split(off, buf.len(), SECTOR_SIZE);
+        let _guard = self.lock_read(off, buf.len());
+        if let Some(h) = span.head {
+            self.read_partial(&h, buf)?;
+        }
+        if span.whole > 0 {
+            let start = span.whole_in_buf;
+            let end = start + span.whole as usize * SECTOR_SIZE;
+            let first = span.first_whole;
+            self.pread(&mut buf[start..end], first * SS)?;
+            for (i, sector) in buf[start..end].chunks_exact_mut(SECTOR_SIZE).enumerate() {
+                // A hole's zero ciphertext is already the zero plaintext.
+                if !is_zero(sector) {
+                    self.cipher.decrypt_sectors(first + i as u64, sector)?;
+                }
+            }
+        }
+        if let Some(t) = span.tail {
+            self.read_partial(&t, buf)?;
+        }
+        Ok(())
+    }
+
+    fn read_partial(&self, p: &PartialSector, buf: &mut [u8]) -> Result<(), VolumeError> {
+        let mut sector = [0u8; SECTOR_SIZE];
+        self.read_sector(p.sector, &mut sector)?;
+        buf[p.in_buf..p.in_buf + p.len].copy_from_slice(&sector[p.in_sector..p.in_sector + p.len]);
+        Ok(())
+    }
+
+    /// Reads and decrypts one sector (zeros for a hole).
+    fn read_sector(&self, sector: u64, out: &mut [u8; SECTOR_SIZE]) -> Result<(), VolumeError> {
+        self.pread(out, sector * SS)?;
+        if !is_zero(out) {
+            self.cipher.decrypt_sectors(sector, out)?;
+        }
+        Ok(())
+    }
+
+    fn write_piece(&self, src: Source<'_>, off: u64, len: usize) -> Result<(), VolumeError> {
+        let span = split(off, len, SECTOR_SIZE);
+        let _guard = self.lock_write(off, len);
+        if let Some(h) = span.head {
+            self.write_partial(&h, &src)?;
+        }
+        if span.whole > 0 {
+            let n = span.whole as usize * SECTOR_SIZE;
+            match src {
+                Source::Zeros => self.punch(span.first_whole * SS, n as u64)?,
+                Source::Data(data) => {
+                    let plain = &data[span.whole_in_buf..span.whole_in_buf + n];
+                    SCRATCH.with_borrow_mut(|scratch| {
+                        if scratch.len() < n {
+                            scratch.resize(n, 0);
+                        }
+                        let out = &mut scratch[..n];
+                        out.copy_from_slice(plain);
+                        self.store_sectors(span.first_whole, out)
+                    })?;
+                }
+            }
+        }
+        if let Some(t) = span.tail {
+            self.write_partial(&t, &src)?;
+        }
+        Ok(())
+    }
+
+    fn write_partial(&self, p: &PartialSector, src: &Source<'_>) -> Result<(), VolumeError> {
+        let mut sector = [0u8; SECTOR_SIZE];
+        self.read_sector(p.sector, &mut sector)?;
+        let piece = &mut sector[p.in_sector..p.in_sector + p.len];
+        match src {
+            Source::Data(data) => piece.copy_from_slice(&data[p.in_buf..p.in_buf + p.len]),
+            Source::Zeros => piece.fill(0),
+        }
+        self.store_sectors(p.sector, &mut sector)
+    }
+
+    /// Stores plaintext sectors starting at `first`, encrypting `plain` in
+    /// place: runs of all-zero sectors become holes, other runs are
+    /// encrypted and written with one pwrite each.
+    fn store_sectors(&self, first: u64, plain: &mut [u8]) -> Result<(), VolumeError> {
+        let n = plain.len() / SECTOR_SIZE;
+        let mut i = 0;
+        while i < n {
+            let zero = is_zero(&plain[i * SECTOR_SIZE..(i + 1) * SECTOR_SIZE]);
+            let mut j = i + 1;
+            while j < n && is_zero(&plain[j * SECTOR_SIZE..(j + 1) * SECTOR_SIZE]) == zero {
+                j += 1;
+            }
+            let run = &mut plain[i * SECTOR_SIZE..j * SECTOR_SIZE];
+            let off = (first + i as u64) * SS;
+            if zero {
+                self.punch(off, run.len() as u64)?;
+            } else {
+                self.cipher.encrypt_sectors(first + i as u64, run)?;
+                self.file
+                    .write_all_at(run, off)
+                    .map_err(|e| self.dev_err("writing", off, e))?;
+            }
+            i = j;
+        }
+        Ok(())
+    }
+
+    /// Turns whole sectors into holes; where the backing filesystem cannot
+    /// punch holes, writes zero ciphertext, which reads back the same.
+    fn punch(&self, off: u64, len: u64) -> Result<(), VolumeError> {
+        let (Ok(o), Ok(l)) = (libc::off_t::try_from(off), libc::off_t::try_from(len)) else {
+            return Err(VolumeError::OutOfRange {
+                off,
+                end: off.saturating_add(len),
+                size: self.size,
+            });
+        };
+        // SAFETY: fallocate on an fd we own, with plain integer arguments; it
+        // touches no memory of ours.
+        let rc = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                o,
+                l,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EOPNOTSUPP) {
+            return Err(self.dev_err("punching a hole", off, err));
+        }
+        let zeros = [0u8; SECTOR_SIZE];
+        for s in 0..len / SS {
+            let at = off + s * SS;
+            self.file
+                .write_all_at(&zeros, at)
+                .map_err(|e| self.dev_err("writing zeros", at, e))?;
+        }
+        Ok(())
+    }
+
+    /// Fills `buf` from the backing file at `off`; bytes past its end (none
+    /// while the file has the device's size) read as zeros.
+    fn pread(&self, buf: &mut [u8], off: u64) -> Result<(), VolumeError> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], off + done as u64) {
+                Ok(0) => {
+                    buf[done..].fill(0);
+                    break;
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.dev_err("reading", off + done as u64, e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn dev_err(&self, op: &'static str, off: u64, source: io::Error) -> VolumeError {
+        VolumeError::DeviceIo {
+            op,
+            path: self.path.clone(),
+            off,
+            source,
+        }
+    }
+
+    /// The stripes covering `[off, off + len)`, ascending and distinct (the
+    /// one global lock order, so lockers never deadlock).
+    fn stripes(off: u64, len: usize) -> ([usize; MAX_GROUPS], usize) {
+        let mut out = [0usize; MAX_GROUPS];
+        let first = off / SS / LOCK_GROUP_SECTORS;
+        let last = (off + len.max(1) as u64 - 1) / SS / LOCK_GROUP_SECTORS;
+        let mut n = 0;
+        for g in first..=last {
+            if n == MAX_GROUPS {
+                break; // unreachable: pieces are at most MAX_PIECE long
+            }
+            out[n] = (g % N_LOCKS as u64) as usize;
+            n += 1;
+        }
+        out[..n].sort_unstable();
+        (out, n)
+    }
+
+    fn lock_read(&self, off: u64, len: usize) -> [Option<RwLockReadGuard<'_, ()>>; MAX_GROUPS] {
+        let (stripes, n) = Self::stripes(off, len);
+        let mut guards = std::array::from_fn(|_| None);
+        for (g, s) in guards.iter_mut().zip(&stripes[..n]) {
+            *g = Some(self.locks[*s].read().unwrap_or_else(|p| p.into_inner()));
+        }
+        guards
+    }
+
+    fn lock_write(&self, off: u64, len: usize) -> [Option<RwLockWriteGuard<'_, ()>>; MAX_GROUPS] {
+        let (stripes, n) = Self::stripes(off, len);
+        let mut guards = std::array::from_fn(|_| None);
+        for (g, s) in guards.iter_mut().zip(&stripes[..n]) {
+            *g = Some(self.locks[*s].write().unwrap_or_else(|p| p.into_inner()));
+        }
+        guards
+    }
+}
+
+/// What a write stores: caller data, or zeros (discard / zero range).
+enum Source<'a> {
+    Data(&'a [u8]),
+    Zeros,
+}
+
+/// Length of the next piece at `pos`: at most `MAX_PIECE`, ending on a
+/// `MAX_PIECE` boundary when possible so pieces stay sector-aligned.
+fn piece_len(pos: u64, remaining: usize) -> usize {
+    let to_boundary = MAX_PIECE - pos % MAX_PIECE;
+    (remaining as u64).min(to_boundary) as usize
+}
+
+/// Whether a buffer is all zeros (vectorizable: ORs 64-byte lanes).
+fn is_zero(buf: &[u8]) -> bool {
+    let (chunks, rest) = buf.as_chunks::<64>();
+    chunks.iter().all(|c| c.iter().fold(0u8, |a, b| a | b) == 0) && rest.iter().all(|&b| b == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stripes_sorted_and_distinct() {
+        let (s, n) =
+            EncryptedDevice::stripes(255 * LOCK_GROUP_SECTORS * SS + 100, MAX_PIECE as usize);
+        assert_eq!(n, 17);
+        let v = &s[..n];
+        assert!(v.windows(2).all(|w| w[0] < w[1]), "{v:?}");
+        assert_eq!(v[0], 0);
+        assert_eq!(v[n - 1], 255);
+    }
+
+    #[test]
+    fn pieces_end_on_boundaries() {
+        assert_eq!(piece_len(0, 3 << 20), 1 << 20);
+        assert_eq!(piece_len(4096, 3 << 20), (1 << 20) - 4096);
+        assert_eq!(piece_len(4096, 10), 10);
+    }
+
+    #[test]
+    fn zero_detection() {
+        let mut b = vec![0u8; 4096];
+        assert!(is_zero(&b));
+        b[4095] = 1;
+        assert!(!is_zero(&b));
+        b[4095] = 0;
+        b[7] = 1;
+        assert!(!is_zero(&b));
+        assert!(is_zero(&[0u8; 5]));
+        assert!(!is_zero(&[0, 0, 0, 0, 9]));
+    }
+}

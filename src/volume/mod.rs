@@ -1,0 +1,14 @@
+//! Volumes: the sector cipher, the encrypted block device, change tracking
+//! and mount orchestration.
+
+pub mod blockmath;
+pub mod changes;
+pub mod device;
+pub mod error;
+pub mod mount;
+pub mod xts;
+
+pub use changes::{ChangeLog, CHUNK_SIZE};
+pub use device::EncryptedDevice;
+pub use error::VolumeError;
+pub use xts::{SectorCipher, SECTOR_SIZE};
