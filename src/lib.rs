@@ -2,6 +2,7 @@
 //! key management service.
 
 pub mod clock;
+pub mod config;
 pub mod envelope;
 pub mod fuse;
 pub mod home;

@@ -8,7 +8,7 @@ use crate::clock::Clock;
 use crate::home::Home;
 use crate::iam::Iam;
 use crate::ids::Region;
-use crate::kms::{Kms, KmsError, KmsResult, RequestContext};
+use crate::kms::{Kms, KmsClient, KmsError, KmsResult, RequestContext};
 
 /// Where and as whom to run.
 #[derive(Debug, Clone)]
@@ -38,7 +38,7 @@ impl SessionOptions {
 
 pub struct Session {
     pub home: Arc<Home>,
-    pub kms: Kms,
+    pub kms: Arc<Kms>,
     pub iam: Iam,
     pub ctx: RequestContext,
     pub profile: String,
@@ -49,7 +49,7 @@ impl Session {
         let clock = Clock::from_env().map_err(KmsError::validation)?;
         let home = Arc::new(Home::open(&opts.home).map_err(|e| KmsError::internal(e.to_string()))?);
         let iam = Iam::open(home.clone(), clock.clone())?;
-        let kms = Kms::open(home.clone(), clock)?;
+        let kms = Arc::new(Kms::open(home.clone(), clock)?);
         let caller = iam.profile_caller(&opts.profile)?;
         Ok(Session {
             home,
@@ -58,5 +58,20 @@ impl Session {
             ctx: RequestContext::new(caller, opts.region.clone()),
             profile: opts.profile.clone(),
         })
+    }
+
+    /// The KMS volume and snapshot commands use: the embedded one, or the
+    /// remote one named by the `kms-endpoint` setting, signing with the
+    /// profile's access key.
+    pub fn kms_client(&self) -> KmsResult<Arc<dyn KmsClient>> {
+        match crate::config::get(&self.home, "kms-endpoint")? {
+            None => Ok(self.kms.clone()),
+            Some(url) => {
+                let (key_id, secret) = self.iam.profile_credentials(&self.profile)?;
+                let remote =
+                    crate::server::RemoteKms::new(&url, self.ctx.region.clone(), &key_id, secret)?;
+                Ok(Arc::new(remote))
+            }
+        }
     }
 }

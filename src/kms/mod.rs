@@ -6,6 +6,7 @@ pub mod asym;
 pub mod audit;
 mod authz;
 pub mod ciphertext;
+pub mod client;
 pub mod context;
 mod dispatch;
 pub mod error;
@@ -18,6 +19,7 @@ mod store;
 pub mod usage;
 
 pub use authz::validate_identity_policy;
+pub use client::KmsClient;
 pub use context::{Caller, PrincipalType, RequestContext};
 pub use dispatch::OPERATIONS;
 pub use error::{ErrorCode, KmsError, KmsResult};

@@ -234,6 +234,23 @@ fn tls_config(endpoint: &str, ca_pem: Option<&[u8]>) -> Result<ureq::tls::TlsCon
         .build())
 }
 
+impl crate::kms::KmsClient for RemoteKms {
+    /// The remote KMS authenticates the profile's access key; the caller of
+    /// `ctx` is who that key belongs to. The region is the client's.
+    fn call(
+        &self,
+        _ctx: &crate::kms::RequestContext,
+        operation: &str,
+        request: Value,
+    ) -> Result<Value, KmsError> {
+        RemoteKms::call(self, operation, request)
+    }
+
+    fn describe(&self) -> String {
+        format!("remote KMS at {}", self.endpoint)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
