@@ -140,8 +140,10 @@ impl Kms {
         // BEGIN IMMEDIATE takes the write lock up front (waiting up to the
         // busy timeout): operations are short, and a deferred transaction
         // that upgrades to a writer could fail at once with SQLITE_BUSY.
-        tx.execute_batch("SAVEPOINT op").map_err(db)?;
+        // Due work first and outside the savepoint: it stands even when the
+        // operation that triggered it fails.
         self.run_due_work(&tx, now)?;
+        tx.execute_batch("SAVEPOINT op").map_err(db)?;
         let mut trace = Trace::default();
         let result = {
             let mut op = Op {
