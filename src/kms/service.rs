@@ -70,6 +70,34 @@ const READ_ONLY: &[&str] = &[
     "GetParametersForImport",
 ];
 
+/// Operations that change no state but their audit record.
+const STATELESS: &[&str] = &[
+    "Encrypt",
+    "Decrypt",
+    "ReEncrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "GenerateDataKeyPair",
+    "GenerateDataKeyPairWithoutPlaintext",
+    "GenerateRandom",
+    "Sign",
+    "Verify",
+    "GenerateMac",
+    "VerifyMac",
+    "DeriveSharedSecret",
+    "DescribeKey",
+    "ListKeys",
+    "ListAliases",
+    "GetKeyRotationStatus",
+    "ListKeyRotations",
+    "ListResourceTags",
+    "GetKeyPolicy",
+    "ListKeyPolicies",
+    "ListGrants",
+    "ListRetirableGrants",
+    "GetPublicKey",
+];
+
 /// Request fields that are never written to the audit log.
 const SECRET_FIELDS: &[&str] = &[
     "Plaintext",
@@ -134,6 +162,14 @@ impl Kms {
     ) -> KmsResult<T> {
         let conn = self.conn();
         let now = self.clock.now();
+        // Operations that change no key state commit without an fsync (WAL,
+        // synchronous=NORMAL): a process crash loses nothing, a power loss
+        // at most their latest audit records. Everything that changes keys,
+        // aliases, grants or policies commits with synchronous=FULL, which
+        // also makes every earlier commit durable.
+        let durable = !STATELESS.contains(&operation);
+        conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })
+            .map_err(db)?;
         let tx =
             rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
                 .map_err(db)?;
