@@ -599,3 +599,63 @@ fn usage_bill_follows_aws_pricing() {
         .usage(&AccountId::default_account(), Some("2026-13"))
         .is_err());
 }
+
+#[test]
+fn request_alias_and_resource_tag_conditions() {
+    let e = env();
+    let a = AccountId::default_account();
+    let key = e.create_key();
+    e.ok(
+        "CreateAlias",
+        json!({"AliasName": "alias/finance", "TargetKeyId": key}),
+    );
+    e.ok(
+        "TagResource",
+        json!({"KeyId": key, "Tags": [{"TagKey": "team", "TagValue": "blue"}]}),
+    );
+    let frank = user(
+        &e,
+        &a,
+        "frank",
+        Some(json!({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "kms:Encrypt", "Resource": "*", "Condition": {"StringEquals": {"kms:RequestAlias": "alias/finance"}}},
+            {"Effect": "Allow", "Action": "kms:GenerateDataKey", "Resource": "*", "Condition": {"StringEquals": {"aws:ResourceTag/team": "blue"}}}
+        ]})),
+    );
+    let enc = |id: &str| {
+        e.kms.call(
+            &frank,
+            "Encrypt",
+            json!({"KeyId": id, "Plaintext": b64(b"x")}),
+        )
+    };
+    assert!(enc("alias/finance").is_ok());
+    assert_eq!(
+        enc(&key).unwrap_err().code,
+        AccessDeniedException,
+        "by key id the request names no alias"
+    );
+    assert!(e
+        .kms
+        .call(
+            &frank,
+            "GenerateDataKey",
+            json!({"KeyId": key, "KeySpec": "AES_256"})
+        )
+        .is_ok());
+    e.ok(
+        "TagResource",
+        json!({"KeyId": key, "Tags": [{"TagKey": "team", "TagValue": "red"}]}),
+    );
+    assert_eq!(
+        e.kms
+            .call(
+                &frank,
+                "GenerateDataKey",
+                json!({"KeyId": key, "KeySpec": "AES_256"})
+            )
+            .unwrap_err()
+            .code,
+        AccessDeniedException
+    );
+}

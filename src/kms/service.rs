@@ -37,6 +37,8 @@ pub(crate) struct Trace {
     /// The key the operation acted on (resources, recipientAccountId).
     pub key: Option<(String, AccountId)>,
     pub response_elements: Option<Value>,
+    /// The alias the request named the key by (`kms:RequestAlias`).
+    pub request_alias: Option<String>,
 }
 
 impl Trace {
@@ -528,6 +530,7 @@ impl Op<'_> {
             }
             KeyRef::Alias { name } => {
                 let id = self.alias_target(my_account, region, &name)?;
+                self.trace.request_alias = Some(name);
                 (my_account.clone(), id)
             }
             KeyRef::AliasArn {
@@ -542,6 +545,7 @@ impl Op<'_> {
                     return Err(KmsError::not_found(format!("Alias {s} is not found.")));
                 }
                 let id = self.alias_target(&account, region, &name)?;
+                self.trace.request_alias = Some(name);
                 (account, id)
             }
         };
