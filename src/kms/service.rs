@@ -56,23 +56,8 @@ pub(crate) struct Op<'a> {
     pub kms: &'a Kms,
 }
 
-const READ_ONLY: &[&str] = &[
-    "DescribeKey",
-    "ListKeys",
-    "ListAliases",
-    "GetKeyRotationStatus",
-    "ListKeyRotations",
-    "ListResourceTags",
-    "GetKeyPolicy",
-    "ListKeyPolicies",
-    "ListGrants",
-    "ListRetirableGrants",
-    "GetPublicKey",
-    "GenerateRandom",
-    "GetParametersForImport",
-];
-
-/// Operations that change no state but their audit record.
+/// Operations that change no state but their audit record (CloudTrail
+/// marks them `readOnly`).
 const STATELESS: &[&str] = &[
     "Encrypt",
     "Decrypt",
@@ -242,7 +227,7 @@ impl Kms {
             "responseElements": trace.response_elements,
             "requestID": uuid::Uuid::new_v4().to_string(),
             "eventID": uuid::Uuid::new_v4().to_string(),
-            "readOnly": READ_ONLY.contains(&operation),
+            "readOnly": STATELESS.contains(&operation),
             "resources": key_arn.map(|a| json!([{"accountId": recipient, "type": "AWS::KMS::Key", "ARN": a}])),
             "eventType": "AwsApiCall",
             "managementEvent": true,
