@@ -1085,6 +1085,19 @@ fn rsa_limits_wrong_usage_wrong_algorithm_and_digest_length() {
         );
     }
     // An RSA key needs an RSA algorithm; a symmetric key refuses them.
+    let x = err(
+        &e,
+        "Decrypt",
+        json!({"KeyId": enc, "CiphertextBlob": b64(&[0u8; 256])}),
+    );
+    assert_eq!(x.code, InvalidKeyUsageException, "{}", x.message);
+    assert!(x.message.contains("RSAES_OAEP_SHA_1"), "{}", x.message);
+    let x = err(
+        &e,
+        "Decrypt",
+        json!({"KeyId": sym, "CiphertextBlob": b64(&[0u8; 256])}),
+    );
+    assert_eq!(x.code, InvalidCiphertextException);
     let x = err(&e, "Encrypt", json!({"KeyId": enc, "Plaintext": b64(b"x")}));
     assert_eq!(x.code, InvalidKeyUsageException);
     let x = err(

@@ -668,7 +668,11 @@ impl Kms {
             if blob.0.len() > 6144 {
                 return Err(validation_len("ciphertextBlob", 6144, "length"));
             }
-            if req.encryption_algorithm.as_deref().is_some_and(|a| a != SYMMETRIC) {
+            // RSA ciphertexts are raw: a request with an RSA algorithm, or
+            // naming a key while the blob is not a keyvol ciphertext, is
+            // for an asymmetric key.
+            let raw = req.key_id.is_some() && ciphertext::parse_header(&blob.0).is_err();
+            if raw || req.encryption_algorithm.as_deref().is_some_and(|a| a != SYMMETRIC) {
                 return self.decrypt_asymmetric(op, &req);
             }
             let k = self.blob_key(op, &blob.0, req.key_id.as_deref())?;

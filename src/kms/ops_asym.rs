@@ -509,8 +509,12 @@ impl Kms {
         op: &mut Op<'_>,
         req: &DecryptRequest,
     ) -> KmsResult<DecryptResponse> {
-        let alg: EncryptionAlgorithmSpec =
-            required_enum(req.encryption_algorithm.as_deref(), "encryptionAlgorithm")?;
+        let alg: EncryptionAlgorithmSpec = req
+            .encryption_algorithm
+            .as_deref()
+            .unwrap_or("SYMMETRIC_DEFAULT")
+            .parse()
+            .map_err(KmsError::from)?;
         let blob = required_blob(req.ciphertext_blob.as_ref(), "ciphertextBlob")?;
         let key_id = req.key_id.as_deref().ok_or_else(|| {
             KmsError::validation(format!(
@@ -525,6 +529,10 @@ impl Kms {
         refuse_context(&req.encryption_context, &k)?;
         dry_run(req.dry_run)?;
         let spec = spec_of(&k)?;
+        if spec == KeySpec::SymmetricDefault && alg == EncryptionAlgorithmSpec::SymmetricDefault {
+            // Not a keyvol ciphertext, for a symmetric key.
+            return Err(KmsError::invalid_ciphertext());
+        }
         if spec.rsa_bits().is_none() {
             return Err(KmsError::from(AsymError::IncompatibleAlgorithm {
                 spec,
