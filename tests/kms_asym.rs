@@ -1516,3 +1516,60 @@ fn key_state_table_for_every_new_operation() {
         assert_eq!(md["KeyState"], after, "{state}");
     }
 }
+
+#[test]
+fn grants_allow_the_new_operations_one_by_one() {
+    use keyvol::ids::AccountId;
+    use keyvol::kms::RequestContext;
+    let e = env();
+    let a = AccountId::default_account();
+    e.iam.create_user(&a, "bob", Some("bob")).unwrap();
+    let bob = RequestContext::new(e.iam.profile_caller("bob").unwrap(), e.ctx.region.clone());
+    let bob_arn = "arn:aws:iam::111122223333:user/bob";
+    let sig = lib_key(&e, "ECC_NIST_P256", "SIGN_VERIFY");
+    let sym = e.create_key();
+    let sign = json!({"KeyId": sig, "Message": b64(b"m"), "SigningAlgorithm": "ECDSA_SHA_256"});
+    let pair =
+        json!({"KeyId": sym, "KeyPairSpec": "ECC_NIST_P256", "EncryptionContext": {"t": "1"}});
+    for (op, req) in [("Sign", &sign), ("GenerateDataKeyPair", &pair)] {
+        let x = e.kms.call(&bob, op, req.clone()).unwrap_err();
+        assert_eq!(x.code, AccessDeniedException, "{op}");
+    }
+    e.ok(
+        "CreateGrant",
+        json!({"KeyId": sig, "GranteePrincipal": bob_arn, "Operations": ["Sign", "GetPublicKey"]}),
+    );
+    e.ok(
+        "CreateGrant",
+        json!({"KeyId": sym, "GranteePrincipal": bob_arn, "Operations": ["GenerateDataKeyPair"],
+            "Constraints": {"EncryptionContextEquals": {"t": "1"}}}),
+    );
+    let s = e.kms.call(&bob, "Sign", sign.clone()).unwrap();
+    e.kms
+        .call(&bob, "GetPublicKey", json!({"KeyId": sig}))
+        .unwrap();
+    let verify = json!({"KeyId": sig, "Message": b64(b"m"), "Signature": s["Signature"], "SigningAlgorithm": "ECDSA_SHA_256"});
+    assert_eq!(
+        e.kms.call(&bob, "Verify", verify).unwrap_err().code,
+        AccessDeniedException
+    );
+    e.kms.call(&bob, "GenerateDataKeyPair", pair).unwrap();
+    let other =
+        json!({"KeyId": sym, "KeyPairSpec": "ECC_NIST_P256", "EncryptionContext": {"t": "2"}});
+    assert_eq!(
+        e.kms
+            .call(&bob, "GenerateDataKeyPair", other)
+            .unwrap_err()
+            .code,
+        AccessDeniedException
+    );
+    // Bob's calls are in the audit log under his ARN, allowed or denied.
+    let events = e
+        .kms
+        .audit_list(&keyvol::kms::audit::AuditFilter {
+            principal: Some(bob_arn.into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(events.len() >= 6, "{}", events.len());
+}
