@@ -65,7 +65,7 @@ fn main() {
         plaintext: Some(SecretBlob(SecretBytes::random(256))),
         ..Default::default()
     };
-    println!("KMS in-process (audit on, SQLite WAL synchronous=FULL), 256-byte plaintexts");
+    println!("KMS in-process (authorization, audit record, SQLite WAL commit per call), 256-byte plaintexts");
     rate("Encrypt", budget, || {
         kms.encrypt(&ctx, enc()).expect("encrypt");
     });

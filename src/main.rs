@@ -69,6 +69,7 @@ fn build() -> Command {
             .subcommand_required(true)
             .subcommand(cli::kms::command())
             .subcommand(cli::iam::command())
+            .subcommand(cli::volume::command())
             .subcommand(envelope_command()),
     )
 }
@@ -190,8 +191,12 @@ fn run(m: &ArgMatches) -> Result<(), CliError> {
         "kms" => run_kms(&s, sub, sm)?,
         "iam" => cli::iam::run(&s, sub, sm)?,
         "envelope" => run_envelope(&s, sub, sm)?,
+        "volume" => cli::volume::run(&s, sub, sm)?,
         other => return Err(CliError::usage(format!("unknown command {other}"))),
     };
+    if v.is_null() {
+        return Ok(());
+    }
     cli::print(v, output, q)
 }
 

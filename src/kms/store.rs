@@ -260,16 +260,18 @@ pub(crate) fn materials(conn: &Connection, id: &KeyId) -> KmsResult<Vec<Material
         )
         .map_err(db)?;
     let rows = st
-        .query_map([id.to_string()], |r| {
-            Ok(MaterialRow {
-                version: r.get(0)?,
-                sealed: r.get(1)?,
-                created: r.get(2)?,
-                rotation_type: r.get(3)?,
-            })
-        })
+        .query_map([id.to_string()], material_from_row)
         .map_err(db)?;
     rows.collect::<Result<Vec<_>, _>>().map_err(db)
+}
+
+fn material_from_row(r: &Row<'_>) -> rusqlite::Result<MaterialRow> {
+    Ok(MaterialRow {
+        version: r.get(0)?,
+        sealed: r.get(1)?,
+        created: r.get(2)?,
+        rotation_type: r.get(3)?,
+    })
 }
 
 /// One material version (the newest when `version` is None).
@@ -278,14 +280,7 @@ pub(crate) fn material(
     id: &KeyId,
     version: Option<u32>,
 ) -> KmsResult<Option<MaterialRow>> {
-    let map = |r: &Row<'_>| {
-        Ok(MaterialRow {
-            version: r.get(0)?,
-            sealed: r.get(1)?,
-            created: r.get(2)?,
-            rotation_type: r.get(3)?,
-        })
-    };
+    let map = material_from_row;
     match version {
         Some(v) => conn
             .prepare_cached(
