@@ -39,13 +39,13 @@ pub(crate) fn context_conditions(ctx: &EncryptionContext) -> Map<String, Value> 
     m
 }
 
-pub(crate) fn validation_len(field: &str, max: usize, what: &str) -> KmsError {
+fn validation_len(field: &str, max: usize, what: &str) -> KmsError {
     KmsError::validation(format!(
         "1 validation error detected: Value at '{field}' failed to satisfy constraint: Member must have {what} less than or equal to {max}"
     ))
 }
 
-pub(crate) fn range_error(field: &str, value: i64, min: i64, max: i64) -> KmsError {
+fn range_error(field: &str, value: i64, min: i64, max: i64) -> KmsError {
     let (op, bound) = if value < min {
         ("greater", min)
     } else {
@@ -98,7 +98,7 @@ pub(crate) fn wrong_usage(k: &KeyRecord, operation: &str) -> KmsError {
     )
 }
 
-pub(crate) fn new_key_record(
+fn new_key_record(
     op: &Op<'_>,
     spec: &str,
     usage: &str,
