@@ -56,6 +56,18 @@ CREATE TABLE IF NOT EXISTS tags (
     tag_value TEXT NOT NULL,
     PRIMARY KEY (key_id, tag_key)
 );
+CREATE TABLE IF NOT EXISTS import_parameters (
+    token_hash TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL REFERENCES keys(key_id) ON DELETE CASCADE,
+    wrapping_algorithm TEXT NOT NULL,
+    wrapping_key_spec TEXT NOT NULL,
+    sealed_wrapping_key BLOB NOT NULL,
+    valid_to INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS imported_material (
+    key_id TEXT PRIMARY KEY REFERENCES keys(key_id) ON DELETE CASCADE,
+    check_value BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS deleted_keys (
     key_id TEXT PRIMARY KEY,
     arn TEXT NOT NULL,
