@@ -84,12 +84,6 @@ else
   echo "(mounting needs root and /dev/fuse: skipped here; run as root to see it)"
 fi
 
-step "Every call is in the hash-chained audit log"
-kv kms audit list --key-id "$KEY_ID" --max-items 3 --query 'Events[0]' | head -20
-kv kms audit verify
-kv kms usage
-step "Done. State is in $KEYVOL_HOME"
-
 step "Asymmetric keys: sign in keyvol, verify anywhere with openssl and the downloaded public key"
 SIGN_KEY=$(kv kms create-key --key-spec RSA_2048 --key-usage SIGN_VERIFY --query KeyMetadata.KeyId --output text)
 kv kms get-public-key --key-id "$SIGN_KEY" --query PublicKey --output text | base64 -d > "$WORK/sign-pub.der"
@@ -98,3 +92,9 @@ kv kms sign --key-id "$SIGN_KEY" --message "fileb://$WORK/release.txt" --message
   --signing-algorithm RSASSA_PKCS1_V1_5_SHA_256 --query Signature --output text | base64 -d > "$WORK/release.sig"
 openssl dgst -sha256 -verify <(openssl pkey -pubin -inform DER -in "$WORK/sign-pub.der") \
   -signature "$WORK/release.sig" "$WORK/release.txt"
+
+step "Every call is in the hash-chained audit log"
+kv kms audit list --key-id "$KEY_ID" --max-items 3 --query 'Events[0]' | head -20
+kv kms audit verify
+kv kms usage
+step "Done. State is in $KEYVOL_HOME"
