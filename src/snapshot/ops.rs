@@ -1188,7 +1188,10 @@ pub fn restore_with(
     check_present(&store, &m)?;
     let vols = Volumes::open(s)?;
     let vol = VolumeId::generate();
-    let (arn, wrapped) = vols.new_data_key(&vol, kms_key_id)?;
+    // As EBS: without a key, the volume uses the snapshot's key (with a new
+    // data key of its own either way).
+    let key = kms_key_id.unwrap_or(&m.kms_key_id);
+    let (arn, wrapped) = vols.new_data_key(&vol, Some(key))?;
     let r = vols.insert(&vol, size, &arn, &wrapped, Some(sid.as_str()))?;
     let n = size.div_ceil(CHUNK_SIZE);
     let to_fetch: Vec<bool> = (0..n).map(|i| m.blocks.contains_key(&i)).collect();
@@ -1246,10 +1249,15 @@ impl ChunkSource for SnapshotSource {
         let Some(c) = self.blocks.get(&index) else {
             return Ok(());
         };
-        let bytes = self
-            .store
-            .get_chunk(c)
-            .map_err(|e| VolumeError::InvalidInput(e.in_block(&self.id, index).to_string()))?;
+        // An I/O error (EIO through FUSE) that names snapshot and block.
+        let bytes = self.store.get_chunk(c).map_err(|e| VolumeError::Io {
+            op: "hydrating from",
+            path: PathBuf::from(self.store.chunk_location(c)),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                e.in_block(&self.id, index).to_string(),
+            ),
+        })?;
         if bytes.len() > out.len() || bytes.len() % SECTOR_SIZE != 0 {
             return Err(VolumeError::InvalidInput(format!(
                 "snapshot {} block {index}: chunk of {} bytes is not whole sectors of one block",
