@@ -106,7 +106,10 @@ impl Home {
     }
 
     fn snap(&self, args: &[&str]) -> Value {
-        Self::ok(self.cmd(&snap_bin(), args), &format!("keyvol-snap {args:?}"))
+        Self::ok(
+            self.cmd(&snap_bin(), args),
+            &format!("keyvol-snap {args:?}"),
+        )
     }
 
     fn snap_err(&self, args: &[&str]) -> String {
@@ -141,8 +144,10 @@ impl Home {
     }
 
     fn track(&mut self, vol: &str, extra: &[&str]) {
-        self.volumes
-            .push((vol.to_string(), extra.iter().map(|s| s.to_string()).collect()));
+        self.volumes.push((
+            vol.to_string(),
+            extra.iter().map(|s| s.to_string()).collect(),
+        ));
     }
 
     /// Attaches and returns the device file.
@@ -186,7 +191,11 @@ impl Drop for Home {
     fn drop(&mut self) {
         let kv = Path::new(env!("CARGO_BIN_EXE_keyvol"));
         for (m, extra) in self.mounts.clone() {
-            let mut args = vec!["volume".to_string(), "unmount".into(), m.display().to_string()];
+            let mut args = vec![
+                "volume".to_string(),
+                "unmount".into(),
+                m.display().to_string(),
+            ];
             args.extend(extra);
             let a: Vec<&str> = args.iter().map(String::as_str).collect();
             let _ = self.cmd(kv, &a);
@@ -227,7 +236,11 @@ fn write_tree(root: &Path, seed: u64) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 fn e2fsck_clean(device: &Path) {
-    let out = Command::new("e2fsck").arg("-fn").arg(device).output().unwrap();
+    let out = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(device)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "e2fsck -fn: {}{}",
@@ -316,11 +329,21 @@ fn start_moto(bucket: &str) -> Moto {
     let mut moto = Moto { child, port };
     let deadline = Instant::now() + Duration::from_secs(30);
     while http(port, "GET", "/") != 200 {
-        assert!(moto.child.try_wait().unwrap().is_none(), "moto_server exited");
-        assert!(Instant::now() < deadline, "moto_server did not start in 30 s");
+        assert!(
+            moto.child.try_wait().unwrap().is_none(),
+            "moto_server exited"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "moto_server did not start in 30 s"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(http(port, "PUT", &format!("/{bucket}")), 200, "create bucket");
+    assert_eq!(
+        http(port, "PUT", &format!("/{bucket}")),
+        200,
+        "create bucket"
+    );
     moto
 }
 
@@ -329,7 +352,9 @@ fn start_moto(bucket: &str) -> Moto {
 /// The story, on an S3 store.
 #[test]
 fn shared_snapshot_copied_across_accounts_and_regions_outlives_the_source_key() {
-    let Some(_g) = fuse_prerequisites() else { return };
+    let Some(_g) = fuse_prerequisites() else {
+        return;
+    };
     let moto = start_moto("keyvol-e2e");
     let mut h = Home::new();
     h.env = vec![
@@ -343,7 +368,14 @@ fn shared_snapshot_copied_across_accounts_and_regions_outlives_the_source_key() 
         ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
         ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
     ];
-    h.kv(&["iam", "create-account", "--account-id", B, "--profile-name", "b"]);
+    h.kv(&[
+        "iam",
+        "create-account",
+        "--account-id",
+        B,
+        "--profile-name",
+        "b",
+    ]);
     // Account A: a CMK, a volume with files, a snapshot while mounted.
     let key_a = h.key(&[]);
     let vol = h.volume("128MiB", Some(&key_a), &[]);
@@ -396,7 +428,13 @@ fn shared_snapshot_copied_across_accounts_and_regions_outlives_the_source_key() 
     ]);
     // B sees it, copies it under its own key in another region, restores it.
     let b_west = ["--profile", "b", "--region", "us-west-2"];
-    let shared = h.snap(&["describe-snapshots", "--restorable-by", "self", "--profile", "b"]);
+    let shared = h.snap(&[
+        "describe-snapshots",
+        "--restorable-by",
+        "self",
+        "--profile",
+        "b",
+    ]);
     assert!(
         shared["Snapshots"]
             .as_array()
@@ -405,10 +443,12 @@ fn shared_snapshot_copied_across_accounts_and_regions_outlives_the_source_key() 
             .any(|s| s["SnapshotId"] == snap_id.as_str()),
         "{shared}"
     );
-    assert!(h.snap(&["describe-snapshots", "--profile", "b"])["Snapshots"]
-        .as_array()
-        .unwrap()
-        .is_empty());
+    assert!(
+        h.snap(&["describe-snapshots", "--profile", "b"])["Snapshots"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     let mut args = vec!["kms", "create-key"];
     args.extend(b_west);
     let key_b = h.kv(&args)["KeyMetadata"]["Arn"]
@@ -470,7 +510,9 @@ fn shared_snapshot_copied_across_accounts_and_regions_outlives_the_source_key() 
 /// that many bytes, and list-changed-blocks names exactly those blocks.
 #[test]
 fn incremental_snapshot_stores_only_changed_chunks() {
-    let Some(_g) = fuse_prerequisites() else { return };
+    let Some(_g) = fuse_prerequisites() else {
+        return;
+    };
     let mut h = Home::new();
     let vol = h.volume("1GiB", None, &[]);
     let dev = h.attach(&vol, &[]);
@@ -498,7 +540,11 @@ fn incremental_snapshot_stores_only_changed_chunks() {
     assert_eq!(s2["State"], "completed");
     assert_eq!(s2["ParentSnapshotId"], s1["SnapshotId"]);
     let added = chunk_bytes(&h.store_dir()) - after_first;
-    assert_eq!(added, 20 * CHUNK, "the second snapshot stores the 20 changed chunks");
+    assert_eq!(
+        added,
+        20 * CHUNK,
+        "the second snapshot stores the 20 changed chunks"
+    );
     assert!(added * 100 / (1 << 30) <= 1);
     let diff = h.snap(&[
         "list-changed-blocks",
@@ -530,7 +576,9 @@ fn incremental_snapshot_stores_only_changed_chunks() {
 /// acknowledged before create started.
 #[test]
 fn snapshot_of_a_busy_volume_is_point_in_time() {
-    let Some(_g) = fuse_prerequisites() else { return };
+    let Some(_g) = fuse_prerequisites() else {
+        return;
+    };
     let mut h = Home::new();
     let vol = h.volume("256MiB", None, &[]);
     let dev = h.attach(&vol, &[]);
@@ -539,7 +587,8 @@ fn snapshot_of_a_busy_volume_is_point_in_time() {
     {
         let f = std::fs::OpenOptions::new().write(true).open(&dev).unwrap();
         for i in 0..4u64 {
-            f.write_all_at(&random(64 << 20, 40 + i), i * (64 << 20)).unwrap();
+            f.write_all_at(&random(64 << 20, 40 + i), i * (64 << 20))
+                .unwrap();
         }
         let zero = vec![0u8; 4096];
         for s in 0..SLOTS {
@@ -586,16 +635,18 @@ fn snapshot_of_a_busy_volume_is_point_in_time() {
         seen.push(v);
     }
     let cut = *seen.iter().max().unwrap();
-    assert!(cut >= before, "the cut ({cut}) lost acknowledged writes (up to {before})");
-    assert!(cut <= after + 1, "the cut ({cut}) holds writes after create returned ({after})");
+    assert!(
+        cut >= before,
+        "the cut ({cut}) lost acknowledged writes (up to {before})"
+    );
+    assert!(
+        cut <= after + 1,
+        "the cut ({cut}) holds writes after create returned ({after})"
+    );
     for (s, v) in seen.iter().enumerate() {
         // The newest write to slot s at or before the cut.
         let s = s as u64;
-        let expect = if cut >= s {
-            cut - (cut - s) % SLOTS
-        } else {
-            0
-        };
+        let expect = if cut >= s { cut - (cut - s) % SLOTS } else { 0 };
         assert_eq!(*v, expect, "slot {s} is not the state at the cut {cut}");
     }
     h.detach(&rvol, &[]);
@@ -607,7 +658,14 @@ fn snapshot_of_a_busy_volume_is_point_in_time() {
 #[test]
 fn refusals() {
     let mut h = Home::new();
-    h.kv(&["iam", "create-account", "--account-id", B, "--profile-name", "b"]);
+    h.kv(&[
+        "iam",
+        "create-account",
+        "--account-id",
+        B,
+        "--profile-name",
+        "b",
+    ]);
     // alias/aws/ebs snapshot: not shareable.
     let v_ebs = h.volume("16MiB", None, &[]);
     let s_ebs = h.snap(&["create", &v_ebs, "--wait"]);
@@ -623,30 +681,74 @@ fn refusals() {
     let s = h.snap(&["create", &v, "--wait"]);
     let id = s["SnapshotId"].as_str().unwrap().to_string();
     let e = h.snap_err(&["share", &id, "--group", "all"]);
-    assert!(e.contains("(OperationNotPermitted)") && e.contains("public"), "{e}");
+    assert!(
+        e.contains("(OperationNotPermitted)") && e.contains("public"),
+        "{e}"
+    );
     // Not shared: B cannot see or copy it.
-    let e = h.snap_err(&["copy", &id, "--source-region", "us-east-1", "--wait", "--profile", "b"]);
+    let e = h.snap_err(&[
+        "copy",
+        &id,
+        "--source-region",
+        "us-east-1",
+        "--wait",
+        "--profile",
+        "b",
+    ]);
     assert!(e.contains("(InvalidSnapshot.NotFound)"), "{e}");
     // Shared, but the key policy does not let B decrypt: the copy errs.
     h.snap(&["share", &id, "--account", B]);
-    let c = h.snap(&["copy", &id, "--source-region", "us-east-1", "--wait", "--profile", "b"]);
+    let c = h.snap(&[
+        "copy",
+        &id,
+        "--source-region",
+        "us-east-1",
+        "--wait",
+        "--profile",
+        "b",
+    ]);
     assert_eq!(c["State"], "error", "{c}");
     assert_eq!(c["StateMessage"], "Given key ID is not accessible");
     // Without --wait the pending copy comes back at once and ends the same.
-    let c = h.snap(&["copy", &id, "--source-region", "us-east-1", "--profile", "b"]);
+    let c = h.snap(&[
+        "copy",
+        &id,
+        "--source-region",
+        "us-east-1",
+        "--profile",
+        "b",
+    ]);
     assert_eq!(c["State"], "pending", "{c}");
     let e = h.snap_err(&["wait", c["SnapshotId"].as_str().unwrap(), "--profile", "b"]);
     assert!(e.contains("Given key ID is not accessible"), "{e}");
     // A key of another region is refused for a copy into us-west-2.
     let key_b_east = h.key(&["--profile", "b"]);
     let e = h.snap_err(&[
-        "copy", &id, "--source-region", "us-east-1", "--region", "us-west-2", "--kms-key-id",
-        &key_b_east, "--wait", "--profile", "b",
+        "copy",
+        &id,
+        "--source-region",
+        "us-east-1",
+        "--region",
+        "us-west-2",
+        "--kms-key-id",
+        &key_b_east,
+        "--wait",
+        "--profile",
+        "b",
     ]);
-    assert!(e.contains("(InvalidParameterValue)") && e.contains("us-west-2"), "{e}");
+    assert!(
+        e.contains("(InvalidParameterValue)") && e.contains("us-west-2"),
+        "{e}"
+    );
     // Unshare: B no longer sees it.
     h.snap(&["unshare", &id, "--account", B]);
-    assert!(h.snap(&["describe-snapshots", "--restorable-by", "self", "--profile", "b"])["Snapshots"]
+    assert!(h.snap(&[
+        "describe-snapshots",
+        "--restorable-by",
+        "self",
+        "--profile",
+        "b"
+    ])["Snapshots"]
         .as_array()
         .unwrap()
         .is_empty());
@@ -662,7 +764,9 @@ fn refusals() {
 /// block; a failed restore leaves no volume behind.
 #[test]
 fn tampered_store_is_detected() {
-    let Some(_g) = fuse_prerequisites() else { return };
+    let Some(_g) = fuse_prerequisites() else {
+        return;
+    };
     let mut h = Home::new();
     let vol = h.volume("32MiB", None, &[]);
     let dev = h.attach(&vol, &[]);
@@ -687,8 +791,11 @@ fn tampered_store_is_detected() {
         .unwrap();
     assert!(back == data, "restored data differs");
     h.detach(&rvol, &[]);
-    let n_volumes =
-        |h: &Home| h.kv(&["volume", "describe-volumes"])["Volumes"].as_array().map(Vec::len);
+    let n_volumes = |h: &Home| {
+        h.kv(&["volume", "describe-volumes"])["Volumes"]
+            .as_array()
+            .map(Vec::len)
+    };
     let volumes_before = n_volumes(&h);
     let blocks = h.snap(&["list-blocks", &id]);
     let first = &blocks["Blocks"][0];
@@ -738,11 +845,18 @@ fn tampered_store_is_detected() {
     let edited = text.replacen(&token, &"0".repeat(64), 1);
     assert_ne!(edited, text);
     std::fs::write(&mpath, edited).unwrap();
-    for args in [vec!["restore", id.as_str()], vec!["list-blocks", id.as_str()]] {
+    for args in [
+        vec!["restore", id.as_str()],
+        vec!["list-blocks", id.as_str()],
+    ] {
         let e = h.snap_err(&args);
         assert!(e.contains(&id) && e.contains("authentication"), "{e}");
     }
-    assert_eq!(n_volumes(&h), volumes_before, "a failed restore left a volume");
+    assert_eq!(
+        n_volumes(&h),
+        volumes_before,
+        "a failed restore left a volume"
+    );
     std::fs::write(&mpath, text).unwrap();
     h.snap(&["restore", &id, "--hydrate"]);
 }

@@ -191,12 +191,17 @@ fn dek_of(s: &Session, m: &Manifest) -> ApiResult<VolumeDataKey> {
 }
 
 fn visible_to(s: &Session, m: &Manifest) -> bool {
-    m.owner_id == s.ctx.caller.account || m.create_volume_permissions.contains(&s.ctx.caller.account)
+    m.owner_id == s.ctx.caller.account
+        || m.create_volume_permissions.contains(&s.ctx.caller.account)
 }
 
 /// Reads a manifest the caller may see, unauthenticated (for listing and
 /// access checks only).
-fn peek_visible(store: &ChunkStore, s: &Session, id: &SnapshotId) -> ApiResult<(Manifest, Vec<u8>)> {
+fn peek_visible(
+    store: &ChunkStore,
+    s: &Session,
+    id: &SnapshotId,
+) -> ApiResult<(Manifest, Vec<u8>)> {
     let bytes = store.get_manifest(id).map_err(snap_err)?;
     let m = Manifest::peek_unauthenticated(&bytes).map_err(snap_err)?;
     if !visible_to(s, &m) {
@@ -338,7 +343,7 @@ fn check_present(store: &ChunkStore, m: &Manifest) -> ApiResult<()> {
 /// detached, its lock held), or the attach daemon's control socket.
 enum Transport {
     Direct {
-        device: EncryptedDevice,
+        device: Box<EncryptedDevice>,
         _lock: std::fs::File,
     },
     Daemon {
@@ -408,10 +413,8 @@ impl Transport {
                 )
                 .map_err(vol_err),
             Transport::Daemon { .. } => {
-                let list = self.request(&format!(
-                    "CUT {id} {}",
-                    if all { "ALL" } else { "CHANGED" }
-                ))?;
+                let list =
+                    self.request(&format!("CUT {id} {}", if all { "ALL" } else { "CHANGED" }))?;
                 list.split_whitespace()
                     .map(|c| {
                         c.parse::<u64>().map_err(|_| {
@@ -434,7 +437,9 @@ impl Transport {
                     .parse()
                     .map_err(|_| ApiError::internal("the attach daemon sent a bad length"))?;
                 if len > CHUNK_SIZE as usize {
-                    return Err(ApiError::internal("the attach daemon sent an oversized chunk"));
+                    return Err(ApiError::internal(
+                        "the attach daemon sent an oversized chunk",
+                    ));
                 }
                 let mut buf = vec![0u8; len];
                 if let Transport::Daemon { reader, .. } = self {
@@ -518,7 +523,10 @@ fn record_job(s: &Session, id: &SnapshotId) -> ApiResult<()> {
 
 fn end_job(s: &Session, id: &SnapshotId) -> ApiResult<()> {
     db(s)?
-        .execute("DELETE FROM snapshot_jobs WHERE snapshot_id = ?1", [id.as_str()])
+        .execute(
+            "DELETE FROM snapshot_jobs WHERE snapshot_id = ?1",
+            [id.as_str()],
+        )
         .map_err(db_err)?;
     Ok(())
 }
@@ -542,7 +550,7 @@ pub fn create(
     let id = SnapshotId::generate();
     let mut transport = match vols.lock_detached(&r) {
         Some(lock) => Transport::Direct {
-            device: vols.open_device(&r)?,
+            device: Box::new(vols.open_device(&r)?),
             _lock: lock,
         },
         None => Transport::connect(&vols.control_path(&r.volume_id))?,
@@ -757,7 +765,10 @@ pub fn wait(s: &Session, id: &str, timeout: Duration) -> ApiResult<Value> {
             _ if Instant::now() > deadline => {
                 return Err(ApiError::new(
                     "ResourceNotReady",
-                    format!("Waiter SnapshotCompleted failed: snapshot {id} is still pending after {} s", timeout.as_secs()),
+                    format!(
+                    "Waiter SnapshotCompleted failed: snapshot {id} is still pending after {} s",
+                    timeout.as_secs()
+                ),
                 ))
             }
             _ => std::thread::sleep(Duration::from_millis(200)),
@@ -776,7 +787,10 @@ pub fn delete(s: &Session, id: &str) -> ApiResult<Value> {
     if m.owner_id != s.ctx.caller.account {
         return Err(ApiError::new(
             "UnauthorizedOperation",
-            format!("You are not authorized to delete snapshot {id}: it belongs to account {}", m.owner_id),
+            format!(
+                "You are not authorized to delete snapshot {id}: it belongs to account {}",
+                m.owner_id
+            ),
         ));
     }
     let m = reap(s, &store, m, &bytes)?;
@@ -850,7 +864,10 @@ pub fn modify_permission(
     if m.owner_id != s.ctx.caller.account {
         return Err(ApiError::new(
             "UnauthorizedOperation",
-            format!("You are not authorized to modify snapshot {id}: it belongs to account {}", m.owner_id),
+            format!(
+                "You are not authorized to modify snapshot {id}: it belongs to account {}",
+                m.owner_id
+            ),
         ));
     }
     if group_all {
@@ -859,9 +876,11 @@ pub fn modify_permission(
             format!("Encrypted snapshots cannot be made public: snapshot {id} is encrypted; share it with specific accounts (--account ID) instead"),
         ));
     }
-    let md = s
-        .kms_client()?
-        .call(&ctx_in(s, &s.ctx.region), "DescribeKey", json!({"KeyId": m.kms_key_id}))?;
+    let md = s.kms_client()?.call(
+        &ctx_in(s, &s.ctx.region),
+        "DescribeKey",
+        json!({"KeyId": m.kms_key_id}),
+    )?;
     if md["KeyMetadata"]["KeyManager"] == "AWS" {
         return Err(ApiError::new(
             "OperationNotPermitted",
@@ -925,7 +944,9 @@ pub fn list_blocks(s: &Session, id: &str) -> ApiResult<Value> {
         .iter()
         .map(|(i, c)| json!({"BlockIndex": i, "BlockToken": c.to_hex()}))
         .collect();
-    Ok(json!({"Blocks": blocks, "BlockSize": BLOCK_SIZE, "VolumeSize": m.volume_size_gib(), "VolumeSizeInBytes": m.volume_size_bytes, "SnapshotId": sid}))
+    Ok(
+        json!({"Blocks": blocks, "BlockSize": BLOCK_SIZE, "VolumeSize": m.volume_size_gib(), "VolumeSizeInBytes": m.volume_size_bytes, "SnapshotId": sid}),
+    )
 }
 
 /// ListChangedBlocks (EBS direct API) between two snapshots.
@@ -948,7 +969,9 @@ pub fn list_changed_blocks(s: &Session, first: &str, second: &str) -> ApiResult<
             v
         })
         .collect();
-    Ok(json!({"ChangedBlocks": blocks, "BlockSize": BLOCK_SIZE, "VolumeSize": mb.volume_size_gib()}))
+    Ok(
+        json!({"ChangedBlocks": blocks, "BlockSize": BLOCK_SIZE, "VolumeSize": mb.volume_size_gib()}),
+    )
 }
 
 // ---------------------------------------------------------------- copy
@@ -980,7 +1003,10 @@ pub fn copy(s: &Session, id: &str, opts: &CopyOptions, rep: &mut dyn Reporter) -
         }
     }
     let md = kms.call(&dctx, "DescribeKey", json!({"KeyId": key}))?;
-    let arn = md["KeyMetadata"]["Arn"].as_str().unwrap_or_default().to_string();
+    let arn = md["KeyMetadata"]["Arn"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     if arn.split(':').nth(3) != Some(dest.as_str()) {
         return Err(ApiError::invalid_parameter(format!(
             "KMS key {arn} is not a key of {dest}; a copy into {dest} needs a key of {dest}"
@@ -993,22 +1019,39 @@ pub fn copy(s: &Session, id: &str, opts: &CopyOptions, rep: &mut dyn Reporter) -
     }
     let store = store_for(s, &dest)?;
     let new_id = SnapshotId::generate();
-    let context: BTreeMap<String, String> =
-        [("aws:ebs:id".to_string(), new_id.to_string())].into();
+    let context: BTreeMap<String, String> = [("aws:ebs:id".to_string(), new_id.to_string())].into();
     // An earlier copy of this lineage under the same key: reuse its data key
     // and its chunks of unchanged blocks.
     let prev = previous_copy(s, &store, &src_peek, &arn);
     let (dek, wrapped, prev) = match prev.and_then(|p| dek_of(s, &p).ok().map(|d| (p, d))) {
         Some((p, d)) => {
             let r = kms.call(&dctx, "Encrypt", json!({"KeyId": arn, "Plaintext": b64_encode(d.expose()), "EncryptionContext": context}))?;
-            let w = r["CiphertextBlob"].as_str().and_then(b64_decode).ok_or_else(|| ApiError::internal("KMS returned no ciphertext"))?;
+            let w = r["CiphertextBlob"]
+                .as_str()
+                .and_then(b64_decode)
+                .ok_or_else(|| ApiError::internal("KMS returned no ciphertext"))?;
             (d, w, Some(p))
         }
         None => {
-            let r = kms.call(&dctx, "GenerateDataKey", json!({"KeyId": arn, "NumberOfBytes": 64, "EncryptionContext": context}))?;
-            let w = r["CiphertextBlob"].as_str().and_then(b64_decode).ok_or_else(|| ApiError::internal("KMS returned no ciphertext"))?;
-            let pt = r["Plaintext"].as_str().and_then(b64_decode).map(SecretBytes::new);
-            let d = pt.as_ref().and_then(|p| VolumeDataKey::from_slice(p.expose())).ok_or_else(|| ApiError::internal("KMS returned a data key that is not 64 bytes"))?;
+            let r = kms.call(
+                &dctx,
+                "GenerateDataKey",
+                json!({"KeyId": arn, "NumberOfBytes": 64, "EncryptionContext": context}),
+            )?;
+            let w = r["CiphertextBlob"]
+                .as_str()
+                .and_then(b64_decode)
+                .ok_or_else(|| ApiError::internal("KMS returned no ciphertext"))?;
+            let pt = r["Plaintext"]
+                .as_str()
+                .and_then(b64_decode)
+                .map(SecretBytes::new);
+            let d = pt
+                .as_ref()
+                .and_then(|p| VolumeDataKey::from_slice(p.expose()))
+                .ok_or_else(|| {
+                    ApiError::internal("KMS returned a data key that is not 64 bytes")
+                })?;
             (d, w, None)
         }
     };
@@ -1027,10 +1070,9 @@ pub fn copy(s: &Session, id: &str, opts: &CopyOptions, rep: &mut dyn Reporter) -
         kms_key_id: arn.clone(),
         encrypted_data_key: wrapped,
         encryption_context: context,
-        description: opts
-            .description
-            .clone()
-            .unwrap_or_else(|| format!("Copied for DestinationSnapshot {new_id} from SourceSnapshot {sid}")),
+        description: opts.description.clone().unwrap_or_else(|| {
+            format!("Copied for DestinationSnapshot {new_id} from SourceSnapshot {sid}")
+        }),
         start_time: now_rfc3339(),
         state: SnapshotState::Pending,
         state_message: None,
@@ -1042,9 +1084,8 @@ pub fn copy(s: &Session, id: &str, opts: &CopyOptions, rep: &mut dyn Reporter) -
     put(&store, &m, &mac)?;
     rep.pending(&to_json(&m));
     let result = (|| -> ApiResult<()> {
-        let src_dek = dek_of(s, &src_peek).map_err(|e| {
-            ApiError::new(&e.code, format!("{KEY_NOT_ACCESSIBLE}|{}", e.message))
-        })?;
+        let src_dek = dek_of(s, &src_peek)
+            .map_err(|e| ApiError::new(&e.code, format!("{KEY_NOT_ACCESSIBLE}|{}", e.message)))?;
         let src = Manifest::open(&src_bytes, &manifest_mac_key(&src_dek)).map_err(snap_err)?;
         let src_cipher = SectorCipher::new(&src_dek).map_err(vol_err)?;
         let dst_cipher = SectorCipher::new(&dek).map_err(vol_err)?;

@@ -25,12 +25,12 @@
 //!   it durably in a [`HydrationMap`].
 
 use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -329,7 +329,9 @@ impl EncryptedDevice {
             )));
         }
         if cuts.iter().any(|c| c.id == id) {
-            return Err(VolumeError::InvalidInput(format!("snapshot {id} is already cut")));
+            return Err(VolumeError::InvalidInput(format!(
+                "snapshot {id} is already cut"
+            )));
         }
         let chunks: Vec<u64> = if all {
             (0..self.size.div_ceil(CHUNK_SIZE)).collect()
@@ -771,6 +773,86 @@ fn is_zero(buf: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::VolumeDataKey;
+
+    fn device(dir: &Path, chunks: u64) -> EncryptedDevice {
+        let key = VolumeDataKey::from_slice(&(0..64).collect::<Vec<u8>>()).unwrap();
+        let changes = ChangeLog::open(&dir.join("changes"), chunks).unwrap();
+        let cipher = SectorCipher::new(&key).unwrap();
+        EncryptedDevice::open(&dir.join("img"), chunks * CHUNK_SIZE, cipher, changes).unwrap()
+    }
+
+    #[test]
+    fn cut_preserves_the_data_of_the_cut_and_later_change_bits() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = device(dir.path(), 4);
+        dev.write_at(&[1u8; 8192], 0).unwrap();
+        dev.write_at(&[2u8; 4096], CHUNK_SIZE).unwrap();
+        assert_eq!(dev.cut("s1", false, 5).unwrap(), vec![0, 1]);
+        let at_cut = dev.read_chunk_ciphertext(0).unwrap();
+        dev.write_at(&[9u8; 4096], 0).unwrap();
+        assert_ne!(dev.read_chunk_ciphertext(0).unwrap(), at_cut);
+        assert_eq!(dev.snapshot_read("s1", 0).unwrap(), at_cut);
+        assert!(dev.snapshot_read("s1", 0).is_err(), "each chunk once");
+        assert!(dev.snapshot_read("s1", 3).is_err(), "not in the cut");
+        let one = dev.read_chunk_ciphertext(1).unwrap();
+        assert_eq!(dev.snapshot_read("s1", 1).unwrap(), one);
+        dev.finish_cut("s1", true).unwrap();
+        // Chunk 0 was written after the cut: still changed for the next one.
+        assert_eq!(dev.changes().changed(), vec![0]);
+        let mut buf = [0u8; 4];
+        dev.read_at(&mut buf, 0).unwrap();
+        assert_eq!(buf, [9; 4]);
+    }
+
+    #[test]
+    fn at_most_max_cuts_and_abandoned_cuts_clear_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = device(dir.path(), 2);
+        dev.write_at(&[3u8; 4096], 0).unwrap();
+        for i in 0..5 {
+            assert_eq!(dev.cut(&format!("s{i}"), true, 5).unwrap(), vec![0, 1]);
+        }
+        assert!(dev.cut("s5", true, 5).is_err());
+        for i in 0..5 {
+            dev.finish_cut(&format!("s{i}"), false).unwrap();
+        }
+        assert_eq!(dev.changes().changed(), vec![0]);
+        assert!(dev.cut("s6", true, 5).is_ok());
+    }
+
+    #[derive(Debug, Default)]
+    struct Pattern(std::sync::atomic::AtomicU64);
+    impl ChunkSource for Pattern {
+        fn fetch(&self, index: u64, out: &mut [u8]) -> Result<(), VolumeError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            out.fill(index as u8 + 0x40);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn hydration_fetches_once_on_first_use_and_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let map_path = dir.path().join("map");
+        HydrationMap::create(&map_path, &[false, true, true]).unwrap();
+        let src = Arc::new(Pattern::default());
+        let dev = device(dir.path(), 3)
+            .with_hydration(src.clone(), HydrationMap::open(&map_path).unwrap());
+        let mut buf = vec![0u8; 8];
+        dev.read_at(&mut buf, CHUNK_SIZE + 100).unwrap();
+        assert_eq!(buf, vec![0x41; 8]);
+        dev.read_at(&mut buf, CHUNK_SIZE).unwrap();
+        assert_eq!(src.0.load(Ordering::SeqCst), 1);
+        dev.read_at(&mut buf, 0).unwrap();
+        assert_eq!(buf, vec![0; 8], "chunk 0 is not in the snapshot");
+        // A write to an unhydrated chunk hydrates it first (rest preserved).
+        dev.write_at(&[7u8; 4], 2 * CHUNK_SIZE).unwrap();
+        dev.read_at(&mut buf, 2 * CHUNK_SIZE).unwrap();
+        assert_eq!(buf, [7, 7, 7, 7, 0x42, 0x42, 0x42, 0x42]);
+        assert_eq!(std::fs::read(&map_path).unwrap(), vec![0, 0, 0]);
+        assert!(dev.hydration_pending().is_empty());
+    }
 
     #[test]
     fn stripes_sorted_and_distinct() {

@@ -158,11 +158,6 @@ impl<'a> Volumes<'a> {
     pub fn hydration_path(&self, v: &VolumeId) -> PathBuf {
         self.dir().join(format!("{v}.hydrate"))
     }
-    /// Present while a restored volume should be hydrated in the
-    /// background whenever it is attached.
-    pub fn background_hydration_path(&self, v: &VolumeId) -> PathBuf {
-        self.dir().join(format!("{v}.hydrate-all"))
-    }
     fn lock_path(&self, v: &VolumeId) -> PathBuf {
         self.dir().join(format!("{v}.lock"))
     }
@@ -373,7 +368,6 @@ impl<'a> Volumes<'a> {
             self.backing_path(&r.volume_id),
             self.changes_path(&r.volume_id),
             self.hydration_path(&r.volume_id),
-            self.background_hydration_path(&r.volume_id),
             self.control_path(&r.volume_id),
             self.default_device(&r.volume_id),
             self.lock_path(&r.volume_id),
@@ -474,17 +468,14 @@ impl<'a> Volumes<'a> {
             .map_err(|e| io_err("binding control socket", &control, e))?;
         let dev = device_arc.clone();
         std::thread::spawn(move || serve_control(listener, dev));
-        if self
-            .background_hydration_path(&r.volume_id)
-            .exists()
-        {
+        // A restored volume fetches the rest of its snapshot in the
+        // background while attached (reads of missing chunks go first).
+        if !device_arc.hydration_pending().is_empty() {
             let dev = device_arc.clone();
-            let flag = self.background_hydration_path(&r.volume_id);
-            std::thread::spawn(move || match dev.hydrate_all(&mut |_, _| {}) {
-                Ok(()) => {
-                    let _ = fs::remove_file(flag);
+            std::thread::spawn(move || {
+                if let Err(e) = dev.hydrate_all(&mut |_, _| {}) {
+                    eprintln!("background hydration stopped: {e}");
                 }
-                Err(e) => eprintln!("background hydration stopped: {e}"),
             });
         }
         let now = self.s.kms.clock().now();

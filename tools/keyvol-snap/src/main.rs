@@ -111,7 +111,11 @@ fn in_background(s: &Session) -> ApiResult<Value> {
     if line.trim().is_empty() {
         let _ = child.wait();
         let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let last = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
         // The job printed an aws-style error line: pass its name and text on.
         if let Some(rest) = last.strip_prefix("An error occurred (") {
             if let Some((code, msg)) = rest.split_once(')') {
@@ -196,9 +200,7 @@ fn run(cli: &Cli) -> ApiResult<Value> {
             snapshot_id,
             accounts,
         } => ops::modify_permission(&s, snapshot_id, &[], accounts, false)?,
-        Cmd::DescribeAttribute { snapshot_id, .. } => {
-            ops::describe_attribute(&s, snapshot_id)?
-        }
+        Cmd::DescribeAttribute { snapshot_id, .. } => ops::describe_attribute(&s, snapshot_id)?,
         Cmd::Copy {
             snapshot_id,
             source_region,
@@ -206,9 +208,9 @@ fn run(cli: &Cli) -> ApiResult<Value> {
             description,
             ..
         } => {
-            let source_region = source_region.parse().map_err(|e: keyvol::ids::IdError| {
-                ApiError::invalid_parameter(e.to_string())
-            })?;
+            let source_region = source_region
+                .parse()
+                .map_err(|e: keyvol::ids::IdError| ApiError::invalid_parameter(e.to_string()))?;
             ops::copy(
                 &s,
                 snapshot_id,
