@@ -569,6 +569,41 @@ fn incremental_snapshot_stores_only_changed_chunks() {
     h.snap(&["create", &vol, "--wait"]);
     assert_eq!(chunk_bytes(&h.store_dir()), before);
     h.detach(&vol, &[]);
+    // Copies of the lineage into another region under one key: the second
+    // copy re-encrypts and stores only the changed chunks.
+    let west = h.store_dir().join("us-west-2");
+    let key_w = h.key(&["--region", "us-west-2"]);
+    let copy = |snap: &Value| {
+        let c = h.snap(&[
+            "copy",
+            snap["SnapshotId"].as_str().unwrap(),
+            "--source-region",
+            "us-east-1",
+            "--region",
+            "us-west-2",
+            "--kms-key-id",
+            &key_w,
+            "--wait",
+        ]);
+        assert_eq!(c["State"], "completed", "{c}");
+        c
+    };
+    let c1 = copy(&s1);
+    assert_eq!(chunk_bytes(&west), 200 * CHUNK);
+    let c2 = copy(&s2);
+    assert_eq!(c2["ParentSnapshotId"], c1["SnapshotId"]);
+    assert_eq!(chunk_bytes(&west), 200 * CHUNK + 20 * CHUNK);
+    let diff = h.snap(&[
+        "list-changed-blocks",
+        c1["SnapshotId"].as_str().unwrap(),
+        c2["SnapshotId"].as_str().unwrap(),
+        "--region",
+        "us-west-2",
+    ]);
+    assert_eq!(
+        diff["ChangedBlocks"].as_array().unwrap().len(),
+        changed.len()
+    );
 }
 
 /// A writer keeps writing (each write fsynced) during create: the snapshot

@@ -1229,9 +1229,14 @@ pub fn restore_with(
     check_present(&store, &m)?;
     let vols = Volumes::open(s)?;
     let vol = VolumeId::generate();
-    // As EBS: without a key, the volume uses the snapshot's key (with a new
-    // data key of its own either way).
-    let key = kms_key_id.unwrap_or(&m.kms_key_id);
+    // As EBS: without a key, a volume from an own snapshot uses the
+    // snapshot's key, one from a shared snapshot the caller's aws/ebs key;
+    // the volume gets a new data key of its own either way.
+    let key = match kms_key_id {
+        Some(k) => k,
+        None if m.owner_id == s.ctx.caller.account => m.kms_key_id.as_str(),
+        None => crate::kms::EBS_ALIAS,
+    };
     let (arn, wrapped) = vols.new_data_key(&vol, Some(key))?;
     let r = vols.insert(&vol, size, &arn, &wrapped, Some(sid.as_str()))?;
     let n = size.div_ceil(CHUNK_SIZE);
