@@ -61,7 +61,12 @@ jf() { python3 -c 'import json,sys; v=json.load(sys.stdin)
 for k in sys.argv[1].split("."): v=v[int(k)] if k.isdigit() else v[k]
 print(v)' "$1"; }
 MNT_A="$WORK/mnt-a"; MNT_B="$WORK/mnt-b"
-trap '"$KEYVOL" volume unmount "$MNT_A" >/dev/null 2>&1; "$KEYVOL" --profile b --region us-west-2 volume unmount "$MNT_B" >/dev/null 2>&1; rm -rf "$WORK"' EXIT
+cleanup() {
+  "$KEYVOL" volume unmount "$MNT_A" >/dev/null 2>&1 || true
+  "$KEYVOL" --profile b --region us-west-2 volume unmount "$MNT_B" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
 
 step "Account A (111122223333) makes a CMK and a 256 MiB volume, mounts it, writes files"
 kv iam create-account --account-id 444455556666 --profile-name b >/dev/null
@@ -104,7 +109,7 @@ echo "restored $VOL_B"
 step "A schedules its key for deletion; eight days later the key is destroyed"
 kv kms schedule-key-deletion --key-id "$KEY_A" --pending-window-in-days 7 | jf KeyState
 export KEYVOL_TIME_OFFSET=8d
-if kv volume attach "$VOL_A" 2>"$WORK/err"; then echo "A's volume still opens?!" >&2; exit 1; fi
+if "$KEYVOL" volume attach "$VOL_A" 2>"$WORK/err"; then echo "A's volume still opens?!" >&2; exit 1; fi
 echo "A's own volume: $(tr -d '\n' < "$WORK/err")"
 
 step "B's restored volume still mounts, fsck is clean and every file matches"

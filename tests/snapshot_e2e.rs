@@ -615,13 +615,13 @@ fn snapshot_of_a_busy_volume_is_point_in_time() {
         return;
     };
     let mut h = Home::new();
-    let vol = h.volume("256MiB", None, &[]);
+    let vol = h.volume("128MiB", None, &[]);
     let dev = h.attach(&vol, &[]);
     const SLOTS: u64 = 2048;
-    let stride = (256u64 << 20) / SLOTS;
+    let stride = (128u64 << 20) / SLOTS;
     {
         let f = std::fs::OpenOptions::new().write(true).open(&dev).unwrap();
-        for i in 0..4u64 {
+        for i in 0..2u64 {
             f.write_all_at(&random(64 << 20, 40 + i), i * (64 << 20))
                 .unwrap();
         }
