@@ -799,6 +799,8 @@ pub fn delete(s: &Session, id: &str) -> ApiResult<Value> {
             "Snapshot {id} is still pending; wait for it (keyvol-snap wait {id}) before deleting it"
         )));
     }
+    // Opening the volumes first creates their table in a fresh home.
+    let vols = Volumes::open(s)?;
     let users: Vec<String> = {
         let conn = db(s)?;
         let mut st = conn
@@ -809,7 +811,6 @@ pub fn delete(s: &Session, id: &str) -> ApiResult<Value> {
             .map_err(db_err)?;
         rows.filter_map(Result::ok).collect()
     };
-    let vols = Volumes::open(s)?;
     for v in users {
         if let Ok(vid) = v.parse::<VolumeId>() {
             let p = vols.hydration_path(&vid);
