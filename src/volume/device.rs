@@ -48,6 +48,9 @@ const MAX_PIECE: u64 = 1024 * 1024;
 /// Sectors per lock group: locks cover 64 KiB, few enough per 1 MiB piece.
 const LOCK_GROUP_SECTORS: u64 = 16;
 
+/// Chunks hydrated per batch by [`EncryptedDevice::hydrate_all`] (8 MiB).
+const HYDRATION_BATCH: usize = 16;
+
 /// Number of striped locks (group `g` uses stripe `g % N_LOCKS`).
 const N_LOCKS: usize = 256;
 
@@ -163,16 +166,22 @@ impl HydrationMap {
             .collect()
     }
 
-    fn mark_done(&self, index: u64) -> Result<(), VolumeError> {
+    fn mark_done(&self, chunks: &[u64]) -> Result<(), VolumeError> {
+        for &index in chunks {
+            self.file
+                .write_all_at(&[0], index)
+                .map_err(|e| VolumeError::io("updating hydration map", &self.path, e))?;
+        }
         self.file
-            .write_all_at(&[0], index)
-            .and_then(|()| self.file.sync_data())
-            .map_err(|e| VolumeError::io("updating hydration map", &self.path, e))?;
-        if let Some(b) = usize::try_from(index)
-            .ok()
-            .and_then(|i| self.pending.get(i))
-        {
-            b.store(false, Ordering::Release);
+            .sync_data()
+            .map_err(|e| VolumeError::io("syncing hydration map", &self.path, e))?;
+        for &index in chunks {
+            if let Some(b) = usize::try_from(index)
+                .ok()
+                .and_then(|i| self.pending.get(i))
+            {
+                b.store(false, Ordering::Release);
+            }
         }
         Ok(())
     }
@@ -266,9 +275,13 @@ impl EncryptedDevice {
     pub fn hydrate_all(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<(), VolumeError> {
         let todo = self.hydration_pending();
         let total = todo.len() as u64;
-        for (i, c) in todo.into_iter().enumerate() {
-            self.ensure_hydrated(c)?;
-            progress(i as u64 + 1, total);
+        let mut done = 0u64;
+        // Batches share one data sync and one map sync; small enough that a
+        // read waiting for the hydration lock waits only briefly.
+        for batch in todo.chunks(HYDRATION_BATCH) {
+            self.hydrate_chunks(batch)?;
+            done += batch.len() as u64;
+            progress(done, total);
         }
         Ok(())
     }
@@ -276,25 +289,38 @@ impl EncryptedDevice {
     /// Makes chunk `index` local: fetches, re-encrypts and stores it if the
     /// hydration map says it is still in the snapshot.
     pub fn ensure_hydrated(&self, index: u64) -> Result<(), VolumeError> {
+        match &self.hydration {
+            Some(h) if h.map.is_pending(index) => self.hydrate_chunks(&[index]),
+            _ => Ok(()),
+        }
+    }
+
+    /// Hydrates those of `chunks` still pending: data first (synced), then
+    /// the map (synced), so a crash at any point refetches at worst.
+    fn hydrate_chunks(&self, chunks: &[u64]) -> Result<(), VolumeError> {
         let Some(h) = &self.hydration else {
             return Ok(());
         };
-        if !h.map.is_pending(index) {
-            return Ok(());
-        }
         let _g = h.lock.lock().unwrap_or_else(|p| p.into_inner());
-        if !h.map.is_pending(index) {
+        let todo: Vec<u64> = chunks
+            .iter()
+            .copied()
+            .filter(|&c| h.map.is_pending(c))
+            .collect();
+        if todo.is_empty() {
             return Ok(());
         }
-        let start = index * CHUNK_SIZE;
-        let len = CHUNK_SIZE.min(self.size.saturating_sub(start)) as usize;
         let mut buf = vec![0u8; CHUNK_SIZE as usize];
-        h.source.fetch(index, &mut buf)?;
-        self.store_sectors(start / SS, &mut buf[..len])?;
+        for &index in &todo {
+            let start = index * CHUNK_SIZE;
+            let len = CHUNK_SIZE.min(self.size.saturating_sub(start)) as usize;
+            h.source.fetch(index, &mut buf)?;
+            self.store_sectors(start / SS, &mut buf[..len])?;
+        }
         self.file
             .sync_data()
             .map_err(|e| VolumeError::io("syncing backing file", &self.path, e))?;
-        h.map.mark_done(index)
+        h.map.mark_done(&todo)
     }
 
     fn ensure_range_hydrated(&self, off: u64, len: u64) -> Result<(), VolumeError> {
