@@ -824,6 +824,10 @@ pub fn delete(s: &Session, id: &str) -> ApiResult<Value> {
     }
     store.delete_manifest(&id).map_err(snap_err)?;
     free_unreferenced(&store, &m)?;
+    // Also sweep chunks left unreferenced earlier (past the grace period:
+    // deletes during a pending snapshot, failed copies, crashed writers).
+    // Best effort: the snapshot is deleted whatever the sweep finds.
+    let _ = store.garbage_collect();
     Ok(Value::Null)
 }
 
