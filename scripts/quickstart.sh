@@ -97,4 +97,71 @@ step "Every call is in the hash-chained audit log"
 kv kms audit list --key-id "$KEY_ID" --max-items 3 --query 'Events[0]' | head -20
 kv kms audit verify
 kv kms usage
+
+# ---- The snapshot story: share, re-encrypting copy across accounts and
+# regions, restore, and the source key destroyed.
+SNAPBIN="$PWD/target/debug/keyvol-snap"
+snap() { echo "+ keyvol-snap $*" >&2; "$SNAPBIN" "$@"; }
+jf() { python3 -c 'import json,sys; v=json.load(sys.stdin)
+for k in sys.argv[1].split("."): v=v[int(k)] if k.isdigit() else v[k]
+print(v)' "$1"; }
+MNT_A="$WORK/mnt-a"; MNT_B="$WORK/mnt-b"
+cleanup() {
+  "$KEYVOL" volume unmount "$MNT_A" >/dev/null 2>&1 || true
+  "$KEYVOL" --profile b --region us-west-2 volume unmount "$MNT_B" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+step "Account A (111122223333) makes a CMK and a 256 MiB volume, mounts it, writes files"
+kv iam create-account --account-id 444455556666 --profile-name b >/dev/null
+KEY_A=$(kv kms create-key --description "snapshot source key" --query KeyMetadata.Arn --output text)
+VOL_A=$(kv volume create --size 256MiB --kms-key-id "$KEY_A" | jf VolumeId)
+kv volume mount "$VOL_A" "$MNT_A" | jf Mount
+mkdir -p "$MNT_A/docs"
+for i in 1 2 3 4 5; do head -c $((i * 300000)) /dev/urandom > "$MNT_A/docs/file$i.bin"; done
+echo "hello from account A" > "$MNT_A/hello.txt"
+(cd "$MNT_A" && find . -type f ! -path './lost+found/*' -print0 | sort -z | xargs -0 sha256sum) > "$WORK/files.sha256"
+sync
+echo "wrote $(wc -l < "$WORK/files.sha256") files"
+
+step "Snapshot the volume while it is mounted (point in time, fsfreeze around the cut when root)"
+FREEZE=(); [ "$(id -u)" -eq 0 ] && FREEZE=(--freeze "$MNT_A")
+SNAP_A=$(snap create "$VOL_A" --description "quickstart" "${FREEZE[@]}" --wait | jf SnapshotId)
+snap describe "$SNAP_A"
+kv volume unmount "$MNT_A" >/dev/null
+
+step "Share it with account B (444455556666) and let B decrypt through the key policy"
+snap share "$SNAP_A" --account 444455556666
+cat > "$WORK/policy.json" <<'POLICY'
+{"Version": "2012-10-17", "Statement": [
+ {"Sid": "Owner", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111122223333:root"}, "Action": "kms:*", "Resource": "*"},
+ {"Sid": "SnapshotReaders", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::444455556666:root"},
+  "Action": ["kms:Decrypt", "kms:DescribeKey"], "Resource": "*"}]}
+POLICY
+kv kms put-key-policy --key-id "$KEY_A" --policy-name default --policy "file://$WORK/policy.json"
+snap --profile b describe-snapshots --restorable-by self | jf Snapshots.0.SnapshotId
+
+step "B copies it under B's own key in us-west-2 (every chunk re-encrypted under a new data key)"
+KEY_B=$(kv --profile b --region us-west-2 kms create-key --description "B's key" --query KeyMetadata.Arn --output text)
+COPY_B=$(snap --profile b --region us-west-2 copy "$SNAP_A" --source-region us-east-1 --kms-key-id "$KEY_B" --wait | jf SnapshotId)
+snap --profile b --region us-west-2 describe "$COPY_B"
+
+step "B restores the copy as a volume of its own (hydrated lazily from the snapshot)"
+VOL_B=$(snap --profile b --region us-west-2 restore "$COPY_B" | jf VolumeId)
+echo "restored $VOL_B"
+
+step "A schedules its key for deletion; eight days later the key is destroyed"
+kv kms schedule-key-deletion --key-id "$KEY_A" --pending-window-in-days 7 | jf KeyState
+export KEYVOL_TIME_OFFSET=8d
+if "$KEYVOL" volume attach "$VOL_A" 2>"$WORK/err"; then echo "A's volume still opens?!" >&2; exit 1; fi
+echo "A's own volume: $(tr -d '\n' < "$WORK/err")"
+
+step "B's restored volume still mounts, fsck is clean and every file matches"
+DEV_B=$(kv --profile b --region us-west-2 volume attach "$VOL_B" | jf Attachments.0.Device)
+e2fsck -fn "$DEV_B"
+kv --profile b --region us-west-2 volume mount "$VOL_B" "$MNT_B" | jf Mount
+(cd "$MNT_B" && sha256sum -c "$WORK/files.sha256")
+kv --profile b --region us-west-2 volume unmount "$MNT_B" >/dev/null
+unset KEYVOL_TIME_OFFSET
 step "Done. State is in $KEYVOL_HOME"

@@ -37,6 +37,13 @@ pub fn command() -> Command {
                     Arg::new("snapshot-id")
                         .long("snapshot-id")
                         .help("Restore from this snapshot"),
+                )
+                .arg(
+                    Arg::new("hydrate")
+                        .long("hydrate")
+                        .action(clap::ArgAction::SetTrue)
+                        .requires("snapshot-id")
+                        .help("With --snapshot-id: fetch every block now instead of on first read"),
                 ),
         )
         .subcommand(Command::new("describe").arg(vol_arg()))
@@ -119,7 +126,8 @@ pub fn run(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliError> {
             let key = m.get_one::<String>("kms-key-id").map(String::as_str);
             let r = match m.get_one::<String>("snapshot-id") {
                 Some(snap) => {
-                    keyvol::snapshot::ops::restore(s, snap, key, size, false).map_err(api)?
+                    keyvol::snapshot::ops::restore(s, snap, key, size, m.get_flag("hydrate"))
+                        .map_err(api)?
                 }
                 None => {
                     let size = size.ok_or_else(|| {

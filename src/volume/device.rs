@@ -14,14 +14,25 @@
 //! - I/O is positional (pread/pwrite), never a shared seek offset. Whole
 //!   sectors are read straight into the caller's buffer and decrypted in
 //!   place; writes encrypt into one reusable per-thread buffer.
+//! - Snapshot cuts ([`EncryptedDevice::cut`]): under a write barrier (every
+//!   stripe lock held), the set of chunks a snapshot must capture is fixed;
+//!   from then on a write to a chunk of that set not yet captured first
+//!   stashes the chunk's current ciphertext (copy-before-write), so the
+//!   snapshot reads exactly the data of the cut.
+//! - Lazy hydration ([`EncryptedDevice::with_hydration`]): a volume restored
+//!   from a snapshot fetches a chunk from its [`ChunkSource`] on first read
+//!   or write, re-encrypts it under the volume key, stores it, and records
+//!   it durably in a [`HydrationMap`].
 
 use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::volume::blockmath::{chunk_range, split, PartialSector};
 use crate::volume::changes::{ChangeLog, CHUNK_SIZE};
@@ -36,6 +47,9 @@ const MAX_PIECE: u64 = 1024 * 1024;
 
 /// Sectors per lock group: locks cover 64 KiB, few enough per 1 MiB piece.
 const LOCK_GROUP_SECTORS: u64 = 16;
+
+/// Chunks hydrated per batch by [`EncryptedDevice::hydrate_all`] (8 MiB).
+const HYDRATION_BATCH: usize = 16;
 
 /// Number of striped locks (group `g` uses stripe `g % N_LOCKS`).
 const N_LOCKS: usize = 256;
@@ -57,6 +71,127 @@ pub struct EncryptedDevice {
     cipher: SectorCipher,
     changes: ChangeLog,
     locks: Box<[RwLock<()>]>,
+    /// Snapshot cuts in progress (copy-before-write state).
+    cuts: Mutex<Vec<Cut>>,
+    /// `cuts.len()`, read without the mutex on every write.
+    n_cuts: AtomicUsize,
+    hydration: Option<Hydration>,
+}
+
+/// Where a restored volume's not yet hydrated chunks come from.
+pub trait ChunkSource: Send + Sync + std::fmt::Debug {
+    /// Fills `out` (one chunk, [`CHUNK_SIZE`] bytes) with the plaintext of
+    /// chunk `index`; zeros for a chunk the source does not hold. Data that
+    /// fails verification is an error, never returned.
+    fn fetch(&self, index: u64, out: &mut [u8]) -> Result<(), VolumeError>;
+}
+
+/// One snapshot cut in progress.
+#[derive(Debug)]
+struct Cut {
+    id: String,
+    /// Every chunk the snapshot captures (fixed at the cut).
+    chunks: Vec<u64>,
+    /// Chunks of `chunks` not yet handed to the snapshot.
+    pending: HashSet<u64>,
+    /// Ciphertext of pending chunks as it was at the cut, saved before a write.
+    stash: HashMap<u64, Vec<u8>>,
+    /// Chunks written after the cut (their change bits must stay set).
+    dirtied: HashSet<u64>,
+}
+
+/// The durable record of which chunks of a restored volume still have to
+/// be fetched: one byte per chunk (1 = to fetch, 0 = stored locally).
+#[derive(Debug)]
+pub struct HydrationMap {
+    file: File,
+    path: PathBuf,
+    pending: Vec<AtomicBool>,
+}
+
+impl HydrationMap {
+    /// Creates the map file: `to_fetch[i]` says whether chunk `i` must be
+    /// fetched.
+    pub fn create(path: &Path, to_fetch: &[bool]) -> Result<(), VolumeError> {
+        let bytes: Vec<u8> = to_fetch.iter().map(|&b| u8::from(b)).collect();
+        let tmp = path.with_extension("hydrate.tmp");
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| VolumeError::io("creating hydration map", &tmp, e))?;
+        f.write_all_at(&bytes, 0)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| VolumeError::io("writing hydration map", &tmp, e))?;
+        std::fs::rename(&tmp, path)
+            .map_err(|e| VolumeError::io("installing hydration map", path, e))
+    }
+
+    /// Opens an existing map.
+    pub fn open(path: &Path) -> Result<Self, VolumeError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| VolumeError::io("opening hydration map", path, e))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| VolumeError::io("reading hydration map", path, e))?;
+        if bytes.iter().any(|&b| b > 1) {
+            return Err(VolumeError::InvalidInput(format!(
+                "hydration map {} is corrupt (bytes other than 0 and 1)",
+                path.display()
+            )));
+        }
+        Ok(HydrationMap {
+            file,
+            path: path.to_path_buf(),
+            pending: bytes.iter().map(|&b| AtomicBool::new(b == 1)).collect(),
+        })
+    }
+
+    /// Whether chunk `index` still has to be fetched.
+    pub fn is_pending(&self, index: u64) -> bool {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.pending.get(i))
+            .is_some_and(|b| b.load(Ordering::Acquire))
+    }
+
+    /// Chunks still to fetch.
+    pub fn pending_chunks(&self) -> Vec<u64> {
+        (0..self.pending.len() as u64)
+            .filter(|&i| self.is_pending(i))
+            .collect()
+    }
+
+    fn mark_done(&self, chunks: &[u64]) -> Result<(), VolumeError> {
+        for &index in chunks {
+            self.file
+                .write_all_at(&[0], index)
+                .map_err(|e| VolumeError::io("updating hydration map", &self.path, e))?;
+        }
+        self.file
+            .sync_data()
+            .map_err(|e| VolumeError::io("syncing hydration map", &self.path, e))?;
+        for &index in chunks {
+            if let Some(b) = usize::try_from(index)
+                .ok()
+                .and_then(|i| self.pending.get(i))
+            {
+                b.store(false, Ordering::Release);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct Hydration {
+    source: Arc<dyn ChunkSource>,
+    map: HydrationMap,
+    lock: Mutex<()>,
 }
 
 impl EncryptedDevice {
@@ -110,7 +245,222 @@ impl EncryptedDevice {
             cipher,
             changes,
             locks: (0..N_LOCKS).map(|_| RwLock::new(())).collect(),
+            cuts: Mutex::new(Vec::new()),
+            n_cuts: AtomicUsize::new(0),
+            hydration: None,
         })
+    }
+
+    /// Serves chunks marked in `map` from `source` (lazy hydration of a
+    /// restored volume).
+    pub fn with_hydration(mut self, source: Arc<dyn ChunkSource>, map: HydrationMap) -> Self {
+        self.hydration = Some(Hydration {
+            source,
+            map,
+            lock: Mutex::new(()),
+        });
+        self
+    }
+
+    /// Chunks still to be fetched from the snapshot (empty when the volume
+    /// was not restored or is fully hydrated).
+    pub fn hydration_pending(&self) -> Vec<u64> {
+        self.hydration
+            .as_ref()
+            .map(|h| h.map.pending_chunks())
+            .unwrap_or_default()
+    }
+
+    /// Fetches every chunk not yet hydrated; `progress(done, total)` after each.
+    pub fn hydrate_all(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<(), VolumeError> {
+        let todo = self.hydration_pending();
+        let total = todo.len() as u64;
+        let mut done = 0u64;
+        // Batches share one data sync and one map sync; small enough that a
+        // read waiting for the hydration lock waits only briefly.
+        for batch in todo.chunks(HYDRATION_BATCH) {
+            self.hydrate_chunks(batch)?;
+            done += batch.len() as u64;
+            progress(done, total);
+        }
+        Ok(())
+    }
+
+    /// Makes chunk `index` local: fetches, re-encrypts and stores it if the
+    /// hydration map says it is still in the snapshot.
+    pub fn ensure_hydrated(&self, index: u64) -> Result<(), VolumeError> {
+        match &self.hydration {
+            Some(h) if h.map.is_pending(index) => self.hydrate_chunks(&[index]),
+            _ => Ok(()),
+        }
+    }
+
+    /// Hydrates those of `chunks` still pending: data first (synced), then
+    /// the map (synced), so a crash at any point refetches at worst.
+    fn hydrate_chunks(&self, chunks: &[u64]) -> Result<(), VolumeError> {
+        let Some(h) = &self.hydration else {
+            return Ok(());
+        };
+        let _g = h.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let todo: Vec<u64> = chunks
+            .iter()
+            .copied()
+            .filter(|&c| h.map.is_pending(c))
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let mut buf = vec![0u8; CHUNK_SIZE as usize];
+        for &index in &todo {
+            let start = index * CHUNK_SIZE;
+            let len = CHUNK_SIZE.min(self.size.saturating_sub(start)) as usize;
+            h.source.fetch(index, &mut buf)?;
+            self.store_sectors(start / SS, &mut buf[..len])?;
+        }
+        self.file
+            .sync_data()
+            .map_err(|e| VolumeError::io("syncing backing file", &self.path, e))?;
+        h.map.mark_done(&todo)
+    }
+
+    fn ensure_range_hydrated(&self, off: u64, len: u64) -> Result<(), VolumeError> {
+        if self.hydration.is_none() {
+            return Ok(());
+        }
+        if let Some((first, last)) = chunk_range(off, len, CHUNK_SIZE) {
+            for c in first..=last {
+                self.ensure_hydrated(c)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Cuts snapshot `id`: under a write barrier, fixes the chunks it
+    /// captures — every chunk if `all`, else those marked in the change log
+    /// — and returns them. Until [`Self::finish_cut`], writes to those
+    /// chunks preserve their ciphertext for [`Self::snapshot_read`].
+    pub fn cut(&self, id: &str, all: bool, max_cuts: usize) -> Result<Vec<u64>, VolumeError> {
+        // The barrier: every stripe lock, in order (writers hold their
+        // stripes across the copy-before-write check and the write).
+        let _barrier: Vec<RwLockWriteGuard<'_, ()>> = self
+            .locks
+            .iter()
+            .map(|l| l.write().unwrap_or_else(|p| p.into_inner()))
+            .collect();
+        let mut cuts = self.cuts.lock().unwrap_or_else(|p| p.into_inner());
+        if cuts.len() >= max_cuts {
+            return Err(VolumeError::InvalidInput(format!(
+                "{} snapshots of this volume are already in progress (at most {max_cuts}); wait for one to complete",
+                cuts.len()
+            )));
+        }
+        if cuts.iter().any(|c| c.id == id) {
+            return Err(VolumeError::InvalidInput(format!(
+                "snapshot {id} is already cut"
+            )));
+        }
+        let chunks: Vec<u64> = if all {
+            (0..self.size.div_ceil(CHUNK_SIZE)).collect()
+        } else {
+            self.changes.changed()
+        };
+        cuts.push(Cut {
+            id: id.to_string(),
+            pending: chunks.iter().copied().collect(),
+            chunks: chunks.clone(),
+            stash: HashMap::new(),
+            dirtied: HashSet::new(),
+        });
+        self.n_cuts.store(cuts.len(), Ordering::Release);
+        Ok(chunks)
+    }
+
+    /// The ciphertext of chunk `index` as it was at the cut of snapshot
+    /// `id` (each chunk once).
+    pub fn snapshot_read(&self, id: &str, index: u64) -> Result<Vec<u8>, VolumeError> {
+        self.ensure_hydrated(index)?;
+        let mut cuts = self.cuts.lock().unwrap_or_else(|p| p.into_inner());
+        let cut = cuts
+            .iter_mut()
+            .find(|c| c.id == id)
+            .ok_or_else(|| VolumeError::InvalidInput(format!("snapshot {id} is not cut")))?;
+        if let Some(b) = cut.stash.remove(&index) {
+            cut.pending.remove(&index);
+            return Ok(b);
+        }
+        if !cut.pending.remove(&index) {
+            return Err(VolumeError::InvalidInput(format!(
+                "chunk {index} is not part of snapshot {id} or was already read"
+            )));
+        }
+        self.read_chunk_ciphertext(index)
+    }
+
+    /// Ends the cut of snapshot `id`. If `completed`, clears the change-log
+    /// bits of its chunks that were not written after the cut.
+    pub fn finish_cut(&self, id: &str, completed: bool) -> Result<(), VolumeError> {
+        // Under the write barrier no write is between marking its change
+        // bit and recording itself as dirtied, so no bit of a write after
+        // the cut is cleared.
+        let _barrier: Vec<RwLockWriteGuard<'_, ()>> = self
+            .locks
+            .iter()
+            .map(|l| l.write().unwrap_or_else(|p| p.into_inner()))
+            .collect();
+        let mut cuts = self.cuts.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(pos) = cuts.iter().position(|c| c.id == id) else {
+            return Ok(());
+        };
+        let cut = cuts.remove(pos);
+        self.n_cuts.store(cuts.len(), Ordering::Release);
+        if completed {
+            let clear: Vec<u64> = cut
+                .chunks
+                .iter()
+                .copied()
+                .filter(|c| !cut.dirtied.contains(c))
+                .collect();
+            self.changes.clear(&clear)?;
+        }
+        Ok(())
+    }
+
+    fn read_chunk_ciphertext(&self, index: u64) -> Result<Vec<u8>, VolumeError> {
+        let start = index * CHUNK_SIZE;
+        let len = CHUNK_SIZE.min(self.size.saturating_sub(start)) as usize;
+        let mut buf = vec![0u8; len];
+        self.pread(&mut buf, start)?;
+        Ok(buf)
+    }
+
+    /// Copy-before-write: called with the stripe locks of `[off, off+len)`
+    /// held, before the write.
+    fn before_write(&self, off: u64, len: usize) -> Result<(), VolumeError> {
+        if self.n_cuts.load(Ordering::Acquire) == 0 {
+            return Ok(());
+        }
+        let Some((first, last)) = chunk_range(off, len as u64, CHUNK_SIZE) else {
+            return Ok(());
+        };
+        let mut cuts = self.cuts.lock().unwrap_or_else(|p| p.into_inner());
+        for c in first..=last {
+            let mut saved: Option<Vec<u8>> = None;
+            for cut in cuts.iter_mut() {
+                cut.dirtied.insert(c);
+                if cut.pending.contains(&c) && !cut.stash.contains_key(&c) {
+                    let b = match &saved {
+                        Some(b) => b.clone(),
+                        None => {
+                            let b = self.read_chunk_ciphertext(c)?;
+                            saved = Some(b.clone());
+                            b
+                        }
+                    };
+                    cut.stash.insert(c, b);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Device size in bytes.
@@ -135,6 +485,7 @@ impl EncryptedDevice {
             return Ok(0);
         }
         let len = (buf.len() as u64).min(self.size - off) as usize;
+        self.ensure_range_hydrated(off, len as u64)?;
         let mut done = 0usize;
         while done < len {
             let pos = off + done as u64;
@@ -149,7 +500,7 @@ impl EncryptedDevice {
     /// device. Durable after [`Self::sync`].
     pub fn write_at(&self, buf: &[u8], off: u64) -> Result<(), VolumeError> {
         self.check_range(off, buf.len() as u64)?;
-        self.mark_changed(off, buf.len() as u64)?;
+        self.ensure_range_hydrated(off, buf.len() as u64)?;
         let mut done = 0usize;
         while done < buf.len() {
             let pos = off + done as u64;
@@ -170,7 +521,7 @@ impl EncryptedDevice {
     /// same operation as [`Self::punch_hole`].
     pub fn zero_range(&self, off: u64, len: u64) -> Result<(), VolumeError> {
         self.check_range(off, len)?;
-        self.mark_changed(off, len)?;
+        self.ensure_range_hydrated(off, len)?;
         let mut done = 0u64;
         while done < len {
             let pos = off + done;
@@ -257,6 +608,10 @@ impl EncryptedDevice {
     fn write_piece(&self, src: Source<'_>, off: u64, len: usize) -> Result<(), VolumeError> {
         let span = split(off, len, SECTOR_SIZE);
         let _guard = self.lock_write(off, len);
+        // Marked under the stripe locks, so a snapshot that clears change
+        // bits under the write barrier never loses this write's bit.
+        self.mark_changed(off, len as u64)?;
+        self.before_write(off, len)?;
         if let Some(h) = span.head {
             self.write_partial(&h, &src)?;
         }
@@ -444,6 +799,86 @@ fn is_zero(buf: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::VolumeDataKey;
+
+    fn device(dir: &Path, chunks: u64) -> EncryptedDevice {
+        let key = VolumeDataKey::from_slice(&(0..64).collect::<Vec<u8>>()).unwrap();
+        let changes = ChangeLog::open(&dir.join("changes"), chunks).unwrap();
+        let cipher = SectorCipher::new(&key).unwrap();
+        EncryptedDevice::open(&dir.join("img"), chunks * CHUNK_SIZE, cipher, changes).unwrap()
+    }
+
+    #[test]
+    fn cut_preserves_the_data_of_the_cut_and_later_change_bits() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = device(dir.path(), 4);
+        dev.write_at(&[1u8; 8192], 0).unwrap();
+        dev.write_at(&[2u8; 4096], CHUNK_SIZE).unwrap();
+        assert_eq!(dev.cut("s1", false, 5).unwrap(), vec![0, 1]);
+        let at_cut = dev.read_chunk_ciphertext(0).unwrap();
+        dev.write_at(&[9u8; 4096], 0).unwrap();
+        assert_ne!(dev.read_chunk_ciphertext(0).unwrap(), at_cut);
+        assert_eq!(dev.snapshot_read("s1", 0).unwrap(), at_cut);
+        assert!(dev.snapshot_read("s1", 0).is_err(), "each chunk once");
+        assert!(dev.snapshot_read("s1", 3).is_err(), "not in the cut");
+        let one = dev.read_chunk_ciphertext(1).unwrap();
+        assert_eq!(dev.snapshot_read("s1", 1).unwrap(), one);
+        dev.finish_cut("s1", true).unwrap();
+        // Chunk 0 was written after the cut: still changed for the next one.
+        assert_eq!(dev.changes().changed(), vec![0]);
+        let mut buf = [0u8; 4];
+        dev.read_at(&mut buf, 0).unwrap();
+        assert_eq!(buf, [9; 4]);
+    }
+
+    #[test]
+    fn at_most_max_cuts_and_abandoned_cuts_clear_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = device(dir.path(), 2);
+        dev.write_at(&[3u8; 4096], 0).unwrap();
+        for i in 0..5 {
+            assert_eq!(dev.cut(&format!("s{i}"), true, 5).unwrap(), vec![0, 1]);
+        }
+        assert!(dev.cut("s5", true, 5).is_err());
+        for i in 0..5 {
+            dev.finish_cut(&format!("s{i}"), false).unwrap();
+        }
+        assert_eq!(dev.changes().changed(), vec![0]);
+        assert!(dev.cut("s6", true, 5).is_ok());
+    }
+
+    #[derive(Debug, Default)]
+    struct Pattern(std::sync::atomic::AtomicU64);
+    impl ChunkSource for Pattern {
+        fn fetch(&self, index: u64, out: &mut [u8]) -> Result<(), VolumeError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            out.fill(index as u8 + 0x40);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn hydration_fetches_once_on_first_use_and_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let map_path = dir.path().join("map");
+        HydrationMap::create(&map_path, &[false, true, true]).unwrap();
+        let src = Arc::new(Pattern::default());
+        let dev = device(dir.path(), 3)
+            .with_hydration(src.clone(), HydrationMap::open(&map_path).unwrap());
+        let mut buf = vec![0u8; 8];
+        dev.read_at(&mut buf, CHUNK_SIZE + 100).unwrap();
+        assert_eq!(buf, vec![0x41; 8]);
+        dev.read_at(&mut buf, CHUNK_SIZE).unwrap();
+        assert_eq!(src.0.load(Ordering::SeqCst), 1);
+        dev.read_at(&mut buf, 0).unwrap();
+        assert_eq!(buf, vec![0; 8], "chunk 0 is not in the snapshot");
+        // A write to an unhydrated chunk hydrates it first (rest preserved).
+        dev.write_at(&[7u8; 4], 2 * CHUNK_SIZE).unwrap();
+        dev.read_at(&mut buf, 2 * CHUNK_SIZE).unwrap();
+        assert_eq!(buf, [7, 7, 7, 7, 0x42, 0x42, 0x42, 0x42]);
+        assert_eq!(std::fs::read(&map_path).unwrap(), vec![0, 0, 0]);
+        assert!(dev.hydration_pending().is_empty());
+    }
 
     #[test]
     fn stripes_sorted_and_distinct() {

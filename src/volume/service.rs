@@ -25,6 +25,7 @@ use crate::kms::api::b64_encode;
 use crate::kms::{ErrorCode, KmsError};
 use crate::secret::VolumeDataKey;
 use crate::session::Session;
+use crate::volume::device::HydrationMap;
 use crate::volume::{mount, ChangeLog, EncryptedDevice, SectorCipher, CHUNK_SIZE, SECTOR_SIZE};
 
 const SCHEMA: &str = r#"
@@ -146,8 +147,16 @@ impl<'a> Volumes<'a> {
     pub fn backing_path(&self, v: &VolumeId) -> PathBuf {
         self.dir().join(format!("{v}.img"))
     }
-    fn changes_path(&self, v: &VolumeId) -> PathBuf {
+    pub fn changes_path(&self, v: &VolumeId) -> PathBuf {
         self.dir().join(format!("{v}.changes"))
+    }
+    /// The attach daemon's control socket (snapshot cuts).
+    pub fn control_path(&self, v: &VolumeId) -> PathBuf {
+        self.dir().join(format!("{v}.sock"))
+    }
+    /// The hydration map of a volume restored from a snapshot.
+    pub fn hydration_path(&self, v: &VolumeId) -> PathBuf {
+        self.dir().join(format!("{v}.hydrate"))
     }
     fn lock_path(&self, v: &VolumeId) -> PathBuf {
         self.dir().join(format!("{v}.lock"))
@@ -358,6 +367,8 @@ impl<'a> Volumes<'a> {
         for p in [
             self.backing_path(&r.volume_id),
             self.changes_path(&r.volume_id),
+            self.hydration_path(&r.volume_id),
+            self.control_path(&r.volume_id),
             self.default_device(&r.volume_id),
             self.lock_path(&r.volume_id),
             self.log_path(&r.volume_id),
@@ -430,19 +441,7 @@ impl<'a> Volumes<'a> {
                 ),
             )
         })?;
-        let key = self.data_key(&r)?;
-        let cipher = SectorCipher::new(&key)?;
-        drop(key);
-        let changes = ChangeLog::open(
-            &self.changes_path(&r.volume_id),
-            r.size.div_ceil(CHUNK_SIZE),
-        )?;
-        let device_arc = Arc::new(EncryptedDevice::open(
-            &self.backing_path(&r.volume_id),
-            r.size,
-            cipher,
-            changes,
-        )?);
+        let device_arc = Arc::new(self.open_device(&r)?);
         if !device.exists() {
             fs::OpenOptions::new()
                 .write(true)
@@ -463,6 +462,22 @@ impl<'a> Volumes<'a> {
             &crate::fuse::FuseOptions::default(),
         )?;
         let device_path = handle.device_path().to_path_buf();
+        let control = self.control_path(&r.volume_id);
+        let _ = fs::remove_file(&control);
+        let listener = std::os::unix::net::UnixListener::bind(&control)
+            .map_err(|e| io_err("binding control socket", &control, e))?;
+        let dev = device_arc.clone();
+        std::thread::spawn(move || serve_control(listener, dev));
+        // A restored volume fetches the rest of its snapshot in the
+        // background while attached (reads of missing chunks go first).
+        if !device_arc.hydration_pending().is_empty() {
+            let dev = device_arc.clone();
+            std::thread::spawn(move || {
+                if let Err(e) = dev.hydrate_all(&mut |_, _| {}) {
+                    eprintln!("background hydration stopped: {e}");
+                }
+            });
+        }
         let now = self.s.kms.clock().now();
         self.conn
             .execute(
@@ -480,6 +495,7 @@ impl<'a> Volumes<'a> {
         // SAFETY: sigwait with a valid set and a valid out pointer.
         unsafe { libc::sigwait(&signals, &mut sig) };
         let res = handle.unmount();
+        let _ = fs::remove_file(&control);
         let closed = device_arc.close();
         self.conn
             .execute("DELETE FROM attachments WHERE volume_id = ?1", [v])
@@ -488,6 +504,36 @@ impl<'a> Volumes<'a> {
         res?;
         closed?;
         Ok(())
+    }
+
+    /// Opens the decrypted device of volume `r` (its data key through the
+    /// KMS), with lazy hydration from its snapshot while any chunk is still
+    /// to be fetched.
+    pub fn open_device(&self, r: &VolumeRecord) -> ApiResult<EncryptedDevice> {
+        let key = self.data_key(r)?;
+        let cipher = SectorCipher::new(&key)?;
+        drop(key);
+        let changes = ChangeLog::open(
+            &self.changes_path(&r.volume_id),
+            r.size.div_ceil(CHUNK_SIZE),
+        )?;
+        let mut device =
+            EncryptedDevice::open(&self.backing_path(&r.volume_id), r.size, cipher, changes)?;
+        let map_path = self.hydration_path(&r.volume_id);
+        if map_path.exists() {
+            let map = HydrationMap::open(&map_path)?;
+            if !map.pending_chunks().is_empty() {
+                let source = crate::snapshot::ops::hydration_source(self.s, r)?;
+                device = device.with_hydration(source, map);
+            }
+        }
+        Ok(device)
+    }
+
+    /// Takes the attachment lock of a detached volume (so it cannot be
+    /// attached meanwhile); `None` when the volume is attached.
+    pub fn lock_detached(&self, r: &VolumeRecord) -> Option<fs::File> {
+        take_lock(&self.lock_path(&r.volume_id))
     }
 
     /// Attaches in the background: starts the daemon (this binary with
@@ -697,6 +743,81 @@ impl<'a> Volumes<'a> {
             }));
         }
         Ok(json!({"Attachments": out}))
+    }
+}
+
+/// At most this many snapshots of one volume are cut and not yet finished.
+pub const MAX_PENDING_SNAPSHOTS: usize = 5;
+
+/// The attach daemon's control socket: one thread per connection, one
+/// line-oriented request at a time:
+///
+/// - `CUT <snap> ALL|CHANGED` -> `OK <chunk> <chunk> ...` (the cut's chunks)
+/// - `READ <snap> <chunk>` -> `OK <len>` then `len` bytes of ciphertext
+/// - `FINISH <snap> OK|FAIL` -> `OK` (on OK, clears the captured change bits)
+///
+/// Errors answer `ERR <message>`. A connection that closes abandons the
+/// cuts it made and did not finish.
+fn serve_control(listener: std::os::unix::net::UnixListener, dev: Arc<EncryptedDevice>) {
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let dev = dev.clone();
+        std::thread::spawn(move || {
+            let mut mine: Vec<String> = Vec::new();
+            let _ = control_session(&conn, &dev, &mut mine);
+            for id in mine {
+                let _ = dev.finish_cut(&id, false);
+            }
+        });
+    }
+}
+
+fn control_session(
+    conn: &std::os::unix::net::UnixStream,
+    dev: &EncryptedDevice,
+    mine: &mut Vec<String>,
+) -> std::io::Result<()> {
+    let mut reader = std::io::BufReader::new(conn.try_clone()?);
+    let mut out = std::io::BufWriter::new(conn.try_clone()?);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let reply: Result<(String, Vec<u8>), String> = match parts.as_slice() {
+            ["CUT", id, mode] => dev
+                .cut(id, *mode == "ALL", MAX_PENDING_SNAPSHOTS)
+                .map(|chunks| {
+                    mine.push(id.to_string());
+                    let list: Vec<String> = chunks.iter().map(u64::to_string).collect();
+                    (format!("OK {}", list.join(" ")), Vec::new())
+                })
+                .map_err(|e| e.to_string()),
+            ["READ", id, chunk] => match chunk.parse::<u64>() {
+                Ok(c) => dev
+                    .snapshot_read(id, c)
+                    .map(|b| (format!("OK {}", b.len()), b))
+                    .map_err(|e| e.to_string()),
+                Err(_) => Err(format!("'{chunk}' is not a chunk index")),
+            },
+            ["FINISH", id, status] => {
+                mine.retain(|m| m != id);
+                dev.finish_cut(id, *status == "OK")
+                    .map(|()| ("OK".to_string(), Vec::new()))
+                    .map_err(|e| e.to_string())
+            }
+            _ => Err("unknown request".to_string()),
+        };
+        match reply {
+            Ok((head, body)) => {
+                writeln!(out, "{head}")?;
+                out.write_all(&body)?;
+            }
+            Err(e) => writeln!(out, "ERR {}", e.replace('\n', " "))?,
+        }
+        out.flush()?;
     }
 }
 

@@ -1,0 +1,276 @@
+//! `keyvol-snap`: the companion snapshot CLI, wiring of the command line to
+//! the keyvol library's snapshot operations.
+
+mod cli;
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::Duration;
+
+use clap::Parser;
+use keyvol::api_error::{ApiError, ApiResult};
+use keyvol::session::{Session, SessionOptions};
+use keyvol::snapshot::ops::{self, CopyOptions, CreateOptions, Reporter};
+use keyvol::volume::service::{parse_size, Volumes};
+use serde_json::Value;
+
+use cli::{Cli, Cmd};
+
+/// Progress on a terminal (stderr), the pending snapshot as a line for a
+/// parent process, or nothing.
+struct Report {
+    tty: bool,
+    pending_line: bool,
+    last: u64,
+}
+
+impl Reporter for Report {
+    fn pending(&mut self, snapshot: &Value) {
+        if self.pending_line {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{snapshot}");
+            let _ = out.flush();
+        }
+    }
+    fn progress(&mut self, what: &str, done: u64, total: u64) {
+        if !self.tty || total == 0 {
+            return;
+        }
+        let pct = done * 100 / total;
+        if pct != self.last || done == total {
+            self.last = pct;
+            let width = 30u64;
+            let fill = (pct * width / 100) as usize;
+            let _ = write!(
+                std::io::stderr(),
+                "\r{what:<9} [{}{}] {pct:>3}% ({done}/{total} blocks){}",
+                "#".repeat(fill),
+                "-".repeat(width as usize - fill),
+                if done == total { "\n" } else { "" }
+            );
+        }
+    }
+}
+
+fn session(cli: &Cli) -> Result<Session, ApiError> {
+    let mut opts = SessionOptions::from_env().map_err(ApiError::from)?;
+    if let Some(h) = &cli.global.home {
+        opts.home = h.into();
+    }
+    if let Some(p) = &cli.global.profile {
+        opts.profile = p.clone();
+    }
+    if let Some(r) = &cli.global.region {
+        opts.region = r
+            .parse()
+            .map_err(|e: keyvol::ids::IdError| ApiError::invalid_parameter(e.to_string()))?;
+    }
+    Session::open(&opts).map_err(ApiError::from)
+}
+
+fn op_name(c: &Cmd) -> &'static str {
+    match c {
+        Cmd::Create { .. } => "CreateSnapshot",
+        Cmd::Describe { .. } | Cmd::DescribeSnapshots { .. } => "DescribeSnapshots",
+        Cmd::Delete { .. } => "DeleteSnapshot",
+        Cmd::Wait { .. } => "DescribeSnapshots",
+        Cmd::Share { .. } | Cmd::Unshare { .. } => "ModifySnapshotAttribute",
+        Cmd::DescribeAttribute { .. } => "DescribeSnapshotAttribute",
+        Cmd::Copy { .. } => "CopySnapshot",
+        Cmd::Restore { .. } => "CreateVolume",
+        Cmd::ListBlocks { .. } => "ListSnapshotBlocks",
+        Cmd::ListChangedBlocks { .. } => "ListChangedBlocks",
+    }
+}
+
+/// Runs this command again in the background with `--wait --report-pending`
+/// and prints the pending snapshot it reports (create and copy without
+/// --wait return at once, as EC2 does).
+fn in_background(s: &Session) -> ApiResult<Value> {
+    let exe = std::env::current_exe()
+        .map_err(|e| ApiError::internal(format!("locating keyvol-snap: {e}")))?;
+    let logs = s.home.dir().join("logs");
+    std::fs::create_dir_all(&logs)
+        .map_err(|e| ApiError::internal(format!("creating {}: {e}", logs.display())))?;
+    let log_path = logs.join(format!("snapshot-job-{}.log", std::process::id()));
+    let log = std::fs::File::create(&log_path)
+        .map_err(|e| ApiError::internal(format!("creating {}: {e}", log_path.display())))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(std::env::args_os().skip(1))
+        .args(["--wait", "--report-pending"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| ApiError::internal(format!("starting the snapshot job: {e}")))?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+    }
+    if line.trim().is_empty() {
+        let _ = child.wait();
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let last = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        // The job printed an aws-style error line: pass its name and text on.
+        if let Some(rest) = last.strip_prefix("An error occurred (") {
+            if let Some((code, msg)) = rest.split_once(')') {
+                let msg = msg.split_once(": ").map(|(_, m)| m).unwrap_or(msg);
+                return Err(ApiError::new(code, msg));
+            }
+        }
+        return Err(ApiError::internal(format!(
+            "the snapshot job stopped before it started: {last}"
+        )));
+    }
+    serde_json::from_str(line.trim())
+        .map_err(|e| ApiError::internal(format!("the snapshot job printed bad JSON: {e}")))
+}
+
+fn run(cli: &Cli) -> ApiResult<Value> {
+    let s = session(cli)?;
+    let background = matches!(
+        &cli.command,
+        Cmd::Create { wait: false, .. } | Cmd::Copy { wait: false, .. }
+    );
+    if background {
+        return in_background(&s);
+    }
+    let report_pending = matches!(
+        &cli.command,
+        Cmd::Create {
+            report_pending: true,
+            ..
+        } | Cmd::Copy {
+            report_pending: true,
+            ..
+        }
+    );
+    let mut rep = Report {
+        tty: !report_pending && std::io::stderr().is_terminal(),
+        pending_line: report_pending,
+        last: u64::MAX,
+    };
+    let v = match &cli.command {
+        Cmd::Create {
+            volume_id,
+            description,
+            freeze,
+            ..
+        } => ops::create(
+            &s,
+            volume_id,
+            &CreateOptions {
+                description: description.clone(),
+                freeze: freeze.as_ref().map(Into::into),
+            },
+            &mut rep,
+        )?,
+        Cmd::Describe { snapshot_id } => ops::describe(&s, snapshot_id)?,
+        Cmd::DescribeSnapshots { restorable_by } => {
+            ops::describe_snapshots(&s, restorable_by.is_some())?
+        }
+        Cmd::Delete { snapshot_id } => ops::delete(&s, snapshot_id)?,
+        Cmd::Wait {
+            snapshot_id,
+            timeout_seconds,
+        } => ops::wait(&s, snapshot_id, Duration::from_secs(*timeout_seconds))?,
+        Cmd::Share {
+            snapshot_id,
+            accounts,
+            group,
+        } => {
+            if let Some(g) = group.as_deref().filter(|g| *g != "all") {
+                return Err(ApiError::invalid_parameter(format!(
+                    "group '{g}' is not valid: the only group is 'all'"
+                )));
+            }
+            if accounts.is_empty() && group.is_none() {
+                return Err(ApiError::invalid_parameter(
+                    "give --account ID (repeatable) to share with",
+                ));
+            }
+            ops::modify_permission(&s, snapshot_id, accounts, &[], group.is_some())?
+        }
+        Cmd::Unshare {
+            snapshot_id,
+            accounts,
+        } => ops::modify_permission(&s, snapshot_id, &[], accounts, false)?,
+        Cmd::DescribeAttribute { snapshot_id, .. } => ops::describe_attribute(&s, snapshot_id)?,
+        Cmd::Copy {
+            snapshot_id,
+            source_region,
+            kms_key_id,
+            description,
+            ..
+        } => {
+            let source_region = source_region
+                .parse()
+                .map_err(|e: keyvol::ids::IdError| ApiError::invalid_parameter(e.to_string()))?;
+            ops::copy(
+                &s,
+                snapshot_id,
+                &CopyOptions {
+                    source_region,
+                    kms_key_id: kms_key_id.clone(),
+                    description: description.clone(),
+                },
+                &mut rep,
+            )?
+        }
+        Cmd::Restore {
+            snapshot_id,
+            kms_key_id,
+            size,
+            hydrate,
+        } => {
+            let size = size.as_deref().map(parse_size).transpose()?;
+            let r = ops::restore_with(
+                &s,
+                snapshot_id,
+                kms_key_id.as_deref(),
+                size,
+                *hydrate,
+                &mut rep,
+            )?;
+            Volumes::open(&s)?.to_json(&r)?
+        }
+        Cmd::ListBlocks { snapshot_id } => ops::list_blocks(&s, snapshot_id)?,
+        Cmd::ListChangedBlocks {
+            first_snapshot_id,
+            second_snapshot_id,
+        } => ops::list_changed_blocks(&s, first_snapshot_id, second_snapshot_id)?,
+    };
+    if report_pending {
+        // The parent printed the pending snapshot and is gone.
+        return Ok(Value::Null);
+    }
+    Ok(v)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(v) => {
+            if !v.is_null() {
+                let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{text}");
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "\nAn error occurred ({}) when calling the {} operation: {}",
+                e.code,
+                op_name(&cli.command),
+                e.message
+            );
+            std::process::exit(254);
+        }
+    }
+}
