@@ -364,6 +364,7 @@ impl<'a> Volumes<'a> {
                 ),
             ));
         }
+        clear_stale_mount(&self.default_device(&r.volume_id));
         for p in [
             self.backing_path(&r.volume_id),
             self.changes_path(&r.volume_id),
@@ -456,6 +457,7 @@ impl<'a> Volumes<'a> {
         let signals = stop_signals();
         // SAFETY: pthread_sigmask with a valid, initialised set.
         unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &signals, std::ptr::null_mut()) };
+        clear_stale_mount(device);
         let handle = crate::fuse::serve(
             device_arc.clone(),
             device,
@@ -463,28 +465,39 @@ impl<'a> Volumes<'a> {
         )?;
         let device_path = handle.device_path().to_path_buf();
         let control = self.control_path(&r.volume_id);
-        let _ = fs::remove_file(&control);
-        let listener = std::os::unix::net::UnixListener::bind(&control)
-            .map_err(|e| io_err("binding control socket", &control, e))?;
-        let dev = device_arc.clone();
-        std::thread::spawn(move || serve_control(listener, dev));
-        // A restored volume fetches the rest of its snapshot in the
-        // background while attached (reads of missing chunks go first).
-        if !device_arc.hydration_pending().is_empty() {
+        // Everything after the mount undoes the mount when it fails, so a
+        // failed attach never leaves a FUSE mount without its daemon.
+        let started = (|| -> ApiResult<()> {
+            let _ = fs::remove_file(&control);
+            let listener = std::os::unix::net::UnixListener::bind(&control)
+                .map_err(|e| io_err("binding control socket", &control, e))?;
             let dev = device_arc.clone();
-            std::thread::spawn(move || {
-                if let Err(e) = dev.hydrate_all(&mut |_, _| {}) {
-                    eprintln!("background hydration stopped: {e}");
-                }
-            });
+            std::thread::spawn(move || serve_control(listener, dev));
+            // A restored volume fetches the rest of its snapshot in the
+            // background while attached (reads of missing chunks go first).
+            if !device_arc.hydration_pending().is_empty() {
+                let dev = device_arc.clone();
+                std::thread::spawn(move || {
+                    if let Err(e) = dev.hydrate_all(&mut |_, _| {}) {
+                        eprintln!("background hydration stopped: {e}");
+                    }
+                });
+            }
+            let now = self.s.kms.clock().now();
+            self.conn
+                .execute(
+                    "INSERT OR REPLACE INTO attachments (volume_id, device, pid, attached) VALUES (?1, ?2, ?3, ?4)",
+                    params![v, device_path.to_string_lossy(), std::process::id() as i64, now],
+                )
+                .map_err(db_err)?;
+            Ok(())
+        })();
+        if let Err(e) = started {
+            let _ = handle.unmount();
+            let _ = fs::remove_file(&control);
+            let _ = device_arc.close();
+            return Err(e);
         }
-        let now = self.s.kms.clock().now();
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO attachments (volume_id, device, pid, attached) VALUES (?1, ?2, ?3, ?4)",
-                params![v, device_path.to_string_lossy(), std::process::id() as i64, now],
-            )
-            .map_err(db_err)?;
         let _ = writeln!(
             ready,
             "{}",
@@ -885,6 +898,29 @@ fn stop_signals() -> libc::sigset_t {
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGHUP);
         set
+    }
+}
+
+/// Lazily unmounts a FUSE mount left at `path` by a daemon that died
+/// (kill -9, OOM): the kernel keeps such a mount until someone unmounts it.
+/// Only called while holding the volume's lock, so no live daemon serves it.
+pub(crate) fn clear_stale_mount(path: &Path) {
+    let target = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let stale = mount::mounts()
+        .unwrap_or_default()
+        .iter()
+        .any(|m| m.target == target && m.fstype.starts_with("fuse"));
+    if stale {
+        if let Ok(c) = std::ffi::CString::new(target.as_os_str().as_encoded_bytes()) {
+            // SAFETY: umount2 with a valid NUL-terminated path.
+            let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            if rc != 0 {
+                let _ = std::process::Command::new("fusermount3")
+                    .arg("-uz")
+                    .arg(&target)
+                    .status();
+            }
+        }
     }
 }
 
