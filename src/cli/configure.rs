@@ -49,7 +49,9 @@ pub fn command() -> Command {
         .subcommand(Command::new("list").about("Every setting with its effective value"))
         .subcommand(
             Command::new("import-profile")
-                .about("Store a profile that signs with an access key of another home (the KMS host)")
+                .about(
+                    "Store a profile that signs with an access key of another home (the KMS host)",
+                )
                 .arg(Arg::new("profile-name").long("profile-name").required(true))
                 .arg(Arg::new("account-id").long("account-id").required(true))
                 .arg(
@@ -57,7 +59,11 @@ pub fn command() -> Command {
                         .long("user-name")
                         .help("The IAM user the key belongs to (omit for the account root)"),
                 )
-                .arg(Arg::new("access-key-id").long("access-key-id").required(true))
+                .arg(
+                    Arg::new("access-key-id")
+                        .long("access-key-id")
+                        .required(true),
+                )
                 .arg(
                     Arg::new("secret-access-key")
                         .long("secret-access-key")
@@ -140,7 +146,11 @@ pub fn run(session: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliErr
         "unset" => "UnsetSetting",
         "list" => "ListSettings",
         "import-profile" => "ImportProfile",
-        other => return Err(CliError::usage(format!("unknown configure command {other}"))),
+        other => {
+            return Err(CliError::usage(format!(
+                "unknown configure command {other}"
+            )))
+        }
     };
     let svc = |e: KmsError| CliError::service(op, e);
     match sub {
@@ -165,9 +175,9 @@ pub fn run(session: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliErr
             Ok(json!({ "Settings": all }))
         }
         _ => {
-            let account: AccountId = s(m, "account-id").parse().map_err(
-                |e: keyvol::ids::IdError| CliError::usage(format!("--account-id: {e}")),
-            )?;
+            let account: AccountId = s(m, "account-id")
+                .parse()
+                .map_err(|e: keyvol::ids::IdError| CliError::usage(format!("--account-id: {e}")))?;
             let user = m.get_one::<String>("user-name").map(String::as_str);
             let akid = s(m, "access-key-id");
             if akid.is_empty() || !akid.bytes().all(|b| b.is_ascii_alphanumeric()) {

@@ -86,8 +86,8 @@ pub fn run_serve(session: &Session, m: &ArgMatches) -> Result<(), CliError> {
              cross the network unencrypted; use --tls-cert and --tls-key"
         );
     }
-    let service = HomeKmsService::for_session(session)
-        .map_err(|e| CliError::service("KmsServe", e))?;
+    let service =
+        HomeKmsService::for_session(session).map_err(|e| CliError::service("KmsServe", e))?;
     let home = session.home.dir().display().to_string();
     keyvol::server::http::run(Arc::new(service), listen, opts, |addr| {
         let scheme = if tls { "https" } else { "http" };

@@ -101,7 +101,11 @@ mod tests {
         let key = svc.call(&ctx, "CreateKey", json!({})).unwrap();
         let key_id = key["KeyMetadata"]["KeyId"].as_str().unwrap().to_string();
         let ct = svc
-            .call(&ctx, "Encrypt", json!({"KeyId": key_id, "Plaintext": "aGk="}))
+            .call(
+                &ctx,
+                "Encrypt",
+                json!({"KeyId": key_id, "Plaintext": "aGk="}),
+            )
             .unwrap();
         let pt = svc
             .call(
