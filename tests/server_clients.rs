@@ -1091,3 +1091,84 @@ fn serve_cli_refuses_bad_flags() {
     let (_, err) = keyvol_raw(dir.path(), &["kms", "serve", "--listen", &addr]).unwrap_err();
     assert!(err.contains(&addr), "{err}");
 }
+
+/// `kms serve --tls-cert --tls-key`: HTTPS with a private CA, reached by
+/// RemoteKms trusting that CA and by the aws CLI with `--ca-bundle`.
+#[test]
+fn serve_cli_over_tls() {
+    let fx = Fixture::new();
+    let pki = tempfile::tempdir().unwrap();
+    let openssl = |args: &str| {
+        let out = Command::new("openssl")
+            .args(args.split_whitespace())
+            .current_dir(pki.path())
+            .output()
+            .expect("openssl is missing: run scripts/setup.sh");
+        assert!(
+            out.status.success(),
+            "openssl {args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(
+        pki.path().join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    openssl(&format!(
+        "req -x509 {ec} -keyout ca.key -out ca.pem -days 2 -subj /CN=keyvol-test-CA"
+    ));
+    openssl(&format!(
+        "req {ec} -keyout leaf.key -out leaf.csr -subj /CN=127.0.0.1"
+    ));
+    openssl("x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out leaf.pem -days 2 -extfile ext.cnf");
+
+    let mut child = Command::new(BIN)
+        .arg("--home")
+        .arg(fx.home())
+        .args(["kms", "serve", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(pki.path().join("leaf.pem"))
+        .arg("--tls-key")
+        .arg(pki.path().join("leaf.key"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let mut srv = Served {
+        addr: "127.0.0.1:1".parse().unwrap(),
+        child,
+    };
+    let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    assert_eq!(ready["Tls"], true);
+    let endpoint = ready["Endpoint"].as_str().unwrap().to_string();
+    assert!(endpoint.starts_with("https://127.0.0.1:"), "{endpoint}");
+
+    let ca = std::fs::read(pki.path().join("ca.pem")).unwrap();
+    let client = keyvol::server::RemoteKms::with_ca_pem(
+        &endpoint,
+        Region::default_region(),
+        &fx.root.id,
+        keyvol::secret::SecretBytes::from_slice(fx.root.secret.as_bytes()),
+        Some(&ca),
+    )
+    .unwrap();
+    let key = client.call("CreateKey", json!({})).unwrap();
+    assert_eq!(key["KeyMetadata"]["AWSAccountId"], ACCOUNT);
+    // Without the CA the handshake fails: the client names the endpoint.
+    let untrusting = keyvol::server::RemoteKms::with_ca_pem(
+        &endpoint,
+        Region::default_region(),
+        &fx.root.id,
+        keyvol::secret::SecretBytes::from_slice(fx.root.secret.as_bytes()),
+        Some(&std::fs::read(pki.path().join("leaf.pem")).unwrap()),
+    )
+    .unwrap();
+    let e = untrusting.call("ListKeys", json!({})).unwrap_err();
+    assert_eq!(e.code, ErrorCode::DependencyTimeoutException, "{e}");
+    assert!(e.message.contains(&endpoint), "{}", e.message);
+    assert!(srv.stop().success());
+}
