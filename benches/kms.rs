@@ -1,6 +1,7 @@
 //! In-process KMS throughput: operations per second for Encrypt, Decrypt
-//! and GenerateDataKey through the full request path (authorization,
-//! SQLite transaction, audit record).
+//! and GenerateDataKey, and Sign and Verify for each asymmetric key spec,
+//! through the full request path (authorization, SQLite transaction, audit
+//! record, unsealing the key).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +10,11 @@ use keyvol::clock::Clock;
 use keyvol::home::Home;
 use keyvol::iam::Iam;
 use keyvol::ids::Region;
-use keyvol::kms::api::{DecryptRequest, EncryptRequest, GenerateDataKeyRequest, SecretBlob};
+use keyvol::kms::api::{
+    Blob, CreateKeyRequest, DecryptRequest, EncryptRequest, GenerateDataKeyRequest, SecretBlob,
+};
+use keyvol::kms::asym::KeySpec;
+use keyvol::kms::ops_asym::{SignRequest, VerifyRequest};
 use keyvol::kms::{Kms, RequestContext};
 use keyvol::secret::SecretBytes;
 
@@ -60,7 +65,7 @@ fn main() {
         plaintext: Some(SecretBlob(SecretBytes::random(256))),
         ..Default::default()
     };
-    println!("KMS in-process (audit on, SQLite WAL synchronous=FULL), 256-byte plaintexts");
+    println!("KMS in-process (authorization, audit record, SQLite WAL commit per call), 256-byte plaintexts");
     rate("Encrypt", budget, || {
         kms.encrypt(&ctx, enc()).expect("encrypt");
     });
@@ -86,4 +91,49 @@ fn main() {
         )
         .expect("generate data key");
     });
+    println!("Sign / Verify, 256-byte RAW messages");
+    let message = Blob(vec![0x42; 256]);
+    for spec in KeySpec::ALL {
+        if !spec.is_asymmetric() {
+            continue;
+        }
+        let key = kms
+            .create_key(
+                &ctx,
+                CreateKeyRequest {
+                    key_spec: Some(spec.to_string()),
+                    key_usage: Some("SIGN_VERIFY".into()),
+                    ..Default::default()
+                },
+            )
+            .expect("create asymmetric key")
+            .key_metadata["KeyId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let alg = spec.signing_algorithms()[0].to_string();
+        let sign = || SignRequest {
+            key_id: Some(key.clone()),
+            message: Some(message.clone()),
+            signing_algorithm: Some(alg.clone()),
+            ..Default::default()
+        };
+        rate(&format!("Sign {spec} ({alg})"), budget, || {
+            kms.sign(&ctx, sign()).expect("sign");
+        });
+        let signature = kms.sign(&ctx, sign()).expect("sign").signature;
+        rate(&format!("Verify {spec}"), budget, || {
+            kms.verify(
+                &ctx,
+                VerifyRequest {
+                    key_id: Some(key.clone()),
+                    message: Some(message.clone()),
+                    signature: Some(signature.clone()),
+                    signing_algorithm: Some(alg.clone()),
+                    ..Default::default()
+                },
+            )
+            .expect("verify");
+        });
+    }
 }

@@ -9,7 +9,17 @@ cargo build --quiet --workspace --bins
 KEYVOL="$PWD/target/debug/keyvol"
 export KEYVOL_HOME="$(mktemp -d /tmp/keyvol-quickstart.XXXXXX)"
 WORK="$(mktemp -d /tmp/keyvol-quickstart-work.XXXXXX)"
-trap 'rm -rf "$WORK"' EXIT
+cleanup() {
+  # Leave no mount, loop device or daemon behind, even after a failure.
+  for m in "$WORK"/mnt*; do
+    if mountpoint -q "$m" 2>/dev/null; then "$KEYVOL" volume unmount "$m" >/dev/null 2>&1 || umount -l "$m"; fi
+  done
+  for v in $("$KEYVOL" volume list --query Volumes --output text 2>/dev/null | grep -o 'vol-[0-9a-f]*' | sort -u); do
+    "$KEYVOL" volume detach "$v" --force >/dev/null 2>&1 || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
 step() { printf '\n== %s\n' "$*"; }
 kv() { echo "+ keyvol $*" >&2; "$KEYVOL" "$@"; }
 
@@ -48,8 +58,43 @@ kv kms decrypt --ciphertext-blob "fileb://$WORK/secret.enc" --encryption-context
 echo
 kv kms list-key-rotations --key-id "$KEY_ID" --output text
 
+step "An encrypted volume: AES-256-XTS sectors under a data key wrapped by the CMK"
+VOL=$(kv volume create --size 256MiB --kms-key-id alias/quickstart --query VolumeId --output text)
+echo "created $VOL"
+kv volume describe "$VOL" --query EncryptionContext
+if [ "$(id -u)" -eq 0 ] && [ -e /dev/fuse ]; then
+  MNT="$WORK/mnt"
+  kv volume mount "$VOL" "$MNT" --query Mount
+  mkdir -p "$MNT/docs"
+  cp "$WORK/secret.txt" "$MNT/docs/"
+  head -c $((20 * 1024 * 1024)) /dev/urandom > "$MNT/docs/random.bin"
+  sha256sum "$MNT/docs/random.bin" | cut -d' ' -f1 > "$WORK/random.sha"
+  sync
+  kv volume status --output text
+  kv volume unmount "$MNT" --query StepsUndone
+  if grep -q "hunter2" "$KEYVOL_HOME/volumes/us-east-1/$VOL.img"; then
+    echo "plaintext found in the backing file!" >&2; exit 1
+  fi
+  echo "backing file: $(du -h --apparent-size "$KEYVOL_HOME/volumes/us-east-1/$VOL.img" | cut -f1) apparent, $(du -h "$KEYVOL_HOME/volumes/us-east-1/$VOL.img" | cut -f1) allocated, no plaintext in it"
+  kv volume mount "$VOL" "$MNT" --query Mount.Formatted
+  test "$(sha256sum "$MNT/docs/random.bin" | cut -d' ' -f1)" = "$(cat "$WORK/random.sha")"
+  echo "after unmount, detach and re-mount: $(cat "$MNT/docs/secret.txt")"
+  kv volume unmount "$MNT" --query Unmounted
+else
+  echo "(mounting needs root and /dev/fuse: skipped here; run as root to see it)"
+fi
+
 step "Every call is in the hash-chained audit log"
 kv kms audit list --key-id "$KEY_ID" --max-items 3 --query 'Events[0]' | head -20
 kv kms audit verify
 kv kms usage
 step "Done. State is in $KEYVOL_HOME"
+
+step "Asymmetric keys: sign in keyvol, verify anywhere with openssl and the downloaded public key"
+SIGN_KEY=$(kv kms create-key --key-spec RSA_2048 --key-usage SIGN_VERIFY --query KeyMetadata.KeyId --output text)
+kv kms get-public-key --key-id "$SIGN_KEY" --query PublicKey --output text | base64 -d > "$WORK/sign-pub.der"
+printf 'release v1.0 checksum: %s\n' "$(sha256sum "$WORK/big.bin" | cut -d' ' -f1)" > "$WORK/release.txt"
+kv kms sign --key-id "$SIGN_KEY" --message "fileb://$WORK/release.txt" --message-type RAW \
+  --signing-algorithm RSASSA_PKCS1_V1_5_SHA_256 --query Signature --output text | base64 -d > "$WORK/release.sig"
+openssl dgst -sha256 -verify <(openssl pkey -pubin -inform DER -in "$WORK/sign-pub.der") \
+  -signature "$WORK/release.sig" "$WORK/release.txt"

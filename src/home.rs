@@ -1,9 +1,24 @@
 //! A keyvol home: the directory holding the SQLite state, the root key that
 //! seals all key material at rest, volumes and the local snapshot store.
 //!
-//! Layout: `state.db` (SQLite, WAL), `root.key` (0600, 32 random bytes),
-//! `volumes/`, `snapshots/`. Nothing in the home holds key material or data
-//! keys in plaintext: everything secret is sealed with [`Home::seal`].
+//! Layout: `state.db` (SQLite, WAL), `root.key` (0600, 32 random bytes) or,
+//! for a home created with a passphrase (`KEYVOL_PASSPHRASE`),
+//! `root.key.sealed` (0600; the root key sealed under an Argon2id key of the
+//! passphrase), `volumes/`, `snapshots/`. Nothing in the home holds key
+//! material or data keys in plaintext: everything secret is sealed with
+//! [`Home::seal`].
+//!
+//! `root.key.sealed` (96 bytes, integers little-endian):
+//!
+//! | bytes  | field                                                 |
+//! |--------|-------------------------------------------------------|
+//! | 0..8   | magic `KVROOTP1`                                      |
+//! | 8..12  | Argon2id memory cost in KiB (u32)                     |
+//! | 12..16 | Argon2id iterations (u32)                             |
+//! | 16..20 | Argon2id parallelism (u32)                            |
+//! | 20..36 | salt (random)                                         |
+//! | 36..48 | nonce (random)                                        |
+//! | 48..96 | AES-256-GCM of the 32-byte root key + 16-byte tag; AAD = bytes 0..36 |
 
 use std::fs;
 use std::io::Write;
@@ -31,6 +46,10 @@ pub enum HomeError {
     BadRootKey { path: PathBuf },
     #[error("root key file {path} has mode {mode:o}; it must be 0600 (chmod 600 {path})")]
     RootKeyPermissions { path: PathBuf, mode: u32 },
+    #[error("home {path} is protected by a passphrase: set KEYVOL_PASSPHRASE")]
+    PassphraseRequired { path: PathBuf },
+    #[error("the passphrase does not open {path}: check KEYVOL_PASSPHRASE")]
+    WrongPassphrase { path: PathBuf },
     #[error("sealed value for '{label}' does not authenticate under this home's root key")]
     Unseal { label: String },
     #[error("database {path}: {source}")]
@@ -49,30 +68,53 @@ pub struct Home {
 
 impl Home {
     /// Opens `dir`, creating it, its root key (0600) and its layout on first
-    /// use. Safe when several processes do this at once: the root key is
-    /// created with O_EXCL and re-read if another process won the race.
+    /// use, with the passphrase of `KEYVOL_PASSPHRASE` if set.
     pub fn open(dir: &Path) -> Result<Home, HomeError> {
+        let pass = std::env::var("KEYVOL_PASSPHRASE")
+            .ok()
+            .map(|p| SecretBytes::new(p.into_bytes()));
+        Self::open_with(dir, pass.as_ref())
+    }
+
+    /// Opens `dir`. A new home gets a plain root key file, or with a
+    /// passphrase a sealed one; an existing sealed home needs its
+    /// passphrase. Safe when several processes do this at once: the key
+    /// file is created with O_EXCL and re-read if another process won.
+    pub fn open_with(dir: &Path, passphrase: Option<&SecretBytes>) -> Result<Home, HomeError> {
         let io = |source| HomeError::Io {
             path: dir.to_path_buf(),
             source,
         };
         fs::create_dir_all(dir).map_err(io)?;
         let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
-        let key_path = dir.join("root.key");
-        let root = match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&key_path)
-        {
-            Ok(mut f) => {
-                let key = Key256::random();
-                f.write_all(key.expose()).map_err(io)?;
-                f.sync_all().map_err(io)?;
-                key
+        let plain = dir.join("root.key");
+        let sealed = dir.join("root.key.sealed");
+        let root = if sealed.exists() {
+            let pass = passphrase.ok_or_else(|| HomeError::PassphraseRequired {
+                path: dir.to_path_buf(),
+            })?;
+            unseal_root(&sealed, pass)?
+        } else {
+            match passphrase {
+                Some(pass) if !plain.exists() => create_or_read(
+                    &sealed,
+                    || {
+                        let key = Key256::random();
+                        let bytes = seal_root(&key, pass)?;
+                        Ok((key, bytes))
+                    },
+                    |p| unseal_root(p, pass),
+                )?,
+                _ => create_or_read(
+                    &plain,
+                    || {
+                        let key = Key256::random();
+                        let bytes = key.expose().to_vec();
+                        Ok((key, bytes))
+                    },
+                    read_root_key,
+                )?,
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_root_key(&key_path)?,
-            Err(e) => return Err(io(e)),
         };
         Ok(Home {
             dir: dir.to_path_buf(),
@@ -179,6 +221,123 @@ fn seal_aad(label: &str) -> Vec<u8> {
     aad
 }
 
+/// Creates `path` with O_EXCL holding the bytes `make()` gives for a new
+/// key, or reads it with `read` if it exists (waiting briefly for a racing
+/// creator to finish writing).
+fn create_or_read(
+    path: &Path,
+    make: impl FnOnce() -> Result<(Key256, Vec<u8>), HomeError>,
+    read: impl Fn(&Path) -> Result<Key256, HomeError>,
+) -> Result<Key256, HomeError> {
+    let io = |source| HomeError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(mut f) => {
+            let (key, bytes) = make()?;
+            let bytes = zeroize::Zeroizing::new(bytes);
+            f.write_all(&bytes).map_err(io)?;
+            f.sync_all().map_err(io)?;
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(path),
+        Err(e) => Err(io(e)),
+    }
+}
+
+const ROOT_MAGIC: &[u8; 8] = b"KVROOTP1";
+/// Argon2id cost: 64 MiB, 3 passes, 1 lane (OWASP's recommended minimum is
+/// lower; this takes a fraction of a second per command).
+const ARGON_M_KIB: u32 = 64 * 1024;
+const ARGON_T: u32 = 3;
+const ARGON_P: u32 = 1;
+
+fn passphrase_key(pass: &SecretBytes, m: u32, t: u32, p: u32, salt: &[u8]) -> Option<Key256> {
+    let params = argon2::Params::new(m, t, p, Some(32)).ok()?;
+    let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut out = zeroize::Zeroizing::new([0u8; 32]);
+    a.hash_password_into(pass.expose(), salt, &mut out[..])
+        .ok()?;
+    Key256::from_slice(&out[..])
+}
+
+fn seal_root(root: &Key256, pass: &SecretBytes) -> Result<Vec<u8>, HomeError> {
+    let mut salt = [0u8; 16];
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::rngs::OsRng.fill_bytes(&mut salt);
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let mut out = ROOT_MAGIC.to_vec();
+    for v in [ARGON_M_KIB, ARGON_T, ARGON_P] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&salt);
+    let kek = passphrase_key(pass, ARGON_M_KIB, ARGON_T, ARGON_P, &salt).ok_or_else(|| {
+        HomeError::Unseal {
+            label: "root key".into(),
+        }
+    })?;
+    let cipher = Aes256Gcm::new(kek.expose().into());
+    let ct = cipher
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: root.expose(),
+                aad: &out,
+            },
+        )
+        .map_err(|_| HomeError::Unseal {
+            label: "root key".into(),
+        })?;
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ct);
+    Ok(out)
+}
+
+fn unseal_root(path: &Path, pass: &SecretBytes) -> Result<Key256, HomeError> {
+    let io = |source| HomeError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let wrong = || HomeError::WrongPassphrase {
+        path: path.to_path_buf(),
+    };
+    let mut bytes = Vec::new();
+    for _ in 0..50 {
+        bytes = fs::read(path).map_err(io)?;
+        if bytes.len() == 96 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if bytes.len() != 96 || &bytes[..8] != ROOT_MAGIC {
+        return Err(HomeError::BadRootKey {
+            path: path.to_path_buf(),
+        });
+    }
+    let word = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+    let kek =
+        passphrase_key(pass, word(8), word(12), word(16), &bytes[20..36]).ok_or_else(wrong)?;
+    let cipher = Aes256Gcm::new(kek.expose().into());
+    let pt = zeroize::Zeroizing::new(
+        cipher
+            .decrypt(
+                Nonce::from_slice(&bytes[36..48]),
+                Payload {
+                    msg: &bytes[48..],
+                    aad: &bytes[..36],
+                },
+            )
+            .map_err(|_| wrong())?,
+    );
+    Key256::from_slice(&pt).ok_or_else(wrong)
+}
+
 fn read_root_key(path: &Path) -> Result<Key256, HomeError> {
     let io = |source| HomeError::Io {
         path: path.to_path_buf(),
@@ -241,6 +400,32 @@ mod tests {
         let mut t = sealed.clone();
         t[20] ^= 1;
         assert!(h2.unseal("label", &t).is_err());
+    }
+
+    #[test]
+    fn passphrase_sealed_root_key() {
+        let d = tempfile::tempdir().unwrap();
+        let pass = SecretBytes::from_slice(b"correct horse battery staple");
+        let h1 = Home::open_with(d.path(), Some(&pass)).unwrap();
+        assert!(!d.path().join("root.key").exists());
+        let sealed_file = fs::read(d.path().join("root.key.sealed")).unwrap();
+        assert_eq!(sealed_file.len(), 96);
+        let mode = fs::metadata(d.path().join("root.key.sealed"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let v = h1.seal("x", b"value");
+        let h2 = Home::open_with(d.path(), Some(&pass)).unwrap();
+        assert_eq!(h2.unseal("x", &v).unwrap().expose(), b"value");
+        assert!(matches!(
+            Home::open_with(d.path(), Some(&SecretBytes::from_slice(b"wrong"))),
+            Err(HomeError::WrongPassphrase { .. })
+        ));
+        assert!(matches!(
+            Home::open_with(d.path(), None),
+            Err(HomeError::PassphraseRequired { .. })
+        ));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! keyvol: EBS-style encrypted volumes with an embedded, AWS KMS-compatible
 //! key management service.
 
+pub mod api_error;
 pub mod clock;
 pub mod config;
 pub mod envelope;

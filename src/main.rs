@@ -70,6 +70,7 @@ fn build() -> Command {
             .subcommand(cli::kms::command().subcommand(cli::serve::serve_command()))
             .subcommand(cli::configure::command())
             .subcommand(cli::iam::command())
+            .subcommand(cli::volume::command())
             .subcommand(envelope_command()),
     )
 }
@@ -195,8 +196,12 @@ fn run(m: &ArgMatches) -> Result<(), CliError> {
         "iam" => cli::iam::run(&s, sub, sm)?,
         "configure" => cli::configure::run(&s, sub, sm)?,
         "envelope" => run_envelope(&s, sub, sm)?,
+        "volume" => cli::volume::run(&s, sub, sm)?,
         other => return Err(CliError::usage(format!("unknown command {other}"))),
     };
+    if v.is_null() {
+        return Ok(());
+    }
     cli::print(v, output, q)
 }
 

@@ -47,7 +47,8 @@ pub struct Session {
 impl Session {
     pub fn open(opts: &SessionOptions) -> KmsResult<Session> {
         let clock = Clock::from_env().map_err(KmsError::validation)?;
-        let home = Arc::new(Home::open(&opts.home).map_err(|e| KmsError::internal(e.to_string()))?);
+        let home =
+            Arc::new(Home::open(&opts.home).map_err(|e| KmsError::validation(e.to_string()))?);
         let iam = Iam::open(home.clone(), clock.clone())?;
         let kms = Arc::new(Kms::open(home.clone(), clock)?);
         let caller = iam.profile_caller(&opts.profile)?;

@@ -526,3 +526,136 @@ fn cli_errors_have_the_aws_cli_shape() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("The config profile (ghost) could not be found"));
 }
+
+#[test]
+fn every_operation_is_audited_allowed_or_denied() {
+    let e = env();
+    let key = e.create_key();
+    let ct =
+        e.ok("Encrypt", json!({"KeyId": key, "Plaintext": b64(b"x")}))["CiphertextBlob"].clone();
+    // Call every operation the KMS serves once (most succeed, some fail on
+    // purpose); each must leave exactly one event named after it.
+    let mut called = Vec::new();
+    for op in keyvol::kms::OPERATIONS {
+        let req = match *op {
+            "CreateKey" | "ListKeys" | "ListAliases" => json!({}),
+            "GenerateRandom" => json!({"NumberOfBytes": 8}),
+            "Decrypt" => json!({"CiphertextBlob": ct}),
+            "ReEncrypt" => json!({"CiphertextBlob": ct, "DestinationKeyId": key}),
+            "Encrypt" => json!({"KeyId": key, "Plaintext": b64(b"y")}),
+            "CreateAlias" | "UpdateAlias" => {
+                json!({"AliasName": "alias/audited", "TargetKeyId": key})
+            }
+            "DeleteAlias" => json!({"AliasName": "alias/audited"}),
+            "ScheduleKeyDeletion" => json!({"KeyId": key, "PendingWindowInDays": 7}),
+            "ListRetirableGrants" => json!({"RetiringPrincipal": "arn:aws:iam::111122223333:root"}),
+            "RetireGrant" => json!({"GrantToken": "not-a-token"}),
+            _ => json!({"KeyId": key}),
+        };
+        let _ = e.call(op, req);
+        called.push(op.to_string());
+    }
+    // A denied call is audited too.
+    let nobody = user(&e, &AccountId::default_account(), "auditee", None);
+    let _ = e
+        .kms
+        .call(&nobody, "Decrypt", json!({"CiphertextBlob": ct}));
+    let events = e.kms.audit_list(&Default::default()).unwrap();
+    for op in &called {
+        assert!(
+            events.iter().any(|ev| ev["eventName"] == op.as_str()),
+            "{op} left no audit event"
+        );
+    }
+    assert!(events.iter().any(|ev| ev["eventName"] == "Decrypt"
+        && ev["errorCode"] == "AccessDeniedException"
+        && ev["userIdentity"]["arn"] == "arn:aws:iam::111122223333:user/auditee"));
+    assert!(e.kms.audit_verify().unwrap().valid);
+}
+
+#[test]
+fn usage_bill_follows_aws_pricing() {
+    let e = env();
+    let key = e.create_key();
+    for _ in 0..3 {
+        e.ok("RotateKeyOnDemand", json!({"KeyId": key}));
+    }
+    // The AWS managed key is free.
+    e.ok("DescribeKey", json!({"KeyId": "alias/aws/ebs"}));
+    e.clock.advance(3600);
+    let u = e.kms.usage(&AccountId::default_account(), None).unwrap();
+    assert!(u.key_hours >= 1.0 && u.key_hours <= 2.0, "{u:?}");
+    // Two billable rotations at most per key.
+    assert_eq!(u.rotation_charges, 2);
+    assert_eq!(
+        u.requests, 5,
+        "CreateKey, three rotations, DescribeKey: {u:?}"
+    );
+    assert_eq!(u.billable_requests, 0);
+    assert!((u.total_usd - (u.keys_usd + u.requests_usd)).abs() < 1e-9);
+    assert!(u.keys_usd >= 2.0 && u.keys_usd < 2.01, "{u:?}");
+    assert!(e
+        .kms
+        .usage(&AccountId::default_account(), Some("2026-13"))
+        .is_err());
+}
+
+#[test]
+fn request_alias_and_resource_tag_conditions() {
+    let e = env();
+    let a = AccountId::default_account();
+    let key = e.create_key();
+    e.ok(
+        "CreateAlias",
+        json!({"AliasName": "alias/finance", "TargetKeyId": key}),
+    );
+    e.ok(
+        "TagResource",
+        json!({"KeyId": key, "Tags": [{"TagKey": "team", "TagValue": "blue"}]}),
+    );
+    let frank = user(
+        &e,
+        &a,
+        "frank",
+        Some(json!({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "kms:Encrypt", "Resource": "*", "Condition": {"StringEquals": {"kms:RequestAlias": "alias/finance"}}},
+            {"Effect": "Allow", "Action": "kms:GenerateDataKey", "Resource": "*", "Condition": {"StringEquals": {"aws:ResourceTag/team": "blue"}}}
+        ]})),
+    );
+    let enc = |id: &str| {
+        e.kms.call(
+            &frank,
+            "Encrypt",
+            json!({"KeyId": id, "Plaintext": b64(b"x")}),
+        )
+    };
+    assert!(enc("alias/finance").is_ok());
+    assert_eq!(
+        enc(&key).unwrap_err().code,
+        AccessDeniedException,
+        "by key id the request names no alias"
+    );
+    assert!(e
+        .kms
+        .call(
+            &frank,
+            "GenerateDataKey",
+            json!({"KeyId": key, "KeySpec": "AES_256"})
+        )
+        .is_ok());
+    e.ok(
+        "TagResource",
+        json!({"KeyId": key, "Tags": [{"TagKey": "team", "TagValue": "red"}]}),
+    );
+    assert_eq!(
+        e.kms
+            .call(
+                &frank,
+                "GenerateDataKey",
+                json!({"KeyId": key, "KeySpec": "AES_256"})
+            )
+            .unwrap_err()
+            .code,
+        AccessDeniedException
+    );
+}

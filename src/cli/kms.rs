@@ -45,7 +45,8 @@ fn kind_of(field: &str) -> Kind {
         "Constraints" | "Recipient" => Kind::Json,
         "NumberOfBytes" | "PendingWindowInDays" | "Limit" | "RotationPeriodInDays" => Kind::Int,
         "BypassPolicyLockoutSafetyCheck" | "MultiRegion" | "DryRun" => Kind::Bool,
-        "ValidTo" => Kind::Int,
+        // Epoch seconds or RFC 3339, as the aws CLI takes timestamps.
+        "ValidTo" => Kind::Str,
         _ => Kind::Str,
     }
 }
@@ -232,6 +233,101 @@ const OPERATIONS: &[(&str, &[&str], &[&str])] = &[
         &["KeyId", "GrantId", "DryRun"],
         &["KeyId", "GrantId"],
     ),
+    ("GetPublicKey", &["KeyId", "GrantTokens"], &["KeyId"]),
+    (
+        "Sign",
+        &[
+            "KeyId",
+            "Message",
+            "MessageType",
+            "GrantTokens",
+            "SigningAlgorithm",
+            "DryRun",
+        ],
+        &["KeyId", "Message", "SigningAlgorithm"],
+    ),
+    (
+        "Verify",
+        &[
+            "KeyId",
+            "Message",
+            "MessageType",
+            "Signature",
+            "SigningAlgorithm",
+            "GrantTokens",
+            "DryRun",
+        ],
+        &["KeyId", "Message", "Signature", "SigningAlgorithm"],
+    ),
+    (
+        "GenerateMac",
+        &["Message", "KeyId", "MacAlgorithm", "GrantTokens", "DryRun"],
+        &["Message", "KeyId", "MacAlgorithm"],
+    ),
+    (
+        "VerifyMac",
+        &[
+            "Message",
+            "KeyId",
+            "MacAlgorithm",
+            "Mac",
+            "GrantTokens",
+            "DryRun",
+        ],
+        &["Message", "KeyId", "MacAlgorithm", "Mac"],
+    ),
+    (
+        "GenerateDataKeyPair",
+        &[
+            "EncryptionContext",
+            "KeyId",
+            "KeyPairSpec",
+            "GrantTokens",
+            "Recipient",
+            "DryRun",
+        ],
+        &["KeyId", "KeyPairSpec"],
+    ),
+    (
+        "GenerateDataKeyPairWithoutPlaintext",
+        &[
+            "EncryptionContext",
+            "KeyId",
+            "KeyPairSpec",
+            "GrantTokens",
+            "DryRun",
+        ],
+        &["KeyId", "KeyPairSpec"],
+    ),
+    (
+        "DeriveSharedSecret",
+        &[
+            "KeyId",
+            "KeyAgreementAlgorithm",
+            "PublicKey",
+            "GrantTokens",
+            "DryRun",
+            "Recipient",
+        ],
+        &["KeyId", "KeyAgreementAlgorithm", "PublicKey"],
+    ),
+    (
+        "GetParametersForImport",
+        &["KeyId", "WrappingAlgorithm", "WrappingKeySpec"],
+        &["KeyId", "WrappingAlgorithm", "WrappingKeySpec"],
+    ),
+    (
+        "ImportKeyMaterial",
+        &[
+            "KeyId",
+            "ImportToken",
+            "EncryptedKeyMaterial",
+            "ValidTo",
+            "ExpirationModel",
+        ],
+        &["KeyId", "ImportToken", "EncryptedKeyMaterial"],
+    ),
+    ("DeleteImportedKeyMaterial", &["KeyId"], &["KeyId"]),
 ];
 
 /// `CreateKey` -> `create-key`.

@@ -5,6 +5,7 @@ pub mod configure;
 pub mod iam;
 pub mod kms;
 pub mod serve;
+pub mod volume;
 
 use serde_json::Value;
 
@@ -13,7 +14,14 @@ use keyvol::kms::KmsError;
 /// A CLI failure: a service error of an operation, or a usage error.
 #[derive(Debug)]
 pub enum CliError {
-    Service { operation: String, error: KmsError },
+    Service {
+        operation: String,
+        error: KmsError,
+    },
+    Api {
+        operation: String,
+        error: keyvol::api_error::ApiError,
+    },
     Usage(String),
 }
 
@@ -29,10 +37,24 @@ impl CliError {
         }
     }
 
+    pub fn api(operation: &str, error: keyvol::api_error::ApiError) -> Self {
+        CliError::Api {
+            operation: operation.to_string(),
+            error,
+        }
+    }
+
     /// Prints the error as the aws CLI does and returns the exit code.
     pub fn report(&self) -> i32 {
         match self {
             CliError::Service { operation, error } => {
+                eprintln!(
+                    "\nAn error occurred ({}) when calling the {} operation: {}",
+                    error.code, operation, error.message
+                );
+                254
+            }
+            CliError::Api { operation, error } => {
                 eprintln!(
                     "\nAn error occurred ({}) when calling the {} operation: {}",
                     error.code, operation, error.message

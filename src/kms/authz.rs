@@ -67,6 +67,9 @@ pub(crate) fn authorize(
     let mut req = AuthzRequest::from_request(op.ctx, action, &k.arn());
     req.context.merge(ConditionContext::from_json(conditions));
     key_conditions(op, k, &mut req.context)?;
+    if let Some(alias) = &op.trace.request_alias {
+        req.context.insert("kms:RequestAlias", alias.as_str());
+    }
     let key_policy = PolicyDocument::parse_key_policy(&k.policy).map_err(KmsError::from)?;
     let identity = identity_policies(op)?;
     let grant_allows = super::grants::allows(op, k, action, conditions)?;

@@ -13,6 +13,8 @@ pub mod error;
 pub mod grants;
 pub mod model;
 mod ops;
+pub mod ops_asym;
+pub mod ops_import;
 pub mod policy;
 mod service;
 mod store;

@@ -4,6 +4,7 @@
 use serde_json::{json, Map, Value};
 
 use super::api::*;
+use super::asym::{KeySpec, KeyUsage, PrivateKeyMaterial};
 use super::ciphertext::{self, EncryptionContext};
 use super::model::{AlgorithmLists, KeyRecord, KeyState, StateRule};
 use super::service::Op;
@@ -18,15 +19,15 @@ pub const MAX_PLAINTEXT: usize = 4096;
 pub const MAX_ON_DEMAND_ROTATIONS: i64 = 10;
 const SYMMETRIC: &str = "SYMMETRIC_DEFAULT";
 
-fn to_audit<T: serde::Serialize>(req: &T) -> Value {
+pub(crate) fn to_audit<T: serde::Serialize>(req: &T) -> Value {
     serde_json::to_value(req).unwrap_or(Value::Null)
 }
 
-fn no_conditions() -> Map<String, Value> {
+pub(crate) fn no_conditions() -> Map<String, Value> {
     Map::new()
 }
 
-fn context_conditions(ctx: &EncryptionContext) -> Map<String, Value> {
+pub(crate) fn context_conditions(ctx: &EncryptionContext) -> Map<String, Value> {
     let mut m = Map::new();
     for (k, v) in ctx {
         m.insert(format!("kms:EncryptionContext:{k}"), json!(v));
@@ -65,18 +66,36 @@ fn check_algorithm(alg: Option<&str>) -> KmsResult<()> {
     }
 }
 
-fn check_symmetric_encrypt(k: &KeyRecord) -> KmsResult<()> {
-    if !k.is_symmetric() || k.key_usage != "ENCRYPT_DECRYPT" {
+/// Refuses keys other than symmetric encryption keys for `operation`
+/// (GenerateDataKey*, ReEncrypt destinations, ...).
+pub(crate) fn check_symmetric_encrypt(k: &KeyRecord, operation: &str) -> KmsResult<()> {
+    if k.key_usage != "ENCRYPT_DECRYPT" {
+        return Err(wrong_usage(k, operation));
+    }
+    if !k.is_symmetric() {
         return Err(KmsError::new(
             ErrorCode::InvalidKeyUsageException,
             format!(
-                "{} key usage is {} which is not valid for this operation.",
+                "{} has KeySpec {} which is not valid for {operation}: use a symmetric encryption key (SYMMETRIC_DEFAULT).",
                 k.arn(),
-                k.key_usage
+                k.key_spec
             ),
         ));
     }
     Ok(())
+}
+
+/// AWS's InvalidKeyUsageException for a key whose KeyUsage does not allow
+/// `operation`.
+pub(crate) fn wrong_usage(k: &KeyRecord, operation: &str) -> KmsError {
+    KmsError::new(
+        ErrorCode::InvalidKeyUsageException,
+        format!(
+            "{} key usage is {} which is not valid for {operation}.",
+            k.arn(),
+            k.key_usage
+        ),
+    )
 }
 
 fn new_key_record(
@@ -110,6 +129,43 @@ fn new_key_record(
         expiration_model: None,
         public_key: None,
     }
+}
+
+/// The KeyUsage of a new key of `spec`: symmetric keys default to
+/// ENCRYPT_DECRYPT; every other spec needs an explicit, compatible usage.
+fn validate_create_usage(spec: KeySpec, usage: Option<&str>) -> KmsResult<KeyUsage> {
+    let usage = match usage {
+        Some(u) => Some(u.parse::<KeyUsage>().map_err(KmsError::from)?),
+        None if spec == KeySpec::SymmetricDefault => None,
+        None => {
+            return Err(KmsError::validation(format!(
+                "KeyUsage is required for KeySpec {spec}: specify one of {} with --key-usage.",
+                asym_join(spec.key_usages())
+            )))
+        }
+    };
+    spec.validate_key_usage(usage).map_err(KmsError::from)
+}
+
+fn asym_join(values: &[KeyUsage]) -> String {
+    let items: Vec<&str> = values.iter().map(|u| u.as_str()).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// Generates the key material of an asymmetric or HMAC CreateKey request
+/// ahead of its transaction, when the request looks valid.
+fn pregenerate_key(req: &CreateKeyRequest) -> Option<PrivateKeyMaterial> {
+    let spec: KeySpec = req
+        .key_spec
+        .as_deref()
+        .or(req.customer_master_key_spec.as_deref())?
+        .parse()
+        .ok()?;
+    if spec == KeySpec::SymmetricDefault || req.origin.as_deref().is_some_and(|o| o != "AWS_KMS") {
+        return None;
+    }
+    validate_create_usage(spec, req.key_usage.as_deref()).ok()?;
+    PrivateKeyMaterial::generate(spec).ok()
 }
 
 /// Adds a new version of symmetric key material to `k`.
@@ -272,9 +328,20 @@ impl Kms {
 
     pub(crate) fn algorithms_of(&self, k: &KeyRecord) -> AlgorithmLists {
         if k.is_symmetric() {
-            AlgorithmLists::symmetric()
-        } else {
-            AlgorithmLists::default()
+            return AlgorithmLists::symmetric();
+        }
+        let (Ok(spec), Ok(usage)) = (
+            k.key_spec.parse::<KeySpec>(),
+            k.key_usage.parse::<KeyUsage>(),
+        ) else {
+            return AlgorithmLists::default();
+        };
+        let a = spec.algorithms(usage);
+        AlgorithmLists {
+            encryption: a.encryption.iter().map(ToString::to_string).collect(),
+            signing: a.signing.iter().map(ToString::to_string).collect(),
+            mac: a.mac.iter().map(ToString::to_string).collect(),
+            key_agreement: a.key_agreement.iter().map(ToString::to_string).collect(),
         }
     }
 
@@ -283,33 +350,39 @@ impl Kms {
         ctx: &RequestContext,
         req: CreateKeyRequest,
     ) -> KmsResult<KeyMetadataResponse> {
+        // Asymmetric and HMAC key material is generated before the
+        // transaction: RSA generation is slow and must not hold the write
+        // lock. The body validates the request again and uses it only then.
+        let pregenerated = pregenerate_key(&req);
         self.run(ctx, "CreateKey", to_audit(&req), |op| {
-            let spec = req
+            let spec_text = req
                 .key_spec
                 .clone()
                 .or(req.customer_master_key_spec.clone())
                 .unwrap_or_else(|| SYMMETRIC.into());
-            let usage = req
-                .key_usage
-                .clone()
-                .unwrap_or_else(|| "ENCRYPT_DECRYPT".into());
+            let spec: KeySpec = spec_text.parse().map_err(KmsError::from)?;
+            let usage = validate_create_usage(spec, req.key_usage.as_deref())?;
             let origin = req.origin.clone().unwrap_or_else(|| "AWS_KMS".into());
-            if spec != SYMMETRIC {
-                return Err(KmsError::new(
-                    ErrorCode::UnsupportedOperationException,
-                    format!("KeySpec {spec} is not supported by this KMS."),
-                ));
-            }
-            if usage != "ENCRYPT_DECRYPT" {
-                return Err(KmsError::validation(format!(
-                    "KeyUsage {usage} is not compatible with KeySpec SYMMETRIC_DEFAULT"
-                )));
-            }
-            if origin != "AWS_KMS" {
-                return Err(KmsError::new(
-                    ErrorCode::UnsupportedOperationException,
-                    format!("Origin {origin} is not supported."),
-                ));
+            match origin.as_str() {
+                "AWS_KMS" => {}
+                "EXTERNAL" if spec == KeySpec::SymmetricDefault => {}
+                "EXTERNAL" => {
+                    return Err(KmsError::new(
+                        ErrorCode::UnsupportedOperationException,
+                        format!("Origin EXTERNAL is supported only for KeySpec SYMMETRIC_DEFAULT, not {spec}: import 256-bit symmetric key material."),
+                    ))
+                }
+                "AWS_CLOUDHSM" | "EXTERNAL_KEY_STORE" => {
+                    return Err(KmsError::new(
+                        ErrorCode::UnsupportedOperationException,
+                        format!("Origin {origin} is not supported: custom key stores are not available; use AWS_KMS or EXTERNAL."),
+                    ))
+                }
+                other => {
+                    return Err(KmsError::validation(format!(
+                        "1 validation error detected: Value '{other}' at 'origin' failed to satisfy constraint: Member must satisfy enum value set: [AWS_KMS, EXTERNAL, AWS_CLOUDHSM, EXTERNAL_KEY_STORE]"
+                    )))
+                }
             }
             if req.multi_region == Some(true) {
                 return Err(KmsError::new(
@@ -323,7 +396,14 @@ impl Kms {
             }
             let tags = req.tags.clone().unwrap_or_default();
             validate_tags(&tags)?;
-            let mut k = new_key_record(op, &spec, &usage, &origin, "CUSTOMER", String::new());
+            let mut k = new_key_record(
+                op,
+                spec.as_str(),
+                usage.as_str(),
+                &origin,
+                "CUSTOMER",
+                String::new(),
+            );
             k.policy = match &req.policy {
                 Some(p) => super::authz::validate_new_policy(
                     op,
@@ -335,8 +415,23 @@ impl Kms {
             };
             k.description = description;
             super::authz::authorize_create_key(op, &k, &tags)?;
-            store::insert_key(op.tx, &k)?;
-            add_material(self, op.tx, &k, op.now, "AUTOMATIC")?;
+            if origin == "EXTERNAL" {
+                // No material until ImportKeyMaterial.
+                k.state = KeyState::PendingImport;
+                store::insert_key(op.tx, &k)?;
+            } else if spec == KeySpec::SymmetricDefault {
+                store::insert_key(op.tx, &k)?;
+                add_material(self, op.tx, &k, op.now, "AUTOMATIC")?;
+            } else {
+                let material = match pregenerated {
+                    Some(m) if m.spec() == spec => m,
+                    _ => PrivateKeyMaterial::generate(spec).map_err(KmsError::from)?,
+                };
+                k.public_key = material.public_key_der().ok().map(<[u8]>::to_vec);
+                store::insert_key(op.tx, &k)?;
+                let sealed = self.seal_material(&k.key_id, 1, material.material().expose());
+                store::insert_material(op.tx, &k.key_id, 1, &sealed, op.now, None)?;
+            }
             put_tags(op.tx, &k.key_id, &tags)?;
             op.trace.key(&k);
             let md = self.metadata_of(&k);
@@ -503,14 +598,17 @@ impl Kms {
             let mut cond = context_conditions(&context);
             cond.insert("kms:EncryptionAlgorithm".into(), json!(req.encryption_algorithm.as_deref().unwrap_or(SYMMETRIC)));
             op.permit("kms:Encrypt", &k, StateRule::Use, &cond)?;
-            check_symmetric_encrypt(&k)?;
+            if k.key_spec.starts_with("RSA_") && k.key_usage == "ENCRYPT_DECRYPT" {
+                return self.encrypt_asymmetric(op, &k, &req);
+            }
+            check_symmetric_encrypt(&k, "Encrypt")?;
             check_algorithm(req.encryption_algorithm.as_deref())?;
             let blob = self.encrypt_with(op, &k, &context, pt.0.expose())?;
             Ok(EncryptResponse { ciphertext_blob: Blob(blob), key_id: k.arn(), encryption_algorithm: SYMMETRIC.into() })
         })
     }
 
-    fn encrypt_with(
+    pub(crate) fn encrypt_with(
         &self,
         op: &Op<'_>,
         k: &KeyRecord,
@@ -570,12 +668,19 @@ impl Kms {
             if blob.0.len() > 6144 {
                 return Err(validation_len("ciphertextBlob", 6144, "length"));
             }
-            check_algorithm(req.encryption_algorithm.as_deref())?;
+            // RSA ciphertexts are raw: a request with an RSA algorithm, or
+            // naming a key while the blob is not a keyvol ciphertext, is
+            // for an asymmetric key.
+            let raw = req.key_id.is_some() && ciphertext::parse_header(&blob.0).is_err();
+            if raw || req.encryption_algorithm.as_deref().is_some_and(|a| a != SYMMETRIC) {
+                return self.decrypt_asymmetric(op, &req);
+            }
             let k = self.blob_key(op, &blob.0, req.key_id.as_deref())?;
             let context = req.encryption_context.clone().unwrap_or_default();
             let mut cond = context_conditions(&context);
             cond.insert("kms:EncryptionAlgorithm".into(), json!(SYMMETRIC));
             op.permit("kms:Decrypt", &k, StateRule::Use, &cond)?;
+            check_symmetric_encrypt(&k, "Decrypt")?;
             let pt = self.decrypt_with(op, &k, &blob.0, &context)?;
             Ok(DecryptResponse { key_id: k.arn(), plaintext: SecretBlob(pt), encryption_algorithm: SYMMETRIC.into() })
         })
@@ -596,7 +701,7 @@ impl Kms {
             let dctx = req.destination_encryption_context.clone().unwrap_or_default();
             op.permit("kms:ReEncryptFrom", &src, StateRule::Use, &context_conditions(&sctx))?;
             op.permit("kms:ReEncryptTo", &dst, StateRule::Use, &context_conditions(&dctx))?;
-            check_symmetric_encrypt(&dst)?;
+            check_symmetric_encrypt(&dst, "ReEncrypt")?;
             let pt = self.decrypt_with(op, &src, &blob.0, &sctx)?;
             let out = self.encrypt_with(op, &dst, &dctx, pt.expose())?;
             op.trace.key(&dst);
@@ -662,7 +767,7 @@ impl Kms {
             let k = op.resolve(req.key_id.as_deref(), true)?;
             let context = req.encryption_context.clone().unwrap_or_default();
             op.permit(action, &k, StateRule::Use, &context_conditions(&context))?;
-            check_symmetric_encrypt(&k)?;
+            check_symmetric_encrypt(&k, name)?;
             let dk = SecretBytes::random(len);
             let blob = self.encrypt_with(op, &k, &context, dk.expose())?;
             Ok(GenerateDataKeyResponse { ciphertext_blob: Blob(blob), plaintext: with_plaintext.then_some(SecretBlob(dk)), key_id: k.arn() })

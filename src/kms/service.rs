@@ -37,6 +37,8 @@ pub(crate) struct Trace {
     /// The key the operation acted on (resources, recipientAccountId).
     pub key: Option<(String, AccountId)>,
     pub response_elements: Option<Value>,
+    /// The alias the request named the key by (`kms:RequestAlias`).
+    pub request_alias: Option<String>,
 }
 
 impl Trace {
@@ -54,7 +56,22 @@ pub(crate) struct Op<'a> {
     pub kms: &'a Kms,
 }
 
-const READ_ONLY: &[&str] = &[
+/// Operations that change no state but their audit record (CloudTrail
+/// marks them `readOnly`).
+const STATELESS: &[&str] = &[
+    "Encrypt",
+    "Decrypt",
+    "ReEncrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "GenerateDataKeyPair",
+    "GenerateDataKeyPairWithoutPlaintext",
+    "GenerateRandom",
+    "Sign",
+    "Verify",
+    "GenerateMac",
+    "VerifyMac",
+    "DeriveSharedSecret",
     "DescribeKey",
     "ListKeys",
     "ListAliases",
@@ -66,8 +83,6 @@ const READ_ONLY: &[&str] = &[
     "ListGrants",
     "ListRetirableGrants",
     "GetPublicKey",
-    "GenerateRandom",
-    "GetParametersForImport",
 ];
 
 /// Request fields that are never written to the audit log.
@@ -134,14 +149,24 @@ impl Kms {
     ) -> KmsResult<T> {
         let conn = self.conn();
         let now = self.clock.now();
+        // Operations that change no key state commit without an fsync (WAL,
+        // synchronous=NORMAL): a process crash loses nothing, a power loss
+        // at most their latest audit records. Everything that changes keys,
+        // aliases, grants or policies commits with synchronous=FULL, which
+        // also makes every earlier commit durable.
+        let durable = !STATELESS.contains(&operation);
+        conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })
+            .map_err(db)?;
         let tx =
             rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
                 .map_err(db)?;
         // BEGIN IMMEDIATE takes the write lock up front (waiting up to the
         // busy timeout): operations are short, and a deferred transaction
         // that upgrades to a writer could fail at once with SQLITE_BUSY.
-        tx.execute_batch("SAVEPOINT op").map_err(db)?;
+        // Due work first and outside the savepoint: it stands even when the
+        // operation that triggered it fails.
         self.run_due_work(&tx, now)?;
+        tx.execute_batch("SAVEPOINT op").map_err(db)?;
         let mut trace = Trace::default();
         let result = {
             let mut op = Op {
@@ -202,7 +227,7 @@ impl Kms {
             "responseElements": trace.response_elements,
             "requestID": uuid::Uuid::new_v4().to_string(),
             "eventID": uuid::Uuid::new_v4().to_string(),
-            "readOnly": READ_ONLY.contains(&operation),
+            "readOnly": STATELESS.contains(&operation),
             "resources": key_arn.map(|a| json!([{"accountId": recipient, "type": "AWS::KMS::Key", "ARN": a}])),
             "eventType": "AwsApiCall",
             "managementEvent": true,
@@ -490,6 +515,7 @@ impl Op<'_> {
             }
             KeyRef::Alias { name } => {
                 let id = self.alias_target(my_account, region, &name)?;
+                self.trace.request_alias = Some(name);
                 (my_account.clone(), id)
             }
             KeyRef::AliasArn {
@@ -504,6 +530,7 @@ impl Op<'_> {
                     return Err(KmsError::not_found(format!("Alias {s} is not found.")));
                 }
                 let id = self.alias_target(&account, region, &name)?;
+                self.trace.request_alias = Some(name);
                 (account, id)
             }
         };

@@ -56,6 +56,18 @@ CREATE TABLE IF NOT EXISTS tags (
     tag_value TEXT NOT NULL,
     PRIMARY KEY (key_id, tag_key)
 );
+CREATE TABLE IF NOT EXISTS import_parameters (
+    token_hash TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL REFERENCES keys(key_id) ON DELETE CASCADE,
+    wrapping_algorithm TEXT NOT NULL,
+    wrapping_key_spec TEXT NOT NULL,
+    sealed_wrapping_key BLOB NOT NULL,
+    valid_to INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS imported_material (
+    key_id TEXT PRIMARY KEY REFERENCES keys(key_id) ON DELETE CASCADE,
+    check_value BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS deleted_keys (
     key_id TEXT PRIMARY KEY,
     arn TEXT NOT NULL,
@@ -248,16 +260,18 @@ pub(crate) fn materials(conn: &Connection, id: &KeyId) -> KmsResult<Vec<Material
         )
         .map_err(db)?;
     let rows = st
-        .query_map([id.to_string()], |r| {
-            Ok(MaterialRow {
-                version: r.get(0)?,
-                sealed: r.get(1)?,
-                created: r.get(2)?,
-                rotation_type: r.get(3)?,
-            })
-        })
+        .query_map([id.to_string()], material_from_row)
         .map_err(db)?;
     rows.collect::<Result<Vec<_>, _>>().map_err(db)
+}
+
+fn material_from_row(r: &Row<'_>) -> rusqlite::Result<MaterialRow> {
+    Ok(MaterialRow {
+        version: r.get(0)?,
+        sealed: r.get(1)?,
+        created: r.get(2)?,
+        rotation_type: r.get(3)?,
+    })
 }
 
 /// One material version (the newest when `version` is None).
@@ -266,14 +280,7 @@ pub(crate) fn material(
     id: &KeyId,
     version: Option<u32>,
 ) -> KmsResult<Option<MaterialRow>> {
-    let map = |r: &Row<'_>| {
-        Ok(MaterialRow {
-            version: r.get(0)?,
-            sealed: r.get(1)?,
-            created: r.get(2)?,
-            rotation_type: r.get(3)?,
-        })
-    };
+    let map = material_from_row;
     match version {
         Some(v) => conn
             .prepare_cached(

@@ -10,3 +10,4 @@ pub use manifest::{
     changed_blocks, manifest_mac_key, ChunkRef, Manifest, SnapshotState, BLOCK_SIZE,
 };
 pub use store::{ChunkStore, GcReport, StoreConfig, StoreUsage, TransferStats};
+pub mod ops;

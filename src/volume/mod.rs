@@ -12,3 +12,4 @@ pub use changes::{ChangeLog, CHUNK_SIZE};
 pub use device::EncryptedDevice;
 pub use error::VolumeError;
 pub use xts::{SectorCipher, SECTOR_SIZE};
+pub mod service;
