@@ -67,7 +67,8 @@ fn build() -> Command {
             .version(env!("CARGO_PKG_VERSION"))
             .about("EBS-style encrypted volumes with an embedded AWS KMS-compatible key service")
             .subcommand_required(true)
-            .subcommand(cli::kms::command())
+            .subcommand(cli::kms::command().subcommand(cli::serve::serve_command()))
+            .subcommand(cli::configure::command())
             .subcommand(cli::iam::command())
             .subcommand(cli::volume::command())
             .subcommand(envelope_command()),
@@ -187,9 +188,13 @@ fn run(m: &ArgMatches) -> Result<(), CliError> {
         .subcommand()
         .ok_or_else(|| CliError::usage(format!("{group} needs a subcommand")))?;
     let s = session(m)?;
+    if (group, sub) == ("kms", "serve") {
+        return cli::serve::run_serve(&s, sm);
+    }
     let v = match group {
         "kms" => run_kms(&s, sub, sm)?,
         "iam" => cli::iam::run(&s, sub, sm)?,
+        "configure" => cli::configure::run(&s, sub, sm)?,
         "envelope" => run_envelope(&s, sub, sm)?,
         "volume" => cli::volume::run(&s, sub, sm)?,
         other => return Err(CliError::usage(format!("unknown command {other}"))),

@@ -72,6 +72,7 @@ impl KmsService for MockKms {
                 "AccessKeyId": ctx.caller.access_key_id,
                 "SourceIp": ctx.source_ip,
                 "UserAgent": ctx.user_agent,
+                "ViaService": ctx.via_service,
             })),
             "Fail" => {
                 let name = request["Code"].as_str().unwrap_or("NotFoundException");
@@ -324,6 +325,72 @@ fn assert_error(resp: &Resp, status: u16, ty: &str) {
 }
 
 const INVALID_SIGNATURE: &str = "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.";
+
+/// The keyvol extension header `x-keyvol-via-service` sets `kms:ViaService`
+/// only when signed, only with the EC2 endpoint of the signed region.
+#[test]
+fn via_service_header_counts_only_when_signed() {
+    let srv = server();
+    let addr = srv.local_addr();
+    let via = |req: &Signed| send(addr, req);
+
+    let mut signed = Signed::new("Echo", b"{}");
+    signed.extra = vec![(
+        "X-Keyvol-Via-Service".into(),
+        "ec2.us-east-1.amazonaws.com".into(),
+    )];
+    let r = via(&signed);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["ViaService"], "ec2.us-east-1.amazonaws.com");
+
+    // Added after signing: not among SignedHeaders, so ignored.
+    let plain = Signed::new("Echo", b"{}");
+    let mut headers = plain.headers(addr);
+    headers.push((
+        "x-keyvol-via-service".into(),
+        "ec2.us-east-1.amazonaws.com".into(),
+    ));
+    let r = exchange(addr, &wire("POST", "/", &headers, b"{}", true));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["ViaService"], Value::Null);
+    assert_eq!(via(&plain).json()["ViaService"], Value::Null);
+
+    // Signed, but another service or another region than the signature's.
+    for bad in [
+        "s3.us-east-1.amazonaws.com",
+        "ec2.eu-west-1.amazonaws.com",
+        "",
+    ] {
+        let mut req = Signed::new("Echo", b"{}");
+        req.extra = vec![("x-keyvol-via-service".into(), bad.into())];
+        let r = via(&req);
+        assert_error(&r, 400, "ValidationException");
+        assert!(
+            r.message().contains("ec2.us-east-1.amazonaws.com"),
+            "{}",
+            r.message()
+        );
+    }
+
+    // RemoteKms sends it (signed) when its KmsClient context acts via EC2.
+    use keyvol::kms::KmsClient;
+    let client = RemoteKms::new(
+        &format!("http://{addr}"),
+        Region::default_region(),
+        AKID,
+        SecretBytes::from_slice(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let account: AccountId = "111122223333".parse().unwrap();
+    let ctx = RequestContext::new(Caller::root(account), Region::default_region());
+    let direct = KmsClient::call(&client, &ctx, "Echo", json!({})).unwrap();
+    assert_eq!(direct["ViaService"], Value::Null);
+    let through_ec2 = KmsClient::call(&client, &ctx.via_ec2(), "Echo", json!({})).unwrap();
+    assert_eq!(
+        through_ec2["ViaService"],
+        format!("ec2.{}.amazonaws.com", Region::default_region().as_str())
+    );
+}
 
 #[test]
 fn signed_request_reaches_the_service_with_its_context() {

@@ -1,8 +1,10 @@
 //! Shared CLI plumbing: the error type, the aws-CLI-shaped error line and
 //! output formatting (json, text, table; timestamps as RFC 3339).
 
+pub mod configure;
 pub mod iam;
 pub mod kms;
+pub mod serve;
 pub mod volume;
 
 use serde_json::Value;

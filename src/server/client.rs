@@ -9,7 +9,7 @@ use ureq::http;
 
 use super::errors::error_from_body;
 use super::sigv4::{self, HttpRequest, SigningParams};
-use super::{CONTENT_TYPE, TARGET_PREFIX};
+use super::{CONTENT_TYPE, TARGET_PREFIX, VIA_SERVICE_HEADER};
 use crate::ids::Region;
 use crate::kms::{ErrorCode, KmsError};
 use crate::secret::SecretBytes;
@@ -120,6 +120,18 @@ impl RemoteKms {
     /// Runs one KMS operation (`"Encrypt"`, ...) with an AWS JSON request
     /// body and returns the AWS JSON response.
     pub fn call(&self, operation: &str, request: Value) -> Result<Value, KmsError> {
+        self.call_via(operation, request, false)
+    }
+
+    /// As [`RemoteKms::call`]; with `via_ec2`, the request claims
+    /// `kms:ViaService` `ec2.<region>.amazonaws.com` through the signed
+    /// [`VIA_SERVICE_HEADER`] (a volume host acting as EBS does).
+    pub fn call_via(
+        &self,
+        operation: &str,
+        request: Value,
+        via_ec2: bool,
+    ) -> Result<Value, KmsError> {
         if operation.is_empty() || !operation.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(KmsError::new(
                 ErrorCode::UnknownOperationException,
@@ -129,7 +141,7 @@ impl RemoteKms {
         let body = serde_json::to_vec(&request).map_err(|e| {
             KmsError::validation(format!("the {operation} request is not serializable: {e}"))
         })?;
-        let headers = vec![
+        let mut headers = vec![
             ("content-type".to_string(), CONTENT_TYPE.to_string()),
             ("host".to_string(), self.authority.clone()),
             (
@@ -141,6 +153,12 @@ impl RemoteKms {
                 format!("{TARGET_PREFIX}{operation}"),
             ),
         ];
+        if via_ec2 {
+            headers.push((
+                VIA_SERVICE_HEADER.to_string(),
+                format!("ec2.{}.amazonaws.com", self.region),
+            ));
+        }
         let authorization = sigv4::sign_request(
             &HttpRequest {
                 method: "POST",
@@ -236,14 +254,16 @@ fn tls_config(endpoint: &str, ca_pem: Option<&[u8]>) -> Result<ureq::tls::TlsCon
 
 impl crate::kms::KmsClient for RemoteKms {
     /// The remote KMS authenticates the profile's access key; the caller of
-    /// `ctx` is who that key belongs to. The region is the client's.
+    /// `ctx` is who that key belongs to. The region is the client's. When
+    /// `ctx` acts through EC2 (`ctx.via_ec2()`), the request says so with
+    /// the signed `x-keyvol-via-service` header.
     fn call(
         &self,
-        _ctx: &crate::kms::RequestContext,
+        ctx: &crate::kms::RequestContext,
         operation: &str,
         request: Value,
     ) -> Result<Value, KmsError> {
-        RemoteKms::call(self, operation, request)
+        RemoteKms::call_via(self, operation, request, ctx.via_service.is_some())
     }
 
     fn describe(&self) -> String {

@@ -225,9 +225,11 @@ pub fn decode_request(
         }
     };
 
+    let via_service = via_service(req, &verified)?;
     let mut caller = verified.credentials.caller;
     caller.access_key_id = Some(verified.access_key_id);
     let mut ctx = RequestContext::new(caller, verified.region);
+    ctx.via_service = via_service;
     ctx.source_ip = peer.map(|p| p.ip().to_string());
     ctx.user_agent = req.header("user-agent").map(|ua| truncate(ua, 256));
     Ok(Decoded {
@@ -235,6 +237,31 @@ pub fn decode_request(
         operation,
         body,
     })
+}
+
+/// The `kms:ViaService` a request claims through the keyvol extension
+/// header [`VIA_SERVICE_HEADER`](super::VIA_SERVICE_HEADER): honoured only
+/// when the header is signed, and only as `ec2.<region>.amazonaws.com` for
+/// the region of the signature; an unsigned header is ignored.
+fn via_service(
+    req: &HttpRequest<'_>,
+    verified: &sigv4::Verified,
+) -> Result<Option<String>, Rejection> {
+    let name = super::VIA_SERVICE_HEADER;
+    if !verified.signed_headers.iter().any(|h| h == name) {
+        return Ok(None);
+    }
+    let values = req.header_values(name);
+    let expected = format!("ec2.{}.amazonaws.com", verified.region);
+    match values.as_slice() {
+        [v] if v.trim() == expected => Ok(Some(expected)),
+        _ => Err(KmsError::validation(format!(
+            "The {name} header names the service a volume host acts through; the only value accepted for region {} is '{expected}', not '{}'.",
+            verified.region,
+            truncate(&values.join(","), 96)
+        ))
+        .into()),
+    }
 }
 
 /// A server running on its own runtime thread; see [`start`].

@@ -5,16 +5,40 @@
 //! The server knows the KMS only through [`KmsService`]: it authenticates a
 //! request (SigV4), decodes it (`X-Amz-Target: TrentService.<Operation>`,
 //! a JSON object body) and hands the operation to the service, which
-//! authorizes, audits and runs it.
+//! authorizes, audits and runs it. [`service::HomeKmsService`] is that
+//! service over a home's KMS and identity store (`keyvol kms serve`).
+//!
+//! # keyvol extension: `x-keyvol-via-service`
+//!
+//! In AWS, EBS calls the KMS on a user's behalf, and key policies can
+//! require that with the `kms:ViaService` condition key (the AWS managed
+//! key `aws/ebs` allows use only via `ec2.<region>.amazonaws.com`). A
+//! keyvol volume host plays EBS's part: when it calls a remote KMS for a
+//! volume or snapshot it sends
+//!
+//! ```text
+//! x-keyvol-via-service: ec2.<region>.amazonaws.com
+//! ```
+//!
+//! and the server sets `kms:ViaService` for that request. The header counts
+//! only when it is among the request's SigV4 `SignedHeaders` (an unsigned
+//! one is ignored), and the only value accepted is `ec2.<region>.amazonaws.com`
+//! for the region of the signature (another value is a
+//! `ValidationException`). It is a trust decision: any principal of the
+//! KMS home may claim it, exactly as any local caller of the volume
+//! commands does; the audit log then shows `invokedBy` `ec2.amazonaws.com`.
+//! AWS SDKs never send it, so for them nothing changes.
 
 pub mod client;
 pub mod errors;
 pub mod http;
+pub mod service;
 pub mod sigv4;
 pub mod tls;
 
 pub use client::RemoteKms;
 pub use http::{serve, start, ServeOptions, ServerHandle};
+pub use service::HomeKmsService;
 pub use tls::TlsIdentity;
 
 use crate::kms::{Caller, KmsError, RequestContext};
@@ -46,3 +70,5 @@ pub trait KmsService: Send + Sync + 'static {
 pub const TARGET_PREFIX: &str = "TrentService.";
 /// The content type of AWS JSON 1.1 requests and responses.
 pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+/// The keyvol extension header that claims `kms:ViaService` (module docs).
+pub const VIA_SERVICE_HEADER: &str = "x-keyvol-via-service";

@@ -98,6 +98,8 @@ pub struct Verified {
     pub region: Region,
     pub credentials: Credentials,
     pub signed_at: OffsetDateTime,
+    /// The lower-case names of the headers the signature covers.
+    pub signed_headers: Vec<String>,
 }
 
 /// Parses `AWS4-HMAC-SHA256 Credential=AKID/DATE/REGION/SERVICE/aws4_request,
@@ -315,6 +317,7 @@ pub fn verify(
         region,
         credentials,
         signed_at,
+        signed_headers: auth.signed_headers,
     })
 }
 

@@ -1,0 +1,194 @@
+//! A load generator for any AWS KMS JSON API endpoint (keyvol, moto, ...):
+//! N concurrent clients, each a SigV4-signing [`RemoteKms`] with its own
+//! keep-alive connection, call one operation back to back for T seconds;
+//! prints one JSON line with requests per second and p50/p99 latency.
+//!
+//! ```text
+//! cargo run --release --example kms_load -- --endpoint http://127.0.0.1:8090 \
+//!     --access-key-id AKIA... --secret-access-key ... \
+//!     --operation Encrypt --clients 16 --seconds 5 [--key-id KEY]
+//! ```
+//! Without `--key-id` a key is created first (CreateKey).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use clap::{value_parser, Arg, Command};
+use keyvol::ids::Region;
+use keyvol::secret::SecretBytes;
+use keyvol::server::RemoteKms;
+use serde_json::{json, Value};
+
+fn args() -> Command {
+    Command::new("kms_load")
+        .about("Concurrent load on an AWS KMS JSON API endpoint")
+        .arg(Arg::new("endpoint").long("endpoint").required(true))
+        .arg(
+            Arg::new("access-key-id")
+                .long("access-key-id")
+                .default_value("AKIAIOSFODNN7EXAMPLE"),
+        )
+        .arg(
+            Arg::new("secret-access-key")
+                .long("secret-access-key")
+                .default_value("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+        )
+        .arg(Arg::new("region").long("region").default_value("us-east-1"))
+        .arg(
+            Arg::new("operation")
+                .long("operation")
+                .default_value("Encrypt")
+                .value_parser(["Encrypt", "GenerateDataKey", "Decrypt"]),
+        )
+        .arg(Arg::new("key-id").long("key-id"))
+        .arg(
+            Arg::new("clients")
+                .long("clients")
+                .default_value("1")
+                .value_parser(value_parser!(u32).range(1..=4096)),
+        )
+        .arg(
+            Arg::new("seconds")
+                .long("seconds")
+                .default_value("5")
+                .value_parser(value_parser!(f64)),
+        )
+        .arg(
+            Arg::new("plaintext-bytes")
+                .long("plaintext-bytes")
+                .default_value("64")
+                .value_parser(value_parser!(u32).range(1..=4096)),
+        )
+        .arg(Arg::new("label").long("label").default_value(""))
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("kms_load: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let m = args().get_matches();
+    let s = |n: &str| m.get_one::<String>(n).cloned().unwrap_or_default();
+    let endpoint = s("endpoint");
+    let region: Region = s("region").parse().map_err(|e| format!("--region: {e}"))?;
+    let secret = s("secret-access-key");
+    let akid = s("access-key-id");
+    let operation = s("operation");
+    let clients = *m.get_one::<u32>("clients").unwrap_or(&1) as usize;
+    let seconds = *m.get_one::<f64>("seconds").unwrap_or(&5.0);
+    if !(seconds > 0.0 && seconds <= 3600.0) {
+        return Err("--seconds must be in (0, 3600]".into());
+    }
+    let pt_len = *m.get_one::<u32>("plaintext-bytes").unwrap_or(&64) as usize;
+    let new_client = || {
+        RemoteKms::new(
+            &endpoint,
+            region.clone(),
+            &akid,
+            SecretBytes::from_slice(secret.as_bytes()),
+        )
+        .map_err(|e| e.to_string())
+    };
+
+    let setup = new_client()?;
+    let key_id = match m.get_one::<String>("key-id") {
+        Some(k) => k.clone(),
+        None => setup
+            .call("CreateKey", json!({"Description": "kms_load"}))
+            .map_err(|e| format!("CreateKey: {e}"))?["KeyMetadata"]["KeyId"]
+            .as_str()
+            .ok_or("CreateKey returned no KeyId")?
+            .to_string(),
+    };
+    let plaintext = base64::engine::general_purpose::STANDARD.encode(vec![0x5au8; pt_len]);
+    let request = match operation.as_str() {
+        "Encrypt" => json!({"KeyId": key_id, "Plaintext": plaintext}),
+        "GenerateDataKey" => json!({"KeyId": key_id, "KeySpec": "AES_256"}),
+        _ => {
+            let ct = setup
+                .call("Encrypt", json!({"KeyId": key_id, "Plaintext": plaintext}))
+                .map_err(|e| format!("Encrypt: {e}"))?;
+            json!({"CiphertextBlob": ct["CiphertextBlob"]})
+        }
+    };
+    // One call to fail fast on a wrong key or credentials.
+    setup
+        .call(&operation, request.clone())
+        .map_err(|e| format!("{operation}: {e}"))?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Arc::new(Barrier::new(clients + 1));
+    let mut threads = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let client = new_client()?;
+        let (stop, start, request, operation) = (
+            stop.clone(),
+            start.clone(),
+            request.clone(),
+            operation.clone(),
+        );
+        threads.push(
+            std::thread::Builder::new()
+                .stack_size(256 << 10)
+                .spawn(move || {
+                    let mut lat = Vec::with_capacity(4096);
+                    let mut errors = 0u64;
+                    let mut first_error: Option<String> = None;
+                    start.wait();
+                    while !stop.load(Ordering::Relaxed) {
+                        let t = Instant::now();
+                        match client.call(&operation, request.clone()) {
+                            Ok(_) => lat.push(t.elapsed()),
+                            Err(e) => {
+                                errors += 1;
+                                first_error.get_or_insert_with(|| e.to_string());
+                            }
+                        }
+                    }
+                    (lat, errors, first_error)
+                })
+                .map_err(|e| format!("cannot start a client thread: {e}"))?,
+        );
+    }
+    start.wait();
+    let began = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    let mut errors = 0;
+    let mut first_error = None;
+    for t in threads {
+        let (lat, e, fe) = t.join().map_err(|_| "a client thread panicked")?;
+        all.extend(lat);
+        errors += e;
+        first_error = first_error.or(fe);
+    }
+    let elapsed = began.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if all.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((all.len() as f64 * p).ceil() as usize).clamp(1, all.len()) - 1;
+        all[i].as_secs_f64() * 1e3
+    };
+    let out: Value = json!({
+        "label": s("label"),
+        "operation": operation,
+        "clients": clients,
+        "seconds": (elapsed * 100.0).round() / 100.0,
+        "requests": all.len(),
+        "errors": errors,
+        "first_error": first_error,
+        "rps": (all.len() as f64 / elapsed * 10.0).round() / 10.0,
+        "p50_ms": (pct(0.50) * 1000.0).round() / 1000.0,
+        "p99_ms": (pct(0.99) * 1000.0).round() / 1000.0,
+    });
+    println!("{out}");
+    Ok(())
+}

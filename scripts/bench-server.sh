@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The KMS over HTTP: Encrypt and GenerateDataKey requests per second and
+# p50/p99 latency with 1, 16 and 64 concurrent SigV4-signing clients on
+# loopback, keyvol (`keyvol kms serve`, release) side by side with moto's
+# KMS server, and the keyvol/moto ratio.
+# Env: BENCH_SECONDS (default 5 per cell), BENCH_CLIENTS (default "1 16 64"),
+# KEYVOL_VENV (default ~/.cache/keyvol-venv, holds moto_server).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${KEYVOL_VENV:-$HOME/.cache/keyvol-venv}
+SECONDS_PER=${BENCH_SECONDS:-5}
+CLIENTS=${BENCH_CLIENTS:-"1 16 64"}
+OPS="Encrypt GenerateDataKey"
+if [ ! -x "$VENV/bin/moto_server" ]; then
+  echo "bench-server: $VENV/bin/moto_server is missing: run scripts/setup.sh" >&2
+  exit 1
+fi
+cargo build --release --quiet --bin keyvol --example kms_load
+KEYVOL=target/release/keyvol
+LOAD=target/release/examples/kms_load
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+  "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_port() { # host port
+  for _ in $(seq 1 200); do
+    if (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "bench-server: nothing listens on $1:$2" >&2
+  return 1
+}
+field() { # json-file-or-string key...
+  "$VENV/bin/python" -c 'import json,sys; v=json.loads(sys.argv[1])
+for k in sys.argv[2:]: v=v[k]
+print(v)' "$@"
+}
+
+# keyvol: a fresh home, an account whose root key signs the requests.
+home="$work/home"
+acct=$("$KEYVOL" --home "$home" iam create-account --account-id 444455556666 --profile-name bench)
+kv_akid=$(field "$acct" AccessKey AccessKeyId)
+kv_secret=$(field "$acct" AccessKey SecretAccessKey)
+"$KEYVOL" --home "$home" kms serve --listen 127.0.0.1:0 >"$work/serve.out" 2>"$work/serve.err" &
+pids+=($!)
+for _ in $(seq 1 200); do [ -s "$work/serve.out" ] && break; sleep 0.05; done
+kv_endpoint=$(field "$(head -n1 "$work/serve.out")" Endpoint)
+
+# moto: any credentials are accepted (it still parses the SigV4 header).
+moto_port=$(free_port)
+"$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
+pids+=($!)
+wait_port 127.0.0.1 "$moto_port"
+moto_endpoint="http://127.0.0.1:$moto_port"
+
+# One key on each (keyvol's through its CLI: the server shares the home).
+kv_key=$("$KEYVOL" --home "$home" --profile bench kms create-key --description bench \
+  --query KeyMetadata.KeyId --output text)
+moto_key=$(AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE AWS_SECRET_ACCESS_KEY=x AWS_DEFAULT_REGION=us-east-1 AWS_CONFIG_FILE=/dev/null \
+  "$VENV/bin/aws" --endpoint-url "$moto_endpoint" kms create-key --query KeyMetadata.KeyId --output text)
+
+echo "KMS over HTTP on loopback: ${SECONDS_PER}s per cell, SigV4-signed keep-alive clients (examples/kms_load.rs)"
+echo "keyvol: $kv_endpoint (release, home $home)   moto: $moto_endpoint ($("$VENV/bin/python" -c 'import moto; print("moto", moto.__version__)'))"
+printf '%-16s %7s | %10s %9s %9s | %10s %9s %9s | %9s\n' operation clients "keyvol r/s" "p50 ms" "p99 ms" "moto r/s" "p50 ms" "p99 ms" "ratio r/s"
+results="$work/results.jsonl"
+for op in $OPS; do
+  for c in $CLIENTS; do
+    kv=$("$LOAD" --endpoint "$kv_endpoint" --access-key-id "$kv_akid" --secret-access-key "$kv_secret" \
+      --key-id "$kv_key" --operation "$op" --clients "$c" --seconds "$SECONDS_PER" --label keyvol)
+    mo=$("$LOAD" --endpoint "$moto_endpoint" --key-id "$moto_key" --operation "$op" --clients "$c" \
+      --seconds "$SECONDS_PER" --label moto)
+    echo "$kv" >>"$results"
+    echo "$mo" >>"$results"
+    "$VENV/bin/python" - "$kv" "$mo" <<'PY'
+import json, sys
+kv, mo = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+for r in (kv, mo):
+    if r["errors"]:
+        print(f"  ({r['label']}: {r['errors']} errors, first: {r['first_error']})", file=sys.stderr)
+ratio = kv["rps"] / mo["rps"] if mo["rps"] else float("inf")
+print(f"{kv['operation']:<16} {kv['clients']:>7} | {kv['rps']:>10.0f} {kv['p50_ms']:>9.2f} {kv['p99_ms']:>9.2f} | "
+      f"{mo['rps']:>10.0f} {mo['p50_ms']:>9.2f} {mo['p99_ms']:>9.2f} | {ratio:>8.2f}x")
+PY
+  done
+done
+echo "raw results: one JSON line per cell above (label, operation, clients, requests, errors, rps, p50_ms, p99_ms)"
+cat "$results"

@@ -1,0 +1,121 @@
+//! [`HomeKmsService`]: the HTTP server's view of a home's KMS: SigV4
+//! credentials from its identity store, operations through [`Kms::call`]
+//! (authorization and audit as for the CLI).
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{Credentials, KmsService};
+use crate::iam::Iam;
+use crate::kms::{Kms, KmsError, KmsResult, RequestContext};
+use crate::session::Session;
+
+/// A home's KMS and access keys, served over the AWS KMS API.
+pub struct HomeKmsService {
+    kms: Arc<Kms>,
+    iam: Iam,
+}
+
+impl std::fmt::Debug for HomeKmsService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HomeKmsService")
+            .field("home", &self.kms.home().dir())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HomeKmsService {
+    pub fn new(kms: Arc<Kms>, iam: Iam) -> Self {
+        HomeKmsService { kms, iam }
+    }
+
+    /// The service of a session's home: its KMS, and an identity store of
+    /// its own on the same home with the KMS's clock.
+    pub fn for_session(session: &Session) -> KmsResult<Self> {
+        let iam = Iam::open(session.home.clone(), session.kms.clock().clone())?;
+        Ok(HomeKmsService {
+            kms: session.kms.clone(),
+            iam,
+        })
+    }
+
+    pub fn kms(&self) -> &Arc<Kms> {
+        &self.kms
+    }
+}
+
+impl KmsService for HomeKmsService {
+    fn credentials(&self, access_key_id: &str) -> Option<Credentials> {
+        self.iam
+            .credentials(access_key_id)
+            .map(|(secret_access_key, caller)| Credentials {
+                secret_access_key,
+                caller,
+            })
+    }
+
+    fn call(
+        &self,
+        ctx: &RequestContext,
+        operation: &str,
+        request: Value,
+    ) -> Result<Value, KmsError> {
+        self.kms.call(ctx, operation, request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::home::Home;
+    use crate::ids::Region;
+    use crate::kms::ErrorCode;
+    use serde_json::json;
+
+    fn service() -> (tempfile::TempDir, HomeKmsService) {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Arc::new(Home::open(dir.path()).unwrap());
+        let kms = Arc::new(Kms::open(home.clone(), Clock::system()).unwrap());
+        let iam = Iam::open(home, Clock::system()).unwrap();
+        (dir, HomeKmsService::new(kms, iam))
+    }
+
+    #[test]
+    fn credentials_come_from_the_identity_store() {
+        let (_dir, svc) = service();
+        let (akid, secret) = svc.iam.profile_credentials("default").unwrap();
+        let c = svc.credentials(&akid).unwrap();
+        assert_eq!(c.secret_access_key.expose(), secret.expose());
+        assert_eq!(c.caller.principal_arn, "arn:aws:iam::111122223333:root");
+        assert!(svc.credentials("AKIANOSUCHKEY0000000").is_none());
+    }
+
+    #[test]
+    fn calls_reach_the_kms_with_authorization() {
+        let (_dir, svc) = service();
+        let (akid, _) = svc.iam.profile_credentials("default").unwrap();
+        let caller = svc.credentials(&akid).unwrap().caller;
+        let ctx = RequestContext::new(caller, Region::default_region());
+        let key = svc.call(&ctx, "CreateKey", json!({})).unwrap();
+        let key_id = key["KeyMetadata"]["KeyId"].as_str().unwrap().to_string();
+        let ct = svc
+            .call(
+                &ctx,
+                "Encrypt",
+                json!({"KeyId": key_id, "Plaintext": "aGk="}),
+            )
+            .unwrap();
+        let pt = svc
+            .call(
+                &ctx,
+                "Decrypt",
+                json!({"CiphertextBlob": ct["CiphertextBlob"]}),
+            )
+            .unwrap();
+        assert_eq!(pt["Plaintext"], "aGk=");
+        let e = svc.call(&ctx, "NoSuchOp", json!({})).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnknownOperationException);
+    }
+}
