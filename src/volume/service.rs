@@ -508,6 +508,11 @@ impl<'a> Volumes<'a> {
         // SAFETY: sigwait with a valid set and a valid out pointer.
         unsafe { libc::sigwait(&signals, &mut sig) };
         let res = handle.unmount();
+        if res.is_err() {
+            // Busy (a process still has the device open): detach the mount
+            // lazily rather than leave it behind without its daemon.
+            clear_stale_mount(&device_path);
+        }
         let _ = fs::remove_file(&control);
         let closed = device_arc.close();
         self.conn
