@@ -91,6 +91,22 @@ pub fn command() -> Command {
         )
         .subcommand(Command::new("unmount").arg(Arg::new("dir").required(true)))
         .subcommand(Command::new("status"))
+        .subcommand(
+            Command::new("import")
+                .about("Register a volume made on another host that shares this KMS")
+                .arg(
+                    Arg::new("volume-json")
+                        .long("volume-json")
+                        .required(true)
+                        .help("file://PATH of `keyvol volume describe` output"),
+                )
+                .arg(
+                    Arg::new("backing-file")
+                        .long("backing-file")
+                        .required(true)
+                        .help("The volume's ciphertext file (<vol>.img)"),
+                ),
+        )
 }
 
 fn op_name(sub: &str) -> &'static str {
@@ -103,6 +119,7 @@ fn op_name(sub: &str) -> &'static str {
         "detach" => "DetachVolume",
         "mount" => "MountVolume",
         "unmount" => "UnmountVolume",
+        "import" => "ImportVolume",
         _ => "DescribeVolumeStatus",
     }
 }
@@ -203,6 +220,23 @@ pub fn run(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliError> {
             vols.unmount(Path::new(&dir)).map_err(api)?
         }
         "status" => vols.status().map_err(api)?,
+        "import" => {
+            let arg = m
+                .get_one::<String>("volume-json")
+                .cloned()
+                .unwrap_or_default();
+            let path = arg.strip_prefix("file://").unwrap_or(&arg);
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| CliError::usage(format!("cannot read --volume-json {path}: {e}")))?;
+            let described: Value = serde_json::from_str(&text)
+                .map_err(|e| CliError::usage(format!("--volume-json {path} is not JSON: {e}")))?;
+            let backing = m
+                .get_one::<String>("backing-file")
+                .cloned()
+                .unwrap_or_default();
+            vols.to_json(&vols.import(&described, Path::new(&backing)).map_err(api)?)
+                .map_err(api)?
+        }
         other => return Err(CliError::usage(format!("unknown volume command {other}"))),
     })
 }

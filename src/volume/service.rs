@@ -335,6 +335,67 @@ impl<'a> Volumes<'a> {
         self.row(vol.as_str())
     }
 
+    /// Registers a volume made on another host sharing this KMS: its
+    /// `describe` output (id, size, key, wrapped data key) and its backing
+    /// file, hard-linked or copied sparsely into this home. The data key
+    /// stays bound to the volume id, so the id is kept.
+    pub fn import(&self, described: &Value, backing: &Path) -> ApiResult<VolumeRecord> {
+        let field = |k: &str| {
+            described[k].as_str().map(str::to_string).ok_or_else(|| {
+                ApiError::invalid_parameter(format!("the volume description has no {k}: give the output of `keyvol volume describe VOL`"))
+            })
+        };
+        let vol: VolumeId = field("VolumeId")?
+            .parse()
+            .map_err(|e: crate::ids::IdError| ApiError::invalid_parameter(e.to_string()))?;
+        let arn = field("KmsKeyId")?;
+        let wrapped = crate::kms::api::b64_decode(&field("EncryptedDataKey")?)
+            .ok_or_else(|| ApiError::invalid_parameter("EncryptedDataKey is not base64"))?;
+        let size = described["SizeInBytes"].as_u64().ok_or_else(|| {
+            ApiError::invalid_parameter("the volume description has no SizeInBytes")
+        })?;
+        let meta = fs::metadata(backing).map_err(|e| io_err("reading", backing, e))?;
+        if meta.len() != size {
+            return Err(ApiError::invalid_parameter(format!(
+                "backing file {} has {} bytes but the volume has {size}",
+                backing.display(),
+                meta.len()
+            )));
+        }
+        if self.row(vol.as_str()).is_ok() {
+            return Err(ApiError::new(
+                "InvalidVolume.Duplicate",
+                format!("Volume {vol} already exists in this home"),
+            ));
+        }
+        fs::create_dir_all(self.dir()).map_err(|e| io_err("creating", &self.dir(), e))?;
+        let dest = self.backing_path(&vol);
+        if fs::hard_link(backing, &dest).is_err() {
+            let ok = std::process::Command::new("cp")
+                .args(["--sparse=always", "--reflink=auto"])
+                .arg(backing)
+                .arg(&dest)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !ok {
+                let _ = fs::remove_file(&dest);
+                return Err(ApiError::internal(format!(
+                    "copying {} into the home failed",
+                    backing.display()
+                )));
+            }
+        }
+        let now = self.s.kms.clock().now();
+        self.conn
+            .execute(
+                "INSERT INTO volumes (volume_id, account, region, size, kms_key_arn, encrypted_data_key, created, snapshot_id) VALUES (?1,?2,?3,?4,?5,?6,?7,NULL)",
+                params![vol.as_str(), self.s.ctx.caller.account.as_str(), self.s.ctx.region.as_str(), size as i64, arn, wrapped, now],
+            )
+            .map_err(db_err)?;
+        self.row(vol.as_str())
+    }
+
     pub fn list(&self) -> ApiResult<Vec<VolumeRecord>> {
         let mut st = self
             .conn

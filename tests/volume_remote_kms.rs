@@ -1,0 +1,249 @@
+//! Two homes on one machine standing in for two volume hosts that share one
+//! KMS (a third home serving `keyvol kms serve`): a volume created and
+//! attached through the remote KMS on one host is attached on the other;
+//! with the KMS server stopped the attached volume keeps working and a new
+//! attach fails with a clear error. Needs root and /dev/fuse (fails under
+//! CI=true without them).
+
+mod common;
+
+use std::io::{BufRead, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::*;
+use serde_json::Value;
+
+fn prerequisites() -> bool {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let ok = unsafe { libc::geteuid() } == 0 && Path::new("/dev/fuse").exists();
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "needs root and /dev/fuse"
+        );
+        eprintln!("NOT RUN outside CI: needs root and /dev/fuse");
+    }
+    ok
+}
+
+fn kv(home: &Path, args: &[&str]) -> Value {
+    keyvol_json(home, args)
+}
+
+fn kv_err(home: &Path, args: &[&str]) -> String {
+    let out = keyvol(home, args);
+    assert!(!out.status.success(), "keyvol {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// Points `host` at the KMS and stores the remote principal as profile `acct`.
+fn configure_host(host: &Path, endpoint: &str, akid: &str, secret: &str) {
+    kv(host, &["configure", "set", "kms-endpoint", endpoint]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyvol"))
+        .args([
+            "configure",
+            "import-profile",
+            "--profile-name",
+            "acct",
+            "--account-id",
+            "444455556666",
+        ])
+        .args(["--access-key-id", akid, "--secret-access-key", "-"])
+        .env("KEYVOL_HOME", host)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(secret.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn volume_hosts_share_a_remote_kms() {
+    if !prerequisites() {
+        return;
+    }
+    let kms_home = tempfile::tempdir().unwrap();
+    let host1 = tempfile::tempdir().unwrap();
+    let host2 = tempfile::tempdir().unwrap();
+    let (k, h1, h2) = (kms_home.path(), host1.path(), host2.path());
+    let acct = kv(
+        k,
+        &[
+            "iam",
+            "create-account",
+            "--account-id",
+            "444455556666",
+            "--profile-name",
+            "acct",
+        ],
+    );
+    let akid = acct["AccessKey"]["AccessKeyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let secret = acct["AccessKey"]["SecretAccessKey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let key = kv(k, &["--profile", "acct", "kms", "create-key"])["KeyMetadata"]["Arn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let mut server = Command::new(env!("CARGO_BIN_EXE_keyvol"))
+        .args(["kms", "serve", "--listen", "127.0.0.1:0"])
+        .env("KEYVOL_HOME", k)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let endpoint = serde_json::from_str::<Value>(&line).unwrap()["Endpoint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    configure_host(h1, &endpoint, &akid, &secret);
+    configure_host(h2, &endpoint, &akid, &secret);
+
+    // Host 1 creates volumes through the remote KMS: under a named key, and
+    // under the account's alias/aws/ebs (usable only via EC2: the signed
+    // via-service header).
+    let vol = kv(
+        h1,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "create",
+            "--size",
+            "32MiB",
+            "--kms-key-id",
+            &key,
+        ],
+    )["VolumeId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ebs_vol = kv(
+        h1,
+        &["--profile", "acct", "volume", "create", "--size", "16MiB"],
+    );
+    assert!(ebs_vol["KmsKeyId"]
+        .as_str()
+        .unwrap()
+        .starts_with("arn:aws:kms:us-east-1:444455556666:key/"));
+    let dev1 = h1.join("dev");
+    kv(
+        h1,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "attach",
+            &vol,
+            "--device",
+            dev1.to_str().unwrap(),
+        ],
+    );
+    let pattern: Vec<u8> = (0..3 * 4096).map(|i| (i * 7 % 251) as u8).collect();
+    {
+        let f = std::fs::OpenOptions::new().write(true).open(&dev1).unwrap();
+        f.write_all_at(&pattern, 1 << 20).unwrap();
+        f.sync_all().unwrap();
+    }
+    let described = kv(h1, &["--profile", "acct", "volume", "detach", &vol]);
+    let desc_path = h1.join("vol.json");
+    std::fs::write(&desc_path, described.to_string()).unwrap();
+    // The KMS audit shows host 1's calls with its access key, through EC2.
+    let audit = kv(
+        k,
+        &[
+            "--profile",
+            "acct",
+            "kms",
+            "audit",
+            "list",
+            "--event-name",
+            "GenerateDataKeyWithoutPlaintext",
+        ],
+    );
+    assert!(audit["Events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["userIdentity"]["accessKeyId"] == akid.as_str()));
+
+    // Host 2 takes the volume over and attaches it: the data key unwraps
+    // through the same KMS.
+    let backing = h1.join(format!("volumes/us-east-1/{vol}.img"));
+    let imported = kv(
+        h2,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "import",
+            "--volume-json",
+            &format!("file://{}", desc_path.display()),
+            "--backing-file",
+            backing.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(imported["VolumeId"], vol.as_str());
+    let dev2 = h2.join("dev");
+    kv(
+        h2,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "attach",
+            &vol,
+            "--device",
+            dev2.to_str().unwrap(),
+        ],
+    );
+    let f2 = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&dev2)
+        .unwrap();
+    let mut back = vec![0u8; pattern.len()];
+    f2.read_exact_at(&mut back, 1 << 20).unwrap();
+    assert_eq!(back, pattern, "host 2 reads what host 1 wrote");
+
+    // The KMS server stops: the attached volume keeps working...
+    // SAFETY: SIGTERM to the server we started.
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    assert!(
+        server.wait().unwrap().success(),
+        "the server stops gracefully on SIGTERM"
+    );
+    f2.write_all_at(b"written while the KMS is down", 5 << 20)
+        .unwrap();
+    f2.sync_all().unwrap();
+    let mut buf = [0u8; 29];
+    f2.read_exact_at(&mut buf, 5 << 20).unwrap();
+    assert_eq!(&buf, b"written while the KMS is down");
+    drop(f2);
+    // ...and a new attach fails, naming the unreachable KMS.
+    let err = kv_err(h1, &["--profile", "acct", "volume", "attach", &vol]);
+    assert!(
+        err.contains("DependencyTimeoutException")
+            && err.contains("cannot reach the KMS at")
+            && err.contains(&endpoint),
+        "{err}"
+    );
+    kv(h2, &["--profile", "acct", "volume", "detach", &vol]);
+}
