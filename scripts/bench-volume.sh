@@ -20,8 +20,9 @@ RT="${BENCH_RUNTIME:-8}"
 FIO_SIZE="$((SIZE_MIB / 2))M"
 TARGETS="${BENCH_TARGETS:-keyvol plainloop qemu-luks gocryptfs}"
 
-cargo build --release --example volume_bench_attach --quiet
+cargo build --release --example volume_bench_attach --bin keyvol --quiet
 ATTACH="$PWD/target/release/examples/volume_bench_attach"
+KEYVOL="$PWD/target/release/keyvol"
 
 WORK="$(mktemp -d /var/tmp/keyvol-bench.XXXXXX)"
 PIDS=()
@@ -127,16 +128,19 @@ echo "-- filesystems (volume ${SIZE_MIB} MiB, fio file ${FIO_SIZE}, ${RT}s per f
 for t in $TARGETS; do
   case "$t" in
     keyvol)
-      touch "$WORK/kv.dev"
-      "$ATTACH" attach "$WORK/kv.img" "$SIZE_MIB" "$WORK/kv.dev" 4 >"$WORK/kv.log" 2>&1 &
-      KV_PID=$!
-      PIDS+=("$KV_PID")
-      FUSE_FILES+=("$WORK/kv.dev")
-      wait_for_size "$WORK/kv.dev" $((SIZE_MIB * 1048576))
+      # The real product path: a volume of a fresh home, attached by the
+      # keyvol daemon (data key unwrapped through the KMS).
+      export KEYVOL_HOME="$WORK/kvhome"
+      VOL="$("$KEYVOL" volume create --size "${SIZE_MIB}MiB" --query VolumeId --output text)"
+      "$KEYVOL" volume attach "$VOL" --device "$WORK/kv.dev" >/dev/null
+      KV_PID="$("$KEYVOL" volume status --query 'Attachments[0].Pid' --output text)"
       loop_ext4 "$WORK/kv.dev" "$WORK/kv.mnt"
       run_suite keyvol "$WORK/kv.mnt"
       R[keyvol.rss_mib]="$(awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$KV_PID/status")"
       echo "           keyvol daemon peak RSS ${R[keyvol.rss_mib]} MiB"
+      # detach --force unmounts and frees the loop device first.
+      "$KEYVOL" volume detach "$VOL" --force >/dev/null
+      unset KEYVOL_HOME
       ;;
     plainloop)
       truncate -s "${SIZE_MIB}M" "$WORK/plain.img"
