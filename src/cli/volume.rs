@@ -127,7 +127,9 @@ fn op_name(sub: &str) -> &'static str {
 pub fn run(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliError> {
     let op = op_name(sub);
     let api = |e: ApiError| CliError::api(op, e);
-    let vols = Volumes::open(s).map_err(api)?;
+    let vols = Volumes::open(s)
+        .map_err(api)?
+        .with_snapshot_source(keyvol::snapshot::ops::hydration_source);
     let vol = || {
         m.get_one::<String>("volume-id")
             .cloned()

@@ -540,7 +540,7 @@ pub fn create(
     opts: &CreateOptions,
     rep: &mut dyn Reporter,
 ) -> ApiResult<Value> {
-    let vols = Volumes::open(s)?;
+    let vols = Volumes::open(s)?.with_snapshot_source(hydration_source);
     let r = vols.get(vol)?;
     let store = store_for(s, &s.ctx.region)?;
     let dek = vols.data_key(&r)?;
@@ -800,7 +800,7 @@ pub fn delete(s: &Session, id: &str) -> ApiResult<Value> {
         )));
     }
     // Opening the volumes first creates their table in a fresh home.
-    let vols = Volumes::open(s)?;
+    let vols = Volumes::open(s)?.with_snapshot_source(hydration_source);
     let users: Vec<String> = {
         let conn = db(s)?;
         let mut st = conn
@@ -1232,7 +1232,7 @@ pub fn restore_with(
         )));
     }
     check_present(&store, &m)?;
-    let vols = Volumes::open(s)?;
+    let vols = Volumes::open(s)?.with_snapshot_source(hydration_source);
     let vol = VolumeId::generate();
     // As EBS: without a key, a volume from an own snapshot uses the
     // snapshot's key, one from a shared snapshot the caller's aws/ebs key;

@@ -25,7 +25,7 @@ use crate::kms::api::b64_encode;
 use crate::kms::{ErrorCode, KmsError};
 use crate::secret::VolumeDataKey;
 use crate::session::Session;
-use crate::volume::device::HydrationMap;
+use crate::volume::device::{ChunkSource, HydrationMap};
 use crate::volume::{mount, ChangeLog, EncryptedDevice, SectorCipher, CHUNK_SIZE, SECTOR_SIZE};
 
 const SCHEMA: &str = r#"
@@ -120,9 +120,15 @@ pub fn parse_size(s: &str) -> ApiResult<u64> {
     Ok(size)
 }
 
+/// Finds the snapshot a restored volume hydrates from. The snapshot layer
+/// provides it (`snapshot::ops::hydration_source`), so that volumes do not
+/// depend on snapshots.
+pub type SourceResolver = fn(&Session, &VolumeRecord) -> ApiResult<Arc<dyn ChunkSource>>;
+
 pub struct Volumes<'a> {
     s: &'a Session,
     conn: rusqlite::Connection,
+    source: Option<SourceResolver>,
 }
 
 impl<'a> Volumes<'a> {
@@ -133,7 +139,17 @@ impl<'a> Volumes<'a> {
             .map_err(|e| ApiError::internal(e.to_string()))?;
         conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
             .map_err(db_err)?;
-        Ok(Volumes { s, conn })
+        Ok(Volumes {
+            s,
+            conn,
+            source: None,
+        })
+    }
+
+    /// Lets restored volumes hydrate from their snapshot through `f`.
+    pub fn with_snapshot_source(mut self, f: SourceResolver) -> Self {
+        self.source = Some(f);
+        self
     }
 
     fn dir(&self) -> PathBuf {
@@ -602,7 +618,13 @@ impl<'a> Volumes<'a> {
         if map_path.exists() {
             let map = HydrationMap::open(&map_path)?;
             if !map.pending_chunks().is_empty() {
-                let source = crate::snapshot::ops::hydration_source(self.s, r)?;
+                let resolve = self.source.ok_or_else(|| {
+                    ApiError::internal(format!(
+                        "volume {} still hydrates from its snapshot, but no snapshot source was given",
+                        r.volume_id
+                    ))
+                })?;
+                let source = resolve(self.s, r)?;
                 device = device.with_hydration(source, map);
             }
         }
