@@ -2,6 +2,7 @@
 //! key management service.
 
 pub mod api_error;
+pub mod background;
 pub mod clock;
 pub mod config;
 pub mod envelope;

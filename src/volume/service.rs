@@ -655,12 +655,6 @@ impl<'a> Volumes<'a> {
         let device = absolute(&device)?;
         let exe = std::env::current_exe()
             .map_err(|e| ApiError::internal(format!("locating the keyvol binary: {e}")))?;
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(self.log_path(&r.volume_id))
-            .map_err(|e| io_err("opening", &self.log_path(&r.volume_id), e))?;
         let mut cmd = std::process::Command::new(exe);
         cmd.args([
             "--home",
@@ -677,29 +671,12 @@ impl<'a> Volumes<'a> {
             "--device",
             &device.to_string_lossy(),
             "--foreground",
-        ])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(log);
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| ApiError::internal(format!("starting the attach daemon: {e}")))?;
-        let mut line = String::new();
-        if let Some(out) = child.stdout.take() {
-            let _ = std::io::BufReader::new(out).read_line(&mut line);
-        }
-        if line.trim().is_empty() {
-            let status = child.wait().ok();
-            let log = fs::read_to_string(self.log_path(&r.volume_id)).unwrap_or_default();
-            let last = log
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("")
-                .to_string();
-            return Err(ApiError::new("AttachFailed", format!("the attach daemon of {v} exited ({status:?}) before serving the device: {last}")));
-        }
+        ]);
+        crate::background::start_and_wait_ready(
+            cmd,
+            &self.log_path(&r.volume_id),
+            &format!("the attach daemon of {v}"),
+        )?;
         self.to_json(&self.row(v)?)
     }
 

@@ -3,7 +3,7 @@
 
 mod cli;
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use clap::Parser;
@@ -92,41 +92,10 @@ fn in_background(s: &Session) -> ApiResult<Value> {
     std::fs::create_dir_all(&logs)
         .map_err(|e| ApiError::internal(format!("creating {}: {e}", logs.display())))?;
     let log_path = logs.join(format!("snapshot-job-{}.log", std::process::id()));
-    let log = std::fs::File::create(&log_path)
-        .map_err(|e| ApiError::internal(format!("creating {}: {e}", log_path.display())))?;
     let mut cmd = std::process::Command::new(exe);
     cmd.args(std::env::args_os().skip(1))
-        .args(["--wait", "--report-pending"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(log);
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| ApiError::internal(format!("starting the snapshot job: {e}")))?;
-    let mut line = String::new();
-    if let Some(out) = child.stdout.take() {
-        let _ = std::io::BufReader::new(out).read_line(&mut line);
-    }
-    if line.trim().is_empty() {
-        let _ = child.wait();
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        let last = text
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        // The job printed an aws-style error line: pass its name and text on.
-        if let Some(rest) = last.strip_prefix("An error occurred (") {
-            if let Some((code, msg)) = rest.split_once(')') {
-                let msg = msg.split_once(": ").map(|(_, m)| m).unwrap_or(msg);
-                return Err(ApiError::new(code, msg));
-            }
-        }
-        return Err(ApiError::internal(format!(
-            "the snapshot job stopped before it started: {last}"
-        )));
-    }
+        .args(["--wait", "--report-pending"]);
+    let line = keyvol::background::start_and_wait_ready(cmd, &log_path, "the snapshot job")?;
     serde_json::from_str(line.trim())
         .map_err(|e| ApiError::internal(format!("the snapshot job printed bad JSON: {e}")))
 }
