@@ -11,6 +11,7 @@ pub mod home;
 pub mod iam;
 pub mod ids;
 pub mod kms;
+pub mod output;
 pub mod secret;
 pub mod server;
 pub mod session;

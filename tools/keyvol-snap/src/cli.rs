@@ -27,9 +27,12 @@ pub struct Global {
     /// Region (env KEYVOL_REGION); the destination region of a copy
     #[arg(long, global = true)]
     pub region: Option<String>,
-    /// Output format (json is the default; text and table print the same JSON)
+    /// Output format: json (default), text or table
     #[arg(long, global = true, value_parser = ["json", "text", "table"])]
     pub output: Option<String>,
+    /// Print only this field (dotted path, e.g. SnapshotId or Blocks[0].BlockIndex)
+    #[arg(long, global = true)]
+    pub query: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

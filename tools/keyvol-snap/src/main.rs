@@ -226,9 +226,14 @@ fn main() {
     match run(&cli) {
         Ok(v) => {
             if !v.is_null() {
-                let text = serde_json::to_string_pretty(&v).unwrap_or_default();
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{text}");
+                let output = cli.global.output.as_deref().unwrap_or("json");
+                match keyvol::output::render(v, output, cli.global.query.as_deref()) {
+                    Ok(lines) => keyvol::output::print_lines(&lines),
+                    Err(e) => {
+                        let _ = writeln!(std::io::stderr(), "\nkeyvol-snap: error: {e}");
+                        std::process::exit(252);
+                    }
+                }
             }
         }
         Err(e) => {
