@@ -8,28 +8,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
 
 use common::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn prerequisites() -> Option<MutexGuard<'static, ()>> {
-    // SAFETY: geteuid cannot fail and touches no memory.
-    let root = unsafe { libc::geteuid() } == 0;
-    let ok = root && Path::new("/dev/fuse").exists();
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "volume tests need root and /dev/fuse"
-        );
-        eprintln!("NOT RUN outside CI: volume tests need root and /dev/fuse");
-        return None;
-    }
-    Some(SERIAL.lock().unwrap_or_else(|p| p.into_inner()))
-}
 
 struct Home {
     dir: tempfile::TempDir,
@@ -145,7 +127,9 @@ fn e2fsck_clean(device: &Path) {
 
 #[test]
 fn filesystem_survives_unmount_detach_and_reattach() {
-    let Some(_g) = prerequisites() else { return };
+    let Some(_g) = fuse_prerequisites() else {
+        return;
+    };
     let mut h = Home::new();
     let key = h.key();
     let vol = h.create("256MiB", Some(&key));
@@ -195,7 +179,9 @@ fn filesystem_survives_unmount_detach_and_reattach() {
 
 #[test]
 fn backing_file_decrypts_with_an_independent_xts_and_holds_no_plaintext() {
-    let Some(_g) = prerequisites() else { return };
+    let Some(_g) = fuse_prerequisites() else {
+        return;
+    };
     let mut h = Home::new();
     let key = h.key();
     let vol = h.create("64MiB", Some(&key));
@@ -272,7 +258,9 @@ sys.stdout.buffer.write(out)
 
 #[test]
 fn key_states_against_create_attach_and_an_attached_volume() {
-    let Some(_g) = prerequisites() else { return };
+    let Some(_g) = fuse_prerequisites() else {
+        return;
+    };
     let mut h = Home::new();
     let key = h.key();
     let vol = h.create("32MiB", Some(&key));
@@ -338,7 +326,9 @@ fn key_states_against_create_attach_and_an_attached_volume() {
 
 #[test]
 fn kill_9_of_the_daemon_loses_nothing_fsynced() {
-    let Some(_g) = prerequisites() else { return };
+    let Some(_g) = fuse_prerequisites() else {
+        return;
+    };
     let mut h = Home::new();
     let key = h.key();
     let vol = h.create("256MiB", Some(&key));

@@ -15,19 +15,6 @@ use std::process::{Command, Stdio};
 use common::*;
 use serde_json::Value;
 
-fn prerequisites() -> bool {
-    // SAFETY: geteuid cannot fail and touches no memory.
-    let ok = unsafe { libc::geteuid() } == 0 && Path::new("/dev/fuse").exists();
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "needs root and /dev/fuse"
-        );
-        eprintln!("NOT RUN outside CI: needs root and /dev/fuse");
-    }
-    ok
-}
-
 fn kv(home: &Path, args: &[&str]) -> Value {
     keyvol_json(home, args)
 }
@@ -67,9 +54,9 @@ fn configure_host(host: &Path, endpoint: &str, akid: &str, secret: &str) {
 
 #[test]
 fn volume_hosts_share_a_remote_kms() {
-    if !prerequisites() {
+    let Some(_g) = fuse_prerequisites() else {
         return;
-    }
+    };
     let kms_home = tempfile::tempdir().unwrap();
     let host1 = tempfile::tempdir().unwrap();
     let host2 = tempfile::tempdir().unwrap();

@@ -108,3 +108,23 @@ pub fn all_files(dir: &Path) -> Vec<std::path::PathBuf> {
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
+
+static FUSE_SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Tests that mount volumes need root and /dev/fuse. Under CI=true a
+/// missing one fails the test; elsewhere the test says it did not run.
+/// Returns a guard that runs such tests of one binary one at a time (loop
+/// devices and mounts are machine-wide).
+pub fn fuse_prerequisites() -> Option<std::sync::MutexGuard<'static, ()>> {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let ok = unsafe { libc::geteuid() } == 0 && Path::new("/dev/fuse").exists();
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "this test mounts volumes: it needs root and /dev/fuse"
+        );
+        eprintln!("NOT RUN outside CI: this test mounts volumes and needs root and /dev/fuse");
+        return None;
+    }
+    Some(FUSE_SERIAL.lock().unwrap_or_else(|p| p.into_inner()))
+}
