@@ -227,13 +227,25 @@ impl Kms {
         let spec = spec_of(k)?;
         let m = store::material(op.tx, &k.key_id, None)?
             .ok_or_else(|| KmsError::invalid_state(format!("{} is pending import.", k.arn())))?;
+        let slot = (k.key_id, m.version);
+        let cache = || self.private_keys.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(key) = cache().get(&slot) {
+            return Ok(key.clone());
+        }
         let material = self.unseal_material(&k.key_id, m.version, &m.sealed)?;
-        PrivateKeyMaterial::load(spec, &material).map_err(|e| {
+        let key = PrivateKeyMaterial::load(spec, &material).map_err(|e| {
             KmsError::internal(format!(
                 "the stored key material of {} does not load: {e}",
                 k.arn()
             ))
-        })
+        })?;
+        let mut c = cache();
+        // Bounded: a process serving many keys keeps at most 256 parsed.
+        if c.len() >= 256 {
+            c.clear();
+        }
+        c.insert(slot, key.clone());
+        Ok(key)
     }
 
     pub fn get_public_key(

@@ -21,6 +21,12 @@ pub struct Kms {
     conn: Mutex<Connection>,
     pub(crate) clock: Clock,
     audit_key: Key256,
+    /// Parsed asymmetric and HMAC private keys by (key id, material
+    /// version), so Sign/Decrypt/MAC calls skip unsealing and parsing.
+    /// Material of a version never changes and key ids are never reused;
+    /// entries are zeroized when dropped.
+    pub(crate) private_keys:
+        Mutex<std::collections::HashMap<(KeyId, u32), super::asym::PrivateKeyMaterial>>,
 }
 
 impl std::fmt::Debug for Kms {
@@ -120,6 +126,7 @@ impl Kms {
             conn: Mutex::new(conn),
             clock,
             audit_key,
+            private_keys: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
