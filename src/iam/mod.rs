@@ -542,13 +542,15 @@ fn insert_profile(tx: &Connection, profile: &str, key: &str) -> KmsResult<()> {
     Ok(())
 }
 
+/// 1 to 64 ASCII letters, digits or bytes of `extra`.
+fn is_name(s: &str, extra: &[u8]) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+}
+
 fn validate_profile_name(p: &str) -> KmsResult<()> {
-    if p.is_empty()
-        || p.len() > 64
-        || !p
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
+    if !is_name(p, b"-_.") {
         return Err(KmsError::validation(format!(
             "Profile name '{p}' must be 1-64 characters of letters, digits, '-', '_' or '.'."
         )));
@@ -557,12 +559,7 @@ fn validate_profile_name(p: &str) -> KmsResult<()> {
 }
 
 fn validate_user_name(n: &str) -> KmsResult<()> {
-    if n.is_empty()
-        || n.len() > 64
-        || !n
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
-    {
+    if !is_name(n, b"+=,.@_-") {
         return Err(KmsError::validation(format!(
             "1 validation error detected: Value '{n}' at 'userName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]+ (1-64 characters)"
         )));
@@ -570,24 +567,26 @@ fn validate_user_name(n: &str) -> KmsResult<()> {
     Ok(())
 }
 
-fn new_access_key_id() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let r = SecretBytes::random(16);
-    let tail: String = r
-        .expose()
-        .iter()
-        .map(|b| ALPHABET[(*b as usize) % 32] as char)
-        .collect();
-    format!("AKIA{tail}")
-}
-
-fn new_secret() -> SecretBytes {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let r = SecretBytes::random(40);
+/// `len` random characters of `alphabet` (whose length divides 256, so
+/// every character is equally likely), in a zeroizing buffer.
+fn random_chars(alphabet: &[u8], len: usize) -> SecretBytes {
+    let r = SecretBytes::random(len);
     SecretBytes::new(
         r.expose()
             .iter()
-            .map(|b| ALPHABET[(*b as usize) % 64])
+            .map(|b| alphabet[(*b as usize) % alphabet.len()])
             .collect(),
+    )
+}
+
+fn new_access_key_id() -> String {
+    let tail = random_chars(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16);
+    format!("AKIA{}", String::from_utf8_lossy(tail.expose()))
+}
+
+fn new_secret() -> SecretBytes {
+    random_chars(
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+        40,
     )
 }
