@@ -800,9 +800,11 @@ fn import_flow_end_to_end_with_openssl_wrapping() {
     let v = keyvol_json(home, &decrypt);
     assert_eq!(v["Plaintext"], "aGVsbG8=");
 
-    // Imported keys do not rotate; AWS_KMS keys take no imported material.
+    // An imported key without new material to rotate onto is in the wrong
+    // state (AWS: KMSInvalidStateException); AWS_KMS keys take no imported
+    // material.
     let e = kv_err(home, &["kms", "rotate-key-on-demand", "--key-id", &key]);
-    assert!(e.contains("(UnsupportedOperationException)"), "{e}");
+    assert!(e.contains("(KMSInvalidStateException)"), "{e}");
     let normal = keyvol_json(home, &["kms", "create-key"])["KeyMetadata"]["KeyId"]
         .as_str()
         .unwrap()

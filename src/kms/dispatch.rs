@@ -32,6 +32,9 @@ macro_rules! operations {
                 if !request.is_object() {
                     return Err(KmsError::new(ErrorCode::SerializationException, "The request body must be a JSON object."));
                 }
+                if let Some(tokens) = request.get("GrantTokens") {
+                    super::grants::check_grant_tokens(tokens)?;
+                }
                 match operation {
                     $($name => out(self.$method(ctx, parse(operation, request)?)),)*
                     other => Err(KmsError::new(

@@ -468,6 +468,8 @@ impl Kms {
                     caller.principal_arn, k.arn()
                 )));
             }
+            // DryRun: the grant was found and the caller may retire it.
+            super::ops_asym::dry_run(req.dry_run)?;
             delete_grant(op, &g.grant_id)?;
             Ok(Empty {})
         })
@@ -509,12 +511,15 @@ fn delete_grant(op: &Op<'_>, id: &str) -> KmsResult<()> {
     Ok(())
 }
 
+/// Length of a grant token: 32 random bytes and the 32-byte grant id, hex.
+const GRANT_TOKEN_LEN: usize = 128;
+
 fn check_tokens(tokens: &[String]) -> KmsResult<()> {
     if tokens.len() > 10 {
         return Err(KmsError::validation("1 validation error detected: Value at 'grantTokens' failed to satisfy constraint: Member must have length less than or equal to 10"));
     }
     for t in tokens {
-        if t.is_empty() || t.len() > 8192 {
+        if t.len() != GRANT_TOKEN_LEN || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(KmsError::new(
                 ErrorCode::InvalidGrantTokenException,
                 "The grant token is not valid.",
@@ -522,4 +527,28 @@ fn check_tokens(tokens: &[String]) -> KmsResult<()> {
         }
     }
     Ok(())
+}
+
+/// The `GrantTokens` member of any request: a list of at most 10
+/// well-formed tokens, else InvalidGrantTokenException as in AWS.
+pub(crate) fn check_grant_tokens(tokens: &Value) -> KmsResult<()> {
+    let Some(list) = tokens.as_array() else {
+        return Err(KmsError::new(
+            ErrorCode::SerializationException,
+            "GrantTokens must be a list of strings.",
+        ));
+    };
+    let mut strings = Vec::with_capacity(list.len());
+    for t in list {
+        match t.as_str() {
+            Some(s) => strings.push(s.to_string()),
+            None => {
+                return Err(KmsError::new(
+                    ErrorCode::SerializationException,
+                    "GrantTokens must be a list of strings.",
+                ))
+            }
+        }
+    }
+    check_tokens(&strings)
 }

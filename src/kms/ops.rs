@@ -7,6 +7,7 @@ use super::api::*;
 use super::asym::{KeySpec, KeyUsage, PrivateKeyMaterial};
 use super::ciphertext::{self, EncryptionContext};
 use super::model::{AlgorithmLists, KeyRecord, KeyState, StateRule};
+use super::ops_asym::dry_run;
 use super::service::Op;
 use super::store;
 use super::{ErrorCode, Kms, KmsError, KmsResult, RequestContext};
@@ -216,21 +217,29 @@ fn validate_tags(tags: &[Tag]) -> KmsResult<()> {
             "Too many tags: a key can have at most 50 tags.",
         ));
     }
-    for t in tags {
-        if t.tag_key.is_empty() || t.tag_key.chars().count() > 128 {
-            return Err(KmsError::new(
-                ErrorCode::TagException,
-                format!("Tag key '{}' must be 1 to 128 characters long.", t.tag_key),
+    for (i, t) in tags.iter().enumerate() {
+        let member = i + 1;
+        if t.tag_key.is_empty() {
+            return Err(KmsError::validation(format!(
+                "1 validation error detected: Value '' at 'tags.{member}.member.tagKey' failed to satisfy constraint: Member must have length greater than or equal to 1"
+            )));
+        }
+        if t.tag_key.chars().count() > 128 {
+            return Err(validation_len(
+                &format!("tags.{member}.member.tagKey"),
+                128,
+                "length",
             ));
         }
         if t.tag_value.chars().count() > 256 {
-            return Err(KmsError::new(
-                ErrorCode::TagException,
-                format!(
-                    "The value of tag '{}' must be at most 256 characters long.",
-                    t.tag_key
-                ),
+            return Err(validation_len(
+                &format!("tags.{member}.member.tagValue"),
+                256,
+                "length",
             ));
+        }
+        if tags[..i].iter().any(|o| o.tag_key == t.tag_key) {
+            return Err(KmsError::new(ErrorCode::TagException, "Duplicate tag keys"));
         }
         if t.tag_key.to_ascii_lowercase().starts_with("aws:") {
             return Err(KmsError::new(
@@ -270,13 +279,7 @@ fn put_tags(tx: &rusqlite::Connection, id: &KeyId, tags: &[Tag]) -> KmsResult<()
 }
 
 fn validate_alias_name(name: &str) -> KmsResult<()> {
-    if !name.starts_with("alias/") {
-        return Err(KmsError::new(
-            ErrorCode::InvalidAliasNameException,
-            "Alias must start with the prefix \"alias/\". Please see https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html",
-        ));
-    }
-    let rest = &name["alias/".len()..];
+    let rest = name.strip_prefix("alias/").unwrap_or_default();
     if rest.is_empty()
         || name.len() > 256
         || !rest
@@ -355,6 +358,11 @@ impl Kms {
         // lock. The body validates the request again and uses it only then.
         let pregenerated = pregenerate_key(&req);
         self.run(ctx, "CreateKey", to_audit(&req), |op| {
+            if req.key_spec.is_some() && req.customer_master_key_spec.is_some() {
+                return Err(KmsError::validation(
+                    "You cannot specify KeySpec and CustomerMasterKeySpec in the same request. CustomerMasterKeySpec is deprecated.",
+                ));
+            }
             let spec_text = req
                 .key_spec
                 .clone()
@@ -603,6 +611,7 @@ impl Kms {
             }
             check_symmetric_encrypt(&k, "Encrypt")?;
             check_algorithm(req.encryption_algorithm.as_deref())?;
+            dry_run(req.dry_run)?;
             let blob = self.encrypt_with(op, &k, &context, pt.0.expose())?;
             Ok(EncryptResponse { ciphertext_blob: Blob(blob), key_id: k.arn(), encryption_algorithm: SYMMETRIC.into() })
         })
@@ -681,6 +690,7 @@ impl Kms {
             cond.insert("kms:EncryptionAlgorithm".into(), json!(SYMMETRIC));
             op.permit("kms:Decrypt", &k, StateRule::Use, &cond)?;
             check_symmetric_encrypt(&k, "Decrypt")?;
+            dry_run(req.dry_run)?;
             let pt = self.decrypt_with(op, &k, &blob.0, &context)?;
             Ok(DecryptResponse { key_id: k.arn(), plaintext: SecretBlob(pt), encryption_algorithm: SYMMETRIC.into() })
         })
@@ -702,6 +712,7 @@ impl Kms {
             op.permit("kms:ReEncryptFrom", &src, StateRule::Use, &context_conditions(&sctx))?;
             op.permit("kms:ReEncryptTo", &dst, StateRule::Use, &context_conditions(&dctx))?;
             check_symmetric_encrypt(&dst, "ReEncrypt")?;
+            dry_run(req.dry_run)?;
             let pt = self.decrypt_with(op, &src, &blob.0, &sctx)?;
             let out = self.encrypt_with(op, &dst, &dctx, pt.expose())?;
             op.trace.key(&dst);
@@ -768,6 +779,7 @@ impl Kms {
             let context = req.encryption_context.clone().unwrap_or_default();
             op.permit(action, &k, StateRule::Use, &context_conditions(&context))?;
             check_symmetric_encrypt(&k, name)?;
+            dry_run(req.dry_run)?;
             let dk = SecretBytes::random(len);
             let blob = self.encrypt_with(op, &k, &context, dk.expose())?;
             Ok(GenerateDataKeyResponse { ciphertext_blob: Blob(blob), plaintext: with_plaintext.then_some(SecretBlob(dk)), key_id: k.arn() })
@@ -983,7 +995,7 @@ impl Kms {
                 k.check_state(StateRule::Use)?;
             }
             Ok(KeyRotationStatusResponse {
-                key_id: k.arn(),
+                key_id: k.key_id.to_string(),
                 key_rotation_enabled: k.rotation_enabled,
                 rotation_period_in_days: k.rotation_enabled.then_some(k.rotation_period).flatten(),
                 next_rotation_date: k.rotation_enabled.then_some(k.next_rotation).flatten(),
@@ -1003,6 +1015,15 @@ impl Kms {
                 return Err(access_denied_managed(op, "kms:RotateKeyOnDemand", &k));
             }
             k.check_state(StateRule::Rotate)?;
+            if k.is_symmetric() && k.origin == "EXTERNAL" {
+                // AWS: an imported key rotates on demand only onto new
+                // material imported for it; without that the key is in the
+                // wrong state, not of the wrong kind.
+                return Err(KmsError::invalid_state(format!(
+                    "{} has no new key material imported for on-demand rotation.",
+                    k.arn()
+                )));
+            }
             rotation_supported(&k)?;
             if k.on_demand_rotations >= MAX_ON_DEMAND_ROTATIONS {
                 return Err(KmsError::new(ErrorCode::LimitExceededException, format!(
@@ -1012,7 +1033,7 @@ impl Kms {
             add_material(self, op.tx, &k, op.now, "ON_DEMAND")?;
             k.on_demand_rotations += 1;
             store::update_key(op.tx, &k)?;
-            Ok(KeyIdResponse { key_id: k.key_id.to_string() })
+            Ok(KeyIdResponse { key_id: k.arn() })
         })
     }
 

@@ -281,6 +281,18 @@ pub fn verify(
             )));
         }
     }
+    // Every `x-amz-*` header present must be covered by the signature:
+    // `X-Amz-Target` picks the operation, so an unsigned one would let a
+    // captured request be replayed as another operation.
+    if let Some((name, _)) = req.headers.iter().find(|(name, _)| {
+        let lower = name.to_ascii_lowercase();
+        lower.starts_with("x-amz-") && !auth.signed_headers.contains(&lower)
+    }) {
+        return Err(invalid_signature(format!(
+            "'{}' must be a 'SignedHeader' in the AWS Authorization.",
+            truncate(name, 64)
+        )));
+    }
     check_skew(signed_at, policy.now)?;
 
     let Some(credentials) = lookup(&auth.access_key_id) else {
@@ -857,6 +869,28 @@ mod tests {
             now,
         };
         verify(&req, &p, |id| (id == "AKIDEXAMPLE").then(creds))
+    }
+
+    #[test]
+    fn verify_requires_every_amz_header_signed() {
+        // Signed without X-Amz-Target, then the target added: a captured
+        // request replayed as another operation.
+        let mut headers = signed_kms(&[HOST, DATE], b"{}", "us-east-1", SECRET);
+        assert!(check(&headers, b"{}", T0).is_ok());
+        headers.push(("X-Amz-Target".into(), "TrentService.GenerateDataKey".into()));
+        let e = check(&headers, b"{}", T0).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidSignatureException);
+        assert!(e.message.contains("'X-Amz-Target'"), "{}", e.message);
+
+        let mut headers = signed_kms(&[HOST, DATE], b"{}", "us-east-1", SECRET);
+        headers.push(("x-amz-security-token".into(), "forged".into()));
+        let e = check(&headers, b"{}", T0).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidSignatureException);
+
+        // Headers outside x-amz-* may stay unsigned, as in AWS.
+        let mut headers = signed_kms(&[HOST, DATE], b"{}", "us-east-1", SECRET);
+        headers.push(("User-Agent".into(), "test".into()));
+        assert!(check(&headers, b"{}", T0).is_ok());
     }
 
     #[test]
