@@ -214,3 +214,123 @@ fn create_key_refuses_both_spec_members() {
     );
     e.ok("CreateKey", json!({"KeySpec": "SYMMETRIC_DEFAULT"}));
 }
+
+/// The operation names of botocore's KMS model, from the venv that
+/// scripts/setup.sh installs (no venv is a failure, not a skip).
+fn botocore_kms_operations() -> Vec<String> {
+    let venv = std::env::var("KEYVOL_VENV")
+        .unwrap_or_else(|_| format!("{}/.cache/keyvol-venv", std::env::var("HOME").unwrap()));
+    let out = std::process::Command::new(format!("{venv}/bin/python"))
+        .args([
+            "-c",
+            "import botocore.session,json;print(json.dumps(botocore.session.get_session().get_service_model('kms').operation_names))",
+        ])
+        .output()
+        .expect("the keyvol venv's python (run scripts/setup.sh)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn every_botocore_operation_is_answered() {
+    let e = env();
+    let key = e.create_key();
+    let ops = botocore_kms_operations();
+    assert!(ops.len() >= 50, "{ops:?}");
+    for op in &ops {
+        if let Err(err) = e.call(op, json!({"KeyId": key})) {
+            assert_ne!(err.code, UnknownOperationException, "{op}: {err}");
+        }
+    }
+}
+
+#[test]
+fn absent_features_answer_as_for_an_account_without_them() {
+    let e = env();
+    let key = e.create_key();
+    let stores = e.ok("DescribeCustomKeyStores", json!({}));
+    assert_eq!(stores, json!({"CustomKeyStores": [], "Truncated": false}));
+    assert_eq!(
+        e.code(
+            "DescribeCustomKeyStores",
+            json!({"CustomKeyStoreId": "cks-1234567890abcdef0"})
+        ),
+        Some(CustomKeyStoreNotFoundException)
+    );
+    for op in [
+        "ConnectCustomKeyStore",
+        "DisconnectCustomKeyStore",
+        "DeleteCustomKeyStore",
+        "UpdateCustomKeyStore",
+    ] {
+        assert_eq!(
+            e.code(op, json!({"CustomKeyStoreId": "cks-1234567890abcdef0"})),
+            Some(CustomKeyStoreNotFoundException),
+            "{op}"
+        );
+        assert_eq!(e.code(op, json!({})), Some(ValidationException), "{op}");
+    }
+    assert_eq!(
+        e.code(
+            "CreateCustomKeyStore",
+            json!({"CustomKeyStoreName": "s", "CloudHsmClusterId": "cluster-1a23b4cdefg"})
+        ),
+        Some(CloudHsmClusterNotFoundException)
+    );
+    assert_eq!(
+        e.code(
+            "ReplicateKey",
+            json!({"KeyId": key, "ReplicaRegion": "us-west-2"})
+        ),
+        Some(UnsupportedOperationException)
+    );
+    assert_eq!(
+        e.code(
+            "Encapsulate",
+            json!({"KeyId": key, "EncapsulationAlgorithm": "ML_KEM"})
+        ),
+        Some(InvalidKeyUsageException)
+    );
+    // A key the caller cannot see is NotFound before anything else.
+    assert_eq!(
+        e.code(
+            "UpdatePrimaryRegion",
+            json!({"KeyId": "00000000-0000-0000-0000-000000000000", "PrimaryRegion": "us-west-2"})
+        ),
+        Some(NotFoundException)
+    );
+}
+
+#[test]
+fn get_key_last_usage_reports_the_last_successful_crypto_call() {
+    let e = env();
+    let key = e.create_key();
+    let fresh = e.ok("GetKeyLastUsage", json!({"KeyId": key}));
+    assert!(fresh.get("KeyLastUsage").is_none(), "{fresh}");
+    assert_eq!(fresh["TrackingStartDate"], fresh["KeyCreationDate"]);
+    e.ok("Encrypt", json!({"KeyId": key, "Plaintext": b64(b"x")}));
+    let blob = e.ok(
+        "GenerateDataKey",
+        json!({"KeyId": key, "KeySpec": "AES_256"}),
+    );
+    // A failed call does not count.
+    e.call(
+        "Decrypt",
+        json!({"CiphertextBlob": b64(b"garbage-garbage-garbage"), "KeyId": key}),
+    )
+    .unwrap_err();
+    let used = e.ok("GetKeyLastUsage", json!({"KeyId": key}));
+    let last = &used["KeyLastUsage"];
+    assert_eq!(last["Operation"], "GenerateDataKey", "{used}");
+    let events = e.kms.audit_list(&Default::default()).unwrap();
+    let gdk = events
+        .iter()
+        .rfind(|ev| ev["eventName"] == "GenerateDataKey")
+        .unwrap();
+    assert_eq!(last["CloudTrailEventId"], gdk["eventID"]);
+    assert!(blob["CiphertextBlob"].is_string());
+}

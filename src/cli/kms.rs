@@ -328,6 +328,12 @@ const OPERATIONS: &[(&str, &[&str], &[&str])] = &[
         &["KeyId", "ImportToken", "EncryptedKeyMaterial"],
     ),
     ("DeleteImportedKeyMaterial", &["KeyId"], &["KeyId"]),
+    ("GetKeyLastUsage", &["KeyId"], &["KeyId"]),
+    (
+        "DescribeCustomKeyStores",
+        &["CustomKeyStoreId", "CustomKeyStoreName", "Limit", "Marker"],
+        &[],
+    ),
 ];
 
 /// `CreateKey` -> `create-key`.

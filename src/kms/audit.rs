@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS audit (
     hash TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_account ON audit(account, event_time);
+CREATE INDEX IF NOT EXISTS audit_by_key ON audit(key_arn, seq);
 CREATE TABLE IF NOT EXISTS audit_head (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     seq INTEGER NOT NULL,

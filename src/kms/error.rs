@@ -2,9 +2,23 @@
 
 use std::fmt;
 
-/// AWS KMS error names. `Display` gives the exact AWS name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
+/// Declares [`ErrorCode`] and the list of all its values once.
+macro_rules! error_codes {
+    ($($(#[$vmeta:meta])* $variant:ident),+ $(,)?) => {
+        /// AWS KMS error names. `Display` gives the exact AWS name.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl ErrorCode {
+            /// Every error name, for lookups by name.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),+];
+        }
+    };
+}
+
+error_codes! {
     AccessDeniedException,
     AlreadyExistsException,
     CustomKeyStoreInvalidStateException,
@@ -33,6 +47,11 @@ pub enum ErrorCode {
     TagException,
     UnsupportedOperationException,
     ValidationException,
+    // Features this KMS does not offer, answered as AWS answers an
+    // account without them.
+    CustomKeyStoreNotFoundException,
+    CloudHsmClusterNotFoundException,
+    XksProxyUriUnreachableException,
     // Authentication errors of the HTTP API.
     UnrecognizedClientException,
     InvalidSignatureException,

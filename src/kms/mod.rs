@@ -13,6 +13,7 @@ pub mod error;
 pub mod grants;
 pub mod model;
 mod ops;
+mod ops_absent;
 pub mod ops_asym;
 pub mod ops_import;
 pub mod policy;

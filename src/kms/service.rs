@@ -89,6 +89,8 @@ const STATELESS: &[&str] = &[
     "ListGrants",
     "ListRetirableGrants",
     "GetPublicKey",
+    "GetKeyLastUsage",
+    "DescribeCustomKeyStores",
 ];
 
 /// Request fields that are never written to the audit log.
