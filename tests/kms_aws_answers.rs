@@ -334,3 +334,26 @@ fn get_key_last_usage_reports_the_last_successful_crypto_call() {
     assert_eq!(last["CloudTrailEventId"], gdk["eventID"]);
     assert!(blob["CiphertextBlob"].is_string());
 }
+
+#[test]
+fn truncated_ciphertext_is_invalid_ciphertext_whatever_came_with_it() {
+    let e = env();
+    let key = e.create_key();
+    let ct = e.ok(
+        "Encrypt",
+        json!({"KeyId": key, "Plaintext": b64(b"hello"), "EncryptionContext": {"a": "b"}}),
+    );
+    let blob = unb64(&ct["CiphertextBlob"]);
+    for cut in [1, 10, 20, blob.len() - 1] {
+        let truncated = b64(&blob[..cut]);
+        for req in [
+            json!({"CiphertextBlob": truncated}),
+            json!({"CiphertextBlob": truncated, "KeyId": key}),
+            json!({"CiphertextBlob": truncated, "KeyId": key, "EncryptionContext": {"a": "b"}}),
+        ] {
+            let err = e.call("Decrypt", req.clone()).unwrap_err();
+            assert_eq!(err.code, InvalidCiphertextException, "{req}: {err}");
+            assert!(!err.message.contains("asymmetric"), "{}", err.message);
+        }
+    }
+}

@@ -538,13 +538,14 @@ impl Kms {
         let cond = with(context_conditions(&context), "kms:EncryptionAlgorithm", alg);
         op.permit("kms:Decrypt", &k, StateRule::Use, &cond)?;
         require_usage(&k, KeyUsage::EncryptDecrypt, "Decrypt")?;
-        refuse_context(&req.encryption_context, &k)?;
-        dry_run(req.dry_run)?;
         let spec = spec_of(&k)?;
         if spec == KeySpec::SymmetricDefault && alg == EncryptionAlgorithmSpec::SymmetricDefault {
-            // Not a keyvol ciphertext, for a symmetric key.
+            // Not a keyvol ciphertext (truncated, say), for a symmetric
+            // key: whatever context came with it.
             return Err(KmsError::invalid_ciphertext());
         }
+        refuse_context(&req.encryption_context, &k)?;
+        dry_run(req.dry_run)?;
         if spec.rsa_bits().is_none() {
             return Err(KmsError::from(AsymError::IncompatibleAlgorithm {
                 spec,

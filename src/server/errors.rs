@@ -30,8 +30,12 @@ pub fn http_status(err: &KmsError) -> u16 {
     }
 }
 
-/// The JSON body of an error response.
+/// The JSON body of an error response. An error without a message (AWS's
+/// InvalidCiphertextException) carries none, as AWS sends it.
 pub fn error_body(err: &KmsError) -> Value {
+    if err.message.is_empty() {
+        return json!({ "__type": err.code.to_string() });
+    }
     json!({ "__type": err.code.to_string(), "message": err.message })
 }
 
@@ -70,6 +74,12 @@ mod tests {
             Some(ErrorCode::NotFoundException)
         );
         assert_eq!(error_code_from_name("NoSuchThing"), None);
+    }
+
+    #[test]
+    fn invalid_ciphertext_carries_no_message() {
+        let body = error_body(&KmsError::invalid_ciphertext());
+        assert_eq!(body, json!({"__type": "InvalidCiphertextException"}));
     }
 
     #[test]
