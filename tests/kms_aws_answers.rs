@@ -357,3 +357,40 @@ fn truncated_ciphertext_is_invalid_ciphertext_whatever_came_with_it() {
         }
     }
 }
+
+#[test]
+fn grant_constraints_match_context_keys_case_insensitively() {
+    let e = env();
+    let account = keyvol::ids::AccountId::default_account();
+    e.iam.create_user(&account, "app", Some("app")).unwrap();
+    let app = keyvol::kms::RequestContext::new(
+        e.iam.profile_caller("app").unwrap(),
+        e.ctx.region.clone(),
+    );
+    let key = e.create_key();
+    e.ok(
+        "CreateGrant",
+        json!({"KeyId": key, "GranteePrincipal": "arn:aws:iam::111122223333:user/app",
+               "Operations": ["Encrypt"],
+               "Constraints": {"EncryptionContextSubset": {"Department": "IT"}}}),
+    );
+    let encrypt = |ctx: serde_json::Value| {
+        e.kms
+            .call(
+                &app,
+                "Encrypt",
+                json!({"KeyId": key, "Plaintext": b64(b"x"), "EncryptionContext": ctx}),
+            )
+            .map(|_| ())
+            .map_err(|err| err.code)
+    };
+    // Keys match whatever their case; values only exactly.
+    assert_eq!(encrypt(json!({"Department": "IT"})), Ok(()));
+    assert_eq!(encrypt(json!({"department": "IT", "x": "y"})), Ok(()));
+    assert_eq!(encrypt(json!({"DEPARTMENT": "IT"})), Ok(()));
+    assert_eq!(
+        encrypt(json!({"Department": "it"})),
+        Err(AccessDeniedException)
+    );
+    assert_eq!(encrypt(json!({"Other": "IT"})), Err(AccessDeniedException));
+}

@@ -84,15 +84,16 @@ impl GrantConstraints {
         self.encryption_context_subset.is_none() && self.encryption_context_equals.is_none()
     }
 
-    /// Does a request with `ctx` meet these constraints?
+    /// Does a request with `ctx` meet these constraints? As in AWS, the
+    /// keys of a constraint match case-insensitively, the values exactly.
     fn admits(&self, ctx: &EncryptionContext) -> bool {
         if let Some(eq) = &self.encryption_context_equals {
-            if eq != ctx {
+            if eq.len() != ctx.len() || !eq.iter().all(|(k, v)| value_ci(ctx, k) == Some(v)) {
                 return false;
             }
         }
         if let Some(sub) = &self.encryption_context_subset {
-            if !sub.iter().all(|(k, v)| ctx.get(k) == Some(v)) {
+            if !sub.iter().all(|(k, v)| value_ci(ctx, k) == Some(v)) {
                 return false;
             }
         }
@@ -116,11 +117,20 @@ impl GrantConstraints {
                     && self
                         .encryption_context_subset
                         .as_ref()
-                        .is_some_and(|p| p.iter().all(|(k, v)| sub.get(k) == Some(v)))
+                        .is_some_and(|p| p.iter().all(|(k, v)| value_ci(sub, k) == Some(v)))
             }
             (None, None) => false,
         }
     }
+}
+
+/// The value of context key `key`, matched case-insensitively.
+fn value_ci<'a>(ctx: &'a EncryptionContext, key: &str) -> Option<&'a String> {
+    ctx.get(key).or_else(|| {
+        ctx.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
 }
 
 #[derive(Debug, Clone)]

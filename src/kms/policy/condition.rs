@@ -349,7 +349,7 @@ mod tests {
     }
 
     #[test]
-    fn keys_are_case_insensitive_except_the_encryption_context_key() {
+    fn keys_are_case_insensitive_the_encryption_context_key_included() {
         let ctx = ConditionContext::new()
             .with("KMS:CallerAccount", "111122223333")
             .with("kms:EncryptionContext:Department", "IT");
@@ -361,8 +361,13 @@ mod tests {
             json!({"StringEquals": {"KMS:encryptioncontext:Department": "IT"}}),
             &ctx
         ));
-        assert!(!holds(
+        assert!(holds(
             json!({"StringEquals": {"kms:EncryptionContext:department": "IT"}}),
+            &ctx
+        ));
+        // The value keeps its case under StringEquals.
+        assert!(!holds(
+            json!({"StringEquals": {"kms:EncryptionContext:department": "it"}}),
             &ctx
         ));
     }

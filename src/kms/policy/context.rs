@@ -7,8 +7,6 @@ use time::format_description::well_known::{Iso8601, Rfc3339};
 use time::macros::format_description;
 use time::{Date, OffsetDateTime, PrimitiveDateTime, Time};
 
-use super::strip_prefix_ci;
-
 /// One value of a condition key in the request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConditionValue {
@@ -118,8 +116,9 @@ impl Item<'_> {
 }
 
 /// The condition keys of one request. Key names match case-insensitively,
-/// except the `<context-key>` of `kms:EncryptionContext:<context-key>`,
-/// which keeps its case as the encryption context does.
+/// as every IAM condition key name does, the `<context-key>` of
+/// `kms:EncryptionContext:<context-key>` included (a case-sensitive context
+/// key needs `kms:EncryptionContextKeys`, whose values keep their case).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ConditionContext {
     values: BTreeMap<String, ConditionValue>,
@@ -211,14 +210,9 @@ impl ConditionContext {
     }
 }
 
-/// The lookup form of a condition key: lowercase, except the context key of
-/// `kms:EncryptionContext:<k>`.
+/// The lookup form of a condition key: lowercase.
 pub(crate) fn normalize_key(key: &str) -> String {
-    const EC: &str = "kms:encryptioncontext:";
-    match strip_prefix_ci(key, EC) {
-        Some(rest) => format!("{EC}{rest}"),
-        None => key.to_lowercase(),
-    }
+    key.to_lowercase()
 }
 
 pub(crate) fn parse_bool(s: &str) -> Option<bool> {

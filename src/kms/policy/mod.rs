@@ -45,7 +45,8 @@ pub mod keys {
     pub const CALLER_ACCOUNT: &str = "kms:CallerAccount";
     /// `ec2.<region>.amazonaws.com` when a service calls on the caller's behalf.
     pub const VIA_SERVICE: &str = "kms:ViaService";
-    /// Prefix of `kms:EncryptionContext:<context-key>`; the context key keeps its case.
+    /// Prefix of `kms:EncryptionContext:<context-key>`; like every condition key
+    /// name, the context key matches case-insensitively.
     pub const ENCRYPTION_CONTEXT_PREFIX: &str = "kms:EncryptionContext:";
     /// The keys of the request's encryption context (multi-valued).
     pub const ENCRYPTION_CONTEXT_KEYS: &str = "kms:EncryptionContextKeys";

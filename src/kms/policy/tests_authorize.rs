@@ -226,7 +226,8 @@ fn cases() -> Vec<Case> {
         // Encryption context.
         case("ec: Department=IT", &ec_dept, ALICE, "kms:Decrypt").ec(&[("Department", "IT")]).allow(),
         case("ec: Department=HR", &ec_dept, ALICE, "kms:Decrypt").ec(&[("Department", "HR")]).deny(NoRes),
-        case("ec: context key is case-sensitive", &ec_dept_lower, ALICE, "kms:Decrypt").ec(&[("Department", "IT")]).deny(NoRes),
+        case("ec: context key in the condition key name is case-insensitive", &ec_dept_lower, ALICE, "kms:Decrypt").ec(&[("Department", "IT")]).allow(),
+        case("ec: the value stays case-sensitive", &ec_dept_lower, ALICE, "kms:Decrypt").ec(&[("Department", "it")]).deny(NoRes),
         case("ec: ForAnyValue key present", &ec_any, ALICE, "kms:Decrypt").ec(&[("Department", "IT"), ("Other", "x")]).allow(),
         case("ec: ForAnyValue without context", &ec_any, ALICE, "kms:Decrypt").deny(NoRes),
         case("ec: ForAllValues subset", &ec_all, ALICE, "kms:Decrypt").ec(&[("Department", "IT"), ("Project", "Alpha")]).allow(),
