@@ -92,24 +92,59 @@ impl Region {
     }
 }
 
+/// The regions of the `aws`, `aws-cn` and `aws-us-gov` partitions (from
+/// botocore's endpoints.json): a made-up name is refused, as AWS refuses it.
+pub const KNOWN_REGIONS: &[&str] = &[
+    "af-south-1",
+    "ap-east-1",
+    "ap-east-2",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-south-1",
+    "ap-south-2",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "ap-southeast-5",
+    "ap-southeast-6",
+    "ap-southeast-7",
+    "ca-central-1",
+    "ca-west-1",
+    "eu-central-1",
+    "eu-central-2",
+    "eu-north-1",
+    "eu-south-1",
+    "eu-south-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "il-central-1",
+    "me-central-1",
+    "me-south-1",
+    "mx-central-1",
+    "sa-east-1",
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "cn-north-1",
+    "cn-northwest-1",
+    "us-gov-east-1",
+    "us-gov-west-1",
+];
+
 impl FromStr for Region {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, IdError> {
-        // <area>-<direction>-<digit>, e.g. us-east-1, ap-southeast-2, us-gov-west-1.
-        let parts: Vec<&str> = s.split('-').collect();
-        let ok = parts.len() >= 3
-            && s.len() <= 32
-            && parts[..parts.len() - 1]
-                .iter()
-                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
-            && parts[parts.len() - 1].parse::<u8>().is_ok();
-        if ok {
+        if KNOWN_REGIONS.contains(&s) {
             Ok(Region(s.to_string()))
         } else {
             Err(id_err(
                 "region",
                 s,
-                "expected a region name such as us-east-1",
+                "expected an AWS region name such as us-east-1",
             ))
         }
     }
@@ -277,7 +312,15 @@ mod tests {
         for ok in ["us-east-1", "eu-west-1", "ap-southeast-2", "us-gov-west-1"] {
             assert!(ok.parse::<Region>().is_ok(), "{ok}");
         }
-        for bad in ["", "us-east", "US-EAST-1", "us--1", "us-east-x"] {
+        for bad in [
+            "",
+            "us-east",
+            "US-EAST-1",
+            "us--1",
+            "us-east-x",
+            "xx-fake-9",
+            "moon-base-1",
+        ] {
             assert!(bad.parse::<Region>().is_err(), "{bad}");
         }
     }
