@@ -10,4 +10,4 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --bins
 # FUSE and loop-device tests share kernel resources: run test binaries one
 # at a time, tests inside each on two threads.
-cargo test --workspace -- --test-threads=2
+cargo test --workspace --no-fail-fast -- --test-threads=2
