@@ -398,10 +398,23 @@ fn grant_constraints_match_context_keys_case_insensitively() {
 #[test]
 fn made_up_regions_are_refused() {
     let home = tempfile::tempdir().unwrap();
-    let out = keyvol(home.path(), &["--region", "moon-base-1", "kms", "list-keys"]);
+    let out = keyvol(
+        home.path(),
+        &["--region", "moon-base-1", "kms", "list-keys"],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("moon-base-1") && err.contains("region"), "{err}");
-    let out = keyvol(home.path(), &["--region", "ap-southeast-7", "kms", "list-keys"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        err.contains("moon-base-1") && err.contains("region"),
+        "{err}"
+    );
+    let out = keyvol(
+        home.path(),
+        &["--region", "ap-southeast-7", "kms", "list-keys"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -1,0 +1,264 @@
+//! Every KMS response against botocore's output shape for its operation,
+//! and every error name keyvol uses against the model's error shapes.
+
+mod common;
+
+use common::botocore::Model;
+use common::*;
+use keyvol::kms::ErrorCode;
+use serde_json::{json, Value};
+
+/// Errors AWS sends from every service, outside each model's error shapes.
+const COMMON_ERRORS: &[&str] = &[
+    "AccessDeniedException",
+    "ValidationException",
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "MissingAuthenticationTokenException",
+    "IncompleteSignatureException",
+    "UnknownOperationException",
+    "SerializationException",
+    "RequestEntityTooLargeException",
+];
+
+#[test]
+fn every_error_name_is_in_the_model() {
+    let model = Model::load("kms");
+    for code in ErrorCode::ALL {
+        let name = code.to_string();
+        if COMMON_ERRORS.contains(&name.as_str()) {
+            continue;
+        }
+        let shape = &model.json["shapes"][&name];
+        assert_eq!(
+            shape["exception"], true,
+            "{name} is not an error shape of the KMS model"
+        );
+    }
+}
+
+#[test]
+fn every_response_matches_its_output_shape() {
+    let model = Model::load("kms");
+    let e = env();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut problems = Vec::new();
+    let mut call = |op: &str, req: Value| -> Value {
+        let out = e.ok(op, req);
+        problems.extend(model.check_output(op, &out));
+        seen.insert(op.to_string());
+        out
+    };
+    let id = |v: &Value| v["KeyMetadata"]["KeyId"].as_str().unwrap().to_string();
+
+    let key = id(&call(
+        "CreateKey",
+        json!({"Description": "shapes", "Tags": [{"TagKey": "t", "TagValue": "v"}]}),
+    ));
+    let other = id(&call("CreateKey", json!({})));
+    call("DescribeKey", json!({"KeyId": key}));
+    call("ListKeys", json!({"Limit": 1}));
+    call(
+        "UpdateKeyDescription",
+        json!({"KeyId": key, "Description": "d"}),
+    );
+    call("DisableKey", json!({"KeyId": key}));
+    call("EnableKey", json!({"KeyId": key}));
+    let ct = call(
+        "Encrypt",
+        json!({"KeyId": key, "Plaintext": b64(b"hi"), "EncryptionContext": {"a": "b"}}),
+    );
+    call(
+        "Decrypt",
+        json!({"CiphertextBlob": ct["CiphertextBlob"], "EncryptionContext": {"a": "b"}}),
+    );
+    call(
+        "ReEncrypt",
+        json!({"CiphertextBlob": ct["CiphertextBlob"], "SourceEncryptionContext": {"a": "b"}, "DestinationKeyId": other}),
+    );
+    call(
+        "GenerateDataKey",
+        json!({"KeyId": key, "KeySpec": "AES_256"}),
+    );
+    call(
+        "GenerateDataKeyWithoutPlaintext",
+        json!({"KeyId": key, "NumberOfBytes": 64}),
+    );
+    call("GenerateRandom", json!({"NumberOfBytes": 16}));
+    call(
+        "CreateAlias",
+        json!({"AliasName": "alias/shapes", "TargetKeyId": key}),
+    );
+    call(
+        "UpdateAlias",
+        json!({"AliasName": "alias/shapes", "TargetKeyId": other}),
+    );
+    call("ListAliases", json!({}));
+    call(
+        "EnableKeyRotation",
+        json!({"KeyId": key, "RotationPeriodInDays": 90}),
+    );
+    call("GetKeyRotationStatus", json!({"KeyId": key}));
+    call("RotateKeyOnDemand", json!({"KeyId": key}));
+    call("ListKeyRotations", json!({"KeyId": key}));
+    call("DisableKeyRotation", json!({"KeyId": key}));
+    call(
+        "TagResource",
+        json!({"KeyId": key, "Tags": [{"TagKey": "x", "TagValue": "y"}]}),
+    );
+    call("ListResourceTags", json!({"KeyId": key}));
+    call("UntagResource", json!({"KeyId": key, "TagKeys": ["x"]}));
+    let policy = call("GetKeyPolicy", json!({"KeyId": key}));
+    call(
+        "PutKeyPolicy",
+        json!({"KeyId": key, "Policy": policy["Policy"]}),
+    );
+    call("ListKeyPolicies", json!({"KeyId": key}));
+    let grantee = "arn:aws:iam::111122223333:user/app";
+    let g = call(
+        "CreateGrant",
+        json!({"KeyId": key, "GranteePrincipal": grantee, "RetiringPrincipal": grantee,
+               "Operations": ["Decrypt"], "Constraints": {"EncryptionContextSubset": {"a": "b"}}}),
+    );
+    call("ListGrants", json!({"KeyId": key}));
+    call("ListRetirableGrants", json!({"RetiringPrincipal": grantee}));
+    call("RetireGrant", json!({"GrantToken": g["GrantToken"]}));
+    let g = call(
+        "CreateGrant",
+        json!({"KeyId": key, "GranteePrincipal": grantee, "Operations": ["Encrypt"]}),
+    );
+    call(
+        "RevokeGrant",
+        json!({"KeyId": key, "GrantId": g["GrantId"]}),
+    );
+
+    // Asymmetric, HMAC and key agreement keys.
+    let rsa = id(&call(
+        "CreateKey",
+        json!({"KeySpec": "RSA_2048", "KeyUsage": "ENCRYPT_DECRYPT"}),
+    ));
+    call("GetPublicKey", json!({"KeyId": rsa}));
+    let rct = call(
+        "Encrypt",
+        json!({"KeyId": rsa, "Plaintext": b64(b"x"), "EncryptionAlgorithm": "RSAES_OAEP_SHA_256"}),
+    );
+    let _rpt = call(
+        "Decrypt",
+        json!({"KeyId": rsa, "CiphertextBlob": rct["CiphertextBlob"], "EncryptionAlgorithm": "RSAES_OAEP_SHA_256"}),
+    );
+    let ecc = id(&call(
+        "CreateKey",
+        json!({"KeySpec": "ECC_NIST_P256", "KeyUsage": "SIGN_VERIFY"}),
+    ));
+    let sig = call(
+        "Sign",
+        json!({"KeyId": ecc, "Message": b64(b"m"), "SigningAlgorithm": "ECDSA_SHA_256"}),
+    );
+    call(
+        "Verify",
+        json!({"KeyId": ecc, "Message": b64(b"m"), "Signature": sig["Signature"], "SigningAlgorithm": "ECDSA_SHA_256"}),
+    );
+    let hmac = id(&call(
+        "CreateKey",
+        json!({"KeySpec": "HMAC_256", "KeyUsage": "GENERATE_VERIFY_MAC"}),
+    ));
+    let mac = call(
+        "GenerateMac",
+        json!({"KeyId": hmac, "Message": b64(b"m"), "MacAlgorithm": "HMAC_SHA_256"}),
+    );
+    call(
+        "VerifyMac",
+        json!({"KeyId": hmac, "Message": b64(b"m"), "Mac": mac["Mac"], "MacAlgorithm": "HMAC_SHA_256"}),
+    );
+    call(
+        "GenerateDataKeyPair",
+        json!({"KeyId": key, "KeyPairSpec": "ECC_NIST_P256"}),
+    );
+    call(
+        "GenerateDataKeyPairWithoutPlaintext",
+        json!({"KeyId": key, "KeyPairSpec": "RSA_2048"}),
+    );
+    let ka = id(&call(
+        "CreateKey",
+        json!({"KeySpec": "ECC_NIST_P256", "KeyUsage": "KEY_AGREEMENT"}),
+    ));
+    let ka2 = id(&call(
+        "CreateKey",
+        json!({"KeySpec": "ECC_NIST_P256", "KeyUsage": "KEY_AGREEMENT"}),
+    ));
+    let peer = e.ok("GetPublicKey", json!({"KeyId": ka2}));
+    call(
+        "DeriveSharedSecret",
+        json!({"KeyId": ka, "KeyAgreementAlgorithm": "ECDH", "PublicKey": peer["PublicKey"]}),
+    );
+
+    // Imported key material.
+    let ext = id(&call("CreateKey", json!({"Origin": "EXTERNAL"})));
+    let params = call(
+        "GetParametersForImport",
+        json!({"KeyId": ext, "WrappingAlgorithm": "RSAES_OAEP_SHA_256", "WrappingKeySpec": "RSA_2048"}),
+    );
+    let wrapped = keyvol::kms::asym::wrap_for_import(
+        &unb64(&params["PublicKey"]),
+        keyvol::kms::asym::AlgorithmSpec::RsaesOaepSha256,
+        &[7u8; 32],
+    )
+    .unwrap();
+    call(
+        "ImportKeyMaterial",
+        json!({"KeyId": ext, "ImportToken": params["ImportToken"], "EncryptedKeyMaterial": b64(&wrapped),
+               "ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE"}),
+    );
+    call("DeleteImportedKeyMaterial", json!({"KeyId": ext}));
+
+    call("GetKeyLastUsage", json!({"KeyId": key}));
+    call("DescribeCustomKeyStores", json!({}));
+    call("DeleteAlias", json!({"AliasName": "alias/shapes"}));
+    call(
+        "ScheduleKeyDeletion",
+        json!({"KeyId": other, "PendingWindowInDays": 7}),
+    );
+    call("CancelKeyDeletion", json!({"KeyId": other}));
+
+    assert!(
+        problems.is_empty(),
+        "responses off the botocore model:\n{}",
+        problems.join("\n")
+    );
+    // Every operation that can succeed here was checked.
+    let absent = [
+        "CreateCustomKeyStore",
+        "ConnectCustomKeyStore",
+        "DisconnectCustomKeyStore",
+        "DeleteCustomKeyStore",
+        "UpdateCustomKeyStore",
+        "Encapsulate",
+        "Decapsulate",
+        "ReplicateKey",
+        "UpdatePrimaryRegion",
+    ];
+    let unchecked: Vec<String> = model
+        .operations()
+        .into_iter()
+        .filter(|op| !seen.contains(op) && !absent.contains(&op.as_str()))
+        .collect();
+    assert!(
+        unchecked.is_empty(),
+        "operations without a shape check: {unchecked:?}"
+    );
+}
+
+#[test]
+fn the_shape_check_finds_what_is_off() {
+    let model = Model::load("kms");
+    let ok = json!({"KeyId": "arn:aws:kms:us-east-1:111122223333:key/k", "CiphertextBlob": "AAAA", "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"});
+    assert!(model.check_output("Encrypt", &ok).is_empty());
+    let bad = json!({"KeyId": 5, "CiphertextBlob": "not base64!", "EncryptionAlgorithm": "ROT13", "Extra": 1});
+    let problems = model.check_output("Encrypt", &bad);
+    assert_eq!(problems.len(), 4, "{problems:?}");
+    let missing = model.check_output("DescribeKey", &json!({"KeyMetadata": {"Arn": "a"}}));
+    assert!(
+        missing.iter().any(|p| p.contains("required member KeyId")),
+        "{missing:?}"
+    );
+}
