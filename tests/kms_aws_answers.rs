@@ -418,3 +418,54 @@ fn made_up_regions_are_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn list_aliases_shows_the_predefined_aws_aliases() {
+    let e = env();
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v["Aliases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["AliasName"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let list = e.ok("ListAliases", json!({}));
+    let s3 = list["Aliases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["AliasName"] == "alias/aws/s3")
+        .expect("alias/aws/s3 listed");
+    assert!(s3.get("TargetKeyId").is_none(), "{s3}");
+    assert_eq!(
+        s3["AliasArn"],
+        "arn:aws:kms:us-east-1:111122223333:alias/aws/s3"
+    );
+    // Once the managed EBS key exists its alias is listed once, with its target.
+    e.ok("DescribeKey", json!({"KeyId": "alias/aws/ebs"}));
+    let list = e.ok("ListAliases", json!({}));
+    let all = names(&list);
+    assert_eq!(
+        all.iter().filter(|n| *n == "alias/aws/ebs").count(),
+        1,
+        "{all:?}"
+    );
+    let ebs = list["Aliases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["AliasName"] == "alias/aws/ebs")
+        .unwrap();
+    assert!(ebs["TargetKeyId"].is_string(), "{ebs}");
+    // Filtered by key: only that key's aliases.
+    let key = e.create_key();
+    e.ok(
+        "CreateAlias",
+        json!({"AliasName": "alias/mine", "TargetKeyId": key}),
+    );
+    assert_eq!(
+        names(&e.ok("ListAliases", json!({"KeyId": key}))),
+        ["alias/mine"]
+    );
+}

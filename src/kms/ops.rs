@@ -210,6 +210,24 @@ pub(crate) fn create_aws_managed_ebs_key(op: &mut Op<'_>) -> KmsResult<KeyRecord
     Ok(k)
 }
 
+/// The aliases of AWS managed keys that AWS lists in every account.
+const PREDEFINED_ALIASES: &[&str] = &[
+    "alias/aws/acm",
+    "alias/aws/dynamodb",
+    "alias/aws/ebs",
+    "alias/aws/elasticfilesystem",
+    "alias/aws/es",
+    "alias/aws/glue",
+    "alias/aws/kinesisvideo",
+    "alias/aws/lambda",
+    "alias/aws/rds",
+    "alias/aws/redshift",
+    "alias/aws/s3",
+    "alias/aws/secretsmanager",
+    "alias/aws/ssm",
+    "alias/aws/xray",
+];
+
 fn validate_tags(tags: &[Tag]) -> KmsResult<()> {
     if tags.len() > 50 {
         return Err(KmsError::new(
@@ -908,7 +926,30 @@ impl Kms {
                 }
             };
             let rows = store::aliases(op.tx, &op.ctx.caller.account, &op.ctx.region, key.as_ref())?;
-            let entries = rows
+            let alias_arn = |name: &str| {
+                format!(
+                    "arn:aws:kms:{}:{}:{name}",
+                    op.ctx.region, op.ctx.caller.account
+                )
+            };
+            // AWS lists the predefined aliases of its managed keys in every
+            // account, without a target until the service first uses one.
+            let predefined: Vec<AliasEntry> = if key.is_none() {
+                PREDEFINED_ALIASES
+                    .iter()
+                    .filter(|name| !rows.iter().any(|a| a.name == **name))
+                    .map(|name| AliasEntry {
+                        alias_arn: alias_arn(name),
+                        alias_name: (*name).to_string(),
+                        target_key_id: None,
+                        creation_date: None,
+                        last_updated_date: None,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let mut entries: Vec<AliasEntry> = rows
                 .into_iter()
                 .map(|a| AliasEntry {
                     alias_arn: format!(
@@ -921,6 +962,8 @@ impl Kms {
                     last_updated_date: Some(a.updated),
                 })
                 .collect();
+            entries.extend(predefined);
+            entries.sort_by(|a, b| a.alias_name.cmp(&b.alias_name));
             let (aliases, truncated, next_marker) =
                 paginate(entries, req.limit, req.marker.as_deref())?;
             Ok(ListAliasesResponse {
