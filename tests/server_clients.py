@@ -161,7 +161,10 @@ def aws(creds, *args, expect=None):
     })
     env.pop("AWS_SESSION_TOKEN", None)
     env.pop("AWS_PROFILE", None)
-    p = subprocess.run([AWS, "--endpoint-url", ENDPOINT, "--output", "json", "kms", *args],
+    service = "kms"
+    if args and args[0] == "sts":
+        service, args = "sts", args[1:]
+    p = subprocess.run([AWS, "--endpoint-url", ENDPOINT, "--output", "json", service, *args],
                        env=env, capture_output=True, text=True, timeout=120)
     if expect is not None:
         assert p.returncode != 0, f"aws {args} succeeded; expected {expect}"
@@ -223,8 +226,41 @@ def run_cli(tmp):
         steps.append("sign-verify")
 
 
+def run_sts():
+    """STS GetCallerIdentity on the same endpoint, boto3 and the aws CLI."""
+    def sts(creds):
+        return boto3.client(
+            "sts", endpoint_url=ENDPOINT, region_name=REGION,
+            aws_access_key_id=creds[0], aws_secret_access_key=creds[1],
+            config=botocore.config.Config(retries={"max_attempts": 1, "mode": "standard"}),
+        )
+    me = sts(ROOT).get_caller_identity()
+    assert me["Account"] == ACCOUNT, me
+    assert me["Arn"] == f"arn:aws:iam::{ACCOUNT}:root", me
+    assert me["UserId"] == ACCOUNT, me
+    nb = sts(NOBODY).get_caller_identity()
+    assert nb["Arn"] == NOBODY_ARN, nb
+    assert nb["UserId"].startswith("AIDA"), nb
+    for creds, code in [((ROOT[0], "wrong" + ROOT[1]), "SignatureDoesNotMatch"),
+                        (("AKIAIOSFODNN7EXAMPLE", "x"), "InvalidClientTokenId")]:
+        try:
+            sts(creds).get_caller_identity()
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == code, e.response
+            assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 403, e.response
+        else:
+            raise AssertionError(f"GetCallerIdentity with bad credentials succeeded ({code})")
+    report["boto3"].append("sts-get-caller-identity")
+    cli = aws(NOBODY, "sts", "get-caller-identity")
+    nb.pop("ResponseMetadata", None)
+    assert cli == nb, (cli, nb)
+    aws((NOBODY[0], "bad"), "sts", "get-caller-identity", expect="SignatureDoesNotMatch")
+    report["cli"].append("sts-get-caller-identity")
+
+
 def main():
     run_boto3()
+    run_sts()
     with tempfile.TemporaryDirectory() as tmp:
         run_cli(tmp)
     if not SIGN_VERIFY:

@@ -753,9 +753,14 @@ fn boto3_and_aws_cli_against_keyvol_serve() {
         "InvalidCiphertextException",
         "DisabledException",
         "AccessDeniedException",
+        "sts-get-caller-identity",
     ] {
         assert!(has("boto3", step), "boto3 did not run {step}: {report}");
     }
+    assert!(
+        has("cli", "sts-get-caller-identity"),
+        "the aws CLI did not run sts get-caller-identity: {report}"
+    );
     for step in [
         "create-key",
         "encrypt-decrypt",

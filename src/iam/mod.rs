@@ -418,6 +418,23 @@ impl Iam {
         })
     }
 
+    /// STS GetCallerIdentity's `UserId`: the account id for the root, the
+    /// IAM user's unique id (`AIDA...`) for a user.
+    pub fn user_id(&self, caller: &Caller) -> KmsResult<String> {
+        let Some(name) = caller.principal_arn.rsplit_once(":user/").map(|(_, n)| n) else {
+            return Ok(caller.account.to_string());
+        };
+        self.conn()
+            .query_row(
+                "SELECT user_id FROM users WHERE account = ?1 AND name = ?2",
+                params![caller.account.as_str(), name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?
+            .ok_or_else(|| KmsError::not_found(format!("The user {name} no longer exists.")))
+    }
+
     /// The secret and principal of an access key (SigV4 verification).
     pub fn credentials(&self, access_key_id: &str) -> Option<(SecretBytes, Caller)> {
         let row: Option<(String, Option<String>, Vec<u8>, String)> = self

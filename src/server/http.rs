@@ -27,6 +27,7 @@ use tokio::sync::{oneshot, watch, Semaphore};
 
 use super::errors::{error_body, http_status};
 use super::sigv4::{self, HttpRequest, VerifyPolicy};
+use super::sts;
 use super::tls::TlsIdentity;
 use super::{KmsService, CONTENT_TYPE as JSON_1_1, TARGET_PREFIX};
 use crate::ids::Region;
@@ -469,32 +470,67 @@ struct State {
     opts: ServeOptions,
 }
 
+/// The API a request is for: the service of its SigV4 credential scope
+/// (`sts`), the KMS otherwise (also for unsigned requests, which the KMS
+/// path refuses with its own error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    Kms,
+    Sts,
+}
+
+fn api_of(headers: &hyper::HeaderMap) -> Api {
+    let service = headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| sigv4::parse_authorization(v).ok())
+        .map(|a| a.service);
+    match service.as_deref() {
+        Some(sts::STS_SERVICE) => Api::Sts,
+        _ => Api::Kms,
+    }
+}
+
+/// A response body and its content type.
+enum Reply {
+    Json(Value),
+    Xml(String),
+}
+
 async fn handle(
     state: Arc<State>,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let (mut close, result) = match process(&state, peer, req).await {
+    let api = api_of(req.headers());
+    let (mut close, result) = match process(&state, peer, req, api, &request_id).await {
         Ok(v) => (false, Ok(v)),
         Err((close, r)) => (close, Err(r)),
     };
-    let (status, body) = match result {
-        Ok(v) => (200, v),
-        Err(r) => (r.status, error_body(&r.error)),
+    let (status, reply) = match (api, result) {
+        (_, Ok(v)) => (200, v),
+        (Api::Kms, Err(r)) => (r.status, Reply::Json(error_body(&r.error))),
+        (Api::Sts, Err(r)) => (
+            sts::http_status(&r.error),
+            Reply::Xml(sts::error_body(&r.error, &request_id)),
+        ),
     };
-    let bytes = match serde_json::to_vec(&body) {
-        Ok(b) => b,
-        Err(_) => {
-            close = true;
-            br#"{"__type":"KMSInternalException","message":"the response could not be serialized"}"#
-                .to_vec()
-        }
+    let (content_type, bytes) = match reply {
+        Reply::Xml(x) => (sts::XML_CONTENT_TYPE, x.into_bytes()),
+        Reply::Json(v) => match serde_json::to_vec(&v) {
+            Ok(b) => (JSON_1_1, b),
+            Err(_) => {
+                close = true;
+                (JSON_1_1, br#"{"__type":"KMSInternalException","message":"the response could not be serialized"}"#
+                    .to_vec())
+            }
+        },
     };
     let mut resp = Response::new(Full::new(Bytes::from(bytes)));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static(JSON_1_1));
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert("x-amzn-RequestId", v);
     }
@@ -513,7 +549,9 @@ async fn process(
     state: &State,
     peer: SocketAddr,
     req: Request<Incoming>,
-) -> Result<Value, (bool, Rejection)> {
+    api: Api,
+    request_id: &str,
+) -> Result<Reply, (bool, Rejection)> {
     let opts = &state.opts;
     let declared = req
         .headers()
@@ -575,6 +613,12 @@ async fn process(
         headers: &headers,
         body: &body,
     };
+    if api == Api::Sts {
+        return answer_sts(state, &http_req, request_id)
+            .await
+            .map(Reply::Xml)
+            .map_err(|e| (false, e));
+    }
     let policy = VerifyPolicy {
         service: sigv4::KMS_SERVICE,
         regions: &opts.regions,
@@ -596,13 +640,46 @@ async fn process(
     })
     .await;
     match result {
-        Ok(Ok(v)) => Ok(v),
+        Ok(Ok(v)) => Ok(Reply::Json(v)),
         Ok(Err(e)) => Err((false, e.into())),
         Err(_) => Err((
             false,
             KmsError::internal(format!("the KMS failed while running {operation}")).into(),
         )),
     }
+}
+
+/// An STS request: POST (or GET) with Query-protocol parameters, signed
+/// for the service `sts`.
+async fn answer_sts(
+    state: &State,
+    req: &HttpRequest<'_>,
+    request_id: &str,
+) -> Result<String, Rejection> {
+    if req.method != "POST" && req.method != "GET" {
+        return Err(reject(
+            405,
+            ErrorCode::UnknownOperationException,
+            "STS accepts POST / (or GET) with Action=GetCallerIdentity.",
+        ));
+    }
+    let policy = VerifyPolicy {
+        service: sts::STS_SERVICE,
+        regions: &state.opts.regions,
+        now: (state.opts.clock)(),
+    };
+    let verified = sigv4::verify(req, &policy, |id| state.service.credentials(id))?;
+    let params = sts::query_params(req.body, req.query);
+    let caller = verified.credentials.caller;
+    let service = state.service.clone();
+    let request_id = request_id.to_string();
+    tokio::task::spawn_blocking(move || {
+        let user_id = service.user_id(&caller)?;
+        sts::answer(&params, &caller, &user_id, &request_id)
+    })
+    .await
+    .map_err(|_| Rejection::from(KmsError::internal("STS failed while answering")))?
+    .map_err(Rejection::from)
 }
 
 fn too_large(max: usize) -> Rejection {

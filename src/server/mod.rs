@@ -34,6 +34,7 @@ pub mod errors;
 pub mod http;
 pub mod service;
 pub mod sigv4;
+pub mod sts;
 pub mod tls;
 
 pub use client::RemoteKms;
@@ -64,6 +65,10 @@ pub trait KmsService: Send + Sync + 'static {
         operation: &str,
         request: serde_json::Value,
     ) -> Result<serde_json::Value, KmsError>;
+    /// STS GetCallerIdentity's `UserId` of a verified caller.
+    fn user_id(&self, caller: &crate::kms::Caller) -> Result<String, KmsError> {
+        Ok(caller.principal_arn.clone())
+    }
 }
 
 /// The `X-Amz-Target` prefix of every KMS operation.

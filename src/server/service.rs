@@ -63,6 +63,10 @@ impl KmsService for HomeKmsService {
     ) -> Result<Value, KmsError> {
         self.kms.call(ctx, operation, request)
     }
+
+    fn user_id(&self, caller: &crate::kms::Caller) -> Result<String, KmsError> {
+        self.iam.user_id(caller)
+    }
 }
 
 #[cfg(test)]
