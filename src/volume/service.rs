@@ -129,6 +129,7 @@ pub struct Volumes<'a> {
     s: &'a Session,
     conn: rusqlite::Connection,
     source: Option<SourceResolver>,
+    mount_options: Vec<String>,
 }
 
 impl<'a> Volumes<'a> {
@@ -143,7 +144,15 @@ impl<'a> Volumes<'a> {
             s,
             conn,
             source: None,
+            mount_options: Vec::new(),
         })
+    }
+
+    /// Options that [`Volumes::mount`] passes to `mount -o` (`ro`,
+    /// `discard`, `nouuid`, ...), checked by `boot::parse_mount_options`.
+    pub fn with_mount_options(mut self, options: Vec<String>) -> Self {
+        self.mount_options = options;
+        self
     }
 
     /// Lets restored volumes hydrate from their snapshot through `f`.
@@ -731,7 +740,12 @@ impl<'a> Volumes<'a> {
         let (device, _, _) = self
             .attachment(&r)?
             .ok_or_else(|| ApiError::internal("attachment vanished"))?;
-        match mount::mount_volume(Path::new(&device), &dir, fs_type) {
+        match mount::mount_volume_with_options(
+            Path::new(&device),
+            &dir,
+            fs_type,
+            &self.mount_options,
+        ) {
             Ok(m) => {
                 self.conn
                     .execute(
