@@ -104,6 +104,7 @@ fn build() -> Command {
             .subcommand(cli::volume::command())
             .subcommand(envelope_command())
             .subcommand(cli::host::command())
+            .subcommand(cli::serve::serve_command().about("Same as keyvol kms serve"))
             .subcommand(keyvol::clidocs::completion_command())
             .subcommand(keyvol::clidocs::man_command()),
     )
@@ -226,6 +227,7 @@ fn run(m: &ArgMatches) -> Result<(), CliError> {
     match group {
         "completion" | "man" => return cli::print_docs(command(), group, gm),
         "host" => return cli::host::run(m, gm),
+        "serve" => return cli::serve::run_serve(&session(m)?, gm),
         _ => {}
     }
     let (sub, sm) = gm

@@ -148,8 +148,8 @@ pub fn volume_write(bytes: usize) {
 }
 
 /// A failed device operation (`read`, `write`, `fsync`, ...).
-pub fn volume_error(op: &'static str) {
-    metrics::counter!("keyvol_volume_errors_total", "op" => op).increment(1);
+pub fn volume_error(op: &str) {
+    metrics::counter!("keyvol_volume_errors_total", "op" => op.to_string()).increment(1);
 }
 
 /// Background hydration: `done` of `total` chunks fetched.

@@ -13,6 +13,10 @@ use keyvol::volume::service::{parse_size, Volumes};
 
 use super::CliError;
 
+/// The daemon's `--metrics` address, also as a variable: a background
+/// attach hands it to the daemon it starts through the environment.
+const METRICS_ENV: &str = "KEYVOL_METRICS_ADDR";
+
 fn vol_arg() -> Arg {
     Arg::new("volume-id")
         .required(true)
@@ -136,6 +140,13 @@ fn subcommands() -> Command {
                         .long("foreground")
                         .action(ArgAction::SetTrue)
                         .help("Run the daemon in this process"),
+                )
+                .arg(
+                    Arg::new("metrics")
+                        .long("metrics")
+                        .value_name("ADDR:PORT")
+                        .env(METRICS_ENV)
+                        .help("Serve the daemon's Prometheus metrics at http://ADDR:PORT/metrics (bytes and operations read/written, errors, hydration, snapshots)"),
                 ),
         )
         .subcommand(
@@ -386,12 +397,20 @@ pub fn run(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliError> {
         }
         "attach" => {
             let device = m.get_one::<String>("device").map(Path::new);
+            let metrics = m.get_one::<String>("metrics");
             if m.get_flag("foreground") {
                 let device =
                     device.ok_or_else(|| CliError::usage("--foreground needs --device PATH"))?;
+                if let Some(addr) = metrics {
+                    keyvol::telemetry::install_and_serve(addr, &[("volume_id", &vol())])
+                        .map_err(CliError::usage)?;
+                }
                 let mut out = std::io::stdout();
                 vols.run_daemon(&vol(), device, &mut out).map_err(api)?;
                 return Ok(Value::Null);
+            }
+            if let Some(addr) = metrics {
+                std::env::set_var(METRICS_ENV, addr);
             }
             vols.attach(&vol(), device).map_err(api)?
         }

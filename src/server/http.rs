@@ -475,10 +475,17 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let (mut close, result) = match process(&state, peer, req).await {
+    let started = std::time::Instant::now();
+    let mut operation = String::new();
+    let (mut close, result) = match process(&state, peer, req, &mut operation).await {
         Ok(v) => (false, Ok(v)),
         Err((close, r)) => (close, Err(r)),
     };
+    let outcome = match &result {
+        Ok(_) => "ok".to_string(),
+        Err(r) => r.error.code.to_string(),
+    };
+    crate::telemetry::kms_request(&operation, &outcome, started.elapsed());
     let (status, body) = match result {
         Ok(v) => (200, v),
         Err(r) => (r.status, error_body(&r.error)),
@@ -513,6 +520,7 @@ async fn process(
     state: &State,
     peer: SocketAddr,
     req: Request<Incoming>,
+    operation_seen: &mut String,
 ) -> Result<Value, (bool, Rejection)> {
     let opts = &state.opts;
     let declared = req
@@ -591,6 +599,7 @@ async fn process(
 
     let service = state.service.clone();
     let operation = decoded.operation.clone();
+    operation_seen.clone_from(&operation);
     let result = tokio::task::spawn_blocking(move || {
         service.call(&decoded.ctx, &decoded.operation, decoded.body)
     })

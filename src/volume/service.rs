@@ -564,7 +564,7 @@ impl<'a> Volumes<'a> {
             if !device_arc.hydration_pending().is_empty() {
                 let dev = device_arc.clone();
                 std::thread::spawn(move || {
-                    if let Err(e) = dev.hydrate_all(&mut |_, _| {}) {
+                    if let Err(e) = dev.hydrate_all(&mut crate::telemetry::hydration_progress) {
                         eprintln!("background hydration stopped: {e}");
                     }
                 });
@@ -882,6 +882,7 @@ fn control_session(
             ["CUT", id, mode] => dev
                 .cut(id, *mode == "ALL", MAX_PENDING_SNAPSHOTS)
                 .map(|chunks| {
+                    crate::telemetry::snapshot_cut(chunks.len());
                     mine.push(id.to_string());
                     let list: Vec<String> = chunks.iter().map(u64::to_string).collect();
                     (format!("OK {}", list.join(" ")), Vec::new())
@@ -890,7 +891,10 @@ fn control_session(
             ["READ", id, chunk] => match chunk.parse::<u64>() {
                 Ok(c) => dev
                     .snapshot_read(id, c)
-                    .map(|b| (format!("OK {}", b.len()), b))
+                    .map(|b| {
+                        crate::telemetry::snapshot_chunk_read();
+                        (format!("OK {}", b.len()), b)
+                    })
                     .map_err(|e| e.to_string()),
                 Err(_) => Err(format!("'{chunk}' is not a chunk index")),
             },
