@@ -235,7 +235,12 @@ fn nofail_volumes_do_not_fail_the_run() {
     );
     assert_eq!(out["Volumes"][1]["Action"], "mounted");
     assert!(mount_entry(&d).is_some() && mount_entry(&dg).is_none());
-    h.json(&["volume", "unmount", "--all"]);
+    let out = h.json(&["volume", "unmount", "--all"]);
+    assert_eq!(out["Volumes"][0]["Action"], "unmounted");
+    assert_eq!(
+        out["Volumes"][1]["Action"], "not-mounted",
+        "the deleted one"
+    );
 
     // Without --nofail the run fails, after trying every volume: here one
     // whose mountpoint is a regular file.

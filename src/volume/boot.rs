@@ -398,11 +398,16 @@ fn unmount_one(s: &Session, e: &BootEntry) -> ApiResult<&'static str> {
         }
         return Ok("unmounted");
     }
-    if is_attached(&vols, &e.volume_id)? {
-        vols.detach(e.volume_id.as_str(), true)?;
-        return Ok("detached");
+    match is_attached(&vols, &e.volume_id) {
+        Ok(true) => {
+            vols.detach(e.volume_id.as_str(), true)?;
+            Ok("detached")
+        }
+        Ok(false) => Ok("not-mounted"),
+        // A volume deleted after it was enabled is not up either.
+        Err(err) if err.code == "InvalidVolume.NotFound" => Ok("not-mounted"),
+        Err(err) => Err(err),
     }
-    Ok("not-mounted")
 }
 
 /// Attaches and mounts every entry of the boot table, in order. Entries
