@@ -276,4 +276,47 @@ fn attach_daemon_metrics_count_device_traffic_and_snapshot_reads() {
         sample(&snapped, "keyvol_volume_errors_total", &label),
         errors_before
     );
+
+    // A volume restored from the snapshot hydrates in the background while
+    // attached; its daemon reports the progress.
+    let snap_id = serde_json::from_slice::<Value>(&out.stdout).unwrap()["SnapshotId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let restored = keyvol_json(h, &["volume", "create", "--snapshot-id", &snap_id])["VolumeId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dev2 = h.join("dev2");
+    let maddr2 = format!("127.0.0.1:{}", free_port());
+    keyvol_json(
+        h,
+        &[
+            "volume",
+            "attach",
+            &restored,
+            "--device",
+            dev2.to_str().unwrap(),
+            "--metrics",
+            &maddr2,
+        ],
+    );
+    let _detach2 = Detach(h, restored.clone());
+    let label2 = [("volume_id", restored.as_str())];
+    let mut last = String::new();
+    for _ in 0..600 {
+        last = scrape(&maddr2);
+        let total = sample(&last, "keyvol_volume_hydration_chunks_total", &label2);
+        if total > 0.0 && sample(&last, "keyvol_volume_hydration_chunks_done", &label2) == total {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let total = sample(&last, "keyvol_volume_hydration_chunks_total", &label2);
+    assert!(total > 0.0, "no hydration reported: {last}");
+    assert_eq!(
+        sample(&last, "keyvol_volume_hydration_chunks_done", &label2),
+        total,
+        "{last}"
+    );
 }
