@@ -7,6 +7,7 @@ set -euo pipefail
 APT_PACKAGES=(
   fuse3 fuse2fs e2fsprogs xfsprogs util-linux openssl fio
   qemu-utils qemu-system-common gocryptfs kmod python3-venv
+  bash-completion man-db groff-base systemd
 )
 PY_PACKAGES=(cryptography boto3 awscli "moto[server]")
 

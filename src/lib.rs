@@ -2,7 +2,10 @@
 //! key management service.
 
 pub mod api_error;
+pub mod aws_config;
 pub mod background;
+pub mod cli_input;
+pub mod clidocs;
 pub mod clock;
 pub mod config;
 pub mod envelope;
@@ -12,8 +15,10 @@ pub mod iam;
 pub mod ids;
 pub mod kms;
 pub mod output;
+pub mod output_text;
 pub mod secret;
 pub mod server;
 pub mod session;
 pub mod snapshot;
+pub mod telemetry;
 pub mod volume;

@@ -46,18 +46,49 @@ fn global_args(cmd: Command) -> Command {
 
 fn envelope_command() -> Command {
     let common = |c: Command| {
-        c.arg(Arg::new("in").long("in").required(true))
-            .arg(Arg::new("out").long("out").required(true))
-            .arg(Arg::new("encryption-context").long("encryption-context"))
+        c.arg(
+            Arg::new("in")
+                .long("in")
+                .required(true)
+                .value_name("PATH")
+                .help("The file to read"),
+        )
+        .arg(
+            Arg::new("out")
+                .long("out")
+                .required(true)
+                .value_name("PATH")
+                .help("The file to write (replaced only on success)"),
+        )
+        .arg(
+            Arg::new("encryption-context")
+                .long("encryption-context")
+                .help("k=v,k2=v2 or JSON, bound to the ciphertext; decryption must give the same"),
+        )
     };
     Command::new("envelope")
         .about("Envelope-encrypt files of any size under a KMS key")
         .subcommand_required(true)
         .subcommand(common(
-            Command::new("encrypt").arg(Arg::new("key-id").long("key-id").required(true)),
+            Command::new("encrypt")
+                .about("Encrypt a file under a new data key of --key-id")
+                .after_help("Example:\n  keyvol envelope encrypt --key-id alias/demo --in big.tar --out big.tar.enc")
+                .arg(
+                    Arg::new("key-id")
+                        .long("key-id")
+                        .required(true)
+                        .help("The KMS key: id, ARN or alias/NAME"),
+                ),
         ))
         .subcommand(common(
-            Command::new("decrypt").arg(Arg::new("key-id").long("key-id")),
+            Command::new("decrypt")
+                .about("Decrypt a file made by envelope encrypt")
+                .after_help("Example:\n  keyvol envelope decrypt --in big.tar.enc --out big.tar")
+                .arg(
+                    Arg::new("key-id")
+                        .long("key-id")
+                        .help("Refuse unless the file was encrypted under this key"),
+                ),
         ))
 }
 
@@ -71,8 +102,17 @@ fn build() -> Command {
             .subcommand(cli::configure::command())
             .subcommand(cli::iam::command())
             .subcommand(cli::volume::command())
-            .subcommand(envelope_command()),
+            .subcommand(envelope_command())
+            .subcommand(cli::host::command())
+            .subcommand(cli::serve::serve_command().about("Same as keyvol kms serve"))
+            .subcommand(keyvol::clidocs::completion_command())
+            .subcommand(keyvol::clidocs::man_command()),
     )
+}
+
+/// The whole `keyvol` command tree (completions, man pages, help check).
+pub fn command() -> Command {
+    build()
 }
 
 fn session(m: &ArgMatches) -> Result<Session, CliError> {
@@ -184,6 +224,12 @@ fn run(m: &ArgMatches) -> Result<(), CliError> {
     let (group, gm) = m
         .subcommand()
         .ok_or_else(|| CliError::usage("a command is required"))?;
+    match group {
+        "completion" | "man" => return cli::print_docs(command(), group, gm),
+        "host" => return cli::host::run(m, gm),
+        "serve" => return cli::serve::run_serve(&session(m)?, gm),
+        _ => {}
+    }
     let (sub, sm) = gm
         .subcommand()
         .ok_or_else(|| CliError::usage(format!("{group} needs a subcommand")))?;
@@ -206,7 +252,20 @@ fn run(m: &ArgMatches) -> Result<(), CliError> {
 }
 
 fn main() {
-    let matches = build().get_matches();
+    // `--cli-input-json` / `--generate-cli-skeleton` of the volume commands
+    // (the kms commands read their own --cli-input-json).
+    let args = keyvol::cli_input::expand(&command(), std::env::args_os().collect(), |path| {
+        path.first() == Some(&"volume")
+    });
+    let args = match args {
+        Ok(keyvol::cli_input::Expanded::Args(a)) => a,
+        Ok(keyvol::cli_input::Expanded::Skeleton(s)) => {
+            keyvol::output::print_lines(&[s]);
+            return;
+        }
+        Err(e) => std::process::exit(CliError::usage(e).report()),
+    };
+    let matches = build().get_matches_from(args);
     if let Err(e) = run(&matches) {
         std::process::exit(e.report());
     }
@@ -217,5 +276,11 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         super::build().debug_assert();
+    }
+
+    #[test]
+    fn every_subcommand_and_argument_has_help() {
+        let missing = keyvol::clidocs::missing_help(&super::command());
+        assert!(missing.is_empty(), "without help text: {missing:#?}");
     }
 }

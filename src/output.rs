@@ -44,29 +44,6 @@ pub fn query(v: &Value, q: &str) -> Result<Value, String> {
     Ok(cur)
 }
 
-fn text_lines(v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::Object(m) => {
-            let scalars: Vec<String> = m
-                .values()
-                .filter(|x| !x.is_object() && !x.is_array())
-                .map(scalar)
-                .collect();
-            if !scalars.is_empty() {
-                out.push(scalars.join("\t"));
-            }
-            for x in m.values().filter(|x| x.is_object() || x.is_array()) {
-                text_lines(x, out);
-            }
-        }
-        Value::Array(a) if a.iter().all(|x| !x.is_object() && !x.is_array()) => {
-            out.push(a.iter().map(scalar).collect::<Vec<_>>().join("\t"))
-        }
-        Value::Array(a) => a.iter().for_each(|x| text_lines(x, out)),
-        other => out.push(scalar(other)),
-    }
-}
-
 fn scalar(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -107,11 +84,7 @@ pub fn render(mut v: Value, output: &str, q: Option<&str>) -> Result<Vec<String>
     }
     Ok(match output {
         "json" => vec![serde_json::to_string_pretty(&v).unwrap_or_default()],
-        "text" => {
-            let mut lines = Vec::new();
-            text_lines(&v, &mut lines);
-            lines
-        }
+        "text" => crate::output_text::lines(&v),
         "table" => {
             let mut lines = Vec::new();
             table_lines(&v, 0, &mut lines);

@@ -34,7 +34,15 @@ pub fn command() -> Command {
             Command::new("set")
                 .about("Store a setting (an empty value restores the default)")
                 .arg(name_arg())
-                .arg(Arg::new("value").required(true).value_name("VALUE")),
+                .arg(
+                    Arg::new("value")
+                        .required(true)
+                        .value_name("VALUE")
+                        .help("The new value (an empty string restores the default)"),
+                )
+                .after_help(
+                    "Examples:\n  keyvol configure set kms-endpoint https://kms.example:8090\n  keyvol configure set snapshot-store 's3://bucket/snaps?region=eu-west-1'",
+                ),
         )
         .subcommand(
             Command::new("get")
@@ -52,8 +60,21 @@ pub fn command() -> Command {
                 .about(
                     "Store a profile that signs with an access key of another home (the KMS host)",
                 )
-                .arg(Arg::new("profile-name").long("profile-name").required(true))
-                .arg(Arg::new("account-id").long("account-id").required(true))
+                .after_help(
+                    "Example:\n  keyvol configure import-profile --profile-name host1 --account-id 111122223333 \\\n      --access-key-id AKIA... --secret-access-key -",
+                )
+                .arg(
+                    Arg::new("profile-name")
+                        .long("profile-name")
+                        .required(true)
+                        .help("The name of the new local profile"),
+                )
+                .arg(
+                    Arg::new("account-id")
+                        .long("account-id")
+                        .required(true)
+                        .help("The account the access key belongs to"),
+                )
                 .arg(
                     Arg::new("user-name")
                         .long("user-name")
@@ -62,7 +83,8 @@ pub fn command() -> Command {
                 .arg(
                     Arg::new("access-key-id")
                         .long("access-key-id")
-                        .required(true),
+                        .required(true)
+                        .help("The access key id (AKIA...) made on the KMS host"),
                 )
                 .arg(
                     Arg::new("secret-access-key")

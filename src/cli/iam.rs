@@ -10,7 +10,25 @@ use keyvol::session::Session;
 use super::CliError;
 
 fn req(name: &'static str) -> Arg {
-    Arg::new(name).long(name).required(true)
+    Arg::new(name)
+        .long(name)
+        .required(true)
+        .help(arg_help(name))
+}
+
+fn opt(name: &'static str) -> Arg {
+    Arg::new(name).long(name).help(arg_help(name))
+}
+
+fn arg_help(name: &str) -> &'static str {
+    match name {
+        "account-id" => "The 12-digit account id (e.g. 444455556666)",
+        "profile-name" => "The local profile that will sign with the new access key",
+        "user-name" => "The IAM user name",
+        "policy-name" => "The name of the inline policy",
+        "policy-document" => "The policy JSON: file://PATH or the document itself",
+        _ => "",
+    }
 }
 
 pub fn command() -> Command {
@@ -19,41 +37,64 @@ pub fn command() -> Command {
         .subcommand_required(true)
         .subcommand(
             Command::new("create-account")
+                .about("Create an account with a root principal and a profile for it (prints its key once)")
+                .after_help("Example:\n  keyvol iam create-account --account-id 444455556666 --profile-name other")
                 .arg(req("account-id"))
                 .arg(req("profile-name")),
         )
-        .subcommand(Command::new("list-accounts"))
+        .subcommand(Command::new("list-accounts").about("Every account of this home"))
         .subcommand(
             Command::new("create-user")
+                .about("CreateUser in the caller's account (only the account root may)")
+                .after_help("Example:\n  keyvol iam create-user --user-name alice --profile-name alice")
                 .arg(req("user-name"))
-                .arg(Arg::new("profile-name").long("profile-name")),
+                .arg(opt("profile-name")),
         )
-        .subcommand(Command::new("list-users"))
-        .subcommand(Command::new("delete-user").arg(req("user-name")))
+        .subcommand(Command::new("list-users").about("ListUsers of the caller's account"))
+        .subcommand(
+            Command::new("delete-user")
+                .about("DeleteUser, with its access keys and policies")
+                .arg(req("user-name")),
+        )
         .subcommand(
             Command::new("create-access-key")
+                .about("CreateAccessKey for a user (the secret is printed once)")
+                .after_help("Example:\n  keyvol iam create-access-key --user-name alice")
                 .arg(req("user-name"))
-                .arg(Arg::new("profile-name").long("profile-name")),
+                .arg(opt("profile-name")),
         )
         .subcommand(
             Command::new("put-user-policy")
+                .about("PutUserPolicy: attach an inline identity policy to a user")
+                .after_help(
+                    "Example:\n  keyvol iam put-user-policy --user-name alice --policy-name kms-use --policy-document file://policy.json",
+                )
                 .arg(req("user-name"))
                 .arg(req("policy-name"))
                 .arg(req("policy-document")),
         )
         .subcommand(
             Command::new("get-user-policy")
+                .about("GetUserPolicy: one inline policy of a user")
                 .arg(req("user-name"))
                 .arg(req("policy-name")),
         )
         .subcommand(
             Command::new("delete-user-policy")
+                .about("DeleteUserPolicy: remove an inline policy of a user")
                 .arg(req("user-name"))
                 .arg(req("policy-name")),
         )
-        .subcommand(Command::new("list-user-policies").arg(req("user-name")))
-        .subcommand(Command::new("list-profiles"))
-        .subcommand(Command::new("get-caller-identity"))
+        .subcommand(
+            Command::new("list-user-policies")
+                .about("ListUserPolicies: the inline policy names of a user")
+                .arg(req("user-name")),
+        )
+        .subcommand(Command::new("list-profiles").about("The profiles of this home and whom they act as"))
+        .subcommand(
+            Command::new("get-caller-identity")
+                .about("GetCallerIdentity: the account and ARN of the profile in use"),
+        )
 }
 
 fn s<'a>(m: &'a ArgMatches, name: &str) -> &'a str {

@@ -336,6 +336,91 @@ const OPERATIONS: &[(&str, &[&str], &[&str])] = &[
     ),
 ];
 
+/// The help line of a request field (the aws CLI's parameter meaning).
+fn field_help(field: &str) -> &'static str {
+    match field {
+        "KeyId" => "The KMS key: key id, key ARN, alias/NAME or alias ARN",
+        "Policy" => "The key policy JSON: file://PATH or the document itself",
+        "Description" => "A description of the key",
+        "KeyUsage" => "ENCRYPT_DECRYPT, SIGN_VERIFY, GENERATE_VERIFY_MAC or KEY_AGREEMENT",
+        "KeySpec" => {
+            "The key spec (SYMMETRIC_DEFAULT, RSA_2048, ECC_NIST_P256, HMAC_256, AES_256, ...)"
+        }
+        "CustomerMasterKeySpec" => "Deprecated alias of --key-spec",
+        "Origin" => "AWS_KMS (default) or EXTERNAL (import your own key material)",
+        "BypassPolicyLockoutSafetyCheck" => {
+            "Skip the check that the policy keeps the caller able to manage the key"
+        }
+        "Tags" => "TagKey=k,TagValue=v ... or JSON",
+        "MultiRegion" => "Create a multi-Region primary key",
+        "Limit" => "At most this many items per page",
+        "Marker" => "Continue after the NextMarker of the previous page",
+        "PendingWindowInDays" => "Days until deletion, 7..30 (default 30)",
+        "Plaintext" => "The data: fileb://PATH or base64",
+        "CiphertextBlob" => "The ciphertext: fileb://PATH or base64",
+        "EncryptionContext" => "k=v,k2=v2 or JSON: bound to the ciphertext",
+        "SourceEncryptionContext" => "The encryption context of the ciphertext given",
+        "DestinationEncryptionContext" => "The encryption context of the new ciphertext",
+        "EncryptionAlgorithm" => "SYMMETRIC_DEFAULT, RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256",
+        "SourceEncryptionAlgorithm" => "The algorithm the ciphertext was made with",
+        "DestinationEncryptionAlgorithm" => "The algorithm of the new ciphertext",
+        "SourceKeyId" => "The key the ciphertext was made under (checked when given)",
+        "DestinationKeyId" => "The key to re-encrypt under",
+        "GrantTokens" => "Grant tokens of grants not yet visible everywhere",
+        "DryRun" => "Check permissions only; answers DryRunOperationException on success",
+        "NumberOfBytes" => "Length of the data key or random bytes (1..1024)",
+        "AliasName" => "alias/NAME",
+        "TargetKeyId" => "The key the alias points to",
+        "RotationPeriodInDays" => "Days between automatic rotations, 90..2560 (default 365)",
+        "TagKeys" => "The tag keys to remove",
+        "PolicyName" => "The policy name (only `default` exists)",
+        "GranteePrincipal" => "The ARN that the grant lets use the key",
+        "RetiringPrincipal" => "The ARN that may retire the grant",
+        "Operations" => "The operations the grant allows (Encrypt Decrypt ...)",
+        "Constraints" => "Encryption context constraints as JSON",
+        "Name" => "A name for the grant (retrying with the same name is idempotent)",
+        "GrantId" => "The grant id",
+        "GrantToken" => "The grant token",
+        "Message" => "The message: fileb://PATH or base64",
+        "MessageType" => "RAW (default) or DIGEST",
+        "SigningAlgorithm" => "e.g. RSASSA_PSS_SHA_256, ECDSA_SHA_256, ED25519_SHA_512",
+        "Signature" => "The signature: fileb://PATH or base64",
+        "MacAlgorithm" => "HMAC_SHA_224, HMAC_SHA_256, HMAC_SHA_384 or HMAC_SHA_512",
+        "Mac" => "The MAC: fileb://PATH or base64",
+        "KeyPairSpec" => "The key pair spec (RSA_2048, ECC_NIST_P256, ...)",
+        "KeyAgreementAlgorithm" => "ECDH",
+        "PublicKey" => "The other party's public key (DER): fileb://PATH or base64",
+        "Recipient" => "An attested recipient as JSON (not supported outside Nitro Enclaves)",
+        "WrappingAlgorithm" => {
+            "RSAES_OAEP_SHA_1, RSAES_OAEP_SHA_256, RSA_AES_KEY_WRAP_SHA_256, ..."
+        }
+        "WrappingKeySpec" => "RSA_2048, RSA_3072 or RSA_4096",
+        "ImportToken" => "The import token of get-parameters-for-import: fileb://PATH or base64",
+        "EncryptedKeyMaterial" => "The wrapped key material: fileb://PATH or base64",
+        "ValidTo" => "When the material expires (epoch seconds or RFC 3339)",
+        "ExpirationModel" => "KEY_MATERIAL_EXPIRES or KEY_MATERIAL_DOES_NOT_EXPIRE",
+        "CustomKeyStoreId" => "A custom key store (not supported)",
+        "EncryptionContextEquals" => "Exactly this encryption context",
+        _ => "A request field of the operation",
+    }
+}
+
+/// An example line for the most used operations.
+fn example_of(op: &str) -> Option<&'static str> {
+    Some(match op {
+        "CreateKey" => "keyvol kms create-key --description demo --query KeyMetadata.KeyId --output text",
+        "Encrypt" => "keyvol kms encrypt --key-id alias/demo --plaintext fileb://secret.txt --encryption-context app=billing",
+        "Decrypt" => "keyvol kms decrypt --ciphertext-blob fileb://secret.enc --encryption-context app=billing",
+        "GenerateDataKey" => "keyvol kms generate-data-key --key-id alias/demo --key-spec AES_256",
+        "CreateAlias" => "keyvol kms create-alias --alias-name alias/demo --target-key-id KEY_ID",
+        "ScheduleKeyDeletion" => "keyvol kms schedule-key-deletion --key-id KEY_ID --pending-window-in-days 7",
+        "CreateGrant" => "keyvol kms create-grant --key-id KEY_ID --grantee-principal arn:aws:iam::111122223333:user/alice --operations Encrypt Decrypt",
+        "Sign" => "keyvol kms sign --key-id KEY_ID --message fileb://msg --signing-algorithm ECDSA_SHA_256",
+        "PutKeyPolicy" => "keyvol kms put-key-policy --key-id KEY_ID --policy-name default --policy file://policy.json",
+        _ => return None,
+    })
+}
+
 /// `CreateKey` -> `create-key`.
 pub fn kebab(name: &str) -> String {
     let mut out = String::new();
@@ -364,16 +449,19 @@ pub fn command() -> Command {
                     .long("cli-input-json")
                     .help("The request as JSON (or file://PATH)"),
             );
+        if let Some(example) = example_of(op) {
+            sub = sub.after_help(format!("Example:\n  {example}"));
+        }
         for f in *fields {
             let long = kebab(f);
-            let mut arg = Arg::new(*f).long(long.clone());
+            let mut arg = Arg::new(*f).long(long.clone()).help(field_help(f));
             arg = match kind_of(f) {
                 Kind::Bool => arg.action(ArgAction::SetTrue),
                 Kind::List | Kind::Tags => arg.num_args(1..).action(ArgAction::Append),
                 _ => arg.num_args(1),
             };
             if required.contains(f) {
-                arg = arg.help("(required)");
+                arg = arg.help(format!("(required) {}", field_help(f)));
             }
             sub = sub.arg(arg);
             if kind_of(f) == Kind::Bool {
@@ -381,6 +469,7 @@ pub fn command() -> Command {
                     Arg::new(format!("no-{f}"))
                         .long(format!("no-{long}"))
                         .action(ArgAction::SetTrue)
+                        .help(format!("The opposite of --{long}"))
                         .hide(true),
                 );
             }
@@ -402,23 +491,52 @@ pub fn command() -> Command {
             .subcommand_required(true)
             .subcommand(
                 Command::new("list")
-                    .arg(Arg::new("key-id").long("key-id"))
-                    .arg(Arg::new("event-name").long("event-name"))
-                    .arg(Arg::new("principal").long("principal"))
-                    .arg(Arg::new("start-time").long("start-time"))
-                    .arg(Arg::new("end-time").long("end-time"))
+                    .about("Audit events of the caller's account, newest last")
+                    .after_help(
+                        "Example:\n  keyvol kms audit list --event-name Decrypt --errors-only",
+                    )
+                    .arg(
+                        Arg::new("key-id")
+                            .long("key-id")
+                            .help("Only events of this key (ARN)"),
+                    )
+                    .arg(
+                        Arg::new("event-name")
+                            .long("event-name")
+                            .help("Only events of this operation (e.g. Decrypt)"),
+                    )
+                    .arg(
+                        Arg::new("principal")
+                            .long("principal")
+                            .help("Only events of this caller ARN"),
+                    )
+                    .arg(
+                        Arg::new("start-time")
+                            .long("start-time")
+                            .help("Events at or after (epoch seconds or RFC 3339)"),
+                    )
+                    .arg(
+                        Arg::new("end-time")
+                            .long("end-time")
+                            .help("Events at or before (epoch seconds or RFC 3339)"),
+                    )
                     .arg(
                         Arg::new("errors-only")
                             .long("errors-only")
-                            .action(ArgAction::SetTrue),
+                            .action(ArgAction::SetTrue)
+                            .help("Only calls that failed or were denied"),
                     )
                     .arg(
                         Arg::new("max-items")
                             .long("max-items")
-                            .value_parser(clap::value_parser!(i64)),
+                            .value_parser(clap::value_parser!(i64))
+                            .help("At most this many events"),
                     ),
             )
-            .subcommand(Command::new("verify")),
+            .subcommand(
+                Command::new("verify")
+                    .about("Check the hash chain of the audit log (fails when tampered with)"),
+            ),
     )
 }
 

@@ -2,6 +2,7 @@
 //! output formatting (json, text, table; timestamps as RFC 3339).
 
 pub mod configure;
+pub mod host;
 pub mod iam;
 pub mod kms;
 pub mod serve;
@@ -73,5 +74,13 @@ impl CliError {
 pub fn print(v: Value, output: &str, q: Option<&str>) -> Result<(), CliError> {
     let lines = keyvol::output::render(v, output, q).map_err(CliError::usage)?;
     keyvol::output::print_lines(&lines);
+    Ok(())
+}
+
+/// Runs `completion` or `man` of the CLI `cmd` and prints what it says.
+pub fn print_docs(cmd: clap::Command, which: &str, m: &clap::ArgMatches) -> Result<(), CliError> {
+    if let Some(text) = keyvol::clidocs::run(cmd, which, m).map_err(CliError::usage)? {
+        keyvol::output::print_lines(&[text.trim_end().to_string()]);
+    }
     Ok(())
 }

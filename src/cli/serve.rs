@@ -1,4 +1,5 @@
-//! `keyvol kms serve`: the home's KMS as an AWS KMS JSON API server.
+//! `keyvol kms serve` (also `keyvol serve`): the home's KMS as an AWS KMS
+//! JSON API server, with Prometheus metrics on `--metrics ADDR`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -54,6 +55,15 @@ pub fn serve_command() -> Command {
                 .value_parser(clap::value_parser!(u32).range(1..))
                 .help("Open connections at most (default 512)"),
         )
+        .arg(
+            Arg::new("metrics")
+                .long("metrics")
+                .value_name("ADDR:PORT")
+                .help("Also serve Prometheus metrics at http://ADDR:PORT/metrics (requests by operation and outcome, latency histograms)"),
+        )
+        .after_help(
+            "Examples:\n  keyvol kms serve --listen 127.0.0.1:8090\n  keyvol kms serve --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem --metrics 127.0.0.1:9100",
+        )
 }
 
 /// Runs the server until SIGTERM/SIGINT.
@@ -86,17 +96,26 @@ pub fn run_serve(session: &Session, m: &ArgMatches) -> Result<(), CliError> {
              cross the network unencrypted; use --tls-cert and --tls-key"
         );
     }
+    let metrics = match m.get_one::<String>("metrics") {
+        Some(addr) => {
+            Some(keyvol::telemetry::install_and_serve(addr, &[]).map_err(CliError::usage)?)
+        }
+        None => None,
+    };
     let service =
         HomeKmsService::for_session(session).map_err(|e| CliError::service("KmsServe", e))?;
     let home = session.home.dir().display().to_string();
     keyvol::server::http::run(Arc::new(service), listen, opts, |addr| {
         let scheme = if tls { "https" } else { "http" };
-        let line = json!({
+        let mut line = json!({
             "Listening": addr.to_string(),
             "Endpoint": format!("{scheme}://{addr}"),
             "Tls": tls,
             "Home": home,
         });
+        if let Some(m) = metrics {
+            line["Metrics"] = json!(format!("http://{m}/metrics"));
+        }
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{line}");
         let _ = out.flush();

@@ -7,22 +7,60 @@ use serde_json::{json, Value};
 
 use keyvol::api_error::ApiError;
 use keyvol::session::Session;
+use keyvol::volume::boot;
 use keyvol::volume::mount::FsType;
 use keyvol::volume::service::{parse_size, Volumes};
 
 use super::CliError;
 
+/// The daemon's `--metrics` address, also as a variable: a background
+/// attach hands it to the daemon it starts through the environment.
+const METRICS_ENV: &str = "KEYVOL_METRICS_ADDR";
+
 fn vol_arg() -> Arg {
-    Arg::new("volume-id").required(true).help("vol-...")
+    Arg::new("volume-id")
+        .required(true)
+        .value_name("VOLUME_ID")
+        .help("The volume (vol-...)")
+}
+
+fn fs_arg() -> Arg {
+    Arg::new("fs")
+        .long("fs")
+        .default_value("ext4")
+        .value_parser(["ext4", "xfs"])
+        .help("Filesystem to make on first use (an existing one is kept)")
+}
+
+fn all_arg(what: &str) -> Arg {
+    Arg::new("all")
+        .long("all")
+        .action(ArgAction::SetTrue)
+        .help(format!(
+            "{what} every volume enabled for boot (keyvol volume enable), in order"
+        ))
 }
 
 pub fn command() -> Command {
+    let mut cmd = subcommands();
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    for n in names {
+        cmd = cmd.mut_subcommand(n, |c| c.args(keyvol::cli_input::input_args()));
+    }
+    cmd
+}
+
+fn subcommands() -> Command {
     Command::new("volume")
         .about("Encrypted volumes: create, attach through FUSE, mount a filesystem")
         .subcommand_required(true)
         .subcommand(
             Command::new("create")
                 .about("Create a volume with a new data key under a KMS key")
+                .after_help("Example:\n  keyvol volume create --size 10GiB --kms-key-id alias/demo")
                 .arg(
                     Arg::new("size")
                         .long("size")
@@ -46,20 +84,51 @@ pub fn command() -> Command {
                         .help("With --snapshot-id: fetch every block now instead of on first read"),
                 ),
         )
-        .subcommand(Command::new("describe").arg(vol_arg()))
+        .subcommand(
+            Command::new("describe")
+                .about("DescribeVolumes of one volume: EC2's fields plus its wrapped data key")
+                .after_help("Example:\n  keyvol volume describe vol-0123456789abcdef0 --query State")
+                .arg(vol_arg()),
+        )
         .subcommand(
             Command::new("describe-volumes")
-                .arg(Arg::new("volume-ids").long("volume-ids").num_args(1..)),
+                .about("DescribeVolumes: every volume of the account and region, or the ones named")
+                .after_help("Example:\n  keyvol volume describe-volumes --volume-ids vol-1 vol-2")
+                .arg(
+                    Arg::new("volume-ids")
+                        .long("volume-ids")
+                        .value_name("VOLUME_ID")
+                        .num_args(1..)
+                        .help("Only these volumes"),
+                ),
         )
-        .subcommand(Command::new("list"))
-        .subcommand(Command::new("delete").arg(vol_arg()))
+        .subcommand(
+            Command::new("list").about("Every volume of the account and region (describe-volumes)"),
+        )
+        .subcommand(
+            Command::new("delete")
+                .about("DeleteVolume: remove a detached volume and its ciphertext")
+                .after_help("Example:\n  keyvol volume delete vol-0123456789abcdef0")
+                .arg(vol_arg()),
+        )
         .subcommand(
             Command::new("modify")
+                .about("ModifyVolume: grow a volume (resize2fs/xfs_growfs is then yours)")
+                .after_help("Example:\n  keyvol volume modify vol-0123456789abcdef0 --size 20GiB")
                 .arg(vol_arg())
-                .arg(Arg::new("size").long("size").required(true)),
+                .arg(
+                    Arg::new("size")
+                        .long("size")
+                        .required(true)
+                        .help("The new size, larger than today's (e.g. 20GiB)"),
+                ),
         )
         .subcommand(
             Command::new("attach")
+                .about("AttachVolume: start the daemon that serves the decrypted device through FUSE")
+                .after_help(
+                    "Example:\n  keyvol volume attach vol-0123456789abcdef0 --device /run/keyvol/data.dev",
+                )
                 .arg(vol_arg())
                 .arg(
                     Arg::new("device")
@@ -71,29 +140,116 @@ pub fn command() -> Command {
                         .long("foreground")
                         .action(ArgAction::SetTrue)
                         .help("Run the daemon in this process"),
+                )
+                .arg(
+                    Arg::new("metrics")
+                        .long("metrics")
+                        .value_name("ADDR:PORT")
+                        .env(METRICS_ENV)
+                        .help("Serve the daemon's Prometheus metrics at http://ADDR:PORT/metrics (bytes and operations read/written, errors, hydration, snapshots)"),
                 ),
         )
         .subcommand(
             Command::new("detach")
+                .about("DetachVolume: stop the attach daemon (refused while mounted)")
+                .after_help("Example:\n  keyvol volume detach vol-0123456789abcdef0")
                 .arg(vol_arg())
-                .arg(Arg::new("force").long("force").action(ArgAction::SetTrue)),
+                .arg(
+                    Arg::new("force")
+                        .long("force")
+                        .action(ArgAction::SetTrue)
+                        .help("Unmount and release loop devices that use the volume first"),
+                ),
         )
         .subcommand(
             Command::new("mount")
-                .arg(vol_arg())
-                .arg(Arg::new("dir").required(true))
+                .about("Attach, then put a filesystem on the volume and mount it (mkfs on first use)")
+                .after_help(
+                    "Examples:\n  keyvol volume mount vol-0123456789abcdef0 /mnt/data\n  keyvol volume mount --all",
+                )
                 .arg(
-                    Arg::new("fs")
-                        .long("fs")
-                        .default_value("ext4")
-                        .value_parser(["ext4", "xfs"]),
+                    Arg::new("volume-id")
+                        .value_name("VOLUME_ID")
+                        .required_unless_present("all")
+                        .help("The volume (vol-...)"),
+                )
+                .arg(
+                    Arg::new("dir")
+                        .value_name("DIR")
+                        .required_unless_present("all")
+                        .help("The mount point (created when missing)"),
+                )
+                .arg(fs_arg())
+                .arg(
+                    Arg::new("options")
+                        .long("options")
+                        .value_name("O1,O2")
+                        .help("Mount options passed to mount -o (e.g. ro,discard; nouuid for xfs)"),
+                )
+                .arg(all_arg("Attach and mount").conflicts_with_all(["volume-id", "dir"])),
+        )
+        .subcommand(
+            Command::new("unmount")
+                .about("Unmount a mounted volume, undo its loop device and detach it")
+                .after_help("Examples:\n  keyvol volume unmount /mnt/data\n  keyvol volume unmount --all")
+                .arg(
+                    Arg::new("dir")
+                        .value_name("DIR")
+                        .required_unless_present("all")
+                        .help("The mount point"),
+                )
+                .arg(all_arg("Unmount and detach").conflicts_with("dir")),
+        )
+        .subcommand(
+            Command::new("status")
+                .about("Attachments, loop devices and mounts of this home's volumes, and the boot table"),
+        )
+        .subcommand(
+            Command::new("enable")
+                .about("Bring a volume up at boot: record it in the home's boot table")
+                .long_about(
+                    "Bring a volume up at boot: record it in the home's boot table (the keyvol \
+                     counterpart of /etc/crypttab + /etc/fstab). `keyvol volume mount --all` \
+                     (run by keyvol-volumes.service) attaches and mounts the enabled volumes in \
+                     the order they were enabled. Enabling a volume again replaces its entry.",
+                )
+                .after_help(
+                    "Example:\n  keyvol volume enable vol-0123456789abcdef0 --mount /srv/data --options discard --nofail",
+                )
+                .arg(vol_arg())
+                .arg(
+                    Arg::new("mount")
+                        .long("mount")
+                        .value_name("DIR")
+                        .required(true)
+                        .help("Where to mount the volume at boot"),
+                )
+                .arg(fs_arg())
+                .arg(
+                    Arg::new("options")
+                        .long("options")
+                        .value_name("O1,O2")
+                        .help("Mount options passed to mount -o (e.g. ro,discard; nouuid for xfs)"),
+                )
+                .arg(
+                    Arg::new("nofail")
+                        .long("nofail")
+                        .action(ArgAction::SetTrue)
+                        .help("A failure of this volume does not fail `mount --all`"),
                 ),
         )
-        .subcommand(Command::new("unmount").arg(Arg::new("dir").required(true)))
-        .subcommand(Command::new("status"))
+        .subcommand(
+            Command::new("disable")
+                .about("Remove a volume from the boot table (it stays mounted until unmounted)")
+                .after_help("Example:\n  keyvol volume disable vol-0123456789abcdef0")
+                .arg(vol_arg()),
+        )
         .subcommand(
             Command::new("import")
                 .about("Register a volume made on another host that shares this KMS")
+                .after_help(
+                    "Example:\n  keyvol volume import --volume-json file://vol.json --backing-file /backup/vol.img",
+                )
                 .arg(
                     Arg::new("volume-json")
                         .long("volume-json")
@@ -120,16 +276,60 @@ fn op_name(sub: &str) -> &'static str {
         "mount" => "MountVolume",
         "unmount" => "UnmountVolume",
         "import" => "ImportVolume",
+        "enable" => "EnableVolumeAtBoot",
+        "disable" => "DisableVolumeAtBoot",
         _ => "DescribeVolumeStatus",
     }
+}
+
+fn mount_options(m: &ArgMatches) -> Result<Vec<String>, ApiError> {
+    m.get_one::<String>("options")
+        .map(|o| boot::parse_mount_options(o))
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
+/// `mount --all` / `unmount --all`: prints the report, then fails when a
+/// volume without `nofail` failed.
+fn run_all(s: &Session, sub: &str, op: &str) -> Result<Value, CliError> {
+    let api = |e: ApiError| CliError::api(op, e);
+    let report = if sub == "mount" {
+        boot::mount_all(s, Some(keyvol::snapshot::ops::hydration_source)).map_err(api)?
+    } else {
+        boot::unmount_all(s).map_err(api)?
+    };
+    match report.error(if sub == "mount" {
+        "mount --all"
+    } else {
+        "unmount --all"
+    }) {
+        None => Ok(report.to_json()),
+        Some(e) => {
+            let out = m_output(&report.to_json());
+            keyvol::output::print_lines(&[out]);
+            Err(api(e))
+        }
+    }
+}
+
+fn m_output(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
 }
 
 pub fn run(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliError> {
     let op = op_name(sub);
     let api = |e: ApiError| CliError::api(op, e);
+    if matches!(sub, "mount" | "unmount") && m.get_flag("all") {
+        return run_all(s, sub, op);
+    }
     let vols = Volumes::open(s)
         .map_err(api)?
         .with_snapshot_source(keyvol::snapshot::ops::hydration_source);
+    let vols = if sub == "mount" {
+        vols.with_mount_options(mount_options(m).map_err(api)?)
+    } else {
+        vols
+    };
     let vol = || {
         m.get_one::<String>("volume-id")
             .cloned()
@@ -197,12 +397,20 @@ pub fn run(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliError> {
         }
         "attach" => {
             let device = m.get_one::<String>("device").map(Path::new);
+            let metrics = m.get_one::<String>("metrics");
             if m.get_flag("foreground") {
                 let device =
                     device.ok_or_else(|| CliError::usage("--foreground needs --device PATH"))?;
+                if let Some(addr) = metrics {
+                    keyvol::telemetry::install_and_serve(addr, &[("volume_id", &vol())])
+                        .map_err(CliError::usage)?;
+                }
                 let mut out = std::io::stdout();
                 vols.run_daemon(&vol(), device, &mut out).map_err(api)?;
                 return Ok(Value::Null);
+            }
+            if let Some(addr) = metrics {
+                std::env::set_var(METRICS_ENV, addr);
             }
             vols.attach(&vol(), device).map_err(api)?
         }
@@ -221,7 +429,41 @@ pub fn run(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliError> {
             let dir = m.get_one::<String>("dir").cloned().unwrap_or_default();
             vols.unmount(Path::new(&dir)).map_err(api)?
         }
-        "status" => vols.status().map_err(api)?,
+        "status" => {
+            let mut out = vols.status().map_err(api)?;
+            let table = boot::BootTable::open(s).map_err(api)?;
+            let entries = table.list().map_err(api)?;
+            out["BootVolumes"] = entries.iter().map(boot::BootEntry::to_json).collect();
+            out
+        }
+        "enable" => {
+            let fs: FsType = m
+                .get_one::<String>("fs")
+                .map(String::as_str)
+                .unwrap_or("ext4")
+                .parse()
+                .map_err(|e: keyvol::volume::VolumeError| CliError::usage(e.to_string()))?;
+            let dir = m.get_one::<String>("mount").cloned().unwrap_or_default();
+            let table = boot::BootTable::open(s).map_err(api)?;
+            let e = table
+                .enable(
+                    s,
+                    &vols,
+                    &vol(),
+                    boot::BootSpec {
+                        mountpoint: dir.into(),
+                        fs,
+                        options: mount_options(m).map_err(api)?,
+                        nofail: m.get_flag("nofail"),
+                    },
+                )
+                .map_err(api)?;
+            json!({"BootVolume": e.to_json()})
+        }
+        "disable" => {
+            let table = boot::BootTable::open(s).map_err(api)?;
+            json!({"BootVolume": table.disable(&vol()).map_err(api)?.to_json(), "Disabled": true})
+        }
         "import" => {
             let arg = m
                 .get_one::<String>("volume-json")

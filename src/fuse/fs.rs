@@ -109,7 +109,10 @@ impl DeviceFs {
                 buf.resize(size, 0);
             }
             match self.device.read_at(&mut buf[..size], offset) {
-                Ok(n) => reply.data(&buf[..n]),
+                Ok(n) => {
+                    crate::telemetry::volume_read(n);
+                    reply.data(&buf[..n])
+                }
                 Err(e) => reply.error(reply_errno("read", offset, &e)),
             }
         });
@@ -118,7 +121,10 @@ impl DeviceFs {
     fn do_write(&self, offset: u64, data: &[u8], reply: ReplyWrite) {
         match self.device.write_at(data, offset) {
             // Requests are at most MAX_REQUEST bytes, so the length fits u32.
-            Ok(()) => reply.written(data.len() as u32),
+            Ok(()) => {
+                crate::telemetry::volume_write(data.len());
+                reply.written(data.len() as u32)
+            }
             Err(e) => reply.error(reply_errno("write", offset, &e)),
         }
     }
@@ -167,6 +173,7 @@ impl DeviceFs {
 /// The one place where device errors become errno values; logs the detail.
 fn reply_errno(op: &str, offset: u64, err: &VolumeError) -> Errno {
     log::warn!("keyvol fuse: {op} at offset {offset} failed: {err}");
+    crate::telemetry::volume_error(op);
     Errno::from_i32(err.errno())
 }
 

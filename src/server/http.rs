@@ -504,10 +504,18 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let request_id = uuid::Uuid::new_v4().to_string();
     let api = api_of(req.headers());
-    let (mut close, result) = match process(&state, peer, req, api, &request_id).await {
-        Ok(v) => (false, Ok(v)),
-        Err((close, r)) => (close, Err(r)),
+    let started = std::time::Instant::now();
+    let mut operation = String::new();
+    let (mut close, result) =
+        match process(&state, peer, req, api, &request_id, &mut operation).await {
+            Ok(v) => (false, Ok(v)),
+            Err((close, r)) => (close, Err(r)),
+        };
+    let outcome = match &result {
+        Ok(_) => "ok".to_string(),
+        Err(r) => r.error.code.to_string(),
     };
+    crate::telemetry::kms_request(&operation, &outcome, started.elapsed());
     let (status, reply) = match (api, result) {
         (_, Ok(v)) => (200, v),
         (Api::Kms, Err(r)) => (r.status, Reply::Json(error_body(&r.error))),
@@ -551,6 +559,7 @@ async fn process(
     req: Request<Incoming>,
     api: Api,
     request_id: &str,
+    operation_seen: &mut String,
 ) -> Result<Reply, (bool, Rejection)> {
     let opts = &state.opts;
     let declared = req
@@ -614,6 +623,7 @@ async fn process(
         body: &body,
     };
     if api == Api::Sts {
+        operation_seen.push_str("sts:GetCallerIdentity");
         return answer_sts(state, &http_req, request_id)
             .await
             .map(Reply::Xml)
@@ -635,6 +645,7 @@ async fn process(
 
     let service = state.service.clone();
     let operation = decoded.operation.clone();
+    operation_seen.clone_from(&operation);
     let result = tokio::task::spawn_blocking(move || {
         service.call(&decoded.ctx, &decoded.operation, decoded.body)
     })

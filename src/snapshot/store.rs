@@ -41,6 +41,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 
+use crate::aws_config::AwsCredentials;
 use crate::ids::{Region, SnapshotId};
 use crate::secret::SecretBytes;
 
@@ -60,8 +61,9 @@ pub enum StoreConfig {
     Local { root: PathBuf },
     /// An S3-compatible bucket. Path-style requests; `http://` endpoints are
     /// allowed (for a local server such as 127.0.0.1). Credentials left
-    /// `None` are read from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`
-    /// when the store is opened.
+    /// `None` come from the AWS credential chain (environment with
+    /// `AWS_SESSION_TOKEN`, `AWS_PROFILE` and the shared files, web
+    /// identity; see `aws_config`) when the store is opened.
     S3 {
         /// `None` means AWS S3 itself.
         endpoint: Option<String>,
@@ -351,33 +353,20 @@ impl ChunkStore {
                 access_key_id,
                 secret_access_key,
             } => {
-                let key_id = match access_key_id {
-                    Some(k) => k.clone(),
-                    None => std::env::var("AWS_ACCESS_KEY_ID").map_err(|_| {
-                        cfg_err(
-                            "no S3 access key: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-                                .into(),
-                        )
-                    })?,
+                let credentials = match (access_key_id, secret_access_key) {
+                    (Some(id), Some(secret)) => AwsCredentials::Static {
+                        access_key_id: id.clone(),
+                        secret_access_key: secret.clone(),
+                        session_token: None,
+                        source: "the store configuration".into(),
+                    },
+                    _ => crate::aws_config::resolve().map_err(cfg_err)?,
                 };
-                let secret = match secret_access_key {
-                    Some(s) => s.clone(),
-                    None => SecretBytes::new(
-                        std::env::var("AWS_SECRET_ACCESS_KEY")
-                            .map_err(|_| {
-                                cfg_err("no S3 secret key: set AWS_SECRET_ACCESS_KEY".into())
-                            })?
-                            .into_bytes(),
-                    ),
-                };
-                let secret = std::str::from_utf8(secret.expose())
-                    .map_err(|_| cfg_err("the S3 secret access key is not UTF-8".into()))?
-                    .to_string();
-                let mut b = AmazonS3Builder::new()
+                let b = AmazonS3Builder::new()
                     .with_bucket_name(bucket)
-                    .with_region(bucket_region)
-                    .with_access_key_id(key_id)
-                    .with_secret_access_key(secret)
+                    .with_region(bucket_region);
+                let mut b = with_aws_credentials(b, &credentials)
+                    .map_err(cfg_err)?
                     .with_virtual_hosted_style_request(false)
                     // Fail within seconds, not the default 3 minutes, when
                     // the endpoint is down or refuses us.
@@ -825,6 +814,70 @@ impl ChunkStore {
 /// and a crash left behind, under `dir/chunks/*/` and `dir/manifests/`, if
 /// older than `grace`. Best effort: unreadable entries are skipped (a later
 /// run retries). Returns how many were removed.
+/// Gives `b` the credentials of the AWS chain (see `aws_config`).
+fn with_aws_credentials(
+    b: AmazonS3Builder,
+    c: &AwsCredentials,
+) -> std::result::Result<AmazonS3Builder, String> {
+    use object_store::aws::AmazonS3ConfigKey as Key;
+    let utf8 = |what: &str, s: &SecretBytes| {
+        std::str::from_utf8(s.expose())
+            .map(str::to_string)
+            .map_err(|_| format!("the S3 {what} is not UTF-8"))
+    };
+    Ok(match c {
+        AwsCredentials::Static {
+            access_key_id,
+            secret_access_key,
+            session_token,
+            ..
+        } => {
+            let mut b = b
+                .with_access_key_id(access_key_id)
+                .with_secret_access_key(utf8("secret access key", secret_access_key)?);
+            if let Some(t) = session_token {
+                b = b.with_token(utf8("session token", t)?);
+            }
+            b
+        }
+        AwsCredentials::WebIdentity {
+            token_file,
+            role_arn,
+            session_name,
+            sts_endpoint,
+        } => {
+            let mut b = b
+                .with_config(Key::WebIdentityTokenFile, token_file)
+                .with_config(Key::RoleArn, role_arn);
+            if let Some(n) = session_name {
+                b = b.with_config(Key::RoleSessionName, n);
+            }
+            if let Some(e) = sts_endpoint {
+                b = b.with_config(Key::StsEndpoint, e);
+            }
+            b
+        }
+        AwsCredentials::Container {
+            relative_uri,
+            full_uri,
+            token_file,
+        } => {
+            let mut b = b;
+            if let Some(u) = relative_uri {
+                b = b.with_config(Key::ContainerCredentialsRelativeUri, u);
+            }
+            if let Some(u) = full_uri {
+                b = b.with_config(Key::ContainerCredentialsFullUri, u);
+            }
+            if let Some(t) = token_file {
+                b = b.with_config(Key::ContainerAuthorizationTokenFile, t);
+            }
+            b
+        }
+        AwsCredentials::InstanceMetadata => b,
+    })
+}
+
 fn remove_partial_writes(dir: &std::path::Path, grace: Duration) -> u64 {
     let mut folders = vec![dir.join("manifests")];
     if let Ok(entries) = std::fs::read_dir(dir.join("chunks")) {

@@ -2,6 +2,7 @@
 //! and mount orchestration.
 
 pub mod blockmath;
+pub mod boot;
 pub mod changes;
 pub mod device;
 pub mod error;

@@ -76,6 +76,8 @@ pub struct MountedVolume {
     /// The filesystem found or made.
     pub fs: FsType,
     pub steps: Vec<MountStep>,
+    /// Options given to `mount -o` (or fuse2fs `-o`).
+    pub options: Vec<String>,
 }
 
 impl MountedVolume {
@@ -103,11 +105,23 @@ pub fn mount_volume(
     mountpoint: &Path,
     fs: FsType,
 ) -> Result<MountedVolume, VolumeError> {
+    mount_volume_with_options(device_file, mountpoint, fs, &[])
+}
+
+/// [`mount_volume`] with options for `mount -o` (`ro`, `discard`,
+/// `nouuid`, ...; checked by `boot::parse_mount_options`).
+pub fn mount_volume_with_options(
+    device_file: &Path,
+    mountpoint: &Path,
+    fs: FsType,
+    options: &[String],
+) -> Result<MountedVolume, VolumeError> {
     let mut done = MountedVolume {
         device_file: device_file.to_path_buf(),
         mountpoint: mountpoint.to_path_buf(),
         fs,
         steps: Vec::new(),
+        options: options.to_vec(),
     };
     // SAFETY: geteuid cannot fail and touches no memory.
     let root = unsafe { libc::geteuid() } == 0;
@@ -191,15 +205,13 @@ fn mount_with_loop(done: &mut MountedVolume) -> Result<(), VolumeError> {
             done.fs
         }
     };
-    run(
-        "mount",
-        [
-            OsStr::new("-t"),
-            OsStr::new(done.fs.as_str()),
-            loop_device.as_os_str(),
-            done.mountpoint.as_os_str(),
-        ],
-    )?;
+    let options = done.options.join(",");
+    let mut args = vec![OsStr::new("-t"), OsStr::new(done.fs.as_str())];
+    if !options.is_empty() {
+        args.extend([OsStr::new("-o"), OsStr::new(&options)]);
+    }
+    args.extend([loop_device.as_os_str(), done.mountpoint.as_os_str()]);
+    run("mount", args)?;
     done.steps.push(MountStep::Mounted {
         source: loop_device,
         mountpoint: done.mountpoint.clone(),
@@ -235,13 +247,20 @@ fn mount_with_fuse2fs(done: &mut MountedVolume) -> Result<(), VolumeError> {
             done.device_file.as_os_str(),
             done.mountpoint.as_os_str(),
             OsStr::new("-o"),
-            OsStr::new("fakeroot"),
+            OsStr::new(&fuse2fs_options(&done.options)),
         ],
     )?;
     done.steps.push(MountStep::Fuse2fsMounted {
         mountpoint: done.mountpoint.clone(),
     });
     Ok(())
+}
+
+fn fuse2fs_options(extra: &[String]) -> String {
+    std::iter::once("fakeroot")
+        .chain(extra.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn undo_steps(steps: &[MountStep]) -> Result<(), VolumeError> {

@@ -129,6 +129,7 @@ pub struct Volumes<'a> {
     s: &'a Session,
     conn: rusqlite::Connection,
     source: Option<SourceResolver>,
+    mount_options: Vec<String>,
 }
 
 impl<'a> Volumes<'a> {
@@ -143,7 +144,15 @@ impl<'a> Volumes<'a> {
             s,
             conn,
             source: None,
+            mount_options: Vec::new(),
         })
+    }
+
+    /// Options that [`Volumes::mount`] passes to `mount -o` (`ro`,
+    /// `discard`, `nouuid`, ...), checked by `boot::parse_mount_options`.
+    pub fn with_mount_options(mut self, options: Vec<String>) -> Self {
+        self.mount_options = options;
+        self
     }
 
     /// Lets restored volumes hydrate from their snapshot through `f`.
@@ -555,7 +564,7 @@ impl<'a> Volumes<'a> {
             if !device_arc.hydration_pending().is_empty() {
                 let dev = device_arc.clone();
                 std::thread::spawn(move || {
-                    if let Err(e) = dev.hydrate_all(&mut |_, _| {}) {
+                    if let Err(e) = dev.hydrate_all(&mut crate::telemetry::hydration_progress) {
                         eprintln!("background hydration stopped: {e}");
                     }
                 });
@@ -731,7 +740,12 @@ impl<'a> Volumes<'a> {
         let (device, _, _) = self
             .attachment(&r)?
             .ok_or_else(|| ApiError::internal("attachment vanished"))?;
-        match mount::mount_volume(Path::new(&device), &dir, fs_type) {
+        match mount::mount_volume_with_options(
+            Path::new(&device),
+            &dir,
+            fs_type,
+            &self.mount_options,
+        ) {
             Ok(m) => {
                 self.conn
                     .execute(
@@ -868,6 +882,7 @@ fn control_session(
             ["CUT", id, mode] => dev
                 .cut(id, *mode == "ALL", MAX_PENDING_SNAPSHOTS)
                 .map(|chunks| {
+                    crate::telemetry::snapshot_cut(chunks.len());
                     mine.push(id.to_string());
                     let list: Vec<String> = chunks.iter().map(u64::to_string).collect();
                     (format!("OK {}", list.join(" ")), Vec::new())
@@ -876,7 +891,10 @@ fn control_session(
             ["READ", id, chunk] => match chunk.parse::<u64>() {
                 Ok(c) => dev
                     .snapshot_read(id, c)
-                    .map(|b| (format!("OK {}", b.len()), b))
+                    .map(|b| {
+                        crate::telemetry::snapshot_chunk_read();
+                        (format!("OK {}", b.len()), b)
+                    })
                     .map_err(|e| e.to_string()),
                 Err(_) => Err(format!("'{chunk}' is not a chunk index")),
             },

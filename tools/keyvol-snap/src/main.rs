@@ -79,6 +79,7 @@ fn op_name(c: &Cmd) -> &'static str {
         Cmd::Restore { .. } => "CreateVolume",
         Cmd::ListBlocks { .. } => "ListSnapshotBlocks",
         Cmd::ListChangedBlocks { .. } => "ListChangedBlocks",
+        Cmd::Completion { .. } | Cmd::Man { .. } => "Documentation",
     }
 }
 
@@ -213,6 +214,7 @@ fn run(cli: &Cli) -> ApiResult<Value> {
             first_snapshot_id,
             second_snapshot_id,
         } => ops::list_changed_blocks(&s, first_snapshot_id, second_snapshot_id)?,
+        Cmd::Completion { .. } | Cmd::Man { .. } => Value::Null,
     };
     if report_pending {
         // The parent printed the pending snapshot and is gone.
@@ -222,7 +224,45 @@ fn run(cli: &Cli) -> ApiResult<Value> {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let args = keyvol::cli_input::expand(&cli::command(), std::env::args_os().collect(), |path| {
+        !matches!(path.first(), Some(&"completion") | Some(&"man"))
+    });
+    let args = match args {
+        Ok(keyvol::cli_input::Expanded::Args(a)) => a,
+        Ok(keyvol::cli_input::Expanded::Skeleton(s)) => {
+            keyvol::output::print_lines(&[s]);
+            return;
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "\nkeyvol-snap: error: {e}");
+            std::process::exit(252);
+        }
+    };
+    let cli = Cli::parse_from(args);
+    if let Cmd::Completion { shell } = &cli.command {
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = keyvol::clidocs::write_completion(cli::command(), shell, &mut out) {
+            let _ = writeln!(std::io::stderr(), "\nkeyvol-snap: error: {e}");
+            std::process::exit(252);
+        }
+        return;
+    }
+    if let Cmd::Man { out } = &cli.command {
+        match keyvol::clidocs::write_man_pages(cli::command(), std::path::Path::new(out)) {
+            Ok(pages) => {
+                let list: Vec<String> = pages.iter().map(|p| p.display().to_string()).collect();
+                let v = serde_json::json!({ "ManPages": list });
+                keyvol::output::print_lines(
+                    &[serde_json::to_string_pretty(&v).unwrap_or_default()],
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "\nkeyvol-snap: error: {e}");
+                std::process::exit(252);
+            }
+        }
+        return;
+    }
     match run(&cli) {
         Ok(v) => {
             if !v.is_null() {
