@@ -40,7 +40,7 @@ fn global_args(cmd: Command) -> Command {
         Arg::new("query")
             .long("query")
             .global(true)
-            .help("Print only this field (dotted path)"),
+            .help("JMESPath expression applied to the response (as the aws CLI)"),
     )
 }
 
@@ -180,7 +180,13 @@ fn run(m: &ArgMatches) -> Result<(), CliError> {
         .get_one::<String>("output")
         .map(String::as_str)
         .unwrap_or("json");
-    let q = m.get_one::<String>("query").map(String::as_str);
+    // Parsed before anything runs: a bad expression changes nothing.
+    let q = m
+        .get_one::<String>("query")
+        .map(String::as_str)
+        .map(keyvol::output::Query::parse)
+        .transpose()
+        .map_err(CliError::usage)?;
     let (group, gm) = m
         .subcommand()
         .ok_or_else(|| CliError::usage("a command is required"))?;
@@ -202,11 +208,15 @@ fn run(m: &ArgMatches) -> Result<(), CliError> {
     if v.is_null() {
         return Ok(());
     }
-    cli::print(v, output, q)
+    cli::print(v, output, q.as_ref())
 }
 
 fn main() {
-    let matches = build().get_matches();
+    // Usage errors exit 252 as in the aws CLI; --help and --version exit 0.
+    let matches = build().try_get_matches().unwrap_or_else(|e| {
+        let _ = e.print();
+        std::process::exit(if e.use_stderr() { 252 } else { 0 })
+    });
     if let Err(e) = run(&matches) {
         std::process::exit(e.report());
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use keyvol::api_error::{ApiError, ApiResult};
+use keyvol::output::Query;
 use keyvol::session::{Session, SessionOptions};
 use keyvol::snapshot::ops::{self, CopyOptions, CreateOptions, Reporter};
 use keyvol::volume::service::{parse_size, Volumes};
@@ -222,12 +223,24 @@ fn run(cli: &Cli) -> ApiResult<Value> {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    // Usage errors exit 252 as in the aws CLI; --help and --version exit 0.
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        let _ = e.print();
+        std::process::exit(if e.use_stderr() { 252 } else { 0 })
+    });
+    // Parsed before anything runs: a bad expression changes nothing.
+    let query = match cli.global.query.as_deref().map(Query::parse).transpose() {
+        Ok(q) => q,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "\nkeyvol-snap: error: {e}");
+            std::process::exit(252);
+        }
+    };
     match run(&cli) {
         Ok(v) => {
             if !v.is_null() {
                 let output = cli.global.output.as_deref().unwrap_or("json");
-                match keyvol::output::render(v, output, cli.global.query.as_deref()) {
+                match keyvol::output::render(v, output, query.as_ref()) {
                     Ok(lines) => keyvol::output::print_lines(&lines),
                     Err(e) => {
                         let _ = writeln!(std::io::stderr(), "\nkeyvol-snap: error: {e}");
