@@ -215,6 +215,12 @@ fn run(cli: &Cli) -> ApiResult<Value> {
             second_snapshot_id,
         } => ops::list_changed_blocks(&s, first_snapshot_id, second_snapshot_id)?,
     };
+    // create --wait and copy --wait (here they always wait): a snapshot
+    // that ended in `error` fails the call with its StateMessage.
+    let v = match &cli.command {
+        Cmd::Create { .. } | Cmd::Copy { .. } => ops::fail_on_error(v)?,
+        _ => v,
+    };
     if report_pending {
         // The parent printed the pending snapshot and is gone.
         return Ok(Value::Null);
