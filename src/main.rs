@@ -110,16 +110,11 @@ fn run_envelope(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliErro
         std::fs::File::open(&inp)
             .map_err(|e| CliError::usage(format!("cannot open --in {inp}: {e}")))?,
     );
-    // Write to a temporary file beside the output and rename on success, so
+    // A fresh 0600 temporary file beside the output, renamed on success, so
     // a failed decryption never leaves unauthenticated plaintext behind.
-    let tmp = format!("{out}.keyvol-tmp");
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
+    let mut file = keyvol::envelope::OutputFile::create(std::path::Path::new(&out))
         .map_err(|e| CliError::usage(format!("cannot create --out {out}: {e}")))?;
-    let mut output = BufWriter::new(file);
+    let mut output = BufWriter::new(file.file());
     let key_id = m.get_one::<String>("key-id").map(String::as_str);
     let result = if sub == "encrypt" {
         keyvol::envelope::encrypt(
@@ -140,17 +135,15 @@ fn run_envelope(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliErro
             &mut output,
         )
     };
-    drop(output);
+    let flushed = output.into_inner().map(drop).map_err(|e| e.into_error());
     match result {
         Ok(n) => {
-            std::fs::rename(&tmp, &out)
+            flushed
+                .and_then(|()| file.commit())
                 .map_err(|e| CliError::usage(format!("cannot write --out {out}: {e}")))?;
             Ok(json!({"In": inp, "Out": out, "PlaintextBytes": n}))
         }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(CliError::service(op, e))
-        }
+        Err(e) => Err(CliError::service(op, e)),
     }
 }
 

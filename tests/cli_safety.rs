@@ -10,6 +10,7 @@
 
 mod common;
 
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -357,4 +358,143 @@ fn query_is_jmespath_in_both_clis() {
         stdout(&out),
         format!("{}\tcompleted\n", s1.as_str().unwrap())
     );
+}
+
+// ------------------------------------------------------------ envelope
+
+#[test]
+fn envelope_decrypt_never_follows_or_reuses_planted_files() {
+    let h = Home::new();
+    let key = h.key(&[]);
+    let work = h.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let plain = work.join("plain");
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&plain, &data).unwrap();
+    let enc = work.join("plain.enc");
+    h.kv_json(&[
+        "envelope",
+        "encrypt",
+        "--key-id",
+        &key,
+        "--in",
+        plain.to_str().unwrap(),
+        "--out",
+        enc.to_str().unwrap(),
+    ]);
+    // A file root must not overwrite through a planted link.
+    let victims = h.path().join("victims");
+    std::fs::create_dir(&victims).unwrap();
+    let victim = victims.join("shadow");
+    std::fs::write(&victim, b"the victim's own bytes").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let victim_meta = std::fs::metadata(&victim).unwrap();
+
+    let out = work.join("plain.out");
+    let name = "plain.out";
+    // Links at every name an attacker could guess from the output name.
+    let guesses = [
+        format!("{name}.keyvol-tmp"),
+        format!("{name}.tmp"),
+        format!(".{name}.keyvol-tmp"),
+        format!(".{name}.tmp"),
+        format!("{name}~"),
+    ];
+    for g in &guesses {
+        std::os::unix::fs::symlink(&victim, work.join(g)).unwrap();
+    }
+    // And the output itself a link to the victim: it is replaced, not
+    // written through.
+    std::os::unix::fs::symlink(&victim, &out).unwrap();
+    let r = h.kv_json(&[
+        "envelope",
+        "decrypt",
+        "--in",
+        enc.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r["PlaintextBytes"], data.len());
+    assert_eq!(std::fs::read(&victim).unwrap(), b"the victim's own bytes");
+    let after = std::fs::metadata(&victim).unwrap();
+    assert_eq!(after.mode(), victim_meta.mode());
+    assert_eq!(after.mtime(), victim_meta.mtime());
+    for g in &guesses {
+        let p = work.join(g);
+        assert!(
+            std::fs::symlink_metadata(&p)
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "{g} was replaced"
+        );
+        assert_eq!(std::fs::read_link(&p).unwrap(), victim);
+    }
+    let m = std::fs::symlink_metadata(&out).unwrap();
+    assert!(m.file_type().is_file(), "the output is not a regular file");
+    assert_eq!(m.mode() & 0o777, 0o600, "the output is not 0600");
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+
+    // A temporary file another user created beforehand (owned by nobody,
+    // readable by all) is neither reused nor changed.
+    let out2 = work.join("second.out");
+    let planted = work.join("second.out.keyvol-tmp");
+    std::fs::write(&planted, b"planted by nobody").unwrap();
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).unwrap();
+    let planted_meta = std::fs::metadata(&planted).unwrap();
+    // A restrictive and a permissive umask both end in 0600.
+    for umask in ["000", "077"] {
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "umask {umask}; exec \"$0\" envelope decrypt --in \"$1\" --out \"$2\""
+            ))
+            .arg(env!("CARGO_BIN_EXE_keyvol"))
+            .arg(&enc)
+            .arg(&out2)
+            .env("KEYVOL_HOME", h.path())
+            .env_remove("KEYVOL_PROFILE")
+            .env_remove("KEYVOL_REGION")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "decrypt under umask {umask}");
+        let m = std::fs::metadata(&out2).unwrap();
+        assert_eq!(m.mode() & 0o777, 0o600, "umask {umask}");
+        assert_eq!(m.uid(), 0, "umask {umask}");
+        assert_eq!(std::fs::read(&out2).unwrap(), data);
+    }
+    let p = std::fs::metadata(&planted).unwrap();
+    assert_eq!(std::fs::read(&planted).unwrap(), b"planted by nobody");
+    assert_eq!(
+        (p.uid(), p.mode(), p.ino()),
+        (65534, planted_meta.mode(), planted_meta.ino())
+    );
+
+    // A failed decryption (tampered file) leaves neither output nor
+    // temporary file.
+    let mut bad = std::fs::read(&enc).unwrap();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    let bad_enc = work.join("bad.enc");
+    std::fs::write(&bad_enc, bad).unwrap();
+    let before: Vec<PathBuf> = {
+        let mut v = all_files(&work);
+        v.sort();
+        v
+    };
+    let r = h.kv(&[
+        "envelope",
+        "decrypt",
+        "--in",
+        bad_enc.to_str().unwrap(),
+        "--out",
+        work.join("bad.out").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&r), Some(254), "{}", stderr(&r));
+    assert!(stderr(&r).contains("(InvalidCiphertextException)"));
+    let mut after: Vec<PathBuf> = all_files(&work);
+    after.sort();
+    assert_eq!(before, after, "a failed decrypt left a file behind");
 }
