@@ -498,3 +498,138 @@ fn envelope_decrypt_never_follows_or_reuses_planted_files() {
     after.sort();
     assert_eq!(before, after, "a failed decrypt left a file behind");
 }
+
+// ------------------------------------------------------------ fileb:// limits
+
+#[test]
+fn file_arguments_read_at_most_the_limit() {
+    let h = Home::new();
+    let key = h.key(&[]);
+    let sign_key = h.key(&["--key-spec", "ECC_NIST_P256", "--key-usage", "SIGN_VERIFY"]);
+    let dir = h.path();
+    let refused = |args: &[&str], op: &str, limit: usize| {
+        let out = h.kv(args);
+        assert_eq!(code(&out), Some(254), "{args:?}: {}", stderr(&out));
+        let e = stderr(&out);
+        assert!(
+            e.contains(&format!(
+                "An error occurred (ValidationException) when calling the {op} operation"
+            )) && e.contains(&format!("less than or equal to {limit}")),
+            "{args:?}: {e}"
+        );
+    };
+    // /dev/zero never ends: each fails at once, naming the limit.
+    refused(
+        &[
+            "kms",
+            "encrypt",
+            "--key-id",
+            &key,
+            "--plaintext",
+            "fileb:///dev/zero",
+        ],
+        "Encrypt",
+        4096,
+    );
+    refused(
+        &["kms", "decrypt", "--ciphertext-blob", "fileb:///dev/zero"],
+        "Decrypt",
+        6144,
+    );
+    refused(
+        &[
+            "kms",
+            "sign",
+            "--key-id",
+            &sign_key,
+            "--signing-algorithm",
+            "ECDSA_SHA_256",
+            "--message",
+            "fileb:///dev/zero",
+        ],
+        "Sign",
+        4096,
+    );
+    refused(
+        &[
+            "kms",
+            "import-key-material",
+            "--key-id",
+            &key,
+            "--import-token",
+            "fileb:///dev/zero",
+            "--encrypted-key-material",
+            "fileb:///dev/zero",
+        ],
+        "ImportKeyMaterial",
+        6144,
+    );
+    refused(
+        &[
+            "kms",
+            "put-key-policy",
+            "--key-id",
+            &key,
+            "--policy",
+            "file:///dev/zero",
+        ],
+        "PutKeyPolicy",
+        32768,
+    );
+    refused(
+        &["kms", "encrypt", "--cli-input-json", "file:///dev/zero"],
+        "Encrypt",
+        1024 * 1024,
+    );
+    // One byte over the limit is refused; the limit itself works.
+    let over = dir.join("over");
+    std::fs::write(&over, vec![7u8; 4097]).unwrap();
+    refused(
+        &[
+            "kms",
+            "encrypt",
+            "--key-id",
+            &key,
+            "--plaintext",
+            &format!("fileb://{}", over.display()),
+        ],
+        "Encrypt",
+        4096,
+    );
+    let at = dir.join("at");
+    let data: Vec<u8> = (0..4096u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&at, &data).unwrap();
+    let ct = h.kv_json(&[
+        "kms",
+        "encrypt",
+        "--key-id",
+        &key,
+        "--plaintext",
+        &format!("fileb://{}", at.display()),
+    ])["CiphertextBlob"]
+        .clone();
+    let ct_file = dir.join("ct");
+    std::fs::write(&ct_file, unb64(&ct)).unwrap();
+    let pt = h.kv_json(&[
+        "kms",
+        "decrypt",
+        "--ciphertext-blob",
+        &format!("fileb://{}", ct_file.display()),
+    ])["Plaintext"]
+        .clone();
+    assert_eq!(unb64(&pt), data);
+    // Envelope files are streamed, not limited.
+    let big = dir.join("big");
+    std::fs::write(&big, vec![1u8; 300_000]).unwrap();
+    let r = h.kv_json(&[
+        "envelope",
+        "encrypt",
+        "--key-id",
+        &key,
+        "--in",
+        big.to_str().unwrap(),
+        "--out",
+        dir.join("big.enc").to_str().unwrap(),
+    ]);
+    assert_eq!(r["PlaintextBytes"], 300_000);
+}
