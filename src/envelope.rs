@@ -26,7 +26,9 @@
 //! shorter than S (and is empty for an empty file); a file always has one.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -253,4 +255,93 @@ pub fn decrypt(
         .flush()
         .map_err(|e| io_err("writing the output", e))?;
     Ok(total)
+}
+
+/// The output file of an envelope command, written safely beside its
+/// target: a new temporary file in the target's directory with a random
+/// name, created with `O_CREAT|O_EXCL|O_NOFOLLOW` and mode 0600 (so a
+/// planted symlink or a file someone else created there is never followed
+/// or reused, and no other user can read the plaintext while it is
+/// written), renamed over the target only by [`OutputFile::commit`]. A
+/// file dropped without commit is removed: a failed decryption leaves no
+/// unauthenticated plaintext behind. The target ends with mode 0600; a
+/// symlink at the target is replaced, never written through.
+#[derive(Debug)]
+pub struct OutputFile {
+    file: File,
+    tmp: PathBuf,
+    target: PathBuf,
+    committed: bool,
+}
+
+impl OutputFile {
+    /// Creates the temporary file for `target`.
+    pub fn create(target: &Path) -> std::io::Result<OutputFile> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let name = target.file_name().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the output path names no file",
+            )
+        })?;
+        let dir = match target.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let mut last = None;
+        // A name taken (AlreadyExists) is skipped: 16 random bytes make a
+        // collision without an attacker practically impossible.
+        for _ in 0..8 {
+            let mut r = [0u8; 16];
+            rand::rngs::OsRng.fill_bytes(&mut r);
+            let mut tmp_name = std::ffi::OsString::from(".");
+            tmp_name.push(name);
+            tmp_name.push(format!(".keyvol-{}.tmp", hex::encode(r)));
+            let tmp = dir.join(tmp_name);
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&tmp)
+            {
+                Ok(file) => {
+                    let out = OutputFile {
+                        file,
+                        tmp,
+                        target: target.to_path_buf(),
+                        committed: false,
+                    };
+                    // The umask may only take bits away; make it exactly 0600.
+                    out.file
+                        .set_permissions(std::fs::Permissions::from_mode(0o600))?;
+                    return Ok(out);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("no free temporary name")))
+    }
+
+    /// The temporary file to write to.
+    pub fn file(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// Makes the written data durable and renames it over the target.
+    pub fn commit(mut self) -> std::io::Result<()> {
+        self.file.sync_all()?;
+        std::fs::rename(&self.tmp, &self.target)?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for OutputFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }

@@ -40,7 +40,7 @@ fn global_args(cmd: Command) -> Command {
         Arg::new("query")
             .long("query")
             .global(true)
-            .help("Print only this field (dotted path)"),
+            .help("JMESPath expression applied to the response (as the aws CLI)"),
     )
 }
 
@@ -150,16 +150,11 @@ fn run_envelope(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliErro
         std::fs::File::open(&inp)
             .map_err(|e| CliError::usage(format!("cannot open --in {inp}: {e}")))?,
     );
-    // Write to a temporary file beside the output and rename on success, so
+    // A fresh 0600 temporary file beside the output, renamed on success, so
     // a failed decryption never leaves unauthenticated plaintext behind.
-    let tmp = format!("{out}.keyvol-tmp");
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
+    let mut file = keyvol::envelope::OutputFile::create(std::path::Path::new(&out))
         .map_err(|e| CliError::usage(format!("cannot create --out {out}: {e}")))?;
-    let mut output = BufWriter::new(file);
+    let mut output = BufWriter::new(file.file());
     let key_id = m.get_one::<String>("key-id").map(String::as_str);
     let result = if sub == "encrypt" {
         keyvol::envelope::encrypt(
@@ -180,17 +175,15 @@ fn run_envelope(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliErro
             &mut output,
         )
     };
-    drop(output);
+    let flushed = output.into_inner().map(drop).map_err(|e| e.into_error());
     match result {
         Ok(n) => {
-            std::fs::rename(&tmp, &out)
+            flushed
+                .and_then(|()| file.commit())
                 .map_err(|e| CliError::usage(format!("cannot write --out {out}: {e}")))?;
             Ok(json!({"In": inp, "Out": out, "PlaintextBytes": n}))
         }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(CliError::service(op, e))
-        }
+        Err(e) => Err(CliError::service(op, e)),
     }
 }
 
@@ -220,7 +213,13 @@ fn run(m: &ArgMatches) -> Result<(), CliError> {
         .get_one::<String>("output")
         .map(String::as_str)
         .unwrap_or("json");
-    let q = m.get_one::<String>("query").map(String::as_str);
+    // Parsed before anything runs: a bad expression changes nothing.
+    let q = m
+        .get_one::<String>("query")
+        .map(String::as_str)
+        .map(keyvol::output::Query::parse)
+        .transpose()
+        .map_err(CliError::usage)?;
     let (group, gm) = m
         .subcommand()
         .ok_or_else(|| CliError::usage("a command is required"))?;
@@ -248,7 +247,7 @@ fn run(m: &ArgMatches) -> Result<(), CliError> {
     if v.is_null() {
         return Ok(());
     }
-    cli::print(v, output, q)
+    cli::print(v, output, q.as_ref())
 }
 
 fn main() {
@@ -265,7 +264,11 @@ fn main() {
         }
         Err(e) => std::process::exit(CliError::usage(e).report()),
     };
-    let matches = build().get_matches_from(args);
+    // Usage errors exit 252 as in the aws CLI; --help and --version exit 0.
+    let matches = build().try_get_matches_from(args).unwrap_or_else(|e| {
+        let _ = e.print();
+        std::process::exit(if e.use_stderr() { 252 } else { 0 })
+    });
     if let Err(e) = run(&matches) {
         std::process::exit(e.report());
     }

@@ -1,5 +1,5 @@
 //! Output of the CLIs as the aws CLI prints it: json, text or table, dates
-//! as RFC 3339, and a small `--query`.
+//! as RFC 3339, and `--query` as a JMESPath expression.
 
 use serde_json::Value;
 
@@ -22,26 +22,134 @@ pub fn humanize_times(v: &mut Value) {
     }
 }
 
-/// A small subset of `--query`: a dotted path of field names and indexes
-/// (`KeyMetadata.Arn`, `Keys[0].KeyId`).
-pub fn query(v: &Value, q: &str) -> Result<Value, String> {
-    let mut cur = v.clone();
-    for part in q.split('.') {
-        let (name, idx) = match part.split_once('[') {
-            Some((n, rest)) => (n, Some(rest.trim_end_matches(']'))),
-            None => (part, None),
-        };
-        if !name.is_empty() {
-            cur = cur.get(name).cloned().unwrap_or(Value::Null);
-        }
-        if let Some(i) = idx {
-            let i: usize = i
-                .parse()
-                .map_err(|_| format!("--query: bad index in '{part}'"))?;
-            cur = cur.get(i).cloned().unwrap_or(Value::Null);
-        }
+/// A `--query`: a JMESPath expression, the aws CLI's query language
+/// (projections, filters, multiselect, pipes, functions), parsed and checked
+/// before any request runs so that a bad expression changes nothing.
+pub struct Query {
+    expr: jmespath::Expression<'static>,
+}
+
+impl std::fmt::Debug for Query {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Query").field(&self.expr.as_str()).finish()
     }
-    Ok(cur)
+}
+
+/// The builtin functions of JMESPath with their arity (fixed count, or a
+/// minimum for the variadic ones), as the specification lists them.
+const FUNCTIONS: &[(&str, usize, bool)] = &[
+    ("abs", 1, false),
+    ("avg", 1, false),
+    ("ceil", 1, false),
+    ("contains", 2, false),
+    ("ends_with", 2, false),
+    ("floor", 1, false),
+    ("join", 2, false),
+    ("keys", 1, false),
+    ("length", 1, false),
+    ("map", 2, false),
+    ("max", 1, false),
+    ("max_by", 2, false),
+    ("merge", 1, true),
+    ("min", 1, false),
+    ("min_by", 2, false),
+    ("not_null", 1, true),
+    ("reverse", 1, false),
+    ("sort", 1, false),
+    ("sort_by", 2, false),
+    ("starts_with", 2, false),
+    ("sum", 1, false),
+    ("to_array", 1, false),
+    ("to_number", 1, false),
+    ("to_string", 1, false),
+    ("type", 1, false),
+    ("values", 1, false),
+];
+
+/// Refuses calls of unknown functions and calls with the wrong number of
+/// arguments: the JMESPath parser leaves both to evaluation time, after
+/// the request would have run.
+fn check_functions(ast: &jmespath::ast::Ast) -> Result<(), String> {
+    use jmespath::ast::Ast;
+    match ast {
+        Ast::Function { name, args, .. } => {
+            let Some(&(_, n, variadic)) = FUNCTIONS.iter().find(|(f, _, _)| f == name) else {
+                return Err(format!("unknown function {name}()"));
+            };
+            let ok = if variadic {
+                args.len() >= n
+            } else {
+                args.len() == n
+            };
+            if !ok {
+                return Err(format!(
+                    "{name}() takes {}{n} argument{}, not {}",
+                    if variadic { "at least " } else { "" },
+                    if n == 1 { "" } else { "s" },
+                    args.len()
+                ));
+            }
+            args.iter().try_for_each(check_functions)
+        }
+        Ast::Comparison { lhs, rhs, .. }
+        | Ast::Projection { lhs, rhs, .. }
+        | Ast::And { lhs, rhs, .. }
+        | Ast::Or { lhs, rhs, .. }
+        | Ast::Subexpr { lhs, rhs, .. } => {
+            check_functions(lhs)?;
+            check_functions(rhs)
+        }
+        Ast::Condition {
+            predicate, then, ..
+        } => {
+            check_functions(predicate)?;
+            check_functions(then)
+        }
+        Ast::Expref { ast, .. } => check_functions(ast),
+        Ast::Flatten { node, .. } | Ast::Not { node, .. } | Ast::ObjectValues { node, .. } => {
+            check_functions(node)
+        }
+        Ast::MultiList { elements, .. } => elements.iter().try_for_each(check_functions),
+        Ast::MultiHash { elements, .. } => elements
+            .iter()
+            .try_for_each(|kv| check_functions(&kv.value)),
+        Ast::Identity { .. }
+        | Ast::Field { .. }
+        | Ast::Index { .. }
+        | Ast::Literal { .. }
+        | Ast::Slice { .. } => Ok(()),
+    }
+}
+
+impl Query {
+    /// Parses a `--query` expression. The error names the expression and
+    /// what is wrong with it (the caller reports it as a usage error).
+    pub fn parse(q: &str) -> Result<Query, String> {
+        let bad = |why: String| format!("Bad value for --query {q}: {why}");
+        let expr = jmespath::compile(q).map_err(|e| {
+            bad(format!(
+                "{} (at character {})",
+                e.reason,
+                e.column.saturating_add(1)
+            ))
+        })?;
+        check_functions(expr.as_ast()).map_err(bad)?;
+        Ok(Query { expr })
+    }
+
+    /// Applies the expression to a response. Fails only where evaluation
+    /// does (a function given a value of the wrong type, a zero slice step).
+    pub fn apply(&self, v: &Value) -> Result<Value, String> {
+        let found = self.expr.search(v).map_err(|e| {
+            format!(
+                "--query {}: {} (at character {})",
+                self.expr.as_str(),
+                e.reason,
+                e.column.saturating_add(1)
+            )
+        })?;
+        serde_json::to_value(&*found).map_err(|e| format!("--query result: {e}"))
+    }
 }
 
 fn scalar(v: &Value) -> String {
@@ -76,11 +184,11 @@ fn table_lines(v: &Value, indent: usize, out: &mut Vec<String>) {
 }
 
 /// Renders a response for the terminal: timestamps as RFC 3339, the
-/// `--query` path applied, in `json`, `text` or `table` form.
-pub fn render(mut v: Value, output: &str, q: Option<&str>) -> Result<Vec<String>, String> {
+/// `--query` expression applied, in `json`, `text` or `table` form.
+pub fn render(mut v: Value, output: &str, q: Option<&Query>) -> Result<Vec<String>, String> {
     humanize_times(&mut v);
     if let Some(q) = q {
-        v = query(&v, q)?;
+        v = q.apply(&v)?;
     }
     Ok(match output {
         "json" => vec![serde_json::to_string_pretty(&v).unwrap_or_default()],

@@ -731,19 +731,49 @@ fn refusals() {
         "b",
     ]);
     assert!(e.contains("(InvalidSnapshot.NotFound)"), "{e}");
-    // Shared, but the key policy does not let B decrypt: the copy errs.
+    // Shared, but the key policy does not let B decrypt: the copy ends in
+    // error, and copy --wait fails (254) with the StateMessage.
     h.snap(&["share", &id, "--account", B]);
-    let c = h.snap(&[
-        "copy",
-        &id,
-        "--source-region",
-        "us-east-1",
-        "--wait",
-        "--profile",
-        "b",
-    ]);
-    assert_eq!(c["State"], "error", "{c}");
-    assert_eq!(c["StateMessage"], "Given key ID is not accessible");
+    let out = h.cmd(
+        &snap_bin(),
+        &[
+            "copy",
+            &id,
+            "--source-region",
+            "us-east-1",
+            "--wait",
+            "--profile",
+            "b",
+        ],
+    );
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(254), "{e}");
+    assert!(out.stdout.is_empty(), "a failed copy printed a result");
+    assert!(
+        e.contains(
+            "An error occurred (ResourceNotReady) when calling the CopySnapshot operation: "
+        ) && e.contains("is in state error: Given key ID is not accessible"),
+        "{e}"
+    );
+    let failed = h.snap(&["describe-snapshots", "--profile", "b"]);
+    let failed = &failed["Snapshots"][0];
+    assert_eq!(failed["State"], "error", "{failed}");
+    assert_eq!(failed["StateMessage"], "Given key ID is not accessible");
+    assert!(e.contains(failed["SnapshotId"].as_str().unwrap()), "{e}");
+    // wait on it: the same exit status and message.
+    let out = h.cmd(
+        &snap_bin(),
+        &[
+            "wait",
+            failed["SnapshotId"].as_str().unwrap(),
+            "--profile",
+            "b",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(254));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(
+        "An error occurred (ResourceNotReady) when calling the DescribeSnapshots operation: "
+    ));
     // Without --wait the pending copy comes back at once and ends the same.
     let c = h.snap(&[
         "copy",
@@ -754,7 +784,12 @@ fn refusals() {
         "b",
     ]);
     assert_eq!(c["State"], "pending", "{c}");
-    let e = h.snap_err(&["wait", c["SnapshotId"].as_str().unwrap(), "--profile", "b"]);
+    let out = h.cmd(
+        &snap_bin(),
+        &["wait", c["SnapshotId"].as_str().unwrap(), "--profile", "b"],
+    );
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(254), "{e}");
     assert!(e.contains("Given key ID is not accessible"), "{e}");
     // A key of another region is refused for a copy into us-west-2.
     let key_b_east = h.key(&["--profile", "b"]);

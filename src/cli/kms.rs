@@ -1,6 +1,8 @@
 //! `keyvol kms <operation>`: the aws CLI's operation names and flags,
 //! built from one table and sent through the KMS's JSON entry point.
 
+use std::io::Read;
+
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde_json::{json, Map, Value};
 
@@ -540,23 +542,66 @@ pub fn command() -> Command {
     )
 }
 
-fn read_path(p: &str) -> Result<Vec<u8>, CliError> {
-    std::fs::read(p).map_err(|e| {
+/// The largest value of a blob field in bytes (AWS KMS's limits).
+fn blob_limit(field: &str) -> usize {
+    match field {
+        "Plaintext" | "Message" => 4096,
+        "PublicKey" => 8192,
+        // CiphertextBlob, Signature, Mac, EncryptedKeyMaterial, ImportToken.
+        _ => 6144,
+    }
+}
+
+/// The largest `file://` text of a field in bytes: a key policy's limit
+/// (32 KiB), a generous bound for the rest (contexts, constraints, a
+/// whole request).
+fn text_limit(field: &str) -> usize {
+    match field {
+        "Policy" => 32 * 1024,
+        "cli-input-json" => 1024 * 1024,
+        _ => 64 * 1024,
+    }
+}
+
+/// Reads a `file://` or `fileb://` path, at most `limit` + 1 bytes so that
+/// a huge file (or `/dev/zero`) fails at once instead of filling memory.
+fn read_path(op: &str, field: &str, p: &str, limit: usize) -> Result<Vec<u8>, CliError> {
+    let unreadable = |e: std::io::Error| {
         CliError::usage(format!(
             "Error parsing parameter: unable to read file {p}: {e}"
         ))
-    })
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(p)
+        .map_err(unreadable)?
+        .take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() > limit {
+        let mut name = field.to_string();
+        if let Some(first) = name.get_mut(..1) {
+            first.make_ascii_lowercase();
+        }
+        return Err(CliError::service(
+            op,
+            keyvol::kms::KmsError::validation(format!(
+                "1 validation error detected: Value at '{name}' failed to satisfy constraint: \
+                 Member must have length less than or equal to {limit} (file {p} is larger)"
+            )),
+        ));
+    }
+    Ok(bytes)
 }
 
-fn text_arg(v: &str) -> Result<String, CliError> {
+fn text_arg(op: &str, field: &str, v: &str) -> Result<String, CliError> {
     match v.strip_prefix("file://") {
-        Some(p) => String::from_utf8(read_path(p)?)
+        Some(p) => String::from_utf8(read_path(op, field, p, text_limit(field))?)
             .map_err(|_| CliError::usage(format!("file {p} is not UTF-8 text"))),
         None => Ok(v.to_string()),
     }
 }
 
-fn value_of(field: &str, kind: Kind, raw: Vec<String>) -> Result<Value, CliError> {
+fn value_of(op: &str, field: &str, kind: Kind, raw: Vec<String>) -> Result<Value, CliError> {
     let one = || raw.first().cloned().unwrap_or_default();
     Ok(match kind {
         Kind::Str => json!(one()),
@@ -566,11 +611,11 @@ fn value_of(field: &str, kind: Kind, raw: Vec<String>) -> Result<Value, CliError
             kebab(field)
         )))?),
         Kind::Bool => json!(true),
-        Kind::Doc => json!(text_arg(&one())?),
+        Kind::Doc => json!(text_arg(op, field, &one())?),
         Kind::Blob => {
             let v = one();
             let bytes = match v.strip_prefix("fileb://") {
-                Some(p) => read_path(p)?,
+                Some(p) => read_path(op, field, p, blob_limit(field))?,
                 None => keyvol::kms::api::b64_decode(&v).ok_or_else(|| {
                     CliError::usage(format!(
                         "Invalid base64 for --{}: give base64 or fileb://PATH",
@@ -580,8 +625,8 @@ fn value_of(field: &str, kind: Kind, raw: Vec<String>) -> Result<Value, CliError
             };
             json!(keyvol::kms::api::b64_encode(&bytes))
         }
-        Kind::Map => parse_map(&text_arg(&one())?, field)?,
-        Kind::Json => serde_json::from_str(&text_arg(&one())?)
+        Kind::Map => parse_map(&text_arg(op, field, &one())?, field)?,
+        Kind::Json => serde_json::from_str(&text_arg(op, field, &one())?)
             .map_err(|e| CliError::usage(format!("--{} is not valid JSON: {e}", kebab(field))))?,
         Kind::List => json!(raw),
         Kind::Tags => parse_tags(&raw)?,
@@ -651,7 +696,7 @@ pub fn request_of(op: &str, m: &ArgMatches) -> Result<(String, Value), CliError>
         .find(|(n, _, _)| kebab(n) == op)
         .ok_or_else(|| CliError::usage(format!("unknown kms operation {op}")))?;
     let mut req = match m.get_one::<String>("cli-input-json") {
-        Some(j) => serde_json::from_str::<Value>(&text_arg(j)?)
+        Some(j) => serde_json::from_str::<Value>(&text_arg(name, "cli-input-json", j)?)
             .map_err(|e| CliError::usage(format!("--cli-input-json is not valid JSON: {e}")))?,
         None => json!({}),
     };
@@ -669,7 +714,10 @@ pub fn request_of(op: &str, m: &ArgMatches) -> Result<(String, Value), CliError>
             continue;
         }
         if let Some(vals) = m.get_many::<String>(f) {
-            obj.insert(f.to_string(), value_of(f, kind, vals.cloned().collect())?);
+            obj.insert(
+                f.to_string(),
+                value_of(name, f, kind, vals.cloned().collect())?,
+            );
         }
     }
     for f in *required {

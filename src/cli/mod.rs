@@ -71,7 +71,7 @@ impl CliError {
 }
 
 /// Prints a response in the chosen output format.
-pub fn print(v: Value, output: &str, q: Option<&str>) -> Result<(), CliError> {
+pub fn print(v: Value, output: &str, q: Option<&keyvol::output::Query>) -> Result<(), CliError> {
     let lines = keyvol::output::render(v, output, q).map_err(CliError::usage)?;
     keyvol::output::print_lines(&lines);
     Ok(())

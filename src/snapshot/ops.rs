@@ -746,22 +746,29 @@ pub fn describe_snapshots(s: &Session, restorable_by_self: bool) -> ApiResult<Va
     Ok(json!({ "Snapshots": out }))
 }
 
+/// A snapshot (EC2 shape) that ended in `error` as the error of the call
+/// that waited for it, naming its StateMessage; any other state as is.
+pub fn fail_on_error(v: Value) -> ApiResult<Value> {
+    if v["State"] != "error" {
+        return Ok(v);
+    }
+    Err(ApiError::new(
+        "ResourceNotReady",
+        format!(
+            "Waiter SnapshotCompleted failed: snapshot {} is in state error: {}",
+            v["SnapshotId"].as_str().unwrap_or("?"),
+            v["StateMessage"].as_str().unwrap_or("no StateMessage")
+        ),
+    ))
+}
+
 /// Waits until the snapshot is completed (or fails with its StateMessage).
 pub fn wait(s: &Session, id: &str, timeout: Duration) -> ApiResult<Value> {
     let deadline = Instant::now() + timeout;
     loop {
-        let v = describe(s, id)?;
+        let v = fail_on_error(describe(s, id)?)?;
         match v["State"].as_str() {
             Some("completed") => return Ok(v),
-            Some("error") => {
-                return Err(ApiError::new(
-                    "ResourceNotReady",
-                    format!(
-                        "Waiter SnapshotCompleted failed: snapshot {id} is in state error: {}",
-                        v["StateMessage"].as_str().unwrap_or("")
-                    ),
-                ))
-            }
             _ if Instant::now() > deadline => {
                 return Err(ApiError::new(
                     "ResourceNotReady",

@@ -30,7 +30,7 @@ pub struct Global {
     /// Output format: json (default), text or table
     #[arg(long, global = true, value_parser = ["json", "text", "table"])]
     pub output: Option<String>,
-    /// Print only this field (dotted path, e.g. SnapshotId or Blocks[0].BlockIndex)
+    /// JMESPath expression applied to the response (as the aws CLI), e.g. SnapshotId or Blocks[?BlockIndex > `3`].BlockIndex
     #[arg(long, global = true)]
     pub query: Option<String>,
     /// The command's arguments as JSON (or file://PATH); see --generate-cli-skeleton

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use keyvol::api_error::{ApiError, ApiResult};
+use keyvol::output::Query;
 use keyvol::session::{Session, SessionOptions};
 use keyvol::snapshot::ops::{self, CopyOptions, CreateOptions, Reporter};
 use keyvol::volume::service::{parse_size, Volumes};
@@ -216,6 +217,12 @@ fn run(cli: &Cli) -> ApiResult<Value> {
         } => ops::list_changed_blocks(&s, first_snapshot_id, second_snapshot_id)?,
         Cmd::Completion { .. } | Cmd::Man { .. } => Value::Null,
     };
+    // create --wait and copy --wait (here they always wait): a snapshot
+    // that ended in `error` fails the call with its StateMessage.
+    let v = match &cli.command {
+        Cmd::Create { .. } | Cmd::Copy { .. } => ops::fail_on_error(v)?,
+        _ => v,
+    };
     if report_pending {
         // The parent printed the pending snapshot and is gone.
         return Ok(Value::Null);
@@ -238,7 +245,19 @@ fn main() {
             std::process::exit(252);
         }
     };
-    let cli = Cli::parse_from(args);
+    // Usage errors exit 252 as in the aws CLI; --help and --version exit 0.
+    let cli = Cli::try_parse_from(args).unwrap_or_else(|e| {
+        let _ = e.print();
+        std::process::exit(if e.use_stderr() { 252 } else { 0 })
+    });
+    // Parsed before anything runs: a bad expression changes nothing.
+    let query = match cli.global.query.as_deref().map(Query::parse).transpose() {
+        Ok(q) => q,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "\nkeyvol-snap: error: {e}");
+            std::process::exit(252);
+        }
+    };
     if let Cmd::Completion { shell } = &cli.command {
         let mut out = std::io::stdout().lock();
         if let Err(e) = keyvol::clidocs::write_completion(cli::command(), shell, &mut out) {
@@ -267,7 +286,7 @@ fn main() {
         Ok(v) => {
             if !v.is_null() {
                 let output = cli.global.output.as_deref().unwrap_or("json");
-                match keyvol::output::render(v, output, cli.global.query.as_deref()) {
+                match keyvol::output::render(v, output, query.as_ref()) {
                     Ok(lines) => keyvol::output::print_lines(&lines),
                     Err(e) => {
                         let _ = writeln!(std::io::stderr(), "\nkeyvol-snap: error: {e}");
