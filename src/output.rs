@@ -213,3 +213,71 @@ pub fn print_lines(lines: &[String]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn query_is_checked_before_it_runs() {
+        for bad in [
+            "Keys[",
+            "Keys[?",
+            "a.b.",
+            "nope(@)",
+            "length()",
+            "length(@, @)",
+            "Keys[?contains(KeyId)]",
+            "sort_by(Keys)",
+            "merge()",
+            "{a: not_null()}",
+            "[Keys, max_by(Keys, &KeyId, @)]",
+        ] {
+            let e = Query::parse(bad).unwrap_err();
+            assert!(
+                e.starts_with(&format!("Bad value for --query {bad}: ")),
+                "{e}"
+            );
+        }
+        for good in [
+            "Keys[*].KeyId",
+            "merge(a, b, c)",
+            "not_null(a, b)",
+            "Keys[?starts_with(KeyId, 'x')] | length(@)",
+            "{n: length(Keys), first: Keys[0]}",
+        ] {
+            Query::parse(good).unwrap();
+        }
+    }
+
+    #[test]
+    fn query_selects_as_jmespath_does() {
+        let v = json!({"Keys": [{"KeyId": "b", "N": 2}, {"KeyId": "a", "N": 1}, {"KeyId": "c", "N": 3}]});
+        let q = |e: &str| Query::parse(e).unwrap().apply(&v).unwrap();
+        assert_eq!(q("Keys[?N > `1`].KeyId"), json!(["b", "c"]));
+        assert_eq!(q("Keys[?KeyId=='a'] | length(@)"), json!(1));
+        assert_eq!(q("sort_by(Keys, &N)[-1].KeyId"), json!("c"));
+        assert_eq!(
+            q("Keys[0].{Id: KeyId, Twice: [N, N]}"),
+            json!({"Id": "b", "Twice": [2, 2]})
+        );
+        assert_eq!(q("sum(Keys[*].N)"), json!(6.0));
+        assert_eq!(q("Missing.Field"), Value::Null);
+        // A type error shows only when evaluated, and names the query.
+        let e = Query::parse("length(Keys[0].N)")
+            .unwrap()
+            .apply(&v)
+            .unwrap_err();
+        assert!(e.starts_with("--query length(Keys[0].N): "), "{e}");
+    }
+
+    #[test]
+    fn text_output_of_a_query_result() {
+        let v = json!({"Keys": [{"KeyId": "b"}, {"KeyId": "a"}]});
+        let q = Query::parse("sort(Keys[*].KeyId)").unwrap();
+        assert_eq!(render(v.clone(), "text", Some(&q)).unwrap(), vec!["a\tb"]);
+        let q = Query::parse("Keys[*].KeyId | [0]").unwrap();
+        assert_eq!(render(v, "text", Some(&q)).unwrap(), vec!["b"]);
+    }
+}

@@ -11,6 +11,7 @@
 mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -89,6 +90,13 @@ impl Home {
             .to_string();
         self.volumes.push(v.clone());
         v
+    }
+    fn mount(&mut self, vol: &str) -> PathBuf {
+        let dir = self.path().join(format!("mnt-{vol}"));
+        let out = self.kv_json(&["volume", "mount", vol, dir.to_str().unwrap()]);
+        assert_eq!(out["State"], "in-use", "{out}");
+        self.mounts.push(dir.clone());
+        dir
     }
     fn volume_count(&self) -> usize {
         self.kv_json(&["volume", "describe-volumes"])["Volumes"]
@@ -632,4 +640,200 @@ fn file_arguments_read_at_most_the_limit() {
         dir.join("big.enc").to_str().unwrap(),
     ]);
     assert_eq!(r["PlaintextBytes"], 300_000);
+}
+
+// ------------------------------------------------------------ --freeze
+
+/// `fsfreeze -u DIR` fails with EINVAL when DIR's filesystem is not
+/// frozen: a check that cannot hang on a frozen filesystem, and thaws one
+/// (so a failing test leaves nothing frozen).
+fn is_frozen(dir: &Path) -> bool {
+    let out = Command::new("fsfreeze")
+        .arg("-u")
+        .arg(dir)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Invalid argument"),
+            "fsfreeze -u {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out.status.success()
+}
+
+fn write_and_sync(dir: &Path, name: &str) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(dir.join(name)).unwrap();
+    f.write_all(b"written after the snapshot").unwrap();
+    f.sync_all().unwrap();
+}
+
+#[test]
+fn freeze_only_the_volumes_own_mountpoint_and_thaw_it() {
+    let Some(_g) = fuse_prerequisites() else {
+        return;
+    };
+    let mut h = Home::new();
+    let v1 = h.volume("64MiB");
+    let v2 = h.volume("64MiB");
+    let d1 = h.mount(&v1);
+    let d2 = h.mount(&v2);
+    std::fs::create_dir(d1.join("sub")).unwrap();
+    let refused = |path: &Path, why: &str| {
+        let out = h.snap(&["create", &v1, "--freeze", path.to_str().unwrap(), "--wait"]);
+        assert_eq!(code(&out), Some(254), "--freeze {}", path.display());
+        let e = stderr(&out);
+        assert!(
+            e.contains("(InvalidParameterValue) when calling the CreateSnapshot operation")
+                && e.contains(why),
+            "--freeze {}: {e}",
+            path.display()
+        );
+    };
+    refused(Path::new("/"), &format!("mounted at {}", d1.display()));
+    assert!(
+        !is_frozen(Path::new("/")),
+        "--freeze / froze the root filesystem"
+    );
+    refused(&d2, &format!("mounted at {}", d1.display()));
+    assert!(!is_frozen(&d2), "another volume's filesystem was frozen");
+    refused(&d1.join("sub"), "not the mountpoint");
+    refused(&h.path().join("no-such-dir"), "No such file");
+    assert_eq!(h.snapshot_count(), 0, "a refused create made a snapshot");
+    assert!(!is_frozen(&d1));
+    // A symlink to the mountpoint names the mountpoint.
+    let link = h.path().join("link-to-d1");
+    std::os::unix::fs::symlink(&d1, &link).unwrap();
+    for dir in [&d1, &link] {
+        let s = h.snap_json(&["create", &v1, "--freeze", dir.to_str().unwrap(), "--wait"]);
+        assert_eq!(s["State"], "completed", "{s}");
+        assert!(!is_frozen(&d1), "left frozen after the snapshot");
+        write_and_sync(&d1, "after");
+    }
+    // A detached volume has no filesystem to freeze.
+    let v3 = h.volume("16MiB");
+    let out = h.snap(&["create", &v3, "--freeze", d1.to_str().unwrap(), "--wait"]);
+    assert_eq!(code(&out), Some(254));
+    assert!(stderr(&out).contains("not attached"), "{}", stderr(&out));
+}
+
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill only sends a signal to a process this test started.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+}
+
+/// Is `pid` blocked reading (read or recv) with a descriptor of `dir` open:
+/// past the freeze, waiting for the answer to the cut?
+fn waiting_frozen(pid: u32, dir: &Path) -> bool {
+    let holds_dir = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten()
+                .any(|f| std::fs::read_link(f.path()).ok().as_deref() == Some(dir))
+        })
+        .unwrap_or(false);
+    let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+    let nr = syscall.split_whitespace().next().unwrap_or("");
+    let in_read = [libc::SYS_read, libc::SYS_recvfrom]
+        .iter()
+        .any(|n| n.to_string() == nr);
+    holds_dir && in_read
+}
+
+/// The attach daemon's control socket stood in for by a listener that
+/// accepts and never answers (a hung daemon whose device still serves the
+/// filesystem, so the freeze itself completes); the real socket comes back
+/// on drop.
+struct SilentDaemon {
+    path: PathBuf,
+    aside: PathBuf,
+    _listener: std::os::unix::net::UnixListener,
+}
+
+impl SilentDaemon {
+    fn replace(path: PathBuf) -> SilentDaemon {
+        let aside = path.with_extension("sock-real");
+        std::fs::rename(&path, &aside).unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        SilentDaemon {
+            path,
+            aside,
+            _listener: listener,
+        }
+    }
+}
+
+impl Drop for SilentDaemon {
+    fn drop(&mut self) {
+        let _ = std::fs::rename(&self.aside, &self.path);
+    }
+}
+
+#[test]
+fn freeze_is_thawed_on_sigterm_and_on_a_cut_timeout() {
+    let Some(_g) = fuse_prerequisites() else {
+        return;
+    };
+    let mut h = Home::new();
+    let vol = h.volume("64MiB");
+    let dir = h.mount(&vol);
+    let socket = h
+        .path()
+        .join("volumes/us-east-1")
+        .join(format!("{vol}.sock"));
+    assert!(socket.exists(), "no control socket at {}", socket.display());
+    let silent = SilentDaemon::replace(socket);
+    let mut child = Command::new(snap_bin())
+        .args(["create", &vol, "--freeze", dir.to_str().unwrap(), "--wait"])
+        .env("KEYVOL_HOME", h.path())
+        .env_remove("KEYVOL_PROFILE")
+        .env_remove("KEYVOL_REGION")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    while !waiting_frozen(child.id(), &dir) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "keyvol-snap ended early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // It is frozen now: a second freeze is refused as busy.
+    let busy = Command::new("fsfreeze")
+        .arg("-f")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        !busy.status.success()
+            && String::from_utf8_lossy(&busy.stderr).contains("Device or resource busy"),
+        "the filesystem was not frozen during the cut"
+    );
+    signal(child.id() as i32, libc::SIGTERM);
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+    assert!(!is_frozen(&dir), "SIGTERM left the filesystem frozen");
+    write_and_sync(&dir, "after-sigterm");
+    // The cut times out: the filesystem is thawed and the error says so.
+    let out = h.snap(&["create", &vol, "--freeze", dir.to_str().unwrap(), "--wait"]);
+    assert_eq!(code(&out), Some(254));
+    assert!(
+        stderr(&out).contains("did not answer CUT within 30 s"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !is_frozen(&dir),
+        "a timed-out cut left the filesystem frozen"
+    );
+    write_and_sync(&dir, "after-timeout");
+    assert_eq!(h.snapshot_count(), 0, "a failed cut left a snapshot");
+    // The daemon answers again: a frozen snapshot works.
+    drop(silent);
+    let s = h.snap_json(&["create", &vol, "--freeze", dir.to_str().unwrap(), "--wait"]);
+    assert_eq!(s["State"], "completed", "{s}");
+    assert!(!is_frozen(&dir));
 }

@@ -2,6 +2,7 @@
 //! or S3-compatible), and the operations built on them.
 
 pub mod error;
+pub mod freeze;
 pub mod manifest;
 pub mod store;
 

@@ -76,7 +76,8 @@ impl Reporter for Quiet {}
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
     pub description: String,
-    /// Runs `fsfreeze -f` / `-u` on this mountpoint around the cut.
+    /// Freezes this filesystem around the cut (as `fsfreeze`); it must be
+    /// the mountpoint of the volume's own filesystem.
     pub freeze: Option<PathBuf>,
 }
 
@@ -339,6 +340,11 @@ fn check_present(store: &ChunkStore, m: &Manifest) -> ApiResult<()> {
 
 // ---------------------------------------------------------------- create
 
+/// How long one request on the attach daemon's control socket may take
+/// (a cut, one 512 KiB chunk): past it the daemon counts as hung, the
+/// request fails and a frozen filesystem is thawed.
+pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How a snapshot reads the volume: the device opened here (volume
 /// detached, its lock held), or the attach daemon's control socket.
 enum Transport {
@@ -358,6 +364,10 @@ impl Transport {
         loop {
             match UnixStream::connect(path) {
                 Ok(c) => {
+                    let timeouts = c
+                        .set_read_timeout(Some(CONTROL_TIMEOUT))
+                        .and_then(|()| c.set_write_timeout(Some(CONTROL_TIMEOUT)));
+                    timeouts.map_err(|e| ApiError::internal(format!("control socket: {e}")))?;
                     let writer = c
                         .try_clone()
                         .map_err(|e| ApiError::internal(format!("control socket: {e}")))?;
@@ -381,10 +391,15 @@ impl Transport {
         let Transport::Daemon { reader, writer } = self else {
             return Err(ApiError::internal("not a daemon transport"));
         };
-        let io = |e: std::io::Error| ApiError::internal(format!("attach daemon: {e}"));
-        writeln!(writer, "{line}").map_err(io)?;
         let mut answer = String::new();
-        reader.read_line(&mut answer).map_err(io)?;
+        let sent =
+            writeln!(writer, "{line}").and_then(|()| reader.read_line(&mut answer).map(drop));
+        if let Err(e) = sent {
+            // The conversation is out of step now: later requests fail at
+            // once instead of reading a late answer.
+            let _ = writer.shutdown(std::net::Shutdown::Both);
+            return Err(control_io_error(line, e));
+        }
         let answer = answer.trim_end().to_string();
         if let Some(rest) = answer.strip_prefix("OK") {
             return Ok(rest.trim().to_string());
@@ -442,10 +457,11 @@ impl Transport {
                     ));
                 }
                 let mut buf = vec![0u8; len];
-                if let Transport::Daemon { reader, .. } = self {
-                    reader
-                        .read_exact(&mut buf)
-                        .map_err(|e| ApiError::internal(format!("attach daemon: {e}")))?;
+                if let Transport::Daemon { reader, writer } = self {
+                    if let Err(e) = reader.read_exact(&mut buf) {
+                        let _ = writer.shutdown(std::net::Shutdown::Both);
+                        return Err(control_io_error("READ", e));
+                    }
                 }
                 Ok(buf)
             }
@@ -465,20 +481,20 @@ impl Transport {
     }
 }
 
-fn fsfreeze(flag: &str, dir: &std::path::Path) -> ApiResult<()> {
-    let out = std::process::Command::new("fsfreeze")
-        .arg(flag)
-        .arg(dir)
-        .output()
-        .map_err(|e| ApiError::internal(format!("running fsfreeze: {e}")))?;
-    if !out.status.success() {
-        return Err(ApiError::invalid_parameter(format!(
-            "fsfreeze {flag} {} failed: {}",
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+/// An I/O failure on the control socket, a timeout named as such.
+fn control_io_error(request: &str, e: std::io::Error) -> ApiError {
+    let verb = request.split_whitespace().next().unwrap_or(request);
+    if matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    ) {
+        return ApiError::internal(format!(
+            "the attach daemon did not answer {verb} within {} s; it may be hung: \
+             check `keyvol volume status`",
+            CONTROL_TIMEOUT.as_secs()
+        ));
     }
-    Ok(())
+    ApiError::internal(format!("attach daemon ({verb}): {e}"))
 }
 
 /// The completed snapshot the volume's change log is relative to.
@@ -542,6 +558,11 @@ pub fn create(
 ) -> ApiResult<Value> {
     let vols = Volumes::open(s)?.with_snapshot_source(hydration_source);
     let r = vols.get(vol)?;
+    // Before anything else: only this volume's own mountpoint is frozen.
+    let freeze_dir = match &opts.freeze {
+        Some(dir) => Some(super::freeze::volume_mountpoint(&vols, &r, dir)?),
+        None => None,
+    };
     let store = store_for(s, &s.ctx.region)?;
     let dek = vols.data_key(&r)?;
     let mac = manifest_mac_key(&dek);
@@ -555,14 +576,14 @@ pub fn create(
         },
         None => Transport::connect(&vols.control_path(&r.volume_id))?,
     };
-    if let Some(dir) = &opts.freeze {
-        fsfreeze("-f", dir)?;
-    }
+    let frozen = match &freeze_dir {
+        Some(dir) => Some(super::freeze::Frozen::freeze(dir)?),
+        None => None,
+    };
     let cut = transport.cut(&id, parent.is_none());
-    if let Some(dir) = &opts.freeze {
-        fsfreeze("-u", dir)?;
-    }
+    let thawed = frozen.map(super::freeze::Frozen::thaw).transpose();
     let chunks = cut?;
+    thawed?;
     let mut m = Manifest {
         snapshot_id: id.clone(),
         volume_id: r.volume_id.clone(),
