@@ -121,7 +121,7 @@ fn zsh_and_fish_scripts_name_the_commands() {
     let bad = run(keyvol, &["completion", "powershell"]);
     assert_eq!(
         bad.status.code(),
-        Some(2),
+        Some(252),
         "an unknown shell is a usage error"
     );
 }
