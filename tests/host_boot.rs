@@ -87,6 +87,11 @@ impl Drop for Home {
         }
         for v in &self.volumes {
             let _ = self.run(&["volume", "detach", v, "--force"]);
+            // The FUSE mount a killed daemon leaves on its device file.
+            let dev = self.dir.path().join(format!("volumes/us-east-1/{v}.dev"));
+            if mount_entry(&dev).is_some() {
+                let _ = Command::new("umount").arg("-l").arg(&dev).status();
+            }
         }
     }
 }
