@@ -87,6 +87,11 @@ impl Drop for Home {
         }
         for v in &self.volumes {
             let _ = self.run(&["volume", "detach", v, "--force"]);
+            // The FUSE mount a killed daemon leaves on its device file.
+            let dev = self.dir.path().join(format!("volumes/us-east-1/{v}.dev"));
+            if mount_entry(&dev).is_some() {
+                let _ = Command::new("umount").arg("-l").arg(&dev).status();
+            }
         }
     }
 }
@@ -149,6 +154,11 @@ fn mount_all_in_order_idempotent_and_unmount_all_undoes_it() {
     write_file(&db, "b.txt", b"volume b");
     let pids = h.pids();
     assert_eq!(pids.len(), 2);
+    let boot = h.json(&["volume", "status"])["BootVolumes"].clone();
+    assert_eq!(
+        (boot[0]["Up"].as_bool(), boot[1]["Up"].as_bool()),
+        (Some(true), Some(true))
+    );
 
     // Again: nothing to do, the same daemons, the files still there.
     assert_eq!(
@@ -166,6 +176,8 @@ fn mount_all_in_order_idempotent_and_unmount_all_undoes_it() {
     assert!(mount_entry(&da).is_none() && mount_entry(&db).is_none());
     assert!(h.pids().is_empty(), "daemons left");
     assert!(loops_in(h.dir.path()).is_empty(), "loop devices left");
+    let boot = h.json(&["volume", "status"])["BootVolumes"].clone();
+    assert_eq!(boot[0]["Up"], false);
     assert_eq!(
         h.actions(&["volume", "unmount", "--all"]),
         ["not-mounted", "not-mounted"]

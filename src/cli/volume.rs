@@ -433,7 +433,22 @@ pub fn run(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliError> {
             let mut out = vols.status().map_err(api)?;
             let table = boot::BootTable::open(s).map_err(api)?;
             let entries = table.list().map_err(api)?;
-            out["BootVolumes"] = entries.iter().map(boot::BootEntry::to_json).collect();
+            let attachments = out["Attachments"].as_array().cloned().unwrap_or_default();
+            out["BootVolumes"] = entries
+                .iter()
+                .map(|e| {
+                    // Up: its daemon is alive and its filesystem is at the mountpoint.
+                    let up = attachments.iter().any(|a| {
+                        a["VolumeId"] == json!(e.volume_id)
+                            && a["Mounts"].as_array().is_some_and(|ms| {
+                                ms.iter().any(|m| m["MountPoint"] == json!(e.mountpoint))
+                            })
+                    });
+                    let mut j = e.to_json();
+                    j["Up"] = json!(up);
+                    j
+                })
+                .collect();
             out
         }
         "enable" => {
