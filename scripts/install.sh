@@ -9,7 +9,9 @@
 #
 # Env: PREFIX (default /usr/local), DESTDIR (staging root, default none),
 #      UNITDIR (default /etc/systemd/system), KEYVOL_HOME (the home baked
-#      into the units, default /var/lib/keyvol), CARGO_TARGET_DIR.
+#      into the units, default /var/lib/keyvol), CARGO_TARGET_DIR,
+#      KEYVOL_BIN_DIR (install the keyvol and keyvol-snap found there
+#      instead of building release binaries).
 # Installs:
 #   $PREFIX/bin/keyvol, $PREFIX/bin/keyvol-snap
 #   $PREFIX/share/bash-completion/completions/{keyvol,keyvol-snap}
@@ -29,9 +31,14 @@ target="${CARGO_TARGET_DIR:-$PWD/target}"
 case "$PREFIX" in /*) ;; *) echo "install: PREFIX must be absolute (got $PREFIX)" >&2; exit 2 ;; esac
 case "$UNITDIR" in /*) ;; *) echo "install: UNITDIR must be absolute (got $UNITDIR)" >&2; exit 2 ;; esac
 
-echo "install: building release binaries"
-cargo build --release --locked -p keyvol -p keyvol-snap --bins
-built="$target/release"
+if [ -n "${KEYVOL_BIN_DIR:-}" ]; then
+  # Binaries built already (a package build, the tests): install those.
+  built="$KEYVOL_BIN_DIR"
+else
+  echo "install: building release binaries"
+  cargo build --release --locked -p keyvol -p keyvol-snap --bins
+  built="$target/release"
+fi
 
 root="$DESTDIR$PREFIX"
 stage="$(mktemp -d)"

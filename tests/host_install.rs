@@ -17,6 +17,12 @@ fn install(destdir: &Path, prefix: &str) -> std::process::Output {
         .env("DESTDIR", destdir)
         .env("PREFIX", prefix)
         .env("KEYVOL_HOME", "/var/lib/keyvol-install-test")
+        // The binaries under test (debug, built by scripts/test.sh), not a
+        // release build of its own: CI builds everything once.
+        .env(
+            "KEYVOL_BIN_DIR",
+            Path::new(env!("CARGO_BIN_EXE_keyvol")).parent().unwrap(),
+        )
         .output()
         .unwrap()
 }
