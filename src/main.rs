@@ -42,6 +42,13 @@ fn global_args(cmd: Command) -> Command {
             .global(true)
             .help("Print only this field (dotted path)"),
     )
+    .arg(
+        Arg::new("debug")
+            .long("debug")
+            .global(true)
+            .action(clap::ArgAction::SetTrue)
+            .help("Log keyvol's debug lines to stderr"),
+    )
 }
 
 fn envelope_command() -> Command {
@@ -187,6 +194,12 @@ fn run(m: &ArgMatches) -> Result<(), CliError> {
     let (sub, sm) = gm
         .subcommand()
         .ok_or_else(|| CliError::usage(format!("{group} needs a subcommand")))?;
+    let debug = m.get_flag("debug");
+    if (group, sub) == ("volume", "attach") && sm.get_flag("foreground") {
+        keyvol::logging::init_daemon(debug);
+    } else {
+        keyvol::logging::init_cli(debug);
+    }
     let s = session(m)?;
     if (group, sub) == ("kms", "serve") {
         return cli::serve::run_serve(&s, sm);

@@ -126,6 +126,7 @@ fn op_name(sub: &str) -> &'static str {
 
 pub fn run(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliError> {
     let op = op_name(sub);
+    tracing::debug!(operation = op, "volume {sub}");
     let api = |e: ApiError| CliError::api(op, e);
     let vols = Volumes::open(s)
         .map_err(api)?

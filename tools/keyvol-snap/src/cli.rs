@@ -33,6 +33,9 @@ pub struct Global {
     /// Print only this field (dotted path, e.g. SnapshotId or Blocks[0].BlockIndex)
     #[arg(long, global = true)]
     pub query: Option<String>,
+    /// Log keyvol's debug lines to stderr
+    #[arg(long, global = true)]
+    pub debug: bool,
 }
 
 #[derive(Debug, Subcommand)]

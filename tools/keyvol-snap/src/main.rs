@@ -223,6 +223,7 @@ fn run(cli: &Cli) -> ApiResult<Value> {
 
 fn main() {
     let cli = Cli::parse();
+    keyvol::logging::init_cli(cli.global.debug);
     match run(&cli) {
         Ok(v) => {
             if !v.is_null() {
