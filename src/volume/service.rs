@@ -304,6 +304,9 @@ impl<'a> Volumes<'a> {
     /// alias/aws/ebs), through the caller's KMS authorization via EC2.
     pub fn create(&self, size: u64, kms_key_id: Option<&str>) -> ApiResult<VolumeRecord> {
         let vol = VolumeId::generate();
+        // Before the data key is made: a size the host cannot hold changes nothing.
+        fs::create_dir_all(self.dir()).map_err(|e| io_err("creating", &self.dir(), e))?;
+        check_host_can_hold(&self.dir(), size)?;
         let (arn, wrapped) = self.new_data_key(&vol, kms_key_id)?;
         self.insert(&vol, size, &arn, &wrapped, None)
     }
