@@ -132,6 +132,21 @@ pub fn try_lock_exclusive(file: &std::fs::File) -> io::Result<bool> {
     }
 }
 
+/// Takes an exclusive flock on `file`, waiting for other holders.
+pub fn lock_exclusive(file: &std::fs::File) -> io::Result<()> {
+    loop {
+        // SAFETY: flock on a file descriptor we own, integer flags.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// Marks the calling thread (and threads it spawns later) as an I/O
 /// flusher (`PR_SET_IO_FLUSHER`, Linux 5.6+, needs CAP_SYS_RESOURCE).
 pub fn set_io_flusher() -> io::Result<()> {

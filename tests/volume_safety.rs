@@ -272,6 +272,38 @@ fn a_second_mount_of_a_volume_is_refused_and_the_first_stays_healthy() {
     assert!(e.contains("(VolumeInUse)") && e.contains(lo.trim()), "{e}");
     h.json(&["volume", "detach", &vol]);
     fsck_volume(&h, &vol);
+
+    // Two mounts at once: exactly one wins.
+    let (a, b) = (h.path().join("a"), h.path().join("b"));
+    let start = |d: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_keyvol"))
+            .args(["volume", "mount", &vol, d.to_str().unwrap()])
+            .env("KEYVOL_HOME", h.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (ca, cb) = (start(&a), start(&b));
+    h.mounts.extend([a.clone(), b.clone()]);
+    let (oa, ob) = (
+        ca.wait_with_output().unwrap(),
+        cb.wait_with_output().unwrap(),
+    );
+    assert!(
+        oa.status.success() != ob.status.success(),
+        "exactly one of two concurrent mounts succeeds: {} / {}",
+        String::from_utf8_lossy(&oa.stderr),
+        String::from_utf8_lossy(&ob.stderr)
+    );
+    assert_eq!(loops_backed_by(&h.device(&vol)).len(), 1);
+    let won = if oa.status.success() { a } else { b };
+    let moved: Vec<(PathBuf, String)> = files
+        .iter()
+        .map(|(p, sum)| (won.join(p.file_name().unwrap()), sum.clone()))
+        .collect();
+    verify(&moved);
+    h.unmount(&won);
 }
 
 // ------------------------------------------------------------------ 3
@@ -719,7 +751,18 @@ fn import_refuses_taken_ids_foreign_files_partial_restores_and_wrong_sizes() {
     );
     assert!(!stray.exists());
 
-    // The good case still works, and the copy is the same data.
+    // The good case still works, copied from another filesystem (no hard
+    // link possible), and the copy is the same data.
+    let t = h.path().join("tmpfs");
+    std::fs::create_dir(&t).unwrap();
+    sh(&format!("mount -t tmpfs -o size=32m tmpfs {}", t.display()));
+    h.extra_mounts.push(t.clone());
+    let far = t.join("far.img");
+    sh(&format!(
+        "cp --sparse=always {} {}",
+        copy.display(),
+        far.display()
+    ));
     std::fs::write(&desc, other.to_string()).unwrap();
     let ok = h.json(&[
         "volume",
@@ -727,7 +770,7 @@ fn import_refuses_taken_ids_foreign_files_partial_restores_and_wrong_sizes() {
         "--volume-json",
         &desc_arg,
         "--backing-file",
-        copy.to_str().unwrap(),
+        far.to_str().unwrap(),
     ]);
     assert_eq!(ok["VolumeId"], "vol-0123456789abcdef0");
     assert_eq!(sha(&stray), original);

@@ -6,7 +6,8 @@
 //! sparse ciphertext), `<vol>.changes` (the change log), `<vol>.lock` (held
 //! by the attach daemon for as long as it runs: one attachment at a time,
 //! released by the kernel when the daemon dies), `<vol>.dev` (the default
-//! device file a `mount` serves through) and `<vol>.log` (daemon log).
+//! device file a `mount` serves through), `<vol>.log` (daemon log) and
+//! `<vol>.mount-lock` (held while a mount or unmount of the volume runs).
 
 use std::fs;
 use std::io::{BufRead, Write};
@@ -526,6 +527,7 @@ impl<'a> Volumes<'a> {
             self.default_device(&r.volume_id),
             self.lock_path(&r.volume_id),
             self.log_path(&r.volume_id),
+            self.dir().join(format!("{}.mount-lock", r.volume_id)),
         ] {
             match fs::remove_file(&p) {
                 Ok(()) => {}
@@ -568,6 +570,21 @@ impl<'a> Volumes<'a> {
             )
             .map_err(db_err)?;
         self.row(v)
+    }
+
+    /// Holds `<vol>.mount-lock` (flock, waiting) until dropped.
+    fn serialize_mounts(&self, r: &VolumeRecord) -> ApiResult<fs::File> {
+        let p = self.dir().join(format!("{}.mount-lock", r.volume_id));
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&p)
+            .map_err(|e| io_err("opening", &p, e))?;
+        crate::sys::lock_exclusive(&f).map_err(|e| io_err("locking", &p, e))?;
+        Ok(f)
     }
 
     /// The backing file exists and holds the whole volume.
@@ -967,6 +984,9 @@ impl<'a> Volumes<'a> {
     pub fn mount(&self, v: &str, dir: &Path, fs_type: mount::FsType) -> ApiResult<Value> {
         let r = self.row(v)?;
         let dir = absolute(dir)?;
+        // Mounts and unmounts of one volume run one at a time, so two
+        // concurrent mounts cannot both find the device unused.
+        let _serial = self.serialize_mounts(&r)?;
         self.check_backing(&r)?;
         let mut recovered = None;
         if let Some((device, _, _)) = self.attachment(&r)? {
@@ -1066,6 +1086,7 @@ impl<'a> Volumes<'a> {
             return Err(not_ours());
         };
         let r = self.row(&v).map_err(|_| not_ours())?;
+        let _serial = self.serialize_mounts(&r)?;
         let Some((device, _, _)) = self.attachment(&r)? else {
             let cleared = self.recover(&r)?.unwrap_or_default();
             return Ok(
