@@ -223,6 +223,20 @@ pub fn lock_all_memory() -> MemoryLock {
     }
 }
 
+/// Locks the pages holding `len` bytes at `addr` in RAM (mlock); within
+/// RLIMIT_MEMLOCK without CAP_IPC_LOCK. The memory must stay mapped for
+/// as long as it matters (the kernel unlocks pages when they are unmapped).
+pub fn lock_region(addr: *const u8, len: usize) -> io::Result<()> {
+    // SAFETY: mlock only changes the residency of the pages in the range;
+    // it reads and writes no memory, and an invalid range is an error.
+    let rc = unsafe { libc::mlock(addr.cast(), len) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Whether CAP_IPC_LOCK (bit 14) is in this process's effective set.
 fn has_cap_ipc_lock() -> bool {
     const CAP_IPC_LOCK: u32 = 14;

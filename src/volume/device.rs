@@ -463,6 +463,16 @@ impl EncryptedDevice {
         Ok(())
     }
 
+    /// Where the expanded XTS key schedule lives in memory (address and
+    /// length), so a daemon that may not lock all its memory can lock these
+    /// pages. The device never moves while shared (it sits in an `Arc`).
+    pub fn key_memory(&self) -> (*const u8, usize) {
+        (
+            std::ptr::from_ref(&self.cipher).cast(),
+            std::mem::size_of::<SectorCipher>(),
+        )
+    }
+
     /// Device size in bytes.
     pub fn size(&self) -> u64 {
         self.size

@@ -651,6 +651,16 @@ impl<'a> Volumes<'a> {
             )
         })?;
         let device_arc = Arc::new(self.open_device(&r)?);
+        if hardening.memory != crate::sys::MemoryLock::All {
+            // At least the pages of the key schedule, within the limit.
+            let (addr, len) = device_arc.key_memory();
+            match crate::sys::lock_region(addr, len) {
+                Ok(()) => tracing::info!("locked the pages of the volume key in RAM ({len} bytes)"),
+                Err(e) => {
+                    tracing::warn!("the volume key's pages are not locked in RAM: mlock: {e}")
+                }
+            }
+        }
         if !device.exists() {
             fs::OpenOptions::new()
                 .write(true)
