@@ -521,7 +521,7 @@ fn crash_loop_kill_9_during_fsynced_writes_recovers_with_one_command() {
             .map(|t| t.lines().count())
             .unwrap_or(0);
         let want = start + 3 + trial % 5;
-        for _ in 0..400 {
+        for _ in 0..3000 {
             let n = std::fs::read_to_string(&log)
                 .map(|t| t.lines().count())
                 .unwrap_or(0);

@@ -103,11 +103,18 @@ impl FuseHandle {
                         path: self.mountpoint.clone(),
                         source: e,
                     })?;
+                let stderr = String::from_utf8_lossy(&out.stderr);
                 if out.status.success() {
                     Ok(())
-                } else {
+                } else if stderr.contains("busy") {
                     Err(VolumeError::Busy {
                         path: self.mountpoint.clone(),
+                    })
+                } else {
+                    Err(VolumeError::Command {
+                        command: format!("fusermount3 -u {}", self.mountpoint.display()),
+                        status: out.status.to_string(),
+                        stderr: stderr.trim().to_string(),
                     })
                 }
             }
