@@ -46,8 +46,12 @@ pub fn init_daemon(debug: bool) {
 }
 
 fn init(own: LevelFilter) {
+    // fuser warns about every request it does not implement (ioctl,
+    // getxattr) and about unmounting a filesystem we already unmounted:
+    // noise in a volume log; its errors still show.
     let filter = Targets::new()
         .with_default(LevelFilter::WARN)
+        .with_target("fuser", LevelFilter::ERROR)
         .with_target("keyvol", own)
         .with_target("keyvol_snap", own);
     let fmt = tracing_subscriber::fmt::layer()
