@@ -182,7 +182,26 @@ fn run_kms(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliError> {
         .map_err(|e| CliError::service(&op, e))
 }
 
+/// The attach daemon (`volume attach --foreground`) logs to its volume
+/// log at info level; every other command to stderr (warnings, or debug
+/// lines with `--debug`).
+fn init_logging(m: &ArgMatches) {
+    let debug = m.get_flag("debug");
+    let daemon = m.subcommand().is_some_and(|(group, gm)| {
+        group == "volume"
+            && gm
+                .subcommand()
+                .is_some_and(|(sub, sm)| sub == "attach" && sm.get_flag("foreground"))
+    });
+    if daemon {
+        keyvol::logging::init_daemon(debug);
+    } else {
+        keyvol::logging::init_cli(debug);
+    }
+}
+
 fn run(m: &ArgMatches) -> Result<(), CliError> {
+    init_logging(m);
     let output = m
         .get_one::<String>("output")
         .map(String::as_str)
@@ -194,12 +213,6 @@ fn run(m: &ArgMatches) -> Result<(), CliError> {
     let (sub, sm) = gm
         .subcommand()
         .ok_or_else(|| CliError::usage(format!("{group} needs a subcommand")))?;
-    let debug = m.get_flag("debug");
-    if (group, sub) == ("volume", "attach") && sm.get_flag("foreground") {
-        keyvol::logging::init_daemon(debug);
-    } else {
-        keyvol::logging::init_cli(debug);
-    }
     let s = session(m)?;
     if (group, sub) == ("kms", "serve") {
         return cli::serve::run_serve(&s, sm);
