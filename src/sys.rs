@@ -147,6 +147,29 @@ pub fn lock_exclusive(file: &std::fs::File) -> io::Result<()> {
     }
 }
 
+/// Deallocates `len` bytes of `file` at `off` (a hole that reads as
+/// zeros), keeping the file size (fallocate PUNCH_HOLE | KEEP_SIZE).
+pub fn punch_hole(file: &std::fs::File, off: u64, len: u64) -> io::Result<()> {
+    let (Ok(o), Ok(l)) = (libc::off_t::try_from(off), libc::off_t::try_from(len)) else {
+        return Err(io::Error::from_raw_os_error(libc::EFBIG));
+    };
+    // SAFETY: fallocate on an fd we own, with plain integer arguments; it
+    // touches no memory of ours.
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            o,
+            l,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Marks the calling thread (and threads it spawns later) as an I/O
 /// flusher (`PR_SET_IO_FLUSHER`, Linux 5.6+, needs CAP_SYS_RESOURCE).
 pub fn set_io_flusher() -> io::Result<()> {
