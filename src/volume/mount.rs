@@ -284,9 +284,12 @@ pub fn unmount_fs(mountpoint: &Path) -> Result<(), VolumeError> {
         Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Err(VolumeError::Busy {
             path: mountpoint.to_path_buf(),
         }),
-        // Not root: the umount command knows the user mounts it may undo.
+        // Not root: fuse2fs mounts go through the setuid helper, which
+        // also refuses (changing nothing) while they are busy.
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-            run("umount", [mountpoint.as_os_str()]).map(drop)
+            run("fusermount3", [OsStr::new("-u"), mountpoint.as_os_str()])
+                .or_else(|_| run("umount", [mountpoint.as_os_str()]))
+                .map(drop)
         }
         Err(e) => Err(VolumeError::io("unmounting", mountpoint, e)),
     }
