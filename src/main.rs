@@ -42,6 +42,13 @@ fn global_args(cmd: Command) -> Command {
             .global(true)
             .help("JMESPath expression applied to the response (as the aws CLI)"),
     )
+    .arg(
+        Arg::new("debug")
+            .long("debug")
+            .global(true)
+            .action(clap::ArgAction::SetTrue)
+            .help("Log keyvol's debug lines to stderr"),
+    )
 }
 
 fn envelope_command() -> Command {
@@ -208,7 +215,26 @@ fn run_kms(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliError> {
         .map_err(|e| CliError::service(&op, e))
 }
 
+/// The attach daemon (`volume attach --foreground`) logs to its volume
+/// log at info level; every other command to stderr (warnings, or debug
+/// lines with `--debug`).
+fn init_logging(m: &ArgMatches) {
+    let debug = m.get_flag("debug");
+    let daemon = m.subcommand().is_some_and(|(group, gm)| {
+        group == "volume"
+            && gm
+                .subcommand()
+                .is_some_and(|(sub, sm)| sub == "attach" && sm.get_flag("foreground"))
+    });
+    if daemon {
+        keyvol::logging::init_daemon(debug);
+    } else {
+        keyvol::logging::init_cli(debug);
+    }
+}
+
 fn run(m: &ArgMatches) -> Result<(), CliError> {
+    init_logging(m);
     let output = m
         .get_one::<String>("output")
         .map(String::as_str)

@@ -328,12 +328,9 @@ fn enable_refuses_bad_entries_and_changes_nothing() {
     h.mounts.clear();
 }
 
-/// Today the second `mount --all` fails for the killed volume with
-/// "creating device file ...: Transport endpoint is not connected": the dead
-/// FUSE mount, its loop device and the ext4 mount on top need the crash
-/// recovery that the mount code gets from the data-safety work.
+/// The second `mount --all` clears what the killed daemon left (its dead
+/// FUSE mount, the loop device and the ext4 mount on top) and mounts again.
 #[test]
-#[ignore = "needs crash recovery from safety-vol"]
 fn mount_all_recovers_a_daemon_killed_with_sigkill() {
     let Some(_g) = fuse_prerequisites() else {
         return;

@@ -684,6 +684,8 @@ fn snapshot_of_a_busy_volume_is_point_in_time() {
         let expect = if cut >= s { cut - (cut - s) % SLOTS } else { 0 };
         assert_eq!(*v, expect, "slot {s} is not the state at the cut {cut}");
     }
+    // The daemon refuses to stop while a file on its device is open.
+    drop(f);
     h.detach(&rvol, &[]);
     h.detach(&vol, &[]);
 }

@@ -89,6 +89,7 @@ pub fn run_serve(session: &Session, m: &ArgMatches) -> Result<(), CliError> {
             .map_err(|e| CliError::usage(format!("--tls-cert {cert} --tls-key {key}: {e}")))?;
         opts.tls = Some(identity);
     }
+    keyvol::sys::harden_and_report("the KMS server");
     let tls = opts.tls.is_some();
     if !tls && !listen.ip().is_loopback() {
         eprintln!(

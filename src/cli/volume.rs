@@ -318,6 +318,7 @@ fn m_output(v: &Value) -> String {
 
 pub fn run(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliError> {
     let op = op_name(sub);
+    tracing::debug!(operation = op, "volume {sub}");
     let api = |e: ApiError| CliError::api(op, e);
     if matches!(sub, "mount" | "unmount") && m.get_flag("all") {
         return run_all(s, sub, op);

@@ -170,11 +170,24 @@ impl DeviceFs {
     }
 }
 
-/// The one place where device errors become errno values; logs the detail.
+/// The one place where device errors become errno values; logs the detail
+/// with the errno (a full host disk is named as such).
 fn reply_errno(op: &str, offset: u64, err: &VolumeError) -> Errno {
-    log::warn!("keyvol fuse: {op} at offset {offset} failed: {err}");
+    let errno = err.errno();
+    let name = std::io::Error::from_raw_os_error(errno);
+    if errno == libc::ENOSPC {
+        tracing::error!(
+            errno,
+            "{op} at offset {offset} failed: ENOSPC, the host filesystem is full ({name}): {err}"
+        );
+    } else {
+        tracing::error!(
+            errno,
+            "{op} at offset {offset} failed: errno {errno} ({name}): {err}"
+        );
+    }
     crate::telemetry::volume_error(op);
-    Errno::from_i32(err.errno())
+    Errno::from_i32(errno)
 }
 
 impl Filesystem for DeviceFs {
@@ -188,6 +201,17 @@ impl Filesystem for DeviceFs {
         // Kernels without these keep working, only slower.
         let _ = config.add_capabilities(InitFlags::FUSE_ASYNC_DIO);
         let _ = config.add_capabilities(InitFlags::FUSE_MAX_PAGES);
+        // Shared mmap of the device file although it is opened with
+        // FOPEN_DIRECT_IO (Linux 6.6+): tools that map a block file work;
+        // the kernel keeps the mapped pages coherent with direct I/O.
+        if config
+            .add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
+            .is_err()
+        {
+            tracing::info!(
+                "the kernel offers no FUSE_DIRECT_IO_ALLOW_MMAP: no shared mmap of the device"
+            );
+        }
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
         Ok(())

@@ -40,8 +40,7 @@ pub struct FuseOptions {
 
 impl Default for FuseOptions {
     fn default() -> Self {
-        // SAFETY: geteuid/getegid cannot fail and touch no memory.
-        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let (uid, gid) = (crate::sys::effective_uid(), crate::sys::effective_gid());
         FuseOptions {
             file_name: "device".into(),
             threads: 4,
@@ -74,14 +73,63 @@ impl FuseHandle {
         &self.mountpoint
     }
 
-    /// Unmounts and waits for the worker threads to finish. Detach any loop
-    /// device on the file first: the kernel keeps the connection alive
-    /// while a loop device holds the file open.
-    pub fn unmount(mut self) -> Result<(), VolumeError> {
-        self.unmounter.unmount().map_err(|e| VolumeError::Fuse {
-            path: self.mountpoint.clone(),
-            source: e,
-        })?;
+    /// Unmounts and waits for the worker threads to finish. A busy device
+    /// (a loop device or a process holds it open) is
+    /// [`VolumeError::Busy`]: it stays mounted and served by the worker
+    /// threads (use [`FuseHandle::try_unmount`] to keep the handle).
+    pub fn unmount(self) -> Result<(), VolumeError> {
+        self.try_unmount()?;
+        self.finish()
+    }
+
+    /// Unmounts the device file, never lazily: while anything holds it
+    /// open (a loop device, a process) the unmount fails with
+    /// [`VolumeError::Busy`] and the device goes on serving, unchanged.
+    /// Call [`FuseHandle::finish`] after success.
+    pub fn try_unmount(&self) -> Result<(), VolumeError> {
+        match crate::sys::unmount(&self.mountpoint, false) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Err(VolumeError::Busy {
+                path: self.mountpoint.clone(),
+            }),
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                // Not root: the setuid helper unmounts user mounts (and
+                // fails, changing nothing, when the file is busy).
+                let out = std::process::Command::new("fusermount3")
+                    .arg("-u")
+                    .arg(&self.mountpoint)
+                    .output()
+                    .map_err(|e| VolumeError::Fuse {
+                        path: self.mountpoint.clone(),
+                        source: e,
+                    })?;
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                if out.status.success() {
+                    Ok(())
+                } else if stderr.contains("busy") {
+                    Err(VolumeError::Busy {
+                        path: self.mountpoint.clone(),
+                    })
+                } else {
+                    Err(VolumeError::Command {
+                        command: format!("fusermount3 -u {}", self.mountpoint.display()),
+                        status: out.status.to_string(),
+                        stderr: stderr.trim().to_string(),
+                    })
+                }
+            }
+            Err(e) => Err(VolumeError::Fuse {
+                path: self.mountpoint.clone(),
+                source: e,
+            }),
+        }
+    }
+
+    /// After [`FuseHandle::try_unmount`] succeeded: waits for the worker
+    /// threads to finish.
+    pub fn finish(mut self) -> Result<(), VolumeError> {
+        // Already unmounted: fuser sees the closed connection and does nothing.
+        let _ = self.unmounter.unmount();
         self.wait()
     }
 
@@ -178,15 +226,7 @@ pub fn serve(
 /// writes back the filesystem it serves. Needs CAP_SYS_RESOURCE; without
 /// it the daemon still works, less safely under memory pressure.
 fn set_io_flusher() {
-    /// From linux/prctl.h (Linux 5.6+); not exported by the libc crate.
-    const PR_SET_IO_FLUSHER: libc::c_int = 57;
-    // SAFETY: prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) takes integer arguments
-    // only and changes flags of the calling task; no memory is shared.
-    let rc = unsafe { libc::prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) };
-    if rc != 0 {
-        log::warn!(
-            "prctl(PR_SET_IO_FLUSHER) failed: {}; continuing without it",
-            io::Error::last_os_error()
-        );
+    if let Err(e) = crate::sys::set_io_flusher() {
+        tracing::warn!("prctl(PR_SET_IO_FLUSHER) failed: {e}; continuing without it");
     }
 }

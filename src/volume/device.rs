@@ -28,7 +28,6 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -463,6 +462,16 @@ impl EncryptedDevice {
         Ok(())
     }
 
+    /// Where the expanded XTS key schedule lives in memory (address and
+    /// length), so a daemon that may not lock all its memory can lock these
+    /// pages. The device never moves while shared (it sits in an `Arc`).
+    pub fn key_memory(&self) -> (*const u8, usize) {
+        (
+            std::ptr::from_ref(&self.cipher).cast(),
+            std::mem::size_of::<SectorCipher>(),
+        )
+    }
+
     /// Device size in bytes.
     pub fn size(&self) -> u64 {
         self.size
@@ -679,27 +688,16 @@ impl EncryptedDevice {
     /// Turns whole sectors into holes; where the backing filesystem cannot
     /// punch holes, writes zero ciphertext, which reads back the same.
     fn punch(&self, off: u64, len: u64) -> Result<(), VolumeError> {
-        let (Ok(o), Ok(l)) = (libc::off_t::try_from(off), libc::off_t::try_from(len)) else {
+        if libc::off_t::try_from(off.saturating_add(len)).is_err() {
             return Err(VolumeError::OutOfRange {
                 off,
                 end: off.saturating_add(len),
                 size: self.size,
             });
-        };
-        // SAFETY: fallocate on an fd we own, with plain integer arguments; it
-        // touches no memory of ours.
-        let rc = unsafe {
-            libc::fallocate(
-                self.file.as_raw_fd(),
-                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                o,
-                l,
-            )
-        };
-        if rc == 0 {
-            return Ok(());
         }
-        let err = io::Error::last_os_error();
+        let Err(err) = crate::sys::punch_hole(&self.file, off, len) else {
+            return Ok(());
+        };
         if err.raw_os_error() != Some(libc::EOPNOTSUPP) {
             return Err(self.dev_err("punching a hole", off, err));
         }

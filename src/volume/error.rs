@@ -80,6 +80,11 @@ pub enum VolumeError {
         source: io::Error,
     },
 
+    /// A filesystem or device that is still in use (umount said EBUSY);
+    /// nothing was changed.
+    #[error("{} is busy: a process has a file open or its working directory there (see `fuser -vm {}`); nothing was changed: stop it and try again", path.display(), path.display())]
+    Busy { path: PathBuf },
+
     /// Invalid input from the caller, with what to fix.
     #[error("{0}")]
     InvalidInput(String),
@@ -106,6 +111,7 @@ impl VolumeError {
             | VolumeError::InvalidSize { .. }
             | VolumeError::InvalidInput(_) => libc::EINVAL,
             VolumeError::Unsupported(_) => libc::EOPNOTSUPP,
+            VolumeError::Busy { .. } => libc::EBUSY,
             VolumeError::EqualKeyHalves
             | VolumeError::ChangeLogCorrupt { .. }
             | VolumeError::ChangeLogMismatch { .. }

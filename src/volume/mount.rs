@@ -123,9 +123,7 @@ pub fn mount_volume_with_options(
         steps: Vec::new(),
         options: options.to_vec(),
     };
-    // SAFETY: geteuid cannot fail and touches no memory.
-    let root = unsafe { libc::geteuid() } == 0;
-    let res = if root {
+    let res = if crate::sys::is_root() {
         mount_with_loop(&mut done)
     } else {
         mount_with_fuse2fs(&mut done)
@@ -134,7 +132,7 @@ pub fn mount_volume_with_options(
         Ok(()) => Ok(done),
         Err(e) => {
             if let Err(undo) = undo_steps(&done.steps) {
-                log::warn!("undoing a failed mount of {}: {undo}", mountpoint.display());
+                tracing::warn!("undoing a failed mount of {}: {undo}", mountpoint.display());
             }
             Err(e)
         }
@@ -142,9 +140,11 @@ pub fn mount_volume_with_options(
 }
 
 /// Undoes every step of `m`, in reverse (unmount, then detach the loop
-/// device). Formatting is not undone: the filesystem stays for next time.
+/// device), stopping at the first failure: a busy filesystem stays
+/// mounted on its loop device, exactly as it was. Formatting is not
+/// undone: the filesystem stays for next time.
 pub fn unmount_volume(m: &MountedVolume) -> Result<(), VolumeError> {
-    undo_steps(&m.steps)
+    undo_steps_strict(&m.steps)
 }
 
 /// Unmounts whatever is mounted at `mountpoint` and, when its source is a
@@ -174,7 +174,7 @@ pub fn unmount_path(mountpoint: &Path) -> Result<Vec<MountStep>, VolumeError> {
         source: entry.source,
         mountpoint: canon,
     });
-    undo_steps(&steps)?;
+    undo_steps_strict(&steps)?;
     Ok(steps)
 }
 
@@ -263,27 +263,164 @@ fn fuse2fs_options(extra: &[String]) -> String {
         .join(",")
 }
 
+fn undo_step(step: &MountStep) -> Result<(), VolumeError> {
+    match step {
+        MountStep::Mounted { mountpoint, .. } => unmount_fs(mountpoint),
+        MountStep::Fuse2fsMounted { mountpoint } => {
+            run("fusermount3", [OsStr::new("-u"), mountpoint.as_os_str()])
+                .or_else(|_| run("fusermount", [OsStr::new("-u"), mountpoint.as_os_str()]))
+                .map(drop)
+        }
+        MountStep::LoopAttached { loop_device } => detach_loop(loop_device),
+        MountStep::Formatted { .. } => Ok(()),
+    }
+}
+
+/// Undoes the steps of a mount that failed part-way: keeps going after a
+/// failure, since later steps (a loop detach) may still succeed.
 fn undo_steps(steps: &[MountStep]) -> Result<(), VolumeError> {
     let mut first_err = None;
     for step in steps.iter().rev() {
-        let res = match step {
-            MountStep::Mounted { mountpoint, .. } => run("umount", [mountpoint.as_os_str()]),
-            MountStep::Fuse2fsMounted { mountpoint } => {
-                run("fusermount3", [OsStr::new("-u"), mountpoint.as_os_str()])
-                    .or_else(|_| run("fusermount", [OsStr::new("-u"), mountpoint.as_os_str()]))
-            }
-            MountStep::LoopAttached { loop_device } => {
-                run("losetup", [OsStr::new("-d"), loop_device.as_os_str()])
-            }
-            MountStep::Formatted { .. } => Ok(String::new()),
-        };
-        if let Err(e) = res {
-            // Keep going: later steps (a loop detach) may still succeed.
-            log::warn!("undoing {step:?}: {e}");
+        if let Err(e) = undo_step(step) {
+            tracing::warn!("undoing {step:?}: {e}");
             first_err.get_or_insert(e);
         }
     }
     first_err.map_or(Ok(()), Err)
+}
+
+/// Undoes the steps of a working mount, in reverse, stopping at the first
+/// failure so that nothing under a still-mounted filesystem is taken away.
+fn undo_steps_strict(steps: &[MountStep]) -> Result<(), VolumeError> {
+    steps.iter().rev().try_for_each(undo_step)
+}
+
+/// Unmounts the filesystem at `mountpoint` (never lazily): a busy one is
+/// [`VolumeError::Busy`] and stays mounted.
+pub fn unmount_fs(mountpoint: &Path) -> Result<(), VolumeError> {
+    match crate::sys::unmount(mountpoint, false) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Err(VolumeError::Busy {
+            path: mountpoint.to_path_buf(),
+        }),
+        // Not root: fuse2fs mounts go through the setuid helper, which
+        // also refuses (changing nothing) while they are busy.
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            run("fusermount3", [OsStr::new("-u"), mountpoint.as_os_str()])
+                .or_else(|_| run("umount", [mountpoint.as_os_str()]))
+                .map(drop)
+        }
+        Err(e) => Err(VolumeError::io("unmounting", mountpoint, e)),
+    }
+}
+
+/// Detaches a loop device.
+pub fn detach_loop(loop_device: &Path) -> Result<(), VolumeError> {
+    run("losetup", [OsStr::new("-d"), loop_device.as_os_str()]).map(drop)
+}
+
+/// What sits on a device file: loop devices backed by it, filesystems
+/// mounted from it or from those loop devices (in /proc/mounts order), and
+/// a keyvol FUSE mount at its path (source `keyvol:<backing file>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceStack {
+    pub loops: Vec<LoopDevice>,
+    pub mounts: Vec<MountEntry>,
+    pub fuse: Option<MountEntry>,
+}
+
+impl DeviceStack {
+    /// Loop devices and filesystem mounts, as "loop device X", "mount Y".
+    pub fn users(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .loops
+            .iter()
+            .map(|l| format!("loop device {}", l.name.display()))
+            .collect();
+        out.extend(
+            self.mounts
+                .iter()
+                .map(|m| format!("mount {}", m.target.display())),
+        );
+        out
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.loops.is_empty() && self.mounts.is_empty() && self.fuse.is_none()
+    }
+}
+
+/// The stack on `device` (a device file path, canonical).
+pub fn stack_of(device: &Path) -> Result<DeviceStack, VolumeError> {
+    let loops: Vec<LoopDevice> = loop_devices()?
+        .into_iter()
+        .filter(|l| l.back_file.as_deref() == Some(device))
+        .collect();
+    let all = mounts()?;
+    let mounts = all
+        .iter()
+        .filter(|m| m.source == device || loops.iter().any(|l| l.name == m.source))
+        .cloned()
+        .collect();
+    let fuse = all
+        .iter()
+        .rev()
+        .find(|m| {
+            m.target == device
+                && m.fstype.starts_with("fuse")
+                && m.source
+                    .as_os_str()
+                    .as_encoded_bytes()
+                    .starts_with(b"keyvol:")
+        })
+        .cloned();
+    Ok(DeviceStack {
+        loops,
+        mounts,
+        fuse,
+    })
+}
+
+/// Takes down the filesystems and loop devices on `device` (newest mount
+/// first), leaving its FUSE mount. With `lazy_if_busy` (the daemon is dead:
+/// nothing behind the stack can be saved), a busy filesystem is detached
+/// lazily; otherwise a busy one stops the release with
+/// [`VolumeError::Busy`], before any loop device is touched. Returns what
+/// was undone.
+pub fn release_stack(device: &Path, lazy_if_busy: bool) -> Result<Vec<String>, VolumeError> {
+    let stack = stack_of(device)?;
+    let mut undone = Vec::new();
+    for m in stack.mounts.iter().rev() {
+        match unmount_fs(&m.target) {
+            Ok(()) => undone.push(format!("unmounted {}", m.target.display())),
+            Err(VolumeError::Busy { .. }) if lazy_if_busy => {
+                crate::sys::unmount(&m.target, true)
+                    .map_err(|e| VolumeError::io("lazily unmounting", &m.target, e))?;
+                undone.push(format!("unmounted {} lazily (busy)", m.target.display()));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    for l in &stack.loops {
+        detach_loop(&l.name)?;
+        undone.push(format!("detached {}", l.name.display()));
+    }
+    Ok(undone)
+}
+
+/// Unmounts the FUSE mount of a dead daemon at `device` (the kernel keeps
+/// it, answering "Transport endpoint is not connected", until someone
+/// unmounts it); lazily when a process still holds the dead file open.
+pub fn clear_dead_fuse(device: &Path) -> Result<bool, VolumeError> {
+    let Some(m) = stack_of(device)?.fuse else {
+        return Ok(false);
+    };
+    match crate::sys::unmount(&m.target, false) {
+        Ok(()) => Ok(true),
+        Err(_) => crate::sys::unmount(&m.target, true)
+            .map(|()| true)
+            .map_err(|e| VolumeError::io("unmounting the dead FUSE mount", &m.target, e)),
+    }
 }
 
 /// The filesystem `blkid` finds on `dev`, `None` for an empty device.

@@ -6,12 +6,12 @@
 //! sparse ciphertext), `<vol>.changes` (the change log), `<vol>.lock` (held
 //! by the attach daemon for as long as it runs: one attachment at a time,
 //! released by the kernel when the daemon dies), `<vol>.dev` (the default
-//! device file a `mount` serves through) and `<vol>.log` (daemon log).
+//! device file a `mount` serves through), `<vol>.log` (daemon log) and
+//! `<vol>.mount-lock` (held while a mount or unmount of the volume runs).
 
 use std::fs;
 use std::io::{BufRead, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -26,7 +26,9 @@ use crate::kms::{ErrorCode, KmsError};
 use crate::secret::VolumeDataKey;
 use crate::session::Session;
 use crate::volume::device::{ChunkSource, HydrationMap};
-use crate::volume::{mount, ChangeLog, EncryptedDevice, SectorCipher, CHUNK_SIZE, SECTOR_SIZE};
+use crate::volume::{
+    mount, ChangeLog, EncryptedDevice, SectorCipher, VolumeError, CHUNK_SIZE, SECTOR_SIZE,
+};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS volumes (
@@ -77,6 +79,15 @@ impl VolumeRecord {
     pub fn encryption_context(&self) -> Value {
         json!({"aws:ebs:id": self.volume_id.as_str()})
     }
+}
+
+/// An attachment as recorded, and whether its daemon still runs.
+#[derive(Debug, Clone)]
+struct Attachment {
+    device: PathBuf,
+    pid: i64,
+    attached: i64,
+    alive: bool,
 }
 
 fn db_err(e: rusqlite::Error) -> ApiError {
@@ -240,26 +251,32 @@ impl<'a> Volumes<'a> {
         self.row(v)
     }
 
-    /// Is the volume attached (its lock held by a live daemon)?
-    fn attachment(&self, r: &VolumeRecord) -> ApiResult<Option<(String, i64, i64)>> {
-        if !lock_held(&self.lock_path(&r.volume_id)) {
-            // A daemon that died leaves a stale row: the lock says the truth.
-            self.conn
-                .execute(
-                    "DELETE FROM attachments WHERE volume_id = ?1",
-                    [r.volume_id.as_str()],
-                )
-                .map_err(db_err)?;
-            return Ok(None);
-        }
-        self.conn
+    /// The attachment row of `r`, live or left by a daemon that died.
+    fn attachment_row(&self, r: &VolumeRecord) -> ApiResult<Option<Attachment>> {
+        let row: Option<(String, i64, i64)> = self
+            .conn
             .query_row(
                 "SELECT device, pid, attached FROM attachments WHERE volume_id = ?1",
                 [r.volume_id.as_str()],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()
-            .map_err(db_err)
+            .map_err(db_err)?;
+        Ok(row.map(|(device, pid, attached)| Attachment {
+            device: PathBuf::from(device),
+            pid,
+            attached,
+            // The lock says the truth: the kernel drops it when the daemon dies.
+            alive: lock_held(&self.lock_path(&r.volume_id)),
+        }))
+    }
+
+    /// Is the volume attached (its lock held by a live daemon)?
+    fn attachment(&self, r: &VolumeRecord) -> ApiResult<Option<(String, i64, i64)>> {
+        Ok(self
+            .attachment_row(r)?
+            .filter(|a| a.alive)
+            .map(|a| (a.device.to_string_lossy().into_owned(), a.pid, a.attached)))
     }
 
     /// The EC2 shape of a volume, plus its wrapped data key and context.
@@ -288,6 +305,7 @@ impl<'a> Volumes<'a> {
             "Attachments": attachments,
             "EncryptedDataKey": b64_encode(&r.encrypted_data_key),
             "EncryptionContext": r.encryption_context(),
+            "HydrationPendingChunks": pending_hydration(&self.hydration_path(&r.volume_id)),
         }))
     }
 
@@ -296,6 +314,9 @@ impl<'a> Volumes<'a> {
     /// alias/aws/ebs), through the caller's KMS authorization via EC2.
     pub fn create(&self, size: u64, kms_key_id: Option<&str>) -> ApiResult<VolumeRecord> {
         let vol = VolumeId::generate();
+        // Before the data key is made: a size the host cannot hold changes nothing.
+        fs::create_dir_all(self.dir()).map_err(|e| io_err("creating", &self.dir(), e))?;
+        check_host_can_hold(&self.dir(), size)?;
         let (arn, wrapped) = self.new_data_key(&vol, kms_key_id)?;
         self.insert(&vol, size, &arn, &wrapped, None)
     }
@@ -331,7 +352,10 @@ impl<'a> Volumes<'a> {
         Ok((arn, wrapped))
     }
 
-    /// Stores a new volume record with its sparse backing file.
+    /// Stores a new volume record with its sparse backing file. The size
+    /// is checked against what the host filesystem can hold first; a
+    /// failure leaves no file behind (the file is created exclusively, so
+    /// only a file this call made is ever removed).
     pub fn insert(
         &self,
         vol: &VolumeId,
@@ -340,16 +364,31 @@ impl<'a> Volumes<'a> {
         wrapped: &[u8],
         snapshot: Option<&str>,
     ) -> ApiResult<VolumeRecord> {
+        self.check_id_free(vol)?;
         fs::create_dir_all(self.dir()).map_err(|e| io_err("creating", &self.dir(), e))?;
+        check_host_can_hold(&self.dir(), size)?;
         let path = self.backing_path(vol);
-        let f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| io_err("creating", &path, e))?;
-        f.set_len(size).map_err(|e| io_err("sizing", &path, e))?;
-        f.sync_all().map_err(|e| io_err("syncing", &path, e))?;
+        let f = create_exclusive(&path, vol)?;
+        let made = (|| {
+            f.set_len(size).map_err(|e| size_err(&path, size, e))?;
+            f.sync_all().map_err(|e| io_err("syncing", &path, e))?;
+            self.insert_row(vol, size, arn, wrapped, snapshot)
+        })();
+        if let Err(e) = made {
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
+        self.row(vol.as_str())
+    }
+
+    fn insert_row(
+        &self,
+        vol: &VolumeId,
+        size: u64,
+        arn: &str,
+        wrapped: &[u8],
+        snapshot: Option<&str>,
+    ) -> ApiResult<()> {
         let now = self.s.kms.clock().now();
         self.conn
             .execute(
@@ -357,13 +396,36 @@ impl<'a> Volumes<'a> {
                 params![vol.as_str(), self.s.ctx.caller.account.as_str(), self.s.ctx.region.as_str(), size as i64, arn, wrapped, now, snapshot],
             )
             .map_err(db_err)?;
-        self.row(vol.as_str())
+        Ok(())
+    }
+
+    /// Volume ids are unique in the home, across accounts and regions: a
+    /// data key is bound to its volume id, and files are named by it.
+    fn check_id_free(&self, vol: &VolumeId) -> ApiResult<()> {
+        let taken: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT account FROM volumes WHERE volume_id = ?1",
+                [vol.as_str()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        if taken.is_some() {
+            return Err(ApiError::new(
+                "InvalidVolume.Duplicate",
+                format!("Volume {vol} already exists in this home; nothing was changed"),
+            ));
+        }
+        Ok(())
     }
 
     /// Registers a volume made on another host sharing this KMS: its
     /// `describe` output (id, size, key, wrapped data key) and its backing
     /// file, hard-linked or copied sparsely into this home. The data key
-    /// stays bound to the volume id, so the id is kept.
+    /// stays bound to the volume id, so the id is kept; an id already in
+    /// this home (any account) is refused. The destination is created
+    /// exclusively; a file this call did not create is never touched.
     pub fn import(&self, described: &Value, backing: &Path) -> ApiResult<VolumeRecord> {
         let field = |k: &str| {
             described[k].as_str().map(str::to_string).ok_or_else(|| {
@@ -379,45 +441,60 @@ impl<'a> Volumes<'a> {
         let size = described["SizeInBytes"].as_u64().ok_or_else(|| {
             ApiError::invalid_parameter("the volume description has no SizeInBytes")
         })?;
-        let meta = fs::metadata(backing).map_err(|e| io_err("reading", backing, e))?;
-        if meta.len() != size {
+        if !(MIN_SIZE..=MAX_SIZE).contains(&size) || size % (1 << 20) != 0 {
             return Err(ApiError::invalid_parameter(format!(
-                "backing file {} has {} bytes but the volume has {size}",
+                "SizeInBytes {size} is not a whole number of MiB between 1 MiB and 16 TiB"
+            )));
+        }
+        let meta = fs::metadata(backing).map_err(|e| io_err("reading", backing, e))?;
+        if !meta.is_file() || meta.len() != size {
+            return Err(ApiError::invalid_parameter(format!(
+                "backing file {} has {} bytes but the volume has {size}: give the volume's own <vol>.img",
                 backing.display(),
                 meta.len()
             )));
         }
-        if self.row(vol.as_str()).is_ok() {
+        // A restored volume still fetching chunks from its snapshot has no
+        // complete data in its backing file.
+        let snapshot = described["SnapshotId"].as_str().unwrap_or_default();
+        let pending = described["HydrationPendingChunks"].as_u64();
+        let sibling_map = backing.with_extension("hydrate");
+        let map_pending = if sibling_map.exists() {
+            HydrationMap::open(&sibling_map)?.pending_chunks().len() as u64
+        } else {
+            0
+        };
+        if !snapshot.is_empty() && (pending != Some(0) || map_pending > 0) {
             return Err(ApiError::new(
-                "InvalidVolume.Duplicate",
-                format!("Volume {vol} already exists in this home"),
+                "IncorrectState",
+                format!(
+                    "Volume {vol} was restored from {snapshot} and is not fully hydrated ({} chunks still in the snapshot): attach it on its host until hydration finishes (or restore with --hydrate), then describe and import it again",
+                    pending.unwrap_or(0).max(map_pending)
+                ),
             ));
         }
+        self.check_id_free(&vol)?;
         fs::create_dir_all(self.dir()).map_err(|e| io_err("creating", &self.dir(), e))?;
+        check_host_can_hold(&self.dir(), size)?;
         let dest = self.backing_path(&vol);
-        if fs::hard_link(backing, &dest).is_err() {
-            let ok = std::process::Command::new("cp")
-                .args(["--sparse=always", "--reflink=auto"])
-                .arg(backing)
-                .arg(&dest)
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            if !ok {
-                let _ = fs::remove_file(&dest);
-                return Err(ApiError::internal(format!(
-                    "copying {} into the home failed",
-                    backing.display()
-                )));
+        match fs::hard_link(backing, &dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(exists_err(&dest, &vol));
+            }
+            Err(_) => {
+                // Another filesystem: copy, skipping zero blocks (holes).
+                let out = create_exclusive(&dest, &vol)?;
+                if let Err(e) = copy_sparse(backing, &out, size) {
+                    let _ = fs::remove_file(&dest);
+                    return Err(e);
+                }
             }
         }
-        let now = self.s.kms.clock().now();
-        self.conn
-            .execute(
-                "INSERT INTO volumes (volume_id, account, region, size, kms_key_arn, encrypted_data_key, created, snapshot_id) VALUES (?1,?2,?3,?4,?5,?6,?7,NULL)",
-                params![vol.as_str(), self.s.ctx.caller.account.as_str(), self.s.ctx.region.as_str(), size as i64, arn, wrapped, now],
-            )
-            .map_err(db_err)?;
+        if let Err(e) = self.insert_row(&vol, size, &arn, &wrapped, None) {
+            let _ = fs::remove_file(&dest);
+            return Err(e);
+        }
         self.row(vol.as_str())
     }
 
@@ -450,7 +527,7 @@ impl<'a> Volumes<'a> {
                 ),
             ));
         }
-        clear_stale_mount(&self.default_device(&r.volume_id));
+        self.recover(&r)?;
         for p in [
             self.backing_path(&r.volume_id),
             self.changes_path(&r.volume_id),
@@ -459,6 +536,7 @@ impl<'a> Volumes<'a> {
             self.default_device(&r.volume_id),
             self.lock_path(&r.volume_id),
             self.log_path(&r.volume_id),
+            self.dir().join(format!("{}.mount-lock", r.volume_id)),
         ] {
             match fs::remove_file(&p) {
                 Ok(()) => {}
@@ -503,6 +581,48 @@ impl<'a> Volumes<'a> {
         self.row(v)
     }
 
+    /// Holds `<vol>.mount-lock` (flock, waiting) until dropped.
+    fn serialize_mounts(&self, r: &VolumeRecord) -> ApiResult<fs::File> {
+        let p = self.dir().join(format!("{}.mount-lock", r.volume_id));
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&p)
+            .map_err(|e| io_err("opening", &p, e))?;
+        crate::sys::lock_exclusive(&f).map_err(|e| io_err("locking", &p, e))?;
+        Ok(f)
+    }
+
+    /// The backing file exists and holds the whole volume.
+    fn check_backing(&self, r: &VolumeRecord) -> ApiResult<()> {
+        let p = self.backing_path(&r.volume_id);
+        match fs::metadata(&p) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ApiError::new(
+                "InvalidVolume.DataMissing",
+                format!(
+                    "The data of volume {} is gone: its backing file {} does not exist. Restore the file from a backup, or create a volume from a snapshot (keyvol-snap restore); keyvol never recreates it empty",
+                    r.volume_id,
+                    p.display()
+                ),
+            )),
+            Err(e) => Err(io_err("inspecting", &p, e)),
+            Ok(m) if !m.is_file() || m.len() < r.size => Err(ApiError::new(
+                "InvalidVolume.Truncated",
+                format!(
+                    "The data of volume {} is truncated: its backing file {} has {} bytes but the volume has {}. Restore the file from a backup, or create a volume from a snapshot (keyvol-snap restore)",
+                    r.volume_id,
+                    p.display(),
+                    m.len(),
+                    r.size
+                ),
+            )),
+            Ok(_) => Ok(()),
+        }
+    }
+
     /// Decrypts the volume's data key through the KMS (Decrypt via EC2,
     /// context {"aws:ebs:id": vol}). A deleted key means the volume is
     /// crypto-shredded, and the error says so.
@@ -515,10 +635,21 @@ impl<'a> Volumes<'a> {
         )
     }
 
-    /// Runs the attach daemon in this process until SIGTERM/SIGINT/SIGHUP:
-    /// holds the lock, serves the device at `device`, and prints one JSON
-    /// line to `ready` once the device is usable.
+    /// Runs the attach daemon in this process until SIGTERM/SIGINT/SIGHUP
+    /// or a `STOP` on its control socket: holds the lock, serves the device
+    /// at `device`, and prints one JSON line to `ready` once the device is
+    /// usable. A stop while the device is busy (a loop device or a process
+    /// holds it open) is refused and the daemon goes on serving.
     pub fn run_daemon(&self, v: &str, device: &Path, ready: &mut dyn Write) -> ApiResult<()> {
+        let hardening = crate::sys::harden_and_report("the attach daemon");
+        tracing::info!(
+            volume = v,
+            pid = std::process::id(),
+            dumpable = hardening.dumpable,
+            memory_locked = hardening.memory == crate::sys::MemoryLock::All,
+            "attach daemon starting (keyvol {})",
+            env!("CARGO_PKG_VERSION")
+        );
         let r = self.row(v)?;
         let lock = take_lock(&self.lock_path(&r.volume_id)).ok_or_else(|| {
             ApiError::new(
@@ -529,6 +660,16 @@ impl<'a> Volumes<'a> {
             )
         })?;
         let device_arc = Arc::new(self.open_device(&r)?);
+        if hardening.memory != crate::sys::MemoryLock::All {
+            // At least the pages of the key schedule, within the limit.
+            let (addr, len) = device_arc.key_memory();
+            match crate::sys::lock_region(addr, len) {
+                Ok(()) => tracing::info!("locked the pages of the volume key in RAM ({len} bytes)"),
+                Err(e) => {
+                    tracing::warn!("the volume key's pages are not locked in RAM: mlock: {e}")
+                }
+            }
+        }
         if !device.exists() {
             fs::OpenOptions::new()
                 .write(true)
@@ -540,10 +681,14 @@ impl<'a> Volumes<'a> {
         }
         // Block the stop signals before FUSE starts its threads, so only
         // this thread receives them (via sigwait).
-        let signals = stop_signals();
-        // SAFETY: pthread_sigmask with a valid, initialised set.
-        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &signals, std::ptr::null_mut()) };
-        clear_stale_mount(device);
+        let signals = crate::sys::StopSignals::new();
+        signals
+            .block()
+            .map_err(|e| ApiError::internal(format!("blocking stop signals: {e}")))?;
+        // Only a dead daemon's mount can be here: we hold the lock.
+        if let Err(e) = mount::clear_dead_fuse(device) {
+            tracing::warn!("clearing a dead FUSE mount at {}: {e}", device.display());
+        }
         let handle = crate::fuse::serve(
             device_arc.clone(),
             device,
@@ -551,6 +696,7 @@ impl<'a> Volumes<'a> {
         )?;
         let device_path = handle.device_path().to_path_buf();
         let control = self.control_path(&r.volume_id);
+        let stop: StopSlot = Arc::new(std::sync::Mutex::new(None));
         // Everything after the mount undoes the mount when it fails, so a
         // failed attach never leaves a FUSE mount without its daemon.
         let started = (|| -> ApiResult<()> {
@@ -558,16 +704,15 @@ impl<'a> Volumes<'a> {
             let listener = std::os::unix::net::UnixListener::bind(&control)
                 .map_err(|e| io_err("binding control socket", &control, e))?;
             let dev = device_arc.clone();
-            std::thread::spawn(move || serve_control(listener, dev));
+            let slot = stop.clone();
+            std::thread::spawn(move || serve_control(listener, dev, slot));
             // A restored volume fetches the rest of its snapshot in the
             // background while attached (reads of missing chunks go first).
-            if !device_arc.hydration_pending().is_empty() {
+            let pending = device_arc.hydration_pending().len();
+            if pending > 0 {
                 let dev = device_arc.clone();
-                std::thread::spawn(move || {
-                    if let Err(e) = dev.hydrate_all(&mut crate::telemetry::hydration_progress) {
-                        eprintln!("background hydration stopped: {e}");
-                    }
-                });
+                let vol = v.to_string();
+                std::thread::spawn(move || hydrate_in_background(&dev, &vol, pending));
             }
             let now = self.s.kms.clock().now();
             self.conn
@@ -579,31 +724,62 @@ impl<'a> Volumes<'a> {
             Ok(())
         })();
         if let Err(e) = started {
-            let _ = handle.unmount();
+            tracing::error!("attach of {v} failed after the FUSE mount: {e}");
+            if let Err(ue) = handle.unmount() {
+                tracing::error!("undoing the FUSE mount at {}: {ue}", device_path.display());
+            }
             let _ = fs::remove_file(&control);
             let _ = device_arc.close();
             return Err(e);
         }
+        tracing::info!(
+            volume = v,
+            device = %device_path.display(),
+            size = r.size,
+            "attached: serving the decrypted device"
+        );
         let _ = writeln!(
             ready,
             "{}",
-            json!({"VolumeId": v, "Device": device_path, "State": "attached", "Pid": std::process::id()})
+            json!({"VolumeId": v, "Device": device_path, "State": "attached", "Pid": std::process::id(),
+                   "Dumpable": hardening.dumpable, "MemoryLocked": hardening.memory == crate::sys::MemoryLock::All})
         );
         let _ = ready.flush();
-        let mut sig: libc::c_int = 0;
-        // SAFETY: sigwait with a valid set and a valid out pointer.
-        unsafe { libc::sigwait(&signals, &mut sig) };
-        let res = handle.unmount();
-        if res.is_err() {
-            // Busy (a process still has the device open): detach the mount
-            // lazily rather than leave it behind without its daemon.
-            clear_stale_mount(&device_path);
+        loop {
+            let sig = signals.wait();
+            let waiter = stop.lock().map(|mut s| s.take()).unwrap_or(None);
+            match handle.try_unmount() {
+                Ok(()) => {
+                    tracing::info!(volume = v, signal = sig, "stopping: device unmounted");
+                    if let Some(w) = waiter {
+                        let _ = w.send(Ok(()));
+                    }
+                    break;
+                }
+                Err(e) => {
+                    // Nothing changes: the device keeps serving whoever holds it.
+                    tracing::warn!(volume = v, signal = sig, "refusing to stop: {e}");
+                    if let Some(w) = waiter {
+                        let _ = w.send(Err(e.to_string()));
+                    }
+                }
+            }
         }
+        let res = handle.finish();
         let _ = fs::remove_file(&control);
         let closed = device_arc.close();
-        self.conn
+        // Best effort: a full disk must not keep the daemon from stopping; a
+        // row left behind reads as a dead attachment and is cleared later.
+        if let Err(e) = self
+            .conn
             .execute("DELETE FROM attachments WHERE volume_id = ?1", [v])
-            .map_err(db_err)?;
+        {
+            tracing::warn!("removing the attachment record of {v}: {e} (cleared on next use)");
+        }
+        match (&res, &closed) {
+            (Ok(()), Ok(())) => tracing::info!(volume = v, "detached"),
+            _ => tracing::error!(volume = v, "detached with errors: {res:?} {closed:?}"),
+        }
         drop(lock);
         res?;
         closed?;
@@ -612,8 +788,10 @@ impl<'a> Volumes<'a> {
 
     /// Opens the decrypted device of volume `r` (its data key through the
     /// KMS), with lazy hydration from its snapshot while any chunk is still
-    /// to be fetched.
+    /// to be fetched. A missing or short backing file is an error: keyvol
+    /// never puts an empty volume in place of lost data.
     pub fn open_device(&self, r: &VolumeRecord) -> ApiResult<EncryptedDevice> {
+        self.check_backing(r)?;
         let key = self.data_key(r)?;
         let cipher = SectorCipher::new(&key)?;
         drop(key);
@@ -646,8 +824,55 @@ impl<'a> Volumes<'a> {
         take_lock(&self.lock_path(&r.volume_id))
     }
 
+    /// Clears what a dead attach daemon of `r` left behind: the filesystems
+    /// mounted over its device (through loop devices), those loop devices,
+    /// its stale FUSE mount ("Transport endpoint is not connected"), and
+    /// the attachment and mount records. Only the stacks on this volume's
+    /// device files are touched, and only while this call holds the
+    /// volume's lock (so no live daemon serves them). `None` when a live
+    /// daemon holds the lock or nothing was left.
+    fn recover(&self, r: &VolumeRecord) -> ApiResult<Option<Vec<String>>> {
+        let Some(lock) = take_lock(&self.lock_path(&r.volume_id)) else {
+            return Ok(None);
+        };
+        let row = self.attachment_row(r)?;
+        let mut devices = vec![canonical_device(&self.default_device(&r.volume_id))];
+        if let Some(a) = &row {
+            let d = canonical_device(&a.device);
+            if !devices.contains(&d) {
+                devices.push(d);
+            }
+        }
+        let mut cleared = Vec::new();
+        for d in &devices {
+            cleared.extend(mount::release_stack(d, true).map_err(vol_err)?);
+            if mount::clear_dead_fuse(d).map_err(vol_err)? {
+                cleared.push(format!("unmounted the dead FUSE device {}", d.display()));
+            }
+        }
+        if row.is_some() {
+            cleared.push("removed the attachment record".to_string());
+        }
+        // Records only: best effort (a full disk must not block recovery).
+        for sql in [
+            "DELETE FROM attachments WHERE volume_id = ?1",
+            "DELETE FROM mounts WHERE volume_id = ?1",
+        ] {
+            if let Err(e) = self.conn.execute(sql, [r.volume_id.as_str()]) {
+                tracing::warn!("{sql}: {e} (cleared on next use)");
+            }
+        }
+        drop(lock);
+        if cleared.is_empty() {
+            return Ok(None);
+        }
+        tracing::info!(volume = %r.volume_id, "cleared what a dead attach daemon left: {}", cleared.join("; "));
+        Ok(Some(cleared))
+    }
+
     /// Attaches in the background: starts the daemon (this binary with
-    /// `--foreground`) and returns once the device is served.
+    /// `--foreground`) and returns once the device is served. What a dead
+    /// daemon of this volume left is cleared first.
     pub fn attach(&self, v: &str, device: Option<&Path>) -> ApiResult<Value> {
         let r = self.row(v)?;
         if self.attachment(&r)?.is_some() {
@@ -656,12 +881,14 @@ impl<'a> Volumes<'a> {
                 format!("Volume {v} is already attached; detach it first"),
             ));
         }
+        self.check_backing(&r)?;
+        let recovered = self.recover(&r)?;
         // Check the key before forking, for a clear error in this process.
         drop(self.data_key(&r)?);
         let device = device
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.default_device(&r.volume_id));
-        let device = absolute(&device)?;
+        let device = canonical_device(&absolute(&device)?);
         let exe = std::env::current_exe()
             .map_err(|e| ApiError::internal(format!("locating the keyvol binary: {e}")))?;
         let mut cmd = std::process::Command::new(exe);
@@ -681,24 +908,43 @@ impl<'a> Volumes<'a> {
             &device.to_string_lossy(),
             "--foreground",
         ]);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            cmd.arg("--debug");
+        }
         crate::background::start_and_wait_ready(
             cmd,
             &self.log_path(&r.volume_id),
             &format!("the attach daemon of {v}"),
         )?;
-        self.to_json(&self.row(v)?)
+        let mut out = self.to_json(&self.row(v)?)?;
+        if let Some(c) = recovered {
+            out["Recovered"] = json!(c);
+        }
+        Ok(out)
     }
 
     /// Detaches: refuses while a loop device or mount uses the device,
-    /// unless `force` (then undoes them first); stops the daemon, which
-    /// flushes and exits; waits for its lock to go.
+    /// unless `force` (then undoes them first, refusing when one is busy);
+    /// asks the daemon to stop, which it refuses while the device file is
+    /// busy; waits for its lock to go. After a crash, clears what the dead
+    /// daemon left.
     pub fn detach(&self, v: &str, force: bool) -> ApiResult<Value> {
         let r = self.row(v)?;
-        let (device, pid, _) = self
-            .attachment(&r)?
-            .ok_or_else(|| ApiError::incorrect_state(format!("Volume {v} is not attached")))?;
+        let Some((device, pid, _)) = self.attachment(&r)? else {
+            return match self.recover(&r)? {
+                Some(cleared) => {
+                    let mut out = self.to_json(&self.row(v)?)?;
+                    out["Recovered"] = json!(cleared);
+                    Ok(out)
+                }
+                None => Err(ApiError::incorrect_state(format!(
+                    "Volume {v} is not attached"
+                ))),
+            };
+        };
         let device = PathBuf::from(device);
-        let users = users_of(&device)?;
+        let stack = mount::stack_of(&device).map_err(vol_err)?;
+        let users = stack.users();
         if !users.is_empty() {
             if !force {
                 return Err(ApiError::new("VolumeInUse", format!(
@@ -706,16 +952,18 @@ impl<'a> Volumes<'a> {
                     users.join(", ")
                 )));
             }
-            release_users(&device)?;
+            mount::release_stack(&device, false).map_err(vol_err)?;
         }
-        // SAFETY: kill with a pid read from our own attachment row.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        self.stop_daemon(&r, pid)?;
         let lock = self.lock_path(&r.volume_id);
         for _ in 0..600 {
             if !lock_held(&lock) {
-                self.conn
+                if let Err(e) = self
+                    .conn
                     .execute("DELETE FROM attachments WHERE volume_id = ?1", [v])
-                    .map_err(db_err)?;
+                {
+                    tracing::warn!("removing the attachment record of {v}: {e}");
+                }
                 return self.to_json(&self.row(v)?);
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
@@ -725,114 +973,221 @@ impl<'a> Volumes<'a> {
         )))
     }
 
+    /// Asks the daemon to stop over its control socket; it answers `ERR`
+    /// (and keeps serving) when its device is busy. Falls back to SIGTERM
+    /// when the socket is unavailable.
+    fn stop_daemon(&self, r: &VolumeRecord, pid: i64) -> ApiResult<()> {
+        let v = &r.volume_id;
+        match request_stop(&self.control_path(v)) {
+            Ok(StopReply::Stopping) => Ok(()),
+            Ok(StopReply::Refused(why)) => Err(ApiError::new(
+                "VolumeInUse",
+                format!("Volume {v} stays attached: {why}"),
+            )),
+            Err(e) => {
+                tracing::debug!("control socket of {v}: {e}; stopping the daemon with SIGTERM");
+                crate::sys::kill(pid, libc::SIGTERM).map_err(|e| {
+                    ApiError::internal(format!(
+                        "signalling the attach daemon of {v} (pid {pid}): {e}"
+                    ))
+                })
+            }
+        }
+    }
+
     /// Attach + loop device + mkfs on first use + mount (root), or fuse2fs.
+    /// One volume, one filesystem mount: a volume whose device already
+    /// carries a loop device or a mount is refused. `dir` must be an empty
+    /// directory that is not a mount point (it is created when missing, and
+    /// removed again if the mount fails).
     pub fn mount(&self, v: &str, dir: &Path, fs_type: mount::FsType) -> ApiResult<Value> {
         let r = self.row(v)?;
         let dir = absolute(dir)?;
-        fs::create_dir_all(&dir).map_err(|e| io_err("creating mountpoint", &dir, e))?;
+        // Mounts and unmounts of one volume run one at a time, so two
+        // concurrent mounts cannot both find the device unused.
+        let _serial = self.serialize_mounts(&r)?;
+        self.check_backing(&r)?;
+        let mut recovered = None;
+        if let Some((device, _, _)) = self.attachment(&r)? {
+            let users = mount::stack_of(Path::new(&device))
+                .map_err(vol_err)?
+                .users();
+            if !users.is_empty() {
+                return Err(ApiError::new(
+                    "VolumeInUse",
+                    format!(
+                        "Volume {v} is already in use by {} (one volume, one filesystem mount): use that mount, or unmount it first",
+                        users.join(", ")
+                    ),
+                ));
+            }
+        } else {
+            // A dead daemon's stack (maybe its ext4 still at `dir`) goes first.
+            recovered = self.recover(&r)?;
+        }
+        let created = prepare_mountpoint(&dir)?;
+        let undo_dir = || {
+            if created {
+                let _ = fs::remove_dir(&dir);
+            }
+        };
+        let dir = match dir.canonicalize() {
+            Ok(d) => d,
+            Err(e) => {
+                undo_dir();
+                return Err(io_err("resolving mountpoint", &dir, e));
+            }
+        };
         let attached_here = match self.attachment(&r)? {
             Some(_) => false,
             None => {
-                self.attach(v, None)?;
+                if let Err(e) = self.attach(v, None) {
+                    undo_dir();
+                    return Err(e);
+                }
                 true
             }
         };
+        let undo = |e: ApiError| {
+            if attached_here {
+                let _ = self.detach(v, true);
+            }
+            undo_dir();
+            e
+        };
         let (device, _, _) = self
             .attachment(&r)?
-            .ok_or_else(|| ApiError::internal("attachment vanished"))?;
-        match mount::mount_volume_with_options(
+            .ok_or_else(|| undo(ApiError::internal("the attachment vanished while mounting")))?;
+        let m = mount::mount_volume_with_options(
             Path::new(&device),
             &dir,
             fs_type,
             &self.mount_options,
-        ) {
-            Ok(m) => {
-                self.conn
-                    .execute(
-                        "INSERT OR REPLACE INTO mounts (mountpoint, volume_id, fs, mounted) VALUES (?1, ?2, ?3, ?4)",
-                        params![dir.to_string_lossy(), v, fs_type.as_str(), self.s.kms.clock().now()],
-                    )
-                    .map_err(db_err)?;
-                let mut out = self.to_json(&self.row(v)?)?;
-                out["Mount"] = json!({"MountPoint": dir, "FileSystem": fs_type.as_str(), "LoopDevice": m.loop_device(), "Formatted": m.formatted()});
-                Ok(out)
-            }
-            Err(e) => {
-                if attached_here {
-                    let _ = self.detach(v, true);
-                }
-                Err(e.into())
-            }
+        )
+        .map_err(|e| undo(vol_err(e)))?;
+        let recorded = self.conn.execute(
+            "INSERT OR REPLACE INTO mounts (mountpoint, volume_id, fs, mounted) VALUES (?1, ?2, ?3, ?4)",
+            params![dir.to_string_lossy(), v, fs_type.as_str(), self.s.kms.clock().now()],
+        );
+        if let Err(e) = recorded {
+            let _ = mount::unmount_volume(&m);
+            return Err(undo(db_err(e)));
         }
-    }
-
-    /// Undoes every step of a mount, also after a partial failure, and
-    /// detaches the volume.
-    pub fn unmount(&self, dir: &Path) -> ApiResult<Value> {
-        let dir = absolute(dir)?;
-        let vol: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT volume_id FROM mounts WHERE mountpoint = ?1",
-                [dir.to_string_lossy()],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db_err)?;
-        let mounted = mount::mounts()?.iter().any(|m| m.target == dir);
-        let steps = if mounted {
-            mount::unmount_path(&dir)?
-        } else {
-            Vec::new()
-        };
-        let mut out = json!({"MountPoint": dir, "Unmounted": mounted, "StepsUndone": steps.len()});
-        if let Some(v) = vol {
-            self.conn
-                .execute(
-                    "DELETE FROM mounts WHERE mountpoint = ?1",
-                    [dir.to_string_lossy()],
-                )
-                .map_err(db_err)?;
-            if let Ok(r) = self.row(&v) {
-                if self.attachment(&r)?.is_some() {
-                    out["Volume"] = self.detach(&v, true)?;
-                }
-            }
-        } else if !mounted {
-            return Err(ApiError::invalid_parameter(format!(
-                "nothing keyvol mounted is at {}",
-                dir.display()
-            )));
+        let mut out = self.to_json(&self.row(v)?)?;
+        out["Mount"] = json!({"MountPoint": dir, "FileSystem": fs_type.as_str(), "LoopDevice": m.loop_device(), "Formatted": m.formatted()});
+        if let Some(c) = recovered {
+            out["Recovered"] = json!(c);
         }
         Ok(out)
     }
 
-    /// Attachments, loop devices and mounts of this home's volumes.
+    /// Undoes a mount keyvol made for a volume of the caller's account
+    /// (anything else at `dir` is refused, untouched): unmounts the
+    /// filesystem, never lazily (a busy one is refused and nothing
+    /// changes), detaches its loop device, then the volume. After a crash
+    /// of the daemon, clears what it left.
+    pub fn unmount(&self, dir: &Path) -> ApiResult<Value> {
+        let dir = absolute(dir)?;
+        let canon = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+        let not_ours = || {
+            ApiError::invalid_parameter(format!(
+                "{} is not a mount that keyvol made for a volume of account {} in {}: keyvol unmounts only its own mounts",
+                dir.display(),
+                self.s.ctx.caller.account.as_str(),
+                self.s.ctx.region.as_str()
+            ))
+        };
+        let vol: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT volume_id FROM mounts WHERE mountpoint = ?1 OR mountpoint = ?2",
+                params![canon.to_string_lossy(), dir.to_string_lossy()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        let Some(v) = vol else {
+            return Err(not_ours());
+        };
+        let r = self.row(&v).map_err(|_| not_ours())?;
+        let _serial = self.serialize_mounts(&r)?;
+        let Some((device, _, _)) = self.attachment(&r)? else {
+            let cleared = self.recover(&r)?.unwrap_or_default();
+            return Ok(
+                json!({"MountPoint": canon, "Unmounted": true, "VolumeId": v, "Recovered": cleared,
+                             "Volume": self.to_json(&r)?}),
+            );
+        };
+        let device = PathBuf::from(device);
+        let stack = mount::stack_of(&device).map_err(vol_err)?;
+        let here: Vec<&mount::MountEntry> = mount::mounts()
+            .map_err(vol_err)?
+            .iter()
+            .filter(|m| m.target == canon)
+            .map(|m| stack.mounts.iter().find(|s| *s == m))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                ApiError::invalid_parameter(format!(
+                    "what is mounted at {} is not volume {v}'s filesystem: keyvol leaves it alone",
+                    canon.display()
+                ))
+            })?;
+        let mounted = !here.is_empty();
+        for m in here.iter().rev() {
+            mount::unmount_fs(&m.target).map_err(|e| match e {
+                VolumeError::Busy { .. } => ApiError::new(
+                    "VolumeInUse",
+                    format!("The filesystem of volume {v} at {} is busy (a process has a file open or its working directory there; `fuser -vm {}` lists them). Nothing was changed: stop them and run unmount again", canon.display(), canon.display()),
+                ),
+                e => vol_err(e),
+            })?;
+        }
+        let stack = mount::stack_of(&device).map_err(vol_err)?;
+        if stack.mounts.is_empty() {
+            for l in &stack.loops {
+                mount::detach_loop(&l.name).map_err(vol_err)?;
+            }
+        }
+        if let Err(e) = self.conn.execute(
+            "DELETE FROM mounts WHERE mountpoint = ?1 OR mountpoint = ?2",
+            params![canon.to_string_lossy(), dir.to_string_lossy()],
+        ) {
+            tracing::warn!("removing the mount record of {}: {e}", canon.display());
+        }
+        let mut out = json!({"MountPoint": canon, "Unmounted": mounted, "VolumeId": v});
+        out["Volume"] = self.detach(&v, false)?;
+        Ok(out)
+    }
+
+    /// Attachments of this home's volumes, live or dead (a daemon that
+    /// died: what it left, and the one command that clears it), with their
+    /// loop devices and mounts.
     pub fn status(&self) -> ApiResult<Value> {
-        let loops = mount::loop_devices().unwrap_or_default();
-        let mounts = mount::mounts().unwrap_or_default();
         let mut out = Vec::new();
         for r in self.list()? {
-            let Some((device, pid, t)) = self.attachment(&r)? else {
+            let Some(a) = self.attachment_row(&r)? else {
                 continue;
             };
-            let lps: Vec<&mount::LoopDevice> = loops
+            let stack = mount::stack_of(&canonical_device(&a.device)).unwrap_or_default();
+            let ms: Vec<Value> = stack
+                .mounts
                 .iter()
-                .filter(|l| l.back_file.as_deref() == Some(Path::new(&device)))
-                .collect();
-            let ms: Vec<Value> = mounts
-                .iter()
-                .filter(|m| {
-                    m.source == Path::new(&device) || lps.iter().any(|l| l.name == m.source)
-                })
                 .map(
                     |m| json!({"MountPoint": m.target, "Source": m.source, "FileSystem": m.fstype}),
                 )
                 .collect();
-            out.push(json!({
-                "VolumeId": r.volume_id, "Device": device, "Pid": pid, "AttachTime": to_rfc3339(t),
-                "LoopDevices": lps.iter().map(|l| &l.name).collect::<Vec<_>>(), "Mounts": ms,
-            }));
+            let mut entry = json!({
+                "VolumeId": r.volume_id, "Device": a.device, "Pid": a.pid, "AttachTime": to_rfc3339(a.attached),
+                "State": if a.alive { "attached" } else { "dead" },
+                "LoopDevices": stack.loops.iter().map(|l| &l.name).collect::<Vec<_>>(), "Mounts": ms,
+            });
+            if !a.alive {
+                entry["Recovery"] = json!(format!(
+                    "the attach daemon died: `keyvol volume mount {} DIR` mounts it again (or `keyvol volume detach {}` clears it)",
+                    r.volume_id, r.volume_id
+                ));
+            }
+            out.push(entry);
         }
         Ok(json!({"Attachments": out}))
     }
@@ -841,23 +1196,35 @@ impl<'a> Volumes<'a> {
 /// At most this many snapshots of one volume are cut and not yet finished.
 pub const MAX_PENDING_SNAPSHOTS: usize = 5;
 
+/// Where a `STOP` request waits for the daemon's main thread to try the
+/// unmount: the answer is `Ok` (stopping) or why it refused.
+type StopSlot = Arc<std::sync::Mutex<Option<std::sync::mpsc::Sender<Result<(), String>>>>>;
+
 /// The attach daemon's control socket: one thread per connection, one
 /// line-oriented request at a time:
 ///
 /// - `CUT <snap> ALL|CHANGED` -> `OK <chunk> <chunk> ...` (the cut's chunks)
 /// - `READ <snap> <chunk>` -> `OK <len>` then `len` bytes of ciphertext
 /// - `FINISH <snap> OK|FAIL` -> `OK` (on OK, clears the captured change bits)
+/// - `STOP` -> `OK` (the device is unmounted and the daemon exits; the
+///   connection may also just close) or `ERR <why>` (busy: nothing changed)
 ///
 /// Errors answer `ERR <message>`. A connection that closes abandons the
 /// cuts it made and did not finish.
-fn serve_control(listener: std::os::unix::net::UnixListener, dev: Arc<EncryptedDevice>) {
+fn serve_control(
+    listener: std::os::unix::net::UnixListener,
+    dev: Arc<EncryptedDevice>,
+    stop: StopSlot,
+) {
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
         let dev = dev.clone();
+        let stop = stop.clone();
         std::thread::spawn(move || {
             let mut mine: Vec<String> = Vec::new();
-            let _ = control_session(&conn, &dev, &mut mine);
+            let _ = control_session(&conn, &dev, &stop, &mut mine);
             for id in mine {
+                tracing::info!(snapshot = %id, "cut abandoned (its client went away)");
                 let _ = dev.finish_cut(&id, false);
             }
         });
@@ -867,6 +1234,7 @@ fn serve_control(listener: std::os::unix::net::UnixListener, dev: Arc<EncryptedD
 fn control_session(
     conn: &std::os::unix::net::UnixStream,
     dev: &EncryptedDevice,
+    stop: &StopSlot,
     mine: &mut Vec<String>,
 ) -> std::io::Result<()> {
     let mut reader = std::io::BufReader::new(conn.try_clone()?);
@@ -882,12 +1250,16 @@ fn control_session(
             ["CUT", id, mode] => dev
                 .cut(id, *mode == "ALL", MAX_PENDING_SNAPSHOTS)
                 .map(|chunks| {
+                    tracing::info!(snapshot = %id, mode = %mode, chunks = chunks.len(), "snapshot cut");
                     crate::telemetry::snapshot_cut(chunks.len());
                     mine.push(id.to_string());
                     let list: Vec<String> = chunks.iter().map(u64::to_string).collect();
                     (format!("OK {}", list.join(" ")), Vec::new())
                 })
-                .map_err(|e| e.to_string()),
+                .map_err(|e| {
+                    tracing::warn!(snapshot = %id, "snapshot cut refused: {e}");
+                    e.to_string()
+                }),
             ["READ", id, chunk] => match chunk.parse::<u64>() {
                 Ok(c) => dev
                     .snapshot_read(id, c)
@@ -895,15 +1267,20 @@ fn control_session(
                         crate::telemetry::snapshot_chunk_read();
                         (format!("OK {}", b.len()), b)
                     })
-                    .map_err(|e| e.to_string()),
+                    .map_err(|e| {
+                        tracing::error!(snapshot = %id, chunk = c, errno = e.errno(), "snapshot read failed: {e}");
+                        e.to_string()
+                    }),
                 Err(_) => Err(format!("'{chunk}' is not a chunk index")),
             },
             ["FINISH", id, status] => {
                 mine.retain(|m| m != id);
+                tracing::info!(snapshot = %id, status = %status, "snapshot cut finished");
                 dev.finish_cut(id, *status == "OK")
                     .map(|()| ("OK".to_string(), Vec::new()))
                     .map_err(|e| e.to_string())
             }
+            ["STOP"] => request_stop_of_main(stop).map(|()| ("OK".to_string(), Vec::new())),
             _ => Err("unknown request".to_string()),
         };
         match reply {
@@ -914,6 +1291,62 @@ fn control_session(
             Err(e) => writeln!(out, "ERR {}", e.replace('\n', " "))?,
         }
         out.flush()?;
+    }
+}
+
+/// Wakes the daemon's main thread (blocked in sigwait) to try the unmount
+/// and waits for its answer.
+fn request_stop_of_main(stop: &StopSlot) -> Result<(), String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    match stop.lock() {
+        Ok(mut s) => *s = Some(tx),
+        Err(_) => return Err("the daemon's stop slot is poisoned".into()),
+    }
+    crate::sys::signal_self(libc::SIGTERM).map_err(|e| format!("signalling the daemon: {e}"))?;
+    rx.recv_timeout(std::time::Duration::from_secs(30))
+        .map_err(|_| "the daemon did not answer the stop request within 30 s".to_string())?
+}
+
+/// The daemon's answer to `STOP`.
+enum StopReply {
+    Stopping,
+    Refused(String),
+}
+
+/// Client side of `STOP`.
+fn request_stop(socket: &Path) -> std::io::Result<StopReply> {
+    let conn = std::os::unix::net::UnixStream::connect(socket)?;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(40)))?;
+    (&conn).write_all(b"STOP\n")?;
+    let mut line = String::new();
+    std::io::BufReader::new(&conn).read_line(&mut line)?;
+    Ok(match line.trim().strip_prefix("ERR ") {
+        Some(why) => StopReply::Refused(why.to_string()),
+        // OK, or the daemon exited before answering: it is stopping.
+        None => StopReply::Stopping,
+    })
+}
+
+/// Fetches the rest of a restored volume's snapshot, logging progress
+/// every tenth and failures.
+fn hydrate_in_background(dev: &EncryptedDevice, vol: &str, pending: usize) {
+    tracing::info!(volume = vol, chunks = pending, "hydration started");
+    let mut last_tenth = 0;
+    let res = dev.hydrate_all(&mut |done, total| {
+        crate::telemetry::hydration_progress(done, total);
+        let tenth = (done * 10).checked_div(total).unwrap_or(10);
+        if tenth > last_tenth {
+            last_tenth = tenth;
+            tracing::info!(volume = vol, done, total, "hydration {}%", tenth * 10);
+        }
+    });
+    match res {
+        Ok(()) => tracing::info!(volume = vol, "hydration finished"),
+        Err(e) => tracing::error!(
+            volume = vol,
+            errno = e.errno(),
+            "background hydration stopped: {e} (missing chunks are still fetched on first read)"
+        ),
     }
 }
 
@@ -972,39 +1405,158 @@ fn absolute(p: &Path) -> ApiResult<PathBuf> {
     }
 }
 
-fn stop_signals() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialise and fill a local set.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGHUP);
-        set
+/// The path under which the kernel names a device file (in /proc/mounts
+/// and losetup): its directory resolved, its own name kept (a dead FUSE
+/// mount on the file itself cannot be resolved).
+fn canonical_device(p: &Path) -> PathBuf {
+    match (
+        p.parent().and_then(|d| d.canonicalize().ok()),
+        p.file_name(),
+    ) {
+        (Some(d), Some(n)) => d.join(n),
+        _ => p.to_path_buf(),
     }
 }
 
-/// Lazily unmounts a FUSE mount left at `path` by a daemon that died
-/// (kill -9, OOM): the kernel keeps such a mount until someone unmounts it.
-/// Only called while holding the volume's lock, so no live daemon serves it.
-pub(crate) fn clear_stale_mount(path: &Path) {
-    let target = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    let stale = mount::mounts()
-        .unwrap_or_default()
-        .iter()
-        .any(|m| m.target == target && m.fstype.starts_with("fuse"));
-    if stale {
-        if let Ok(c) = std::ffi::CString::new(target.as_os_str().as_encoded_bytes()) {
-            // SAFETY: umount2 with a valid NUL-terminated path.
-            let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-            if rc != 0 {
-                let _ = std::process::Command::new("fusermount3")
-                    .arg("-uz")
-                    .arg(&target)
-                    .status();
+/// A volume-layer error as an API error: a busy device or filesystem is
+/// `VolumeInUse`.
+fn vol_err(e: VolumeError) -> ApiError {
+    match e {
+        VolumeError::Busy { .. } => ApiError::new("VolumeInUse", e.to_string()),
+        e => ApiError::from(e),
+    }
+}
+
+/// Makes sure `dir` can be mounted on: an empty directory that is not a
+/// mount point, created when missing (`Ok(true)`). Anything else is
+/// refused before anything is attached.
+fn prepare_mountpoint(dir: &Path) -> ApiResult<bool> {
+    let bad = |why: &str| {
+        ApiError::invalid_parameter(format!(
+            "mountpoint {} {why}: give an empty directory (or a path that does not exist yet)",
+            dir.display()
+        ))
+    };
+    match fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir).map_err(|e| io_err("creating mountpoint", dir, e))?;
+            Ok(true)
+        }
+        Err(e) => Err(io_err("inspecting mountpoint", dir, e)),
+        Ok(m) if m.file_type().is_symlink() => Err(bad("is a symbolic link")),
+        Ok(m) if !m.is_dir() => Err(bad("is not a directory")),
+        Ok(_) => {
+            let mut entries =
+                fs::read_dir(dir).map_err(|e| io_err("reading mountpoint", dir, e))?;
+            if entries.next().is_some() {
+                return Err(bad("is not empty"));
             }
+            let canon = dir
+                .canonicalize()
+                .map_err(|e| io_err("resolving mountpoint", dir, e))?;
+            if mount::mounts()
+                .map_err(vol_err)?
+                .iter()
+                .any(|m| m.target == canon)
+            {
+                return Err(bad("is already a mount point"));
+            }
+            Ok(false)
         }
     }
+}
+
+/// Refuses a size the filesystem holding `dir` cannot give one file (ext4
+/// with 4 KiB blocks: just under 16 TiB), by sizing an unnamed temporary
+/// file there (O_TMPFILE): nothing is ever created under a name.
+fn check_host_can_hold(dir: &Path, size: u64) -> ApiResult<()> {
+    let probe = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o600)
+        .open(dir);
+    let f = match probe {
+        Ok(f) => f,
+        // A filesystem without O_TMPFILE: the create itself checks and cleans up.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP) | Some(libc::EISDIR)
+            ) =>
+        {
+            return Ok(())
+        }
+        Err(e) => return Err(io_err("probing the volume directory", dir, e)),
+    };
+    f.set_len(size).map_err(|e| size_err(dir, size, e))
+}
+
+fn size_err(path: &Path, size: u64, e: std::io::Error) -> ApiError {
+    if matches!(e.raw_os_error(), Some(libc::EFBIG) | Some(libc::EINVAL)) {
+        ApiError::invalid_parameter(format!(
+            "the host filesystem of {} cannot hold a volume of {size} bytes ({e}): choose a smaller --size, or put the home on a filesystem with larger files (xfs)",
+            path.display()
+        ))
+    } else {
+        io_err("sizing", path, e)
+    }
+}
+
+/// Creates `path` exclusively (O_EXCL, mode 0600): an existing file is
+/// refused, never reused.
+fn create_exclusive(path: &Path, vol: &VolumeId) -> ApiResult<fs::File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                exists_err(path, vol)
+            } else {
+                io_err("creating", path, e)
+            }
+        })
+}
+
+fn exists_err(path: &Path, vol: &VolumeId) -> ApiError {
+    ApiError::new(
+        "InvalidVolume.Duplicate",
+        format!(
+            "{} already exists (a file of volume {vol} this home does not record): keyvol never overwrites it; move it away if it is not needed",
+            path.display()
+        ),
+    )
+}
+
+/// Copies `size` bytes of `from` into `to`, leaving all-zero blocks as
+/// holes (an all-zero ciphertext sector reads as zeros either way).
+fn copy_sparse(from: &Path, to: &fs::File, size: u64) -> ApiResult<()> {
+    use std::os::unix::fs::FileExt;
+    let src = fs::File::open(from).map_err(|e| io_err("opening", from, e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    while off < size {
+        let n = (size - off).min(buf.len() as u64) as usize;
+        src.read_exact_at(&mut buf[..n], off)
+            .map_err(|e| io_err("reading", from, e))?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            to.write_all_at(&buf[..n], off)
+                .map_err(|e| ApiError::internal(format!("copying into the home: {e}")))?;
+        }
+        off += n as u64;
+    }
+    to.set_len(size)
+        .and_then(|()| to.sync_all())
+        .map_err(|e| ApiError::internal(format!("copying into the home: {e}")))
+}
+
+/// Chunks a hydration map still marks as to fetch (0 without a map).
+fn pending_hydration(map: &Path) -> u64 {
+    fs::read(map)
+        .map(|b| b.iter().filter(|&&x| x == 1).count() as u64)
+        .unwrap_or(0)
 }
 
 /// Takes the attachment lock (flock, exclusive, non-blocking).
@@ -1017,9 +1569,10 @@ fn take_lock(path: &Path) -> Option<fs::File> {
         .mode(0o600)
         .open(path)
         .ok()?;
-    // SAFETY: flock on a file descriptor we own.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    (rc == 0).then_some(f)
+    crate::sys::try_lock_exclusive(&f)
+        .ok()
+        .filter(|&taken| taken)
+        .map(|_| f)
 }
 
 fn lock_held(path: &Path) -> bool {
@@ -1033,44 +1586,6 @@ fn lock_held(path: &Path) -> bool {
         }
         None => true,
     }
-}
-
-/// Loop devices and mounts that use `device`.
-fn users_of(device: &Path) -> ApiResult<Vec<String>> {
-    let mut users = Vec::new();
-    for l in mount::loop_devices()? {
-        if l.back_file.as_deref() == Some(device) {
-            users.push(format!("loop device {}", l.name.display()));
-        }
-    }
-    for m in mount::mounts()? {
-        if m.source == device {
-            users.push(format!("mount {}", m.target.display()));
-        }
-    }
-    Ok(users)
-}
-
-/// Unmounts and detaches everything that uses `device` (detach --force).
-fn release_users(device: &Path) -> ApiResult<()> {
-    let loops: Vec<mount::LoopDevice> = mount::loop_devices()?
-        .into_iter()
-        .filter(|l| l.back_file.as_deref() == Some(device))
-        .collect();
-    for m in mount::mounts()? {
-        if m.source == device || loops.iter().any(|l| l.name == m.source) {
-            mount::unmount_path(&m.target)?;
-        }
-    }
-    for l in mount::loop_devices()? {
-        if l.back_file.as_deref() == Some(device) {
-            let _ = std::process::Command::new("losetup")
-                .arg("-d")
-                .arg(&l.name)
-                .status();
-        }
-    }
-    Ok(())
 }
 
 /// The sector size of volumes (exported for docs and tests).

@@ -39,6 +39,9 @@ pub struct Global {
     /// Print a JSON skeleton of the command's arguments for --cli-input-json, and do nothing else
     #[arg(long, global = true)]
     pub generate_cli_skeleton: bool,
+    /// Log keyvol's debug lines to stderr
+    #[arg(long, global = true)]
+    pub debug: bool,
 }
 
 /// The whole command tree (for completions, man pages and the help check).

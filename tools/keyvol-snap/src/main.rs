@@ -250,6 +250,7 @@ fn main() {
         let _ = e.print();
         std::process::exit(if e.use_stderr() { 252 } else { 0 })
     });
+    keyvol::logging::init_cli(cli.global.debug);
     // Parsed before anything runs: a bad expression changes nothing.
     let query = match cli.global.query.as_deref().map(Query::parse).transpose() {
         Ok(q) => q,
