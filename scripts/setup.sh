@@ -34,6 +34,13 @@ if ! "$VENV/bin/python" -c "import cryptography, boto3, moto, awscli" 2>/dev/nul
   "$VENV/bin/pip" install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi
 
+# fsx (the Rust port of the File System eXerciser, from crates.io) for the
+# device-file test with mmap operations.
+if [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/fsx" ]; then
+  echo "setup: installing fsx"
+  cargo install --quiet --locked fsx --version 0.3.2
+fi
+
 # /dev/fuse and the loop driver, when the machine allows it.
 if [ ! -e /dev/fuse ]; then $SUDO modprobe fuse 2>/dev/null || true; fi
 if [ ! -e /dev/loop-control ]; then $SUDO modprobe loop 2>/dev/null || true; fi

@@ -853,6 +853,56 @@ fn the_device_file_can_be_mapped_shared() {
     h.json(&["volume", "detach", &vol]);
 }
 
+/// fsx (the Rust port of Apple's and FreeBSD's File System eXerciser,
+/// installed by scripts/setup.sh) in block mode on the device file, with
+/// its mmap reads and writes among pread/pwrite, fsync and msync
+/// invalidation; every read is checked against fsx's own model.
+#[test]
+fn fsx_with_mmap_operations_on_the_device_file() {
+    let Some(_g) = fuse_prerequisites() else {
+        return;
+    };
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")));
+    let fsx = cargo_home
+        .map(|c| c.join("bin/fsx"))
+        .filter(|p| p.exists())
+        .expect("fsx is missing: scripts/setup.sh installs it (cargo install fsx)");
+    let mut h = Home::new();
+    let vol = h.create("16MiB");
+    let dev = h.path().join("dev");
+    h.json(&["volume", "attach", &vol, "--device", dev.to_str().unwrap()]);
+    let config = h.path().join("fsx.toml");
+    std::fs::write(
+        &config,
+        "flen = 16777216\nblockmode = true\nnosizechecks = true\n\
+         [opsize]\nmax = 262144\nmin = 1\nalign = 1\n\
+         [weights]\nclose_open = 0\nread = 10\nwrite = 10\nmapread = 10\nmapwrite = 10\n\
+         invalidate = 1\ntruncate = 0\nfsync = 1\nfdatasync = 1\nposix_fallocate = 0\n\
+         punch_hole = 1\nsendfile = 1\nposix_fadvise = 1\ncopy_file_range = 1\n",
+    )
+    .unwrap();
+    let artifacts = h.path().join("fsx-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let out = Command::new(&fsx)
+        .arg("-f")
+        .arg(&config)
+        .args(["-N", "3000", "-S", "20261201"])
+        .arg("-P")
+        .arg(&artifacts)
+        .arg(&dev)
+        .output()
+        .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "fsx failed on the device file:\n{log}");
+    h.json(&["volume", "detach", &vol]);
+}
+
 // ------------------------------------------------------------------ 10
 
 fn proc_status(pid: u32) -> String {
