@@ -16,8 +16,8 @@ if [ ! -x "$VENV/bin/moto_server" ]; then
   exit 1
 fi
 cargo build --release --quiet --bin keyvol --example kms_load
-KEYVOL=target/release/keyvol
-LOAD=target/release/examples/kms_load
+KEYVOL="${CARGO_TARGET_DIR:-target}/release/keyvol"
+LOAD="${CARGO_TARGET_DIR:-target}/release/examples/kms_load"
 
 work=$(mktemp -d)
 pids=()

@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
 # Volume data-path benchmark (root): sector crypto vs openssl, then fio and
 # an untar of ~9000 files on ext4 over
-#   keyvol    : keyvol's FUSE device -> loop (--direct-io=on, 4096) -> ext4
-#   plainloop : a plain sparse file -> loop (--direct-io=on, 4096) -> ext4 (ceiling)
-#   qemu-luks : qemu-storage-daemon FUSE export of a LUKS image (aes-xts-plain64) -> loop -> ext4
-#   gocryptfs : gocryptfs directory (fio and untar inside it)
+#   keyvol      : keyvol's FUSE device -> loop (--direct-io=on, 4096) -> ext4
+#   keyvol-null : the same daemon built with the bench-only feature
+#                 `bench-null-cipher` (sectors copied, not encrypted): the
+#                 architecture's ceiling, so keyvol / keyvol-null is the cost
+#                 of encryption
+#   plainloop   : a plain sparse file -> loop (--direct-io=on, 4096) -> ext4
+#                 (no page cache under the loop: the raw-disk ceiling)
+#   plainloop-buffered : the same loop without direct I/O (the page-cache
+#                 behaviour of keyvol's backing file: what FUSE costs)
+#   qemu-raw    : qemu-storage-daemon FUSE export of a raw image (no crypto,
+#                 another FUSE design) -> loop (--direct-io=on) -> ext4
+#   qemu-luks   : qemu-storage-daemon FUSE export of a LUKS image (aes-xts-plain64) -> loop -> ext4
+#   gocryptfs   : gocryptfs directory (fio and untar inside it)
 # fio: seq = 1 MiB direct libaio iodepth 4; rand = 4 KiB iodepth 16.
 # Env: BENCH_SIZE_MIB (volume size, 2048), BENCH_RUNTIME (s per fio run, 8),
-#      BENCH_TARGETS (default "keyvol plainloop qemu-luks gocryptfs").
+#      BENCH_TARGETS (default "keyvol keyvol-null plainloop plainloop-buffered
+#      qemu-raw qemu-luks gocryptfs").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,13 +28,19 @@ fi
 SIZE_MIB="${BENCH_SIZE_MIB:-2048}"
 RT="${BENCH_RUNTIME:-8}"
 FIO_SIZE="$((SIZE_MIB / 2))M"
-TARGETS="${BENCH_TARGETS:-keyvol plainloop qemu-luks gocryptfs}"
-
-cargo build --release --example volume_bench_attach --bin keyvol --quiet
-ATTACH="$PWD/target/release/examples/volume_bench_attach"
-KEYVOL="$PWD/target/release/keyvol"
+TARGETS="${BENCH_TARGETS:-keyvol keyvol-null plainloop plainloop-buffered qemu-raw qemu-luks gocryptfs}"
+TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+KEYVOL="$TARGET_DIR/release/keyvol"
 
 WORK="$(mktemp -d /var/tmp/keyvol-bench.XXXXXX)"
+# The null-cipher daemon: the same sources with the bench-only feature, kept
+# under another name; the normal build is done last so that
+# target/release/keyvol is always the real, encrypting one.
+if [[ " $TARGETS " == *" keyvol-null "* ]]; then
+  cargo build --release --quiet -p keyvol --bin keyvol --features bench-null-cipher
+  cp "$KEYVOL" "$WORK/keyvol-bench-null-cipher"
+fi
+cargo build --release --quiet -p keyvol --bin keyvol
 PIDS=()
 MOUNTS=()
 LOOPS=()
@@ -55,15 +71,20 @@ with tarfile.open(sys.argv[1], "w") as tar:
 EOF
 
 # ---- sector crypto vs openssl ------------------------------------------------
-echo "-- sector crypto (one core, 4 KiB sectors)"
-crypto="$("$ATTACH" crypto 64)"
-ours_enc="$(awk '/xts_encrypt_gbps/ {print $2}' <<<"$crypto")"
-ours_dec="$(awk '/xts_decrypt_gbps/ {print $2}' <<<"$crypto")"
+echo "-- sector crypto (one core; keyvol: in place, tweak set per sector)"
+crypto="$(cargo bench --quiet --bench xts 2>/dev/null)"
 ossl_k="$(openssl speed -evp aes-256-xts -bytes 4096 -seconds 2 2>/dev/null | awk '/^AES-256-XTS/ {print $2}' | tr -d k)"
-ossl="$(python3 -c "print(f'{float(\"$ossl_k\") * 1000 / 1e9:.3f}')")"
-printf "%-28s %8s GB/s\n" "keyvol XTS encrypt" "$ours_enc" "keyvol XTS decrypt" "$ours_dec" \
-  "openssl aes-256-xts (4 KiB)" "$ossl"
-python3 -c "print(f'ratio keyvol/openssl: encrypt {$ours_enc / $ossl:.2f}, decrypt {$ours_dec / $ossl:.2f}')"
+python3 - "$crypto" "$ossl_k" <<'EOF'
+import sys
+ours = dict(l.split() for l in sys.argv[1].splitlines() if l.startswith("xts_"))
+ossl = float(sys.argv[2]) * 1000 / 1e9
+print(f"{'openssl aes-256-xts, 4 KiB':<34} {ossl:6.2f} GB/s")
+for unit, label in (("4k", "4 KiB per call"), ("1m", "1 MiB per call")):
+    e = float(ours[f"xts_encrypt_{unit}_gbps"])
+    d = float(ours[f"xts_decrypt_{unit}_gbps"])
+    print(f"{'keyvol XTS, ' + label:<34} encrypt {e:6.2f} GB/s ({e / ossl:.2f}x openssl)  "
+          f"decrypt {d:6.2f} GB/s ({d / ossl:.2f}x openssl)")
+EOF
 
 # ---- helpers ---------------------------------------------------------------
 # fio_one TARGET_FILE RW BS DEPTH -> "MB/s IOPS"
@@ -83,10 +104,11 @@ print(f'{j[k]["bw_bytes"] / 1e6:.0f} {j[k]["iops"]:.0f}')
 EOF
 }
 
-# loop_ext4 FILE MOUNTPOINT: loop device with direct I/O, ext4, mount.
+# loop_ext4 FILE MOUNTPOINT [DIO]: loop device (direct I/O unless DIO=off),
+# ext4, mount.
 loop_ext4() {
   local l
-  l="$(losetup --find --show --direct-io=on --sector-size 4096 "$1")"
+  l="$(losetup --find --show --direct-io="${3:-on}" --sector-size 4096 "$1")"
   LOOPS+=("$l")
   mkfs.ext4 -q -F "$l"
   mkdir -p "$2"
@@ -127,25 +149,54 @@ run_suite() {
 echo "-- filesystems (volume ${SIZE_MIB} MiB, fio file ${FIO_SIZE}, ${RT}s per fio run)"
 for t in $TARGETS; do
   case "$t" in
-    keyvol)
+    keyvol | keyvol-null)
       # The real product path: a volume of a fresh home, attached by the
-      # keyvol daemon (data key unwrapped through the KMS).
-      export KEYVOL_HOME="$WORK/kvhome"
-      VOL="$("$KEYVOL" volume create --size "${SIZE_MIB}MiB" --query VolumeId --output text)"
-      "$KEYVOL" volume attach "$VOL" --device "$WORK/kv.dev" >/dev/null
-      KV_PID="$("$KEYVOL" volume status --query 'Attachments[0].Pid' --output text)"
-      loop_ext4 "$WORK/kv.dev" "$WORK/kv.mnt"
-      run_suite keyvol "$WORK/kv.mnt"
-      R[keyvol.rss_mib]="$(awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$KV_PID/status")"
-      echo "           keyvol daemon peak RSS ${R[keyvol.rss_mib]} MiB"
+      # keyvol daemon (data key unwrapped through the KMS). keyvol-null runs
+      # the same path with the null-cipher build.
+      kv="$KEYVOL"
+      [ "$t" = keyvol ] || kv="$WORK/keyvol-bench-null-cipher"
+      export KEYVOL_HOME="$WORK/$t.home"
+      VOL="$("$kv" volume create --size "${SIZE_MIB}MiB" --query VolumeId --output text)"
+      "$kv" volume attach "$VOL" --device "$WORK/$t.dev" >/dev/null
+      KV_PID="$("$kv" volume status --query 'Attachments[0].Pid' --output text)"
+      loop_ext4 "$WORK/$t.dev" "$WORK/$t.mnt"
+      run_suite "$t" "$WORK/$t.mnt"
+      R[$t.rss_mib]="$(awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$KV_PID/status")"
+      echo "           $t daemon peak RSS ${R[$t.rss_mib]} MiB"
       # detach --force unmounts and frees the loop device first.
-      "$KEYVOL" volume detach "$VOL" --force >/dev/null
+      "$kv" volume detach "$VOL" --force >/dev/null
       unset KEYVOL_HOME
       ;;
     plainloop)
       truncate -s "${SIZE_MIB}M" "$WORK/plain.img"
       loop_ext4 "$WORK/plain.img" "$WORK/plain.mnt"
       run_suite plainloop "$WORK/plain.mnt"
+      ;;
+    plainloop-buffered)
+      truncate -s "${SIZE_MIB}M" "$WORK/plainbuf.img"
+      loop_ext4 "$WORK/plainbuf.img" "$WORK/plainbuf.mnt" off
+      run_suite plainloop-buffered "$WORK/plainbuf.mnt"
+      ;;
+    qemu-raw)
+      truncate -s "${SIZE_MIB}M" "$WORK/raw.img"
+      touch "$WORK/raw.dev"
+      qemu-storage-daemon \
+        --blockdev driver=file,node-name=f1,filename="$WORK/raw.img",cache.direct=off \
+        --export type=fuse,id=e1,node-name=f1,mountpoint="$WORK/raw.dev",writable=on \
+        >"$WORK/qsd-raw.log" 2>&1 &
+      PIDS+=("$!")
+      wait_for_size "$WORK/raw.dev" $((SIZE_MIB * 1048576))
+      FUSE_FILES+=("$WORK/raw.dev")
+      # fio straight on the exported file, no ext4: qemu's raw FUSE export
+      # corrupts data under concurrent direct writes (shared/PERF_NOTES.md),
+      # so ext4 over it fails with "Bad message"; no untar figure.
+      read -r R[qemu-raw.sw_mb] _ <<<"$(fio_one "$WORK/raw.dev" write 1M 4)"
+      read -r R[qemu-raw.sr_mb] _ <<<"$(fio_one "$WORK/raw.dev" read 1M 4)"
+      read -r _ R[qemu-raw.rr_iops] <<<"$(fio_one "$WORK/raw.dev" randread 4k 16)"
+      read -r _ R[qemu-raw.rw_iops] <<<"$(fio_one "$WORK/raw.dev" randwrite 4k 16)"
+      R[qemu-raw.untar_s]=0
+      printf "%-10s seq write %5s MB/s  seq read %5s MB/s  rand read %6s IOPS  rand write %6s IOPS  (raw file, no ext4, no untar)\n" \
+        qemu-raw "${R[qemu-raw.sw_mb]}" "${R[qemu-raw.sr_mb]}" "${R[qemu-raw.rr_iops]}" "${R[qemu-raw.rw_iops]}"
       ;;
     qemu-luks)
       qemu-img create -q -f luks --object secret,id=s0,data=bench-pass \
@@ -179,7 +230,7 @@ done
 
 # ---- ratios ------------------------------------------------------------------
 echo "-- keyvol relative to each peer (>1 = keyvol faster; untar: >1 = keyvol quicker)"
-for peer in plainloop qemu-luks gocryptfs; do
+for peer in keyvol-null plainloop plainloop-buffered qemu-raw qemu-luks gocryptfs; do
   [ -n "${R[$peer.sw_mb]:-}" ] && [ -n "${R[keyvol.sw_mb]:-}" ] || continue
   python3 - "$peer" "${R[keyvol.sw_mb]}" "${R[$peer.sw_mb]}" "${R[keyvol.sr_mb]}" "${R[$peer.sr_mb]}" \
     "${R[keyvol.rr_iops]}" "${R[$peer.rr_iops]}" "${R[keyvol.rw_iops]}" "${R[$peer.rw_iops]}" \
@@ -187,8 +238,8 @@ for peer in plainloop qemu-luks gocryptfs; do
 import sys
 p, *v = sys.argv[1:]
 v = [float(x) for x in v]
-r = lambda a, b: f"{a / b:.2f}" if b else "n/a"
-print(f"vs {p:<10} seq write {r(v[0], v[1])}  seq read {r(v[2], v[3])}  "
+r = lambda a, b: f"{a / b:.2f}" if a and b else "n/a"
+print(f"vs {p:<18} seq write {r(v[0], v[1])}  seq read {r(v[2], v[3])}  "
       f"rand read {r(v[4], v[5])}  rand write {r(v[6], v[7])}  untar {r(v[9], v[8])}")
 EOF
 done

@@ -899,7 +899,10 @@ fn fsx_with_mmap_operations_on_the_device_file() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "fsx failed on the device file:\n{log}");
+    assert!(
+        out.status.success(),
+        "fsx failed on the device file:\n{log}"
+    );
     h.json(&["volume", "detach", &vol]);
 }
 

@@ -3,12 +3,16 @@
 //! key pairs.
 
 use std::fmt;
+use std::sync::Arc;
 
+use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+use aws_lc_rs::rsa::KeySize as RsaKeySize;
 use pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
 use rand::rngs::OsRng;
 use rsa::traits::PublicKeyParts;
 use rsa::RsaPrivateKey;
 
+use super::signer::Signer;
 use super::{AsymError, DataKeyPairSpec, KeySpec};
 use crate::secret::SecretBytes;
 
@@ -25,7 +29,8 @@ pub(crate) enum Parsed {
     P384(p384::ecdsa::SigningKey),
     P521(p521::ecdsa::SigningKey),
     K256(k256::ecdsa::SigningKey),
-    Ed25519(Box<ed25519_dalek::SigningKey>),
+    /// Signed through `Signer::Ed25519` only; no second copy is kept.
+    Ed25519,
     Hmac,
 }
 
@@ -41,6 +46,9 @@ pub struct PrivateKeyMaterial {
     /// DER SubjectPublicKeyInfo; empty for HMAC keys.
     public_der: Vec<u8>,
     pub(crate) parsed: Parsed,
+    /// The same key as AWS-LC objects, for Sign and Verify (shared by
+    /// clones; see `signer.rs` for how it is cleansed).
+    pub(crate) signer: Arc<Signer>,
 }
 
 impl fmt::Debug for PrivateKeyMaterial {
@@ -57,9 +65,18 @@ impl PrivateKeyMaterial {
             return Self::from_hmac_key(spec, SecretBytes::random(len));
         }
         if let Some(bits) = spec.rsa_bits() {
-            let key = RsaPrivateKey::new(&mut OsRng, bits)
-                .map_err(|e| AsymError::Internal(format!("RSA key generation: {e}")))?;
-            let der = secret_der(key.to_pkcs8_der())?;
+            // AWS-LC generates RSA keys many times faster than the rsa
+            // crate; its PKCS#8 v1 buffer zeroizes on drop.
+            let size = match bits {
+                2048 => RsaKeySize::Rsa2048,
+                3072 => RsaKeySize::Rsa3072,
+                _ => RsaKeySize::Rsa4096,
+            };
+            let generation =
+                |what: &str| AsymError::Internal(format!("RSA key generation: {what}"));
+            let key = aws_lc_rs::rsa::KeyPair::generate(size).map_err(|_| generation("failed"))?;
+            let pkcs8: Pkcs8V1Der<'static> = key.as_der().map_err(|_| generation("encoding"))?;
+            let der = SecretBytes::from_slice(pkcs8.as_ref());
             return Self::from_pkcs8(spec, der.expose());
         }
         let der = match spec {
@@ -135,7 +152,7 @@ impl PrivateKeyMaterial {
             KeySpec::EccNistEdwards25519 => {
                 let sk = ed25519_dalek::SigningKey::from_pkcs8_der(der).map_err(not_pkcs8)?;
                 let public = sk.verifying_key().to_public_key_der();
-                (Parsed::Ed25519(Box::new(sk)), public)
+                (Parsed::Ed25519, public)
             }
             _ => {
                 return Err(AsymError::UnsupportedKeySpec {
@@ -146,11 +163,13 @@ impl PrivateKeyMaterial {
         };
         let public =
             public.map_err(|e| AsymError::Internal(format!("encoding the public key: {e}")))?;
+        let signer = Signer::load(spec, der, public.as_bytes()).map_err(bad)?;
         Ok(PrivateKeyMaterial {
             spec,
             material: SecretBytes::from_slice(der),
             public_der: public.as_bytes().to_vec(),
             parsed,
+            signer: Arc::new(signer),
         })
     }
 
@@ -180,6 +199,7 @@ impl PrivateKeyMaterial {
             material: key,
             public_der: Vec::new(),
             parsed: Parsed::Hmac,
+            signer: Arc::new(Signer::None),
         })
     }
 

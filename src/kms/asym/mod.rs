@@ -13,6 +13,7 @@ mod key;
 mod mac;
 mod rsa_oaep;
 mod sign;
+mod signer;
 mod spec;
 
 pub use ecdh::derive_shared_secret;

@@ -1,12 +1,9 @@
 //! Sign and Verify: RSASSA-PSS and PKCS#1 v1.5, ECDSA (DER signatures) and
 //! Ed25519, over RAW messages (hashed here) or DIGEST messages (hashed by
-//! the caller).
+//! the caller). RSA, NIST-curve ECDSA and Ed25519 run on AWS-LC
+//! (`signer.rs`); secp256k1 on RustCrypto's k256.
 
 use ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
-use ecdsa::signature::{Signer, Verifier};
-use rand::rngs::OsRng;
-use rsa::{Pkcs1v15Sign, Pss, RsaPublicKey};
-use sha2::{Sha256, Sha384, Sha512};
 
 use super::key::Parsed;
 use super::{
@@ -30,35 +27,17 @@ pub fn sign(
 ) -> Result<Vec<u8>, AsymError> {
     check_algorithm(key, algorithm)?;
     let input = prepare(algorithm, message_type, message)?;
+    let (hash, bytes) = input.parts();
+    if let Some(signed) = key.signer.sign(algorithm, hash, bytes) {
+        return signed;
+    }
     let internal = |e: &dyn std::fmt::Display| AsymError::Internal(format!("{algorithm}: {e}"));
     let signature = match (&key.parsed, &input) {
-        (Parsed::Rsa(k), Input::Digest(d, hash)) => {
-            let signed = if is_pss(algorithm) {
-                k.sign_with_rng(&mut OsRng, pss(*hash), d)
-            } else {
-                // The RNG blinds the private-key operation.
-                k.sign_with_rng(&mut OsRng, pkcs1v15(*hash), d)
-            };
-            signed.map_err(|e| internal(&e))?
-        }
-        (Parsed::P256(k), Input::Digest(d, _)) => {
-            let s: p256::ecdsa::Signature = k.sign_prehash(d).map_err(|e| internal(&e))?;
-            s.to_der().as_bytes().to_vec()
-        }
-        (Parsed::P384(k), Input::Digest(d, _)) => {
-            let s: p384::ecdsa::Signature = k.sign_prehash(d).map_err(|e| internal(&e))?;
-            s.to_der().as_bytes().to_vec()
-        }
-        (Parsed::P521(k), Input::Digest(d, _)) => {
-            let s: p521::ecdsa::Signature = k.sign_prehash(d).map_err(|e| internal(&e))?;
-            s.to_der().as_bytes().to_vec()
-        }
         (Parsed::K256(k), Input::Digest(d, _)) => {
             // k256 always produces low-S signatures.
             let s: k256::ecdsa::Signature = k.sign_prehash(d).map_err(|e| internal(&e))?;
             s.to_der().as_bytes().to_vec()
         }
-        (Parsed::Ed25519(k), Input::Raw(m)) => k.sign(m).to_bytes().to_vec(),
         _ => return Err(internal(&"key and algorithm do not match")),
     };
     Ok(signature)
@@ -76,24 +55,11 @@ pub fn verify(
 ) -> Result<bool, AsymError> {
     check_algorithm(key, algorithm)?;
     let input = prepare(algorithm, message_type, message)?;
+    let (hash, bytes) = input.parts();
+    if let Some(valid) = key.signer.verify(algorithm, hash, bytes, signature) {
+        return Ok(valid);
+    }
     let valid = match (&key.parsed, &input) {
-        (Parsed::Rsa(k), Input::Digest(d, hash)) => {
-            let public: &RsaPublicKey = (**k).as_ref();
-            if is_pss(algorithm) {
-                public.verify(pss(*hash), d, signature).is_ok()
-            } else {
-                public.verify(pkcs1v15(*hash), d, signature).is_ok()
-            }
-        }
-        (Parsed::P256(k), Input::Digest(d, _)) => p256::ecdsa::Signature::from_der(signature)
-            .is_ok_and(|s| k.verifying_key().verify_prehash(d, &s).is_ok()),
-        (Parsed::P384(k), Input::Digest(d, _)) => p384::ecdsa::Signature::from_der(signature)
-            .is_ok_and(|s| k.verifying_key().verify_prehash(d, &s).is_ok()),
-        (Parsed::P521(k), Input::Digest(d, _)) => p521::ecdsa::Signature::from_der(signature)
-            .is_ok_and(|s| {
-                let public = p521::ecdsa::VerifyingKey::from(k);
-                public.verify_prehash(d, &s).is_ok()
-            }),
         (Parsed::K256(k), Input::Digest(d, _)) => {
             // k256 refuses high-S signatures, which OpenSSL and other ECDSA
             // signers produce half of the time; ECDSA itself accepts both.
@@ -102,8 +68,6 @@ pub fn verify(
                 k.verifying_key().verify_prehash(d, &s).is_ok()
             })
         }
-        (Parsed::Ed25519(k), Input::Raw(m)) => ed25519_dalek::Signature::from_slice(signature)
-            .is_ok_and(|s| k.verifying_key().verify(m, &s).is_ok()),
         _ => {
             return Err(AsymError::Internal(format!(
                 "{algorithm}: key and algorithm do not match"
@@ -118,6 +82,16 @@ pub fn verify(
 enum Input<'a> {
     Digest(Vec<u8>, HashAlg),
     Raw(&'a [u8]),
+}
+
+impl Input<'_> {
+    /// The hash (none for a raw message) and the bytes to sign.
+    fn parts(&self) -> (Option<HashAlg>, &[u8]) {
+        match self {
+            Input::Digest(d, hash) => (Some(*hash), d),
+            Input::Raw(m) => (None, m),
+        }
+    }
 }
 
 fn check_algorithm(
@@ -168,32 +142,6 @@ fn prepare(
     }
 }
 
-fn is_pss(algorithm: SigningAlgorithmSpec) -> bool {
-    matches!(
-        algorithm,
-        SigningAlgorithmSpec::RsassaPssSha256
-            | SigningAlgorithmSpec::RsassaPssSha384
-            | SigningAlgorithmSpec::RsassaPssSha512
-    )
-}
-
-/// PSS with salt length = hash length and MGF1 over the same hash.
-fn pss(hash: HashAlg) -> Pss {
-    match hash {
-        HashAlg::Sha256 => Pss::new::<Sha256>(),
-        HashAlg::Sha384 => Pss::new::<Sha384>(),
-        HashAlg::Sha512 => Pss::new::<Sha512>(),
-    }
-}
-
-fn pkcs1v15(hash: HashAlg) -> Pkcs1v15Sign {
-    match hash {
-        HashAlg::Sha256 => Pkcs1v15Sign::new::<Sha256>(),
-        HashAlg::Sha384 => Pkcs1v15Sign::new::<Sha384>(),
-        HashAlg::Sha512 => Pkcs1v15Sign::new::<Sha512>(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +169,59 @@ mod tests {
             assert!(verify(&key, alg, MessageType::Raw, msg, &sig2).unwrap());
             assert!(!verify(&key, alg, MessageType::Raw, b"other", &sig).unwrap());
         }
+    }
+
+    /// AWS-LC's signatures verify under the RustCrypto keys the material
+    /// also loads into (the previous signer), and AWS-LC rejects a
+    /// signature of another message.
+    #[test]
+    fn aws_lc_signatures_verify_with_rustcrypto() {
+        use ecdsa::signature::Verifier as _;
+        use rsa::{Pkcs1v15Sign, Pss};
+        let msg = b"cross-check";
+        let rsa_key = PrivateKeyMaterial::generate(KeySpec::Rsa2048).unwrap();
+        let Parsed::Rsa(rsa) = &rsa_key.parsed else {
+            panic!("an RSA key parses as RSA")
+        };
+        let public: &rsa::RsaPublicKey = (**rsa).as_ref();
+        for alg in KeySpec::Rsa2048.signing_algorithms() {
+            let sig = sign(&rsa_key, *alg, MessageType::Raw, msg).unwrap();
+            assert_eq!(sig.len(), 256, "{alg}");
+            let hash = alg.hash().unwrap();
+            let d = hash.digest(msg);
+            let pss = alg.as_str().contains("PSS");
+            let ok = match (hash, pss) {
+                (HashAlg::Sha256, true) => public.verify(Pss::new::<sha2::Sha256>(), &d, &sig),
+                (HashAlg::Sha384, true) => public.verify(Pss::new::<sha2::Sha384>(), &d, &sig),
+                (HashAlg::Sha512, true) => public.verify(Pss::new::<sha2::Sha512>(), &d, &sig),
+                (HashAlg::Sha256, false) => {
+                    public.verify(Pkcs1v15Sign::new::<sha2::Sha256>(), &d, &sig)
+                }
+                (HashAlg::Sha384, false) => {
+                    public.verify(Pkcs1v15Sign::new::<sha2::Sha384>(), &d, &sig)
+                }
+                (HashAlg::Sha512, false) => {
+                    public.verify(Pkcs1v15Sign::new::<sha2::Sha512>(), &d, &sig)
+                }
+            };
+            assert!(ok.is_ok(), "{alg} verifies with the rsa crate");
+            assert!(!verify(&rsa_key, *alg, MessageType::Raw, b"other", &sig).unwrap());
+        }
+        let p256 = PrivateKeyMaterial::generate(KeySpec::EccNistP256).unwrap();
+        let alg = SigningAlgorithmSpec::EcdsaSha256;
+        let sig = sign(&p256, alg, MessageType::Raw, msg).unwrap();
+        let Parsed::P256(k) = &p256.parsed else {
+            panic!("a P-256 key parses as P-256")
+        };
+        let s = p256::ecdsa::Signature::from_der(&sig).unwrap();
+        assert!(k.verifying_key().verify(msg, &s).is_ok());
+        let ed = PrivateKeyMaterial::generate(KeySpec::EccNistEdwards25519).unwrap();
+        let alg = SigningAlgorithmSpec::Ed25519Sha512;
+        let sig = sign(&ed, alg, MessageType::Raw, msg).unwrap();
+        use ed25519_dalek::pkcs8::DecodePrivateKey as _;
+        let k = ed25519_dalek::SigningKey::from_pkcs8_der(ed.material().expose()).unwrap();
+        // Ed25519 is deterministic: the same bytes as ed25519-dalek's.
+        assert_eq!(sig, ed25519_dalek::Signer::sign(&k, msg).to_bytes());
     }
 
     #[test]
