@@ -469,3 +469,104 @@ fn list_aliases_shows_the_predefined_aws_aliases() {
         ["alias/mine"]
     );
 }
+
+#[test]
+fn re_encrypt_between_rsa_and_symmetric_keys() {
+    let e = env();
+    let rsa = |e: &Env| {
+        e.ok(
+            "CreateKey",
+            json!({"KeySpec": "RSA_2048", "KeyUsage": "ENCRYPT_DECRYPT"}),
+        )["KeyMetadata"]["KeyId"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (r1, r2, sym) = (rsa(&e), rsa(&e), e.create_key());
+    let oaep = "RSAES_OAEP_SHA_256";
+    let ct1 = e.ok(
+        "Encrypt",
+        json!({"KeyId": r1, "Plaintext": b64(b"secret"), "EncryptionAlgorithm": oaep}),
+    )["CiphertextBlob"]
+        .clone();
+    // RSA -> RSA.
+    let rr = e.ok(
+        "ReEncrypt",
+        json!({"CiphertextBlob": ct1, "SourceKeyId": r1, "SourceEncryptionAlgorithm": oaep,
+               "DestinationKeyId": r2, "DestinationEncryptionAlgorithm": "RSAES_OAEP_SHA_1"}),
+    );
+    assert_eq!(rr["SourceEncryptionAlgorithm"], oaep);
+    assert_eq!(rr["DestinationEncryptionAlgorithm"], "RSAES_OAEP_SHA_1");
+    assert!(rr["KeyId"].as_str().unwrap().ends_with(&r2));
+    let pt = e.ok(
+        "Decrypt",
+        json!({"KeyId": r2, "CiphertextBlob": rr["CiphertextBlob"], "EncryptionAlgorithm": "RSAES_OAEP_SHA_1"}),
+    );
+    assert_eq!(unb64(&pt["Plaintext"]), b"secret");
+    // RSA -> symmetric, with a destination context.
+    let rs = e.ok(
+        "ReEncrypt",
+        json!({"CiphertextBlob": ct1, "SourceKeyId": r1, "SourceEncryptionAlgorithm": oaep,
+               "DestinationKeyId": sym, "DestinationEncryptionContext": {"k": "v"}}),
+    );
+    assert_eq!(rs["DestinationEncryptionAlgorithm"], "SYMMETRIC_DEFAULT");
+    let pt = e.ok(
+        "Decrypt",
+        json!({"CiphertextBlob": rs["CiphertextBlob"], "EncryptionContext": {"k": "v"}}),
+    );
+    assert_eq!(unb64(&pt["Plaintext"]), b"secret");
+    // Symmetric -> RSA.
+    let sr = e.ok(
+        "ReEncrypt",
+        json!({"CiphertextBlob": rs["CiphertextBlob"], "SourceEncryptionContext": {"k": "v"},
+               "DestinationKeyId": r2, "DestinationEncryptionAlgorithm": oaep}),
+    );
+    assert_eq!(sr["SourceEncryptionAlgorithm"], "SYMMETRIC_DEFAULT");
+    let pt = e.ok(
+        "Decrypt",
+        json!({"KeyId": r2, "CiphertextBlob": sr["CiphertextBlob"], "EncryptionAlgorithm": oaep}),
+    );
+    assert_eq!(unb64(&pt["Plaintext"]), b"secret");
+
+    // Refusals, as AWS names them.
+    let code = |req| e.code("ReEncrypt", req);
+    assert_eq!(
+        code(
+            json!({"CiphertextBlob": ct1, "SourceEncryptionAlgorithm": oaep, "DestinationKeyId": sym})
+        ),
+        Some(ValidationException),
+        "an RSA source needs SourceKeyId"
+    );
+    assert_eq!(
+        code(
+            json!({"CiphertextBlob": ct1, "SourceKeyId": r1, "SourceEncryptionAlgorithm": oaep,
+                    "DestinationKeyId": r2})
+        ),
+        Some(InvalidKeyUsageException),
+        "an RSA destination needs an RSA algorithm"
+    );
+    assert_eq!(
+        code(
+            json!({"CiphertextBlob": ct1, "SourceKeyId": r1, "SourceEncryptionAlgorithm": oaep,
+                    "DestinationKeyId": r2, "DestinationEncryptionAlgorithm": oaep,
+                    "DestinationEncryptionContext": {"k": "v"}})
+        ),
+        Some(ValidationException),
+        "no encryption context with an RSA destination"
+    );
+    assert_eq!(
+        code(
+            json!({"CiphertextBlob": ct1, "SourceKeyId": sym, "SourceEncryptionAlgorithm": oaep,
+                    "DestinationKeyId": r2, "DestinationEncryptionAlgorithm": oaep})
+        ),
+        Some(InvalidKeyUsageException),
+        "a symmetric key is no RSA source"
+    );
+    assert_eq!(
+        code(
+            json!({"CiphertextBlob": b64(&[7u8; 256]), "SourceKeyId": r1, "SourceEncryptionAlgorithm": oaep,
+                    "DestinationKeyId": sym})
+        ),
+        Some(InvalidCiphertextException)
+    );
+}

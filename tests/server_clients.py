@@ -81,6 +81,20 @@ def run_boto3():
     assert kms.decrypt(CiphertextBlob=re["CiphertextBlob"])["Plaintext"] == b"boto3 secret"
     steps.append("re-encrypt")
 
+    r1 = kms.create_key(KeySpec="RSA_2048", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]
+    r2 = kms.create_key(KeySpec="RSA_3072", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]
+    ct = kms.encrypt(KeyId=r1["KeyId"], Plaintext=b"rsa secret",
+                     EncryptionAlgorithm="RSAES_OAEP_SHA_256")["CiphertextBlob"]
+    rr = kms.re_encrypt(CiphertextBlob=ct, SourceKeyId=r1["KeyId"],
+                        SourceEncryptionAlgorithm="RSAES_OAEP_SHA_256",
+                        DestinationKeyId=r2["KeyId"],
+                        DestinationEncryptionAlgorithm="RSAES_OAEP_SHA_1")
+    assert rr["KeyId"] == r2["Arn"] and rr["DestinationEncryptionAlgorithm"] == "RSAES_OAEP_SHA_1", rr
+    out = kms.decrypt(CiphertextBlob=rr["CiphertextBlob"], KeyId=r2["KeyId"],
+                      EncryptionAlgorithm="RSAES_OAEP_SHA_1")
+    assert out["Plaintext"] == b"rsa secret", out
+    steps.append("re-encrypt-rsa")
+
     dk = kms.generate_data_key(KeyId=k1["KeyId"], KeySpec="AES_256")
     assert len(dk["Plaintext"]) == 32, dk
     assert kms.decrypt(CiphertextBlob=dk["CiphertextBlob"])["Plaintext"] == dk["Plaintext"]

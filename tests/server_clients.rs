@@ -743,6 +743,7 @@ fn boto3_and_aws_cli_against_keyvol_serve() {
         "describe-key",
         "encrypt-decrypt",
         "re-encrypt",
+        "re-encrypt-rsa",
         "generate-data-key",
         "aliases",
         "rotation",

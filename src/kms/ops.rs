@@ -721,25 +721,60 @@ impl Kms {
     ) -> KmsResult<ReEncryptResponse> {
         self.run(ctx, "ReEncrypt", to_audit(&req), |op| {
             let blob = req.ciphertext_blob.as_ref().ok_or_else(|| KmsError::validation("1 validation error detected: Value null at 'ciphertextBlob' failed to satisfy constraint: Member must not be null"))?;
-            check_algorithm(req.source_encryption_algorithm.as_deref())?;
-            check_algorithm(req.destination_encryption_algorithm.as_deref())?;
-            let src = self.blob_key(op, &blob.0, req.source_key_id.as_deref())?;
-            let dst = op.resolve(req.destination_key_id.as_deref(), true)?;
+            let src_alg = req.source_encryption_algorithm.as_deref().unwrap_or(SYMMETRIC);
+            let dst_alg = req.destination_encryption_algorithm.as_deref().unwrap_or(SYMMETRIC);
             let sctx = req.source_encryption_context.clone().unwrap_or_default();
             let dctx = req.destination_encryption_context.clone().unwrap_or_default();
-            op.permit("kms:ReEncryptFrom", &src, StateRule::Use, &context_conditions(&sctx))?;
-            op.permit("kms:ReEncryptTo", &dst, StateRule::Use, &context_conditions(&dctx))?;
-            check_symmetric_encrypt(&dst, "ReEncrypt")?;
+            // The source: a keyvol ciphertext of a symmetric key, or raw
+            // RSA-OAEP of the named asymmetric key.
+            let src = if src_alg == SYMMETRIC {
+                let src = self.blob_key(op, &blob.0, req.source_key_id.as_deref())?;
+                op.permit("kms:ReEncryptFrom", &src, StateRule::Use, &context_conditions(&sctx))?;
+                check_symmetric_encrypt(&src, "ReEncrypt")?;
+                src
+            } else {
+                let id = req.source_key_id.as_deref().ok_or_else(|| {
+                    KmsError::validation(format!(
+                        "SourceKeyId is required to re-encrypt a ciphertext of SourceEncryptionAlgorithm {src_alg}: name the asymmetric KMS key that encrypted it."
+                    ))
+                })?;
+                let src = op.resolve(Some(id), true)?;
+                let mut cond = context_conditions(&sctx);
+                cond.insert("kms:EncryptionAlgorithm".into(), json!(src_alg));
+                op.permit("kms:ReEncryptFrom", &src, StateRule::Use, &cond)?;
+                src
+            };
+            let dst = op.resolve(req.destination_key_id.as_deref(), true)?;
+            let mut cond = context_conditions(&dctx);
+            cond.insert("kms:EncryptionAlgorithm".into(), json!(dst_alg));
+            op.permit("kms:ReEncryptTo", &dst, StateRule::Use, &cond)?;
+            if dst.is_symmetric() {
+                check_algorithm(Some(dst_alg))?;
+                check_symmetric_encrypt(&dst, "ReEncrypt")?;
+            } else {
+                self.check_asymmetric_encrypt(&dst, dst_alg, &req.destination_encryption_context)?;
+            }
+            if src_alg != SYMMETRIC {
+                self.check_asymmetric_encrypt(&src, src_alg, &req.source_encryption_context)?;
+            }
             dry_run(req.dry_run)?;
-            let pt = self.decrypt_with(op, &src, &blob.0, &sctx)?;
-            let out = self.encrypt_with(op, &dst, &dctx, pt.expose())?;
+            let pt = if src_alg == SYMMETRIC {
+                self.decrypt_with(op, &src, &blob.0, &sctx)?
+            } else {
+                self.decrypt_raw_asymmetric(op, &src, src_alg, &blob.0)?
+            };
+            let out = if dst.is_symmetric() {
+                self.encrypt_with(op, &dst, &dctx, pt.expose())?
+            } else {
+                self.encrypt_raw_asymmetric(op, &dst, dst_alg, pt.expose())?
+            };
             op.trace.key(&dst);
             Ok(ReEncryptResponse {
                 ciphertext_blob: Blob(out),
                 source_key_id: src.arn(),
                 key_id: dst.arn(),
-                source_encryption_algorithm: SYMMETRIC.into(),
-                destination_encryption_algorithm: SYMMETRIC.into(),
+                source_encryption_algorithm: src_alg.into(),
+                destination_encryption_algorithm: dst_alg.into(),
             })
         })
     }

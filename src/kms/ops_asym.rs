@@ -24,6 +24,7 @@ use super::ops::{
 use super::service::Op;
 use super::store;
 use super::{ErrorCode, Kms, KmsError, KmsResult, RequestContext};
+use crate::secret::SecretBytes;
 
 crate::request_struct!(GetPublicKeyRequest {
     key_id: String,
@@ -484,6 +485,57 @@ impl Kms {
                 key_origin: k.origin.clone(),
             })
         })
+    }
+
+    /// May `k` encrypt or decrypt with asymmetric algorithm `alg` (ReEncrypt
+    /// sources and destinations)? An RSA ENCRYPT_DECRYPT key, one of its
+    /// algorithms, and no encryption context.
+    pub(crate) fn check_asymmetric_encrypt(
+        &self,
+        k: &KeyRecord,
+        alg: &str,
+        context: &Option<EncryptionContext>,
+    ) -> KmsResult<EncryptionAlgorithmSpec> {
+        let alg: EncryptionAlgorithmSpec = alg.parse().map_err(KmsError::from)?;
+        require_usage(k, KeyUsage::EncryptDecrypt, "ReEncrypt")?;
+        let spec = spec_of(k)?;
+        if spec.rsa_bits().is_none() || !spec.encryption_algorithms().contains(&alg) {
+            return Err(KmsError::new(
+                ErrorCode::InvalidKeyUsageException,
+                format!(
+                    "The encryption algorithm {alg} is not supported by {} (KeySpec {spec}).",
+                    k.arn()
+                ),
+            ));
+        }
+        refuse_context(context, k)?;
+        Ok(alg)
+    }
+
+    /// Raw RSA-OAEP decryption with `k` (checked and authorized already).
+    pub(crate) fn decrypt_raw_asymmetric(
+        &self,
+        op: &Op<'_>,
+        k: &KeyRecord,
+        alg: &str,
+        blob: &[u8],
+    ) -> KmsResult<SecretBytes> {
+        let alg: EncryptionAlgorithmSpec = alg.parse().map_err(KmsError::from)?;
+        let key = self.private_key(op, k)?;
+        Ok(asym::decrypt(&key, alg, blob)?)
+    }
+
+    /// Raw RSA-OAEP encryption with `k` (checked and authorized already).
+    pub(crate) fn encrypt_raw_asymmetric(
+        &self,
+        op: &Op<'_>,
+        k: &KeyRecord,
+        alg: &str,
+        pt: &[u8],
+    ) -> KmsResult<Vec<u8>> {
+        let alg: EncryptionAlgorithmSpec = alg.parse().map_err(KmsError::from)?;
+        let key = self.private_key(op, k)?;
+        Ok(asym::encrypt(&key, alg, pt)?)
     }
 
     /// Encrypt with an RSA ENCRYPT_DECRYPT key (already authorized): raw
