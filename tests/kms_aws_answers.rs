@@ -570,3 +570,47 @@ fn re_encrypt_between_rsa_and_symmetric_keys() {
         Some(InvalidCiphertextException)
     );
 }
+
+#[test]
+fn key_material_ids_follow_rotations() {
+    let e = env();
+    let key = e.create_key();
+    let current = |e: &Env| {
+        e.ok("DescribeKey", json!({"KeyId": key}))["KeyMetadata"]["CurrentKeyMaterialId"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let first = current(&e);
+    assert_eq!(first.len(), 64);
+    assert!(first
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    let old = e.ok("Encrypt", json!({"KeyId": key, "Plaintext": b64(b"old")}));
+    e.ok("RotateKeyOnDemand", json!({"KeyId": key}));
+    let second = current(&e);
+    assert_ne!(first, second, "rotation makes new current material");
+    // Decrypt names the material that encrypted, ReEncrypt both.
+    let d = e.ok("Decrypt", json!({"CiphertextBlob": old["CiphertextBlob"]}));
+    assert_eq!(d["KeyMaterialId"], first.as_str());
+    let r = e.ok(
+        "ReEncrypt",
+        json!({"CiphertextBlob": old["CiphertextBlob"], "DestinationKeyId": key}),
+    );
+    assert_eq!(r["SourceKeyMaterialId"], first.as_str());
+    assert_eq!(r["DestinationKeyMaterialId"], second.as_str());
+    // ListKeyRotations lists the rotated-to material.
+    let rot = e.ok("ListKeyRotations", json!({"KeyId": key}));
+    let ids: Vec<&str> = rot["Rotations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["KeyMaterialId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [second.as_str()], "{rot}");
+    // Another key's material ids differ.
+    let other = e.create_key();
+    let o =
+        e.ok("DescribeKey", json!({"KeyId": other}))["KeyMetadata"]["CurrentKeyMaterialId"].clone();
+    assert_ne!(o, first.as_str());
+}

@@ -222,7 +222,8 @@ def run_cli(tmp):
         expect="AccessDeniedException")
     steps.append("AccessDeniedException")
     # A wrong secret: the signature check fails with AWS's error name.
-    aws((ROOT[0], "x" + ROOT[1][1:]), "list-keys", expect="InvalidSignatureException")
+    wrong = ("y" if ROOT[1][0] == "x" else "x") + ROOT[1][1:]
+    aws((ROOT[0], wrong), "list-keys", expect="InvalidSignatureException")
     aws(("AKIANOSUCHKEY0000000", ROOT[1]), "list-keys", expect="UnrecognizedClientException")
     steps.append("signature-errors")
 

@@ -182,6 +182,8 @@ pub struct DecryptResponse {
     pub key_id: String,
     pub plaintext: SecretBlob,
     pub encryption_algorithm: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_material_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -192,6 +194,10 @@ pub struct ReEncryptResponse {
     pub key_id: String,
     pub source_encryption_algorithm: String,
     pub destination_encryption_algorithm: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_key_material_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination_key_material_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -277,6 +283,7 @@ pub struct KeyRotationStatusResponse {
 #[serde(rename_all = "PascalCase")]
 pub struct RotationEntry {
     pub key_id: String,
+    pub key_material_id: String,
     pub rotation_date: i64,
     pub rotation_type: String,
 }

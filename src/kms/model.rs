@@ -5,6 +5,18 @@ use serde_json::{json, Value};
 use super::{ErrorCode, KmsError, KmsResult};
 use crate::ids::{AccountId, KeyId, Region};
 
+/// The `KeyMaterialId` of version `version` of a key's material: 64
+/// lowercase hex digits, as AWS reports them, derived from the key id and
+/// the version only (nothing of the material itself).
+pub fn key_material_id(key_id: &KeyId, version: u32) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"keyvol key material id v1\0");
+    h.update(key_id.to_string().as_bytes());
+    h.update(version.to_le_bytes());
+    hex::encode(h.finalize())
+}
+
 /// AWS KMS key states that keyvol's keys can be in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyState {

@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 use super::api::*;
 use super::asym::{KeySpec, KeyUsage, PrivateKeyMaterial};
 use super::ciphertext::{self, EncryptionContext};
-use super::model::{AlgorithmLists, KeyRecord, KeyState, StateRule};
+use super::model::{key_material_id, AlgorithmLists, KeyRecord, KeyState, StateRule};
 use super::ops_asym::dry_run;
 use super::service::Op;
 use super::store;
@@ -343,8 +343,16 @@ fn paginate<T>(
 }
 
 impl Kms {
-    fn metadata_of(&self, k: &KeyRecord) -> Value {
-        k.metadata(&self.algorithms_of(k))
+    /// KeyMetadata, with the CurrentKeyMaterialId of a symmetric key that
+    /// has material.
+    fn metadata_of(&self, tx: &rusqlite::Connection, k: &KeyRecord) -> KmsResult<Value> {
+        let mut md = k.metadata(&self.algorithms_of(k));
+        if k.is_symmetric() {
+            if let Some(m) = store::material(tx, &k.key_id, None)? {
+                md["CurrentKeyMaterialId"] = json!(key_material_id(&k.key_id, m.version));
+            }
+        }
+        Ok(md)
     }
 
     pub(crate) fn algorithms_of(&self, k: &KeyRecord) -> AlgorithmLists {
@@ -460,7 +468,7 @@ impl Kms {
             }
             put_tags(op.tx, &k.key_id, &tags)?;
             op.trace.key(&k);
-            let md = self.metadata_of(&k);
+            let md = self.metadata_of(op.tx, &k)?;
             op.trace.response_elements =
                 Some(json!({"keyMetadata": {"keyId": k.key_id.to_string(), "arn": k.arn()}}));
             Ok(KeyMetadataResponse { key_metadata: md })
@@ -476,7 +484,7 @@ impl Kms {
             let k = op.resolve(req.key_id.as_deref(), true)?;
             op.permit("kms:DescribeKey", &k, StateRule::Any, &no_conditions())?;
             Ok(KeyMetadataResponse {
-                key_metadata: self.metadata_of(&k),
+                key_metadata: self.metadata_of(op.tx, &k)?,
             })
         })
     }
@@ -710,7 +718,13 @@ impl Kms {
             check_symmetric_encrypt(&k, "Decrypt")?;
             dry_run(req.dry_run)?;
             let pt = self.decrypt_with(op, &k, &blob.0, &context)?;
-            Ok(DecryptResponse { key_id: k.arn(), plaintext: SecretBlob(pt), encryption_algorithm: SYMMETRIC.into() })
+            let version = ciphertext::parse_header(&blob.0)?.material_version;
+            Ok(DecryptResponse {
+                key_id: k.arn(),
+                plaintext: SecretBlob(pt),
+                encryption_algorithm: SYMMETRIC.into(),
+                key_material_id: Some(key_material_id(&k.key_id, version)),
+            })
         })
     }
 
@@ -769,7 +783,16 @@ impl Kms {
                 self.encrypt_raw_asymmetric(op, &dst, dst_alg, pt.expose())?
             };
             op.trace.key(&dst);
+            // Material ids exist for symmetric keys only, as in AWS.
+            let material_of = |k: &KeyRecord, blob: &[u8]| {
+                (k.is_symmetric())
+                    .then(|| ciphertext::parse_header(blob).ok())
+                    .flatten()
+                    .map(|h| key_material_id(&k.key_id, h.material_version))
+            };
             Ok(ReEncryptResponse {
+                source_key_material_id: material_of(&src, &blob.0),
+                destination_key_material_id: material_of(&dst, &out),
                 ciphertext_blob: Blob(out),
                 source_key_id: src.arn(),
                 key_id: dst.arn(),
@@ -1128,6 +1151,7 @@ impl Kms {
                 .into_iter()
                 .filter_map(|m| {
                     m.rotation_type.map(|t| RotationEntry {
+                        key_material_id: key_material_id(&k.key_id, m.version),
                         key_id: k.arn(),
                         rotation_date: m.created,
                         rotation_type: t,

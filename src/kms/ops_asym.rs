@@ -615,6 +615,7 @@ impl Kms {
         let key = self.private_key(op, &k)?;
         let pt = asym::decrypt(&key, alg, blob)?;
         Ok(DecryptResponse {
+            key_material_id: None,
             key_id: k.arn(),
             plaintext: SecretBlob(pt),
             encryption_algorithm: alg.to_string(),

@@ -56,6 +56,8 @@ pub struct GetParametersForImportResponse {
 #[serde(rename_all = "PascalCase")]
 pub struct ImportKeyMaterialResponse {
     pub key_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_material_id: Option<String>,
 }
 
 /// One row of `import_parameters`.
@@ -331,7 +333,10 @@ impl Kms {
             k.valid_to = valid_to;
             k.expiration_model = Some(model.to_string());
             store::update_key(op.tx, &k)?;
-            Ok(ImportKeyMaterialResponse { key_id: k.arn() })
+            Ok(ImportKeyMaterialResponse {
+                key_id: k.arn(),
+                key_material_id: Some(super::model::key_material_id(&k.key_id, 1)),
+            })
         })
     }
 
@@ -349,12 +354,17 @@ impl Kms {
                 &no_conditions(),
             )?;
             require_external(&k)?;
+            let deleted = store::material(op.tx, &k.key_id, None)?
+                .map(|m| super::model::key_material_id(&k.key_id, m.version));
             store::delete_materials(op.tx, &k.key_id)?;
             k.state = KeyState::PendingImport;
             k.valid_to = None;
             k.expiration_model = None;
             store::update_key(op.tx, &k)?;
-            Ok(ImportKeyMaterialResponse { key_id: k.arn() })
+            Ok(ImportKeyMaterialResponse {
+                key_id: k.arn(),
+                key_material_id: deleted,
+            })
         })
     }
 }
