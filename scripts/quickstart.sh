@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh >/dev/null
 cargo build --quiet --workspace --bins
-KEYVOL="$PWD/target/debug/keyvol"
+KEYVOL="${CARGO_TARGET_DIR:-$PWD/target}/debug/keyvol"
 export KEYVOL_HOME="$(mktemp -d /tmp/keyvol-quickstart.XXXXXX)"
 WORK="$(mktemp -d /tmp/keyvol-quickstart-work.XXXXXX)"
 cleanup_volumes() {
@@ -100,7 +100,7 @@ if [ "$(id -u)" -ne 0 ] || [ ! -e /dev/fuse ]; then
   step "Done. State is in $KEYVOL_HOME"
   exit 0
 fi
-SNAPBIN="$PWD/target/debug/keyvol-snap"
+SNAPBIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/keyvol-snap"
 snap() { echo "+ keyvol-snap $*" >&2; "$SNAPBIN" "$@"; }
 jf() { python3 -c 'import json,sys; v=json.load(sys.stdin)
 for k in sys.argv[1].split("."): v=v[int(k)] if k.isdigit() else v[k]
