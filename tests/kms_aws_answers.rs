@@ -614,3 +614,45 @@ fn key_material_ids_follow_rotations() {
         e.ok("DescribeKey", json!({"KeyId": other}))["KeyMetadata"]["CurrentKeyMaterialId"].clone();
     assert_ne!(o, first.as_str());
 }
+
+#[test]
+fn policy_variables_resolve_in_2012_policies_only() {
+    let e = env();
+    let account = keyvol::ids::AccountId::default_account();
+    let key = e.create_key();
+    let policy = |version: &str| {
+        json!({"Version": version, "Statement": [{
+            "Effect": "Allow", "Action": "kms:Encrypt", "Resource": "*",
+            "Condition": {"StringEquals": {"kms:EncryptionContext:owner": "${aws:username}"}}}]})
+        .to_string()
+    };
+    for (user, version) in [("alice", "2012-10-17"), ("carol", "2008-10-17")] {
+        e.iam.create_user(&account, user, Some(user)).unwrap();
+        e.iam
+            .put_user_policy(&account, user, "own-context", &policy(version))
+            .unwrap();
+    }
+    let as_user = |user: &str| {
+        keyvol::kms::RequestContext::new(e.iam.profile_caller(user).unwrap(), e.ctx.region.clone())
+    };
+    let encrypt = |user: &str, owner: &str| {
+        e.kms
+            .call(
+                &as_user(user),
+                "Encrypt",
+                json!({"KeyId": key, "Plaintext": b64(b"x"), "EncryptionContext": {"owner": owner}}),
+            )
+            .map(|_| ())
+            .map_err(|err| err.code)
+    };
+    // ${aws:username} is the caller's own name: alice may encrypt as herself only.
+    assert_eq!(encrypt("alice", "alice"), Ok(()));
+    assert_eq!(encrypt("alice", "bob"), Err(AccessDeniedException));
+    assert_eq!(
+        encrypt("alice", "${aws:username}"),
+        Err(AccessDeniedException)
+    );
+    // In a 2008-10-17 policy the variable is literal text.
+    assert_eq!(encrypt("carol", "carol"), Err(AccessDeniedException));
+    assert_eq!(encrypt("carol", "${aws:username}"), Ok(()));
+}

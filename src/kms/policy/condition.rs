@@ -11,7 +11,9 @@ use std::net::IpAddr;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::context::{normalize_key, parse_bool, parse_date, ConditionContext, Item};
+use super::context::{
+    normalize_key, parse_bool, parse_date, substitute_variables, ConditionContext, Item,
+};
 use super::{strip_prefix_ci, wildcard_match, PolicyError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +81,10 @@ pub(crate) struct Condition {
     /// Normalized with [`normalize_key`].
     key: String,
     values: Values,
+    /// Policy variables (`${aws:username}`) in the values are resolved:
+    /// true in policies of version 2012-10-17, false in 2008-10-17 ones,
+    /// where `${...}` is literal text.
+    pub(crate) variables: bool,
 }
 
 fn family_of(name: &str) -> Option<(Family, bool)> {
@@ -163,6 +169,7 @@ pub(crate) fn parse_conditions(block: &Value) -> Result<Vec<Condition>, PolicyEr
                 if_exists,
                 key: normalize_key(key),
                 values: parse_values(operator, family, texts)?,
+                variables: true,
             });
         }
     }
@@ -289,21 +296,35 @@ impl Condition {
         let negated = self.negated;
         match self.qualifier {
             SetQualifier::Single => {
-                let any = items.iter().any(|i| self.matches_any_value(*i));
+                let any = items.iter().any(|i| self.matches_any_value(*i, ctx));
                 any != negated
             }
-            SetQualifier::ForAnyValue => {
-                items.iter().any(|i| self.matches_any_value(*i) != negated)
-            }
-            SetQualifier::ForAllValues => {
-                items.iter().all(|i| self.matches_any_value(*i) != negated)
-            }
+            SetQualifier::ForAnyValue => items
+                .iter()
+                .any(|i| self.matches_any_value(*i, ctx) != negated),
+            SetQualifier::ForAllValues => items
+                .iter()
+                .all(|i| self.matches_any_value(*i, ctx) != negated),
         }
     }
 
-    /// The positive test: does one request value match one of the policy's values?
-    fn matches_any_value(&self, item: Item<'_>) -> bool {
-        match (&self.values, self.family) {
+    /// The positive test: does one request value match one of the policy's
+    /// values? String and ARN values may hold policy variables (resolved
+    /// from `ctx`; an unresolved one matches nothing).
+    fn matches_any_value(&self, item: Item<'_>, ctx: &ConditionContext) -> bool {
+        let resolved;
+        let values = match &self.values {
+            Values::Strings(vs) if self.variables && vs.iter().any(|v| v.contains("${")) => {
+                resolved = Values::Strings(
+                    vs.iter()
+                        .filter_map(|v| substitute_variables(v, ctx))
+                        .collect(),
+                );
+                &resolved
+            }
+            other => other,
+        };
+        match (values, self.family) {
             (Values::Strings(vs), Family::StringEquals | Family::BinaryEquals) => {
                 let s = item.as_string();
                 vs.contains(&s)

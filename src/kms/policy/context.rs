@@ -210,6 +210,50 @@ impl ConditionContext {
     }
 }
 
+/// Replaces the policy variables of `text` (`${aws:username}`,
+/// `${aws:PrincipalTag/team}`, with an optional default:
+/// `${aws:username, 'nobody'}`) by the request's values, as IAM does in
+/// policies of version 2012-10-17. `${$}` is a literal `$`. `None` when a
+/// variable has no value and no default, or is `${*}`/`${?}` (a literal
+/// wildcard character, which the wildcard matcher cannot express): the
+/// element then matches nothing, as an unresolved variable does in IAM.
+pub(crate) fn substitute_variables(text: &str, ctx: &ConditionContext) -> Option<String> {
+    if !text.contains("${") {
+        return Some(text.to_string());
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}')?;
+        let inner = after[..end].trim();
+        rest = &after[end + 1..];
+        if inner == "$" {
+            out.push('$');
+            continue;
+        }
+        if inner == "*" || inner == "?" {
+            return None;
+        }
+        let (key, default) = match inner.split_once(',') {
+            Some((k, d)) => {
+                let d = d.trim();
+                let d = d.strip_prefix('\'').and_then(|d| d.strip_suffix('\''))?;
+                (k.trim(), Some(d))
+            }
+            None => (inner, None),
+        };
+        match ctx.get(key) {
+            Some(ConditionValue::String(v)) => out.push_str(v),
+            Some(ConditionValue::Bool(b)) => out.push_str(if *b { "true" } else { "false" }),
+            _ => out.push_str(default?),
+        }
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
 /// The lookup form of a condition key: lowercase.
 pub(crate) fn normalize_key(key: &str) -> String {
     key.to_lowercase()
@@ -242,4 +286,37 @@ pub(crate) fn parse_date(s: &str) -> Option<OffsetDateTime> {
     }
     let date = Date::parse(s, format_description!("[year]-[month]-[day]")).ok()?;
     Some(PrimitiveDateTime::new(date, Time::MIDNIGHT).assume_utc())
+}
+
+#[cfg(test)]
+mod variable_tests {
+    use super::*;
+
+    #[test]
+    fn variables_resolve_with_defaults_and_escapes() {
+        let ctx = ConditionContext::new().with("aws:username", "alice");
+        let sub = |t: &str| substitute_variables(t, &ctx);
+        assert_eq!(
+            sub("home/${aws:username}/*").as_deref(),
+            Some("home/alice/*")
+        );
+        assert_eq!(
+            sub("${AWS:UserName}").as_deref(),
+            Some("alice"),
+            "keys are case-insensitive"
+        );
+        assert_eq!(
+            sub("${aws:PrincipalTag/team, 'none'}").as_deref(),
+            Some("none")
+        );
+        assert_eq!(
+            sub("${aws:PrincipalTag/team}"),
+            None,
+            "unresolved: matches nothing"
+        );
+        assert_eq!(sub("cost${$}"), Some("cost$".into()));
+        assert_eq!(sub("${*}"), None);
+        assert_eq!(sub("unterminated ${aws:username"), None);
+        assert_eq!(sub("plain").as_deref(), Some("plain"));
+    }
 }

@@ -1,6 +1,7 @@
 //! Deciding one policy document for one request: which statements apply,
 //! and whether the document denies, allows, or says nothing.
 
+use super::context::substitute_variables;
 use super::context::ConditionContext;
 use super::parse::{
     Patterns, PolicyDocument, PrincipalEntry, Principals, Statement, StatementEffect,
@@ -44,6 +45,10 @@ impl AuthzRequest {
             .with(keys::PRINCIPAL_ARN, caller.principal_arn.as_str())
             .with(keys::PRINCIPAL_ACCOUNT, account)
             .with("aws:PrincipalType", principal_type);
+        // ${aws:username} in policies: the IAM user's name.
+        if let Some((_, name)) = caller.principal_arn.split_once(":user/") {
+            context.insert("aws:username", name.rsplit('/').next().unwrap_or(name));
+        }
         if let Some(via) = &ctx.via_service {
             context.insert(keys::VIA_SERVICE, via.as_str());
         }
@@ -123,12 +128,20 @@ impl PolicyDocument {
 }
 
 impl Statement {
+    /// Does Resource pattern `p` (policy variables resolved) match?
+    fn resource_hit(&self, p: &str, req: &AuthzRequest) -> bool {
+        if !self.variables {
+            return wildcard_match(p, &req.resource);
+        }
+        substitute_variables(p, &req.context).is_some_and(|p| wildcard_match(&p, &req.resource))
+    }
+
     /// How the statement matches the request, if it does.
     fn applies(&self, req: &AuthzRequest) -> Option<PrincipalMatch> {
         let action = req.action.to_lowercase();
         let action_hit = |p: &String| wildcard_match(&p.to_lowercase(), &action);
         if !pattern_hit(&self.action, action_hit)
-            || !pattern_hit(&self.resource, |p| wildcard_match(p, &req.resource))
+            || !pattern_hit(&self.resource, |p| self.resource_hit(p, req))
         {
             return None;
         }

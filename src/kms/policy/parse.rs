@@ -45,6 +45,9 @@ pub struct Statement {
     pub(crate) action: Patterns,
     pub(crate) resource: Patterns,
     pub(crate) conditions: Vec<Condition>,
+    /// Policy variables in Resource and condition values are resolved
+    /// (version 2012-10-17).
+    pub(crate) variables: bool,
 }
 
 /// An Action/NotAction or Resource/NotResource element.
@@ -132,10 +135,19 @@ impl PolicyDocument {
         if raw_statements.is_empty() {
             return Err(PolicyError::NoStatement);
         }
-        let statements = raw_statements
+        let mut statements = raw_statements
             .into_iter()
             .map(parse_statement)
             .collect::<Result<Vec<_>, _>>()?;
+        // Policy variables exist from version 2012-10-17 on; without a
+        // Version (2008-10-17 by default) `${...}` is literal text.
+        let variables = version.as_deref() == Some("2012-10-17");
+        for st in &mut statements {
+            st.variables = variables;
+            for c in &mut st.conditions {
+                c.variables = variables;
+            }
+        }
         let with_principal = statements.iter().filter(|s| s.principal.is_some()).count();
         let kind = match expected {
             Some(kind) => kind,
@@ -305,6 +317,7 @@ fn parse_statement(raw: &Value) -> Result<Statement, PolicyError> {
         action,
         resource,
         conditions,
+        variables: true,
     })
 }
 
