@@ -1,0 +1,166 @@
+//! Golden fixtures of the stored formats, made by keyvol 0.1 and committed
+//! under tests/fixtures: every later version must still open them. The
+//! home `home-v1` (root key, sealed key material, access keys and audit
+//! chain in state.db), a KMS ciphertext blob and an envelope file made with
+//! its key, and a change log written byte by byte as the README tables it.
+//! Never regenerate these files: a format change adds a new fixture.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// A private copy of the fixture home: opening a home may migrate it.
+fn home_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["root.key", "state.db"] {
+        let to = dir.path().join(f);
+        std::fs::copy(fixture("home-v1").join(f), &to).unwrap();
+        // A checkout does not keep modes; a home's files are 0600.
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    dir
+}
+
+const PLAINTEXT: &[u8] = b"keyvol golden plaintext v1";
+
+fn key_id() -> String {
+    std::fs::read_to_string(fixture("home-v1.key-id"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn the_v1_ciphertext_blob_keeps_its_layout_and_decrypts() {
+    let blob = std::fs::read(fixture("kms-ciphertext-v1.bin")).unwrap();
+    // The README's table: version, key id, material version, salt, GCM.
+    assert_eq!(blob[0], 0x01, "format version");
+    let id = uuid::Uuid::parse_str(&key_id()).unwrap();
+    assert_eq!(&blob[1..17], id.as_bytes(), "key id");
+    assert_eq!(u32::from_le_bytes(blob[17..21].try_into().unwrap()), 1);
+    assert_eq!(blob.len(), 53 + PLAINTEXT.len() + 16);
+
+    let home = home_copy();
+    let path = fixture("kms-ciphertext-v1.bin");
+    let out = keyvol_json(
+        home.path(),
+        &[
+            "kms",
+            "decrypt",
+            "--ciphertext-blob",
+            &format!("fileb://{}", path.display()),
+            "--encryption-context",
+            "purpose=golden",
+        ],
+    );
+    assert_eq!(unb64(&out["Plaintext"]), PLAINTEXT);
+    assert!(out["KeyId"].as_str().unwrap().ends_with(&key_id()));
+    // The context is bound: another one fails, opaquely.
+    let bad = keyvol(
+        home.path(),
+        &[
+            "kms",
+            "decrypt",
+            "--ciphertext-blob",
+            &format!("fileb://{}", path.display()),
+            "--encryption-context",
+            "purpose=other",
+        ],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("(InvalidCiphertextException)"));
+}
+
+#[test]
+fn the_v1_envelope_file_decrypts() {
+    let env = std::fs::read(fixture("envelope-v1.kvenv")).unwrap();
+    assert_eq!(&env[..8], b"KVENVLP1", "magic");
+    let home = home_copy();
+    let out = home.path().join("plain");
+    let r = keyvol(
+        home.path(),
+        &[
+            "envelope",
+            "decrypt",
+            "--in",
+            fixture("envelope-v1.kvenv").to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--encryption-context",
+            "purpose=golden",
+        ],
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    // The plaintext was SHA-256 of 0..4000 (u32 LE), concatenated.
+    use sha2::{Digest, Sha256};
+    let want: Vec<u8> = (0u32..4000)
+        .flat_map(|i| Sha256::digest(i.to_le_bytes()).to_vec())
+        .collect();
+    assert!(
+        std::fs::read(&out).unwrap() == want,
+        "envelope plaintext differs"
+    );
+}
+
+#[test]
+fn the_v1_home_still_verifies_and_serves() {
+    let home = home_copy();
+    // The audit chain written by v1 verifies under the same root key.
+    let v = keyvol_json(home.path(), &["kms", "audit", "verify"]);
+    assert_eq!(v["Valid"], true, "{v}");
+    assert!(v["EventsChecked"].as_u64().unwrap() >= 3, "{v}");
+    // Its sealed key material still encrypts and decrypts.
+    let d = keyvol_json(home.path(), &["kms", "describe-key", "--key-id", &key_id()]);
+    assert_eq!(d["KeyMetadata"]["KeyState"], "Enabled");
+    let blob = home.path().join("new.bin");
+    std::fs::write(home.path().join("pt"), b"new").unwrap();
+    let ct = keyvol_json(
+        home.path(),
+        &[
+            "kms",
+            "encrypt",
+            "--key-id",
+            &key_id(),
+            "--plaintext",
+            &format!("fileb://{}", home.path().join("pt").display()),
+        ],
+    );
+    std::fs::write(&blob, unb64(&ct["CiphertextBlob"])).unwrap();
+    let pt = keyvol_json(
+        home.path(),
+        &[
+            "kms",
+            "decrypt",
+            "--ciphertext-blob",
+            &format!("fileb://{}", blob.display()),
+        ],
+    );
+    assert_eq!(unb64(&pt["Plaintext"]), b"new");
+}
+
+#[test]
+fn the_v1_change_log_reads_as_tabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vol.changes");
+    std::fs::copy(fixture("changes-v1.bin"), &path).unwrap();
+    let log = keyvol::volume::ChangeLog::open(&path, 64).unwrap();
+    assert!(!log.opened_unclean(), "state 0 means closed cleanly");
+    assert_eq!(log.changed(), vec![3, 4, 5, 40]);
+    // Opening marks it open (state word 1) before any write.
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(&bytes[..8], b"KVCHLOG1");
+    assert_eq!(u64::from_le_bytes(bytes[8..16].try_into().unwrap()), 64);
+    assert_eq!(u32::from_le_bytes(bytes[16..20].try_into().unwrap()), 1);
+    log.close_clean().unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[16..20].try_into().unwrap()), 0);
+}
