@@ -837,3 +837,38 @@ fn freeze_is_thawed_on_sigterm_and_on_a_cut_timeout() {
     assert_eq!(s["State"], "completed", "{s}");
     assert!(!is_frozen(&dir));
 }
+
+#[test]
+fn policy_documents_and_volume_descriptions_are_read_bounded() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    keyvol_json(h, &["iam", "create-user", "--user-name", "u"]);
+    for args in [
+        vec![
+            "iam",
+            "put-user-policy",
+            "--user-name",
+            "u",
+            "--policy-name",
+            "p",
+            "--policy-document",
+            "file:///dev/zero",
+        ],
+        vec![
+            "volume",
+            "import",
+            "--volume-json",
+            "file:///dev/zero",
+            "--backing-file",
+            "/nonexistent.img",
+        ],
+    ] {
+        let out = keyvol(h, &args);
+        assert_eq!(out.status.code(), Some(254), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("less than or equal to"), "{args:?}: {err}");
+    }
+    // Nothing was stored: the user has no policy.
+    let list = keyvol_json(h, &["iam", "list-user-policies", "--user-name", "u"]);
+    assert_eq!(list["PolicyNames"], serde_json::json!([]), "{list}");
+}

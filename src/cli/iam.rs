@@ -170,8 +170,12 @@ pub fn run(session: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliErr
         "put-user-policy" => {
             let doc = s(m, "policy-document");
             let text = match doc.strip_prefix("file://") {
-                Some(p) => std::fs::read_to_string(p)
-                    .map_err(|e| CliError::usage(format!("unable to read {p}: {e}")))?,
+                Some(p) => {
+                    let limit = keyvol::kms::policy::MAX_POLICY_BYTES;
+                    let bytes = super::kms::read_path("PutUserPolicy", "PolicyDocument", p, limit)?;
+                    String::from_utf8(bytes)
+                        .map_err(|_| CliError::usage(format!("file {p} is not UTF-8 text")))?
+                }
                 None => doc.to_string(),
             };
             session

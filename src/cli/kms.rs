@@ -565,7 +565,7 @@ fn text_limit(field: &str) -> usize {
 
 /// Reads a `file://` or `fileb://` path, at most `limit` + 1 bytes so that
 /// a huge file (or `/dev/zero`) fails at once instead of filling memory.
-fn read_path(op: &str, field: &str, p: &str, limit: usize) -> Result<Vec<u8>, CliError> {
+pub(crate) fn read_path(op: &str, field: &str, p: &str, limit: usize) -> Result<Vec<u8>, CliError> {
     let unreadable = |e: std::io::Error| {
         CliError::usage(format!(
             "Error parsing parameter: unable to read file {p}: {e}"

@@ -486,8 +486,10 @@ pub fn run(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliError> {
                 .cloned()
                 .unwrap_or_default();
             let path = arg.strip_prefix("file://").unwrap_or(&arg);
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| CliError::usage(format!("cannot read --volume-json {path}: {e}")))?;
+            // A description is small: read at most 64 KiB + 1 of it.
+            let bytes = super::kms::read_path("ImportVolume", "VolumeJson", path, 64 * 1024)?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| CliError::usage(format!("--volume-json {path} is not UTF-8 text")))?;
             let described: Value = serde_json::from_str(&text)
                 .map_err(|e| CliError::usage(format!("--volume-json {path} is not JSON: {e}")))?;
             let backing = m
