@@ -360,6 +360,18 @@ fn mount_all_recovers_a_daemon_killed_with_sigkill() {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // status says the killed volume is not up, the other one is.
+    let boot = h.json(&["volume", "status"])["BootVolumes"].clone();
+    let up = |v: &str| {
+        boot.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["VolumeId"] == v)
+            .unwrap()["Up"]
+            .clone()
+    };
+    assert_eq!(up(&a), false, "{boot}");
+    assert_eq!(up(&b), true, "{boot}");
     let actions = h.actions(&["volume", "mount", "--all"]);
     assert_eq!(actions, ["mounted", "already-mounted"]);
     assert_eq!(

@@ -438,15 +438,8 @@ pub fn run(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliError> {
             out["BootVolumes"] = entries
                 .iter()
                 .map(|e| {
-                    // Up: its daemon is alive and its filesystem is at the mountpoint.
-                    let up = attachments.iter().any(|a| {
-                        a["VolumeId"] == json!(e.volume_id)
-                            && a["Mounts"].as_array().is_some_and(|ms| {
-                                ms.iter().any(|m| m["MountPoint"] == json!(e.mountpoint))
-                            })
-                    });
                     let mut j = e.to_json();
-                    j["Up"] = json!(up);
+                    j["Up"] = json!(boot::entry_is_up(&attachments, e));
                     j
                 })
                 .collect();

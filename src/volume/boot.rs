@@ -325,16 +325,22 @@ fn is_up(vols: &Volumes, e: &BootEntry) -> ApiResult<bool> {
         .as_array()
         .cloned()
         .unwrap_or_default();
-    // A dead daemon's attachment still lists its mount: that volume is not
-    // up, and mounting it again recovers it.
-    Ok(attachments.iter().any(|a| {
+    Ok(entry_is_up(&attachments, e))
+}
+
+/// Is boot entry `e` up among `volume status` attachments: its daemon
+/// alive and its filesystem at its mountpoint? A dead daemon's attachment
+/// still lists its mount: that volume is not up, and mounting it again
+/// recovers it.
+pub fn entry_is_up(attachments: &[Value], e: &BootEntry) -> bool {
+    attachments.iter().any(|a| {
         a["VolumeId"] == json!(e.volume_id)
             && a["State"] == "attached"
             && a["Mounts"].as_array().is_some_and(|ms| {
                 ms.iter()
                     .any(|m| m["MountPoint"] == json!(e.mountpoint.to_string_lossy()))
             })
-    }))
+    })
 }
 
 fn is_attached(vols: &Volumes, v: &VolumeId) -> ApiResult<bool> {
