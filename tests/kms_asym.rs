@@ -845,6 +845,10 @@ fn import(e: &Env, key: &str, material: &[u8], extra: Value) -> keyvol::kms::Kms
     )
     .unwrap();
     let mut req = json!({"KeyId": key, "ImportToken": params["ImportToken"], "EncryptedKeyMaterial": b64(&wrapped)});
+    // Material that does not expire unless the case says otherwise.
+    if extra.get("ValidTo").is_none() && extra.get("ExpirationModel").is_none() {
+        req["ExpirationModel"] = json!("KEY_MATERIAL_DOES_NOT_EXPIRE");
+    }
     for (k, v) in extra.as_object().unwrap() {
         req[k] = v.clone();
     }

@@ -656,3 +656,36 @@ fn policy_variables_resolve_in_2012_policies_only() {
     assert_eq!(encrypt("carol", "carol"), Err(AccessDeniedException));
     assert_eq!(encrypt("carol", "${aws:username}"), Ok(()));
 }
+
+#[test]
+fn import_key_material_defaults_to_expiring_material() {
+    let e = env();
+    let key = e.ok("CreateKey", json!({"Origin": "EXTERNAL"}))["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let params = e.ok(
+        "GetParametersForImport",
+        json!({"KeyId": key, "WrappingAlgorithm": "RSAES_OAEP_SHA_256", "WrappingKeySpec": "RSA_2048"}),
+    );
+    let wrapped = keyvol::kms::asym::wrap_for_import(
+        &unb64(&params["PublicKey"]),
+        keyvol::kms::asym::AlgorithmSpec::RsaesOaepSha256,
+        &[3u8; 32],
+    )
+    .unwrap();
+    let req = json!({"KeyId": key, "ImportToken": params["ImportToken"], "EncryptedKeyMaterial": b64(&wrapped)});
+    // No ExpirationModel means KEY_MATERIAL_EXPIRES, which needs ValidTo.
+    let err = e.call("ImportKeyMaterial", req.clone()).unwrap_err();
+    assert_eq!(err.code, ValidationException);
+    assert!(err.message.contains("validTo"), "{}", err.message);
+    let md = e.ok("DescribeKey", json!({"KeyId": key}));
+    assert_eq!(md["KeyMetadata"]["KeyState"], "PendingImport");
+    // With a ValidTo the default applies and the key is enabled.
+    let mut with_valid_to = req;
+    with_valid_to["ValidTo"] = json!(e.clock.now() + 86_400);
+    let out = e.ok("ImportKeyMaterial", with_valid_to);
+    assert_eq!(out["KeyMaterialId"].as_str().unwrap().len(), 64);
+    let md = e.ok("DescribeKey", json!({"KeyId": key}));
+    assert_eq!(md["KeyMetadata"]["ExpirationModel"], "KEY_MATERIAL_EXPIRES");
+}

@@ -208,8 +208,14 @@ impl Kms {
                         "A validTo date must not be set if the ExpirationModel is KEY_MATERIAL_DOES_NOT_EXPIRE: omit --valid-to.",
                     ))
                 }
+                // AWS's default ExpirationModel is KEY_MATERIAL_EXPIRES, which
+                // needs a ValidTo.
                 (None, Some(_)) => "KEY_MATERIAL_EXPIRES",
-                (None, None) => "KEY_MATERIAL_DOES_NOT_EXPIRE",
+                (None, None) => {
+                    return Err(KmsError::validation(
+                        "A validTo date must be set if the ExpirationModel is KEY_MATERIAL_EXPIRES (the default): give --valid-to, or --expiration-model KEY_MATERIAL_DOES_NOT_EXPIRE.",
+                    ))
+                }
                 (Some(other), _) => {
                     return Err(KmsError::validation(format!(
                         "1 validation error detected: Value '{other}' at 'expirationModel' failed to satisfy constraint: Member must satisfy enum value set: [KEY_MATERIAL_EXPIRES, KEY_MATERIAL_DOES_NOT_EXPIRE]"
