@@ -18,19 +18,6 @@ use std::process::{Command, Output, Stdio};
 use common::*;
 use serde_json::Value;
 
-fn snap_bin() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_keyvol"))
-        .parent()
-        .unwrap()
-        .join("keyvol-snap");
-    assert!(
-        p.exists(),
-        "{} is missing: build it with cargo build --workspace --bins",
-        p.display()
-    );
-    p
-}
-
 /// A home, cleaning up mounts and attachments when dropped.
 struct Home {
     dir: tempfile::TempDir,

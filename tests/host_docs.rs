@@ -4,21 +4,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use common::snap_bin;
 
-fn snap_bin() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_keyvol"))
-        .parent()
-        .unwrap()
-        .join("keyvol-snap");
-    assert!(
-        p.exists(),
-        "{} is missing: build it with cargo build --workspace --bins",
-        p.display()
-    );
-    p
-}
+use std::path::Path;
+use std::process::Command;
 
 fn run(bin: &Path, args: &[&str]) -> std::process::Output {
     let home = tempfile::tempdir().unwrap();

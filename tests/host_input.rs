@@ -3,24 +3,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
 use serde_json::{json, Value};
-
-fn snap_bin() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_keyvol"))
-        .parent()
-        .unwrap()
-        .join("keyvol-snap");
-    assert!(
-        p.exists(),
-        "{} is missing: build it with cargo build --workspace --bins",
-        p.display()
-    );
-    p
-}
 
 fn snap(home: &Path, args: &[&str]) -> std::process::Output {
     Command::new(snap_bin())

@@ -10,7 +10,7 @@
 mod common;
 
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -93,16 +93,6 @@ fn setup(port: u16) -> (String, String, String) {
         l[0]
     );
     (l[0].into(), l[1].into(), l[2].into())
-}
-
-fn snap_bin() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_keyvol")).with_file_name("keyvol-snap");
-    assert!(
-        p.exists(),
-        "{} missing: cargo build --workspace --bins",
-        p.display()
-    );
-    p
 }
 
 /// `keyvol-snap create VOL --wait` with exactly `env` as the AWS environment.

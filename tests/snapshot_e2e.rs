@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::snap_bin;
+
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -41,19 +43,6 @@ fn fuse_prerequisites() -> Option<MutexGuard<'static, ()>> {
         return None;
     }
     Some(SERIAL.lock().unwrap_or_else(|p| p.into_inner()))
-}
-
-fn snap_bin() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_keyvol"))
-        .parent()
-        .unwrap()
-        .join("keyvol-snap");
-    assert!(
-        p.exists(),
-        "{} is missing: build it with cargo build --workspace --bins",
-        p.display()
-    );
-    p
 }
 
 /// A home with extra environment (snapshot store, clock offset) for every

@@ -69,6 +69,17 @@ pub fn unb64(v: &Value) -> Vec<u8> {
 }
 
 /// Runs the keyvol binary with a home.
+/// The `keyvol-snap` binary built beside the `keyvol` under test.
+pub fn snap_bin() -> std::path::PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_keyvol")).with_file_name("keyvol-snap");
+    assert!(
+        p.exists(),
+        "{} is missing: build it with cargo build --workspace --bins",
+        p.display()
+    );
+    p
+}
+
 pub fn keyvol(home: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_keyvol"))
         .args(args)
