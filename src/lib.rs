@@ -8,6 +8,7 @@ pub mod cli_input;
 pub mod clidocs;
 pub mod clock;
 pub mod config;
+pub mod ec2;
 pub mod envelope;
 pub mod fuse;
 pub mod home;

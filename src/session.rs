@@ -36,10 +36,11 @@ impl SessionOptions {
     }
 }
 
+#[derive(Clone)]
 pub struct Session {
     pub home: Arc<Home>,
     pub kms: Arc<Kms>,
-    pub iam: Iam,
+    pub iam: Arc<Iam>,
     pub ctx: RequestContext,
     pub profile: String,
 }
@@ -49,7 +50,7 @@ impl Session {
         let clock = Clock::from_env().map_err(KmsError::validation)?;
         let home =
             Arc::new(Home::open(&opts.home).map_err(|e| KmsError::validation(e.to_string()))?);
-        let iam = Iam::open(home.clone(), clock.clone())?;
+        let iam = Arc::new(Iam::open(home.clone(), clock.clone())?);
         let kms = Arc::new(Kms::open(home.clone(), clock)?);
         let caller = iam.profile_caller(&opts.profile)?;
         Ok(Session {
@@ -59,6 +60,18 @@ impl Session {
             ctx: RequestContext::new(caller, opts.region.clone()),
             profile: opts.profile.clone(),
         })
+    }
+
+    /// A session of the same home for another caller (a request the
+    /// server authenticated).
+    pub fn for_caller(&self, ctx: RequestContext) -> Session {
+        Session {
+            home: self.home.clone(),
+            kms: self.kms.clone(),
+            iam: self.iam.clone(),
+            ctx,
+            profile: String::new(),
+        }
     }
 
     /// The KMS volume and snapshot commands use: the embedded one, or the

@@ -1285,6 +1285,17 @@ impl Kms {
     }
 
     /// When the key behind `key_id` (a key ARN) was destroyed, if it was.
+    /// The state of a key named by ARN or id (`Enabled`, `Disabled`, ...),
+    /// `None` for a key that does not exist: read from the records, for
+    /// volume health, without any caller's authorization.
+    pub fn key_state(&self, key_arn: &str) -> KmsResult<Option<String>> {
+        let id = match super::service::parse_key_ref(key_arn)? {
+            super::service::KeyRef::Arn { id, .. } | super::service::KeyRef::Id(id) => id,
+            _ => return Ok(None),
+        };
+        Ok(store::get_key(&self.conn(), &id)?.map(|k| k.state.as_str().to_string()))
+    }
+
     pub fn key_deleted_at(&self, key_arn: &str) -> KmsResult<Option<i64>> {
         let id = match super::service::parse_key_ref(key_arn)? {
             super::service::KeyRef::Arn { id, .. } | super::service::KeyRef::Id(id) => id,

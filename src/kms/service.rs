@@ -132,6 +132,10 @@ impl Kms {
         })
     }
 
+    pub fn home_arc(&self) -> Arc<Home> {
+        self.home.clone()
+    }
+
     pub fn home(&self) -> &Home {
         &self.home
     }
@@ -226,9 +230,11 @@ impl Kms {
             "eventSource": "kms.amazonaws.com",
             "eventName": operation,
             "awsRegion": ctx.region,
-            "sourceIPAddress": match (&ctx.via_service, &ctx.source_ip) {
-                (Some(_), _) => "AWS Internal".to_string(),
-                (None, Some(ip)) => ip.clone(),
+            // A call the control plane makes on a caller's behalf shows the
+            // caller's own address, with `invokedBy` naming the service.
+            "sourceIPAddress": match (&ctx.source_ip, &ctx.via_service) {
+                (Some(ip), _) => ip.clone(),
+                (None, Some(_)) => "AWS Internal".to_string(),
                 (None, None) => "keyvol-cli".to_string(),
             },
             "userAgent": ctx.user_agent.clone().unwrap_or_else(|| "keyvol".into()),
@@ -265,6 +271,39 @@ impl Kms {
                 event: &event,
             },
         )
+    }
+
+    /// Appends an event of another service of the control plane (EC2) to
+    /// the same hash chain, in a durable transaction of its own.
+    pub fn record_foreign_event(
+        &self,
+        account: &str,
+        caller: &crate::kms::Caller,
+        event_name: &str,
+        error_code: Option<&str>,
+        event: &Value,
+    ) -> KmsResult<()> {
+        let conn = self.conn();
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db)?;
+        let tx =
+            rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
+        audit::append(
+            &tx,
+            &self.audit_key,
+            &AuditEntry {
+                event_time: self.clock.now(),
+                account,
+                caller_account: caller.account.as_str(),
+                principal: &caller.principal_arn,
+                event_name,
+                key_arn: None,
+                error_code,
+                event,
+            },
+        )?;
+        tx.commit().map_err(db)
     }
 
     /// Records an event the KMS did by itself (RotateKey, DeleteKey).
@@ -401,7 +440,7 @@ fn derive_audit_key(home: &Home) -> Key256 {
     Key256::from_slice(&tag[..]).unwrap_or_else(Key256::random)
 }
 
-fn principal_id(arn: &str, account: &AccountId) -> String {
+pub(crate) fn principal_id(arn: &str, account: &AccountId) -> String {
     match arn.rsplit_once('/') {
         Some((_, name)) => format!("AIDA{}", name.to_uppercase()),
         None => account.to_string(),

@@ -96,6 +96,8 @@ impl fmt::Debug for ServeOptions {
 pub struct Rejection {
     pub status: u16,
     pub error: KmsError,
+    /// The EC2 error of an EC2 action, sent as is.
+    pub ec2: Option<crate::api_error::ApiError>,
 }
 
 impl From<KmsError> for Rejection {
@@ -103,6 +105,17 @@ impl From<KmsError> for Rejection {
         Rejection {
             status: http_status(&error),
             error,
+            ec2: None,
+        }
+    }
+}
+
+impl Rejection {
+    fn ec2(e: crate::api_error::ApiError) -> Self {
+        Rejection {
+            status: crate::ec2::xml::status(&e),
+            error: KmsError::new(ErrorCode::ValidationException, e.message.clone()),
+            ec2: Some(e),
         }
     }
 }
@@ -111,6 +124,7 @@ fn reject(status: u16, code: ErrorCode, message: impl Into<String>) -> Rejection
     Rejection {
         status,
         error: KmsError::new(code, message),
+        ec2: None,
     }
 }
 
@@ -477,6 +491,7 @@ struct State {
 enum Api {
     Kms,
     Sts,
+    Ec2,
 }
 
 fn api_of(headers: &hyper::HeaderMap) -> Api {
@@ -487,6 +502,7 @@ fn api_of(headers: &hyper::HeaderMap) -> Api {
         .map(|a| a.service);
     match service.as_deref() {
         Some(sts::STS_SERVICE) => Api::Sts,
+        Some(crate::ec2::EC2_SERVICE) => Api::Ec2,
         _ => Api::Kms,
     }
 }
@@ -523,6 +539,13 @@ async fn handle(
             sts::http_status(&r.error),
             Reply::Xml(sts::error_body(&r.error, &request_id)),
         ),
+        (Api::Ec2, Err(r)) => {
+            let e = ec2_error(&r);
+            (
+                crate::ec2::xml::status(&e),
+                Reply::Xml(crate::ec2::xml::error(&e, &request_id)),
+            )
+        }
     };
     let (content_type, bytes) = match reply {
         Reply::Xml(x) => (sts::XML_CONTENT_TYPE, x.into_bytes()),
@@ -622,6 +645,12 @@ async fn process(
         headers: &headers,
         body: &body,
     };
+    if api == Api::Ec2 {
+        return answer_ec2(state, peer, &http_req, request_id, operation_seen)
+            .await
+            .map(Reply::Xml)
+            .map_err(|e| (false, e));
+    }
     if api == Api::Sts {
         operation_seen.push_str("sts:GetCallerIdentity");
         return answer_sts(state, &http_req, request_id)
@@ -691,6 +720,70 @@ async fn answer_sts(
     .await
     .map_err(|_| Rejection::from(KmsError::internal("STS failed while answering")))?
     .map_err(Rejection::from)
+}
+
+/// An EC2 request: POST with Query-protocol parameters, signed for the
+/// service `ec2`; the answer is the action's XML response.
+async fn answer_ec2(
+    state: &State,
+    peer: SocketAddr,
+    req: &HttpRequest<'_>,
+    request_id: &str,
+    operation_seen: &mut String,
+) -> Result<String, Rejection> {
+    if req.method != "POST" && req.method != "GET" {
+        return Err(reject(
+            405,
+            ErrorCode::UnknownOperationException,
+            "EC2 accepts POST / with Query-protocol parameters.",
+        ));
+    }
+    let policy = VerifyPolicy {
+        service: crate::ec2::EC2_SERVICE,
+        regions: &state.opts.regions,
+        now: (state.opts.clock)(),
+    };
+    let verified = sigv4::verify(req, &policy, |id| state.service.credentials(id))?;
+    let params = sts::query_params(req.body, req.query);
+    let action = params
+        .iter()
+        .find(|(k, _)| k == "Action")
+        .map(|(_, v)| truncate(v, 64))
+        .unwrap_or_default();
+    operation_seen.push_str(&format!("ec2:{action}"));
+    let mut ctx = RequestContext::new(verified.credentials.caller, verified.region);
+    ctx.source_ip = Some(peer.ip().to_string());
+    ctx.user_agent = req.header("user-agent").map(|ua| truncate(ua, 256));
+    let service = state.service.clone();
+    let request_id = request_id.to_string();
+    tokio::task::spawn_blocking(move || {
+        service
+            .ec2(&ctx, params)
+            .map(|v| crate::ec2::xml::response(&action, &v, &request_id))
+    })
+    .await
+    .map_err(|_| Rejection::from(KmsError::internal("EC2 failed while answering")))?
+    .map_err(Rejection::ec2)
+}
+
+/// The EC2 error of a rejection: an EC2 error carried as is, an
+/// authentication failure under EC2's name.
+fn ec2_error(r: &Rejection) -> crate::api_error::ApiError {
+    use crate::api_error::ApiError;
+    if let Some(e) = &r.ec2 {
+        return e.clone();
+    }
+    let code = match r.error.code {
+        ErrorCode::UnrecognizedClientException => "AuthFailure",
+        ErrorCode::InvalidSignatureException => "SignatureDoesNotMatch",
+        ErrorCode::IncompleteSignatureException => "IncompleteSignature",
+        ErrorCode::MissingAuthenticationTokenException => "MissingAuthenticationToken",
+        ErrorCode::RequestEntityTooLargeException => "RequestEntityTooLarge",
+        _ if r.error.is_internal() => "InternalError",
+        ErrorCode::UnknownOperationException => "InvalidAction",
+        _ => "InvalidParameterValue",
+    };
+    ApiError::new(code, r.error.message.clone())
 }
 
 fn too_large(max: usize) -> Rejection {

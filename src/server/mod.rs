@@ -65,6 +65,19 @@ pub trait KmsService: Send + Sync + 'static {
         operation: &str,
         request: serde_json::Value,
     ) -> Result<serde_json::Value, KmsError>;
+    /// Runs one EC2 action (Query-protocol parameters, Action included) for
+    /// a verified caller, returning the response members by their EC2 wire
+    /// names. Authorization and audit happen inside.
+    fn ec2(
+        &self,
+        _ctx: &RequestContext,
+        _params: Vec<(String, String)>,
+    ) -> Result<serde_json::Value, crate::api_error::ApiError> {
+        Err(crate::api_error::ApiError::new(
+            "InvalidAction",
+            "This endpoint serves no EC2 API.",
+        ))
+    }
     /// STS GetCallerIdentity's `UserId` of a verified caller.
     fn user_id(&self, caller: &crate::kms::Caller) -> Result<String, KmsError> {
         Ok(caller.principal_arn.clone())

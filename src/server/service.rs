@@ -14,7 +14,10 @@ use crate::session::Session;
 /// A home's KMS and access keys, served over the AWS KMS API.
 pub struct HomeKmsService {
     kms: Arc<Kms>,
-    iam: Iam,
+    iam: Arc<Iam>,
+    /// The home as the control plane runs its EC2 actions in, for the
+    /// caller of each request.
+    base: Session,
 }
 
 impl std::fmt::Debug for HomeKmsService {
@@ -27,17 +30,25 @@ impl std::fmt::Debug for HomeKmsService {
 
 impl HomeKmsService {
     pub fn new(kms: Arc<Kms>, iam: Iam) -> Self {
-        HomeKmsService { kms, iam }
+        let iam = Arc::new(iam);
+        let base = Session {
+            home: kms.home_arc(),
+            kms: kms.clone(),
+            iam: iam.clone(),
+            ctx: RequestContext::new(
+                crate::kms::Caller::root(crate::ids::AccountId::default_account()),
+                crate::ids::Region::default_region(),
+            ),
+            profile: String::new(),
+        };
+        HomeKmsService { kms, iam, base }
     }
 
     /// The service of a session's home: its KMS, and an identity store of
     /// its own on the same home with the KMS's clock.
     pub fn for_session(session: &Session) -> KmsResult<Self> {
         let iam = Iam::open(session.home.clone(), session.kms.clock().clone())?;
-        Ok(HomeKmsService {
-            kms: session.kms.clone(),
-            iam,
-        })
+        Ok(HomeKmsService::new(session.kms.clone(), iam))
     }
 
     pub fn kms(&self) -> &Arc<Kms> {
@@ -66,6 +77,15 @@ impl KmsService for HomeKmsService {
 
     fn user_id(&self, caller: &crate::kms::Caller) -> Result<String, KmsError> {
         self.iam.user_id(caller)
+    }
+
+    fn ec2(
+        &self,
+        ctx: &RequestContext,
+        params: Vec<(String, String)>,
+    ) -> Result<Value, crate::api_error::ApiError> {
+        let s = self.base.for_caller(ctx.clone());
+        crate::ec2::call(&s, &crate::ec2::Params::new(params))
     }
 }
 

@@ -1243,6 +1243,28 @@ pub fn restore_with(
     hydrate: bool,
     rep: &mut dyn Reporter,
 ) -> ApiResult<VolumeRecord> {
+    restore_as(
+        s,
+        VolumeId::generate(),
+        snapshot,
+        kms_key_id,
+        size,
+        hydrate,
+        rep,
+    )
+}
+
+/// [`restore_with`] as the volume `vol` (an id the control plane chose
+/// and authorized).
+pub fn restore_as(
+    s: &Session,
+    vol: VolumeId,
+    snapshot: &str,
+    kms_key_id: Option<&str>,
+    size: Option<u64>,
+    hydrate: bool,
+    rep: &mut dyn Reporter,
+) -> ApiResult<VolumeRecord> {
     let sid = parse_snapshot_id(snapshot)?;
     let store = store_for(s, &s.ctx.region)?;
     let (m, _) = open_verified(&store, s, &sid)?;
@@ -1261,7 +1283,6 @@ pub fn restore_with(
     }
     check_present(&store, &m)?;
     let vols = Volumes::open(s)?.with_snapshot_source(hydration_source);
-    let vol = VolumeId::generate();
     // As EBS: without a key, a volume from an own snapshot uses the
     // snapshot's key, one from a shared snapshot the caller's aws/ebs key;
     // the volume gets a new data key of its own either way.

@@ -138,7 +138,7 @@ impl From<PolicyError> for KmsError {
 
 /// Matches `text` against an AWS wildcard pattern: `*` is any run of
 /// characters (also empty), `?` exactly one character.
-pub(crate) fn wildcard_match(pattern: &str, text: &str) -> bool {
+pub fn wildcard_match(pattern: &str, text: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
     let (mut pi, mut ti) = (0usize, 0usize);
