@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job, end to end, on the embedded default in a fresh temporary
 # home: a customer master key, secrets encrypted under it, a large file
-# envelope-encrypted, the key rotated and old ciphertext still readable.
+# envelope-encrypted, the key rotated and old ciphertext still readable;
+# volumes, snapshots, sharing and restores, and the same through aws ec2
+# against `keyvol serve`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh >/dev/null
@@ -17,6 +19,7 @@ cleanup_volumes() {
   for v in $("$KEYVOL" volume list --query Volumes --output text 2>/dev/null | grep -o 'vol-[0-9a-f]*' | sort -u); do
     "$KEYVOL" volume detach "$v" --force >/dev/null 2>&1 || true
   done
+  if [ -n "${SERVE_PID:-}" ]; then kill "$SERVE_PID" 2>/dev/null || true; fi
   rm -rf "$WORK"
 }
 trap cleanup_volumes EXIT
@@ -165,6 +168,45 @@ kv --profile b --region us-west-2 volume mount "$VOL_B" "$MNT_B" | jf Mount
 (cd "$MNT_B" && sha256sum -c "$WORK/files.sha256")
 kv --profile b --region us-west-2 volume unmount "$MNT_B" >/dev/null
 unset KEYVOL_TIME_OFFSET
+step "The same through the AWS tools: keyvol serve answers aws ec2 / aws sts (SigV4, IAM, audit)"
+"$KEYVOL" serve --listen 127.0.0.1:0 > "$WORK/serve.json" 2>"$WORK/serve.log" &
+SERVE_PID=$!
+for _ in $(seq 100); do [ -s "$WORK/serve.json" ] && break; sleep 0.1; done
+ENDPOINT=$(jf Endpoint < "$WORK/serve.json")
+OPS=$(kv iam create-user --user-name ops --profile-name ops)
+cat > "$WORK/ops-policy.json" <<'JSON'
+{"Version": "2012-10-17", "Statement": [
+  {"Effect": "Allow", "Action": ["ec2:*", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:Decrypt", "kms:CreateGrant"], "Resource": "*"},
+  {"Effect": "Deny", "Action": "ec2:DeleteVolume", "Resource": "*", "Condition": {"StringEquals": {"ec2:ResourceTag/keep": "yes"}}}]}
+JSON
+kv iam put-user-policy --user-name ops --policy-name ec2 --policy-document "file://$WORK/ops-policy.json"
+AWS="${KEYVOL_VENV:-$HOME/.cache/keyvol-venv}/bin/aws"
+awsx() {
+  echo "+ aws $*" >&2
+  AWS_ACCESS_KEY_ID=$(echo "$OPS" | jf AccessKey.AccessKeyId) \
+  AWS_SECRET_ACCESS_KEY=$(echo "$OPS" | jf AccessKey.SecretAccessKey) \
+  AWS_DEFAULT_REGION=us-east-1 AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_PAGER="" \
+    "$AWS" --endpoint-url "$ENDPOINT" "$@"
+}
+awsx sts get-caller-identity --output text
+VOL_E=$(awsx ec2 create-volume --size 1 --availability-zone us-east-1a --encrypted \
+  --tag-specifications 'ResourceType=volume,Tags=[{Key=keep,Value=yes}]' --query VolumeId --output text)
+awsx ec2 wait volume-available --volume-ids "$VOL_E"
+MNT_E="$WORK/mnt-ec2"
+kv --profile ops volume mount "$VOL_E" "$MNT_E" | jf Mount
+echo "written through a volume made by aws ec2" > "$MNT_E/hello.txt"
+sync
+kv --profile ops volume unmount "$MNT_E" >/dev/null
+SNAP_E=$(awsx ec2 create-snapshot --volume-id "$VOL_E" --description "made by aws ec2" --query SnapshotId --output text)
+awsx ec2 wait snapshot-completed --snapshot-ids "$SNAP_E"
+awsx ec2 describe-snapshots --snapshot-ids "$SNAP_E" --query 'Snapshots[0].[SnapshotId,State,VolumeSize,Description]' --output text
+if awsx ec2 delete-volume --volume-id "$VOL_E" 2>"$WORK/denied.txt"; then
+  echo "the policy's Deny did not hold" >&2; exit 1
+fi
+grep -o 'UnauthorizedOperation' "$WORK/denied.txt"
+kv kms audit list --event-name DeleteVolume --max-items 1 --query 'Events[0].[eventSource,errorCode,sourceIPAddress]' --output text
+kill "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true; SERVE_PID=
+
 step "Every call is in the hash-chained audit log"
 kv kms audit list --key-id "$KEY_ID" --max-items 1 --query 'Events[0]'
 kv kms audit verify
