@@ -5,6 +5,8 @@
 //! KMS calls made under them, bounded audit records of denied requests,
 //! and snapshot visibility across accounts.
 
+mod common;
+
 use keyvol::ec2::{self, Params};
 use keyvol::ids::{AccountId, Region};
 use keyvol::kms::{Caller, PrincipalType, RequestContext};
@@ -967,4 +969,107 @@ fn snapshots_are_visible_only_to_their_owner_and_the_accounts_they_are_shared_wi
         )
         .unwrap();
     assert_eq!(own["snapshotSet"].as_array().unwrap().len(), 1, "{own}");
+}
+
+/// The keyvol CLIs are clients of the same control plane: a user without
+/// an ec2 policy can neither list, delete nor snapshot the account's
+/// volumes through `keyvol volume` / `keyvol-snap`, each refusal is an
+/// audit event, and a policy that allows the action lets it through.
+#[test]
+fn the_cli_commands_are_authorized_and_audited_by_the_control_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = dir.path();
+    let vol = common::keyvol_json(h, &["volume", "create", "--size", "16MiB"])["VolumeId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    common::keyvol_json(
+        h,
+        &[
+            "iam",
+            "create-user",
+            "--user-name",
+            "u",
+            "--profile-name",
+            "u",
+        ],
+    );
+    let refused = |args: &[&str], snap: bool| {
+        let out = if snap {
+            std::process::Command::new(common::snap_bin())
+                .args(args)
+                .env("KEYVOL_HOME", h)
+                .env_remove("KEYVOL_PROFILE")
+                .output()
+                .unwrap()
+        } else {
+            common::keyvol(h, args)
+        };
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(254), "{args:?}: {err}");
+        assert!(err.contains("(UnauthorizedOperation)"), "{args:?}: {err}");
+    };
+    refused(&["--profile", "u", "volume", "list"], false);
+    refused(&["--profile", "u", "volume", "describe", &vol], false);
+    refused(&["--profile", "u", "volume", "delete", &vol], false);
+    refused(
+        &[
+            "--profile",
+            "u",
+            "volume",
+            "modify",
+            &vol,
+            "--size",
+            "32MiB",
+        ],
+        false,
+    );
+    refused(&["--profile", "u", "volume", "attach", &vol], false);
+    refused(&["--profile", "u", "describe-snapshots"], true);
+    refused(&["--profile", "u", "create", &vol, "--wait"], true);
+    // Nothing changed: the volume is there, unattached, 16 MiB.
+    let d = common::keyvol_json(h, &["volume", "describe", &vol]);
+    assert_eq!(d["SizeInBytes"], 16 << 20, "{d}");
+    assert_eq!(d["State"], "available", "{d}");
+    // Each refusal is one EC2 event of user u, and the chain verifies.
+    let events = common::keyvol_json(h, &["kms", "audit", "list", "--errors-only"]);
+    let denied: Vec<&Value> = events["Events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["errorCode"] == "UnauthorizedOperation"
+                && e["userIdentity"]["arn"]
+                    .as_str()
+                    .unwrap_or("")
+                    .ends_with(":user/u")
+        })
+        .collect();
+    assert_eq!(denied.len(), 7, "{events}");
+    assert!(denied
+        .iter()
+        .all(|e| e["eventSource"] == "ec2.amazonaws.com"));
+    assert_eq!(
+        common::keyvol_json(h, &["kms", "audit", "verify"])["Valid"],
+        true
+    );
+    // A policy for describe lets u list, and only list.
+    let policy = dir.path().join("p.json");
+    std::fs::write(&policy, r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ec2:DescribeVolumes","Resource":"*"}]}"#).unwrap();
+    common::keyvol_json(
+        h,
+        &[
+            "iam",
+            "put-user-policy",
+            "--user-name",
+            "u",
+            "--policy-name",
+            "d",
+            "--policy-document",
+            &format!("file://{}", policy.display()),
+        ],
+    );
+    let listed = common::keyvol_json(h, &["--profile", "u", "volume", "list"]);
+    assert_eq!(listed["Volumes"][0]["VolumeId"], vol.as_str(), "{listed}");
+    refused(&["--profile", "u", "volume", "delete", &vol], false);
 }

@@ -6,6 +6,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde_json::{json, Value};
 
 use keyvol::api_error::ApiError;
+use keyvol::ec2::Target;
 use keyvol::session::Session;
 use keyvol::volume::boot;
 use keyvol::volume::mount::FsType;
@@ -332,10 +333,110 @@ pub fn run(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliError> {
         vols
     };
     let vol = || {
-        m.get_one::<String>("volume-id")
+        m.try_get_one::<String>("volume-id")
+            .ok()
+            .flatten()
             .cloned()
             .unwrap_or_default()
     };
+    // Every command is the control plane's action on its volume: authorized
+    // with the caller's identity policies and audited there.
+    let vid = vol();
+    let size_arg = m
+        .try_get_one::<String>("size")
+        .ok()
+        .flatten()
+        .map(|x| parse_size(x))
+        .transpose()
+        .map_err(api)?;
+    let snap_arg = m
+        .try_get_one::<String>("snapshot-id")
+        .ok()
+        .flatten()
+        .cloned();
+    let foreground_child = sub == "attach"
+        && m.get_flag("foreground")
+        && std::env::var_os(keyvol::volume::service::ATTACH_CHILD_ENV).is_some();
+    let (action, target) = match sub {
+        "create" => (
+            "ec2:CreateVolume",
+            Target::NewVolume {
+                size_bytes: size_arg,
+                snapshot: snap_arg.as_deref(),
+            },
+        ),
+        "import" => (
+            "ec2:ImportVolume",
+            Target::NewVolume {
+                size_bytes: None,
+                snapshot: None,
+            },
+        ),
+        "describe" | "describe-volumes" | "list" => ("ec2:DescribeVolumes", Target::Account),
+        "status" => ("ec2:DescribeVolumeStatus", Target::Account),
+        "delete" => ("ec2:DeleteVolume", Target::Volume(&vid)),
+        "modify" => ("ec2:ModifyVolume", Target::Volume(&vid)),
+        "attach" | "mount" | "enable" | "disable" => ("ec2:AttachVolume", Target::Volume(&vid)),
+        "detach" => ("ec2:DetachVolume", Target::Volume(&vid)),
+        // The volume of a mountpoint is found by unmount itself; the
+        // action is authorized on the caller's volumes.
+        "unmount" => ("ec2:DetachVolume", Target::Account),
+        _ => ("ec2:DescribeVolumes", Target::Account),
+    };
+    let params: Vec<(&str, &str)> = [("VolumeId", vid.as_str())]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .chain(snap_arg.as_deref().map(|sn| ("SnapshotId", sn)))
+        .collect();
+    if foreground_child {
+        // The daemon a gated `attach` started: already authorized and audited.
+        return run_command(s, sub, m, &vols, &vol, op);
+    }
+    keyvol::ec2::gate(
+        s,
+        action,
+        target,
+        &params,
+        || split_usage(run_command(s, sub, m, &vols, &vol, op)),
+        audited_response,
+    )
+    .map_err(api)?
+}
+
+/// A command's outcome as the control plane audits it: service errors are
+/// errors of the action; a usage error is the CLI's own (exit 252) and
+/// passes through unchanged.
+pub(crate) fn split_usage(r: Result<Value, CliError>) -> Result<Result<Value, CliError>, ApiError> {
+    match r {
+        Ok(v) => Ok(Ok(v)),
+        Err(CliError::Api { error, .. }) => Err(error),
+        Err(CliError::Service { error, .. }) => Err(error.into()),
+        Err(u @ CliError::Usage(_)) => Ok(Err(u)),
+    }
+}
+
+/// The audited response of a volume command: the ids it names, nothing
+/// else (no wrapped keys, no paths).
+pub(crate) fn audited_response(r: &Result<Value, CliError>) -> Value {
+    let Ok(v) = r else { return Value::Null };
+    let mut out = serde_json::Map::new();
+    for k in ["VolumeId", "SnapshotId", "State"] {
+        if let Some(x) = v.get(k).filter(|x| x.is_string()) {
+            out.insert(k.to_string(), x.clone());
+        }
+    }
+    Value::Object(out)
+}
+
+fn run_command(
+    s: &Session,
+    sub: &str,
+    m: &ArgMatches,
+    vols: &Volumes<'_>,
+    vol: &dyn Fn() -> String,
+    op: &'static str,
+) -> Result<Value, CliError> {
+    let api = |e: ApiError| CliError::api(op, e);
     Ok(match sub {
         "create" => {
             let size = m
@@ -457,7 +558,7 @@ pub fn run(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliError> {
             let e = table
                 .enable(
                     s,
-                    &vols,
+                    vols,
                     &vol(),
                     boot::BootSpec {
                         mountpoint: dir.into(),

@@ -13,6 +13,7 @@
 //! caller's behalf "via EC2".
 
 pub mod authz;
+pub mod local;
 pub mod params;
 pub mod records;
 pub mod xml;
@@ -27,6 +28,7 @@ use crate::api_error::{ApiError, ApiResult};
 use crate::kms::policy::ConditionContext;
 use crate::session::Session;
 
+pub use local::{gate, Target};
 pub use params::{Filter, Params, Tag};
 
 /// The credential-scope service name of EC2.
@@ -137,7 +139,7 @@ pub fn call(s: &Session, params: &Params) -> ApiResult<Value> {
         .iter()
         .find(|a| a.name == action)
         .is_some_and(|a| a.read_only);
-    if let Err(e) = audit(s, &action, params, &result, read_only) {
+    if let Err(e) = audit(s, "ec2.amazonaws.com", &action, params, &result, read_only) {
         // An action that ran but could not be recorded is reported as
         // failed: nothing is done unaudited without the caller knowing.
         return Err(ApiError::internal(format!(
@@ -225,6 +227,7 @@ fn request_parameters(params: &Params) -> Value {
 
 fn audit(
     s: &Session,
+    event_source: &str,
     action: &str,
     params: &Params,
     result: &ApiResult<Value>,
@@ -243,11 +246,12 @@ fn audit(
         }
         _ => Value::Null,
     };
-    let event_name = if ACTIONS.iter().any(|a| a.name == action) {
-        action.to_string()
-    } else {
-        capped(action, 64)
-    };
+    let event_name =
+        if ACTIONS.iter().any(|a| a.name == action) || event_source != "ec2.amazonaws.com" {
+            action.to_string()
+        } else {
+            capped(action, 64)
+        };
     let mut event = json!({
         "eventVersion": "1.08",
         "userIdentity": {
@@ -258,7 +262,7 @@ fn audit(
             "accessKeyId": caller.access_key_id,
         },
         "eventTime": crate::clock::to_rfc3339(now),
-        "eventSource": "ec2.amazonaws.com",
+        "eventSource": event_source,
         "eventName": event_name,
         "awsRegion": s.ctx.region,
         "sourceIPAddress": s.ctx.source_ip.clone().unwrap_or_else(|| "keyvol-cli".into()),

@@ -56,6 +56,10 @@ CREATE TABLE IF NOT EXISTS mounts (
 );
 "#;
 
+/// Set by `attach` for the daemon process it starts, whose command the
+/// control plane already authorized and audited.
+pub const ATTACH_CHILD_ENV: &str = "KEYVOL_ATTACH_CHILD";
+
 /// Smallest and largest volume (EBS allows 1 GiB..16 TiB; smaller volumes
 /// are allowed here for tests and demonstrations).
 pub const MIN_SIZE: u64 = 1 << 20;
@@ -911,6 +915,7 @@ impl<'a> Volumes<'a> {
         if tracing::enabled!(tracing::Level::DEBUG) {
             cmd.arg("--debug");
         }
+        cmd.env(ATTACH_CHILD_ENV, "1");
         crate::background::start_and_wait_ready(
             cmd,
             &self.log_path(&r.volume_id),

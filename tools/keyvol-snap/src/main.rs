@@ -108,8 +108,11 @@ fn run(cli: &Cli) -> ApiResult<Value> {
         &cli.command,
         Cmd::Create { wait: false, .. } | Cmd::Copy { wait: false, .. }
     );
+    let (action, target) = gate_of(&cli.command);
+    let params = gate_params(&cli.command);
+    let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
     if background {
-        return in_background(&s);
+        return keyvol::ec2::gate(&s, action, target, &params, || in_background(&s), audited);
     }
     let report_pending = matches!(
         &cli.command,
@@ -126,6 +129,104 @@ fn run(cli: &Cli) -> ApiResult<Value> {
         pending_line: report_pending,
         last: u64::MAX,
     };
+    if report_pending {
+        // The job a gated command started in the background: already
+        // authorized and audited.
+        return run_command(cli, &s, &mut rep, true);
+    }
+    keyvol::ec2::gate(
+        &s,
+        action,
+        target,
+        &params,
+        || run_command(cli, &s, &mut rep, false),
+        audited,
+    )
+}
+
+/// The control plane's action and resource of a command.
+fn gate_of(cmd: &Cmd) -> (&'static str, keyvol::ec2::Target<'_>) {
+    use keyvol::ec2::Target;
+    match cmd {
+        Cmd::Create { volume_id, .. } => ("ec2:CreateSnapshot", Target::NewSnapshotOf(volume_id)),
+        Cmd::Describe { .. } | Cmd::DescribeSnapshots { .. } | Cmd::Wait { .. } => {
+            ("ec2:DescribeSnapshots", Target::Account)
+        }
+        Cmd::Delete { snapshot_id } => ("ec2:DeleteSnapshot", Target::Snapshot(snapshot_id)),
+        Cmd::Share { snapshot_id, .. } | Cmd::Unshare { snapshot_id, .. } => {
+            ("ec2:ModifySnapshotAttribute", Target::Snapshot(snapshot_id))
+        }
+        Cmd::DescribeAttribute { snapshot_id, .. } => (
+            "ec2:DescribeSnapshotAttribute",
+            Target::Snapshot(snapshot_id),
+        ),
+        Cmd::Copy {
+            snapshot_id,
+            source_region,
+            ..
+        } => (
+            "ec2:CopySnapshot",
+            Target::CopyOf {
+                region: source_region,
+                snapshot: snapshot_id,
+            },
+        ),
+        Cmd::Restore { snapshot_id, .. } => (
+            "ec2:CreateVolume",
+            Target::NewVolume {
+                size_bytes: None,
+                snapshot: Some(snapshot_id),
+            },
+        ),
+        Cmd::ListBlocks { snapshot_id } => {
+            ("ebs:ListSnapshotBlocks", Target::Snapshot(snapshot_id))
+        }
+        Cmd::ListChangedBlocks {
+            second_snapshot_id, ..
+        } => (
+            "ebs:ListChangedBlocks",
+            Target::Snapshot(second_snapshot_id),
+        ),
+        Cmd::Completion { .. } | Cmd::Man { .. } => ("ec2:DescribeSnapshots", Target::Account),
+    }
+}
+
+/// The audited parameters of a command.
+fn gate_params(cmd: &Cmd) -> Vec<(&'static str, String)> {
+    match cmd {
+        Cmd::Create { volume_id, .. } => vec![("VolumeId", volume_id.clone())],
+        Cmd::Copy {
+            snapshot_id,
+            source_region,
+            ..
+        } => vec![
+            ("SourceSnapshotId", snapshot_id.clone()),
+            ("SourceRegion", source_region.clone()),
+        ],
+        Cmd::Describe { snapshot_id }
+        | Cmd::Delete { snapshot_id }
+        | Cmd::Share { snapshot_id, .. }
+        | Cmd::Unshare { snapshot_id, .. }
+        | Cmd::DescribeAttribute { snapshot_id, .. }
+        | Cmd::Restore { snapshot_id, .. }
+        | Cmd::ListBlocks { snapshot_id }
+        | Cmd::Wait { snapshot_id, .. } => vec![("SnapshotId", snapshot_id.clone())],
+        _ => Vec::new(),
+    }
+}
+
+/// The audited response: the ids and state, no keys.
+fn audited(v: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for k in ["SnapshotId", "VolumeId", "State"] {
+        if let Some(x) = v.get(k).filter(|x| x.is_string()) {
+            out.insert(k.to_string(), x.clone());
+        }
+    }
+    Value::Object(out)
+}
+
+fn run_command(cli: &Cli, s: &Session, rep: &mut Report, report_pending: bool) -> ApiResult<Value> {
     let v = match &cli.command {
         Cmd::Create {
             volume_id,
@@ -133,23 +234,23 @@ fn run(cli: &Cli) -> ApiResult<Value> {
             freeze,
             ..
         } => ops::create(
-            &s,
+            s,
             volume_id,
             &CreateOptions {
                 description: description.clone(),
                 freeze: freeze.as_ref().map(Into::into),
             },
-            &mut rep,
+            rep,
         )?,
-        Cmd::Describe { snapshot_id } => ops::describe(&s, snapshot_id)?,
+        Cmd::Describe { snapshot_id } => ops::describe(s, snapshot_id)?,
         Cmd::DescribeSnapshots { restorable_by } => {
-            ops::describe_snapshots(&s, restorable_by.is_some())?
+            ops::describe_snapshots(s, restorable_by.is_some())?
         }
-        Cmd::Delete { snapshot_id } => ops::delete(&s, snapshot_id)?,
+        Cmd::Delete { snapshot_id } => ops::delete(s, snapshot_id)?,
         Cmd::Wait {
             snapshot_id,
             timeout_seconds,
-        } => ops::wait(&s, snapshot_id, Duration::from_secs(*timeout_seconds))?,
+        } => ops::wait(s, snapshot_id, Duration::from_secs(*timeout_seconds))?,
         Cmd::Share {
             snapshot_id,
             accounts,
@@ -165,13 +266,13 @@ fn run(cli: &Cli) -> ApiResult<Value> {
                     "give --account ID (repeatable) to share with",
                 ));
             }
-            ops::modify_permission(&s, snapshot_id, accounts, &[], group.is_some())?
+            ops::modify_permission(s, snapshot_id, accounts, &[], group.is_some())?
         }
         Cmd::Unshare {
             snapshot_id,
             accounts,
-        } => ops::modify_permission(&s, snapshot_id, &[], accounts, false)?,
-        Cmd::DescribeAttribute { snapshot_id, .. } => ops::describe_attribute(&s, snapshot_id)?,
+        } => ops::modify_permission(s, snapshot_id, &[], accounts, false)?,
+        Cmd::DescribeAttribute { snapshot_id, .. } => ops::describe_attribute(s, snapshot_id)?,
         Cmd::Copy {
             snapshot_id,
             source_region,
@@ -183,14 +284,14 @@ fn run(cli: &Cli) -> ApiResult<Value> {
                 .parse()
                 .map_err(|e: keyvol::ids::IdError| ApiError::invalid_parameter(e.to_string()))?;
             ops::copy(
-                &s,
+                s,
                 snapshot_id,
                 &CopyOptions {
                     source_region,
                     kms_key_id: kms_key_id.clone(),
                     description: description.clone(),
                 },
-                &mut rep,
+                rep,
             )?
         }
         Cmd::Restore {
@@ -200,21 +301,14 @@ fn run(cli: &Cli) -> ApiResult<Value> {
             hydrate,
         } => {
             let size = size.as_deref().map(parse_size).transpose()?;
-            let r = ops::restore_with(
-                &s,
-                snapshot_id,
-                kms_key_id.as_deref(),
-                size,
-                *hydrate,
-                &mut rep,
-            )?;
-            Volumes::open(&s)?.to_json(&r)?
+            let r = ops::restore_with(s, snapshot_id, kms_key_id.as_deref(), size, *hydrate, rep)?;
+            Volumes::open(s)?.to_json(&r)?
         }
-        Cmd::ListBlocks { snapshot_id } => ops::list_blocks(&s, snapshot_id)?,
+        Cmd::ListBlocks { snapshot_id } => ops::list_blocks(s, snapshot_id)?,
         Cmd::ListChangedBlocks {
             first_snapshot_id,
             second_snapshot_id,
-        } => ops::list_changed_blocks(&s, first_snapshot_id, second_snapshot_id)?,
+        } => ops::list_changed_blocks(s, first_snapshot_id, second_snapshot_id)?,
         Cmd::Completion { .. } | Cmd::Man { .. } => Value::Null,
     };
     // create --wait and copy --wait (here they always wait): a snapshot
