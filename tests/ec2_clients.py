@@ -10,6 +10,7 @@ KV_HOME, KV_MNT (an empty scratch directory). Every check raises on
 failure; the last line of stdout is a JSON report of the steps run.
 """
 
+import base64
 import hashlib
 import json
 import os
@@ -182,6 +183,15 @@ def story():
     aws(NOBODY, EAST, "ec2", "describe-volumes", expect="UnauthorizedOperation")
     aws(NOBODY, EAST, "ec2", "delete-volume", "--volume-id", vol, expect="UnauthorizedOperation")
     steps.append("cli-errors")
+    # The attack: the volume's wrapped data key (aws/ebs) decrypted by a
+    # principal directly. The key is usable only through EC2, for anyone.
+    wrapped = json.loads(keyvol("a", EAST, "volume", "describe", vol))["EncryptedDataKey"]
+    for creds in (A_KEY, NOBODY):
+        kms = boto3.client("kms", endpoint_url=ENDPOINT, region_name=EAST,
+                           aws_access_key_id=creds[0], aws_secret_access_key=creds[1])
+        assert code_of(kms.decrypt, CiphertextBlob=base64.b64decode(wrapped),
+                       EncryptionContext={"aws:ebs:id": vol}) == "AccessDeniedException"
+    steps.append("data-key-not-for-users")
 
 
 def with_boto3():

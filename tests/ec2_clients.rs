@@ -165,6 +165,7 @@ fn aws_cli_and_boto3_drive_volumes_and_snapshots_through_keyvol_serve() {
         "restore-mount-compare",
         "unshare",
         "cli-errors",
+        "data-key-not-for-users",
     ] {
         assert!(has("cli", s), "the aws CLI did not run {s}: {report}");
     }

@@ -921,6 +921,30 @@ fn two_homes_share_a_kms_through_the_server() {
         )
         .unwrap_err();
     assert_eq!(direct.code, ErrorCode::AccessDeniedException, "{direct}");
+    // The attack: alice signs the via-service header herself. She is no
+    // volume host, so the server refuses the claim and nothing is made.
+    let claimed = client
+        .call(
+            &b.ctx.via_ec2(),
+            "GenerateDataKey",
+            json!({"KeyId": "alias/aws/ebs", "NumberOfBytes": 64}),
+        )
+        .unwrap_err();
+    assert_eq!(claimed.code, ErrorCode::AccessDeniedException, "{claimed}");
+    assert!(
+        claimed.message.contains("not a registered volume host"),
+        "{claimed}"
+    );
+    let grant = client
+        .call(
+            &b.ctx.via_ec2(),
+            "CreateGrant",
+            json!({"KeyId": "alias/aws/ebs", "GranteePrincipal": format!("arn:aws:iam::{ACCOUNT}:user/alice"), "Operations": ["Decrypt"]}),
+        )
+        .unwrap_err();
+    assert_eq!(grant.code, ErrorCode::AccessDeniedException, "{grant}");
+    // Registered by the account root as a volume host, the same call works.
+    a_iam.register_volume_host(&account, Some("alice")).unwrap();
     let via = client
         .call(
             &b.ctx.via_ec2(),

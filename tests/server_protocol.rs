@@ -50,6 +50,11 @@ impl MockKms {
 }
 
 impl KmsService for MockKms {
+    /// alice is the volume host whose requests may act through EC2.
+    fn is_volume_host(&self, caller: &Caller) -> bool {
+        caller.principal_arn.ends_with(":user/alice")
+    }
+
     fn credentials(&self, access_key_id: &str) -> Option<Credentials> {
         self.keys.get(access_key_id).map(|(s, c)| Credentials {
             secret_access_key: SecretBytes::from_slice(s.as_bytes()),

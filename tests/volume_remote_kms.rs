@@ -80,6 +80,19 @@ fn volume_hosts_share_a_remote_kms() {
         .as_str()
         .unwrap()
         .to_string();
+    // The hosts sign as the account root, registered as a volume host so
+    // that their requests may act through EC2.
+    let reg = kv(
+        k,
+        &[
+            "--profile",
+            "acct",
+            "iam",
+            "register-volume-host",
+            "--account-root",
+        ],
+    );
+    assert_eq!(reg["VolumeHost"], "arn:aws:iam::444455556666:root", "{reg}");
     let key = kv(k, &["--profile", "acct", "kms", "create-key"])["KeyMetadata"]["Arn"]
         .as_str()
         .unwrap()

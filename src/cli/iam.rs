@@ -90,10 +90,48 @@ pub fn command() -> Command {
                 .about("ListUserPolicies: the inline policy names of a user")
                 .arg(req("user-name")),
         )
+        .subcommand(host_command(
+            "register-volume-host",
+            "Register a user (or the account root) as a volume host: its KMS requests may act through EC2",
+        ))
+        .subcommand(host_command(
+            "deregister-volume-host",
+            "Remove a volume host registration: the identity can no longer act through EC2",
+        ))
+        .subcommand(
+            Command::new("list-volume-hosts")
+                .about("The registered volume hosts of the caller's account"),
+        )
         .subcommand(Command::new("list-profiles").about("The profiles of this home and whom they act as"))
         .subcommand(
             Command::new("get-caller-identity")
                 .about("GetCallerIdentity: the account and ARN of the profile in use"),
+        )
+}
+
+fn host_command(name: &'static str, about: &'static str) -> Command {
+    Command::new(name)
+        .about(about)
+        .long_about(format!(
+            "{about}. An attach daemon on another host signs its KMS requests with a volume \
+             host's access key and the x-keyvol-via-service header; the server honours the \
+             header only for registered volume hosts. Only the account root may register."
+        ))
+        .after_help(format!(
+            "Examples:\n  keyvol iam {name} --user-name host1\n  keyvol iam {name} --account-root"
+        ))
+        .arg(
+            Arg::new("user-name")
+                .long("user-name")
+                .required_unless_present("account-root")
+                .help("The IAM user the volume host signs as"),
+        )
+        .arg(
+            Arg::new("account-root")
+                .long("account-root")
+                .action(clap::ArgAction::SetTrue)
+                .conflicts_with("user-name")
+                .help("The account root signs for the volume host"),
         )
 }
 
@@ -124,6 +162,7 @@ pub fn run(session: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliErr
             | "get-user-policy"
             | "list-user-policies"
             | "list-profiles"
+            | "list-volume-hosts"
             | "get-caller-identity"
     );
     if mutating && caller.principal_type != PrincipalType::Root {
@@ -200,6 +239,19 @@ pub fn run(session: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliErr
         }
         "list-user-policies" => {
             json!({"PolicyNames": session.iam.list_user_policies(account, s(m, "user-name")).map_err(svc)?})
+        }
+        "register-volume-host" | "deregister-volume-host" => {
+            let user = m.get_one::<String>("user-name").map(String::as_str);
+            let arn = if sub == "register-volume-host" {
+                session.iam.register_volume_host(account, user)
+            } else {
+                session.iam.deregister_volume_host(account, user)
+            }
+            .map_err(svc)?;
+            json!({"VolumeHost": arn, "Registered": sub == "register-volume-host"})
+        }
+        "list-volume-hosts" => {
+            json!({"VolumeHosts": session.iam.list_volume_hosts(account).map_err(svc)?})
         }
         "list-profiles" => {
             let p = session.iam.list_profiles().map_err(svc)?;

@@ -112,13 +112,22 @@ pub fn gate<T>(
         Ok(_) => Ok(Value::Null),
         Err(e) => Err(e.clone()),
     };
-    audit(
-        s,
-        &format!("{service}.amazonaws.com"),
-        action,
-        &p,
-        &audited,
-        read_only,
-    )?;
+    let source = format!("{service}.amazonaws.com");
+    if let Err(e) = audit(s, &source, action, &p, &audited, read_only) {
+        // The command ran (or was refused) on this host; an audit record
+        // that cannot be written (a full disk) must not turn an unmount or
+        // detach that freed the volume into a failure. It is said loudly.
+        if outcome.is_ok() {
+            tracing::warn!(
+                action,
+                "the command ran but its audit record could not be written: {}",
+                e.message
+            );
+            eprintln!(
+                "keyvol: warning: {action} ran but its audit record could not be written: {}",
+                e.message
+            );
+        }
+    }
     outcome
 }

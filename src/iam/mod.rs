@@ -45,6 +45,11 @@ CREATE TABLE IF NOT EXISTS user_policies (
     document TEXT NOT NULL,
     PRIMARY KEY (account, user_name, policy_name)
 );
+CREATE TABLE IF NOT EXISTS volume_hosts (
+    principal_arn TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    registered INTEGER NOT NULL
+);
 "#;
 
 fn db(e: rusqlite::Error) -> KmsError {
@@ -276,7 +281,90 @@ impl Iam {
             params![account.as_str(), name],
         )
         .map_err(db)?;
+        tx.execute(
+            "DELETE FROM volume_hosts WHERE principal_arn = ?1",
+            [format!("arn:aws:iam::{account}:user/{name}")],
+        )
+        .map_err(db)?;
         tx.commit().map_err(db)
+    }
+
+    /// Registers a principal of `account` (a user, or the account root when
+    /// `user` is None) as a volume host: the identity an attach daemon on
+    /// another host signs with, whose KMS requests may act through EC2
+    /// (`kms:ViaService`), as EBS's hosts do. Returns its ARN.
+    pub fn register_volume_host(
+        &self,
+        account: &AccountId,
+        user: Option<&str>,
+    ) -> KmsResult<String> {
+        let arn = match user {
+            Some(u) => {
+                self.require_user(&self.conn(), account, u)?;
+                format!("arn:aws:iam::{account}:user/{u}")
+            }
+            None => account.root_arn(),
+        };
+        self.conn()
+            .execute(
+                "INSERT INTO volume_hosts (principal_arn, account, registered) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(principal_arn) DO NOTHING",
+                params![arn, account.as_str(), self.clock.now()],
+            )
+            .map_err(db)?;
+        Ok(arn)
+    }
+
+    /// Removes a volume host registration (NoSuchEntity if there is none).
+    pub fn deregister_volume_host(
+        &self,
+        account: &AccountId,
+        user: Option<&str>,
+    ) -> KmsResult<String> {
+        let arn = match user {
+            Some(u) => format!("arn:aws:iam::{account}:user/{u}"),
+            None => account.root_arn(),
+        };
+        let n = self
+            .conn()
+            .execute(
+                "DELETE FROM volume_hosts WHERE principal_arn = ?1 AND account = ?2",
+                params![arn, account.as_str()],
+            )
+            .map_err(db)?;
+        if n == 0 {
+            return Err(iam_error(
+                "NoSuchEntity",
+                format!("{arn} is not a registered volume host."),
+            ));
+        }
+        Ok(arn)
+    }
+
+    /// The volume hosts of `account`.
+    pub fn list_volume_hosts(&self, account: &AccountId) -> KmsResult<Vec<String>> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare(
+                "SELECT principal_arn FROM volume_hosts WHERE account = ?1 ORDER BY principal_arn",
+            )
+            .map_err(db)?;
+        let rows = st.query_map([account.as_str()], |r| r.get(0)).map_err(db)?;
+        rows.collect::<Result<Vec<String>, _>>().map_err(db)
+    }
+
+    /// Is the caller a registered volume host?
+    pub fn is_volume_host(&self, caller: &Caller) -> bool {
+        self.conn()
+            .query_row(
+                "SELECT 1 FROM volume_hosts WHERE principal_arn = ?1 AND account = ?2",
+                params![caller.principal_arn, caller.account.as_str()],
+                |_| Ok(()),
+            )
+            .optional()
+            .ok()
+            .flatten()
+            .is_some()
     }
 
     fn require_user(&self, conn: &Connection, account: &AccountId, name: &str) -> KmsResult<()> {

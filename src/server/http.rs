@@ -241,6 +241,17 @@ pub fn decode_request(
     };
 
     let via_service = via_service(req, &verified)?;
+    if via_service.is_some() && !service.is_volume_host(&verified.credentials.caller) {
+        return Err(reject(
+            400,
+            ErrorCode::AccessDeniedException,
+            format!(
+                "{} is not a registered volume host: only the identities of volume hosts (keyvol iam register-volume-host) may call the KMS through EC2 with the {} header.",
+                verified.credentials.caller.principal_arn,
+                super::VIA_SERVICE_HEADER
+            ),
+        ));
+    }
     let mut caller = verified.credentials.caller;
     caller.access_key_id = Some(verified.access_key_id);
     let mut ctx = RequestContext::new(caller, verified.region);

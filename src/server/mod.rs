@@ -24,9 +24,10 @@
 //! only when it is among the request's SigV4 `SignedHeaders` (an unsigned
 //! one is ignored), and the only value accepted is `ec2.<region>.amazonaws.com`
 //! for the region of the signature (another value is a
-//! `ValidationException`). It is a trust decision: any principal of the
-//! KMS home may claim it, exactly as any local caller of the volume
-//! commands does; the audit log then shows `invokedBy` `ec2.amazonaws.com`.
+//! `ValidationException`). Only identities registered as volume hosts
+//! (`keyvol iam register-volume-host`) may claim it; any other signer is
+//! refused with `AccessDeniedException`. The audit log then shows
+//! `invokedBy` `ec2.amazonaws.com` and the host's address.
 //! AWS SDKs never send it, so for them nothing changes.
 
 pub mod client;
@@ -77,6 +78,12 @@ pub trait KmsService: Send + Sync + 'static {
             "InvalidAction",
             "This endpoint serves no EC2 API.",
         ))
+    }
+    /// Is the caller a registered volume host (`keyvol iam
+    /// register-volume-host`)? Only a volume host's KMS requests may act
+    /// through EC2 with the `x-keyvol-via-service` header.
+    fn is_volume_host(&self, _caller: &crate::kms::Caller) -> bool {
+        false
     }
     /// STS GetCallerIdentity's `UserId` of a verified caller.
     fn user_id(&self, caller: &crate::kms::Caller) -> Result<String, KmsError> {

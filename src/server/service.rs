@@ -79,6 +79,10 @@ impl KmsService for HomeKmsService {
         self.iam.user_id(caller)
     }
 
+    fn is_volume_host(&self, caller: &crate::kms::Caller) -> bool {
+        self.iam.is_volume_host(caller)
+    }
+
     fn ec2(
         &self,
         ctx: &RequestContext,
