@@ -907,6 +907,15 @@ fn snapshots_are_visible_only_to_their_owner_and_the_accounts_they_are_shared_wi
             .unwrap_err(),
         "UnauthorizedOperation"
     );
+    // The shared manifest as it is in the store, for the rollback below.
+    let manifest = w
+        ._dir
+        .path()
+        .join("snapshots")
+        .join(EAST)
+        .join("manifests")
+        .join(format!("{s2}.json"));
+    let shared_bytes = std::fs::read(&manifest).unwrap();
     // Unshared again (reset): gone for B.
     let attr = w
         .call(
@@ -933,6 +942,54 @@ fn snapshots_are_visible_only_to_their_owner_and_the_accounts_they_are_shared_wi
         )
         .unwrap();
     assert_eq!(seen["snapshotSet"], json!([]), "{seen}");
+    // The attack: a store writer puts back the manifest from when B was
+    // listed. Sharing is the control plane's record, so nothing changes.
+    std::fs::write(&manifest, &shared_bytes).unwrap();
+    let seen = w
+        .call(
+            ROOT_B,
+            EAST,
+            "DescribeSnapshots",
+            &[("RestorableBy.1", "self")],
+        )
+        .unwrap();
+    assert_eq!(
+        seen["snapshotSet"],
+        json!([]),
+        "rolled-back manifest re-shared: {seen}"
+    );
+    assert_eq!(
+        w.call(
+            ROOT_B,
+            EAST,
+            "CreateVolume",
+            &[("SnapshotId", &s2), ("AvailabilityZone", "us-east-1a")]
+        )
+        .unwrap_err(),
+        "InvalidSnapshot.NotFound"
+    );
+    let attr = w
+        .call(
+            ROOT_A,
+            EAST,
+            "DescribeSnapshotAttribute",
+            &[("SnapshotId", &s2), ("Attribute", "createVolumePermission")],
+        )
+        .unwrap();
+    assert_eq!(attr["createVolumePermission"], json!([]), "{attr}");
+    // A manifest edited to name B as its owner is seen by nobody.
+    let forged = String::from_utf8(shared_bytes.clone())
+        .unwrap()
+        .replace(A, B);
+    std::fs::write(&manifest, forged).unwrap();
+    for who in [ROOT_A, ROOT_B] {
+        let seen = w.call(who, EAST, "DescribeSnapshots", &[]).unwrap();
+        assert!(
+            !seen.to_string().contains(&s2),
+            "a forged owner was believed: {seen}"
+        );
+    }
+    std::fs::write(&manifest, &shared_bytes).unwrap();
     // Owner filters: A's own with Owner=self, tags visible to A only.
     w.call(
         ROOT_A,

@@ -57,6 +57,16 @@ CREATE TABLE IF NOT EXISTS snapshot_jobs (
     snapshot_id TEXT PRIMARY KEY,
     pid INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS snapshot_records (
+    snapshot_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    region TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshot_permissions (
+    snapshot_id TEXT NOT NULL,
+    account TEXT NOT NULL,
+    PRIMARY KEY (snapshot_id, account)
+);
 "#;
 
 /// Hears about a long operation: the pending snapshot as soon as it exists,
@@ -191,9 +201,140 @@ fn dek_of(s: &Session, m: &Manifest) -> ApiResult<VolumeDataKey> {
     )
 }
 
-fn visible_to(s: &Session, m: &Manifest) -> bool {
-    m.owner_id == s.ctx.caller.account
-        || m.create_volume_permissions.contains(&s.ctx.caller.account)
+/// Who owns a snapshot and who may create volumes from it. The home's
+/// records decide, never the manifest in the store: a store reader who
+/// writes back an older manifest (one that still lists an account) or
+/// edits its owner changes nothing. A snapshot the records do not know yet
+/// (made before they existed) is read from its manifest until its sharing
+/// is first changed.
+#[derive(Debug, Clone, Default)]
+struct Access {
+    owner: Option<AccountId>,
+    shared_with: BTreeSet<AccountId>,
+}
+
+impl Access {
+    fn of(&self, m: &Manifest) -> (AccountId, BTreeSet<AccountId>) {
+        match &self.owner {
+            Some(o) => (o.clone(), self.shared_with.clone()),
+            None => (m.owner_id.clone(), m.create_volume_permissions.clone()),
+        }
+    }
+}
+
+/// The records of every snapshot of the home.
+fn access_map(s: &Session) -> ApiResult<std::collections::HashMap<String, Access>> {
+    let c = db(s)?;
+    let mut out: std::collections::HashMap<String, Access> = std::collections::HashMap::new();
+    let mut st = c
+        .prepare("SELECT snapshot_id, owner FROM snapshot_records")
+        .map_err(db_err)?;
+    let rows = st
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .map_err(db_err)?;
+    for row in rows {
+        let (id, owner) = row.map_err(db_err)?;
+        out.entry(id).or_default().owner = owner.parse().ok();
+    }
+    let mut st = c
+        .prepare("SELECT snapshot_id, account FROM snapshot_permissions")
+        .map_err(db_err)?;
+    let rows = st
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .map_err(db_err)?;
+    for row in rows {
+        let (id, acct) = row.map_err(db_err)?;
+        if let Ok(a) = acct.parse() {
+            out.entry(id).or_default().shared_with.insert(a);
+        }
+    }
+    Ok(out)
+}
+
+fn access(s: &Session, id: &SnapshotId) -> ApiResult<Access> {
+    let c = db(s)?;
+    let owner: Option<String> = c
+        .query_row(
+            "SELECT owner FROM snapshot_records WHERE snapshot_id = ?1",
+            [id.as_str()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db_err)?;
+    let Some(owner) = owner else {
+        return Ok(Access::default());
+    };
+    let mut st = c
+        .prepare("SELECT account FROM snapshot_permissions WHERE snapshot_id = ?1")
+        .map_err(db_err)?;
+    let shared_with = st
+        .query_map([id.as_str()], |r| r.get::<_, String>(0))
+        .map_err(db_err)?
+        .filter_map(|a| a.ok().and_then(|a| a.parse().ok()))
+        .collect();
+    Ok(Access {
+        owner: owner.parse().ok(),
+        shared_with,
+    })
+}
+
+/// Records a new snapshot of the caller (create, copy).
+fn record_snapshot(s: &Session, m: &Manifest) -> ApiResult<()> {
+    db(s)?
+        .execute(
+            "INSERT OR IGNORE INTO snapshot_records (snapshot_id, owner, region) VALUES (?1, ?2, ?3)",
+            rusqlite::params![m.snapshot_id.as_str(), m.owner_id.as_str(), m.region.as_str()],
+        )
+        .map_err(db_err)?;
+    Ok(())
+}
+
+/// Replaces the accounts a snapshot is shared with, in one transaction.
+fn set_shared_with(
+    s: &Session,
+    m: &Manifest,
+    owner: &AccountId,
+    accounts: &BTreeSet<AccountId>,
+) -> ApiResult<()> {
+    let c = db(s)?;
+    let tx = c.unchecked_transaction().map_err(db_err)?;
+    tx.execute(
+        "INSERT OR IGNORE INTO snapshot_records (snapshot_id, owner, region) VALUES (?1, ?2, ?3)",
+        rusqlite::params![m.snapshot_id.as_str(), owner.as_str(), m.region.as_str()],
+    )
+    .map_err(db_err)?;
+    tx.execute(
+        "DELETE FROM snapshot_permissions WHERE snapshot_id = ?1",
+        [m.snapshot_id.as_str()],
+    )
+    .map_err(db_err)?;
+    for a in accounts {
+        tx.execute(
+            "INSERT INTO snapshot_permissions (snapshot_id, account) VALUES (?1, ?2)",
+            rusqlite::params![m.snapshot_id.as_str(), a.as_str()],
+        )
+        .map_err(db_err)?;
+    }
+    tx.commit().map_err(db_err)
+}
+
+fn forget_snapshot(s: &Session, id: &SnapshotId) -> ApiResult<()> {
+    let c = db(s)?;
+    for sql in [
+        "DELETE FROM snapshot_permissions WHERE snapshot_id = ?1",
+        "DELETE FROM snapshot_records WHERE snapshot_id = ?1",
+    ] {
+        c.execute(sql, [id.as_str()]).map_err(db_err)?;
+    }
+    Ok(())
+}
+
+fn visible_to(s: &Session, m: &Manifest) -> ApiResult<bool> {
+    let (owner, shared) = access(s, &m.snapshot_id)?.of(m);
+    let me = &s.ctx.caller.account;
+    // A manifest whose owner differs from the record is not the snapshot
+    // that was made: nobody sees it.
+    Ok(owner == m.owner_id && (&owner == me || shared.contains(me)))
 }
 
 /// Reads a manifest the caller may see, unauthenticated (for listing and
@@ -205,7 +346,7 @@ fn peek_visible(
 ) -> ApiResult<(Manifest, Vec<u8>)> {
     let bytes = store.get_manifest(id).map_err(snap_err)?;
     let m = Manifest::peek_unauthenticated(&bytes).map_err(snap_err)?;
-    if !visible_to(s, &m) {
+    if !visible_to(s, &m)? {
         return Err(not_found(id.as_str()));
     }
     Ok((m, bytes))
@@ -609,9 +750,10 @@ pub fn create(
     // Blocks beyond a grown volume's old end stay as they are; the cut's
     // chunks are replaced below.
     record_job(s, &id)?;
-    if let Err(e) = put(&store, &m, &mac) {
+    if let Err(e) = record_snapshot(s, &m).and_then(|()| put(&store, &m, &mac)) {
         let _ = transport.finish(&id, false);
         let _ = end_job(s, &id);
+        let _ = forget_snapshot(s, &id);
         return Err(e);
     }
     rep.pending(&to_json(&m));
@@ -737,7 +879,19 @@ pub fn describe(s: &Session, id: &str) -> ApiResult<Value> {
     let store = store_for(s, &s.ctx.region)?;
     let (m, bytes) = peek_visible(&store, s, &id)?;
     let m = reap(s, &store, m, &bytes)?;
-    Ok(to_json(&m))
+    Ok(as_seen_by(s, &m))
+}
+
+/// A snapshot as the caller sees it: another account's snapshot shared
+/// with the caller does not name its parent (which may not be shared).
+fn as_seen_by(s: &Session, m: &Manifest) -> Value {
+    let mut v = to_json(m);
+    if m.owner_id != s.ctx.caller.account {
+        if let Some(o) = v.as_object_mut() {
+            o.remove("ParentSnapshotId");
+        }
+    }
+    v
 }
 
 /// DescribeSnapshots: the caller's own snapshots in this region, or with
@@ -745,6 +899,7 @@ pub fn describe(s: &Session, id: &str) -> ApiResult<Value> {
 pub fn describe_snapshots(s: &Session, restorable_by_self: bool) -> ApiResult<Value> {
     let store = store_for(s, &s.ctx.region)?;
     let me = &s.ctx.caller.account;
+    let records = access_map(s)?;
     let mut out = Vec::new();
     for id in store.list_manifests().map_err(snap_err)? {
         let Ok(bytes) = store.get_manifest(&id) else {
@@ -753,14 +908,18 @@ pub fn describe_snapshots(s: &Session, restorable_by_self: bool) -> ApiResult<Va
         let Ok(m) = Manifest::peek_unauthenticated(&bytes) else {
             continue;
         };
+        let (owner, shared) = records.get(id.as_str()).cloned().unwrap_or_default().of(&m);
+        if owner != m.owner_id {
+            continue;
+        }
         let wanted = if restorable_by_self {
-            &m.owner_id != me && m.create_volume_permissions.contains(me)
+            &owner != me && shared.contains(me)
         } else {
-            &m.owner_id == me
+            &owner == me
         };
         if wanted {
             let m = reap(s, &store, m, &bytes)?;
-            out.push(to_json(&m));
+            out.push(as_seen_by(s, &m));
         }
     }
     out.sort_by(|a, b| a["StartTime"].as_str().cmp(&b["StartTime"].as_str()));
@@ -851,6 +1010,7 @@ pub fn delete(s: &Session, id: &str) -> ApiResult<Value> {
         }
     }
     store.delete_manifest(&id).map_err(snap_err)?;
+    forget_snapshot(s, &id)?;
     free_unreferenced(&store, &m)?;
     // Also sweep chunks left unreferenced earlier (past the grace period:
     // deletes during a pending snapshot, failed copies, crashed writers).
@@ -932,17 +1092,22 @@ pub fn modify_permission(
             ApiError::invalid_parameter(format!("'{a}' is not a 12-digit account id"))
         })?;
     }
+    let (owner, mut shared) = access(s, &sid)?.of(&m);
     for a in add {
         if let Ok(acct) = a.parse::<AccountId>() {
-            m.create_volume_permissions.insert(acct);
+            shared.insert(acct);
         }
     }
     for a in remove {
         if let Ok(acct) = a.parse::<AccountId>() {
-            m.create_volume_permissions.remove(&acct);
+            shared.remove(&acct);
         }
     }
+    // The manifest carries a copy for readers of old homes; the records
+    // written last are what decides.
+    m.create_volume_permissions = shared.clone();
     put(&store, &m, &manifest_mac_key(&dek))?;
+    set_shared_with(s, &m, &owner, &shared)?;
     describe_attribute(s, id)
 }
 
@@ -957,8 +1122,8 @@ pub fn describe_attribute(s: &Session, id: &str) -> ApiResult<Value> {
             format!("Only the owner of snapshot {id} can describe its attributes"),
         ));
     }
-    let perms: Vec<Value> = m
-        .create_volume_permissions
+    let (_, shared) = access(s, &sid)?.of(&m);
+    let perms: Vec<Value> = shared
         .iter()
         .map(|a| json!({"UserId": a.as_str()}))
         .collect();
@@ -1114,6 +1279,7 @@ pub fn copy(s: &Session, id: &str, opts: &CopyOptions, rep: &mut dyn Reporter) -
         blocks: BTreeMap::new(),
     };
     record_job(s, &new_id)?;
+    record_snapshot(s, &m)?;
     put(&store, &m, &mac)?;
     rep.pending(&to_json(&m));
     let result = (|| -> ApiResult<()> {
