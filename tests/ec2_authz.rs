@@ -1130,3 +1130,119 @@ fn the_cli_commands_are_authorized_and_audited_by_the_control_plane() {
     assert_eq!(listed["Volumes"][0]["VolumeId"], vol.as_str(), "{listed}");
     refused(&["--profile", "u", "volume", "delete", &vol], false);
 }
+
+/// As EBS: a volume B restored from A's shared snapshot stays readable
+/// until it is hydrated even when A narrows its key policy, through a grant
+/// made at restore time and retired once nothing is left to fetch.
+#[test]
+fn a_restore_from_a_shared_snapshot_outlives_a_narrowed_key_policy() {
+    use keyvol::volume::service::Volumes;
+    let w = World::new();
+    let a = w.session(A, None, EAST);
+    let owner_only = json!({"Version":"2012-10-17","Statement":[
+        {"Effect":"Allow","Principal":{"AWS":format!("arn:aws:iam::{A}:root")},"Action":"kms:*","Resource":"*"}]});
+    let mut shared = owner_only.clone();
+    shared["Statement"].as_array_mut().unwrap().push(json!(
+        {"Effect":"Allow","Principal":{"AWS":format!("arn:aws:iam::{B}:root")},"Action":["kms:Decrypt","kms:DescribeKey","kms:CreateGrant"],"Resource":"*"}));
+    let key = a
+        .kms
+        .call(&a.ctx, "CreateKey", json!({"Policy": shared.to_string()}))
+        .unwrap()["KeyMetadata"]["Arn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let vol = vol_of(
+        &w.call(
+            ROOT_A,
+            EAST,
+            "CreateVolume",
+            &[
+                ("Size", "1"),
+                ("AvailabilityZone", "us-east-1a"),
+                ("Encrypted", "true"),
+                ("KmsKeyId", &key),
+            ],
+        )
+        .unwrap(),
+    );
+    // Some data in the volume, so the restore has chunks to fetch.
+    {
+        let vols = Volumes::open(&a).unwrap();
+        let r = vols.get(&vol).unwrap();
+        let dev = vols.open_device(&r).unwrap();
+        dev.write_at(&vec![0x5a; 4 << 20], 0).unwrap();
+        dev.close().unwrap();
+    }
+    let snap = w
+        .call(ROOT_A, EAST, "CreateSnapshot", &[("VolumeId", &vol)])
+        .unwrap();
+    let snap = snap["snapshotId"].as_str().unwrap().to_string();
+    wait_completed(&w, ROOT_A, EAST, &snap);
+    w.call(
+        ROOT_A,
+        EAST,
+        "ModifySnapshotAttribute",
+        &[
+            ("SnapshotId", &snap),
+            ("OperationType", "add"),
+            ("UserId.1", B),
+        ],
+    )
+    .unwrap();
+    let restored = vol_of(
+        &w.call(
+            ROOT_B,
+            EAST,
+            "CreateVolume",
+            &[("SnapshotId", &snap), ("AvailabilityZone", "us-east-1a")],
+        )
+        .unwrap(),
+    );
+    let grants = |who: &Session| {
+        who.kms
+            .call(&who.ctx, "ListGrants", json!({"KeyId": key}))
+            .unwrap()["Grants"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let g = grants(&a);
+    assert_eq!(g.len(), 1, "{g:?}");
+    assert_eq!(g[0]["GranteePrincipal"], format!("arn:aws:iam::{B}:root"));
+    assert_eq!(g[0]["Operations"], json!(["Decrypt"]));
+    // A narrows its key policy: B is no longer in it.
+    a.kms
+        .call(
+            &a.ctx,
+            "PutKeyPolicy",
+            json!({"KeyId": key, "PolicyName": "default", "Policy": owner_only.to_string()}),
+        )
+        .unwrap();
+    // The narrowing holds: B cannot restore the snapshot again.
+    let again = w.call(
+        ROOT_B,
+        EAST,
+        "CreateVolume",
+        &[("SnapshotId", &snap), ("AvailabilityZone", "us-east-1a")],
+    );
+    assert_eq!(again.unwrap_err(), "AccessDeniedException");
+    // B's restored volume still hydrates and reads A's data.
+    let b = w.session(B, None, EAST);
+    let vols = Volumes::open(&b)
+        .unwrap()
+        .with_snapshot_source(keyvol::snapshot::ops::SNAPSHOT_SOURCE);
+    let r = vols.get(&restored).unwrap();
+    let dev = vols.open_device(&r).unwrap();
+    let mut buf = vec![0u8; 4 << 20];
+    dev.read_at(&mut buf, 0).unwrap();
+    assert!(buf.iter().all(|b| *b == 0x5a), "restored data differs");
+    dev.hydrate_all(&mut |_, _| {}).unwrap();
+    dev.close().unwrap();
+    // Hydrated: the next attach retires the grant.
+    vols.open_device(&r).unwrap().close().unwrap();
+    assert_eq!(
+        grants(&a),
+        Vec::<Value>::new(),
+        "the restore grant was not retired"
+    );
+}

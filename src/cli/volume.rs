@@ -295,7 +295,7 @@ fn mount_options(m: &ArgMatches) -> Result<Vec<String>, ApiError> {
 fn run_all(s: &Session, sub: &str, op: &str) -> Result<Value, CliError> {
     let api = |e: ApiError| CliError::api(op, e);
     let report = if sub == "mount" {
-        boot::mount_all(s, Some(keyvol::snapshot::ops::hydration_source)).map_err(api)?
+        boot::mount_all(s, Some(keyvol::snapshot::ops::SNAPSHOT_SOURCE)).map_err(api)?
     } else {
         boot::unmount_all(s).map_err(api)?
     };
@@ -326,7 +326,7 @@ pub fn run(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliError> {
     }
     let vols = Volumes::open(s)
         .map_err(api)?
-        .with_snapshot_source(keyvol::snapshot::ops::hydration_source);
+        .with_snapshot_source(keyvol::snapshot::ops::SNAPSHOT_SOURCE);
     let vols = if sub == "mount" {
         vols.with_mount_options(mount_options(m).map_err(api)?)
     } else {

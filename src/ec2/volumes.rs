@@ -20,7 +20,7 @@ const MAX_GIB: i64 = 16384;
 const VOLUME_TYPES: &[&str] = &["standard", "io1", "io2", "gp2", "sc1", "st1", "gp3"];
 
 pub(crate) fn volumes<'a>(c: &Call<'a>) -> ApiResult<Volumes<'a>> {
-    Ok(Volumes::open(c.s)?.with_snapshot_source(snapshot_ops::hydration_source))
+    Ok(Volumes::open(c.s)?.with_snapshot_source(snapshot_ops::SNAPSHOT_SOURCE))
 }
 
 /// The availability zones of a region: `<region>a`, `b`, `c`.

@@ -62,6 +62,12 @@ CREATE TABLE IF NOT EXISTS snapshot_records (
     owner TEXT NOT NULL,
     region TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS restore_grants (
+    volume_id TEXT PRIMARY KEY,
+    region TEXT NOT NULL,
+    key_arn TEXT NOT NULL,
+    grant_id TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS snapshot_permissions (
     snapshot_id TEXT NOT NULL,
     account TEXT NOT NULL,
@@ -697,7 +703,7 @@ pub fn create(
     opts: &CreateOptions,
     rep: &mut dyn Reporter,
 ) -> ApiResult<Value> {
-    let vols = Volumes::open(s)?.with_snapshot_source(hydration_source);
+    let vols = Volumes::open(s)?.with_snapshot_source(SNAPSHOT_SOURCE);
     let r = vols.get(vol)?;
     // Before anything else: only this volume's own mountpoint is frozen.
     let freeze_dir = match &opts.freeze {
@@ -987,7 +993,7 @@ pub fn delete(s: &Session, id: &str) -> ApiResult<Value> {
         )));
     }
     // Opening the volumes first creates their table in a fresh home.
-    let vols = Volumes::open(s)?.with_snapshot_source(hydration_source);
+    let vols = Volumes::open(s)?.with_snapshot_source(SNAPSHOT_SOURCE);
     let users: Vec<String> = {
         let conn = db(s)?;
         let mut st = conn
@@ -1448,7 +1454,7 @@ pub fn restore_as(
         )));
     }
     check_present(&store, &m)?;
-    let vols = Volumes::open(s)?.with_snapshot_source(hydration_source);
+    let vols = Volumes::open(s)?.with_snapshot_source(SNAPSHOT_SOURCE);
     // As EBS: without a key, a volume from an own snapshot uses the
     // snapshot's key, one from a shared snapshot the caller's aws/ebs key;
     // the volume gets a new data key of its own either way.
@@ -1472,12 +1478,109 @@ pub fn restore_as(
             .map_err(|e| ApiError::new("SnapshotIntegrityError", e.to_string()))?;
         dev.close().map_err(vol_err)
     });
-    if let Err(e) = hydrated {
+    // A volume restored from another account's snapshot must stay readable
+    // until it is hydrated, even if the owner later narrows its key policy:
+    // as EBS, a grant on the snapshot's key made now (via EC2, for the
+    // restoring principal, on the snapshot's own encryption context) and
+    // retired once nothing is left to fetch.
+    let granted = hydrated.and_then(|()| {
+        if m.owner_id == s.ctx.caller.account {
+            return Ok(());
+        }
+        grant_for_restore(s, &m, &vol)?;
+        if hydrate {
+            retire_restore_grant(s, &vol)?;
+        }
+        Ok(())
+    });
+    if let Err(e) = granted {
+        let _ = retire_restore_grant(s, &vol);
         let _ = vols.delete(vol.as_str());
         return Err(e);
     }
     Ok(r)
 }
+
+fn grant_for_restore(s: &Session, m: &Manifest, vol: &VolumeId) -> ApiResult<()> {
+    let me = &s.ctx.caller.principal_arn;
+    let g = s.kms_client()?.call(
+        &ctx_in(s, &m.region),
+        "CreateGrant",
+        json!({
+            "KeyId": m.kms_key_id,
+            "GranteePrincipal": me,
+            "RetiringPrincipal": me,
+            "Operations": ["Decrypt"],
+            "Constraints": {"EncryptionContextEquals": m.encryption_context},
+            "Name": format!("keyvol-restore-{vol}"),
+        }),
+    )?;
+    let id = g["GrantId"].as_str().unwrap_or_default().to_string();
+    db(s)?
+        .execute(
+            "INSERT OR REPLACE INTO restore_grants (volume_id, region, key_arn, grant_id) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![vol.as_str(), m.region.as_str(), m.kms_key_id, id],
+        )
+        .map_err(db_err)?;
+    Ok(())
+}
+
+/// Retires the grant a restore of `vol` from a shared snapshot made, if
+/// any (hydration finished, or the volume is deleted).
+pub fn retire_restore_grant(s: &Session, vol: &VolumeId) -> ApiResult<()> {
+    let c = db(s)?;
+    let row: Option<(String, String, String)> = c
+        .query_row(
+            "SELECT region, key_arn, grant_id FROM restore_grants WHERE volume_id = ?1",
+            [vol.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .map_err(db_err)?;
+    let Some((region, key, grant)) = row else {
+        return Ok(());
+    };
+    let region: Region = region
+        .parse()
+        .map_err(|_| ApiError::internal(format!("restore grant of {vol}: bad region")))?;
+    match s.kms_client()?.call(
+        &ctx_in(s, &region),
+        "RetireGrant",
+        json!({"KeyId": key, "GrantId": grant}),
+    ) {
+        Ok(_) => {}
+        // Already gone (revoked by the key's owner, or the key deleted).
+        Err(e) if matches!(e.code, crate::kms::ErrorCode::NotFoundException) => {}
+        Err(e) => return Err(e.into()),
+    }
+    c.execute(
+        "DELETE FROM restore_grants WHERE volume_id = ?1",
+        [vol.as_str()],
+    )
+    .map_err(db_err)?;
+    Ok(())
+}
+
+/// The grant id of a restore still hydrating from another account's
+/// snapshot, if any.
+pub fn restore_grant(s: &Session, vol: &VolumeId) -> ApiResult<Option<String>> {
+    db(s)?
+        .query_row(
+            "SELECT grant_id FROM restore_grants WHERE volume_id = ?1",
+            [vol.as_str()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db_err)
+}
+
+/// What the volume layer needs of snapshots: the source a restored volume
+/// hydrates from, and the release of the restore's grant when done.
+pub const SNAPSHOT_SOURCE: crate::volume::service::SourceResolver =
+    crate::volume::service::SourceResolver {
+        source: hydration_source,
+        hydrated: |s, r| retire_restore_grant(s, &r.volume_id),
+    };
 
 /// The snapshot a restored volume hydrates from, as the device's
 /// [`ChunkSource`] (authenticated manifest, snapshot data key).

@@ -138,7 +138,13 @@ pub fn parse_size(s: &str) -> ApiResult<u64> {
 /// Finds the snapshot a restored volume hydrates from. The snapshot layer
 /// provides it (`snapshot::ops::hydration_source`), so that volumes do not
 /// depend on snapshots.
-pub type SourceResolver = fn(&Session, &VolumeRecord) -> ApiResult<Arc<dyn ChunkSource>>;
+#[derive(Clone, Copy)]
+pub struct SourceResolver {
+    pub source: fn(&Session, &VolumeRecord) -> ApiResult<Arc<dyn ChunkSource>>,
+    /// Called when a restored volume has nothing left to fetch (or is
+    /// deleted): the snapshot layer retires what the restore needed.
+    pub hydrated: fn(&Session, &VolumeRecord) -> ApiResult<()>,
+}
 
 pub struct Volumes<'a> {
     s: &'a Session,
@@ -532,6 +538,7 @@ impl<'a> Volumes<'a> {
             ));
         }
         self.recover(&r)?;
+        self.hydration_done(&r);
         for p in [
             self.backing_path(&r.volume_id),
             self.changes_path(&r.volume_id),
@@ -771,7 +778,11 @@ impl<'a> Volumes<'a> {
         }
         let res = handle.finish();
         let _ = fs::remove_file(&control);
+        let fully_hydrated = device_arc.hydration_pending().is_empty();
         let closed = device_arc.close();
+        if fully_hydrated && closed.is_ok() && r.snapshot_id.is_some() {
+            self.hydration_done(&r);
+        }
         // Best effort: a full disk must not keep the daemon from stopping; a
         // row left behind reads as a dead attachment and is cleared later.
         if let Err(e) = self
@@ -815,11 +826,23 @@ impl<'a> Volumes<'a> {
                         r.volume_id
                     ))
                 })?;
-                let source = resolve(self.s, r)?;
+                let source = (resolve.source)(self.s, r)?;
                 device = device.with_hydration(source, map);
+            } else {
+                self.hydration_done(r);
             }
         }
         Ok(device)
+    }
+
+    /// Tells the snapshot layer that `r` needs its snapshot no more (best
+    /// effort: a failure is logged and retried at the next attach).
+    fn hydration_done(&self, r: &VolumeRecord) {
+        if let Some(h) = self.source {
+            if let Err(e) = (h.hydrated)(self.s, r) {
+                tracing::warn!(volume = %r.volume_id, "releasing the restore's snapshot access: {e}");
+            }
+        }
     }
 
     /// Takes the attachment lock of a detached volume (so it cannot be
