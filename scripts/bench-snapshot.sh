@@ -5,7 +5,8 @@
 #   re-encrypt every chunk into another region under another key), restore
 #   (lazy: time to first read) and restore --hydrate (every chunk fetched,
 #   verified, decrypted, re-encrypted, stored), and an incremental snapshot
-#   after a 1% change vs the full one.
+#   after a 1% change vs the full one; then the full snapshot, the copy and
+#   the restore again through keyvol serve's EC2 API (boto3), as ratios.
 # Env: BENCH_SIZE_MIB (volume size, 1024).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,9 +15,10 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 2
 fi
 SIZE_MIB="${BENCH_SIZE_MIB:-1024}"
-[ -x target/release/keyvol-snap ] || cargo build --release --workspace --bins --quiet
-KV="$PWD/target/release/keyvol"
-SNAP="$PWD/target/release/keyvol-snap"
+TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
+[ -x "$TARGET/release/keyvol-snap" ] || cargo build --release --workspace --bins --quiet
+KV="$TARGET/release/keyvol"
+SNAP="$TARGET/release/keyvol-snap"
 export KEYVOL_HOME="$(mktemp -d /var/tmp/keyvol-bench-snap.XXXXXX)"
 unset KEYVOL_SNAPSHOT_STORE KEYVOL_PROFILE KEYVOL_REGION KEYVOL_TIME_OFFSET
 VOLS=()
@@ -63,6 +65,7 @@ echo "copy (re-encrypt)  : ${COPY} s  $(mbps "$SIZE_MIB" "$COPY") MB/s  ($C, us-
 t0=$(now); R=$("$SNAP" --region us-west-2 restore "$C" | field VolumeId); VOLS+=("$R")
 RDEV=$("$KV" --region us-west-2 volume attach "$R" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Attachments"][0]["Device"])')
 dd if="$RDEV" of=/dev/null bs=4k count=1 skip=1000 iflag=direct status=none; t1=$(now)
+T_FIRST0=$t0; T_FIRST1=$t1
 echo "time to first read : $(secs "$t0" "$t1") s  (restore + attach + one 4 KiB read of a lazy volume)"
 "$KV" --region us-west-2 volume detach "$R" >/dev/null
 
@@ -77,3 +80,58 @@ H0=$(sha256sum < "$DEV")
 "$KV" volume detach "$VOL" >/dev/null
 [ "$H0" = "$H1" ] && echo "restored volume     : identical to the source (sha256)" || { echo "restored volume differs!" >&2; exit 1; }
 echo "store              : $(du -sh "$KEYVOL_HOME/snapshots" | cut -f1) for 2 snapshots + 1 copy"
+
+# The same through the service: keyvol serve's EC2 API driven by boto3
+# (one Python process, describe polled every 20 ms as a tight waiter), on a
+# second volume filled the same way. Ratio = CLI time / service time
+# (>= 0.9 is the target: the control plane costs at most 10%).
+VENV="${KEYVOL_VENV:-$HOME/.cache/keyvol-venv}"
+OPS=$("$KV" iam create-user --user-name bench --profile-name bench)
+POLICY="$KEYVOL_HOME/bench-policy.json"
+echo '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ec2:*","kms:*"],"Resource":"*"}]}' > "$POLICY"
+"$KV" iam put-user-policy --user-name bench --policy-name all --policy-document "file://$POLICY" >/dev/null
+"$KV" serve --listen 127.0.0.1:0 > "$KEYVOL_HOME/serve.json" 2>/dev/null &
+SERVE_PID=$!
+trap 'kill $SERVE_PID 2>/dev/null; cleanup' EXIT
+for _ in $(seq 100); do [ -s "$KEYVOL_HOME/serve.json" ] && break; sleep 0.1; done
+ENDPOINT=$(field Endpoint < "$KEYVOL_HOME/serve.json")
+VOL2=$("$KV" volume create --size "${SIZE_MIB}MiB" | field VolumeId); VOLS+=("$VOL2")
+DEV=$("$KV" volume attach "$VOL2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Attachments"][0]["Device"])')
+(set +o pipefail
+ openssl enc -aes-128-ctr -pass pass:bench -nosalt -pbkdf2 < /dev/zero 2>/dev/null \
+   | head -c $((SIZE_MIB << 20)) | dd of="$DEV" bs=1M iflag=fullblock conv=notrunc,fsync status=none)
+SVC=$(AWS_ACCESS_KEY_ID=$(echo "$OPS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["AccessKey"]["AccessKeyId"])') \
+  AWS_SECRET_ACCESS_KEY=$(echo "$OPS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["AccessKey"]["SecretAccessKey"])') \
+  "$VENV/bin/python" - "$ENDPOINT" "$VOL2" "$KEY_W" <<'PY'
+import json, sys, time
+import boto3
+endpoint, vol, key = sys.argv[1:4]
+east = boto3.client("ec2", endpoint_url=endpoint, region_name="us-east-1")
+west = boto3.client("ec2", endpoint_url=endpoint, region_name="us-west-2")
+def wait(c, sid):
+    while True:
+        s = c.describe_snapshots(SnapshotIds=[sid])["Snapshots"][0]
+        if s["State"] == "completed":
+            return
+        if s["State"] == "error":
+            raise SystemExit(f"snapshot {sid} failed: {s}")
+        time.sleep(0.02)
+t0 = time.time(); sid = east.create_snapshot(VolumeId=vol)["SnapshotId"]; wait(east, sid); t1 = time.time()
+cid = west.copy_snapshot(SourceRegion="us-east-1", SourceSnapshotId=sid, Encrypted=True, KmsKeyId=key)["SnapshotId"]
+wait(west, cid); t2 = time.time()
+rv = west.create_volume(SnapshotId=cid, AvailabilityZone="us-west-2a")["VolumeId"]; t3 = time.time()
+print(json.dumps({"snapshot": t1 - t0, "copy": t2 - t1, "restore": t3 - t2, "volume": rv}))
+PY
+)
+"$KV" volume detach "$VOL2" >/dev/null
+S_SNAP=$(echo "$SVC" | field snapshot); S_COPY=$(echo "$SVC" | field copy); S_RV=$(echo "$SVC" | field volume); VOLS+=("$S_RV")
+t0=$(now)
+RDEV=$("$KV" --region us-west-2 volume attach "$S_RV" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Attachments"][0]["Device"])')
+dd if="$RDEV" of=/dev/null bs=4k count=1 skip=1000 iflag=direct status=none; t1=$(now)
+S_FIRST=$(awk -v a="$(echo "$SVC" | field restore)" -v b="$(secs "$t0" "$t1")" 'BEGIN { printf "%.3f", a + b }')
+"$KV" --region us-west-2 volume detach "$S_RV" >/dev/null
+ratio() { awk -v cli="$1" -v svc="$2" 'BEGIN { printf "%.2f", cli / svc }'; }
+echo "service snapshot   : $(printf %.3f "$S_SNAP") s  $(mbps "$SIZE_MIB" "$S_SNAP") MB/s  (CLI/service = $(ratio "$FULL" "$S_SNAP")x)"
+echo "service copy       : $(printf %.3f "$S_COPY") s  $(mbps "$SIZE_MIB" "$S_COPY") MB/s  (CLI/service = $(ratio "$COPY" "$S_COPY")x)"
+FIRST_CLI=$(secs "$T_FIRST0" "$T_FIRST1")
+echo "service first read : ${S_FIRST} s  (CreateVolume + attach + one read; CLI/service = $(ratio "$FIRST_CLI" "$S_FIRST")x)"

@@ -1147,3 +1147,106 @@ fn debug_lines_go_to_stderr_and_suit_journald() {
     );
     assert!(!err.contains('\u{1b}'), "no ANSI colours");
 }
+
+/// ModifyVolume on a mounted volume: the daemon grows the device online,
+/// the loop device under the filesystem sees the new capacity at once,
+/// `resize2fs` (the user's step) grows ext4 while mounted, data written
+/// before and after survives, and fsck is clean.
+#[test]
+fn a_mounted_volume_grows_online_and_its_filesystem_can_follow() {
+    let Some(_guard) = fuse_prerequisites() else {
+        return;
+    };
+    let mut h = Home::new();
+    let vol = h.create("64MiB");
+    let dir = h.mount(&vol);
+    std::fs::write(dir.join("before"), vec![7u8; 20 << 20]).unwrap();
+    sync_dir(&dir);
+    let before_sha = sha(&dir.join("before"));
+    let att = h.attachment(&vol);
+    let loop_dev = att["LoopDevices"][0].as_str().unwrap().to_string();
+    // 60 MiB more does not fit in a 64 MiB filesystem holding 20 MiB.
+    assert!(std::fs::write(dir.join("big"), vec![9u8; 60 << 20]).is_err());
+    std::fs::remove_file(dir.join("big")).ok();
+    let grown = h.json(&["volume", "modify", &vol, "--size", "160MiB"]);
+    assert_eq!(grown["SizeInBytes"], 160u64 << 20, "{grown}");
+    let blk = Command::new("blockdev")
+        .args(["--getsize64", &loop_dev])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&blk.stdout).trim(),
+        (160u64 << 20).to_string(),
+        "the loop device did not learn the new size"
+    );
+    assert_eq!(std::fs::metadata(h.device(&vol)).unwrap().len(), 160 << 20);
+    // Online ext4 resize needs CAP_SYS_RESOURCE; without it (some
+    // containers) the filesystem is grown offline instead, after the same
+    // online grow of the device.
+    let rs = Command::new("resize2fs").arg(&loop_dev).output().unwrap();
+    let dir = if rs.status.success() {
+        dir
+    } else {
+        assert!(
+            !has_cap_sys_resource(),
+            "resize2fs failed although this process may resize: {}",
+            String::from_utf8_lossy(&rs.stderr)
+        );
+        eprintln!("no CAP_SYS_RESOURCE: growing ext4 offline after the online device grow");
+        h.unmount(&dir);
+        let dev = h.path().join("dev-grow");
+        h.json(&["volume", "attach", &vol, "--device", dev.to_str().unwrap()]);
+        let fsck = Command::new("e2fsck")
+            .arg("-fy")
+            .arg(&dev)
+            .output()
+            .unwrap();
+        assert!(
+            fsck.status.code().unwrap_or(8) < 4,
+            "e2fsck: {}",
+            String::from_utf8_lossy(&fsck.stdout)
+        );
+        let rs = Command::new("resize2fs").arg(&dev).output().unwrap();
+        assert!(
+            rs.status.success(),
+            "resize2fs offline: {}",
+            String::from_utf8_lossy(&rs.stderr)
+        );
+        h.json(&["volume", "detach", &vol]);
+        h.mount(&vol)
+    };
+    std::fs::write(dir.join("big"), vec![9u8; 60 << 20]).unwrap();
+    sync_dir(&dir);
+    let big_sha = sha(&dir.join("big"));
+    // Shrinking stays refused, attached or not.
+    assert!(h
+        .err(&["volume", "modify", &vol, "--size", "128MiB"])
+        .contains("InvalidParameterValue"));
+    h.unmount(&dir);
+    assert_eq!(
+        h.json(&["volume", "describe", &vol])["SizeInBytes"],
+        160u64 << 20
+    );
+    fsck_volume(&h, &vol);
+    let dir = h.mount(&vol);
+    assert_eq!(sha(&dir.join("before")), before_sha);
+    assert_eq!(sha(&dir.join("big")), big_sha);
+    h.unmount(&dir);
+}
+
+/// Makes everything written under `dir` durable (sync(1) of its filesystem).
+fn sync_dir(dir: &Path) {
+    let st = Command::new("sync").arg("-f").arg(dir).status().unwrap();
+    assert!(st.success());
+}
+
+/// Does this process hold CAP_SYS_RESOURCE (needed for online resize2fs)?
+fn has_cap_sys_resource() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    eff & (1 << 24) != 0
+}

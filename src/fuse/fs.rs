@@ -24,7 +24,7 @@ pub(crate) const MAX_REQUEST: u32 = 1024 * 1024;
 const TTL: Duration = Duration::from_secs(3600);
 
 /// Inode of the device file in the directory layout.
-const FILE_INO: INodeNo = INodeNo(2);
+pub(crate) const FILE_INO: INodeNo = INodeNo(2);
 
 thread_local! {
     /// Per-worker read buffer, reused across requests. A reply is sent

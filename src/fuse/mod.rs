@@ -58,10 +58,22 @@ pub struct FuseHandle {
     mountpoint: PathBuf,
     device_path: PathBuf,
     unmounter: SessionUnmounter,
+    notifier: fuser::Notifier,
+    file_ino: fuser::INodeNo,
     thread: JoinHandle<io::Result<()>>,
 }
 
 impl FuseHandle {
+    /// Something that tells the kernel the device file's attributes
+    /// changed (its size, after a grow), so `stat` and loop devices see
+    /// them at once instead of after the attribute cache expires.
+    pub fn size_notifier(&self) -> SizeNotifier {
+        SizeNotifier {
+            notifier: self.notifier.clone(),
+            ino: self.file_ino,
+        }
+    }
+
     /// Path of the decrypted device file: the mountpoint itself when it was
     /// a regular file, else `<mountpoint>/<file_name>`.
     pub fn device_path(&self) -> &Path {
@@ -197,13 +209,22 @@ pub fn serve(
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
 
+    let layout_ino = match &layout {
+        fs::Layout::RootIsFile => None,
+        fs::Layout::FileInDir(_) => Some(fs::FILE_INO),
+    };
     let filesystem = DeviceFs::new(device, layout, opts);
     let fuse_err = |e: io::Error| VolumeError::Fuse {
         path: mountpoint.to_path_buf(),
         source: e,
     };
+    let file_ino = match &layout_ino {
+        Some(ino) => *ino,
+        None => fuser::INodeNo(1),
+    };
     let mut session = Session::new(filesystem, mountpoint, &config).map_err(fuse_err)?;
     let unmounter = session.unmount_callable();
+    let notifier = session.notifier();
     let thread = std::thread::Builder::new()
         .name("keyvol-fuse".into())
         .spawn(move || {
@@ -216,8 +237,24 @@ pub fn serve(
         mountpoint: mountpoint.to_path_buf(),
         device_path,
         unmounter,
+        notifier,
+        file_ino,
         thread,
     })
+}
+
+/// Invalidates the kernel's cached attributes of the device file.
+#[derive(Clone)]
+pub struct SizeNotifier {
+    notifier: fuser::Notifier,
+    ino: fuser::INodeNo,
+}
+
+impl SizeNotifier {
+    pub fn size_changed(&self) -> io::Result<()> {
+        // A negative offset invalidates the attributes only, not the data.
+        self.notifier.inval_inode(self.ino, -1, 0)
+    }
 }
 
 /// Marks the calling thread (and threads it spawns later) as an I/O

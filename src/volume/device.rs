@@ -30,7 +30,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::volume::blockmath::{chunk_range, split, PartialSector};
@@ -66,7 +66,10 @@ thread_local! {
 pub struct EncryptedDevice {
     file: File,
     path: PathBuf,
-    size: u64,
+    /// Device size in bytes; only grows ([`EncryptedDevice::grow`]).
+    size: AtomicU64,
+    /// Held by a grow: one at a time.
+    grow_lock: Mutex<()>,
     cipher: SectorCipher,
     changes: ChangeLog,
     locks: Box<[RwLock<()>]>,
@@ -240,7 +243,8 @@ impl EncryptedDevice {
         Ok(EncryptedDevice {
             file,
             path: backing.to_path_buf(),
-            size,
+            size: AtomicU64::new(size),
+            grow_lock: Mutex::new(()),
             cipher,
             changes,
             locks: (0..N_LOCKS).map(|_| RwLock::new(())).collect(),
@@ -312,7 +316,7 @@ impl EncryptedDevice {
         let mut buf = vec![0u8; CHUNK_SIZE as usize];
         for &index in &todo {
             let start = index * CHUNK_SIZE;
-            let len = CHUNK_SIZE.min(self.size.saturating_sub(start)) as usize;
+            let len = CHUNK_SIZE.min(self.size().saturating_sub(start)) as usize;
             h.source.fetch(index, &mut buf)?;
             self.store_sectors(start / SS, &mut buf[..len])?;
         }
@@ -359,7 +363,7 @@ impl EncryptedDevice {
             )));
         }
         let chunks: Vec<u64> = if all {
-            (0..self.size.div_ceil(CHUNK_SIZE)).collect()
+            (0..self.size().div_ceil(CHUNK_SIZE)).collect()
         } else {
             self.changes.changed()
         };
@@ -426,7 +430,7 @@ impl EncryptedDevice {
 
     fn read_chunk_ciphertext(&self, index: u64) -> Result<Vec<u8>, VolumeError> {
         let start = index * CHUNK_SIZE;
-        let len = CHUNK_SIZE.min(self.size.saturating_sub(start)) as usize;
+        let len = CHUNK_SIZE.min(self.size().saturating_sub(start)) as usize;
         let mut buf = vec![0u8; len];
         self.pread(&mut buf, start)?;
         Ok(buf)
@@ -474,7 +478,40 @@ impl EncryptedDevice {
 
     /// Device size in bytes.
     pub fn size(&self) -> u64 {
-        self.size
+        self.size.load(Ordering::Acquire)
+    }
+
+    /// Grows the device online to `new_size` bytes (a multiple of 4096, not
+    /// smaller than today's): the backing file is extended sparsely and made
+    /// durable, the change log covers the new chunks, and only then do
+    /// reads and writes see the new end. New chunks read as zeros and are
+    /// never hydrated from a snapshot. Shrinking is refused.
+    pub fn grow(&self, new_size: u64) -> Result<(), VolumeError> {
+        let _one = self.grow_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.size();
+        if !new_size.is_multiple_of(SS) {
+            return Err(VolumeError::InvalidSize {
+                size: new_size,
+                sector_size: SS,
+            });
+        }
+        if new_size < old {
+            return Err(VolumeError::InvalidInput(format!(
+                "the device has {old} bytes; it cannot shrink to {new_size}"
+            )));
+        }
+        if new_size == old {
+            return Ok(());
+        }
+        self.file
+            .set_len(new_size)
+            .map_err(|e| VolumeError::io("extending backing file", &self.path, e))?;
+        self.file
+            .sync_all()
+            .map_err(|e| VolumeError::io("syncing backing file", &self.path, e))?;
+        self.changes.resize(new_size.div_ceil(CHUNK_SIZE))?;
+        self.size.store(new_size, Ordering::Release);
+        Ok(())
     }
 
     /// The backing file's path.
@@ -490,10 +527,10 @@ impl EncryptedDevice {
     /// Reads up to `buf.len()` bytes at `off`; returns fewer only at the end
     /// of the device (0 at or past the end), like a regular file.
     pub fn read_at(&self, buf: &mut [u8], off: u64) -> Result<usize, VolumeError> {
-        if off >= self.size {
+        if off >= self.size() {
             return Ok(0);
         }
-        let len = (buf.len() as u64).min(self.size - off) as usize;
+        let len = (buf.len() as u64).min(self.size() - off) as usize;
         self.ensure_range_hydrated(off, len as u64)?;
         let mut done = 0usize;
         while done < len {
@@ -558,11 +595,11 @@ impl EncryptedDevice {
 
     fn check_range(&self, off: u64, len: u64) -> Result<(), VolumeError> {
         match off.checked_add(len) {
-            Some(end) if end <= self.size => Ok(()),
+            Some(end) if end <= self.size() => Ok(()),
             _ => Err(VolumeError::OutOfRange {
                 off,
                 end: off.saturating_add(len),
-                size: self.size,
+                size: self.size(),
             }),
         }
     }
@@ -692,7 +729,7 @@ impl EncryptedDevice {
             return Err(VolumeError::OutOfRange {
                 off,
                 end: off.saturating_add(len),
-                size: self.size,
+                size: self.size(),
             });
         }
         let Err(err) = crate::sys::punch_hole(&self.file, off, len) else {

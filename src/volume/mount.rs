@@ -314,6 +314,12 @@ pub fn unmount_fs(mountpoint: &Path) -> Result<(), VolumeError> {
     }
 }
 
+/// Makes a loop device re-read the size of its backing file (after the
+/// volume grew online): `losetup -c`.
+pub fn refresh_loop_capacity(loop_device: &Path) -> Result<(), VolumeError> {
+    run("losetup", [OsStr::new("-c"), loop_device.as_os_str()]).map(drop)
+}
+
 /// Detaches a loop device.
 pub fn detach_loop(loop_device: &Path) -> Result<(), VolumeError> {
     run("losetup", [OsStr::new("-d"), loop_device.as_os_str()]).map(drop)

@@ -561,8 +561,8 @@ impl<'a> Volumes<'a> {
         Ok(())
     }
 
-    /// ModifyVolume: grow only. The filesystem is the user's to grow
-    /// (resize2fs), as on EBS.
+    /// ModifyVolume: grow only, attached or not (an attached volume grows
+    /// online). The filesystem is the user's to grow (resize2fs), as on EBS.
     pub fn modify(&self, v: &str, size: u64) -> ApiResult<VolumeRecord> {
         let r = self.row(v)?;
         if size < r.size {
@@ -571,10 +571,24 @@ impl<'a> Volumes<'a> {
                 r.size
             )));
         }
-        if self.attachment(&r)?.is_some() {
-            return Err(ApiError::incorrect_state(format!(
-                "Volume {v} is attached: detach it, modify it, and attach again"
-            )));
+        if let Some((device, _, _)) = self.attachment(&r)? {
+            // Attached (and perhaps mounted): the daemon grows the device
+            // online, then each loop device over it learns the new
+            // capacity. The filesystem is the user's to grow (resize2fs).
+            grow_online(&self.control_path(&r.volume_id), size)?;
+            for l in mount::stack_of(&canonical_device(Path::new(&device)))
+                .unwrap_or_default()
+                .loops
+            {
+                mount::refresh_loop_capacity(&l.name)?;
+            }
+            self.conn
+                .execute(
+                    "UPDATE volumes SET size = ?2 WHERE volume_id = ?1",
+                    params![v, size as i64],
+                )
+                .map_err(db_err)?;
+            return self.row(v);
         }
         let path = self.backing_path(&r.volume_id);
         let f = fs::OpenOptions::new()
@@ -716,7 +730,8 @@ impl<'a> Volumes<'a> {
                 .map_err(|e| io_err("binding control socket", &control, e))?;
             let dev = device_arc.clone();
             let slot = stop.clone();
-            std::thread::spawn(move || serve_control(listener, dev, slot));
+            let sizes = handle.size_notifier();
+            std::thread::spawn(move || serve_control(listener, dev, slot, sizes));
             // A restored volume fetches the rest of its snapshot in the
             // background while attached (reads of missing chunks go first).
             let pending = device_arc.hydration_pending().len();
@@ -1236,6 +1251,8 @@ type StopSlot = Arc<std::sync::Mutex<Option<std::sync::mpsc::Sender<Result<(), S
 /// - `FINISH <snap> OK|FAIL` -> `OK` (on OK, clears the captured change bits)
 /// - `STOP` -> `OK` (the device is unmounted and the daemon exits; the
 ///   connection may also just close) or `ERR <why>` (busy: nothing changed)
+/// - `GROW <bytes>` -> `OK` once the device has its new size (online
+///   ModifyVolume)
 ///
 /// Errors answer `ERR <message>`. A connection that closes abandons the
 /// cuts it made and did not finish.
@@ -1243,14 +1260,16 @@ fn serve_control(
     listener: std::os::unix::net::UnixListener,
     dev: Arc<EncryptedDevice>,
     stop: StopSlot,
+    sizes: crate::fuse::SizeNotifier,
 ) {
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
         let dev = dev.clone();
         let stop = stop.clone();
+        let sizes = sizes.clone();
         std::thread::spawn(move || {
             let mut mine: Vec<String> = Vec::new();
-            let _ = control_session(&conn, &dev, &stop, &mut mine);
+            let _ = control_session(&conn, &dev, &stop, &sizes, &mut mine);
             for id in mine {
                 tracing::info!(snapshot = %id, "cut abandoned (its client went away)");
                 let _ = dev.finish_cut(&id, false);
@@ -1263,6 +1282,7 @@ fn control_session(
     conn: &std::os::unix::net::UnixStream,
     dev: &EncryptedDevice,
     stop: &StopSlot,
+    sizes: &crate::fuse::SizeNotifier,
     mine: &mut Vec<String>,
 ) -> std::io::Result<()> {
     let mut reader = std::io::BufReader::new(conn.try_clone()?);
@@ -1309,6 +1329,24 @@ fn control_session(
                     .map_err(|e| e.to_string())
             }
             ["STOP"] => request_stop_of_main(stop).map(|()| ("OK".to_string(), Vec::new())),
+            ["GROW", bytes] => match bytes.parse::<u64>() {
+                Ok(n) => dev
+                    .grow(n)
+                    .map_err(|e| {
+                        tracing::error!(size = n, "online grow failed: {e}");
+                        e.to_string()
+                    })
+                    .map(|()| {
+                        tracing::info!(size = n, "device grown online");
+                        // The size is in effect; a kernel that missed the
+                        // notice sees it when its attribute cache expires.
+                        if let Err(e) = sizes.size_changed() {
+                            tracing::warn!("telling the kernel the new size: {e}");
+                        }
+                        ("OK".to_string(), Vec::new())
+                    }),
+                Err(_) => Err(format!("'{bytes}' is not a size in bytes")),
+            },
             _ => Err("unknown request".to_string()),
         };
         match reply {
@@ -1342,6 +1380,33 @@ enum StopReply {
 }
 
 /// Client side of `STOP`.
+/// Asks a running attach daemon to grow its device to `size` bytes.
+fn grow_online(socket: &Path, size: u64) -> ApiResult<()> {
+    let talk = || -> std::io::Result<String> {
+        let conn = std::os::unix::net::UnixStream::connect(socket)?;
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+        (&conn).write_all(format!("GROW {size}\n").as_bytes())?;
+        let mut line = String::new();
+        std::io::BufReader::new(&conn).read_line(&mut line)?;
+        Ok(line)
+    };
+    let line = talk().map_err(|e| {
+        ApiError::incorrect_state(format!(
+            "the attach daemon did not answer the grow ({e}): nothing was changed; check `keyvol volume status`"
+        ))
+    })?;
+    match line.trim().strip_prefix("ERR ") {
+        Some(why) => Err(ApiError::internal(format!(
+            "the attach daemon could not grow the device: {why}"
+        ))),
+        None if line.trim() == "OK" => Ok(()),
+        None => Err(ApiError::internal(format!(
+            "the attach daemon answered the grow with '{}'",
+            line.trim()
+        ))),
+    }
+}
+
 fn request_stop(socket: &Path) -> std::io::Result<StopReply> {
     let conn = std::os::unix::net::UnixStream::connect(socket)?;
     conn.set_read_timeout(Some(std::time::Duration::from_secs(40)))?;

@@ -1,0 +1,308 @@
+//! The `aws-sdk-ec2` crate against `keyvol serve`: volumes, tags, filters,
+//! pagination, snapshots, the EBS defaults and EC2's error codes, parsed by
+//! the SDK's own deserializers (an XML shape the SDK does not expect fails
+//! the call).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_sdk_ec2::types::{
+    Filter, ResourceType, SnapshotState, Tag, TagSpecification, VolumeState, VolumeType,
+};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_keyvol");
+const A: &str = "444455556666";
+
+fn keyvol(home: &Path, args: &[&str]) -> Value {
+    let out = Command::new(BIN)
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "keyvol {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+struct Served(Child);
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn client(endpoint: &str, key: &Value) -> aws_sdk_ec2::Client {
+    let id = key["AccessKey"]["AccessKeyId"].as_str().unwrap();
+    let secret = key["AccessKey"]["SecretAccessKey"].as_str().unwrap();
+    let conf = aws_sdk_ec2::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new(id, secret, None, None, "test"))
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .retry_config(aws_sdk_ec2::config::retry::RetryConfig::disabled())
+        .build();
+    aws_sdk_ec2::Client::from_conf(conf)
+}
+
+fn code<T, E: ProvideErrorMetadata + std::fmt::Debug>(r: Result<T, E>) -> String {
+    match r {
+        Ok(_) => panic!("the call succeeded; an error was expected"),
+        Err(e) => e
+            .code()
+            .unwrap_or_else(|| panic!("no AWS error code in {e:?}"))
+            .to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_sdk_ec2_crate_against_keyvol_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let root = keyvol(
+        home,
+        &[
+            "iam",
+            "create-account",
+            "--account-id",
+            A,
+            "--profile-name",
+            "a",
+        ],
+    );
+    keyvol(
+        home,
+        &[
+            "--profile",
+            "a",
+            "iam",
+            "create-user",
+            "--user-name",
+            "nobody",
+        ],
+    );
+    let nobody = keyvol(
+        home,
+        &[
+            "--profile",
+            "a",
+            "iam",
+            "create-access-key",
+            "--user-name",
+            "nobody",
+        ],
+    );
+    let mut child = Command::new(BIN)
+        .arg("--home")
+        .arg(home)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _served = Served(child);
+    let ready: Value = serde_json::from_str(&line).unwrap();
+    let endpoint = ready["Endpoint"].as_str().unwrap().to_string();
+    let ec2 = client(&endpoint, &root);
+
+    // Volumes with tags and options, described back through filters.
+    let spec = |i: usize| {
+        TagSpecification::builder()
+            .resource_type(ResourceType::Volume)
+            .tags(Tag::builder().key("suite").value("sdk").build())
+            .tags(Tag::builder().key("n").value(i.to_string()).build())
+            .build()
+    };
+    let mut made = Vec::new();
+    for i in 0..6 {
+        let v = ec2
+            .create_volume()
+            .size(1)
+            .availability_zone("us-east-1b")
+            .volume_type(VolumeType::Io2)
+            .iops(1000)
+            .encrypted(true)
+            .tag_specifications(spec(i))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(v.state(), Some(&VolumeState::Available));
+        assert_eq!(v.volume_type(), Some(&VolumeType::Io2));
+        assert_eq!(v.iops(), Some(1000));
+        assert_eq!(v.encrypted(), Some(true));
+        assert!(v
+            .kms_key_id()
+            .unwrap()
+            .starts_with(&format!("arn:aws:kms:us-east-1:{A}:key/")));
+        made.push(v.volume_id().unwrap().to_string());
+    }
+    let by_tag = Filter::builder().name("tag:suite").values("sdk").build();
+    let mut pages = ec2
+        .describe_volumes()
+        .filters(by_tag.clone())
+        .max_results(5)
+        .into_paginator()
+        .send();
+    let (mut seen, mut n_pages) = (Vec::new(), 0);
+    while let Some(page) = pages.next().await {
+        let page = page.unwrap();
+        n_pages += 1;
+        seen.extend(
+            page.volumes()
+                .iter()
+                .map(|v| v.volume_id().unwrap().to_string()),
+        );
+    }
+    seen.sort();
+    let mut want = made.clone();
+    want.sort();
+    assert_eq!((n_pages, seen), (2, want));
+    let one = ec2
+        .describe_volumes()
+        .filters(Filter::builder().name("tag:n").values("4").build())
+        .filters(Filter::builder().name("volume-type").values("io*").build())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(one.volumes().len(), 1);
+    assert_eq!(one.volumes()[0].volume_id(), Some(made[4].as_str()));
+    let tags = one.volumes()[0].tags();
+    assert!(
+        tags.iter()
+            .any(|t| t.key() == Some("n") && t.value() == Some("4")),
+        "{tags:?}"
+    );
+
+    // A snapshot, waited for by polling as the SDK waiters do.
+    let snap = ec2
+        .create_snapshot()
+        .volume_id(&made[0])
+        .description("from the sdk")
+        .send()
+        .await
+        .unwrap();
+    let sid = snap.snapshot_id().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let d = ec2
+            .describe_snapshots()
+            .snapshot_ids(&sid)
+            .send()
+            .await
+            .unwrap();
+        let s = &d.snapshots()[0];
+        if s.state() == Some(&SnapshotState::Completed) {
+            assert_eq!(s.volume_id(), Some(made[0].as_str()));
+            assert_eq!(s.description(), Some("from the sdk"));
+            assert_eq!(s.owner_id(), Some(A));
+            assert_eq!(s.encrypted(), Some(true));
+            break;
+        }
+        assert!(Instant::now() < deadline, "snapshot still {:?}", s.state());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let own = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.snapshots().len(), 1);
+    let attr = ec2
+        .describe_snapshot_attribute()
+        .snapshot_id(&sid)
+        .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(attr.create_volume_permissions().len(), 0);
+
+    // Account defaults and zones.
+    let k = ec2.get_ebs_default_kms_key_id().send().await.unwrap();
+    assert_eq!(
+        k.kms_key_id(),
+        Some(format!("arn:aws:kms:us-east-1:{A}:alias/aws/ebs").as_str())
+    );
+    let zones = ec2.describe_availability_zones().send().await.unwrap();
+    assert_eq!(zones.availability_zones().len(), 3);
+
+    // EC2's error codes.
+    assert_eq!(
+        code(
+            ec2.describe_volumes()
+                .volume_ids("vol-0123456789abcdef0")
+                .send()
+                .await
+        ),
+        "InvalidVolume.NotFound"
+    );
+    assert_eq!(
+        code(
+            ec2.create_volume()
+                .size(1)
+                .availability_zone("us-east-1a")
+                .dry_run(true)
+                .send()
+                .await
+        ),
+        "DryRunOperation"
+    );
+    assert_eq!(
+        code(
+            ec2.create_volume()
+                .size(1)
+                .availability_zone("eu-west-1a")
+                .send()
+                .await
+        ),
+        "InvalidParameterValue"
+    );
+    assert_eq!(
+        code(ec2.delete_volume().volume_id("vol-zz").send().await),
+        "InvalidVolumeID.Malformed"
+    );
+    assert_eq!(
+        code(
+            ec2.delete_snapshot()
+                .snapshot_id("snap-0123456789abcdef0")
+                .send()
+                .await
+        ),
+        "InvalidSnapshot.NotFound"
+    );
+    let denied = client(&endpoint, &nobody);
+    assert_eq!(
+        code(denied.describe_volumes().send().await),
+        "UnauthorizedOperation"
+    );
+    assert_eq!(
+        code(denied.delete_volume().volume_id(&made[1]).send().await),
+        "UnauthorizedOperation"
+    );
+
+    // Clean up through the API, and nothing is left.
+    ec2.delete_snapshot()
+        .snapshot_id(&sid)
+        .send()
+        .await
+        .unwrap();
+    for v in &made {
+        ec2.delete_volume().volume_id(v).send().await.unwrap();
+    }
+    let left = ec2.describe_volumes().send().await.unwrap();
+    assert!(left.volumes().is_empty(), "{:?}", left.volumes());
+}
