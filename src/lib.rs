@@ -5,6 +5,7 @@ pub mod api_error;
 pub mod aws_config;
 pub mod background;
 pub mod cli_input;
+pub mod cli_shorthand;
 pub mod clidocs;
 pub mod clock;
 pub mod config;

@@ -1246,3 +1246,130 @@ fn a_restore_from_a_shared_snapshot_outlives_a_narrowed_key_policy() {
         "the restore grant was not retired"
     );
 }
+
+/// The keyvol CLIs take the aws CLI's spellings too: `--volume-id`,
+/// `--snapshot-id`, `--source-snapshot-id`, `--encrypted`,
+/// `--availability-zone`, `--tag-specifications` and `--filters`, and the
+/// tags go through the control plane (visible to its filters).
+#[test]
+fn the_cli_takes_the_aws_spellings() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = dir.path();
+    let snap = |args: &[&str]| -> Value {
+        let out = std::process::Command::new(common::snap_bin())
+            .args(args)
+            .env("KEYVOL_HOME", h)
+            .env_remove("KEYVOL_PROFILE")
+            .env_remove("KEYVOL_REGION")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "keyvol-snap {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let tagged = common::keyvol_json(
+        h,
+        &[
+            "volume",
+            "create",
+            "--size",
+            "16MiB",
+            "--encrypted",
+            "--availability-zone",
+            "us-east-1b",
+            "--tag-specifications",
+            "ResourceType=volume,Tags=[{Key=team,Value=db},{Key=env,Value=prod}]",
+        ],
+    )["VolumeId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let plain = common::keyvol_json(h, &["volume", "create", "--size", "16MiB"])["VolumeId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let found = common::keyvol_json(
+        h,
+        &[
+            "volume",
+            "describe-volumes",
+            "--filters",
+            "Name=tag:env,Values=prod",
+        ],
+    );
+    let ids: Vec<&str> = found["Volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["VolumeId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [tagged.as_str()], "{found}");
+    let json_filter = common::keyvol_json(
+        h,
+        &[
+            "volume",
+            "describe-volumes",
+            "--filters",
+            r#"[{"Name":"tag-key","Values":["team"]}]"#,
+        ],
+    );
+    assert_eq!(json_filter["Volumes"].as_array().unwrap().len(), 1);
+    let all = common::keyvol_json(h, &["volume", "describe-volumes"]);
+    assert_eq!(all["Volumes"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        common::keyvol_json(h, &["volume", "describe", "--volume-id", &plain])["VolumeId"],
+        plain.as_str()
+    );
+    let s = snap(&["create", "--volume-id", &tagged, "--wait"]);
+    let sid = s["SnapshotId"].as_str().unwrap().to_string();
+    assert_eq!(
+        snap(&["describe", "--snapshot-id", &sid])["State"],
+        "completed"
+    );
+    let c = snap(&[
+        "--region",
+        "us-west-2",
+        "copy",
+        "--source-snapshot-id",
+        &sid,
+        "--source-region",
+        "us-east-1",
+        "--wait",
+    ]);
+    assert_eq!(c["State"], "completed", "{c}");
+    // Bad spellings name what to fix and make nothing.
+    let out = common::keyvol(
+        h,
+        &[
+            "volume",
+            "create",
+            "--size",
+            "16MiB",
+            "--availability-zone",
+            "eu-west-1a",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(254));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Invalid availability zone"));
+    let out = common::keyvol(
+        h,
+        &[
+            "volume",
+            "describe-volumes",
+            "--filters",
+            "status=available",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(252));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Name=NAME,Values="));
+    assert_eq!(
+        common::keyvol_json(h, &["volume", "describe-volumes"])["Volumes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}

@@ -20,9 +20,18 @@ const METRICS_ENV: &str = "KEYVOL_METRICS_ADDR";
 
 fn vol_arg() -> Arg {
     Arg::new("volume-id")
-        .required(true)
+        .required_unless_present("volume-id-option")
         .value_name("VOLUME_ID")
         .help("The volume (vol-...)")
+}
+
+/// The aws CLI's spelling of the volume: `--volume-id VOL`.
+fn vol_option() -> Arg {
+    Arg::new("volume-id-option")
+        .long("volume-id")
+        .value_name("VOLUME_ID")
+        .conflicts_with("volume-id")
+        .help("The volume, as the aws CLI spells it (instead of VOLUME_ID)")
 }
 
 fn fs_arg() -> Arg {
@@ -78,6 +87,26 @@ fn subcommands() -> Command {
                         .help("Restore from this snapshot"),
                 )
                 .arg(
+                    Arg::new("encrypted")
+                        .long("encrypted")
+                        .action(ArgAction::SetTrue)
+                        .help("Accepted as the aws CLI spells it: every keyvol volume is encrypted"),
+                )
+                .arg(
+                    Arg::new("availability-zone")
+                        .long("availability-zone")
+                        .value_name("ZONE")
+                        .help("A zone of the region (<region>a, b or c), as the aws CLI gives it"),
+                )
+                .arg(
+                    Arg::new("tag-specifications")
+                        .long("tag-specifications")
+                        .value_name("SPEC")
+                        .num_args(1..)
+                        .action(ArgAction::Append)
+                        .help("ResourceType=volume,Tags=[{Key=k,Value=v},...] or JSON, as the aws CLI"),
+                )
+                .arg(
                     Arg::new("hydrate")
                         .long("hydrate")
                         .action(clap::ArgAction::SetTrue)
@@ -89,7 +118,8 @@ fn subcommands() -> Command {
             Command::new("describe")
                 .about("DescribeVolumes of one volume: EC2's fields plus its wrapped data key")
                 .after_help("Example:\n  keyvol volume describe vol-0123456789abcdef0 --query State")
-                .arg(vol_arg()),
+                .arg(vol_arg())
+                .arg(vol_option()),
         )
         .subcommand(
             Command::new("describe-volumes")
@@ -101,6 +131,14 @@ fn subcommands() -> Command {
                         .value_name("VOLUME_ID")
                         .num_args(1..)
                         .help("Only these volumes"),
+                )
+                .arg(
+                    Arg::new("filters")
+                        .long("filters")
+                        .value_name("FILTER")
+                        .num_args(1..)
+                        .action(ArgAction::Append)
+                        .help("EC2 filters: Name=tag:team,Values=db or JSON (status, size, tag:K, tag-key, attachment.*, ...)"),
                 ),
         )
         .subcommand(
@@ -110,13 +148,15 @@ fn subcommands() -> Command {
             Command::new("delete")
                 .about("DeleteVolume: remove a detached volume and its ciphertext")
                 .after_help("Example:\n  keyvol volume delete vol-0123456789abcdef0")
-                .arg(vol_arg()),
+                .arg(vol_arg())
+                .arg(vol_option()),
         )
         .subcommand(
             Command::new("modify")
                 .about("ModifyVolume: grow a volume (resize2fs/xfs_growfs is then yours)")
                 .after_help("Example:\n  keyvol volume modify vol-0123456789abcdef0 --size 20GiB")
                 .arg(vol_arg())
+                .arg(vol_option())
                 .arg(
                     Arg::new("size")
                         .long("size")
@@ -131,6 +171,7 @@ fn subcommands() -> Command {
                     "Example:\n  keyvol volume attach vol-0123456789abcdef0 --device /run/keyvol/data.dev",
                 )
                 .arg(vol_arg())
+                .arg(vol_option())
                 .arg(
                     Arg::new("device")
                         .long("device")
@@ -155,6 +196,7 @@ fn subcommands() -> Command {
                 .about("DetachVolume: stop the attach daemon (refused while mounted)")
                 .after_help("Example:\n  keyvol volume detach vol-0123456789abcdef0")
                 .arg(vol_arg())
+                .arg(vol_option())
                 .arg(
                     Arg::new("force")
                         .long("force")
@@ -171,9 +213,10 @@ fn subcommands() -> Command {
                 .arg(
                     Arg::new("volume-id")
                         .value_name("VOLUME_ID")
-                        .required_unless_present("all")
+                        .required_unless_present_any(["all", "volume-id-option"])
                         .help("The volume (vol-...)"),
                 )
+                .arg(vol_option().conflicts_with("all"))
                 .arg(
                     Arg::new("dir")
                         .value_name("DIR")
@@ -218,6 +261,7 @@ fn subcommands() -> Command {
                     "Example:\n  keyvol volume enable vol-0123456789abcdef0 --mount /srv/data --options discard --nofail",
                 )
                 .arg(vol_arg())
+                .arg(vol_option())
                 .arg(
                     Arg::new("mount")
                         .long("mount")
@@ -243,7 +287,8 @@ fn subcommands() -> Command {
             Command::new("disable")
                 .about("Remove a volume from the boot table (it stays mounted until unmounted)")
                 .after_help("Example:\n  keyvol volume disable vol-0123456789abcdef0")
-                .arg(vol_arg()),
+                .arg(vol_arg())
+                .arg(vol_option()),
         )
         .subcommand(
             Command::new("import")
@@ -281,6 +326,26 @@ fn op_name(sub: &str) -> &'static str {
         "disable" => "DisableVolumeAtBoot",
         _ => "DescribeVolumeStatus",
     }
+}
+
+/// The tags of `--tag-specifications` (ResourceType volume only).
+fn tag_specs(m: &ArgMatches) -> Result<Vec<(String, String)>, String> {
+    let raw: Vec<String> = m
+        .try_get_many::<String>("tag-specifications")
+        .ok()
+        .flatten()
+        .map(|v| v.cloned().collect())
+        .unwrap_or_default();
+    let mut tags = Vec::new();
+    for (rt, t) in keyvol::cli_shorthand::tag_specifications(&raw)? {
+        if rt != "volume" {
+            return Err(format!(
+                "--tag-specifications: ResourceType must be volume here, not '{rt}'"
+            ));
+        }
+        tags.extend(t);
+    }
+    Ok(tags)
 }
 
 fn mount_options(m: &ArgMatches) -> Result<Vec<String>, ApiError> {
@@ -333,10 +398,9 @@ pub fn run(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliError> {
         vols
     };
     let vol = || {
-        m.try_get_one::<String>("volume-id")
-            .ok()
-            .flatten()
-            .cloned()
+        ["volume-id", "volume-id-option"]
+            .iter()
+            .find_map(|id| m.try_get_one::<String>(id).ok().flatten().cloned())
             .unwrap_or_default()
     };
     // Every command is the control plane's action on its volume: authorized
@@ -445,6 +509,15 @@ fn run_command(
                 .transpose()
                 .map_err(api)?;
             let key = m.get_one::<String>("kms-key-id").map(String::as_str);
+            if let Some(z) = m.get_one::<String>("availability-zone") {
+                let region = s.ctx.region.as_str();
+                if !["a", "b", "c"].iter().any(|l| *z == format!("{region}{l}")) {
+                    return Err(CliError::api(op, ApiError::invalid_parameter(format!(
+                        "Invalid availability zone: [{z}]: use a zone of region {region} ({region}a, {region}b, {region}c)"
+                    ))));
+                }
+            }
+            let tags = tag_specs(m).map_err(CliError::usage)?;
             let r = match m.get_one::<String>("snapshot-id") {
                 Some(snap) => {
                     keyvol::snapshot::ops::restore(s, snap, key, size, m.get_flag("hydrate"))
@@ -459,6 +532,22 @@ fn run_command(
                     vols.create(size, key).map_err(api)?
                 }
             };
+            if !tags.is_empty() {
+                // Tags are the control plane's CreateTags, authorized and
+                // audited as such; a refusal leaves no untagged volume.
+                let mut p = vec![
+                    ("Action".to_string(), "CreateTags".to_string()),
+                    ("ResourceId.1".to_string(), r.volume_id.to_string()),
+                ];
+                for (i, (k, v)) in tags.iter().enumerate() {
+                    p.push((format!("Tag.{}.Key", i + 1), k.clone()));
+                    p.push((format!("Tag.{}.Value", i + 1), v.clone()));
+                }
+                if let Err(e) = keyvol::ec2::call(s, &keyvol::ec2::Params::new(p)) {
+                    let _ = vols.delete(r.volume_id.as_str());
+                    return Err(api(e));
+                }
+            }
             vols.to_json(&r).map_err(api)?
         }
         "describe" => vols.to_json(&vols.get(&vol()).map_err(api)?).map_err(api)?,
@@ -468,6 +557,39 @@ fn run_command(
                 .ok()
                 .flatten()
                 .map(|v| v.cloned().collect());
+            // --filters: the control plane's DescribeVolumes decides which.
+            let filters = m
+                .try_get_many::<String>("filters")
+                .ok()
+                .flatten()
+                .map(|v| v.cloned().collect::<Vec<_>>())
+                .unwrap_or_default();
+            let wanted = if filters.is_empty() {
+                wanted
+            } else {
+                let parsed = keyvol::cli_shorthand::filters(&filters).map_err(CliError::usage)?;
+                let mut p = vec![("Action".to_string(), "DescribeVolumes".to_string())];
+                for (i, (name, values)) in parsed.iter().enumerate() {
+                    p.push((format!("Filter.{}.Name", i + 1), name.clone()));
+                    for (j, v) in values.iter().enumerate() {
+                        p.push((format!("Filter.{}.Value.{}", i + 1, j + 1), v.clone()));
+                    }
+                }
+                for (i, v) in wanted.iter().flatten().enumerate() {
+                    p.push((format!("VolumeId.{}", i + 1), v.clone()));
+                }
+                let found = keyvol::ec2::call(s, &keyvol::ec2::Params::new(p)).map_err(api)?;
+                Some(
+                    found["volumeSet"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|v| v["volumeId"].as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                )
+            };
             let all = match wanted {
                 Some(ids) => ids
                     .iter()

@@ -324,6 +324,47 @@ fn run_command(cli: &Cli, s: &Session, rep: &mut Report, report_pending: bool) -
     Ok(v)
 }
 
+/// The aws CLI names the resource of a snapshot command with an option
+/// (`--snapshot-id snap-...`, `copy --source-snapshot-id snap-...`,
+/// `create --volume-id vol-...`); keyvol-snap takes it as the first
+/// positional argument. This rewrites the option into that argument.
+fn aws_spellings(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let names = ["--snapshot-id", "--source-snapshot-id", "--volume-id"];
+    let Some(sub) = args.iter().skip(1).position(|a| {
+        cli::command()
+            .get_subcommands()
+            .any(|c| a.to_str() == Some(c.get_name()))
+    }) else {
+        return args;
+    };
+    let sub = sub + 1;
+    let mut out: Vec<std::ffi::OsString> = args[..=sub].to_vec();
+    let mut id = None;
+    let mut rest = Vec::new();
+    let mut it = args[sub + 1..].iter();
+    while let Some(a) = it.next() {
+        let text = a.to_string_lossy();
+        if id.is_none() && names.contains(&text.as_ref()) {
+            if let Some(v) = it.next() {
+                id = Some(v.clone());
+                continue;
+            }
+        }
+        if let Some((_, v)) = text.split_once('=').filter(|(n, _)| names.contains(n)) {
+            if id.is_none() {
+                id = Some(v.into());
+                continue;
+            }
+        }
+        rest.push(a.clone());
+    }
+    if let Some(id) = id {
+        out.push(id);
+    }
+    out.extend(rest);
+    out
+}
+
 fn main() {
     let args = keyvol::cli_input::expand(&cli::command(), std::env::args_os().collect(), |path| {
         !matches!(path.first(), Some(&"completion") | Some(&"man"))
@@ -339,6 +380,7 @@ fn main() {
             std::process::exit(252);
         }
     };
+    let args = aws_spellings(args);
     // Usage errors exit 252 as in the aws CLI; --help and --version exit 0.
     let cli = Cli::try_parse_from(args).unwrap_or_else(|e| {
         let _ = e.print();
