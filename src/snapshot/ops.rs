@@ -534,10 +534,11 @@ impl Transport {
         }
     }
 
-    fn request(&mut self, line: &str) -> ApiResult<String> {
+    fn request(&mut self, req: &crate::volume::control::Request) -> ApiResult<String> {
         let Transport::Daemon { reader, writer } = self else {
             return Err(ApiError::internal("not a daemon transport"));
         };
+        let line = req.encode();
         let mut answer = String::new();
         let sent =
             writeln!(writer, "{line}").and_then(|()| reader.read_line(&mut answer).map(drop));
@@ -545,7 +546,7 @@ impl Transport {
             // The conversation is out of step now: later requests fail at
             // once instead of reading a late answer.
             let _ = writer.shutdown(std::net::Shutdown::Both);
-            return Err(control_io_error(line, e));
+            return Err(control_io_error(req.verb(), e));
         }
         let answer = answer.trim_end().to_string();
         if let Some(rest) = answer.strip_prefix("OK") {
@@ -575,8 +576,10 @@ impl Transport {
                 )
                 .map_err(vol_err),
             Transport::Daemon { .. } => {
-                let list =
-                    self.request(&format!("CUT {id} {}", if all { "ALL" } else { "CHANGED" }))?;
+                let list = self.request(&crate::volume::control::Request::Cut {
+                    snapshot: id.to_string(),
+                    all,
+                })?;
                 list.split_whitespace()
                     .map(|c| {
                         c.parse::<u64>().map_err(|_| {
@@ -595,7 +598,10 @@ impl Transport {
             }
             Transport::Daemon { .. } => {
                 let len: usize = self
-                    .request(&format!("READ {id} {chunk}"))?
+                    .request(&crate::volume::control::Request::Read {
+                        snapshot: id.to_string(),
+                        chunk,
+                    })?
                     .parse()
                     .map_err(|_| ApiError::internal("the attach daemon sent a bad length"))?;
                 if len > CHUNK_SIZE as usize {
@@ -622,7 +628,10 @@ impl Transport {
                 device.close().map_err(vol_err)
             }
             Transport::Daemon { .. } => self
-                .request(&format!("FINISH {id} {}", if ok { "OK" } else { "FAIL" }))
+                .request(&crate::volume::control::Request::Finish {
+                    snapshot: id.to_string(),
+                    ok,
+                })
                 .map(drop),
         }
     }

@@ -4,6 +4,7 @@
 pub mod blockmath;
 pub mod boot;
 pub mod changes;
+pub mod control;
 pub mod device;
 pub mod error;
 pub mod mount;

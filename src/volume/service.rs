@@ -1244,18 +1244,8 @@ pub const MAX_PENDING_SNAPSHOTS: usize = 5;
 type StopSlot = Arc<std::sync::Mutex<Option<std::sync::mpsc::Sender<Result<(), String>>>>>;
 
 /// The attach daemon's control socket: one thread per connection, one
-/// line-oriented request at a time:
-///
-/// - `CUT <snap> ALL|CHANGED` -> `OK <chunk> <chunk> ...` (the cut's chunks)
-/// - `READ <snap> <chunk>` -> `OK <len>` then `len` bytes of ciphertext
-/// - `FINISH <snap> OK|FAIL` -> `OK` (on OK, clears the captured change bits)
-/// - `STOP` -> `OK` (the device is unmounted and the daemon exits; the
-///   connection may also just close) or `ERR <why>` (busy: nothing changed)
-/// - `GROW <bytes>` -> `OK` once the device has its new size (online
-///   ModifyVolume)
-///
-/// Errors answer `ERR <message>`. A connection that closes abandons the
-/// cuts it made and did not finish.
+/// request at a time ([`super::control::Request`] has the protocol). A
+/// connection that closes abandons the cuts it made and did not finish.
 fn serve_control(
     listener: std::os::unix::net::UnixListener,
     dev: Arc<EncryptedDevice>,
@@ -1293,61 +1283,57 @@ fn control_session(
         if reader.read_line(&mut line)? == 0 {
             return Ok(());
         }
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        let reply: Result<(String, Vec<u8>), String> = match parts.as_slice() {
-            ["CUT", id, mode] => dev
-                .cut(id, *mode == "ALL", MAX_PENDING_SNAPSHOTS)
+        use super::control::Request;
+        let reply: Result<(String, Vec<u8>), String> = match Request::parse(&line) {
+            Err(e) => Err(e),
+            Ok(Request::Cut { snapshot: id, all }) => dev
+                .cut(&id, all, MAX_PENDING_SNAPSHOTS)
                 .map(|chunks| {
-                    tracing::info!(snapshot = %id, mode = %mode, chunks = chunks.len(), "snapshot cut");
+                    tracing::info!(snapshot = %id, all, chunks = chunks.len(), "snapshot cut");
                     crate::telemetry::snapshot_cut(chunks.len());
-                    mine.push(id.to_string());
                     let list: Vec<String> = chunks.iter().map(u64::to_string).collect();
+                    mine.push(id.clone());
                     (format!("OK {}", list.join(" ")), Vec::new())
                 })
                 .map_err(|e| {
                     tracing::warn!(snapshot = %id, "snapshot cut refused: {e}");
                     e.to_string()
                 }),
-            ["READ", id, chunk] => match chunk.parse::<u64>() {
-                Ok(c) => dev
-                    .snapshot_read(id, c)
-                    .map(|b| {
-                        crate::telemetry::snapshot_chunk_read();
-                        (format!("OK {}", b.len()), b)
-                    })
-                    .map_err(|e| {
-                        tracing::error!(snapshot = %id, chunk = c, errno = e.errno(), "snapshot read failed: {e}");
-                        e.to_string()
-                    }),
-                Err(_) => Err(format!("'{chunk}' is not a chunk index")),
-            },
-            ["FINISH", id, status] => {
-                mine.retain(|m| m != id);
-                tracing::info!(snapshot = %id, status = %status, "snapshot cut finished");
-                dev.finish_cut(id, *status == "OK")
+            Ok(Request::Read { snapshot: id, chunk: c }) => dev
+                .snapshot_read(&id, c)
+                .map(|b| {
+                    crate::telemetry::snapshot_chunk_read();
+                    (format!("OK {}", b.len()), b)
+                })
+                .map_err(|e| {
+                    tracing::error!(snapshot = %id, chunk = c, errno = e.errno(), "snapshot read failed: {e}");
+                    e.to_string()
+                }),
+            Ok(Request::Finish { snapshot: id, ok }) => {
+                mine.retain(|m| *m != id);
+                tracing::info!(snapshot = %id, ok, "snapshot cut finished");
+                dev.finish_cut(&id, ok)
                     .map(|()| ("OK".to_string(), Vec::new()))
                     .map_err(|e| e.to_string())
             }
-            ["STOP"] => request_stop_of_main(stop).map(|()| ("OK".to_string(), Vec::new())),
-            ["GROW", bytes] => match bytes.parse::<u64>() {
-                Ok(n) => dev
-                    .grow(n)
-                    .map_err(|e| {
-                        tracing::error!(size = n, "online grow failed: {e}");
-                        e.to_string()
-                    })
-                    .map(|()| {
-                        tracing::info!(size = n, "device grown online");
-                        // The size is in effect; a kernel that missed the
-                        // notice sees it when its attribute cache expires.
-                        if let Err(e) = sizes.size_changed() {
-                            tracing::warn!("telling the kernel the new size: {e}");
-                        }
-                        ("OK".to_string(), Vec::new())
-                    }),
-                Err(_) => Err(format!("'{bytes}' is not a size in bytes")),
-            },
-            _ => Err("unknown request".to_string()),
+            Ok(Request::Stop) => {
+                request_stop_of_main(stop).map(|()| ("OK".to_string(), Vec::new()))
+            }
+            Ok(Request::Grow { size: n }) => dev
+                .grow(n)
+                .map_err(|e| {
+                    tracing::error!(size = n, "online grow failed: {e}");
+                    e.to_string()
+                })
+                .map(|()| {
+                    tracing::info!(size = n, "device grown online");
+                    // The size is in effect; a kernel that missed the
+                    // notice sees it when its attribute cache expires.
+                    if let Err(e) = sizes.size_changed() {
+                        tracing::warn!("telling the kernel the new size: {e}");
+                    }
+                    ("OK".to_string(), Vec::new())
+                }),
         };
         match reply {
             Ok((head, body)) => {
@@ -1385,7 +1371,8 @@ fn grow_online(socket: &Path, size: u64) -> ApiResult<()> {
     let talk = || -> std::io::Result<String> {
         let conn = std::os::unix::net::UnixStream::connect(socket)?;
         conn.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
-        (&conn).write_all(format!("GROW {size}\n").as_bytes())?;
+        let line = super::control::Request::Grow { size }.encode();
+        (&conn).write_all(format!("{line}\n").as_bytes())?;
         let mut line = String::new();
         std::io::BufReader::new(&conn).read_line(&mut line)?;
         Ok(line)
@@ -1410,7 +1397,8 @@ fn grow_online(socket: &Path, size: u64) -> ApiResult<()> {
 fn request_stop(socket: &Path) -> std::io::Result<StopReply> {
     let conn = std::os::unix::net::UnixStream::connect(socket)?;
     conn.set_read_timeout(Some(std::time::Duration::from_secs(40)))?;
-    (&conn).write_all(b"STOP\n")?;
+    let line = super::control::Request::Stop.encode();
+    (&conn).write_all(format!("{line}\n").as_bytes())?;
     let mut line = String::new();
     std::io::BufReader::new(&conn).read_line(&mut line)?;
     Ok(match line.trim().strip_prefix("ERR ") {
