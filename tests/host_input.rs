@@ -35,7 +35,8 @@ fn volume_skeleton_and_input_json() {
     let skel = keyvol_json(h, &["volume", "create", "--generate-cli-skeleton"]);
     assert_eq!(
         skel,
-        json!({"Size": "", "KmsKeyId": "", "SnapshotId": "", "Hydrate": false})
+        json!({"Size": "", "KmsKeyId": "", "SnapshotId": "", "Hydrate": false,
+               "Encrypted": false, "AvailabilityZone": "", "TagSpecifications": [""]})
     );
     let skel = keyvol_json(h, &["volume", "mount", "--generate-cli-skeleton"]);
     assert_eq!(skel["VolumeId"], "");
