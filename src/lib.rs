@@ -9,6 +9,7 @@ pub mod cli_shorthand;
 pub mod clidocs;
 pub mod clock;
 pub mod config;
+pub mod ebs;
 pub mod ec2;
 pub mod envelope;
 pub mod fuse;

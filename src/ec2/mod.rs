@@ -233,25 +233,58 @@ fn audit(
     result: &ApiResult<Value>,
     read_only: bool,
 ) -> ApiResult<()> {
-    let caller = &s.ctx.caller;
-    let now = s.kms.clock().now();
     let response = match result {
-        Ok(v) if !read_only => {
-            let text = serde_json::to_string(v).unwrap_or_default();
-            if text.len() <= AUDIT_MAX_RESPONSE {
-                v.clone()
-            } else {
-                json!({"keyvolTruncated": true, "bytes": text.len()})
-            }
-        }
+        Ok(v) if !read_only => v.clone(),
         _ => Value::Null,
     };
-    let event_name =
-        if ACTIONS.iter().any(|a| a.name == action) || event_source != "ec2.amazonaws.com" {
-            action.to_string()
+    let name = ACTIONS
+        .iter()
+        .find(|a| a.name == action)
+        .map(|a| a.name.to_string())
+        .unwrap_or_else(|| capped(action, 64));
+    record_event(
+        s,
+        Event {
+            source: event_source,
+            name: &name,
+            request: request_parameters(params),
+            response,
+            error: result
+                .as_ref()
+                .err()
+                .map(|e| (e.code.as_str(), e.message.as_str())),
+            read_only,
+            management: true,
+        },
+    )
+}
+
+/// One CloudTrail-shaped event of a control-plane call (EC2 or EBS).
+pub(crate) struct Event<'a> {
+    pub source: &'a str,
+    pub name: &'a str,
+    /// The audited request parameters (already capped by the caller).
+    pub request: Value,
+    /// The response elements (null for reads); capped here.
+    pub response: Value,
+    pub error: Option<(&'a str, &'a str)>,
+    pub read_only: bool,
+    /// A management event, or a data event (EBS block reads and writes).
+    pub management: bool,
+}
+
+/// Appends `e` to the audit chain as the session's caller's event.
+pub(crate) fn record_event(s: &Session, e: Event<'_>) -> ApiResult<()> {
+    let caller = &s.ctx.caller;
+    let now = s.kms.clock().now();
+    let response = {
+        let text = serde_json::to_string(&e.response).unwrap_or_default();
+        if text.len() <= AUDIT_MAX_RESPONSE {
+            e.response
         } else {
-            capped(action, 64)
-        };
+            json!({"keyvolTruncated": true, "bytes": text.len()})
+        }
+    };
     let mut event = json!({
         "eventVersion": "1.08",
         "userIdentity": {
@@ -262,32 +295,31 @@ fn audit(
             "accessKeyId": caller.access_key_id,
         },
         "eventTime": crate::clock::to_rfc3339(now),
-        "eventSource": event_source,
-        "eventName": event_name,
+        "eventSource": e.source,
+        "eventName": e.name,
         "awsRegion": s.ctx.region,
         "sourceIPAddress": s.ctx.source_ip.clone().unwrap_or_else(|| "keyvol-cli".into()),
         "userAgent": s.ctx.user_agent.clone().map(|u| capped(&u, 256)).unwrap_or_else(|| "keyvol".into()),
-        "requestParameters": request_parameters(params),
+        "requestParameters": e.request,
         "responseElements": response,
         "requestID": uuid::Uuid::new_v4().to_string(),
         "eventID": uuid::Uuid::new_v4().to_string(),
-        "readOnly": read_only,
+        "readOnly": e.read_only,
         "eventType": "AwsApiCall",
-        "managementEvent": true,
+        "managementEvent": e.management,
         "recipientAccountId": caller.account,
-        "eventCategory": "Management",
+        "eventCategory": if e.management { "Management" } else { "Data" },
     });
-    let code = result.as_ref().err().map(|e| e.code.clone());
-    if let Err(e) = result {
-        event["errorCode"] = json!(e.code);
-        event["errorMessage"] = json!(capped(&e.message, 1024));
+    if let Some((code, message)) = e.error {
+        event["errorCode"] = json!(code);
+        event["errorMessage"] = json!(capped(message, 1024));
     }
     s.kms
         .record_foreign_event(
             caller.account.as_str(),
             caller,
-            &event_name,
-            code.as_deref(),
+            e.name,
+            e.error.map(|(c, _)| c),
             &event,
         )
         .map_err(ApiError::from)

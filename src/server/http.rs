@@ -503,6 +503,7 @@ enum Api {
     Kms,
     Sts,
     Ec2,
+    Ebs,
 }
 
 fn api_of(headers: &hyper::HeaderMap) -> Api {
@@ -514,6 +515,7 @@ fn api_of(headers: &hyper::HeaderMap) -> Api {
     match service.as_deref() {
         Some(sts::STS_SERVICE) => Api::Sts,
         Some(crate::ec2::EC2_SERVICE) => Api::Ec2,
+        Some(crate::ebs::EBS_SERVICE) => Api::Ebs,
         _ => Api::Kms,
     }
 }
@@ -522,6 +524,8 @@ fn api_of(headers: &hyper::HeaderMap) -> Api {
 enum Reply {
     Json(Value),
     Xml(String),
+    /// An EBS direct API answer: its own status, headers and body.
+    Ebs(crate::ebs::Response),
 }
 
 async fn handle(
@@ -544,12 +548,17 @@ async fn handle(
     };
     crate::telemetry::kms_request(&operation, &outcome, started.elapsed());
     let (status, reply) = match (api, result) {
+        (_, Ok(Reply::Ebs(r))) => (r.status, Reply::Ebs(r)),
         (_, Ok(v)) => (200, v),
         (Api::Kms, Err(r)) => (r.status, Reply::Json(error_body(&r.error))),
         (Api::Sts, Err(r)) => (
             sts::http_status(&r.error),
             Reply::Xml(sts::error_body(&r.error, &request_id)),
         ),
+        (Api::Ebs, Err(r)) => {
+            let e = ebs_error(&r);
+            (e.status(), Reply::Ebs(crate::ebs::Response::error(&e)))
+        }
         (Api::Ec2, Err(r)) => {
             let e = ec2_error(&r);
             (
@@ -558,8 +567,22 @@ async fn handle(
             )
         }
     };
+    let mut extra: Vec<(&'static str, String)> = Vec::new();
     let (content_type, bytes) = match reply {
         Reply::Xml(x) => (sts::XML_CONTENT_TYPE, x.into_bytes()),
+        Reply::Ebs(r) => {
+            extra = r.headers;
+            match r.body {
+                crate::ebs::Body::Json(v) => (
+                    "application/json",
+                    serde_json::to_vec(&v).unwrap_or_default(),
+                ),
+                crate::ebs::Body::Empty => ("application/json", Vec::new()),
+                // The block's plaintext leaves through hyper's buffer; the
+                // zeroizing copy is wiped when this arm ends.
+                crate::ebs::Body::Block(b) => ("application/octet-stream", b.to_vec()),
+            }
+        }
         Reply::Json(v) => match serde_json::to_vec(&v) {
             Ok(b) => (JSON_1_1, b),
             Err(_) => {
@@ -575,6 +598,11 @@ async fn handle(
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert("x-amzn-RequestId", v);
+    }
+    for (name, value) in extra {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
     }
     if close {
         h.insert(CONNECTION, HeaderValue::from_static("close"));
@@ -660,6 +688,12 @@ async fn process(
         return answer_ec2(state, peer, &http_req, request_id, operation_seen)
             .await
             .map(Reply::Xml)
+            .map_err(|e| (false, e));
+    }
+    if api == Api::Ebs {
+        return answer_ebs(state, peer, &http_req, operation_seen)
+            .await
+            .map(Reply::Ebs)
             .map_err(|e| (false, e));
     }
     if api == Api::Sts {
@@ -775,6 +809,85 @@ async fn answer_ec2(
     .await
     .map_err(|_| Rejection::from(KmsError::internal("EC2 failed while answering")))?
     .map_err(Rejection::ec2)
+}
+
+/// An EBS direct API request: REST-JSON, signed for the service `ebs`
+/// (PutSnapshotBlock may leave its body unsigned: its checksum header is
+/// signed and checked).
+async fn answer_ebs(
+    state: &State,
+    peer: SocketAddr,
+    req: &HttpRequest<'_>,
+    operation_seen: &mut String,
+) -> Result<crate::ebs::Response, Rejection> {
+    let policy = VerifyPolicy {
+        service: crate::ebs::EBS_SERVICE,
+        regions: &state.opts.regions,
+        now: (state.opts.clock)(),
+    };
+    let lookup = |id: &str| state.service.credentials(id);
+    let verified = if crate::ebs::is_put_block(req.method, req.path) {
+        sigv4::verify_unsigned_payload_allowed(req, &policy, lookup)?
+    } else {
+        sigv4::verify(req, &policy, lookup)?
+    };
+    operation_seen.push_str(&format!(
+        "ebs:{}",
+        crate::ebs::action_of(req.method, req.path)
+    ));
+    let mut ctx = RequestContext::new(verified.credentials.caller, verified.region);
+    ctx.source_ip = Some(peer.ip().to_string());
+    ctx.user_agent = req.header("user-agent").map(|ua| truncate(ua, 256));
+    let service = state.service.clone();
+    let owned = OwnedRequest {
+        method: req.method.to_string(),
+        path: req.path.to_string(),
+        query: req.query.to_string(),
+        headers: req.headers.to_vec(),
+        body: Bytes::copy_from_slice(req.body),
+    };
+    tokio::task::spawn_blocking(move || {
+        service.ebs(
+            &ctx,
+            &crate::ebs::Request {
+                method: &owned.method,
+                path: &owned.path,
+                query: &owned.query,
+                headers: &owned.headers,
+                body: &owned.body,
+            },
+        )
+    })
+    .await
+    .map_err(|_| Rejection::from(KmsError::internal("EBS failed while answering")))
+}
+
+/// A request moved onto a blocking thread.
+struct OwnedRequest {
+    method: String,
+    path: String,
+    query: String,
+    headers: Vec<(String, String)>,
+    body: Bytes,
+}
+
+/// The EBS error of a rejection (authentication, body size).
+fn ebs_error(r: &Rejection) -> crate::snapshot::direct::DirectError {
+    use crate::snapshot::direct::DirectError;
+    let code = match r.error.code {
+        ErrorCode::UnrecognizedClientException
+        | ErrorCode::InvalidSignatureException
+        | ErrorCode::IncompleteSignatureException
+        | ErrorCode::MissingAuthenticationTokenException => "AccessDeniedException",
+        _ if r.error.is_internal() => "InternalServerException",
+        _ => "ValidationException",
+    };
+    let reason = match code {
+        "AccessDeniedException" => Some("UNAUTHORIZED_ACCOUNT"),
+        "ValidationException" => Some("INVALID_PARAMETER_VALUE"),
+        _ => None,
+    };
+    DirectError::new(code, reason, r.error.message.clone())
 }
 
 /// The EC2 error of a rejection: an EC2 error carried as is, an

@@ -79,6 +79,14 @@ pub trait KmsService: Send + Sync + 'static {
             "This endpoint serves no EC2 API.",
         ))
     }
+    /// Answers one EBS direct API request of a verified caller.
+    /// Authorization and audit happen inside.
+    fn ebs(&self, _ctx: &RequestContext, _req: &crate::ebs::Request<'_>) -> crate::ebs::Response {
+        crate::ebs::Response::error(&crate::snapshot::direct::DirectError::validation(
+            "INVALID_PARAMETER_VALUE",
+            "This endpoint serves no EBS direct API.",
+        ))
+    }
     /// Is the caller a registered volume host (`keyvol iam
     /// register-volume-host`)? Only a volume host's KMS requests may act
     /// through EC2 with the `x-keyvol-via-service` header.

@@ -91,6 +91,11 @@ impl KmsService for HomeKmsService {
         let s = self.base.for_caller(ctx.clone());
         crate::ec2::call(&s, &crate::ec2::Params::new(params))
     }
+
+    fn ebs(&self, ctx: &RequestContext, req: &crate::ebs::Request<'_>) -> crate::ebs::Response {
+        let s = self.base.for_caller(ctx.clone());
+        crate::ebs::handle(&s, req)
+    }
 }
 
 #[cfg(test)]

@@ -213,6 +213,30 @@ pub fn verify(
     policy: &VerifyPolicy<'_>,
     lookup: impl FnOnce(&str) -> Option<Credentials>,
 ) -> Result<Verified, KmsError> {
+    verify_payload(req, policy, lookup, false)
+}
+
+/// [`verify`] for an operation whose body the client may leave unsigned
+/// (`x-amz-content-sha256: UNSIGNED-PAYLOAD`, botocore's
+/// `v4-unsigned-body`): the EBS direct API's PutSnapshotBlock, whose body
+/// is covered by its signed `x-amz-Checksum` header instead.
+pub fn verify_unsigned_payload_allowed(
+    req: &HttpRequest<'_>,
+    policy: &VerifyPolicy<'_>,
+    lookup: impl FnOnce(&str) -> Option<Credentials>,
+) -> Result<Verified, KmsError> {
+    verify_payload(req, policy, lookup, true)
+}
+
+/// The payload hash of an unsigned body.
+pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
+
+fn verify_payload(
+    req: &HttpRequest<'_>,
+    policy: &VerifyPolicy<'_>,
+    lookup: impl FnOnce(&str) -> Option<Credentials>,
+    unsigned_allowed: bool,
+) -> Result<Verified, KmsError> {
     let auths = req.header_values("authorization");
     let Some(&auth_value) = auths.first() else {
         if req.query.contains("X-Amz-Signature=") || req.query.contains("X-Amz-Credential=") {
@@ -302,9 +326,14 @@ pub fn verify(
         ));
     };
 
-    let body_hash = hex::encode(Sha256::digest(req.body));
-    if let Some(declared) = req.header("x-amz-content-sha256") {
-        if !declared.trim().eq_ignore_ascii_case(&body_hash) {
+    let declared = req.header("x-amz-content-sha256").map(str::trim);
+    let body_hash = if unsigned_allowed && declared == Some(UNSIGNED_PAYLOAD) {
+        UNSIGNED_PAYLOAD.to_string()
+    } else {
+        hex::encode(Sha256::digest(req.body))
+    };
+    if let Some(declared) = declared {
+        if !declared.eq_ignore_ascii_case(&body_hash) {
             return Err(invalid_signature(
                 "The provided 'x-amz-content-sha256' header does not match what was computed: the body must be signed (UNSIGNED-PAYLOAD is not accepted).",
             ));

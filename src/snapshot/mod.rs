@@ -1,6 +1,7 @@
 //! Snapshots: manifests, the content-addressed chunk store (local directory
 //! or S3-compatible), and the operations built on them.
 
+pub mod direct;
 pub mod error;
 pub mod freeze;
 pub mod manifest;

@@ -105,7 +105,7 @@ pub struct CopyOptions {
     pub description: Option<String>,
 }
 
-fn snap_err(e: SnapshotError) -> ApiError {
+pub(super) fn snap_err(e: SnapshotError) -> ApiError {
     match &e {
         SnapshotError::ManifestMissing { snapshot_id } => ApiError::new(
             "InvalidSnapshot.NotFound",
@@ -121,7 +121,7 @@ fn vol_err(e: VolumeError) -> ApiError {
     ApiError::from(e)
 }
 
-fn db_err(e: rusqlite::Error) -> ApiError {
+pub(super) fn db_err(e: rusqlite::Error) -> ApiError {
     ApiError::internal(format!("state database: {e}"))
 }
 
@@ -158,7 +158,7 @@ pub fn store_for(s: &Session, region: &Region) -> ApiResult<ChunkStore> {
     ChunkStore::open(&cfg, region).map_err(snap_err)
 }
 
-fn db(s: &Session) -> ApiResult<rusqlite::Connection> {
+pub(super) fn db(s: &Session) -> ApiResult<rusqlite::Connection> {
     let c = s
         .home
         .connect()
@@ -175,7 +175,7 @@ fn ctx_in(s: &Session, region: &Region) -> RequestContext {
 }
 
 /// Decrypts a snapshot's data key as the caller, in `region`.
-fn unwrap_key(
+pub(super) fn unwrap_key(
     s: &Session,
     region: &Region,
     key_arn: &str,
@@ -285,7 +285,7 @@ fn access(s: &Session, id: &SnapshotId) -> ApiResult<Access> {
 }
 
 /// Records a new snapshot of the caller (create, copy).
-fn record_snapshot(s: &Session, m: &Manifest) -> ApiResult<()> {
+pub(super) fn record_snapshot(s: &Session, m: &Manifest) -> ApiResult<()> {
     db(s)?
         .execute(
             "INSERT OR IGNORE INTO snapshot_records (snapshot_id, owner, region) VALUES (?1, ?2, ?3)",
@@ -345,7 +345,7 @@ fn visible_to(s: &Session, m: &Manifest) -> ApiResult<bool> {
 
 /// Reads a manifest the caller may see, unauthenticated (for listing and
 /// access checks only).
-fn peek_visible(
+pub(super) fn peek_visible(
     store: &ChunkStore,
     s: &Session,
     id: &SnapshotId,
@@ -360,7 +360,7 @@ fn peek_visible(
 
 /// Reads and authenticates a manifest the caller may see; returns it with
 /// its data key.
-fn open_verified(
+pub(super) fn open_verified(
     store: &ChunkStore,
     s: &Session,
     id: &SnapshotId,
@@ -416,7 +416,7 @@ fn is_zero(b: &[u8]) -> bool {
 /// Applies `f` (decrypt or encrypt) to the runs of non-zero sectors of
 /// `buf`, whose first sector is `first`: an all-zero ciphertext sector is a
 /// hole (zeros) and stays one.
-fn on_data_sectors(
+pub(super) fn on_data_sectors(
     buf: &mut [u8],
     first: u64,
     mut f: impl FnMut(u64, &mut [u8]) -> Result<(), VolumeError>,
@@ -460,7 +460,7 @@ fn fetch_blocks(
 }
 
 /// Fails naming the first blocks whose chunks are not in the store.
-fn check_present(store: &ChunkStore, m: &Manifest) -> ApiResult<()> {
+pub(super) fn check_present(store: &ChunkStore, m: &Manifest) -> ApiResult<()> {
     let refs: Vec<ChunkRef> = m.blocks.values().copied().collect();
     let missing = store.missing_chunks(&refs).map_err(snap_err)?;
     if let Some(first) = missing.first() {
@@ -679,7 +679,7 @@ fn parent_of(
         .filter(|m| m.state == SnapshotState::Completed && &m.volume_id == vol))
 }
 
-fn put(store: &ChunkStore, m: &Manifest, mac: &crate::secret::Key256) -> ApiResult<()> {
+pub(super) fn put(store: &ChunkStore, m: &Manifest, mac: &crate::secret::Key256) -> ApiResult<()> {
     store.put_manifest(&m.seal(mac)).map(drop).map_err(snap_err)
 }
 
@@ -862,6 +862,11 @@ fn reap(s: &Session, store: &ChunkStore, m: Manifest, bytes: &[u8]) -> ApiResult
     if m.state != SnapshotState::Pending || m.owner_id != s.ctx.caller.account {
         return Ok(m);
     }
+    // A direct-API upload whose Timeout passed ends in error here.
+    if super::direct::ended_by_timeout(s, &m.snapshot_id)? {
+        let bytes = store.get_manifest(&m.snapshot_id).map_err(snap_err)?;
+        return Manifest::peek_unauthenticated(&bytes).map_err(snap_err);
+    }
     let pid: Option<i64> = db(s)?
         .query_row(
             "SELECT pid FROM snapshot_jobs WHERE snapshot_id = ?1",
@@ -996,7 +1001,8 @@ pub fn delete(s: &Session, id: &str) -> ApiResult<Value> {
         ));
     }
     let m = reap(s, &store, m, &bytes)?;
-    if m.state == SnapshotState::Pending {
+    let upload = super::direct::is_upload(s, &id).map_err(|e| ApiError::internal(e.message))?;
+    if m.state == SnapshotState::Pending && !upload {
         return Err(ApiError::incorrect_state(format!(
             "Snapshot {id} is still pending; wait for it (keyvol-snap wait {id}) before deleting it"
         )));
@@ -1026,6 +1032,11 @@ pub fn delete(s: &Session, id: &str) -> ApiResult<Value> {
     }
     store.delete_manifest(&id).map_err(snap_err)?;
     forget_snapshot(s, &id)?;
+    if upload {
+        // An abandoned upload: its recorded blocks go with it.
+        super::direct::forget(s, &id).map_err(|e| ApiError::internal(e.message))?;
+    }
+    super::direct::forget_readers(s, &id);
     free_unreferenced(&store, &m)?;
     // Also sweep chunks left unreferenced earlier (past the grace period:
     // deletes during a pending snapshot, failed copies, crashed writers).
