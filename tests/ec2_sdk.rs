@@ -3,9 +3,8 @@
 //! the SDK's own deserializers (an XML shape the SDK does not expect fails
 //! the call).
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
@@ -13,37 +12,12 @@ use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{
     Filter, ResourceType, SnapshotState, Tag, TagSpecification, VolumeState, VolumeType,
 };
-use serde_json::Value;
+use common::serve::{create_account, create_user, Key, Served};
 
-const BIN: &str = env!("CARGO_BIN_EXE_keyvol");
 const A: &str = "444455556666";
 
-fn keyvol(home: &Path, args: &[&str]) -> Value {
-    let out = Command::new(BIN)
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "keyvol {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-struct Served(Child);
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn client(endpoint: &str, key: &Value) -> aws_sdk_ec2::Client {
-    let id = key["AccessKey"]["AccessKeyId"].as_str().unwrap();
-    let secret = key["AccessKey"]["SecretAccessKey"].as_str().unwrap();
+fn client(endpoint: &str, key: &Key) -> aws_sdk_ec2::Client {
+    let (id, secret) = (key.id.as_str(), key.secret.as_str());
     let conf = aws_sdk_ec2::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
@@ -69,54 +43,10 @@ fn code<T, E: ProvideErrorMetadata + std::fmt::Debug>(r: Result<T, E>) -> String
 async fn aws_sdk_ec2_crate_against_keyvol_serve() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path();
-    let root = keyvol(
-        home,
-        &[
-            "iam",
-            "create-account",
-            "--account-id",
-            A,
-            "--profile-name",
-            "a",
-        ],
-    );
-    keyvol(
-        home,
-        &[
-            "--profile",
-            "a",
-            "iam",
-            "create-user",
-            "--user-name",
-            "nobody",
-        ],
-    );
-    let nobody = keyvol(
-        home,
-        &[
-            "--profile",
-            "a",
-            "iam",
-            "create-access-key",
-            "--user-name",
-            "nobody",
-        ],
-    );
-    let mut child = Command::new(BIN)
-        .arg("--home")
-        .arg(home)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _served = Served(child);
-    let ready: Value = serde_json::from_str(&line).unwrap();
-    let endpoint = ready["Endpoint"].as_str().unwrap().to_string();
+    let root = create_account(home, A, "a");
+    let nobody = create_user(home, "a", "nobody");
+    let served = Served::start(home, &["serve"]);
+    let endpoint = served.endpoint();
     let ec2 = client(&endpoint, &root);
 
     // Volumes with tags and options, described back through filters.

@@ -4,18 +4,21 @@
 //! home; the audit log names the access key and source address; and two
 //! homes share one KMS through the server (`configure set kms-endpoint`).
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region as SdkRegion};
 use aws_sdk_kms::error::ProvideErrorMetadata;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{
     DataKeySpec, GrantOperation, KeyState, MessageType, SigningAlgorithmSpec,
+};
+use common::serve::{
+    aws_cli, cli as keyvol, cli_raw as keyvol_raw, create_account, create_user, python, Key,
+    Served, BIN,
 };
 use keyvol::clock::Clock;
 use keyvol::home::Home;
@@ -26,58 +29,8 @@ use keyvol::server::{HomeKmsService, ServeOptions};
 use keyvol::session::{Session, SessionOptions};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_keyvol");
 /// The account the tests' principals live in (not the home's default).
 const ACCOUNT: &str = "444455556666";
-
-/// Runs the keyvol CLI on `home`; returns stdout parsed as JSON, or the
-/// exit code and stderr.
-fn keyvol_raw(home: &Path, args: &[&str]) -> Result<Value, (i32, String)> {
-    let out = Command::new(BIN)
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .env_remove("KEYVOL_KMS_ENDPOINT")
-        .env_remove("KEYVOL_PROFILE")
-        .env_remove("KEYVOL_REGION")
-        .env_remove("KEYVOL_TIME_OFFSET")
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        return Err((
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ));
-    }
-    Ok(serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "keyvol {args:?} printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    }))
-}
-
-fn keyvol(home: &Path, args: &[&str]) -> Value {
-    keyvol_raw(home, args)
-        .unwrap_or_else(|(code, err)| panic!("keyvol {args:?} exit {code}: {err}"))
-}
-
-/// An access key as `keyvol iam` prints it.
-#[derive(Clone, Debug)]
-struct Key {
-    id: String,
-    secret: String,
-}
-
-fn key_of(v: &Value) -> Key {
-    Key {
-        id: v["AccessKey"]["AccessKeyId"].as_str().unwrap().to_string(),
-        secret: v["AccessKey"]["SecretAccessKey"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-    }
-}
 
 /// A fresh home with account ACCOUNT (profile `admin`, its root key) and
 /// user `nobody` of that account with an access key and no policy.
@@ -90,39 +43,8 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let root = key_of(&keyvol(
-            dir.path(),
-            &[
-                "iam",
-                "create-account",
-                "--account-id",
-                ACCOUNT,
-                "--profile-name",
-                "admin",
-            ],
-        ));
-        keyvol(
-            dir.path(),
-            &[
-                "--profile",
-                "admin",
-                "iam",
-                "create-user",
-                "--user-name",
-                "nobody",
-            ],
-        );
-        let nobody = key_of(&keyvol(
-            dir.path(),
-            &[
-                "--profile",
-                "admin",
-                "iam",
-                "create-access-key",
-                "--user-name",
-                "nobody",
-            ],
-        ));
+        let root = create_account(dir.path(), ACCOUNT, "admin");
+        let nobody = create_user(dir.path(), "admin", "nobody");
         Fixture { dir, root, nobody }
     }
 
@@ -158,69 +80,6 @@ impl Fixture {
     }
 }
 
-/// `keyvol kms serve` as a child process; SIGTERM on drop.
-struct Served {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Served {
-    fn start(home: &Path) -> Self {
-        let mut child = Command::new(BIN)
-            .arg("--home")
-            .arg(home)
-            .args(["kms", "serve", "--listen", "127.0.0.1:0"])
-            .env_remove("KEYVOL_KMS_ENDPOINT")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let ready: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("kms serve printed {line:?} ({e}) instead of its address"));
-        assert_eq!(ready["Tls"], false);
-        let addr: SocketAddr = ready["Listening"].as_str().unwrap().parse().unwrap();
-        assert_ne!(addr.port(), 0);
-        assert_eq!(ready["Endpoint"], format!("http://{addr}"));
-        Served { child, addr }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// SIGTERM; the exit status.
-    fn stop(&mut self) -> std::process::ExitStatus {
-        // SAFETY: kill(2) on the pid of a child this test spawned.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "kms serve did not stop within 30 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 fn sdk(endpoint: &str, key: &Key) -> aws_sdk_kms::Client {
     let conf = aws_sdk_kms::Config::builder()
         .behavior_version(BehaviorVersion::latest())
@@ -248,7 +107,7 @@ fn code<T, E: ProvideErrorMetadata + std::fmt::Debug>(r: Result<T, E>) -> String
 async fn aws_sdk_kms_crate_against_keyvol_serve() {
     let fx = Fixture::new();
     let sign_verify = fx.sign_verify_available();
-    let srv = Served::start(fx.home());
+    let srv = Served::start(fx.home(), &["kms", "serve"]);
     let kms = sdk(&srv.endpoint(), &fx.root);
     let nobody = sdk(&srv.endpoint(), &fx.nobody);
 
@@ -685,31 +544,13 @@ async fn aws_sdk_kms_crate_against_keyvol_serve() {
     assert!(srv.stop().success(), "kms serve exits 0 on SIGTERM");
 }
 
-fn python() -> String {
-    let venv = std::env::var("KEYVOL_VENV").unwrap_or_else(|_| {
-        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-        format!("{home}/.cache/keyvol-venv")
-    });
-    let p = format!("{venv}/bin/python");
-    assert!(
-        Path::new(&p).exists(),
-        "{p} is missing: run scripts/setup.sh (it creates the venv with boto3 and awscli)"
-    );
-    p
-}
-
 #[test]
 fn boto3_and_aws_cli_against_keyvol_serve() {
     let fx = Fixture::new();
     let sign_verify = fx.sign_verify_available();
-    let srv = Served::start(fx.home());
+    let srv = Served::start(fx.home(), &["kms", "serve"]);
     let py = python();
-    let aws = PathBuf::from(&py).with_file_name("aws");
-    assert!(
-        aws.exists(),
-        "{} is missing: scripts/setup.sh installs awscli",
-        aws.display()
-    );
+    let aws = aws_cli();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/server_clients.py");
     let out = Command::new(&py)
         .arg(script)
@@ -1155,25 +996,22 @@ fn serve_cli_over_tls() {
     ));
     openssl("x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out leaf.pem -days 2 -extfile ext.cnf");
 
-    let mut child = Command::new(BIN)
-        .arg("--home")
-        .arg(fx.home())
-        .args(["kms", "serve", "--listen", "127.0.0.1:0", "--tls-cert"])
-        .arg(pki.path().join("leaf.pem"))
-        .arg("--tls-key")
-        .arg(pki.path().join("leaf.key"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let mut srv = Served {
-        addr: "127.0.0.1:1".parse().unwrap(),
-        child,
-    };
-    let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    let leaf = pki.path().join("leaf.pem");
+    let leaf_key = pki.path().join("leaf.key");
+    let mut srv = Served::spawn(
+        fx.home(),
+        [
+            "kms".as_ref(),
+            "serve".as_ref(),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--tls-cert".as_ref(),
+            leaf.as_os_str(),
+            "--tls-key".as_ref(),
+            leaf_key.as_os_str(),
+        ],
+    );
+    let ready = srv.ready.clone();
     assert_eq!(ready["Tls"], true);
     let endpoint = ready["Endpoint"].as_str().unwrap().to_string();
     assert!(endpoint.starts_with("https://127.0.0.1:"), "{endpoint}");

@@ -15,14 +15,12 @@ impl Model {
     /// so the model is the one the aws CLI and boto3 use. A missing venv is
     /// a failure, not a skip.
     pub fn load(service: &str) -> Model {
-        let venv = std::env::var("KEYVOL_VENV")
-            .unwrap_or_else(|_| format!("{}/.cache/keyvol-venv", std::env::var("HOME").unwrap()));
         let script = format!(
             "import botocore.session,json,sys;\
              s=botocore.session.get_session();\
              json.dump(s.get_component('data_loader').load_service_model('{service}','service-2'),sys.stdout)"
         );
-        let out = std::process::Command::new(format!("{venv}/bin/python"))
+        let out = std::process::Command::new(super::serve::python())
             .args(["-c", &script])
             .output()
             .expect("the keyvol venv's python (run scripts/setup.sh)");

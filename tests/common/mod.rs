@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod botocore;
+pub mod serve;
 
 use std::path::Path;
 use std::process::{Command, Output};
