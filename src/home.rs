@@ -66,6 +66,22 @@ pub struct Home {
     root: Key256,
 }
 
+/// SQLite's busy handler for the home's database: writers here hold the
+/// write lock for a commit (well under a millisecond, or one fsync), so a
+/// waiter retries after 50 µs, then 200 µs, then 2 ms, for about 30 s in
+/// all. SQLite's own busy timeout sleeps 1 to 100 ms between tries, which
+/// made concurrent requests wait for each other for milliseconds.
+fn busy_wait(attempt: i32) -> bool {
+    let micros = match attempt {
+        0..=19 => 50,
+        20..=199 => 200,
+        200..=15_000 => 2_000,
+        _ => return false,
+    };
+    std::thread::sleep(std::time::Duration::from_micros(micros));
+    true
+}
+
 impl Home {
     /// Opens `dir`, creating it, its root key (0600) and its layout on first
     /// use, with the passphrase of `KEYVOL_PASSPHRASE` if set.
@@ -138,9 +154,8 @@ impl Home {
             path: path.clone(),
             source,
         };
-        let conn = rusqlite::Connection::open(&path).map_err(db_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(30))
-            .map_err(db_err)?;
+        let mut conn = rusqlite::Connection::open(&path).map_err(db_err)?;
+        conn.busy_handler(Some(busy_wait)).map_err(db_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
@@ -149,6 +164,44 @@ impl Home {
             .map_err(db_err)?;
         let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o600));
         Ok(conn)
+    }
+
+    /// Runs `schema` (idempotent `CREATE ... IF NOT EXISTS` statements) in
+    /// a write transaction, once per database file and `name` in this
+    /// process: the control plane opens a connection per call, and a write
+    /// transaction (with its fsync) per call for DDL that is already there
+    /// serialized concurrent requests. The file is told apart by device,
+    /// inode and birth time, so a home removed and made again gets its
+    /// schema again (where the filesystem keeps no birth time, the schema
+    /// runs every time).
+    pub fn ensure_schema(
+        &self,
+        conn: &rusqlite::Connection,
+        name: &'static str,
+        schema: &str,
+    ) -> rusqlite::Result<()> {
+        use std::collections::HashSet;
+        use std::os::unix::fs::MetadataExt;
+        use std::sync::{Mutex, OnceLock};
+        /// (device, inode, birth time, schema name) of the schemas already
+        /// run: an inode number is reused by the next file made after one
+        /// is removed, its birth time is not.
+        type Done = Mutex<HashSet<(u64, u64, std::time::SystemTime, &'static str)>>;
+        static DONE: OnceLock<Done> = OnceLock::new();
+        let id = fs::metadata(self.db_path())
+            .ok()
+            .and_then(|m| Some((m.dev(), m.ino(), m.created().ok()?, name)));
+        let done = DONE.get_or_init(Default::default);
+        if let Some(id) = &id {
+            if done.lock().unwrap_or_else(|p| p.into_inner()).contains(id) {
+                return Ok(());
+            }
+        }
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {schema} COMMIT;"))?;
+        if let Some(id) = id {
+            done.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+        }
+        Ok(())
     }
 
     /// Seals `plaintext` under the root key with AES-256-GCM. `label` names

@@ -494,7 +494,14 @@ fn start(s: &Session, req: &Request<'_>, audited: &mut Value) -> DirectResult<Re
         "encrypted": encrypted,
         "kmsKeyArn": request.kms_key_arn.as_ref().map(|k| k.chars().take(256).collect::<String>()),
         "timeout": timeout,
-        "tags": tags.iter().take(50).map(|t| json!({"Key": t.key, "Value": t.value})).collect::<Vec<_>>(),
+        "tags": tags
+            .iter()
+            .take(50)
+            .map(|t| json!({
+                "Key": t.key.chars().take(128).collect::<String>(),
+                "Value": t.value.chars().take(256).collect::<String>(),
+            }))
+            .collect::<Vec<_>>(),
     });
     let mut resources = vec![Resource::new(snapshot_arn(s.ctx.region.as_str(), "*"))];
     if let Some(p) = &request.parent_snapshot_id {

@@ -321,6 +321,7 @@ pub(crate) fn record_event(s: &Session, e: Event<'_>) -> ApiResult<()> {
             e.name,
             e.error.map(|(c, _)| c),
             &event,
+            e.management,
         )
         .map_err(ApiError::from)
 }

@@ -136,7 +136,8 @@ impl<'a> Records<'a> {
             .home
             .connect()
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
+        s.home
+            .ensure_schema(&conn, "ec2-records", SCHEMA)
             .map_err(db_err)?;
         Ok(Records { s, conn })
     }

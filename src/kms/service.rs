@@ -273,8 +273,12 @@ impl Kms {
         )
     }
 
-    /// Appends an event of another service of the control plane (EC2) to
-    /// the same hash chain, in a durable transaction of its own.
+    /// Appends an event of another service of the control plane (EC2,
+    /// EBS) to the same hash chain, in a transaction of its own: durable
+    /// (synchronous=FULL) for management events; data events (block reads
+    /// and writes) commit as the KMS's own cryptographic operations do,
+    /// without an fsync of their own (a process crash loses none, a power
+    /// loss at most the latest, until the next durable commit).
     pub fn record_foreign_event(
         &self,
         account: &str,
@@ -282,9 +286,10 @@ impl Kms {
         event_name: &str,
         error_code: Option<&str>,
         event: &Value,
+        durable: bool,
     ) -> KmsResult<()> {
         let conn = self.conn();
-        conn.pragma_update(None, "synchronous", "FULL")
+        conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })
             .map_err(db)?;
         let tx =
             rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)

@@ -691,7 +691,7 @@ async fn process(
             .map_err(|e| (false, e));
     }
     if api == Api::Ebs {
-        return answer_ebs(state, peer, &http_req, operation_seen)
+        return answer_ebs(state, peer, &http_req, body.clone(), operation_seen)
             .await
             .map(Reply::Ebs)
             .map_err(|e| (false, e));
@@ -818,6 +818,7 @@ async fn answer_ebs(
     state: &State,
     peer: SocketAddr,
     req: &HttpRequest<'_>,
+    body: Bytes,
     operation_seen: &mut String,
 ) -> Result<crate::ebs::Response, Rejection> {
     let policy = VerifyPolicy {
@@ -844,7 +845,7 @@ async fn answer_ebs(
         path: req.path.to_string(),
         query: req.query.to_string(),
         headers: req.headers.to_vec(),
-        body: Bytes::copy_from_slice(req.body),
+        body,
     };
     tokio::task::spawn_blocking(move || {
         service.ebs(

@@ -192,7 +192,8 @@ impl From<super::SnapshotError> for DirectError {
 
 fn db(s: &Session) -> DirectResult<rusqlite::Connection> {
     let c = ops::db(s)?;
-    c.execute_batch(SCHEMA)
+    s.home
+        .ensure_schema(&c, "snapshot-direct", SCHEMA)
         .map_err(|e| DirectError::from(db_err(e)))?;
     Ok(c)
 }
@@ -243,10 +244,122 @@ pub struct StartRequest {
 /// One snapshot being uploaded, as this process holds it: its cipher, its
 /// manifest so far, and when the manifest was last stored.
 struct Upload {
+    owner: String,
     cipher: SectorCipher,
     mac: Key256,
     store: ChunkStore,
     state: Mutex<UploadState>,
+    journal: Journal,
+    /// The deadline last committed (Unix seconds), and the Timeout.
+    deadline: std::sync::atomic::AtomicI64,
+    timeout_secs: i64,
+}
+
+/// One block's record: index, chunk (None: a hole) and SHA-256.
+type BlockRecord = (u64, Option<ChunkRef>, [u8; 32]);
+
+/// The records of an upload's blocks, committed in groups: each writer
+/// queues its record and then either finds it committed by the writer
+/// before it or commits everything queued in one transaction (one fsync
+/// for all the blocks that arrived meanwhile).
+struct Journal {
+    conn: Mutex<rusqlite::Connection>,
+    queue: Mutex<JournalQueue>,
+}
+
+#[derive(Default)]
+struct JournalQueue {
+    next: u64,
+    committed: u64,
+    pending: Vec<BlockRecord>,
+    /// Sequence ranges whose commit failed, with the error.
+    failed: Vec<(u64, u64, DirectError)>,
+}
+
+impl Journal {
+    fn new(conn: rusqlite::Connection) -> Journal {
+        Journal {
+            conn: Mutex::new(conn),
+            queue: Mutex::new(JournalQueue::default()),
+        }
+    }
+
+    /// Records `rec` durably; returns the deadline the commit set.
+    fn record(&self, id: &SnapshotId, rec: BlockRecord, now: i64) -> DirectResult<Option<i64>> {
+        let seq = {
+            let mut q = lock(&self.queue);
+            q.next += 1;
+            q.pending.push(rec);
+            q.next
+        };
+        let conn = lock(&self.conn);
+        let (batch, upto) = {
+            let mut q = lock(&self.queue);
+            if let Some((_, _, e)) = q
+                .failed
+                .iter()
+                .find(|(lo, hi, _)| (*lo..=*hi).contains(&seq))
+            {
+                return Err(e.clone());
+            }
+            if q.committed >= seq {
+                return Ok(None);
+            }
+            (std::mem::take(&mut q.pending), q.next)
+        };
+        let lo = upto + 1 - batch.len() as u64;
+        let result = (|| -> DirectResult<i64> {
+            let tx = conn.unchecked_transaction().map_err(sql)?;
+            let changed = tx
+                .execute(
+                    "UPDATE ebs_uploads SET deadline = ?2 + timeout_minutes * 60 WHERE snapshot_id = ?1",
+                    rusqlite::params![id.as_str(), now],
+                )
+                .map_err(sql)?;
+            if changed == 0 {
+                return Err(DirectError::not_found(id.as_str()));
+            }
+            {
+                let mut st = tx
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO ebs_upload_blocks (snapshot_id, block_index, chunk, checksum) VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .map_err(sql)?;
+                for (i, chunk, digest) in &batch {
+                    st.execute(rusqlite::params![
+                        id.as_str(),
+                        *i as i64,
+                        chunk.map(|c| c.to_hex()),
+                        &digest[..]
+                    ])
+                    .map_err(sql)?;
+                }
+            }
+            let deadline: i64 = tx
+                .query_row(
+                    "SELECT deadline FROM ebs_uploads WHERE snapshot_id = ?1",
+                    [id.as_str()],
+                    |r| r.get(0),
+                )
+                .map_err(sql)?;
+            tx.commit().map_err(sql)?;
+            Ok(deadline)
+        })();
+        let mut q = lock(&self.queue);
+        match result {
+            Ok(deadline) => {
+                q.committed = upto;
+                Ok(Some(deadline))
+            }
+            Err(e) => {
+                q.failed.push((lo, upto, e.clone()));
+                if q.failed.len() > 64 {
+                    q.failed.remove(0);
+                }
+                Err(e)
+            }
+        }
+    }
 }
 
 struct UploadState {
@@ -476,6 +589,7 @@ pub fn start(s: &Session, req: &StartRequest, default_key: Option<&str>) -> Dire
     lock(uploads()).insert(
         upload_key(s, &id),
         Arc::new(Upload {
+            owner: owner.to_string(),
             cipher,
             mac,
             store,
@@ -484,6 +598,9 @@ pub fn start(s: &Session, req: &StartRequest, default_key: Option<&str>) -> Dire
                 since_put: 0,
                 last_put: Instant::now(),
             }),
+            journal: Journal::new(db(s)?),
+            deadline: (now + timeout * 60).into(),
+            timeout_secs: timeout * 60,
         }),
     );
     Ok(out)
@@ -512,15 +629,27 @@ fn start_response(m: &Manifest) -> Value {
 /// The upload of pending snapshot `id` of the caller, timed-out uploads
 /// ended first.
 fn open_upload(s: &Session, id: &SnapshotId) -> DirectResult<Arc<Upload>> {
-    let row: Option<(String, i64)> = db(s)?
+    let now = s.kms.clock().now();
+    let cached = lock(uploads()).get(&upload_key(s, id)).cloned();
+    if let Some(u) = &cached {
+        if u.owner != s.ctx.caller.account.as_str() {
+            return Err(DirectError::not_found(id.as_str()));
+        }
+        if now <= u.deadline.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(u.clone());
+        }
+        // Past the deadline this process knows: the database decides.
+    }
+    let row: Option<(String, i64, i64)> = db(s)?
         .query_row(
-            "SELECT owner, deadline FROM ebs_uploads WHERE snapshot_id = ?1",
+            "SELECT owner, deadline, timeout_minutes FROM ebs_uploads WHERE snapshot_id = ?1",
             [id.as_str()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()
         .map_err(sql)?;
-    let Some((owner, deadline)) = row else {
+    let Some((owner, deadline, timeout_minutes)) = row else {
+        lock(uploads()).remove(&upload_key(s, id));
         // Not an upload: another account's, unknown, or already completed.
         let store = ops::store_for(s, &s.ctx.region)?;
         return match ops::peek_visible(&store, s, id) {
@@ -544,8 +673,10 @@ fn open_upload(s: &Session, id: &SnapshotId) -> DirectResult<Arc<Upload>> {
             format!("Snapshot {id} timed out before it was completed and is now in state error"),
         ));
     }
-    if let Some(u) = lock(uploads()).get(&upload_key(s, id)) {
-        return Ok(u.clone());
+    if let Some(u) = cached {
+        u.deadline
+            .store(deadline, std::sync::atomic::Ordering::Relaxed);
+        return Ok(u);
     }
     // Not held by this process (a restart): rebuild from the store and the
     // recorded blocks.
@@ -558,6 +689,7 @@ fn open_upload(s: &Session, id: &SnapshotId) -> DirectResult<Arc<Upload>> {
         };
     }
     let u = Arc::new(Upload {
+        owner,
         cipher: SectorCipher::new(&dek).map_err(|e| DirectError::internal(e.to_string()))?,
         mac: manifest_mac_key(&dek),
         store,
@@ -566,6 +698,9 @@ fn open_upload(s: &Session, id: &SnapshotId) -> DirectResult<Arc<Upload>> {
             since_put: 0,
             last_put: Instant::now(),
         }),
+        journal: Journal::new(db(s)?),
+        deadline: deadline.into(),
+        timeout_secs: timeout_minutes * 60,
     });
     Ok(lock(uploads())
         .entry(upload_key(s, id))
@@ -728,27 +863,32 @@ pub fn put_block(
     let chunk = if data.iter().all(|&b| b == 0) {
         None
     } else {
-        let mut buf = Zeroizing::new(data.to_vec());
-        u.cipher
+        // Encrypted in place: once encrypted the buffer holds no plaintext,
+        // so only a failed encryption needs wiping.
+        let mut buf = data.to_vec();
+        if let Err(e) = u
+            .cipher
             .encrypt_sectors(index * SECTORS_PER_BLOCK, &mut buf)
-            .map_err(|e| DirectError::internal(e.to_string()))?;
+        {
+            zeroize::Zeroize::zeroize(&mut buf);
+            return Err(DirectError::internal(e.to_string()));
+        }
         Some(u.store.put_chunk(&buf)?)
     };
     let now = s.kms.clock().now();
-    {
-        let c = db(s)?;
-        let tx = c.unchecked_transaction().map_err(sql)?;
-        tx.execute(
-            "INSERT OR REPLACE INTO ebs_upload_blocks (snapshot_id, block_index, chunk, checksum) VALUES (?1, ?2, ?3, ?4)",
-            rusqlite::params![id.as_str(), index as i64, chunk.map(|c| c.to_hex()), &digest[..]],
-        )
-        .map_err(sql)?;
-        tx.execute(
-            "UPDATE ebs_uploads SET deadline = ?2 + timeout_minutes * 60 WHERE snapshot_id = ?1",
-            rusqlite::params![id.as_str(), now],
-        )
-        .map_err(sql)?;
-        tx.commit().map_err(sql)?;
+    match u.journal.record(&id, (index, chunk, digest), now) {
+        Ok(Some(d)) => u.deadline.store(d, std::sync::atomic::Ordering::Relaxed),
+        Ok(None) => {
+            u.deadline
+                .fetch_max(now + u.timeout_secs, std::sync::atomic::Ordering::Relaxed);
+        }
+        Err(e) => {
+            if e.code == "ResourceNotFoundException" {
+                // Deleted or ended by another process meanwhile.
+                lock(uploads()).remove(&upload_key(s, &id));
+            }
+            return Err(e);
+        }
     }
     let mut st = lock(&u.state);
     match chunk {
@@ -814,7 +954,7 @@ pub fn complete(
     }
     let u = open_upload(s, &id)?;
     let digests: Vec<[u8; 32]> = {
-        let c = db(s)?;
+        let c = lock(&u.journal.conn);
         let mut st = c
             .prepare("SELECT checksum FROM ebs_upload_blocks WHERE snapshot_id = ?1 ORDER BY block_index")
             .map_err(sql)?;
@@ -899,8 +1039,14 @@ fn open_reader(s: &Session, id: &SnapshotId) -> DirectResult<Arc<Reader>> {
     {
         let mut cache = lock(readers());
         cache.retain(|_, r| r.made.elapsed() < READER_TTL);
-        if let Some(r) = cache.get(&key) {
-            return Ok(r.clone());
+        if let Some(r) = cache.get(&key).cloned() {
+            drop(cache);
+            // Who may see it is decided on every call (an unshare takes
+            // effect at once); only the unwrapped key is reused.
+            if !ops::visible_to(s, &r.manifest)? {
+                return Err(DirectError::not_found(id.as_str()));
+            }
+            return Ok(r);
         }
     }
     let store = ops::store_for(s, &s.ctx.region)?;

@@ -163,7 +163,9 @@ pub(super) fn db(s: &Session) -> ApiResult<rusqlite::Connection> {
         .home
         .connect()
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    c.execute_batch(SCHEMA).map_err(db_err)?;
+    s.home
+        .ensure_schema(&c, "snapshot-ops", SCHEMA)
+        .map_err(db_err)?;
     Ok(c)
 }
 
@@ -335,7 +337,7 @@ fn forget_snapshot(s: &Session, id: &SnapshotId) -> ApiResult<()> {
     Ok(())
 }
 
-fn visible_to(s: &Session, m: &Manifest) -> ApiResult<bool> {
+pub(super) fn visible_to(s: &Session, m: &Manifest) -> ApiResult<bool> {
     let (owner, shared) = access(s, &m.snapshot_id)?.of(m);
     let me = &s.ctx.caller.account;
     // A manifest whose owner differs from the record is not the snapshot

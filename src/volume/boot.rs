@@ -124,7 +124,8 @@ impl BootTable {
             .home
             .connect()
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
+        s.home
+            .ensure_schema(&conn, "boot-table", SCHEMA)
             .map_err(db_err)?;
         Ok(BootTable { conn })
     }

@@ -159,7 +159,8 @@ impl<'a> Volumes<'a> {
             .home
             .connect()
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
+        s.home
+            .ensure_schema(&conn, "volumes", SCHEMA)
             .map_err(db_err)?;
         Ok(Volumes {
             s,
