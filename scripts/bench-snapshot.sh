@@ -6,7 +6,11 @@
 #   (lazy: time to first read) and restore --hydrate (every chunk fetched,
 #   verified, decrypted, re-encrypted, stored), and an incremental snapshot
 #   after a 1% change vs the full one; then the full snapshot, the copy and
-#   the restore again through keyvol serve's EC2 API (boto3), as ratios.
+#   the restore again through keyvol serve's EC2 API (boto3), as ratios;
+#   then a raw image uploaded as a snapshot and downloaded again through the
+#   EBS direct APIs with the aws-sdk-ebs client (examples/ebs_transfer.rs,
+#   16 requests in flight), against the 200 MB/s target and the CLI's full
+#   snapshot of the same size.
 # Env: BENCH_SIZE_MIB (volume size, 1024).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -88,7 +92,7 @@ echo "store              : $(du -sh "$KEYVOL_HOME/snapshots" | cut -f1) for 2 sn
 VENV="${KEYVOL_VENV:-$HOME/.cache/keyvol-venv}"
 OPS=$("$KV" iam create-user --user-name bench --profile-name bench)
 POLICY="$KEYVOL_HOME/bench-policy.json"
-echo '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ec2:*","kms:*"],"Resource":"*"}]}' > "$POLICY"
+echo '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ec2:*","ebs:*","kms:*"],"Resource":"*"}]}' > "$POLICY"
 "$KV" iam put-user-policy --user-name bench --policy-name all --policy-document "file://$POLICY" >/dev/null
 "$KV" serve --listen 127.0.0.1:0 > "$KEYVOL_HOME/serve.json" 2>/dev/null &
 SERVE_PID=$!
@@ -135,3 +139,23 @@ echo "service snapshot   : $(printf %.3f "$S_SNAP") s  $(mbps "$SIZE_MIB" "$S_SN
 echo "service copy       : $(printf %.3f "$S_COPY") s  $(mbps "$SIZE_MIB" "$S_COPY") MB/s  (CLI/service = $(ratio "$COPY" "$S_COPY")x)"
 FIRST_CLI=$(secs "$T_FIRST0" "$T_FIRST1")
 echo "service first read : ${S_FIRST} s  (CreateVolume + attach + one read; CLI/service = $(ratio "$FIRST_CLI" "$S_FIRST")x)"
+
+# The EBS direct APIs with the SDK client: upload a raw image of random data
+# (page-cached, as a backup tool's source would be), download the snapshot
+# again and check it is the same image.
+TRANSFER="$TARGET/release/examples/ebs_transfer"
+[ -x "$TRANSFER" ] || cargo build --release --example ebs_transfer --quiet
+IMG="$KEYVOL_HOME/bench.img"
+(set +o pipefail
+ openssl enc -aes-128-ctr -pass pass:ebs -nosalt -pbkdf2 < /dev/zero 2>/dev/null \
+   | head -c $((SIZE_MIB << 20)) > "$IMG")
+export AWS_ACCESS_KEY_ID=$(echo "$OPS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["AccessKey"]["AccessKeyId"])')
+export AWS_SECRET_ACCESS_KEY=$(echo "$OPS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["AccessKey"]["SecretAccessKey"])')
+UP=$("$TRANSFER" upload "$ENDPOINT" "$IMG" 16)
+UP_S=$(echo "$UP" | field Seconds); UP_ID=$(echo "$UP" | field SnapshotId)
+DOWN=$("$TRANSFER" download "$ENDPOINT" "$UP_ID" "$KEYVOL_HOME/down.img" 16)
+DOWN_S=$(echo "$DOWN" | field Seconds)
+cmp -n $((SIZE_MIB << 20)) "$IMG" "$KEYVOL_HOME/down.img" || { echo "bench-snapshot: the downloaded image differs" >&2; exit 1; }
+UP_MB=$(mbps "$SIZE_MIB" "$UP_S"); DOWN_MB=$(mbps "$SIZE_MIB" "$DOWN_S")
+echo "ebs upload (SDK)   : $(printf %.3f "$UP_S") s  ${UP_MB} MB/s  (target 200 MB/s: $(awk -v m="$UP_MB" 'BEGIN{printf "%.2f", m/200}')x; CLI full snapshot/upload time = $(ratio "$FULL" "$UP_S")x)"
+echo "ebs download (SDK) : $(printf %.3f "$DOWN_S") s  ${DOWN_MB} MB/s  (target 200 MB/s: $(awk -v m="$DOWN_MB" 'BEGIN{printf "%.2f", m/200}')x; CLI full snapshot/download time = $(ratio "$FULL" "$DOWN_S")x)"

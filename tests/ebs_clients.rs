@@ -7,109 +7,37 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::serve::{cli, create_account, create_user, Key, Served, BIN};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_keyvol");
 const A: &str = "444455556666";
 const B: &str = "777788889999";
 
-fn keyvol(home: &Path, args: &[&str]) -> Value {
-    let out = Command::new(BIN)
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .env_remove("KEYVOL_PROFILE")
-        .env_remove("KEYVOL_REGION")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "keyvol {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn key(v: &Value) -> (String, String) {
-    (
-        v["AccessKey"]["AccessKeyId"].as_str().unwrap().to_string(),
-        v["AccessKey"]["SecretAccessKey"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-    )
-}
-
-struct Served(Child);
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `keyvol serve` on `listen`; returns the server and its endpoint.
-fn serve(home: &Path, listen: &str) -> (Served, String) {
-    let mut child = Command::new(BIN)
-        .arg("--home")
-        .arg(home)
-        .args(["serve", "--listen", listen])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let ready: Value = serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("keyvol serve did not start: {e}: {line:?}"));
-    (
-        Served(child),
-        ready["Endpoint"].as_str().unwrap().to_string(),
-    )
-}
-
-fn user_with_policy(home: &Path, dir: &Path, name: &str, policy: &str) -> (String, String) {
-    keyvol(
-        home,
-        &["--profile", "a", "iam", "create-user", "--user-name", name],
-    );
-    if !policy.is_empty() {
-        let file = dir.join(format!("{name}.json"));
-        std::fs::write(&file, policy).unwrap();
-        keyvol(
-            home,
-            &[
-                "--profile",
-                "a",
-                "iam",
-                "put-user-policy",
-                "--user-name",
-                name,
-                "--policy-name",
-                "p",
-                "--policy-document",
-                &format!("file://{}", file.display()),
-            ],
-        );
-    }
-    key(&keyvol(
+/// A user of account A with an inline policy and an access key.
+fn user_with_policy(home: &Path, dir: &Path, name: &str, policy: &str) -> Key {
+    let key = create_user(home, "a", name);
+    let file = dir.join(format!("{name}.json"));
+    std::fs::write(&file, policy).unwrap();
+    cli(
         home,
         &[
             "--profile",
             "a",
             "iam",
-            "create-access-key",
+            "put-user-policy",
             "--user-name",
             name,
+            "--policy-name",
+            "p",
+            "--policy-document",
+            &format!("file://{}", file.display()),
         ],
-    ))
+    );
+    key
 }
 
 #[test]
@@ -119,29 +47,9 @@ fn aws_cli_and_boto3_upload_restore_and_download_snapshots_through_the_ebs_direc
     };
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    let a = key(&keyvol(
-        &home,
-        &[
-            "iam",
-            "create-account",
-            "--account-id",
-            A,
-            "--profile-name",
-            "a",
-        ],
-    ));
-    let b = key(&keyvol(
-        &home,
-        &[
-            "iam",
-            "create-account",
-            "--account-id",
-            B,
-            "--profile-name",
-            "b",
-        ],
-    ));
-    let nobody = user_with_policy(&home, dir.path(), "nobody", "");
+    let a = create_account(&home, A, "a");
+    let b = create_account(&home, B, "b");
+    let nobody = create_user(&home, "a", "nobody");
     let reader = user_with_policy(
         &home,
         dir.path(),
@@ -151,17 +59,11 @@ fn aws_cli_and_boto3_upload_restore_and_download_snapshots_through_the_ebs_direc
              "Condition":{"StringEquals":{"aws:ResourceTag/team":"db"}}},
             {"Effect":"Allow","Action":["kms:Decrypt"],"Resource":"*"}]}"#,
     );
-    let (served, endpoint) = serve(&home, "127.0.0.1:0");
-    let listen = endpoint.trim_start_matches("http://").to_string();
-    let venv = std::env::var("KEYVOL_VENV")
-        .unwrap_or_else(|_| format!("{}/.cache/keyvol-venv", std::env::var("HOME").unwrap()));
-    let py = format!("{venv}/bin/python");
-    let aws = PathBuf::from(&py).with_file_name("aws");
-    assert!(
-        aws.exists(),
-        "{} is missing: run scripts/setup.sh",
-        aws.display()
-    );
+    let served = Served::start(&home, &["serve"]);
+    let endpoint = served.endpoint();
+    let listen = served.addr().to_string();
+    let py = common::serve::python();
+    let aws = common::serve::aws_cli();
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let restart = dir.path().join("restart");
@@ -171,14 +73,14 @@ fn aws_cli_and_boto3_upload_restore_and_download_snapshots_through_the_ebs_direc
         .env("KV_ENDPOINT", &endpoint)
         .env("KV_A", A)
         .env("KV_B", B)
-        .env("KV_A_AKID", &a.0)
-        .env("KV_A_SECRET", &a.1)
-        .env("KV_B_AKID", &b.0)
-        .env("KV_B_SECRET", &b.1)
-        .env("KV_NOBODY_AKID", &nobody.0)
-        .env("KV_NOBODY_SECRET", &nobody.1)
-        .env("KV_READER_AKID", &reader.0)
-        .env("KV_READER_SECRET", &reader.1)
+        .env("KV_A_AKID", &a.id)
+        .env("KV_A_SECRET", &a.secret)
+        .env("KV_B_AKID", &b.id)
+        .env("KV_B_SECRET", &b.secret)
+        .env("KV_NOBODY_AKID", &nobody.id)
+        .env("KV_NOBODY_SECRET", &nobody.secret)
+        .env("KV_READER_AKID", &reader.id)
+        .env("KV_READER_SECRET", &reader.secret)
         .env("KV_AWS", &aws)
         .env("KV_BIN", BIN)
         .env("KV_HOME", &home)
@@ -200,8 +102,7 @@ fn aws_cli_and_boto3_upload_restore_and_download_snapshots_through_the_ebs_direc
         }
         if restart.exists() && served.is_some() {
             drop(served.take());
-            let (again, _) = serve(&home, &listen);
-            served = Some(again);
+            served = Some(Served::spawn(&home, ["serve", "--listen", listen.as_str()]));
             std::fs::remove_file(&restart).unwrap();
         }
         assert!(
@@ -244,7 +145,7 @@ fn aws_cli_and_boto3_upload_restore_and_download_snapshots_through_the_ebs_direc
     }
     drop(served);
     // Every EBS call is an event of the audit chain, which verifies.
-    let events = keyvol(
+    let events = cli(
         &home,
         &[
             "--profile",
@@ -288,6 +189,6 @@ fn aws_cli_and_boto3_upload_restore_and_download_snapshots_through_the_ebs_direc
                 .ends_with(":user/nobody")),
         "the refused calls of nobody are not audited"
     );
-    let audit = keyvol(&home, &["--profile", "a", "kms", "audit", "verify"]);
+    let audit = cli(&home, &["--profile", "a", "kms", "audit", "verify"]);
     assert_eq!(audit["Valid"], true, "{audit}");
 }

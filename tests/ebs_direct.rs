@@ -1,0 +1,713 @@
+//! The EBS direct APIs in process through `keyvol::ebs::handle` (the code
+//! path `keyvol serve` runs for every request signed for `ebs`): an
+//! authorization matrix of actions x principals x conditions, block tokens
+//! that expire, uploads that time out into `error`, sharing with another
+//! account and unsharing, and bounded audit records of refused calls.
+
+use base64::Engine;
+use keyvol::ebs::{self, Body, Request, Response};
+use keyvol::ec2::{self, Params};
+use keyvol::ids::{AccountId, Region};
+use keyvol::kms::{Caller, PrincipalType, RequestContext};
+use keyvol::session::{Session, SessionOptions};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const A: &str = "444455556666";
+const B: &str = "777788889999";
+const BLOCK: usize = 512 * 1024;
+
+struct World {
+    _dir: tempfile::TempDir,
+    base: Session,
+}
+
+fn caller(account: &str, user: Option<&str>) -> Caller {
+    let acct: AccountId = account.parse().unwrap();
+    match user {
+        None => Caller::root(acct),
+        Some(u) => Caller {
+            principal_arn: format!("arn:aws:iam::{account}:user/{u}"),
+            account: acct,
+            principal_type: PrincipalType::IAMUser,
+            access_key_id: None,
+        },
+    }
+}
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+fn block(seed: u8) -> Vec<u8> {
+    (0..BLOCK)
+        .map(|i| (i as u8).wrapping_mul(seed) ^ seed)
+        .collect()
+}
+
+type Who = (&'static str, Option<&'static str>);
+const ROOT_A: Who = (A, None);
+const ROOT_B: Who = (B, None);
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let base = Session::open(&SessionOptions {
+            home: dir.path().to_path_buf(),
+            profile: "default".into(),
+            region: Region::default_region(),
+        })
+        .unwrap();
+        for (acct, profile) in [(A, "a"), (B, "b")] {
+            base.iam
+                .create_account(&acct.parse().unwrap(), profile)
+                .unwrap();
+        }
+        let a: AccountId = A.parse().unwrap();
+        let policies = [
+            // writer: may write snapshots tagged team=db (tags required at
+            // start), and use keys.
+            (
+                "writer",
+                r#"{"Version":"2012-10-17","Statement":[
+                {"Effect":"Allow","Action":"ebs:StartSnapshot","Resource":"arn:aws:ec2:*::snapshot/*",
+                 "Condition":{"StringEquals":{"aws:RequestTag/team":"db"}}},
+                {"Effect":"Allow","Action":["ebs:PutSnapshotBlock","ebs:CompleteSnapshot"],"Resource":"arn:aws:ec2:*::snapshot/*",
+                 "Condition":{"StringEquals":{"aws:ResourceTag/team":"db"}}},
+                {"Effect":"Allow","Action":["kms:GenerateDataKeyWithoutPlaintext","kms:DescribeKey","kms:Decrypt"],"Resource":"*"}]}"#,
+            ),
+            // reader: reads only, any snapshot.
+            (
+                "reader",
+                r#"{"Version":"2012-10-17","Statement":[
+                {"Effect":"Allow","Action":["ebs:List*","ebs:GetSnapshotBlock"],"Resource":"*"},
+                {"Effect":"Allow","Action":"kms:Decrypt","Resource":"*"}]}"#,
+            ),
+            // lister: may list but is explicitly denied block reads.
+            (
+                "lister",
+                r#"{"Version":"2012-10-17","Statement":[
+                {"Effect":"Allow","Action":["ebs:*","kms:*"],"Resource":"*"},
+                {"Effect":"Deny","Action":"ebs:GetSnapshotBlock","Resource":"*"}]}"#,
+            ),
+            // nokms: every ebs action but no KMS permission at all.
+            (
+                "nokms",
+                r#"{"Version":"2012-10-17","Statement":[
+                {"Effect":"Allow","Action":"ebs:*","Resource":"*"}]}"#,
+            ),
+        ];
+        for (user, doc) in policies {
+            base.iam.create_user(&a, user, None).unwrap();
+            base.iam.put_user_policy(&a, user, "p", doc).unwrap();
+        }
+        base.iam.create_user(&a, "nobody", None).unwrap();
+        World { _dir: dir, base }
+    }
+
+    fn session(&self, who: Who) -> Session {
+        let mut ctx = RequestContext::new(caller(who.0, who.1), "us-east-1".parse().unwrap());
+        ctx.source_ip = Some("198.51.100.9".into());
+        self.base.for_caller(ctx)
+    }
+
+    fn send(
+        &self,
+        who: Who,
+        method: &str,
+        path: &str,
+        query: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> Response {
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        ebs::handle(
+            &self.session(who),
+            &Request {
+                method,
+                path,
+                query,
+                headers: &headers,
+                body,
+            },
+        )
+    }
+
+    fn start(&self, who: Who, body: Value) -> Result<Value, (u16, String, String)> {
+        let r = self.send(
+            who,
+            "POST",
+            "/snapshots",
+            "",
+            &[],
+            body.to_string().as_bytes(),
+        );
+        json_or_error(r)
+    }
+
+    fn put(
+        &self,
+        who: Who,
+        sid: &str,
+        i: u64,
+        data: &[u8],
+    ) -> Result<Value, (u16, String, String)> {
+        let r = self.send(
+            who,
+            "PUT",
+            &format!("/snapshots/{sid}/blocks/{i}"),
+            "",
+            &[
+                ("x-amz-Data-Length", data.len().to_string()),
+                ("x-amz-Checksum", b64(&Sha256::digest(data))),
+                ("x-amz-Checksum-Algorithm", "SHA256".into()),
+            ],
+            data,
+        );
+        json_or_error(r)
+    }
+
+    fn complete(&self, who: Who, sid: &str, n: usize) -> Result<Value, (u16, String, String)> {
+        let r = self.send(
+            who,
+            "POST",
+            &format!("/snapshots/completion/{sid}"),
+            "",
+            &[("x-amz-ChangedBlocksCount", n.to_string())],
+            b"",
+        );
+        json_or_error(r)
+    }
+
+    fn list(&self, who: Who, sid: &str) -> Result<Value, (u16, String, String)> {
+        json_or_error(self.send(
+            who,
+            "GET",
+            &format!("/snapshots/{sid}/blocks"),
+            "",
+            &[],
+            b"",
+        ))
+    }
+
+    fn get(
+        &self,
+        who: Who,
+        sid: &str,
+        i: u64,
+        token: &str,
+    ) -> Result<Vec<u8>, (u16, String, String)> {
+        let q = format!("blockToken={}", urlencode(token));
+        let r = self.send(
+            who,
+            "GET",
+            &format!("/snapshots/{sid}/blocks/{i}"),
+            &q,
+            &[],
+            b"",
+        );
+        match r.body {
+            Body::Block(b) if r.status == 200 => Ok(b.to_vec()),
+            _ => Err(json_or_error(r).unwrap_err()),
+        }
+    }
+
+    fn ec2(&self, who: Who, action: &str, params: &[(&str, &str)]) -> Result<Value, String> {
+        let mut pairs = vec![
+            ("Action".to_string(), action.to_string()),
+            ("Version".to_string(), "2016-11-15".to_string()),
+        ];
+        pairs.extend(params.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        ec2::call(&self.session(who), &Params::new(pairs)).map_err(|e| e.code)
+    }
+
+    /// A completed snapshot of A tagged team=db with blocks 0 and 5.
+    fn completed(&self) -> String {
+        let s = self
+            .start(
+                ROOT_A,
+                json!({"VolumeSize": 1, "Tags": [{"Key": "team", "Value": "db"}]}),
+            )
+            .unwrap();
+        let sid = s["SnapshotId"].as_str().unwrap().to_string();
+        self.put(ROOT_A, &sid, 0, &block(1)).unwrap();
+        self.put(ROOT_A, &sid, 5, &block(2)).unwrap();
+        self.complete(ROOT_A, &sid, 2).unwrap();
+        sid
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The JSON of a success, or (status, error type, reason) of a failure.
+fn json_or_error(r: Response) -> Result<Value, (u16, String, String)> {
+    let error_type = r
+        .headers
+        .iter()
+        .find(|(k, _)| *k == "x-amzn-ErrorType")
+        .map(|(_, v)| v.clone());
+    match (error_type, r.body) {
+        (None, Body::Json(v)) => Ok(v),
+        (None, _) => Ok(Value::Null),
+        (Some(t), Body::Json(v)) => {
+            if r.status == 500 {
+                eprintln!("internal error: {v}");
+            }
+            Err((
+                r.status,
+                t,
+                v["Reason"].as_str().unwrap_or_default().to_string(),
+            ))
+        }
+        (Some(t), _) => Err((r.status, t, String::new())),
+    }
+}
+
+fn kind(r: Result<impl std::fmt::Debug, (u16, String, String)>) -> String {
+    match r {
+        Ok(v) => format!("ok {v:?}")
+            .chars()
+            .take(3)
+            .collect::<String>()
+            .trim()
+            .to_string(),
+        Err((_, t, _)) => t,
+    }
+}
+
+#[test]
+fn authorization_matrix_of_the_ebs_actions_has_no_wrong_allow() {
+    let w = World::new();
+    let writer: Who = (A, Some("writer"));
+    let reader: Who = (A, Some("reader"));
+    let lister: Who = (A, Some("lister"));
+    let nokms: Who = (A, Some("nokms"));
+    let nobody: Who = (A, Some("nobody"));
+    let tagged = json!({"VolumeSize": 1, "Tags": [{"Key": "team", "Value": "db"}]});
+    let untagged = json!({"VolumeSize": 1});
+    let other_tag = json!({"VolumeSize": 1, "Tags": [{"Key": "team", "Value": "web"}]});
+    let done = w.completed();
+    // The same under a customer key whose policy leaves use to IAM.
+    let s = w.session(ROOT_A);
+    let cmk = s.kms.call(&s.ctx, "CreateKey", json!({})).unwrap()["KeyMetadata"]["Arn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let under_cmk = json!({"VolumeSize": 1, "KmsKeyArn": cmk});
+    let done_cmk = w.start(ROOT_A, under_cmk.clone()).unwrap()["SnapshotId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.put(ROOT_A, &done_cmk, 3, &block(7)).unwrap();
+    w.complete(ROOT_A, &done_cmk, 1).unwrap();
+    let pend_cmk = w.start(ROOT_A, under_cmk.clone()).unwrap()["SnapshotId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cmk_token = w.list(ROOT_A, &done_cmk).unwrap()["Blocks"][0]["BlockToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let listed = w.list(ROOT_A, &done).unwrap();
+    let token = listed["Blocks"][0]["BlockToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A pending snapshot tagged team=db and one tagged team=web, by root.
+    let pend_db = w.start(ROOT_A, tagged.clone()).unwrap()["SnapshotId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pend_web = w.start(ROOT_A, other_tag.clone()).unwrap()["SnapshotId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let data = block(9);
+    let cases: Vec<(&str, String, String)> = vec![
+        // StartSnapshot
+        (
+            "root start",
+            kind(w.start(ROOT_A, untagged.clone())),
+            "ok".into(),
+        ),
+        (
+            "writer start tagged",
+            kind(w.start(writer, tagged.clone())),
+            "ok".into(),
+        ),
+        (
+            "writer start untagged",
+            kind(w.start(writer, untagged.clone())),
+            "AccessDeniedException".into(),
+        ),
+        (
+            "writer start other tag",
+            kind(w.start(writer, other_tag.clone())),
+            "AccessDeniedException".into(),
+        ),
+        (
+            "reader start",
+            kind(w.start(reader, tagged.clone())),
+            "AccessDeniedException".into(),
+        ),
+        (
+            "nobody start",
+            kind(w.start(nobody, tagged.clone())),
+            "AccessDeniedException".into(),
+        ),
+        // The KMS decides too: ebs:StartSnapshot without kms permissions
+        // is refused under a customer key; aws/ebs lets every principal of
+        // the account that EBS authorized use it through EBS, as in AWS.
+        (
+            "nokms start cmk",
+            kind(w.start(nokms, under_cmk.clone())),
+            "AccessDeniedException".into(),
+        ),
+        (
+            "nokms start aws/ebs",
+            kind(w.start(nokms, untagged.clone())),
+            "ok".into(),
+        ),
+        (
+            "reader get cmk",
+            kind(w.get(reader, &done_cmk, 3, &cmk_token)),
+            "ok".into(),
+        ),
+        (
+            "nokms get cmk",
+            kind(w.get(nokms, &done_cmk, 3, &cmk_token)),
+            "AccessDeniedException".into(),
+        ),
+        (
+            "nokms list cmk",
+            kind(w.list(nokms, &done_cmk)),
+            "AccessDeniedException".into(),
+        ),
+        // Writes to a started upload use the data key the service made at
+        // StartSnapshot for it (as EBS holds a grant): IAM decides.
+        (
+            "nokms put cmk",
+            kind(w.put(nokms, &pend_cmk, 0, &data)),
+            "ok".into(),
+        ),
+        (
+            "nokms list aws/ebs",
+            kind(w.list(nokms, &done)),
+            "ok".into(),
+        ),
+        (
+            "root B start",
+            kind(w.start(ROOT_B, untagged.clone())),
+            "ok".into(),
+        ),
+        // PutSnapshotBlock
+        (
+            "writer put db",
+            kind(w.put(writer, &pend_db, 1, &data)),
+            "ok".into(),
+        ),
+        (
+            "writer put web",
+            kind(w.put(writer, &pend_web, 1, &data)),
+            "AccessDeniedException".into(),
+        ),
+        (
+            "reader put",
+            kind(w.put(reader, &pend_db, 2, &data)),
+            "AccessDeniedException".into(),
+        ),
+        (
+            "nobody put",
+            kind(w.put(nobody, &pend_db, 2, &data)),
+            "AccessDeniedException".into(),
+        ),
+        (
+            "B put A's",
+            kind(w.put(ROOT_B, &pend_db, 2, &data)),
+            "ResourceNotFoundException".into(),
+        ),
+        (
+            "put completed",
+            kind(w.put(ROOT_A, &done, 2, &data)),
+            "ValidationException".into(),
+        ),
+        // ListSnapshotBlocks / GetSnapshotBlock
+        ("reader list", kind(w.list(reader, &done)), "ok".into()),
+        ("lister list", kind(w.list(lister, &done)), "ok".into()),
+        (
+            "writer list",
+            kind(w.list(writer, &done)),
+            "AccessDeniedException".into(),
+        ),
+        (
+            "nobody list",
+            kind(w.list(nobody, &done)),
+            "AccessDeniedException".into(),
+        ),
+        (
+            "B list A's",
+            kind(w.list(ROOT_B, &done)),
+            "ResourceNotFoundException".into(),
+        ),
+        (
+            "reader get",
+            kind(w.get(reader, &done, 0, &token)),
+            "ok".into(),
+        ),
+        (
+            "lister get",
+            kind(w.get(lister, &done, 0, &token)),
+            "AccessDeniedException".into(),
+        ),
+        (
+            "nobody get",
+            kind(w.get(nobody, &done, 0, &token)),
+            "AccessDeniedException".into(),
+        ),
+        (
+            "B get A's",
+            kind(w.get(ROOT_B, &done, 0, &token)),
+            "ResourceNotFoundException".into(),
+        ),
+        // CompleteSnapshot
+        (
+            "reader complete",
+            kind(w.complete(reader, &pend_db, 1)),
+            "AccessDeniedException".into(),
+        ),
+        (
+            "B complete A's",
+            kind(w.complete(ROOT_B, &pend_db, 1)),
+            "ResourceNotFoundException".into(),
+        ),
+        (
+            "writer complete web",
+            kind(w.complete(writer, &pend_web, 0)),
+            "AccessDeniedException".into(),
+        ),
+        (
+            "writer complete db",
+            kind(w.complete(writer, &pend_db, 1)),
+            "ok".into(),
+        ),
+    ];
+    let wrong: Vec<String> = cases
+        .iter()
+        .filter(|(_, got, want)| got != want)
+        .map(|(name, got, want)| format!("{name}: got {got}, want {want}"))
+        .collect();
+    assert!(cases.len() >= 33, "{}", cases.len());
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    // The block written by writer is in the completed snapshot.
+    let l = w.list(ROOT_A, &pend_db).unwrap();
+    assert_eq!(l["Blocks"][0]["BlockIndex"], 1, "{l}");
+}
+
+#[test]
+fn block_tokens_expire_and_idle_uploads_end_in_error() {
+    let w = World::new();
+    let sid = w.completed();
+    let l = w.list(ROOT_A, &sid).unwrap();
+    let token = l["Blocks"][1]["BlockToken"].as_str().unwrap().to_string();
+    assert_eq!(w.get(ROOT_A, &sid, 5, &token).unwrap(), block(2));
+    let expiry = l["ExpiryTime"].as_i64().unwrap();
+    let now = w.base.kms.clock().now();
+    assert!(
+        expiry > now + 3600 && expiry <= now + 13 * 3600,
+        "{expiry} vs {now}"
+    );
+    // An upload that starts now, with a 10-minute timeout.
+    let pend = w
+        .start(ROOT_A, json!({"VolumeSize": 1, "Timeout": 10}))
+        .unwrap();
+    let pend = pend["SnapshotId"].as_str().unwrap().to_string();
+    w.put(ROOT_A, &pend, 0, &block(3)).unwrap();
+    let idle = w
+        .start(ROOT_A, json!({"VolumeSize": 1, "Timeout": 10}))
+        .unwrap();
+    let idle = idle["SnapshotId"].as_str().unwrap().to_string();
+    w.base.kms.clock().advance(11 * 60);
+    // Past the timeout: the next write is refused, the snapshot is error.
+    let e = w.put(ROOT_A, &pend, 1, &block(4)).unwrap_err();
+    assert_eq!(
+        (e.1.as_str(), e.2.as_str()),
+        ("ValidationException", "WRITE_REQUEST_TIMEOUT")
+    );
+    for id in [&pend, &idle] {
+        let d = w
+            .ec2(ROOT_A, "DescribeSnapshots", &[("SnapshotId.1", id)])
+            .unwrap();
+        let snap = &d["snapshotSet"][0];
+        assert_eq!(snap["status"], "error", "{d}");
+        assert!(
+            snap["statusMessage"]
+                .as_str()
+                .unwrap()
+                .contains("Timeout of 10 minutes"),
+            "{d}"
+        );
+    }
+    // An error snapshot can be deleted.
+    w.ec2(ROOT_A, "DeleteSnapshot", &[("SnapshotId", &pend)])
+        .unwrap();
+    // 13 hours on, the tokens listed before have expired.
+    w.base.kms.clock().advance(13 * 3600);
+    let e = w.get(ROOT_A, &sid, 5, &token).unwrap_err();
+    assert_eq!(
+        (e.1.as_str(), e.2.as_str()),
+        ("ValidationException", "INVALID_BLOCK_TOKEN")
+    );
+    // A fresh list gives fresh tokens that work.
+    let l = w.list(ROOT_A, &sid).unwrap();
+    let fresh = l["Blocks"][1]["BlockToken"].as_str().unwrap();
+    assert_eq!(w.get(ROOT_A, &sid, 5, fresh).unwrap(), block(2));
+}
+
+#[test]
+fn a_shared_snapshot_is_readable_by_the_other_account_until_unshared() {
+    let w = World::new();
+    let s = w.session(ROOT_A);
+    // A key B may use, as sharing an encrypted snapshot needs.
+    let policy = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{A}:root")}, "Action": "kms:*", "Resource": "*"},
+        {"Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{B}:root")},
+         "Action": ["kms:Decrypt", "kms:DescribeKey"], "Resource": "*"}]});
+    let key = s
+        .kms
+        .call(&s.ctx, "CreateKey", json!({"Policy": policy.to_string()}))
+        .unwrap();
+    let arn = key["KeyMetadata"]["Arn"].as_str().unwrap().to_string();
+    let sid = w
+        .start(
+            ROOT_A,
+            json!({"VolumeSize": 1, "KmsKeyArn": arn, "Encrypted": true}),
+        )
+        .unwrap()["SnapshotId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.put(ROOT_A, &sid, 7, &block(5)).unwrap();
+    w.complete(ROOT_A, &sid, 1).unwrap();
+    assert_eq!(
+        w.list(ROOT_B, &sid).unwrap_err().1,
+        "ResourceNotFoundException"
+    );
+    w.ec2(
+        ROOT_A,
+        "ModifySnapshotAttribute",
+        &[
+            ("SnapshotId", &sid),
+            ("Attribute", "createVolumePermission"),
+            ("OperationType", "add"),
+            ("UserId.1", B),
+        ],
+    )
+    .unwrap();
+    let l = w.list(ROOT_B, &sid).unwrap();
+    let token = l["Blocks"][0]["BlockToken"].as_str().unwrap().to_string();
+    assert_eq!(w.get(ROOT_B, &sid, 7, &token).unwrap(), block(5));
+    // B may not write to it or build on it.
+    assert_eq!(
+        w.start(ROOT_B, json!({"VolumeSize": 1, "ParentSnapshotId": sid}))
+            .unwrap_err()
+            .1,
+        "ResourceNotFoundException"
+    );
+    w.ec2(
+        ROOT_A,
+        "ResetSnapshotAttribute",
+        &[
+            ("SnapshotId", &sid),
+            ("Attribute", "createVolumePermission"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        w.list(ROOT_B, &sid).unwrap_err().1,
+        "ResourceNotFoundException"
+    );
+    assert_eq!(
+        w.get(ROOT_B, &sid, 7, &token).unwrap_err().1,
+        "ResourceNotFoundException"
+    );
+}
+
+#[test]
+fn every_call_is_audited_and_refused_calls_are_bounded() {
+    let w = World::new();
+    let nobody: Who = (A, Some("nobody"));
+    let huge = "x".repeat(200_000);
+    let tags: Vec<Value> = (0..500)
+        .map(|i| json!({"Key": format!("k{i}{huge}"), "Value": huge}))
+        .collect();
+    let r = w.start(
+        nobody,
+        json!({"VolumeSize": 1, "Description": huge, "Tags": tags}),
+    );
+    assert!(r.is_err());
+    let sid = w.completed();
+    let _ = w.list((A, Some("nobody")), &sid);
+    let events = keyvol_audit(&w);
+    let ebs_events: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["eventSource"] == "ebs.amazonaws.com")
+        .collect();
+    // completed(): start, 2 puts, complete; plus nobody's start and list.
+    assert_eq!(ebs_events.len(), 6, "{ebs_events:#?}");
+    for e in &ebs_events {
+        let text = e.to_string();
+        assert!(
+            text.len() < 64 * 1024,
+            "an audit record of {} bytes",
+            text.len()
+        );
+    }
+    let denied: Vec<&&Value> = ebs_events
+        .iter()
+        .filter(|e| e["errorCode"].is_string())
+        .collect();
+    assert_eq!(denied.len(), 2, "{denied:#?}");
+    assert!(denied
+        .iter()
+        .all(|e| e["userIdentity"]["arn"] == format!("arn:aws:iam::{A}:user/nobody")));
+    assert!(denied
+        .iter()
+        .all(|e| e["sourceIPAddress"] == "198.51.100.9"));
+}
+
+/// The audit events of account A as `keyvol kms audit list` shows them.
+fn keyvol_audit(w: &World) -> Vec<Value> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyvol"))
+        .arg("--home")
+        .arg(w.base.home.dir())
+        .args([
+            "--profile",
+            "a",
+            "kms",
+            "audit",
+            "list",
+            "--max-items",
+            "100000",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["Events"].as_array().cloned().unwrap()
+}
