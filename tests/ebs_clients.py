@@ -194,6 +194,9 @@ def upload_with_cli(img, key_arn):
                 assert time.time() < deadline, "the server did not restart"
                 time.sleep(0.1)
             steps.append("server-restart-mid-upload")
+        if n == len(blocks) - 1:
+            p = aws(A_KEY, "ec2", "describe-snapshots", "--snapshot-ids", sid)["Snapshots"][0]
+            assert p["State"] == "pending", p
     # A corrupted block is refused and nothing of it is stored.
     with open(path, "wb") as f:
         f.write(b"\x01" * BLOCK)
@@ -217,6 +220,13 @@ def upload_with_cli(img, key_arn):
     assert d["Encrypted"] is True and d["KmsKeyId"] == key_arn and d["VolumeSize"] == 1, d
     assert d["Tags"] == [{"Key": "team", "Value": "db"}], d
     steps.append("upload-image")
+    # An ordinary snapshot: it copies (re-encrypted) like any other.
+    c = aws(A_KEY, "ec2", "copy-snapshot", "--source-region", EAST, "--source-snapshot-id", sid,
+            "--description", "copy of an upload")
+    aws(A_KEY, "ec2", "wait", "snapshot-completed", "--snapshot-ids", c["SnapshotId"])
+    cd = aws(A_KEY, "ec2", "describe-snapshots", "--snapshot-ids", c["SnapshotId"])["Snapshots"][0]
+    assert cd["VolumeSize"] == 1 and cd["Encrypted"] is True, cd
+    steps.append("copy-uploaded-snapshot")
     return sid, [i for i, _ in blocks]
 
 

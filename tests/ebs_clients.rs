@@ -126,6 +126,7 @@ fn aws_cli_and_boto3_upload_restore_and_download_snapshots_through_the_ebs_direc
         "checksum-mismatch-refused",
         "complete-refusals",
         "upload-image",
+        "copy-uploaded-snapshot",
         "restore-mount-compare",
         "download-image-fsck-compare",
         "wrong-token-refused",

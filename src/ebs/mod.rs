@@ -258,18 +258,19 @@ fn run(
             let checksum = req
                 .header("x-amz-Checksum")
                 .ok_or_else(|| missing("x-amz-Checksum"))?;
-            if let Some(p) = req.header("x-amz-Progress") {
-                match p.trim().parse::<i64>() {
-                    Ok(0..=100) => {}
+            let progress = match req.header("x-amz-Progress") {
+                None => None,
+                Some(p) => match p.trim().parse::<u8>() {
+                    Ok(n @ 0..=100) => Some(n),
                     _ => {
                         return Err(DirectError::validation(
                             "INVALID_PARAMETER_VALUE",
                             "x-amz-Progress must be a percentage from 0 to 100",
                         ))
                     }
-                }
-            }
-            let sum = direct::put_block(s, id, index, req.body, checksum)?;
+                },
+            };
+            let sum = direct::put_block(s, id, index, req.body, checksum, progress)?;
             Ok(Response {
                 status: 201,
                 headers: vec![

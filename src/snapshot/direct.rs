@@ -831,14 +831,16 @@ fn check_checksum(data: &[u8], declared: &str, what: &str) -> DirectResult<[u8; 
     Ok(digest)
 }
 
-/// PutSnapshotBlock: stores block `index` of pending snapshot `id`.
-/// Returns the block's checksum (base64 SHA-256).
+/// PutSnapshotBlock: stores block `index` of pending snapshot `id`, with
+/// the client's `x-amz-Progress` when it sent one. Returns the block's
+/// checksum (base64 SHA-256).
 pub fn put_block(
     s: &Session,
     id: &str,
     index: u64,
     data: &[u8],
     checksum: &str,
+    progress: Option<u8>,
 ) -> DirectResult<String> {
     let id = parse_id(id)?;
     if data.len() != BLOCK_SIZE as usize {
@@ -896,6 +898,11 @@ pub fn put_block(
         None => st.manifest.blocks.remove(&index),
     };
     st.since_put += 1;
+    if let Some(p) = progress {
+        // The client's x-amz-Progress, shown by DescribeSnapshots; 100 only
+        // once completed.
+        st.manifest.progress = p.min(99);
+    }
     if st.since_put >= REPUT_EVERY || st.last_put.elapsed() >= REPUT_AFTER {
         ops::put(&u.store, &st.manifest, &u.mac)?;
         st.since_put = 0;
