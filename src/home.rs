@@ -180,6 +180,18 @@ impl Home {
         name: &'static str,
         schema: &str,
     ) -> rusqlite::Result<()> {
+        self.ensure_schema_with(conn, name, |c| c.execute_batch(schema))
+    }
+
+    /// [`Home::ensure_schema`] for a migration step that is code (a column
+    /// added when missing): `step` runs in a write transaction, once per
+    /// database file and `name` in this process.
+    pub fn ensure_schema_with(
+        &self,
+        conn: &rusqlite::Connection,
+        name: &'static str,
+        step: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<()>,
+    ) -> rusqlite::Result<()> {
         use std::collections::HashSet;
         use std::os::unix::fs::MetadataExt;
         use std::sync::{Mutex, OnceLock};
@@ -197,7 +209,10 @@ impl Home {
                 return Ok(());
             }
         }
-        conn.execute_batch(&format!("BEGIN IMMEDIATE; {schema} COMMIT;"))?;
+        let tx =
+            rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+        step(&tx)?;
+        tx.commit()?;
         if let Some(id) = id {
             done.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
         }

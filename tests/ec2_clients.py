@@ -209,6 +209,10 @@ def with_boto3():
     steps.append("paginate")
     one = c.describe_volumes(Filters=[{"Name": "tag:n", "Values": ["3"]}, {"Name": "status", "Values": ["available"]}])["Volumes"]
     assert [v["VolumeId"] for v in one] == [made[3]], one
+    assert one[0]["AvailabilityZone"] == "us-east-1c", one
+    zoned = c.describe_volumes(Filters=[{"Name": "availability-zone", "Values": ["us-east-1c"]},
+                                        {"Name": "tag:batch", "Values": ["p"]}])["Volumes"]
+    assert sorted(v["VolumeId"] for v in zoned) == sorted(made), zoned
     steps.append("filters")
     c.create_tags(Resources=made[:2], Tags=[{"Key": "owner", "Value": "ops"}])
     tags = c.describe_tags(Filters=[{"Name": "key", "Values": ["owner"]}])["Tags"]

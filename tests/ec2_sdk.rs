@@ -73,6 +73,7 @@ async fn aws_sdk_ec2_crate_against_keyvol_serve() {
         assert_eq!(v.state(), Some(&VolumeState::Available));
         assert_eq!(v.volume_type(), Some(&VolumeType::Io2));
         assert_eq!(v.iops(), Some(1000));
+        assert_eq!(v.availability_zone(), Some("us-east-1b"));
         assert_eq!(v.encrypted(), Some(true));
         assert!(v
             .kms_key_id()

@@ -188,12 +188,14 @@ fn every_ec2_response_matches_its_botocore_output_shape() {
         "CreateVolume",
         &[
             ("Size", "1"),
-            ("AvailabilityZoneId", "us-east-1-az2"),
+            ("AvailabilityZoneId", "use1-az2"),
             ("VolumeType", "io2"),
             ("Iops", "1000"),
         ],
     );
     assert_eq!(text(&v2, &["iops"]), "1000");
+    // The zone named at create is the volume's zone from then on.
+    assert_eq!(text(&v2, &["availabilityZone"]), "us-east-1b");
     let vol2 = text(&v2, &["volumeId"]).to_string();
     let d = c.ok(&q, "DescribeVolumes", &[]);
     assert_eq!(items(&d, "volumeSet").len(), 2);

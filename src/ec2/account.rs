@@ -212,11 +212,37 @@ pub fn reset_ebs_default_kms_key_id(c: &Call<'_>) -> ApiResult<Value> {
 
 // ------------------------------------------------------- regions and zones
 
-/// `<region>-az1`, `-az2`, `-az3` for the zones `a`, `b`, `c`.
+/// The zone id of a zone as AWS spells them: the region abbreviated
+/// (`us-east-1` -> `use1`, `ap-southeast-2` -> `apse2`, `us-gov-west-1` ->
+/// `usgw1`) and `-az1`, `-az2`, `-az3` for the zones `a`, `b`, `c`.
 fn zone_id(zone: &str) -> String {
     let (region, letter) = zone.split_at(zone.len() - 1);
-    let n = (letter.as_bytes()[0] - b'a') + 1;
-    format!("{region}-az{n}")
+    let n = letter
+        .as_bytes()
+        .first()
+        .map_or(1, |l| l.saturating_sub(b'a') + 1);
+    format!("{}-az{n}", region_abbreviation(region))
+}
+
+fn region_abbreviation(region: &str) -> String {
+    region
+        .split('-')
+        .enumerate()
+        .map(|(i, part)| match (i, part) {
+            (0, geo) => geo.to_string(),
+            (_, "north") => "n".into(),
+            (_, "south") => "s".into(),
+            (_, "east") => "e".into(),
+            (_, "west") => "w".into(),
+            (_, "central") => "c".into(),
+            (_, "northeast") => "ne".into(),
+            (_, "southeast") => "se".into(),
+            (_, "northwest") => "nw".into(),
+            (_, "southwest") => "sw".into(),
+            (_, "gov") => "g".into(),
+            (_, other) => other.to_string(),
+        })
+        .collect()
 }
 
 /// The zone name of a zone id of `region`.
@@ -297,4 +323,22 @@ pub fn describe_availability_zones(c: &Call<'_>) -> ApiResult<Value> {
         }
     }
     Ok(json!({"availabilityZoneInfo": out}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zone_ids_are_spelled_as_aws_spells_them() {
+        assert_eq!(zone_id("us-east-1b"), "use1-az2");
+        assert_eq!(zone_id("ap-southeast-2a"), "apse2-az1");
+        assert_eq!(zone_id("eu-central-1c"), "euc1-az3");
+        assert_eq!(zone_id("us-gov-west-1a"), "usgw1-az1");
+        assert_eq!(
+            zone_of_id("us-west-2", "usw2-az3").as_deref(),
+            Some("us-west-2c")
+        );
+        assert_eq!(zone_of_id("us-west-2", "us-west-2-az3"), None);
+    }
 }

@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS ec2_volume_options (
     volume_id TEXT PRIMARY KEY,
     volume_type TEXT NOT NULL,
     iops INTEGER,
-    throughput INTEGER
+    throughput INTEGER,
+    availability_zone TEXT
 );
 CREATE TABLE IF NOT EXISTS ec2_volume_modifications (
     volume_id TEXT PRIMARY KEY,
@@ -61,6 +62,18 @@ pub struct VolumeOptions {
     pub volume_type: String,
     pub iops: Option<i64>,
     pub throughput: Option<i64>,
+    /// The zone CreateVolume named; volumes made before zones were
+    /// recorded (and by the keyvol CLI without one) are in `<region>a`.
+    pub availability_zone: Option<String>,
+}
+
+impl VolumeOptions {
+    /// The volume's availability zone in `region`.
+    pub fn zone(&self, region: &str) -> String {
+        self.availability_zone
+            .clone()
+            .unwrap_or_else(|| format!("{region}a"))
+    }
 }
 
 impl Default for VolumeOptions {
@@ -69,6 +82,7 @@ impl Default for VolumeOptions {
             volume_type: "gp3".into(),
             iops: Some(3000),
             throughput: Some(125),
+            availability_zone: None,
         }
     }
 }
@@ -91,6 +105,19 @@ pub struct Records<'a> {
 }
 
 /// Checks tag keys and values as EC2 does.
+/// Homes made before zones were recorded lack the column.
+fn add_zone_column(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let has: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('ec2_volume_options') WHERE name = 'availability_zone'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has {
+        conn.execute_batch("ALTER TABLE ec2_volume_options ADD COLUMN availability_zone TEXT")?;
+    }
+    Ok(())
+}
+
 pub fn check_tags(tags: &[Tag]) -> ApiResult<()> {
     if tags.len() > MAX_TAGS {
         return Err(ApiError::new(
@@ -138,6 +165,9 @@ impl<'a> Records<'a> {
             .map_err(|e| ApiError::internal(e.to_string()))?;
         s.home
             .ensure_schema(&conn, "ec2-records", SCHEMA)
+            .map_err(db_err)?;
+        s.home
+            .ensure_schema_with(&conn, "ec2-records-zone", add_zone_column)
             .map_err(db_err)?;
         Ok(Records { s, conn })
     }
@@ -242,13 +272,14 @@ impl<'a> Records<'a> {
         let row = self
             .conn
             .query_row(
-                "SELECT volume_type, iops, throughput FROM ec2_volume_options WHERE volume_id = ?1",
+                "SELECT volume_type, iops, throughput, availability_zone FROM ec2_volume_options WHERE volume_id = ?1",
                 [vol],
                 |r| {
                     Ok(VolumeOptions {
                         volume_type: r.get(0)?,
                         iops: r.get(1)?,
                         throughput: r.get(2)?,
+                        availability_zone: r.get(3)?,
                     })
                 },
             )
@@ -260,9 +291,10 @@ impl<'a> Records<'a> {
     pub fn set_volume_options(&self, vol: &str, o: &VolumeOptions) -> ApiResult<()> {
         self.conn
             .execute(
-                "INSERT INTO ec2_volume_options (volume_id, volume_type, iops, throughput) VALUES (?1,?2,?3,?4) \
-                 ON CONFLICT(volume_id) DO UPDATE SET volume_type = excluded.volume_type, iops = excluded.iops, throughput = excluded.throughput",
-                params![vol, o.volume_type, o.iops, o.throughput],
+                "INSERT INTO ec2_volume_options (volume_id, volume_type, iops, throughput, availability_zone) VALUES (?1,?2,?3,?4,?5) \
+                 ON CONFLICT(volume_id) DO UPDATE SET volume_type = excluded.volume_type, iops = excluded.iops, throughput = excluded.throughput, \
+                 availability_zone = COALESCE(excluded.availability_zone, ec2_volume_options.availability_zone)",
+                params![vol, o.volume_type, o.iops, o.throughput, o.availability_zone],
             )
             .map_err(db_err)?;
         Ok(())
@@ -301,8 +333,8 @@ impl<'a> Records<'a> {
                         volume_id: r.get(0)?,
                         original_size: r.get(1)?,
                         target_size: r.get(2)?,
-                        original: VolumeOptions { volume_type: r.get(3)?, iops: r.get(5)?, throughput: r.get(7)? },
-                        target: VolumeOptions { volume_type: r.get(4)?, iops: r.get(6)?, throughput: r.get(8)? },
+                        original: VolumeOptions { volume_type: r.get(3)?, iops: r.get(5)?, throughput: r.get(7)?, availability_zone: None },
+                        target: VolumeOptions { volume_type: r.get(4)?, iops: r.get(6)?, throughput: r.get(8)?, availability_zone: None },
                         start_time: r.get(9)?,
                         end_time: r.get(10)?,
                     })
@@ -346,5 +378,32 @@ impl<'a> Records<'a> {
             )
             .map_err(db_err)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_zone_column_is_added_to_an_older_table_once() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE ec2_volume_options (volume_id TEXT PRIMARY KEY, volume_type TEXT NOT NULL, iops INTEGER, throughput INTEGER);
+             INSERT INTO ec2_volume_options VALUES ('vol-0123456789abcdef0', 'gp3', 3000, 125);",
+        )
+        .unwrap();
+        add_zone_column(&conn).unwrap();
+        add_zone_column(&conn).unwrap();
+        let zone: Option<String> = conn
+            .query_row(
+                "SELECT availability_zone FROM ec2_volume_options WHERE volume_id = 'vol-0123456789abcdef0'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(zone, None);
+        let o = VolumeOptions::default();
+        assert_eq!(o.zone("eu-west-1"), "eu-west-1a");
     }
 }

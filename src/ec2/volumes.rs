@@ -134,6 +134,7 @@ fn volume_options(c: &Call<'_>, base: Option<&VolumeOptions>) -> ApiResult<Volum
         volume_type: vt,
         iops,
         throughput,
+        availability_zone: base.and_then(|b| b.availability_zone.clone()),
     })
 }
 
@@ -173,7 +174,7 @@ pub(crate) fn volume_resource(
         .with("ec2:Encrypted", true)
         .with("ec2:VolumeSize", r.size.div_ceil(GIB) as i64)
         .with("ec2:VolumeType", o.volume_type.as_str())
-        .with("ec2:AvailabilityZone", format!("{}a", r.region))
+        .with("ec2:AvailabilityZone", o.zone(r.region.as_str()))
         .with_tags(tags);
     if let Some(sn) = &r.snapshot_id {
         res = res.with("ec2:ParentSnapshot", snapshot_arn(c.region(), sn));
@@ -212,7 +213,7 @@ pub(crate) fn volume_json(
         "volumeId": r.volume_id.as_str(),
         "size": r.size.div_ceil(GIB),
         "snapshotId": r.snapshot_id.clone().unwrap_or_default(),
-        "availabilityZone": format!("{}a", r.region),
+        "availabilityZone": o.zone(r.region.as_str()),
         "status": v["State"],
         "createTime": v["CreateTime"],
         "attachmentSet": attachments,
@@ -248,7 +249,8 @@ pub fn create_volume(c: &Call<'_>) -> ApiResult<Value> {
             "keyvol volumes have one attachment at a time: MultiAttachEnabled is not supported",
         ));
     }
-    let opts = volume_options(c, None)?;
+    let mut opts = volume_options(c, None)?;
+    opts.availability_zone = Some(zone.clone());
     let tags = c.p.tag_specifications("volume")?;
     check_tags(&tags)?;
     let size = size_gib(c)?;
@@ -545,7 +547,8 @@ pub fn describe_volume_status(c: &Call<'_>) -> ApiResult<Value> {
     let records = Records::open(c.s)?;
     let attached = vols.status()?;
     let mut out = Vec::new();
-    for (r, _, tags) in selected(c, &vols, &records)? {
+    for (r, o, tags) in selected(c, &vols, &records)? {
+        let zone = o.zone(r.region.as_str());
         let mut details = Vec::new();
         // The key must be usable for the volume to be read at all.
         let key_ok = key_enabled(c, &r.kms_key_arn);
@@ -566,7 +569,7 @@ pub fn describe_volume_status(c: &Call<'_>) -> ApiResult<Value> {
         }
         let v = json!({
             "volumeId": r.volume_id.as_str(),
-            "availabilityZone": format!("{}a", r.region),
+            "availabilityZone": zone,
             "volumeStatus": {"status": status, "details": details},
             "actionsSet": [],
             "eventsSet": events,
@@ -574,7 +577,7 @@ pub fn describe_volume_status(c: &Call<'_>) -> ApiResult<Value> {
         let field = |name: &str| -> Option<Vec<String>> {
             match name {
                 "volume-id" => Some(vec![r.volume_id.to_string()]),
-                "availability-zone" => Some(vec![format!("{}a", r.region)]),
+                "availability-zone" => Some(vec![zone.clone()]),
                 "volume-status.status" => Some(vec![status.to_string()]),
                 "volume-status.details-name" => {
                     Some(vec!["io-enabled".into(), "io-performance".into()])
