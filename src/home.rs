@@ -66,6 +66,58 @@ pub struct Home {
     root: Key256,
 }
 
+/// A database file as the connection pool tells them apart.
+type DbIdentity = (u64, u64, std::time::SystemTime);
+
+fn db_identity(path: &Path) -> Option<DbIdentity> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino(), m.created().ok()?))
+}
+
+/// At most this many idle connections are kept per database.
+const POOL_IDLE: usize = 16;
+
+fn pool(
+) -> &'static std::sync::Mutex<std::collections::HashMap<DbIdentity, Vec<rusqlite::Connection>>> {
+    static POOL: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<DbIdentity, Vec<rusqlite::Connection>>>,
+    > = std::sync::OnceLock::new();
+    POOL.get_or_init(Default::default)
+}
+
+/// A connection of [`Home::connect_pooled`]; derefs to the connection.
+pub struct PooledConnection {
+    conn: Option<rusqlite::Connection>,
+    key: Option<DbIdentity>,
+}
+
+impl std::ops::Deref for PooledConnection {
+    type Target = rusqlite::Connection;
+    fn deref(&self) -> &rusqlite::Connection {
+        self.conn
+            .as_ref()
+            .expect("a pooled connection is present until dropped")
+    }
+}
+
+impl Drop for PooledConnection {
+    fn drop(&mut self) {
+        let (Some(conn), Some(key)) = (self.conn.take(), self.key) else {
+            return;
+        };
+        // A connection left inside a transaction is closed, not reused.
+        if !conn.is_autocommit() {
+            return;
+        }
+        let mut p = pool().lock().unwrap_or_else(|p| p.into_inner());
+        let idle = p.entry(key).or_default();
+        if idle.len() < POOL_IDLE {
+            idle.push(conn);
+        }
+    }
+}
+
 /// SQLite's busy handler for the home's database: writers here hold the
 /// write lock for a commit (well under a millisecond, or one fsync), so a
 /// waiter retries after 50 µs, then 200 µs, then 2 ms, for about 30 s in
@@ -164,6 +216,35 @@ impl Home {
             .map_err(db_err)?;
         let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o600));
         Ok(conn)
+    }
+
+    /// A connection to the database from this process's pool, returned to
+    /// it when dropped. Opening a connection parses the whole schema on its
+    /// first statement (a third of the CPU of a small control-plane call),
+    /// so per-call code takes pooled ones. A connection comes back only
+    /// outside a transaction, and only to the pool of the same database
+    /// file (device, inode, birth time): a home removed and made again at
+    /// the same path never gets the old file's connections.
+    pub fn connect_pooled(&self) -> Result<PooledConnection, HomeError> {
+        let key = db_identity(&self.db_path());
+        if let Some(k) = &key {
+            let reused = pool()
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_mut(k)
+                .and_then(Vec::pop);
+            if let Some(conn) = reused {
+                return Ok(PooledConnection {
+                    conn: Some(conn),
+                    key,
+                });
+            }
+        }
+        let conn = self.connect()?;
+        Ok(PooledConnection {
+            conn: Some(conn),
+            key: key.or_else(|| db_identity(&self.db_path())),
+        })
     }
 
     /// Runs `schema` (idempotent `CREATE ... IF NOT EXISTS` statements) in

@@ -18,7 +18,6 @@
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use zeroize::Zeroizing;
 
 use crate::api_error::ApiError;
 use crate::ec2::authz::{request_tags, snapshot_arn, Resource};
@@ -54,7 +53,7 @@ impl Request<'_> {
 pub enum Body {
     Json(Value),
     Empty,
-    Block(Zeroizing<Vec<u8>>),
+    Block(Vec<u8>),
 }
 
 impl std::fmt::Debug for Body {

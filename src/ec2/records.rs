@@ -3,7 +3,7 @@
 //! throughput), volume modifications, and the per-account, per-region
 //! EBS encryption defaults.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 
 use crate::api_error::{ApiError, ApiResult};
 use crate::session::Session;
@@ -101,7 +101,7 @@ pub struct Modification {
 
 pub struct Records<'a> {
     s: &'a Session,
-    conn: Connection,
+    conn: crate::home::PooledConnection,
 }
 
 /// Checks tag keys and values as EC2 does.
@@ -161,7 +161,7 @@ impl<'a> Records<'a> {
     pub fn open(s: &'a Session) -> ApiResult<Records<'a>> {
         let conn = s
             .home
-            .connect()
+            .connect_pooled()
             .map_err(|e| ApiError::internal(e.to_string()))?;
         s.home
             .ensure_schema(&conn, "ec2-records", SCHEMA)

@@ -578,9 +578,7 @@ async fn handle(
                     serde_json::to_vec(&v).unwrap_or_default(),
                 ),
                 crate::ebs::Body::Empty => ("application/json", Vec::new()),
-                // The block's plaintext leaves through hyper's buffer; the
-                // zeroizing copy is wiped when this arm ends.
-                crate::ebs::Body::Block(b) => ("application/octet-stream", b.to_vec()),
+                crate::ebs::Body::Block(b) => ("application/octet-stream", b),
             }
         }
         Reply::Json(v) => match serde_json::to_vec(&v) {

@@ -190,7 +190,7 @@ impl From<super::SnapshotError> for DirectError {
     }
 }
 
-fn db(s: &Session) -> DirectResult<rusqlite::Connection> {
+fn db(s: &Session) -> DirectResult<crate::home::PooledConnection> {
     let c = ops::db(s)?;
     s.home
         .ensure_schema(&c, "snapshot-direct", SCHEMA)
@@ -598,7 +598,7 @@ pub fn start(s: &Session, req: &StartRequest, default_key: Option<&str>) -> Dire
                 since_put: 0,
                 last_put: Instant::now(),
             }),
-            journal: Journal::new(db(s)?),
+            journal: Journal::new(journal_connection(s)?),
             deadline: (now + timeout * 60).into(),
             timeout_secs: timeout * 60,
         }),
@@ -698,7 +698,7 @@ fn open_upload(s: &Session, id: &SnapshotId) -> DirectResult<Arc<Upload>> {
             since_put: 0,
             last_put: Instant::now(),
         }),
-        journal: Journal::new(db(s)?),
+        journal: Journal::new(journal_connection(s)?),
         deadline: deadline.into(),
         timeout_secs: timeout_minutes * 60,
     });
@@ -706,6 +706,17 @@ fn open_upload(s: &Session, id: &SnapshotId) -> DirectResult<Arc<Upload>> {
         .entry(upload_key(s, id))
         .or_insert(u)
         .clone())
+}
+
+/// The upload's own connection for its block records (held as long as the
+/// upload is).
+fn journal_connection(s: &Session) -> DirectResult<rusqlite::Connection> {
+    let c = s
+        .home
+        .connect()
+        .map_err(|e| DirectError::internal(e.to_string()))?;
+    drop(db(s)?);
+    Ok(c)
 }
 
 type Recorded = Vec<(u64, Option<ChunkRef>)>;
@@ -1253,7 +1264,7 @@ pub fn get_block(
     id: &str,
     index: u64,
     token: &str,
-) -> DirectResult<(Zeroizing<Vec<u8>>, String)> {
+) -> DirectResult<(Vec<u8>, String)> {
     let id = parse_id(id)?;
     let r = open_reader(s, &id)?;
     let bad = |why: &str| {
@@ -1281,11 +1292,12 @@ pub fn get_block(
     if s.kms.clock().now() > expiry {
         return Err(bad("it has expired; list the blocks again for a new token"));
     }
-    let mut data = Zeroizing::new(
-        r.store
-            .get_chunk(chunk)
-            .map_err(|e| DirectError::from(ops::snap_err(e.in_block(&id, index))))?,
-    );
+    // The block is the caller's data, not key material: it leaves as the
+    // response body without another copy.
+    let mut data = r
+        .store
+        .get_chunk(chunk)
+        .map_err(|e| DirectError::from(ops::snap_err(e.in_block(&id, index))))?;
     if data.len() != BLOCK_SIZE as usize {
         return Err(DirectError::internal(format!(
             "chunk {chunk} of block {index} is {} bytes, not {BLOCK_SIZE}",

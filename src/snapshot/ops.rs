@@ -158,10 +158,10 @@ pub fn store_for(s: &Session, region: &Region) -> ApiResult<ChunkStore> {
     ChunkStore::open(&cfg, region).map_err(snap_err)
 }
 
-pub(super) fn db(s: &Session) -> ApiResult<rusqlite::Connection> {
+pub(super) fn db(s: &Session) -> ApiResult<crate::home::PooledConnection> {
     let c = s
         .home
-        .connect()
+        .connect_pooled()
         .map_err(|e| ApiError::internal(e.to_string()))?;
     s.home
         .ensure_schema(&c, "snapshot-ops", SCHEMA)

@@ -439,7 +439,56 @@ impl ChunkStore {
     /// returns that name. Idempotent: a chunk already stored, intact and
     /// younger than `grace / 2` is not uploaded again.
     pub fn put_chunk(&self, bytes: &[u8]) -> Result<ChunkRef> {
-        self.block_on(self.put_chunk_async(bytes))?
+        match &self.local_root {
+            // One chunk of a local store is written on the calling thread:
+            // no hop through the store's runtime and its blocking pool.
+            Some(root) => self.put_local_chunk(root, bytes),
+            None => self.block_on(self.put_chunk_async(bytes))?,
+        }
+    }
+
+    /// A chunk's name and object path, once its size is checked.
+    fn named(&self, bytes: &[u8]) -> Result<(ChunkRef, Path)> {
+        if bytes.is_empty() || bytes.len() > BLOCK_SIZE as usize {
+            return Err(SnapshotError::ChunkSize {
+                len: bytes.len(),
+                max: BLOCK_SIZE as usize,
+            });
+        }
+        let chunk = ChunkRef::of(bytes);
+        Ok((chunk, self.chunk_path(&chunk)))
+    }
+
+    fn put_local_chunk(&self, root: &std::path::Path, bytes: &[u8]) -> Result<ChunkRef> {
+        let (chunk, path) = self.named(bytes)?;
+        let file = root.join(path.as_ref());
+        let fresh = std::fs::metadata(&file).ok().is_some_and(|m| {
+            m.len() == bytes.len() as u64
+                && m.modified()
+                    .ok()
+                    .and_then(|t| SystemTime::now().duration_since(t).ok())
+                    .unwrap_or_default()
+                    < self.grace / 2
+        });
+        if fresh {
+            self.deduplicated.fetch_add(1, Ordering::Relaxed);
+            return Ok(chunk);
+        }
+        let mut staged = AlignedBlock::new(bytes.len());
+        staged.as_mut().copy_from_slice(bytes);
+        write_local_chunk(&file, staged.as_ref()).map_err(|e| self.local_err("put", &path, e))?;
+        self.uploaded_chunks.fetch_add(1, Ordering::Relaxed);
+        self.uploaded_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(chunk)
+    }
+
+    fn local_err(&self, operation: &'static str, path: &Path, e: std::io::Error) -> SnapshotError {
+        let source = object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(e),
+        };
+        self.store_err(operation, path, source)
     }
 
     /// Stores several chunks with requests overlapped; names in input order.
@@ -458,7 +507,22 @@ impl ChunkStore {
     /// Reads a chunk and checks that it hashes to its name: a missing chunk
     /// is `ChunkMissing`, altered bytes are `ChunkCorrupt`.
     pub fn get_chunk(&self, chunk: &ChunkRef) -> Result<Vec<u8>> {
-        self.block_on(self.get_chunk_async(chunk))?
+        let Some(root) = &self.local_root else {
+            return self.block_on(self.get_chunk_async(chunk))?;
+        };
+        // A local chunk is read on the calling thread.
+        let path = self.chunk_path(chunk);
+        let bytes = match std::fs::read(root.join(path.as_ref())) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(SnapshotError::ChunkMissing { chunk: *chunk })
+            }
+            Err(e) => return Err(self.local_err("get", &path, e)),
+        };
+        if ChunkRef::of(&bytes) != *chunk {
+            return Err(SnapshotError::ChunkCorrupt { chunk: *chunk });
+        }
+        Ok(bytes)
     }
 
     /// Reads several chunks with requests overlapped, each verified; in
@@ -662,14 +726,7 @@ impl ChunkStore {
     }
 
     async fn put_chunk_async(&self, bytes: &[u8]) -> Result<ChunkRef> {
-        if bytes.is_empty() || bytes.len() > BLOCK_SIZE as usize {
-            return Err(SnapshotError::ChunkSize {
-                len: bytes.len(),
-                max: BLOCK_SIZE as usize,
-            });
-        }
-        let chunk = ChunkRef::of(bytes);
-        let path = self.chunk_path(&chunk);
+        let (chunk, path) = self.named(bytes)?;
         match self.store.head(&path).await {
             Ok(meta) if meta.size == bytes.len() as u64 && age(&meta) < self.grace / 2 => {
                 self.deduplicated.fetch_add(1, Ordering::Relaxed);
@@ -688,13 +745,7 @@ impl ChunkStore {
                 tokio::task::spawn_blocking(move || write_local_chunk(&file, staged.as_ref()))
                     .await
                     .map_err(|e| SnapshotError::Runtime(format!("a chunk write failed: {e}")))?
-                    .map_err(|e| {
-                        let source = object_store::Error::Generic {
-                            store: "LocalFileSystem",
-                            source: Box::new(e),
-                        };
-                        self.store_err("put", &path, source)
-                    })?;
+                    .map_err(|e| self.local_err("put", &path, e))?;
             }
             None => {
                 self.store

@@ -148,7 +148,7 @@ pub struct SourceResolver {
 
 pub struct Volumes<'a> {
     s: &'a Session,
-    conn: rusqlite::Connection,
+    conn: crate::home::PooledConnection,
     source: Option<SourceResolver>,
     mount_options: Vec<String>,
 }
@@ -157,7 +157,7 @@ impl<'a> Volumes<'a> {
     pub fn open(s: &'a Session) -> ApiResult<Volumes<'a>> {
         let conn = s
             .home
-            .connect()
+            .connect_pooled()
             .map_err(|e| ApiError::internal(e.to_string()))?;
         s.home
             .ensure_schema(&conn, "volumes", SCHEMA)
