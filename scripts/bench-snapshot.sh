@@ -149,6 +149,8 @@ IMG="$KEYVOL_HOME/bench.img"
 (set +o pipefail
  openssl enc -aes-128-ctr -pass pass:ebs -nosalt -pbkdf2 < /dev/zero 2>/dev/null \
    | head -c $((SIZE_MIB << 20)) > "$IMG")
+# Written back before the clock starts (it stays in the page cache).
+sync "$IMG"
 export AWS_ACCESS_KEY_ID=$(echo "$OPS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["AccessKey"]["AccessKeyId"])')
 export AWS_SECRET_ACCESS_KEY=$(echo "$OPS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["AccessKey"]["SecretAccessKey"])')
 UP=$("$TRANSFER" upload "$ENDPOINT" "$IMG" 16)
