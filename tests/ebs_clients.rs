@@ -7,38 +7,14 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::serve::{cli, create_account, create_user, Key, Served, BIN};
+use common::serve::{cli, create_account, create_user, create_user_with_policy, Served, BIN};
 use serde_json::Value;
 
 const A: &str = "444455556666";
 const B: &str = "777788889999";
-
-/// A user of account A with an inline policy and an access key.
-fn user_with_policy(home: &Path, dir: &Path, name: &str, policy: &str) -> Key {
-    let key = create_user(home, "a", name);
-    let file = dir.join(format!("{name}.json"));
-    std::fs::write(&file, policy).unwrap();
-    cli(
-        home,
-        &[
-            "--profile",
-            "a",
-            "iam",
-            "put-user-policy",
-            "--user-name",
-            name,
-            "--policy-name",
-            "p",
-            "--policy-document",
-            &format!("file://{}", file.display()),
-        ],
-    );
-    key
-}
 
 #[test]
 fn aws_cli_and_boto3_upload_restore_and_download_snapshots_through_the_ebs_direct_apis() {
@@ -50,9 +26,10 @@ fn aws_cli_and_boto3_upload_restore_and_download_snapshots_through_the_ebs_direc
     let a = create_account(&home, A, "a");
     let b = create_account(&home, B, "b");
     let nobody = create_user(&home, "a", "nobody");
-    let reader = user_with_policy(
+    let reader = create_user_with_policy(
         &home,
         dir.path(),
+        "a",
         "reader",
         r#"{"Version":"2012-10-17","Statement":[
             {"Effect":"Allow","Action":["ebs:ListSnapshotBlocks","ebs:GetSnapshotBlock"],"Resource":"arn:aws:ec2:*::snapshot/*",

@@ -783,9 +783,10 @@ pub fn forget(s: &Session, id: &SnapshotId) -> DirectResult<()> {
     Ok(())
 }
 
-/// Is `id` a pending upload of the direct APIs? Timed-out ones are ended
-/// here (DescribeSnapshots then shows them `error`).
-pub fn is_upload(s: &Session, id: &SnapshotId) -> DirectResult<bool> {
+/// The state of upload `id`: `None` when it is not an upload of the
+/// direct APIs, `Some(true)` while it is open, `Some(false)` when its
+/// Timeout passed (it is ended here, DescribeSnapshots then shows `error`).
+fn upload_open(s: &Session, id: &SnapshotId) -> DirectResult<Option<bool>> {
     let deadline: Option<i64> = db(s)?
         .query_row(
             "SELECT deadline FROM ebs_uploads WHERE snapshot_id = ?1",
@@ -795,33 +796,25 @@ pub fn is_upload(s: &Session, id: &SnapshotId) -> DirectResult<bool> {
         .optional()
         .map_err(sql)?;
     match deadline {
-        None => Ok(false),
+        None => Ok(None),
         Some(d) if s.kms.clock().now() > d => {
             expire(s, id)?;
-            Ok(false)
+            Ok(Some(false))
         }
-        Some(_) => Ok(true),
+        Some(_) => Ok(Some(true)),
     }
+}
+
+/// Is `id` an open upload of the direct APIs?
+pub fn is_upload(s: &Session, id: &SnapshotId) -> DirectResult<bool> {
+    Ok(upload_open(s, id)? == Some(true))
 }
 
 /// Ends the upload `id` when its Timeout passed; true when it did.
 pub(super) fn ended_by_timeout(s: &Session, id: &SnapshotId) -> crate::api_error::ApiResult<bool> {
-    let due: Option<i64> = db(s)
-        .map_err(|e| ApiError::internal(e.message))?
-        .query_row(
-            "SELECT deadline FROM ebs_uploads WHERE snapshot_id = ?1",
-            [id.as_str()],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(db_err)?;
-    match due {
-        Some(d) if s.kms.clock().now() > d => {
-            expire(s, id).map_err(|e| ApiError::new(e.code, e.message))?;
-            Ok(true)
-        }
-        _ => Ok(false),
-    }
+    upload_open(s, id)
+        .map(|open| open == Some(false))
+        .map_err(|e| ApiError::new(e.code, e.message))
 }
 
 /// The SHA-256 of `data`, checked against a base64 `x-amz-Checksum`.

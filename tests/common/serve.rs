@@ -117,6 +117,36 @@ pub fn create_user(home: &Path, profile: &str, user: &str) -> Key {
     ))
 }
 
+/// A user of `profile`'s account with the inline policy `policy` (named
+/// `p`, written to a file in `dir`) and an access key.
+pub fn create_user_with_policy(
+    home: &Path,
+    dir: &Path,
+    profile: &str,
+    user: &str,
+    policy: &str,
+) -> Key {
+    let key = create_user(home, profile, user);
+    let file = dir.join(format!("{user}.json"));
+    std::fs::write(&file, policy).unwrap();
+    cli(
+        home,
+        &[
+            "--profile",
+            profile,
+            "iam",
+            "put-user-policy",
+            "--user-name",
+            user,
+            "--policy-name",
+            "p",
+            "--policy-document",
+            &format!("file://{}", file.display()),
+        ],
+    );
+    key
+}
+
 /// A keyvol server as a child process, killed on drop.
 pub struct Served {
     pub child: Child,
