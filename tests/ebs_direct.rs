@@ -4,6 +4,8 @@
 //! that expire, uploads that time out into `error`, sharing with another
 //! account and unsharing, and bounded audit records of refused calls.
 
+mod common;
+
 use base64::Engine;
 use keyvol::ebs::{self, Body, Request, Response};
 use keyvol::ec2::{self, Params};
@@ -710,4 +712,198 @@ fn keyvol_audit(w: &World) -> Vec<Value> {
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     v["Events"].as_array().cloned().unwrap()
+}
+
+/// Every EBS response of keyvol against botocore's `ebs` model: JSON bodies
+/// against the operation's output shape, header members by their wire
+/// names, and error bodies against the error's shape.
+#[test]
+fn every_ebs_response_matches_the_botocore_model() {
+    let model = common::botocore::Model::load("ebs");
+    let w = World::new();
+    let mut problems = Vec::new();
+    let mut check = |op: &str, r: &Response| {
+        match &r.body {
+            Body::Json(v) if r.headers.iter().any(|(k, _)| *k == "x-amzn-ErrorType") => {
+                let code = &r
+                    .headers
+                    .iter()
+                    .find(|(k, _)| *k == "x-amzn-ErrorType")
+                    .unwrap()
+                    .1;
+                assert!(
+                    model.errors(op).contains(code),
+                    "{op} may not answer {code}"
+                );
+                problems.extend(model.check_shape(code, v));
+            }
+            Body::Json(v) => problems.extend(model.check_output(op, v)),
+            _ => {}
+        }
+        let allowed = model.output_headers(op);
+        for (name, _) in &r.headers {
+            let lower = name.to_ascii_lowercase();
+            if lower != "x-amzn-errortype" && !allowed.contains(&lower) {
+                problems.push(format!("{op}: header {name} is not a member of its output"));
+            }
+        }
+    };
+    let start = w.send(
+        ROOT_A,
+        "POST",
+        "/snapshots",
+        "",
+        &[],
+        json!({"VolumeSize": 1, "Description": "shapes", "Tags": [{"Key": "k", "Value": "v"}]})
+            .to_string()
+            .as_bytes(),
+    );
+    check("StartSnapshot", &start);
+    let sid = match &start.body {
+        Body::Json(v) => v["SnapshotId"].as_str().unwrap().to_string(),
+        other => panic!("{other:?}"),
+    };
+    let data = block(3);
+    let put = w.send(
+        ROOT_A,
+        "PUT",
+        &format!("/snapshots/{sid}/blocks/2"),
+        "",
+        &[
+            ("x-amz-Data-Length", BLOCK.to_string()),
+            ("x-amz-Checksum", b64(&Sha256::digest(&data))),
+            ("x-amz-Checksum-Algorithm", "SHA256".into()),
+        ],
+        &data,
+    );
+    assert_eq!(put.status, 201);
+    assert_eq!(put.headers.len(), 2, "{:?}", put.headers);
+    check("PutSnapshotBlock", &put);
+    let done = w.send(
+        ROOT_A,
+        "POST",
+        &format!("/snapshots/completion/{sid}"),
+        "",
+        &[("x-amz-ChangedBlocksCount", "1".into())],
+        b"",
+    );
+    assert_eq!(done.status, 202);
+    check("CompleteSnapshot", &done);
+    let list = w.send(
+        ROOT_A,
+        "GET",
+        &format!("/snapshots/{sid}/blocks"),
+        "",
+        &[],
+        b"",
+    );
+    check("ListSnapshotBlocks", &list);
+    let token = match &list.body {
+        Body::Json(v) => v["Blocks"][0]["BlockToken"].as_str().unwrap().to_string(),
+        other => panic!("{other:?}"),
+    };
+    let changed = w.send(
+        ROOT_A,
+        "GET",
+        &format!("/snapshots/{sid}/changedblocks"),
+        "",
+        &[],
+        b"",
+    );
+    check("ListChangedBlocks", &changed);
+    let get = w.send(
+        ROOT_A,
+        "GET",
+        &format!("/snapshots/{sid}/blocks/2"),
+        &format!("blockToken={}", urlencode(&token)),
+        &[],
+        b"",
+    );
+    assert_eq!(get.status, 200);
+    assert_eq!(get.headers.len(), 3, "{:?}", get.headers);
+    check("GetSnapshotBlock", &get);
+    // Errors: each a declared error of its operation, in its shape.
+    let errors = [
+        (
+            "StartSnapshot",
+            w.send(
+                ROOT_A,
+                "POST",
+                "/snapshots",
+                "",
+                &[],
+                br#"{"VolumeSize": 0}"#,
+            ),
+        ),
+        (
+            "StartSnapshot",
+            w.send(
+                (A, Some("nobody")),
+                "POST",
+                "/snapshots",
+                "",
+                &[],
+                br#"{"VolumeSize": 1}"#,
+            ),
+        ),
+        (
+            "ListSnapshotBlocks",
+            w.send(
+                ROOT_A,
+                "GET",
+                "/snapshots/snap-0123456789abcdef0/blocks",
+                "",
+                &[],
+                b"",
+            ),
+        ),
+        (
+            "ListSnapshotBlocks",
+            w.send(
+                ROOT_A,
+                "GET",
+                &format!("/snapshots/{sid}/blocks"),
+                "pageToken=Z2FyYmFnZQ%3D%3D",
+                &[],
+                b"",
+            ),
+        ),
+        (
+            "GetSnapshotBlock",
+            w.send(
+                ROOT_A,
+                "GET",
+                &format!("/snapshots/{sid}/blocks/3"),
+                &format!("blockToken={}", urlencode(&token)),
+                &[],
+                b"",
+            ),
+        ),
+        (
+            "CompleteSnapshot",
+            w.send(
+                ROOT_A,
+                "POST",
+                &format!("/snapshots/completion/{sid}"),
+                "",
+                &[("x-amz-ChangedBlocksCount", "1".into())],
+                b"",
+            ),
+        ),
+    ];
+    for (op, r) in &errors {
+        assert!(r.status >= 400, "{op}: {r:?}");
+        check(op, r);
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    // The checker sees what is off.
+    assert!(!model
+        .check_output(
+            "ListSnapshotBlocks",
+            &json!({"Blocks": [{"BlockIndex": "x"}]})
+        )
+        .is_empty());
+    assert!(!model
+        .check_shape("ValidationException", &json!({"Reason": "NOT_A_REASON"}))
+        .is_empty());
 }

@@ -86,7 +86,7 @@ impl Response {
     /// EBS's error response: `x-amzn-ErrorType` and a body with the
     /// error shape's `Message` and `Reason`.
     pub fn error(e: &DirectError) -> Self {
-        let mut body = json!({"Message": e.message, "message": e.message});
+        let mut body = json!({"Message": e.message});
         if let Some(r) = e.reason {
             body["Reason"] = json!(r);
         }

@@ -70,6 +70,29 @@ impl Model {
         problems
     }
 
+    /// Every problem of `v` against the shape `shape` (an error shape,
+    /// say); empty when it conforms.
+    pub fn check_shape(&self, shape: &str, v: &Value) -> Vec<String> {
+        let mut problems = Vec::new();
+        self.check(shape, v, shape, &mut problems);
+        problems
+    }
+
+    /// The wire names of `op`'s output members sent as HTTP headers
+    /// (REST protocols), lowercased.
+    pub fn output_headers(&self, op: &str) -> Vec<String> {
+        let shape = self.json["operations"][op]["output"]["shape"]
+            .as_str()
+            .unwrap_or_default();
+        self.json["shapes"][shape]["members"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, m)| m["location"] == "header")
+            .filter_map(|(_, m)| m["locationName"].as_str().map(str::to_ascii_lowercase))
+            .collect()
+    }
+
     fn check(&self, shape_name: &str, v: &Value, path: &str, out: &mut Vec<String>) {
         let shape = &self.json["shapes"][shape_name];
         let ty = shape["type"].as_str().unwrap_or("?");
