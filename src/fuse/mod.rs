@@ -89,8 +89,22 @@ impl FuseHandle {
     /// (a loop device or a process holds it open) is
     /// [`VolumeError::Busy`]: it stays mounted and served by the worker
     /// threads (use [`FuseHandle::try_unmount`] to keep the handle).
+    ///
+    /// A hold that lasts only milliseconds does not count as busy: a child
+    /// process forked anywhere in this process carries copies of its open
+    /// descriptors (the device file's too) until its `exec` closes them, so
+    /// a busy answer is retried for up to [`UNMOUNT_SETTLE`] first.
     pub fn unmount(self) -> Result<(), VolumeError> {
-        self.try_unmount()?;
+        let deadline = std::time::Instant::now() + UNMOUNT_SETTLE;
+        loop {
+            match self.try_unmount() {
+                Ok(()) => break,
+                Err(VolumeError::Busy { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        }
         self.finish()
     }
 
@@ -158,6 +172,10 @@ impl FuseHandle {
         }
     }
 }
+
+/// How long [`FuseHandle::unmount`] retries a busy answer before it
+/// reports [`VolumeError::Busy`].
+pub const UNMOUNT_SETTLE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Mounts `device` at `mountpoint` and serves it from background threads.
 ///
