@@ -214,6 +214,9 @@ impl Home {
             .map_err(db_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(db_err)?;
+        // Connections are long-lived (the KMS's, the pool's): the hot
+        // statements of every call are prepared once per connection.
+        conn.set_prepared_statement_cache_capacity(128);
         let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o600));
         Ok(conn)
     }

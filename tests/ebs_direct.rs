@@ -104,6 +104,13 @@ impl World {
             base.iam.put_user_policy(&a, user, "p", doc).unwrap();
         }
         base.iam.create_user(&a, "nobody", None).unwrap();
+        // The matrix starts more snapshots a second than EBS's quota of 10
+        // (a client would retry the throttled ones): raised for this home,
+        // as an account's quota increase would.
+        let mut q = keyvol::ebs::quota::Quotas::default();
+        q.set("StartSnapshot=1000").unwrap();
+        q.set("CompleteSnapshot=1000").unwrap();
+        keyvol::ebs::quota::configure(base.home.dir(), q);
         World { _dir: dir, base }
     }
 
@@ -215,6 +222,36 @@ impl World {
             Body::Block(b) if r.status == 200 => Ok(b.to_vec()),
             _ => Err(json_or_error(r).unwrap_err()),
         }
+    }
+
+    /// GetSnapshotBlock's body and its `x-amz-Checksum` header.
+    fn get_with_sum(&self, who: Who, sid: &str, i: u64, token: &str) -> (Vec<u8>, String) {
+        let q = format!("blockToken={}", urlencode(token));
+        let r = self.send(
+            who,
+            "GET",
+            &format!("/snapshots/{sid}/blocks/{i}"),
+            &q,
+            &[],
+            b"",
+        );
+        let sum = r
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-Checksum"))
+            .map(|(_, v)| v.clone())
+            .expect("GetSnapshotBlock answers x-amz-Checksum");
+        match r.body {
+            Body::Block(b) if r.status == 200 => (b.to_vec(), sum),
+            _ => panic!("GetSnapshotBlock {sid}/{i}: {:?}", json_or_error(r).err()),
+        }
+    }
+
+    fn checksum_rows(&self) -> i64 {
+        rusqlite::Connection::open(self._dir.path().join("state.db"))
+            .unwrap()
+            .query_row("SELECT count(*) FROM ebs_block_checksums", [], |r| r.get(0))
+            .unwrap()
     }
 
     fn ec2(&self, who: Who, action: &str, params: &[(&str, &str)]) -> Result<Value, String> {
@@ -906,4 +943,152 @@ fn every_ebs_response_matches_the_botocore_model() {
     assert!(!model
         .check_shape("ValidationException", &json!({"Reason": "NOT_A_REASON"}))
         .is_empty());
+}
+
+/// GetSnapshotBlock answers the digest recorded when the block was uploaded
+/// (no second hash of the block): for a parent's block read through its
+/// child, for a block the child replaced, and the recorded digests go when
+/// their chunks are deleted.
+#[test]
+fn recorded_block_checksums_follow_chunks_through_children_and_deletes() {
+    let w = World::new();
+    let parent = w.completed();
+    assert_eq!(w.checksum_rows(), 2, "blocks 0 and 5 of the parent");
+    let c = w
+        .start(
+            ROOT_A,
+            json!({"VolumeSize": 1, "ParentSnapshotId": parent, "Tags": [{"Key": "team", "Value": "db"}]}),
+        )
+        .unwrap();
+    let child = c["SnapshotId"].as_str().unwrap().to_string();
+    w.put(ROOT_A, &child, 5, &block(3)).unwrap();
+    w.put(ROOT_A, &child, 7, &block(4)).unwrap();
+    w.complete(ROOT_A, &child, 2).unwrap();
+    assert_eq!(w.checksum_rows(), 4, "the child's blocks 5 and 7 added");
+    let expect = [
+        (&parent, vec![(0u64, block(1)), (5, block(2))]),
+        (&child, vec![(0, block(1)), (5, block(3)), (7, block(4))]),
+    ];
+    for (sid, blocks) in &expect {
+        let listed = w.list(ROOT_A, sid).unwrap();
+        let listed = listed["Blocks"].as_array().unwrap();
+        assert_eq!(listed.len(), blocks.len(), "{sid}: {listed:?}");
+        for ((i, data), b) in blocks.iter().zip(listed) {
+            assert_eq!(b["BlockIndex"].as_u64(), Some(*i));
+            let (got, sum) = w.get_with_sum(ROOT_A, sid, *i, b["BlockToken"].as_str().unwrap());
+            assert!(&got == data, "{sid} block {i}: wrong bytes");
+            assert_eq!(
+                sum,
+                b64(&Sha256::digest(data)),
+                "{sid} block {i}: wrong checksum"
+            );
+        }
+    }
+    // Deleting the child frees the two chunks only it names.
+    w.ec2(ROOT_A, "DeleteSnapshot", &[("SnapshotId", &child)])
+        .unwrap();
+    assert_eq!(w.checksum_rows(), 2);
+    w.ec2(ROOT_A, "DeleteSnapshot", &[("SnapshotId", &parent)])
+        .unwrap();
+    assert_eq!(w.checksum_rows(), 0);
+}
+
+fn own_snapshots(w: &World, who: Who) -> usize {
+    let d = w
+        .ec2(who, "DescribeSnapshots", &[("Owner.1", "self")])
+        .unwrap();
+    d["snapshotSet"].as_array().map_or(0, Vec::len)
+}
+
+/// EBS's quotas, set low for this home: each refusal carries EBS's error
+/// name and reason and changes nothing; another account or another
+/// snapshot is not held back by them.
+#[test]
+fn quotas_refuse_with_ebs_errors_and_change_nothing() {
+    use keyvol::ebs::quota::{self, Quotas};
+    let w = World::new();
+    let home = w.base.home.dir().to_path_buf();
+    let set = |specs: &[&str]| {
+        let mut q = Quotas::default();
+        for s in specs {
+            q.set(s).unwrap();
+        }
+        quota::configure(&home, q);
+    };
+    let start = |who: Who| w.start(who, json!({"VolumeSize": 1}));
+    // One StartSnapshot per 100 s per account.
+    set(&["StartSnapshot=0.01"]);
+    let first = start(ROOT_A).unwrap()["SnapshotId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let e = start(ROOT_A).unwrap_err();
+    assert_eq!(
+        e,
+        (
+            400,
+            "RequestThrottledException".into(),
+            "ACCOUNT_THROTTLED".into()
+        )
+    );
+    assert_eq!(
+        own_snapshots(&w, ROOT_A),
+        1,
+        "the throttled start made nothing"
+    );
+    start(ROOT_B).expect("another account has its own bucket");
+
+    // One PutSnapshotBlock per 100 s per snapshot.
+    set(&["PutSnapshotBlockPerSnapshot=0.01"]);
+    let second = start(ROOT_A).unwrap()["SnapshotId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.put(ROOT_A, &first, 0, &block(1)).unwrap();
+    let e = w.put(ROOT_A, &first, 1, &block(2)).unwrap_err();
+    assert_eq!(
+        e,
+        (
+            400,
+            "RequestThrottledException".into(),
+            "RESOURCE_LEVEL_THROTTLE".into()
+        )
+    );
+    w.put(ROOT_A, &second, 1, &block(2))
+        .expect("another snapshot has its own bucket");
+    // The refused block was not stored: one block completes the upload.
+    w.complete(ROOT_A, &first, 1).unwrap();
+    let listed = w.list(ROOT_A, &first).unwrap();
+    assert_eq!(listed["Blocks"].as_array().unwrap().len(), 1, "{listed}");
+
+    // Open uploads: `second` is still open.
+    set(&["OpenUploads=1"]);
+    let e = start(ROOT_A).unwrap_err();
+    assert_eq!(
+        e,
+        (
+            400,
+            "ConcurrentLimitExceededException".into(),
+            String::new()
+        )
+    );
+    assert_eq!(own_snapshots(&w, ROOT_A), 2);
+    w.complete(ROOT_A, &second, 1).unwrap();
+    start(ROOT_A).expect("the completed upload no longer counts");
+
+    // Snapshots per region: A owns 3.
+    set(&["SnapshotsPerRegion=3"]);
+    let e = start(ROOT_A).unwrap_err();
+    assert_eq!(
+        e,
+        (
+            402,
+            "ServiceQuotaExceededException".into(),
+            "DEPENDENCY_SERVICE_QUOTA_EXCEEDED".into()
+        )
+    );
+    assert_eq!(own_snapshots(&w, ROOT_A), 3);
+    w.ec2(ROOT_A, "DeleteSnapshot", &[("SnapshotId", &first)])
+        .unwrap();
+    start(ROOT_A).expect("under the quota again");
 }

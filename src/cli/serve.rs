@@ -56,6 +56,13 @@ pub fn serve_command() -> Command {
                 .help("Open connections at most (default 512)"),
         )
         .arg(
+            Arg::new("ebs-quota")
+                .long("ebs-quota")
+                .value_name("NAME=VALUE")
+                .action(clap::ArgAction::Append)
+                .help("Set an EBS direct APIs quota (repeatable): StartSnapshot, PutSnapshotBlock, CompleteSnapshot, ListSnapshotBlocks, ListChangedBlocks or GetSnapshotBlock (requests per second per account), PutSnapshotBlockPerSnapshot, GetSnapshotBlockPerSnapshot (per second per snapshot), OpenUploads, SnapshotsPerRegion; EBS's defaults otherwise"),
+        )
+        .arg(
             Arg::new("metrics")
                 .long("metrics")
                 .value_name("ADDR:PORT")
@@ -89,6 +96,13 @@ pub fn run_serve(session: &Session, m: &ArgMatches) -> Result<(), CliError> {
             .map_err(|e| CliError::usage(format!("--tls-cert {cert} --tls-key {key}: {e}")))?;
         opts.tls = Some(identity);
     }
+    let mut quotas = keyvol::ebs::quota::Quotas::default();
+    for spec in m.get_many::<String>("ebs-quota").into_iter().flatten() {
+        quotas
+            .set(spec)
+            .map_err(|e| CliError::usage(format!("--ebs-quota {spec}: {e}")))?;
+    }
+    keyvol::ebs::quota::configure(session.home.dir(), quotas);
     keyvol::sys::harden_and_report("the KMS server");
     let tls = opts.tls.is_some();
     if !tls && !listen.ip().is_loopback() {

@@ -13,11 +13,14 @@
 //! (`eventSource` `ebs.amazonaws.com`) in the audit chain: StartSnapshot
 //! and CompleteSnapshot as management events, the block and list calls as
 //! data events (`managementEvent` false, `eventCategory` `Data`), each
-//! recorded on its own (no sampling). The engine is
+//! recorded on its own (no sampling). A request past the quotas of
+//! [`quota`] is refused before anything else (and recorded). The engine is
 //! [`crate::snapshot::direct`].
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+
+pub mod quota;
 
 use crate::api_error::ApiError;
 use crate::ec2::authz::{request_tags, snapshot_arn, Resource};
@@ -216,6 +219,16 @@ fn run(
     q: &Query,
     audited: &mut Value,
 ) -> DirectResult<Response> {
+    let snapshot = match route {
+        Route::Put { id, .. } | Route::Get { id, .. } => Some(id.as_str()),
+        _ => None,
+    };
+    quota::admit(
+        s.home.dir(),
+        s.ctx.caller.account.as_str(),
+        route.action(),
+        snapshot,
+    )?;
     match route {
         Route::Start => start(s, req, audited),
         Route::Put { id, index } => {

@@ -527,12 +527,15 @@ impl Iam {
     pub fn credentials(&self, access_key_id: &str) -> Option<(SecretBytes, Caller)> {
         let row: Option<(String, Option<String>, Vec<u8>, String)> = self
             .conn()
-            .query_row(
+            .prepare_cached(
                 "SELECT account, user_name, sealed_secret, status FROM access_keys WHERE access_key_id = ?1",
-                [access_key_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
-            .optional()
+            .and_then(|mut st| {
+                st.query_row([access_key_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .optional()
+            })
             .ok()
             .flatten();
         let (account, user, sealed, status) = row?;

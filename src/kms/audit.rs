@@ -66,27 +66,26 @@ fn chain_hash(key: &Key256, prev: &str, seq: i64, event: &str) -> String {
 
 /// Appends one event inside the caller's (write) transaction.
 pub(crate) fn append(conn: &Connection, key: &Key256, e: &AuditEntry<'_>) -> KmsResult<()> {
+    // Cached statements: every audited call runs these three.
     let head: Option<(i64, String)> = conn
-        .query_row("SELECT seq, hash FROM audit_head WHERE id = 0", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .optional()
+        .prepare_cached("SELECT seq, hash FROM audit_head WHERE id = 0")
+        .and_then(|mut st| st.query_row([], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(db)?;
     let (prev_seq, prev_hash) = head.unwrap_or((0, GENESIS.to_string()));
     let seq = prev_seq + 1;
     let event = serde_json::to_string(e.event).unwrap_or_default();
     let hash = chain_hash(key, &prev_hash, seq, &event);
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO audit (seq, event_time, account, caller_account, principal, event_name, key_arn, error_code, event, hash) \
          VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
-        params![seq, e.event_time, e.account, e.caller_account, e.principal, e.event_name, e.key_arn, e.error_code, event, hash],
     )
+    .and_then(|mut st| st.execute(params![seq, e.event_time, e.account, e.caller_account, e.principal, e.event_name, e.key_arn, e.error_code, event, hash]))
     .map_err(db)?;
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO audit_head (id, seq, hash) VALUES (0, ?1, ?2) \
          ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-        params![seq, hash],
     )
+    .and_then(|mut st| st.execute(params![seq, hash]))
     .map_err(db)?;
     Ok(())
 }

@@ -109,6 +109,15 @@ const SECRET_FIELDS: &[&str] = &[
     "SecretAccessKey",
 ];
 
+/// `synchronous = FULL` (the commit is durable, and so is every earlier
+/// one) or `NORMAL` (durable at the next FULL commit or checkpoint). Never
+/// from a cached statement: SQLite applies this pragma when the statement
+/// is prepared, not when it runs, so a cached one would set nothing.
+fn set_synchronous(conn: &Connection, durable: bool) -> KmsResult<()> {
+    conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })
+        .map_err(db)
+}
+
 impl Kms {
     pub fn open(home: Arc<Home>, clock: Clock) -> KmsResult<Kms> {
         let conn = home
@@ -168,8 +177,7 @@ impl Kms {
         // aliases, grants or policies commits with synchronous=FULL, which
         // also makes every earlier commit durable.
         let durable = !STATELESS.contains(&operation);
-        conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })
-            .map_err(db)?;
+        set_synchronous(&conn, durable)?;
         let tx =
             rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
                 .map_err(db)?;
@@ -289,8 +297,7 @@ impl Kms {
         durable: bool,
     ) -> KmsResult<()> {
         let conn = self.conn();
-        conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })
-            .map_err(db)?;
+        set_synchronous(&conn, durable)?;
         let tx =
             rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
                 .map_err(db)?;

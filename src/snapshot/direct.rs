@@ -69,6 +69,7 @@ pub const REPUT_AFTER: Duration = Duration::from_secs(300);
 const SECTORS_PER_BLOCK: u64 = BLOCK_SIZE as u64 / SECTOR_SIZE as u64;
 const TOKEN_INFO: &[u8] = b"keyvol ebs block token v1";
 const TOKEN_DOMAIN: &[u8] = b"keyvol ebs block token v1\n";
+const CHECKSUM_SCOPE_INFO: &[u8] = b"keyvol ebs block checksum scope v1";
 const PAGE_PREFIX: &str = "keyvol-ebs-page:";
 /// How long a reader's unwrapped data key is reused before the KMS is
 /// asked again (a key disabled or a policy narrowed takes effect by then).
@@ -98,6 +99,13 @@ CREATE TABLE IF NOT EXISTS ebs_upload_blocks (
     checksum BLOB NOT NULL,
     PRIMARY KEY (snapshot_id, block_index)
 );
+CREATE TABLE IF NOT EXISTS ebs_block_checksums (
+    chunk TEXT NOT NULL,
+    block_index INTEGER NOT NULL,
+    scope BLOB NOT NULL,
+    checksum BLOB NOT NULL,
+    PRIMARY KEY (chunk, block_index, scope)
+) WITHOUT ROWID;
 "#;
 
 /// An EBS error: its name, its `Reason` and its message.
@@ -247,6 +255,8 @@ struct Upload {
     owner: String,
     cipher: SectorCipher,
     mac: Key256,
+    /// Names the data key in `ebs_block_checksums`.
+    scope: ChecksumScope,
     store: ChunkStore,
     state: Mutex<UploadState>,
     journal: Journal,
@@ -463,6 +473,7 @@ pub fn start(s: &Session, req: &StartRequest, default_key: Option<&str>) -> Dire
             return Ok(start_response(&m));
         }
     }
+    check_start_quotas(s, owner.as_str())?;
 
     let store = ops::store_for(s, &s.ctx.region)?;
     let id = SnapshotId::generate();
@@ -592,6 +603,7 @@ pub fn start(s: &Session, req: &StartRequest, default_key: Option<&str>) -> Dire
             owner: owner.to_string(),
             cipher,
             mac,
+            scope: checksum_scope(&dek),
             store,
             state: Mutex::new(UploadState {
                 manifest: m,
@@ -604,6 +616,47 @@ pub fn start(s: &Session, req: &StartRequest, default_key: Option<&str>) -> Dire
         }),
     );
     Ok(out)
+}
+
+/// StartSnapshot's count quotas, checked when the request arrives: open
+/// uploads of the account, and snapshots it owns in the region.
+fn check_start_quotas(s: &Session, owner: &str) -> DirectResult<()> {
+    let q = crate::ebs::quota::of(s.home.dir());
+    let c = db(s)?;
+    let count = |sql_text: &str, params: &[&dyn rusqlite::ToSql]| -> DirectResult<u64> {
+        c.prepare_cached(sql_text)
+            .and_then(|mut st| st.query_row(params, |r| r.get::<_, i64>(0)))
+            .map(|n| n.max(0) as u64)
+            .map_err(sql)
+    };
+    let open = count(
+        "SELECT count(*) FROM ebs_uploads WHERE owner = ?1",
+        &[&owner],
+    )?;
+    if open >= q.open_uploads {
+        return Err(DirectError::new(
+            "ConcurrentLimitExceededException",
+            None,
+            format!(
+                "The account has {open} snapshots being written (StartSnapshot without CompleteSnapshot), its limit: complete or delete one first"
+            ),
+        ));
+    }
+    let owned = count(
+        "SELECT count(*) FROM snapshot_records WHERE owner = ?1 AND region = ?2",
+        &[&owner, &s.ctx.region.as_str()],
+    )?;
+    if owned >= q.snapshots_per_region {
+        return Err(DirectError::new(
+            "ServiceQuotaExceededException",
+            Some("DEPENDENCY_SERVICE_QUOTA_EXCEEDED"),
+            format!(
+                "The account has {owned} snapshots in {}, the quota of snapshots per region: delete snapshots first",
+                s.ctx.region
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn start_response(m: &Manifest) -> Value {
@@ -692,6 +745,7 @@ fn open_upload(s: &Session, id: &SnapshotId) -> DirectResult<Arc<Upload>> {
         owner,
         cipher: SectorCipher::new(&dek).map_err(|e| DirectError::internal(e.to_string()))?,
         mac: manifest_mac_key(&dek),
+        scope: checksum_scope(&dek),
         store,
         state: Mutex::new(UploadState {
             manifest: m,
@@ -1010,8 +1064,77 @@ pub fn complete(
     ops::put(&u.store, &m, &u.mac)?;
     st.manifest = m;
     drop(st);
+    keep_checksums(s, &id, &u.scope)?;
     forget(s, &id)?;
     Ok(json!({"Status": "completed"}))
+}
+
+/// Which data key a recorded block checksum belongs to: 16 bytes derived
+/// from the data key (one-way), the same for a snapshot and its children.
+/// With the chunk name and the block index it fixes the plaintext, so a
+/// recorded digest is never served for other bytes.
+type ChecksumScope = [u8; 16];
+
+fn checksum_scope(dek: &VolumeDataKey) -> ChecksumScope {
+    let hk = hkdf::Hkdf::<Sha256>::new(None, dek.expose());
+    let mut out = [0u8; 16];
+    hk.expand(CHECKSUM_SCOPE_INFO, &mut out)
+        .expect("16 bytes is a valid HKDF-SHA256 output length");
+    out
+}
+
+/// Keeps the SHA-256 of every stored block of a completed upload, so that
+/// GetSnapshotBlock answers its checksum without hashing the block again.
+fn keep_checksums(s: &Session, id: &SnapshotId, scope: &ChecksumScope) -> DirectResult<()> {
+    db(s)?
+        .execute(
+            "INSERT OR IGNORE INTO ebs_block_checksums (chunk, block_index, scope, checksum) \
+             SELECT chunk, block_index, ?2, checksum FROM ebs_upload_blocks \
+             WHERE snapshot_id = ?1 AND chunk IS NOT NULL",
+            rusqlite::params![id.as_str(), &scope[..]],
+        )
+        .map_err(sql)?;
+    Ok(())
+}
+
+fn recorded_checksum(
+    s: &Session,
+    chunk: &ChunkRef,
+    index: u64,
+    scope: &ChecksumScope,
+) -> DirectResult<Option<[u8; 32]>> {
+    let c = db(s)?;
+    let mut st = c
+        .prepare_cached(
+            "SELECT checksum FROM ebs_block_checksums WHERE chunk = ?1 AND block_index = ?2 AND scope = ?3",
+        )
+        .map_err(sql)?;
+    let found: Option<Vec<u8>> = st
+        .query_row(
+            rusqlite::params![chunk.to_hex(), index as i64, &scope[..]],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql)?;
+    Ok(found.and_then(|d| d.try_into().ok()))
+}
+
+/// Forgets the recorded checksums of chunks deleted from the store.
+pub fn forget_checksums(s: &Session, chunks: &[ChunkRef]) -> DirectResult<()> {
+    if chunks.is_empty() {
+        return Ok(());
+    }
+    let c = db(s)?;
+    let tx = c.unchecked_transaction().map_err(sql)?;
+    {
+        let mut st = tx
+            .prepare_cached("DELETE FROM ebs_block_checksums WHERE chunk = ?1")
+            .map_err(sql)?;
+        for chunk in chunks {
+            st.execute([chunk.to_hex()]).map_err(sql)?;
+        }
+    }
+    tx.commit().map_err(sql)
 }
 
 // ------------------------------------------------------------ reads
@@ -1022,6 +1145,7 @@ struct Reader {
     manifest: Manifest,
     cipher: SectorCipher,
     token_key: Key256,
+    scope: ChecksumScope,
     store: ChunkStore,
     made: Instant,
 }
@@ -1074,6 +1198,7 @@ fn open_reader(s: &Session, id: &SnapshotId) -> DirectResult<Arc<Reader>> {
     let r = Arc::new(Reader {
         cipher: SectorCipher::new(&dek).map_err(|e| DirectError::internal(e.to_string()))?,
         token_key: token_key(&dek),
+        scope: checksum_scope(&dek),
         manifest: m,
         store,
         made: Instant::now(),
@@ -1301,8 +1426,15 @@ pub fn get_block(
         r.cipher.decrypt_sectors(sec, run)
     })
     .map_err(|e| DirectError::internal(e.to_string()))?;
-    let sum = b64().encode(Sha256::digest(&data[..]));
-    Ok((data, sum))
+    // A block uploaded through PutSnapshotBlock has its SHA-256 recorded
+    // (verified against the client's before it was stored); others are
+    // hashed here. The chunk itself was verified against its name above,
+    // so a recorded digest always belongs to these bytes.
+    let digest = match recorded_checksum(s, chunk, index, &r.scope)? {
+        Some(d) => d,
+        None => Sha256::digest(&data[..]).into(),
+    };
+    Ok((data, b64().encode(digest)))
 }
 
 #[cfg(test)]

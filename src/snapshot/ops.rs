@@ -262,18 +262,14 @@ fn access_map(s: &Session) -> ApiResult<std::collections::HashMap<String, Access
 fn access(s: &Session, id: &SnapshotId) -> ApiResult<Access> {
     let c = db(s)?;
     let owner: Option<String> = c
-        .query_row(
-            "SELECT owner FROM snapshot_records WHERE snapshot_id = ?1",
-            [id.as_str()],
-            |r| r.get(0),
-        )
-        .optional()
+        .prepare_cached("SELECT owner FROM snapshot_records WHERE snapshot_id = ?1")
+        .and_then(|mut st| st.query_row([id.as_str()], |r| r.get(0)).optional())
         .map_err(db_err)?;
     let Some(owner) = owner else {
         return Ok(Access::default());
     };
     let mut st = c
-        .prepare("SELECT account FROM snapshot_permissions WHERE snapshot_id = ?1")
+        .prepare_cached("SELECT account FROM snapshot_permissions WHERE snapshot_id = ?1")
         .map_err(db_err)?;
     let shared_with = st
         .query_map([id.as_str()], |r| r.get::<_, String>(0))
@@ -1039,7 +1035,8 @@ pub fn delete(s: &Session, id: &str) -> ApiResult<Value> {
         super::direct::forget(s, &id).map_err(|e| ApiError::internal(e.message))?;
     }
     super::direct::forget_readers(s, &id);
-    free_unreferenced(&store, &m)?;
+    let freed = free_unreferenced(&store, &m)?;
+    super::direct::forget_checksums(s, &freed).map_err(|e| ApiError::internal(e.message))?;
     // Also sweep chunks left unreferenced earlier (past the grace period:
     // deletes during a pending snapshot, failed copies, crashed writers).
     // Best effort: the snapshot is deleted whatever the sweep finds.
@@ -1047,25 +1044,27 @@ pub fn delete(s: &Session, id: &str) -> ApiResult<Value> {
     Ok(Value::Null)
 }
 
-/// Deletes chunks of `gone` no remaining manifest names. Skipped while any
-/// snapshot is pending (its writer may rely on a chunk it found stored);
-/// the store's grace-period GC frees them later.
-fn free_unreferenced(store: &ChunkStore, gone: &Manifest) -> ApiResult<()> {
+/// Deletes chunks of `gone` no remaining manifest names, and returns them.
+/// Skipped while any snapshot is pending (its writer may rely on a chunk it
+/// found stored); the store's grace-period GC frees them later.
+fn free_unreferenced(store: &ChunkStore, gone: &Manifest) -> ApiResult<Vec<ChunkRef>> {
     let mut referenced = BTreeSet::new();
     for other in store.list_manifests().map_err(snap_err)? {
         let bytes = store.get_manifest(&other).map_err(snap_err)?;
         let m = Manifest::peek_unauthenticated(&bytes).map_err(snap_err)?;
         if m.state == SnapshotState::Pending {
-            return Ok(());
+            return Ok(Vec::new());
         }
         referenced.extend(m.blocks.values().copied());
     }
+    let mut freed = Vec::new();
     for c in gone.blocks.values() {
         if !referenced.contains(c) {
             store.delete_chunk(c).map_err(snap_err)?;
+            freed.push(*c);
         }
     }
-    Ok(())
+    Ok(freed)
 }
 
 // ---------------------------------------------------------------- sharing
