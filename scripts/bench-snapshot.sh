@@ -153,8 +153,13 @@ IMG="$KEYVOL_HOME/bench.img"
 sync "$IMG"
 export AWS_ACCESS_KEY_ID=$(echo "$OPS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["AccessKey"]["AccessKeyId"])')
 export AWS_SECRET_ACCESS_KEY=$(echo "$OPS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["AccessKey"]["SecretAccessKey"])')
+# Each transfer starts on a written-back disk: the dirty pages of the steps
+# before (volume fills, restores) would otherwise be flushed during it and
+# compete with its reads and writes.
+sync
 UP=$("$TRANSFER" upload "$ENDPOINT" "$IMG" 16)
 UP_S=$(echo "$UP" | field Seconds); UP_ID=$(echo "$UP" | field SnapshotId)
+sync
 DOWN=$("$TRANSFER" download "$ENDPOINT" "$UP_ID" "$KEYVOL_HOME/down.img" 16)
 DOWN_S=$(echo "$DOWN" | field Seconds)
 cmp -n $((SIZE_MIB << 20)) "$IMG" "$KEYVOL_HOME/down.img" || { echo "bench-snapshot: the downloaded image differs" >&2; exit 1; }

@@ -821,6 +821,38 @@ fn refusals() {
     assert!(e.contains("(InvalidSnapshot.NotFound)"), "{e}");
 }
 
+/// The I/O errors `keyvol volume status` reports for an attached volume.
+fn io_errors(h: &Home, vol: &str) -> Option<u64> {
+    let st = h.kv(&["volume", "status"]);
+    st["Attachments"]
+        .as_array()?
+        .iter()
+        .find(|e| e["VolumeId"] == vol)?["IoErrors"]
+        .as_u64()
+}
+
+/// DescribeVolumeStatus of one volume, as the control plane answers it to
+/// the home's root.
+fn volume_status(h: &Home, vol: &str) -> Value {
+    let s = keyvol::session::Session::open(&keyvol::session::SessionOptions {
+        home: h.dir.path().to_path_buf(),
+        profile: "default".into(),
+        region: keyvol::ids::Region::default_region(),
+    })
+    .unwrap();
+    let params = keyvol::ec2::Params::new(
+        [
+            ("Action", "DescribeVolumeStatus"),
+            ("Version", "2016-11-15"),
+            ("VolumeId.1", vol),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .to_vec(),
+    );
+    let v = keyvol::ec2::call(&s, &params).unwrap();
+    v["volumeStatusSet"][0].clone()
+}
+
 /// Tampering with chunks and manifests is an error naming the snapshot and
 /// block; a failed restore leaves no volume behind.
 #[test]
@@ -884,12 +916,26 @@ fn tampered_store_is_detected() {
     let lvol = lazy["VolumeId"].as_str().unwrap().to_string();
     h.track(&lvol, &[]);
     let ldev = h.attach(&lvol, &[]);
+    assert_eq!(io_errors(&h, &lvol), Some(0));
+    assert_eq!(volume_status(&h, &lvol)["volumeStatus"]["status"], "ok");
     let mut buf = vec![0u8; 4096];
     let err = std::fs::File::open(&ldev)
         .unwrap()
         .read_exact_at(&mut buf, idx * CHUNK)
         .unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    // The failed read is counted by the daemon, and DescribeVolumeStatus
+    // reports the volume impaired with EBS's event for it.
+    assert!(io_errors(&h, &lvol).unwrap() >= 1);
+    let st = volume_status(&h, &lvol);
+    assert_eq!(st["volumeStatus"]["status"], "impaired", "{st}");
+    let events = st["eventsSet"].as_array().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["eventType"] == "potential-data-inconsistency" && e["notBefore"].is_string()),
+        "{st}"
+    );
     h.detach(&lvol, &[]);
     h.kv(&["volume", "delete", &lvol]);
     // A missing chunk.

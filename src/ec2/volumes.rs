@@ -557,15 +557,37 @@ pub fn describe_volume_status(c: &Call<'_>) -> ApiResult<Value> {
             .and_then(|a| a.iter().find(|e| e["VolumeId"] == r.volume_id.as_str()))
             .map(|e| e["State"].as_str().unwrap_or_default().to_string());
         let io_ok = daemon.as_deref() != Some("dead");
+        let io_errors = attached["Attachments"]
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["VolumeId"] == r.volume_id.as_str()))
+            .and_then(|e| {
+                e["IoErrors"]
+                    .as_u64()
+                    .filter(|n| *n > 0)
+                    .map(|n| (n, e["LastIoError"].clone()))
+            });
         details.push(json!({"name": "io-enabled", "status": if key_ok && io_ok { "passed" } else { "failed" }}));
         details.push(json!({"name": "io-performance", "status": if io_ok { "normal" } else { "severely-degraded" }}));
-        let status = if key_ok && io_ok { "ok" } else { "impaired" };
+        let status = if key_ok && io_ok && io_errors.is_none() {
+            "ok"
+        } else {
+            "impaired"
+        };
         let mut events = Vec::new();
         if !key_ok {
             events.push(json!({"eventType": "kms-key-unusable", "description": format!("The KMS key {} is disabled, pending deletion or gone: the volume cannot be read", r.kms_key_arn)}));
         }
         if !io_ok {
             events.push(json!({"eventType": "attach-daemon-dead", "description": format!("The attach daemon of {} died: `keyvol volume mount {} DIR` mounts it again", r.volume_id, r.volume_id)}));
+        }
+        if let Some((n, last)) = &io_errors {
+            // EBS's event when the data may be inconsistent; the volume
+            // stays readable and writable.
+            let mut e = json!({"eventType": "potential-data-inconsistency", "description": format!("{n} reads or writes of {} failed since it was attached (see the attach daemon's log); check the file system with fsck", r.volume_id)});
+            if let Some(t) = last.as_str() {
+                e["notBefore"] = json!(t);
+            }
+            events.push(e);
         }
         let v = json!({
             "volumeId": r.volume_id.as_str(),

@@ -54,6 +54,22 @@ pub struct DeviceFs {
 }
 
 impl DeviceFs {
+    /// The errno answered for a failed request; failures of the device
+    /// itself (not refusals of a bad request) are counted on it.
+    fn failed(&self, op: &str, offset: u64, err: &VolumeError) -> Errno {
+        let errno = reply_errno(op, offset, err);
+        let refusal = matches!(
+            err,
+            VolumeError::OutOfRange { .. }
+                | VolumeError::InvalidInput(_)
+                | VolumeError::Unsupported(_)
+        );
+        if !refusal {
+            self.device.note_io_error();
+        }
+        errno
+    }
+
     pub(crate) fn new(device: Arc<EncryptedDevice>, layout: Layout, opts: &FuseOptions) -> Self {
         DeviceFs {
             device,
@@ -113,7 +129,7 @@ impl DeviceFs {
                     crate::telemetry::volume_read(n);
                     reply.data(&buf[..n])
                 }
-                Err(e) => reply.error(reply_errno("read", offset, &e)),
+                Err(e) => reply.error(self.failed("read", offset, &e)),
             }
         });
     }
@@ -125,7 +141,7 @@ impl DeviceFs {
                 crate::telemetry::volume_write(data.len());
                 reply.written(data.len() as u32)
             }
-            Err(e) => reply.error(reply_errno("write", offset, &e)),
+            Err(e) => reply.error(self.failed("write", offset, &e)),
         }
     }
 
@@ -327,7 +343,7 @@ impl Filesystem for DeviceFs {
     ) {
         match self.device.sync() {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(reply_errno("fsync", 0, &e)),
+            Err(e) => reply.error(self.failed("fsync", 0, &e)),
         }
     }
 
@@ -370,7 +386,7 @@ impl Filesystem for DeviceFs {
     ) {
         match self.do_fallocate(offset, length, mode) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(reply_errno("fallocate", offset, &e)),
+            Err(e) => reply.error(self.failed("fallocate", offset, &e)),
         }
     }
 }

@@ -11,6 +11,7 @@
 //!   connection may also just close) or `ERR <why>` (busy: nothing changed)
 //! - `GROW <bytes>` -> `OK` once the device has its new size (online
 //!   ModifyVolume)
+//! - `HEALTH` -> `OK <io errors> <unix seconds of the latest, 0: none>`
 
 /// One request to the attach daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +26,8 @@ pub enum Request {
     Stop,
     /// Grow the device online to `size` bytes.
     Grow { size: u64 },
+    /// The I/O errors the device answered since it was attached.
+    Health,
 }
 
 /// Snapshot ids on the wire: `snap-` and hex, nothing that could break a line.
@@ -52,6 +55,7 @@ impl Request {
             }
             Request::Stop => "STOP".to_string(),
             Request::Grow { size } => format!("GROW {size}"),
+            Request::Health => "HEALTH".to_string(),
         }
     }
 
@@ -63,6 +67,7 @@ impl Request {
             Request::Finish { .. } => "FINISH",
             Request::Stop => "STOP",
             Request::Grow { .. } => "GROW",
+            Request::Health => "HEALTH",
         }
     }
 
@@ -86,6 +91,7 @@ impl Request {
                 ok: *status == "OK",
             }),
             ["STOP"] => Ok(Request::Stop),
+            ["HEALTH"] => Ok(Request::Health),
             ["GROW", bytes] => Ok(Request::Grow {
                 size: bytes
                     .parse()
@@ -126,6 +132,7 @@ mod tests {
             },
             Request::Stop,
             Request::Grow { size: 1 << 30 },
+            Request::Health,
         ] {
             assert_eq!(Request::parse(&r.encode()), Ok(r));
         }

@@ -78,6 +78,11 @@ pub struct EncryptedDevice {
     /// `cuts.len()`, read without the mutex on every write.
     n_cuts: AtomicUsize,
     hydration: Option<Hydration>,
+    /// I/O errors answered to the device's users (see
+    /// [`EncryptedDevice::note_io_error`]).
+    io_errors: AtomicU64,
+    /// Unix seconds of the latest of them (0: none).
+    last_io_error: AtomicU64,
 }
 
 /// Where a restored volume's not yet hydrated chunks come from.
@@ -251,7 +256,29 @@ impl EncryptedDevice {
             cuts: Mutex::new(Vec::new()),
             n_cuts: AtomicUsize::new(0),
             hydration: None,
+            io_errors: AtomicU64::new(0),
+            last_io_error: AtomicU64::new(0),
         })
+    }
+
+    /// Counts an I/O error answered to a user of the device (a read or
+    /// write that failed: a chunk that failed verification, the host file
+    /// system full or failing). DescribeVolumeStatus reports the volume
+    /// impaired once any was seen.
+    pub fn note_io_error(&self) {
+        self.io_errors.fetch_add(1, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.last_io_error.store(now, Ordering::Relaxed);
+    }
+
+    /// The I/O errors counted so far and the Unix time of the latest.
+    pub fn io_errors(&self) -> (u64, u64) {
+        (
+            self.io_errors.load(Ordering::Relaxed),
+            self.last_io_error.load(Ordering::Relaxed),
+        )
     }
 
     /// Serves chunks marked in `map` from `source` (lazy hydration of a

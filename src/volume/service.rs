@@ -1225,6 +1225,15 @@ impl<'a> Volumes<'a> {
                 "State": if a.alive { "attached" } else { "dead" },
                 "LoopDevices": stack.loops.iter().map(|l| &l.name).collect::<Vec<_>>(), "Mounts": ms,
             });
+            if a.alive {
+                // A daemon that does not answer in time reports nothing.
+                if let Some((n, last)) = io_health(&self.control_path(&r.volume_id)) {
+                    entry["IoErrors"] = json!(n);
+                    if n > 0 {
+                        entry["LastIoError"] = json!(to_rfc3339(last as i64));
+                    }
+                }
+            }
             if !a.alive {
                 entry["Recovery"] = json!(format!(
                     "the attach daemon died: `keyvol volume mount {} DIR` mounts it again (or `keyvol volume detach {}` clears it)",
@@ -1320,6 +1329,10 @@ fn control_session(
             Ok(Request::Stop) => {
                 request_stop_of_main(stop).map(|()| ("OK".to_string(), Vec::new()))
             }
+            Ok(Request::Health) => {
+                let (n, last) = dev.io_errors();
+                Ok((format!("OK {n} {last}"), Vec::new()))
+            }
             Ok(Request::Grow { size: n }) => dev
                 .grow(n)
                 .map_err(|e| {
@@ -1367,6 +1380,22 @@ enum StopReply {
 }
 
 /// Client side of `STOP`.
+/// The I/O errors a running attach daemon's device answered, and the Unix
+/// time of the latest; `None` when it does not answer within 2 s.
+fn io_health(socket: &Path) -> Option<(u64, u64)> {
+    let conn = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .ok()?;
+    let line = super::control::Request::Health.encode();
+    (&conn).write_all(format!("{line}\n").as_bytes()).ok()?;
+    let mut line = String::new();
+    std::io::BufReader::new(&conn).read_line(&mut line).ok()?;
+    let mut words = line.trim().strip_prefix("OK ")?.split(' ');
+    let n = words.next()?.parse().ok()?;
+    let last = words.next()?.parse().ok()?;
+    Some((n, last))
+}
+
 /// Asks a running attach daemon to grow its device to `size` bytes.
 fn grow_online(socket: &Path, size: u64) -> ApiResult<()> {
     let talk = || -> std::io::Result<String> {
