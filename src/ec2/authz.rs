@@ -111,12 +111,12 @@ pub fn authorize(
     Ok(())
 }
 
-fn identity_policies(s: &Session) -> ApiResult<Vec<PolicyDocument>> {
+fn identity_policies(s: &Session) -> ApiResult<Vec<std::sync::Arc<PolicyDocument>>> {
     let texts = s.iam.policies_of(&s.ctx.caller)?;
     texts
         .iter()
         .map(|t| {
-            PolicyDocument::parse_identity_policy(t).map_err(|e| {
+            PolicyDocument::shared_identity_policy(t).map_err(|e| {
                 ApiError::internal(format!("a stored identity policy does not parse: {e}"))
             })
         })

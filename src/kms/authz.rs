@@ -2,6 +2,8 @@
 //! the key policy, the caller's identity policies and grants, fills the
 //! condition keys, and asks the policy engine for the AWS decision.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 use super::model::KeyRecord;
@@ -14,7 +16,7 @@ use super::{ErrorCode, KmsError, KmsResult};
 
 /// The caller's identity (IAM user) policies, parsed. A root principal has
 /// none: it holds every permission of its own account implicitly.
-fn identity_policies(op: &Op<'_>) -> KmsResult<Vec<PolicyDocument>> {
+fn identity_policies(op: &Op<'_>) -> KmsResult<Vec<Arc<PolicyDocument>>> {
     let caller = &op.ctx.caller;
     let user = match caller.principal_arn.rsplit_once(":user/") {
         Some((_, u)) => u,
@@ -35,7 +37,7 @@ fn identity_policies(op: &Op<'_>) -> KmsResult<Vec<PolicyDocument>> {
     // grants nothing rather than failing every request.
     Ok(docs
         .iter()
-        .filter_map(|d| PolicyDocument::parse_identity_policy(d).ok())
+        .filter_map(|d| PolicyDocument::shared_identity_policy(d).ok())
         .collect())
 }
 
@@ -70,7 +72,7 @@ pub(crate) fn authorize(
     if let Some(alias) = &op.trace.request_alias {
         req.context.insert("kms:RequestAlias", alias.as_str());
     }
-    let key_policy = PolicyDocument::parse_key_policy(&k.policy).map_err(KmsError::from)?;
+    let key_policy = PolicyDocument::shared_key_policy(&k.policy).map_err(KmsError::from)?;
     let identity = identity_policies(op)?;
     let grant_allows = super::grants::allows(op, k, action, conditions)?;
     let input = AuthzInput::new(

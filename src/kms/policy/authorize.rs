@@ -15,6 +15,7 @@
 //!    allowed by identity), unless a grant allows it.
 
 use std::fmt;
+use std::sync::Arc;
 
 use super::context::ConditionContext;
 use super::eval::{AuthzRequest, Outcome};
@@ -30,7 +31,7 @@ pub struct AuthzInput<'a> {
     pub key_account: &'a str,
     pub key_policy: &'a PolicyDocument,
     /// The caller's own IAM policies (user inline and attached).
-    pub identity_policies: &'a [PolicyDocument],
+    pub identity_policies: &'a [Arc<PolicyDocument>],
     /// A grant on the key gives the caller this action (constraints met).
     pub grant_allows: bool,
     /// Whether the action may be used from another account; see
@@ -44,7 +45,7 @@ impl<'a> AuthzInput<'a> {
         request: &'a AuthzRequest,
         key_account: &'a str,
         key_policy: &'a PolicyDocument,
-        identity_policies: &'a [PolicyDocument],
+        identity_policies: &'a [Arc<PolicyDocument>],
         grant_allows: bool,
     ) -> Self {
         AuthzInput {

@@ -2,7 +2,8 @@
 //! of Version, Id, Statement, Sid, Effect, Principal, Action, Resource and
 //! Condition, with the MalformedPolicyDocumentException messages.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{Map, Value};
 
@@ -12,9 +13,13 @@ use super::PolicyError;
 /// The largest policy AWS KMS accepts, in bytes.
 pub const MAX_POLICY_BYTES: usize = 32768;
 
+/// Parsed documents kept by [`PolicyDocument::shared_key_policy`] and
+/// [`PolicyDocument::shared_identity_policy`] before the cache starts over.
+const SHARED_POLICIES: usize = 1024;
+
 /// Whether a document is attached to a resource (a key policy: every
 /// statement names a principal) or to an identity (no principal).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PolicyKind {
     Resource,
     Identity,
@@ -94,6 +99,38 @@ impl PolicyDocument {
     /// Parses an IAM identity policy: no statement may have a principal.
     pub fn parse_identity_policy(text: &str) -> Result<PolicyDocument, PolicyError> {
         Self::parse_as(text, Some(PolicyKind::Identity))
+    }
+
+    /// [`PolicyDocument::parse_key_policy`] for the request path: the
+    /// documents of stored texts are parsed once and shared.
+    pub fn shared_key_policy(text: &str) -> Result<Arc<PolicyDocument>, PolicyError> {
+        Self::shared(text, PolicyKind::Resource)
+    }
+
+    /// [`PolicyDocument::parse_identity_policy`] for the request path.
+    pub fn shared_identity_policy(text: &str) -> Result<Arc<PolicyDocument>, PolicyError> {
+        Self::shared(text, PolicyKind::Identity)
+    }
+
+    /// Every request parsed the key policy and the caller's policies again
+    /// (tens of microseconds each); a document depends only on its text and
+    /// kind, so it is kept by both (the whole text is the key: two texts
+    /// never share a document). Failures are not kept.
+    fn shared(text: &str, kind: PolicyKind) -> Result<Arc<PolicyDocument>, PolicyError> {
+        type Cache = Mutex<HashMap<(PolicyKind, Box<str>), Arc<PolicyDocument>>>;
+        static CACHE: OnceLock<Cache> = OnceLock::new();
+        let cache = CACHE.get_or_init(Default::default);
+        let lock = || cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = lock().get(&(kind, Box::from(text))) {
+            return Ok(d.clone());
+        }
+        let doc = Arc::new(Self::parse_as(text, Some(kind))?);
+        let mut c = lock();
+        if c.len() >= SHARED_POLICIES {
+            c.clear();
+        }
+        c.insert((kind, Box::from(text)), doc.clone());
+        Ok(doc)
     }
 
     fn parse_as(text: &str, expected: Option<PolicyKind>) -> Result<PolicyDocument, PolicyError> {

@@ -314,11 +314,11 @@ fn kms_authorization_table() {
     for c in &cases {
         let key_policy = PolicyDocument::parse_key_policy(&c.key_policy)
             .unwrap_or_else(|e| panic!("{}: key policy: {e}", c.name));
-        let identity: Vec<PolicyDocument> = c
+        let identity: Vec<std::sync::Arc<PolicyDocument>> = c
             .identity
             .iter()
             .map(|p| {
-                PolicyDocument::parse_identity_policy(p)
+                PolicyDocument::shared_identity_policy(p)
                     .unwrap_or_else(|e| panic!("{}: identity policy: {e}", c.name))
             })
             .collect();

@@ -216,3 +216,24 @@ fn no_panic_on_odd_input() {
         assert!(PolicyDocument::parse(text).is_err(), "accepted {text:?}");
     }
 }
+
+#[test]
+fn shared_documents_are_kept_by_kind_and_whole_text() {
+    let text = key_policy(json!({}));
+    let a = PolicyDocument::shared_key_policy(&text).unwrap();
+    let b = PolicyDocument::shared_key_policy(&text).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&a, &b), "parsed once");
+    assert_eq!(*a, PolicyDocument::parse_key_policy(&text).unwrap());
+    // The same text as an identity policy is still refused (it names
+    // principals): the kind is part of the key.
+    assert!(PolicyDocument::shared_identity_policy(&text).is_err());
+    // One character more is another document.
+    let other = key_policy(json!({"Sid": "x"}));
+    let c = PolicyDocument::shared_key_policy(&other).unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&a, &c));
+    assert_ne!(*a, *c);
+    // A text that does not parse is refused every time, never kept.
+    for _ in 0..2 {
+        assert!(PolicyDocument::shared_key_policy("{\"Version\":").is_err());
+    }
+}
