@@ -217,6 +217,15 @@ impl Home {
         // Connections are long-lived (the KMS's, the pool's): the hot
         // statements of every call are prepared once per connection.
         conn.set_prepared_statement_cache_capacity(128);
+        // Without the query planner stability guarantee, a statement whose
+        // plan looked at a bound value (SQLite's STAT4 and LIKE paths) is
+        // marked expired by every new binding and re-prepared on its next
+        // step: cached statements parsed again on every call.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )
+        .map_err(db_err)?;
         let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o600));
         Ok(conn)
     }
@@ -535,6 +544,42 @@ pub fn default_home() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cached statement whose plan looked at a bound value is parsed
+    /// again after every new binding unless the connection keeps the query
+    /// planner stability guarantee, as the home's connections do.
+    #[test]
+    fn cached_statements_are_not_reprepared_on_new_bindings() {
+        let d = tempfile::tempdir().unwrap();
+        let h = Home::open(d.path()).unwrap();
+        let conn = h.connect().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE m (k TEXT NOT NULL, n INTEGER NOT NULL, v BLOB, PRIMARY KEY (k, n));
+             INSERT INTO m VALUES ('a', 1, x'00'), ('b', 1, x'01');",
+        )
+        .unwrap();
+        let q = "SELECT v FROM m WHERE k = ?1 ORDER BY n DESC LIMIT 1";
+        let reprepares = |conn: &rusqlite::Connection| {
+            for k in ["a", "b", "a", "b", "a"] {
+                let mut st = conn.prepare_cached(q).unwrap();
+                let _: Vec<u8> = st.query_row([k], |r| r.get(0)).unwrap();
+            }
+            let st = conn.prepare_cached(q).unwrap();
+            st.get_status(rusqlite::StatementStatus::RePrepare)
+        };
+        assert_eq!(reprepares(&conn), 0);
+        // Without the guarantee the same loop parses the statement again.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            false,
+        )
+        .unwrap();
+        conn.flush_prepared_statement_cache();
+        assert!(
+            reprepares(&conn) > 0,
+            "SQLite no longer re-prepares: drop the setting"
+        );
+    }
 
     #[test]
     fn root_key_is_0600_and_stable() {

@@ -109,6 +109,14 @@ const SECRET_FIELDS: &[&str] = &[
     "SecretAccessKey",
 ];
 
+/// Runs one statement of the transaction frame from the statement cache.
+fn cached(conn: &Connection, sql: &str) -> KmsResult<()> {
+    conn.prepare_cached(sql)
+        .and_then(|mut st| st.execute([]))
+        .map(drop)
+        .map_err(db)
+}
+
 /// `synchronous = FULL` (the commit is durable, and so is every earlier
 /// one) or `NORMAL` (durable at the next FULL commit or checkpoint). Never
 /// from a cached statement: SQLite applies this pragma when the statement
@@ -187,7 +195,7 @@ impl Kms {
         // Due work first and outside the savepoint: it stands even when the
         // operation that triggered it fails.
         self.run_due_work(&tx, now)?;
-        tx.execute_batch("SAVEPOINT op").map_err(db)?;
+        cached(&tx, "SAVEPOINT op")?;
         let mut trace = Trace::default();
         let result = {
             let mut op = Op {
@@ -200,9 +208,9 @@ impl Kms {
             body(&mut op)
         };
         if result.is_err() {
-            tx.execute_batch("ROLLBACK TO op").map_err(db)?;
+            cached(&tx, "ROLLBACK TO op")?;
         }
-        tx.execute_batch("RELEASE op").map_err(db)?;
+        cached(&tx, "RELEASE op")?;
         let error = result.as_ref().err();
         self.record(&tx, ctx, operation, request, &trace, error, now)?;
         tx.commit().map_err(db)?;

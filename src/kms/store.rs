@@ -123,13 +123,9 @@ fn key_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
 }
 
 pub(crate) fn get_key(conn: &Connection, id: &KeyId) -> KmsResult<Option<KeyRecord>> {
-    conn.query_row(
-        &format!("SELECT {KEY_COLUMNS} FROM keys WHERE key_id = ?1"),
-        [id.to_string()],
-        key_from_row,
-    )
-    .optional()
-    .map_err(db)
+    conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE key_id = ?1"))
+        .and_then(|mut st| st.query_row([id.to_string()], key_from_row).optional())
+        .map_err(db)
 }
 
 pub(crate) fn list_keys(
@@ -318,12 +314,16 @@ pub(crate) fn alias(
     region: &Region,
     name: &str,
 ) -> KmsResult<Option<AliasRow>> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT name, key_id, created, updated FROM aliases WHERE account=?1 AND region=?2 AND name=?3",
-        params![account.as_str(), region.as_str(), name],
-        alias_from_row,
     )
-    .optional()
+    .and_then(|mut st| {
+        st.query_row(
+            params![account.as_str(), region.as_str(), name],
+            alias_from_row,
+        )
+        .optional()
+    })
     .map_err(db)
 }
 
@@ -350,7 +350,7 @@ pub(crate) fn aliases(
     key: Option<&KeyId>,
 ) -> KmsResult<Vec<AliasRow>> {
     let mut st = conn
-        .prepare(
+        .prepare_cached(
             "SELECT name, key_id, created, updated FROM aliases WHERE account=?1 AND region=?2 \
              AND (?3 IS NULL OR key_id = ?3) ORDER BY name",
         )
