@@ -202,6 +202,18 @@ impl World {
         ))
     }
 
+    fn get_response(&self, who: Who, sid: &str, i: u64, token: &str) -> Response {
+        let q = format!("blockToken={}", urlencode(token));
+        self.send(
+            who,
+            "GET",
+            &format!("/snapshots/{sid}/blocks/{i}"),
+            &q,
+            &[],
+            b"",
+        )
+    }
+
     fn get(
         &self,
         who: Who,
@@ -209,15 +221,7 @@ impl World {
         i: u64,
         token: &str,
     ) -> Result<Vec<u8>, (u16, String, String)> {
-        let q = format!("blockToken={}", urlencode(token));
-        let r = self.send(
-            who,
-            "GET",
-            &format!("/snapshots/{sid}/blocks/{i}"),
-            &q,
-            &[],
-            b"",
-        );
+        let r = self.get_response(who, sid, i, token);
         match r.body {
             Body::Block(b) if r.status == 200 => Ok(b.to_vec()),
             _ => Err(json_or_error(r).unwrap_err()),
@@ -226,15 +230,7 @@ impl World {
 
     /// GetSnapshotBlock's body and its `x-amz-Checksum` header.
     fn get_with_sum(&self, who: Who, sid: &str, i: u64, token: &str) -> (Vec<u8>, String) {
-        let q = format!("blockToken={}", urlencode(token));
-        let r = self.send(
-            who,
-            "GET",
-            &format!("/snapshots/{sid}/blocks/{i}"),
-            &q,
-            &[],
-            b"",
-        );
+        let r = self.get_response(who, sid, i, token);
         let sum = r
             .headers
             .iter()

@@ -552,20 +552,16 @@ pub fn describe_volume_status(c: &Call<'_>) -> ApiResult<Value> {
         let mut details = Vec::new();
         // The key must be usable for the volume to be read at all.
         let key_ok = key_enabled(c, &r.kms_key_arn);
-        let daemon = attached["Attachments"]
+        let attachment = attached["Attachments"]
             .as_array()
-            .and_then(|a| a.iter().find(|e| e["VolumeId"] == r.volume_id.as_str()))
-            .map(|e| e["State"].as_str().unwrap_or_default().to_string());
-        let io_ok = daemon.as_deref() != Some("dead");
-        let io_errors = attached["Attachments"]
-            .as_array()
-            .and_then(|a| a.iter().find(|e| e["VolumeId"] == r.volume_id.as_str()))
-            .and_then(|e| {
-                e["IoErrors"]
-                    .as_u64()
-                    .filter(|n| *n > 0)
-                    .map(|n| (n, e["LastIoError"].clone()))
-            });
+            .and_then(|a| a.iter().find(|e| e["VolumeId"] == r.volume_id.as_str()));
+        let io_ok = attachment.is_none_or(|e| e["State"] != "dead");
+        let io_errors = attachment.and_then(|e| {
+            e["IoErrors"]
+                .as_u64()
+                .filter(|n| *n > 0)
+                .map(|n| (n, e["LastIoError"].clone()))
+        });
         details.push(json!({"name": "io-enabled", "status": if key_ok && io_ok { "passed" } else { "failed" }}));
         details.push(json!({"name": "io-performance", "status": if io_ok { "normal" } else { "severely-degraded" }}));
         let status = if key_ok && io_ok && io_errors.is_none() {

@@ -1076,11 +1076,16 @@ pub fn complete(
 type ChecksumScope = [u8; 16];
 
 fn checksum_scope(dek: &VolumeDataKey) -> ChecksumScope {
-    let hk = hkdf::Hkdf::<Sha256>::new(None, dek.expose());
     let mut out = [0u8; 16];
-    hk.expand(CHECKSUM_SCOPE_INFO, &mut out)
-        .expect("16 bytes is a valid HKDF-SHA256 output length");
+    derive(dek, CHECKSUM_SCOPE_INFO, &mut out);
     out
+}
+
+/// HKDF-SHA256 of the data key (no salt) with `info`, into `out`.
+fn derive(dek: &VolumeDataKey, info: &[u8], out: &mut [u8]) {
+    hkdf::Hkdf::<Sha256>::new(None, dek.expose())
+        .expand(info, out)
+        .expect("16 or 32 bytes is a valid HKDF-SHA256 output length");
 }
 
 /// Keeps the SHA-256 of every stored block of a completed upload, so that
@@ -1158,10 +1163,8 @@ fn readers() -> &'static Mutex<HashMap<ReaderKey, Arc<Reader>>> {
 }
 
 fn token_key(dek: &VolumeDataKey) -> Key256 {
-    let hk = hkdf::Hkdf::<Sha256>::new(None, dek.expose());
     let mut okm = Zeroizing::new([0u8; 32]);
-    hk.expand(TOKEN_INFO, &mut okm[..])
-        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    derive(dek, TOKEN_INFO, &mut okm[..]);
     Key256::from_slice(&okm[..]).expect("okm is exactly 32 bytes")
 }
 

@@ -515,13 +515,19 @@ impl ChunkStore {
     }
 
     fn get_local_chunk(&self, root: &std::path::Path, chunk: &ChunkRef) -> Result<Vec<u8>> {
-        let path = self.chunk_path(chunk);
-        let bytes = match read_local_chunk(&root.join(path.as_ref())) {
+        let read = read_local_chunk(&root.join(self.chunk_path(chunk).as_ref()));
+        self.verified_local(chunk, read)
+    }
+
+    /// A local chunk's read, as `get_chunk` answers it: missing, failed, or
+    /// the bytes once they hash to the chunk's name.
+    fn verified_local(&self, chunk: &ChunkRef, read: std::io::Result<Vec<u8>>) -> Result<Vec<u8>> {
+        let bytes = match read {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(SnapshotError::ChunkMissing { chunk: *chunk })
             }
-            Err(e) => return Err(self.local_err("get", &path, e)),
+            Err(e) => return Err(self.local_err("get", &self.chunk_path(chunk), e)),
         };
         if ChunkRef::of(&bytes) != *chunk {
             return Err(SnapshotError::ChunkCorrupt { chunk: *chunk });
@@ -770,18 +776,7 @@ impl ChunkStore {
             let read = tokio::task::spawn_blocking(move || read_local_chunk(&file))
                 .await
                 .map_err(|e| SnapshotError::Runtime(format!("a chunk read failed: {e}")))?;
-            let path = self.chunk_path(chunk);
-            let bytes = match read {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(SnapshotError::ChunkMissing { chunk: *chunk })
-                }
-                Err(e) => return Err(self.local_err("get", &path, e)),
-            };
-            if ChunkRef::of(&bytes) != *chunk {
-                return Err(SnapshotError::ChunkCorrupt { chunk: *chunk });
-            }
-            return Ok(bytes);
+            return self.verified_local(chunk, read);
         }
         let path = self.chunk_path(chunk);
         let bytes = match self.store.get(&path).await {
