@@ -10,7 +10,7 @@ use base64::Engine;
 use keyvol::ebs::{self, Body, Request, Response};
 use keyvol::ec2::{self, Params};
 use keyvol::ids::{AccountId, Region};
-use keyvol::kms::{Caller, PrincipalType, RequestContext};
+use keyvol::kms::{Caller, RequestContext};
 use keyvol::session::{Session, SessionOptions};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -28,12 +28,7 @@ fn caller(account: &str, user: Option<&str>) -> Caller {
     let acct: AccountId = account.parse().unwrap();
     match user {
         None => Caller::root(acct),
-        Some(u) => Caller {
-            principal_arn: format!("arn:aws:iam::{account}:user/{u}"),
-            account: acct,
-            principal_type: PrincipalType::IAMUser,
-            access_key_id: None,
-        },
+        Some(u) => Caller::user(acct, u),
     }
 }
 
@@ -927,6 +922,44 @@ fn every_ebs_response_matches_the_botocore_model() {
     for (op, r) in &errors {
         assert!(r.status >= 400, "{op}: {r:?}");
         check(op, r);
+    }
+    // The quota errors, each a declared error of StartSnapshot in its shape.
+    let quotas = |specs: &[&str]| {
+        let mut q = keyvol::ebs::quota::Quotas::default();
+        for s in specs {
+            q.set(s).unwrap();
+        }
+        keyvol::ebs::quota::configure(w.base.home.dir(), q);
+    };
+    let start_one = || {
+        w.send(
+            ROOT_A,
+            "POST",
+            "/snapshots",
+            "",
+            &[],
+            br#"{"VolumeSize": 1}"#,
+        )
+    };
+    quotas(&["StartSnapshot=0.001"]);
+    let _ = start_one();
+    let throttled = start_one();
+    quotas(&["OpenUploads=1"]);
+    let concurrent = start_one();
+    quotas(&["SnapshotsPerRegion=1"]);
+    let quota = start_one();
+    for (want, r) in [
+        ("RequestThrottledException", &throttled),
+        ("ConcurrentLimitExceededException", &concurrent),
+        ("ServiceQuotaExceededException", &quota),
+    ] {
+        assert!(
+            r.headers
+                .iter()
+                .any(|(k, v)| *k == "x-amzn-ErrorType" && v == want),
+            "{want}: {r:?}"
+        );
+        check("StartSnapshot", r);
     }
     assert!(problems.is_empty(), "{problems:#?}");
     // The checker sees what is off.

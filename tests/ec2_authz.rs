@@ -9,7 +9,7 @@ mod common;
 
 use keyvol::ec2::{self, Params};
 use keyvol::ids::{AccountId, Region};
-use keyvol::kms::{Caller, PrincipalType, RequestContext};
+use keyvol::kms::{Caller, RequestContext};
 use keyvol::session::{Session, SessionOptions};
 use serde_json::{json, Value};
 
@@ -25,12 +25,7 @@ fn caller(account: &str, user: Option<&str>) -> Caller {
     let acct: AccountId = account.parse().unwrap();
     match user {
         None => Caller::root(acct),
-        Some(u) => Caller {
-            principal_arn: format!("arn:aws:iam::{account}:user/{u}"),
-            account: acct,
-            principal_type: PrincipalType::IAMUser,
-            access_key_id: None,
-        },
+        Some(u) => Caller::user(acct, u),
     }
 }
 

@@ -232,6 +232,21 @@ fn every_ec2_response_matches_its_botocore_output_shape() {
     let statuses = items(&s, "volumeStatusSet");
     assert_eq!(statuses.len(), 2);
     assert_eq!(text(statuses[0], &["volumeStatus", "status"]), "ok");
+    // An impaired volume, with its event, in the same shape: the volume's
+    // key disabled.
+    cli(
+        home,
+        &["--profile", "a", "kms", "disable-key", "--key-id", &key],
+    );
+    let s = c.ok(&q, "DescribeVolumeStatus", &[("VolumeId.1", &vol)]);
+    let statuses = items(&s, "volumeStatusSet");
+    assert_eq!(text(statuses[0], &["volumeStatus", "status"]), "impaired");
+    let events = items(statuses[0], "eventsSet");
+    assert_eq!(text(events[0], &["eventType"]), "kms-key-unusable");
+    cli(
+        home,
+        &["--profile", "a", "kms", "enable-key", "--key-id", &key],
+    );
 
     // Tags.
     c.ok(

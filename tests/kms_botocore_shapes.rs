@@ -13,6 +13,7 @@ const COMMON_ERRORS: &[&str] = &[
     "AccessDeniedException",
     "ValidationException",
     "UnrecognizedClientException",
+    "ExpiredTokenException",
     "InvalidSignatureException",
     "MissingAuthenticationTokenException",
     "IncompleteSignatureException",

@@ -59,6 +59,7 @@ impl KmsService for MockKms {
         self.keys.get(access_key_id).map(|(s, c)| Credentials {
             secret_access_key: SecretBytes::from_slice(s.as_bytes()),
             caller: c.clone(),
+            session: None,
         })
     }
 

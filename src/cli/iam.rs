@@ -1,4 +1,5 @@
-//! `keyvol iam ...`: accounts, users, access keys, user policies, profiles.
+//! `keyvol iam ...`: accounts, users, roles, access keys, inline policies,
+//! principal tags, profiles.
 
 use clap::{Arg, ArgMatches, Command};
 use serde_json::{json, Value};
@@ -27,6 +28,14 @@ fn arg_help(name: &str) -> &'static str {
         "user-name" => "The IAM user name",
         "policy-name" => "The name of the inline policy",
         "policy-document" => "The policy JSON: file://PATH or the document itself",
+        "role-name" => "The IAM role name",
+        "assume-role-policy-document" => {
+            "The trust policy JSON (who may assume the role): file://PATH or the document itself"
+        }
+        "description" => "A description of the role",
+        "max-session-duration" => {
+            "The longest session of the role, in seconds (3600 to 43200; default 3600)"
+        }
         _ => "",
     }
 }
@@ -102,11 +111,98 @@ pub fn command() -> Command {
             Command::new("list-volume-hosts")
                 .about("The registered volume hosts of the caller's account"),
         )
+        .subcommand(
+            Command::new("create-role")
+                .about("CreateRole: a role that the principals of its trust policy may assume (sts assume-role)")
+                .after_help(
+                    "Example:\n  keyvol iam create-role --role-name ops --assume-role-policy-document file://trust.json --tags Key=team,Value=blue",
+                )
+                .arg(req("role-name"))
+                .arg(req("assume-role-policy-document"))
+                .arg(opt("description"))
+                .arg(opt("max-session-duration").value_parser(clap::value_parser!(i64)))
+                .arg(tags_arg()),
+        )
+        .subcommand(Command::new("get-role").about("GetRole: one role with its trust policy").arg(req("role-name")))
+        .subcommand(Command::new("list-roles").about("ListRoles of the caller's account"))
+        .subcommand(
+            Command::new("delete-role")
+                .about("DeleteRole (refused while it has inline policies); its sessions end")
+                .arg(req("role-name")),
+        )
+        .subcommand(
+            Command::new("put-role-policy")
+                .about("PutRolePolicy: attach an inline identity policy to a role")
+                .arg(req("role-name"))
+                .arg(req("policy-name"))
+                .arg(req("policy-document")),
+        )
+        .subcommand(
+            Command::new("delete-role-policy")
+                .about("DeleteRolePolicy: remove an inline policy of a role")
+                .arg(req("role-name"))
+                .arg(req("policy-name")),
+        )
+        .subcommand(
+            Command::new("list-role-policies")
+                .about("ListRolePolicies: the inline policy names of a role")
+                .arg(req("role-name")),
+        )
+        .subcommand(tag_command("tag-user", "TagUser: add or replace tags of a user (aws:PrincipalTag)", "user-name", true))
+        .subcommand(tag_command("untag-user", "UntagUser: remove tags of a user", "user-name", false))
+        .subcommand(Command::new("list-user-tags").about("ListUserTags").arg(req("user-name")))
+        .subcommand(tag_command("tag-role", "TagRole: add or replace tags of a role (aws:PrincipalTag of its sessions)", "role-name", true))
+        .subcommand(tag_command("untag-role", "UntagRole: remove tags of a role", "role-name", false))
+        .subcommand(Command::new("list-role-tags").about("ListRoleTags").arg(req("role-name")))
         .subcommand(Command::new("list-profiles").about("The profiles of this home and whom they act as"))
         .subcommand(
             Command::new("get-caller-identity")
                 .about("GetCallerIdentity: the account and ARN of the profile in use"),
         )
+}
+
+fn tags_arg() -> Arg {
+    Arg::new("tags")
+        .long("tags")
+        .num_args(1..)
+        .help("Key=k,Value=v ... or JSON, as the aws CLI")
+}
+
+fn tag_command(name: &'static str, about: &'static str, who: &'static str, add: bool) -> Command {
+    let c = Command::new(name).about(about).arg(req(who));
+    if add {
+        c.arg(tags_arg().required(true))
+    } else {
+        c.arg(
+            Arg::new("tag-keys")
+                .long("tag-keys")
+                .num_args(1..)
+                .required(true)
+                .help("The tag keys to remove"),
+        )
+    }
+}
+
+/// A policy document argument: `file://PATH` read bounded, or the text.
+fn document(op: &str, m: &ArgMatches, name: &str) -> Result<String, CliError> {
+    let doc = s(m, name);
+    match doc.strip_prefix("file://") {
+        Some(p) => {
+            let limit = keyvol::kms::policy::MAX_POLICY_BYTES;
+            let bytes = super::kms::read_path(op, "PolicyDocument", p, limit)?;
+            String::from_utf8(bytes)
+                .map_err(|_| CliError::usage(format!("file {p} is not UTF-8 text")))
+        }
+        None => Ok(doc.to_string()),
+    }
+}
+
+fn tags_of(m: &ArgMatches) -> Result<Vec<(String, String)>, CliError> {
+    let raw: Vec<String> = m
+        .get_many::<String>("tags")
+        .map(|v| v.cloned().collect())
+        .unwrap_or_default();
+    super::kms::tag_pairs(&raw, "Key", "Value")
 }
 
 fn host_command(name: &'static str, about: &'static str) -> Command {
@@ -164,6 +260,11 @@ pub fn run(session: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliErr
             | "list-profiles"
             | "list-volume-hosts"
             | "get-caller-identity"
+            | "get-role"
+            | "list-roles"
+            | "list-role-policies"
+            | "list-user-tags"
+            | "list-role-tags"
     );
     if mutating && caller.principal_type != PrincipalType::Root {
         return Err(svc(KmsError::new(ErrorCode::AccessDeniedException, format!(
@@ -207,16 +308,7 @@ pub fn run(session: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliErr
             json!({"AccessKey": session.iam.create_access_key(account, s(m, "user-name"), profile).map_err(svc)?})
         }
         "put-user-policy" => {
-            let doc = s(m, "policy-document");
-            let text = match doc.strip_prefix("file://") {
-                Some(p) => {
-                    let limit = keyvol::kms::policy::MAX_POLICY_BYTES;
-                    let bytes = super::kms::read_path("PutUserPolicy", "PolicyDocument", p, limit)?;
-                    String::from_utf8(bytes)
-                        .map_err(|_| CliError::usage(format!("file {p} is not UTF-8 text")))?
-                }
-                None => doc.to_string(),
-            };
+            let text = document("PutUserPolicy", m, "policy-document")?;
             session
                 .iam
                 .put_user_policy(account, s(m, "user-name"), s(m, "policy-name"), &text)
@@ -252,6 +344,82 @@ pub fn run(session: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliErr
         }
         "list-volume-hosts" => {
             json!({"VolumeHosts": session.iam.list_volume_hosts(account).map_err(svc)?})
+        }
+        "create-role" => {
+            let trust = document("CreateRole", m, "assume-role-policy-document")?;
+            session
+                .iam
+                .create_role(
+                    account,
+                    s(m, "role-name"),
+                    &trust,
+                    m.get_one::<String>("description").map(String::as_str),
+                    m.get_one::<i64>("max-session-duration").copied(),
+                    &tags_of(m)?,
+                )
+                .map_err(svc)?
+        }
+        "get-role" => session
+            .iam
+            .get_role(account, s(m, "role-name"))
+            .map_err(svc)?,
+        "list-roles" => session.iam.list_roles(account).map_err(svc)?,
+        "delete-role" => {
+            session
+                .iam
+                .delete_role(account, s(m, "role-name"))
+                .map_err(svc)?;
+            json!({})
+        }
+        "put-role-policy" => {
+            let text = document("PutRolePolicy", m, "policy-document")?;
+            session
+                .iam
+                .put_role_policy(account, s(m, "role-name"), s(m, "policy-name"), &text)
+                .map_err(svc)?;
+            json!({})
+        }
+        "delete-role-policy" => {
+            session
+                .iam
+                .delete_role_policy(account, s(m, "role-name"), s(m, "policy-name"))
+                .map_err(svc)?;
+            json!({})
+        }
+        "list-role-policies" => {
+            json!({"PolicyNames": session.iam.list_role_policies(account, s(m, "role-name")).map_err(svc)?})
+        }
+        "tag-user" | "tag-role" | "untag-user" | "untag-role" | "list-user-tags"
+        | "list-role-tags" => {
+            let (kind, who) = if sub.ends_with("user") || sub.ends_with("user-tags") {
+                ("user", s(m, "user-name"))
+            } else {
+                ("role", s(m, "role-name"))
+            };
+            match sub.split('-').next() {
+                Some("tag") => {
+                    session
+                        .iam
+                        .tag_principal(account, kind, who, &tags_of(m)?)
+                        .map_err(svc)?;
+                    json!({})
+                }
+                Some("untag") => {
+                    let keys: Vec<String> = m
+                        .get_many::<String>("tag-keys")
+                        .map(|v| v.cloned().collect())
+                        .unwrap_or_default();
+                    session
+                        .iam
+                        .untag_principal(account, kind, who, &keys)
+                        .map_err(svc)?;
+                    json!({})
+                }
+                _ => session
+                    .iam
+                    .list_principal_tags(account, kind, who)
+                    .map_err(svc)?,
+            }
         }
         "list-profiles" => {
             let p = session.iam.list_profiles().map_err(svc)?;

@@ -664,29 +664,55 @@ pub fn parse_map(s: &str, field: &str) -> Result<Value, CliError> {
 }
 
 fn parse_tags(raw: &[String]) -> Result<Value, CliError> {
+    Ok(Value::Array(
+        tag_pairs(raw, "TagKey", "TagValue")?
+            .into_iter()
+            .map(|(k, v)| json!({"TagKey": k, "TagValue": v}))
+            .collect(),
+    ))
+}
+
+/// `--tags` as the aws CLI takes it: `K=k,V=v ...` (with `key`/`value`
+/// the member names, `TagKey`/`TagValue` for the KMS, `Key`/`Value` for
+/// IAM) or a JSON list of such objects.
+pub(super) fn tag_pairs(
+    raw: &[String],
+    key: &str,
+    value: &str,
+) -> Result<Vec<(String, String)>, CliError> {
     if raw.len() == 1 && raw[0].trim_start().starts_with('[') {
-        return serde_json::from_str(&raw[0])
-            .map_err(|e| CliError::usage(format!("--tags is not valid JSON: {e}")));
+        let items: Vec<Value> = serde_json::from_str(&raw[0])
+            .map_err(|e| CliError::usage(format!("--tags is not valid JSON: {e}")))?;
+        return items
+            .iter()
+            .map(|t| match (t[key].as_str(), t.get(value)) {
+                (Some(k), v) => Ok((
+                    k.to_string(),
+                    v.and_then(Value::as_str).unwrap_or("").to_string(),
+                )),
+                _ => Err(CliError::usage(format!("--tags: {t} has no {key}"))),
+            })
+            .collect();
     }
     let mut out = Vec::new();
     for t in raw {
-        let mut key = None;
-        let mut value = String::new();
+        let mut k = None;
+        let mut v = String::new();
         for part in t.split(',') {
             match part.split_once('=') {
-                Some(("TagKey", k)) => key = Some(k.to_string()),
-                Some(("TagValue", v)) => value = v.to_string(),
+                Some((n, x)) if n == key => k = Some(x.to_string()),
+                Some((n, x)) if n == value => v = x.to_string(),
                 _ => {
                     return Err(CliError::usage(format!(
-                        "--tags: '{t}' is not TagKey=k,TagValue=v"
+                        "--tags: '{t}' is not {key}=k,{value}=v"
                     )))
                 }
             }
         }
-        let key = key.ok_or_else(|| CliError::usage(format!("--tags: '{t}' has no TagKey")))?;
-        out.push(json!({"TagKey": key, "TagValue": value}));
+        let k = k.ok_or_else(|| CliError::usage(format!("--tags: '{t}' has no {key}")))?;
+        out.push((k, v));
     }
-    Ok(Value::Array(out))
+    Ok(out)
 }
 
 /// Builds the AWS request body of `op` from its matches.

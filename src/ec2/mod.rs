@@ -193,7 +193,7 @@ const AUDIT_MAX_PARAMS: usize = 64;
 const AUDIT_MAX_VALUE: usize = 256;
 const AUDIT_MAX_RESPONSE: usize = 8192;
 
-fn capped(s: &str, max: usize) -> String {
+pub(crate) fn capped(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }
@@ -287,13 +287,7 @@ pub(crate) fn record_event(s: &Session, e: Event<'_>) -> ApiResult<()> {
     };
     let mut event = json!({
         "eventVersion": "1.08",
-        "userIdentity": {
-            "type": caller.principal_type,
-            "principalId": crate::kms::principal_id(&caller.principal_arn, &caller.account),
-            "arn": caller.principal_arn,
-            "accountId": caller.account,
-            "accessKeyId": caller.access_key_id,
-        },
+        "userIdentity": crate::kms::user_identity(caller),
         "eventTime": crate::clock::to_rfc3339(now),
         "eventSource": e.source,
         "eventName": e.name,

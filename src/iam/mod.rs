@@ -4,6 +4,8 @@
 //! Access key secrets are stored sealed under the home's root key; a
 //! profile names an access key, and through it a principal.
 
+pub mod roles;
+
 use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -96,8 +98,11 @@ impl Iam {
         let conn = home
             .connect()
             .map_err(|e| KmsError::internal(e.to_string()))?;
-        conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
-            .map_err(db)?;
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {SCHEMA} {} COMMIT;",
+            roles::SCHEMA
+        ))
+        .map_err(db)?;
         let iam = Iam {
             home,
             conn: std::sync::Mutex::new(conn),
@@ -281,11 +286,13 @@ impl Iam {
             params![account.as_str(), name],
         )
         .map_err(db)?;
-        tx.execute(
-            "DELETE FROM volume_hosts WHERE principal_arn = ?1",
-            [format!("arn:aws:iam::{account}:user/{name}")],
-        )
-        .map_err(db)?;
+        for table in ["volume_hosts", "principal_tags"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE principal_arn = ?1"),
+                [format!("arn:aws:iam::{account}:user/{name}")],
+            )
+            .map_err(db)?;
+        }
         tx.commit().map_err(db)
     }
 
@@ -467,20 +474,10 @@ impl Iam {
         rows.collect::<Result<Vec<String>, _>>().map_err(db)
     }
 
-    /// The identity policies that apply to a principal (none for a root).
+    /// The identity policies that apply to a principal: a user's, or the
+    /// role's of a session; none for a root.
     pub fn policies_of(&self, caller: &Caller) -> KmsResult<Vec<String>> {
-        let user = match caller.principal_arn.rsplit_once(":user/") {
-            Some((_, u)) => u.to_string(),
-            None => return Ok(Vec::new()),
-        };
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached("SELECT document FROM user_policies WHERE account=?1 AND user_name=?2")
-            .map_err(db)?;
-        let rows = st
-            .query_map(params![caller.account.as_str(), user], |r| r.get(0))
-            .map_err(db)?;
-        rows.collect::<Result<Vec<String>, _>>().map_err(db)
+        roles::identity_policy_texts(&self.conn(), caller)
     }
 
     /// The caller a profile acts as.
@@ -499,7 +496,7 @@ impl Iam {
                 "The config profile ({profile}) could not be found: create it with `keyvol iam create-account` or `keyvol iam create-user --profile-name {profile}`"
             ))
         })?;
-        self.credentials(&key).map(|(_, c)| c).ok_or_else(|| {
+        self.credentials(&key).map(|c| c.caller).ok_or_else(|| {
             KmsError::validation(format!(
                 "The access key of profile {profile} no longer exists."
             ))
@@ -509,6 +506,13 @@ impl Iam {
     /// STS GetCallerIdentity's `UserId`: the account id for the root, the
     /// IAM user's unique id (`AIDA...`) for a user.
     pub fn user_id(&self, caller: &Caller) -> KmsResult<String> {
+        if let Some((role, session)) = caller.session_role() {
+            let name = role.rsplit('/').next().unwrap_or_default();
+            let id = self
+                .role_id(&caller.account, name)
+                .ok_or_else(|| KmsError::not_found(format!("The role {name} no longer exists.")))?;
+            return Ok(format!("{id}:{session}"));
+        }
         let Some(name) = caller.principal_arn.rsplit_once(":user/").map(|(_, n)| n) else {
             return Ok(caller.account.to_string());
         };
@@ -523,8 +527,13 @@ impl Iam {
             .ok_or_else(|| KmsError::not_found(format!("The user {name} no longer exists.")))
     }
 
-    /// The secret and principal of an access key (SigV4 verification).
-    pub fn credentials(&self, access_key_id: &str) -> Option<(SecretBytes, Caller)> {
+    /// The secret and principal of an access key (SigV4 verification): a
+    /// long-term key of a user or root, or a session key (`ASIA...`) with
+    /// the token its requests must carry.
+    pub fn credentials(&self, access_key_id: &str) -> Option<roles::KeyCredentials> {
+        if access_key_id.starts_with("ASIA") {
+            return self.session_credentials(access_key_id);
+        }
         let row: Option<(String, Option<String>, Vec<u8>, String)> = self
             .conn()
             .prepare_cached(
@@ -547,19 +556,20 @@ impl Iam {
             .unseal(&format!("access-key/{access_key_id}"), &sealed)
             .ok()?;
         let account: AccountId = account.parse().ok()?;
-        let caller = match user {
-            Some(u) => Caller {
-                principal_arn: format!("arn:aws:iam::{account}:user/{u}"),
-                account,
-                principal_type: PrincipalType::IAMUser,
-                access_key_id: Some(access_key_id.to_string()),
-            },
-            None => Caller {
-                access_key_id: Some(access_key_id.to_string()),
-                ..Caller::root(account)
-            },
+        let mut caller = match user {
+            Some(u) => Caller::user(account, &u),
+            None => Caller::root(account),
         };
-        Some((secret, caller))
+        caller.access_key_id = Some(access_key_id.to_string());
+        if caller.principal_type == PrincipalType::IAMUser {
+            caller.principal_tags =
+                roles::principal_tags(&self.conn(), &caller.principal_arn).ok()?;
+        }
+        Some(roles::KeyCredentials {
+            secret,
+            caller,
+            session: None,
+        })
     }
 
     /// The access key id and secret of a profile, for signing requests to a remote KMS.
@@ -576,7 +586,7 @@ impl Iam {
             .ok_or_else(|| {
                 KmsError::validation(format!("The config profile ({profile}) could not be found"))
             })?;
-        let (secret, _) = self.credentials(&key).ok_or_else(|| {
+        let secret = self.credentials(&key).map(|c| c.secret).ok_or_else(|| {
             KmsError::validation(format!(
                 "The access key of profile {profile} no longer exists."
             ))

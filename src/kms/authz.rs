@@ -11,28 +11,14 @@ use super::policy::{
     self, keys, AuthzInput, AuthzRequest, ConditionContext, Effect, PolicyDocument,
 };
 use super::service::Op;
-use super::store::{self, db};
+use super::store;
 use super::{ErrorCode, KmsError, KmsResult};
 
-/// The caller's identity (IAM user) policies, parsed. A root principal has
-/// none: it holds every permission of its own account implicitly.
+/// The caller's identity policies (a user's, or a role session's role's),
+/// parsed. A root principal has none: it holds every permission of its
+/// own account implicitly.
 fn identity_policies(op: &Op<'_>) -> KmsResult<Vec<Arc<PolicyDocument>>> {
-    let caller = &op.ctx.caller;
-    let user = match caller.principal_arn.rsplit_once(":user/") {
-        Some((_, u)) => u,
-        None => return Ok(Vec::new()),
-    };
-    let mut st = op
-        .tx
-        .prepare_cached("SELECT document FROM user_policies WHERE account = ?1 AND user_name = ?2")
-        .map_err(db)?;
-    let docs = st
-        .query_map(rusqlite::params![caller.account.as_str(), user], |r| {
-            r.get::<_, String>(0)
-        })
-        .map_err(db)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(db)?;
+    let docs = crate::iam::roles::identity_policy_texts(op.tx, &op.ctx.caller)?;
     // Documents were validated when stored; one that no longer parses
     // grants nothing rather than failing every request.
     Ok(docs

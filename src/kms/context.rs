@@ -18,10 +18,14 @@ pub enum PrincipalType {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub account: AccountId,
-    /// `arn:aws:iam::<account>:root` or `arn:aws:iam::<account>:user/<name>`.
+    /// `arn:aws:iam::<account>:root`, `arn:aws:iam::<account>:user/<name>`
+    /// or a role session `arn:aws:sts::<account>:assumed-role/<role>/<session>`.
     pub principal_arn: String,
     pub principal_type: PrincipalType,
     pub access_key_id: Option<String>,
+    /// The principal's tags (`aws:PrincipalTag/<key>`): a user's tags, or a
+    /// role's tags overridden by the session's tags.
+    pub principal_tags: Vec<(String, String)>,
 }
 
 impl Caller {
@@ -31,7 +35,31 @@ impl Caller {
             account,
             principal_type: PrincipalType::Root,
             access_key_id: None,
+            principal_tags: Vec::new(),
         }
+    }
+
+    /// An IAM user of `account`, without tags.
+    pub fn user(account: AccountId, name: &str) -> Self {
+        Caller {
+            principal_arn: format!("arn:aws:iam::{account}:user/{name}"),
+            account,
+            principal_type: PrincipalType::IAMUser,
+            access_key_id: None,
+            principal_tags: Vec::new(),
+        }
+    }
+
+    /// The role of an assumed-role session (`arn:aws:iam::<account>:role/<role>`)
+    /// and the session's name.
+    pub fn session_role(&self) -> Option<(String, &str)> {
+        let rest = self.principal_arn.strip_prefix("arn:aws:sts::")?;
+        let (_, rest) = rest.split_once(":assumed-role/")?;
+        let (role, session) = rest.split_once('/')?;
+        Some((
+            format!("arn:aws:iam::{}:role/{role}", self.account),
+            session,
+        ))
     }
 }
 

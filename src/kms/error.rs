@@ -54,6 +54,7 @@ error_codes! {
     XksProxyUriUnreachableException,
     // Authentication errors of the HTTP API.
     UnrecognizedClientException,
+    ExpiredTokenException,
     InvalidSignatureException,
     MissingAuthenticationTokenException,
     IncompleteSignatureException,

@@ -28,5 +28,5 @@ pub use dispatch::OPERATIONS;
 pub use error::{ErrorCode, KmsError, KmsResult};
 pub use ops::EBS_ALIAS;
 pub use policy::{aws_managed_ebs_policy, default_key_policy};
-pub(crate) use service::principal_id;
+pub(crate) use service::user_identity;
 pub use service::Kms;

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use super::audit::{self, AuditEntry};
 use super::model::{KeyRecord, StateRule};
 use super::store::{self, db};
-use super::{ErrorCode, KmsError, KmsResult, RequestContext};
+use super::{Caller, ErrorCode, KmsError, KmsResult, RequestContext};
 use crate::clock::Clock;
 use crate::home::Home;
 use crate::ids::{AccountId, Arn, KeyId, Region};
@@ -235,13 +235,7 @@ impl Kms {
         };
         let mut event = json!({
             "eventVersion": "1.08",
-            "userIdentity": {
-                "type": caller.principal_type,
-                "principalId": principal_id(&caller.principal_arn, &caller.account),
-                "arn": caller.principal_arn,
-                "accountId": caller.account,
-                "accessKeyId": caller.access_key_id,
-            },
+            "userIdentity": user_identity(caller),
             "eventTime": crate::clock::to_rfc3339(now),
             "eventSource": "kms.amazonaws.com",
             "eventName": operation,
@@ -460,7 +454,37 @@ fn derive_audit_key(home: &Home) -> Key256 {
     Key256::from_slice(&tag[..]).unwrap_or_else(Key256::random)
 }
 
+/// CloudTrail's `userIdentity` of a caller; an assumed-role session also
+/// names the role that issued it (`sessionContext.sessionIssuer`).
+pub(crate) fn user_identity(caller: &Caller) -> Value {
+    let mut v = json!({
+        "type": caller.principal_type,
+        "principalId": principal_id(&caller.principal_arn, &caller.account),
+        "arn": caller.principal_arn,
+        "accountId": caller.account,
+        "accessKeyId": caller.access_key_id,
+    });
+    if let Some((role, _)) = caller.session_role() {
+        let name = role.rsplit('/').next().unwrap_or_default().to_string();
+        v["sessionContext"] = json!({
+            "sessionIssuer": {
+                "type": "Role",
+                "principalId": format!("AROA{}", name.to_uppercase()),
+                "arn": role,
+                "accountId": caller.account,
+                "userName": name,
+            },
+            "attributes": {"mfaAuthenticated": "false"},
+        });
+    }
+    v
+}
+
 pub(crate) fn principal_id(arn: &str, account: &AccountId) -> String {
+    if let Some((_, rest)) = arn.split_once(":assumed-role/") {
+        let (role, session) = rest.split_once('/').unwrap_or((rest, ""));
+        return format!("AROA{}:{session}", role.to_uppercase());
+    }
     match arn.rsplit_once('/') {
         Some((_, name)) => format!("AIDA{}", name.to_uppercase()),
         None => account.to_string(),

@@ -695,8 +695,8 @@ async fn process(
             .map_err(|e| (false, e));
     }
     if api == Api::Sts {
-        operation_seen.push_str("sts:GetCallerIdentity");
-        return answer_sts(state, &http_req, request_id)
+        operation_seen.push_str("sts");
+        return answer_sts(state, Some(peer), &http_req, request_id)
             .await
             .map(Reply::Xml)
             .map_err(|e| (false, e));
@@ -736,6 +736,7 @@ async fn process(
 /// for the service `sts`.
 async fn answer_sts(
     state: &State,
+    peer: Option<SocketAddr>,
     req: &HttpRequest<'_>,
     request_id: &str,
 ) -> Result<String, Rejection> {
@@ -743,7 +744,7 @@ async fn answer_sts(
         return Err(reject(
             405,
             ErrorCode::UnknownOperationException,
-            "STS accepts POST / (or GET) with Action=GetCallerIdentity.",
+            "STS accepts POST / (or GET) with Action=GetCallerIdentity or Action=AssumeRole.",
         ));
     }
     let policy = VerifyPolicy {
@@ -756,13 +757,12 @@ async fn answer_sts(
     let caller = verified.credentials.caller;
     let service = state.service.clone();
     let request_id = request_id.to_string();
-    tokio::task::spawn_blocking(move || {
-        let user_id = service.user_id(&caller)?;
-        sts::answer(&params, &caller, &user_id, &request_id)
-    })
-    .await
-    .map_err(|_| Rejection::from(KmsError::internal("STS failed while answering")))?
-    .map_err(Rejection::from)
+    let mut ctx = RequestContext::new(caller, verified.region);
+    ctx.source_ip = peer.map(|p| p.ip().to_string());
+    tokio::task::spawn_blocking(move || sts::answer(&params, &ctx, &*service, &request_id))
+        .await
+        .map_err(|_| Rejection::from(KmsError::internal("STS failed while answering")))?
+        .map_err(Rejection::from)
 }
 
 /// An EC2 request: POST with Query-protocol parameters, signed for the
@@ -875,6 +875,7 @@ fn ebs_error(r: &Rejection) -> crate::snapshot::direct::DirectError {
     use crate::snapshot::direct::DirectError;
     let code = match r.error.code {
         ErrorCode::UnrecognizedClientException
+        | ErrorCode::ExpiredTokenException
         | ErrorCode::InvalidSignatureException
         | ErrorCode::IncompleteSignatureException
         | ErrorCode::MissingAuthenticationTokenException => "AccessDeniedException",
@@ -898,6 +899,7 @@ fn ec2_error(r: &Rejection) -> crate::api_error::ApiError {
     }
     let code = match r.error.code {
         ErrorCode::UnrecognizedClientException => "AuthFailure",
+        ErrorCode::ExpiredTokenException => "RequestExpired",
         ErrorCode::InvalidSignatureException => "SignatureDoesNotMatch",
         ErrorCode::IncompleteSignatureException => "IncompleteSignature",
         ErrorCode::MissingAuthenticationTokenException => "MissingAuthenticationToken",

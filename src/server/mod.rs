@@ -51,6 +51,9 @@ use crate::secret::SecretBytes;
 pub struct Credentials {
     pub secret_access_key: SecretBytes,
     pub caller: Caller,
+    /// For temporary (STS) credentials: the session token every request
+    /// must carry in `X-Amz-Security-Token`, and when it expires.
+    pub session: Option<crate::iam::roles::SessionToken>,
 }
 
 /// The KMS as the HTTP server sees it.
@@ -92,6 +95,17 @@ pub trait KmsService: Send + Sync + 'static {
     /// through EC2 with the `x-keyvol-via-service` header.
     fn is_volume_host(&self, _caller: &crate::kms::Caller) -> bool {
         false
+    }
+    /// STS AssumeRole for a verified caller.
+    fn assume_role(
+        &self,
+        _ctx: &RequestContext,
+        _input: &crate::iam::roles::AssumeRoleInput,
+    ) -> Result<crate::iam::roles::AssumedRole, KmsError> {
+        Err(KmsError::new(
+            crate::kms::ErrorCode::UnknownOperationException,
+            "This endpoint issues no temporary credentials.",
+        ))
     }
     /// STS GetCallerIdentity's `UserId` of a verified caller.
     fn user_id(&self, caller: &crate::kms::Caller) -> Result<String, KmsError> {

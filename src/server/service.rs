@@ -58,12 +58,65 @@ impl HomeKmsService {
 
 impl KmsService for HomeKmsService {
     fn credentials(&self, access_key_id: &str) -> Option<Credentials> {
-        self.iam
-            .credentials(access_key_id)
-            .map(|(secret_access_key, caller)| Credentials {
-                secret_access_key,
-                caller,
-            })
+        self.iam.credentials(access_key_id).map(|c| Credentials {
+            secret_access_key: c.secret,
+            caller: c.caller,
+            session: c.session,
+        })
+    }
+
+    fn assume_role(
+        &self,
+        ctx: &RequestContext,
+        input: &crate::iam::roles::AssumeRoleInput,
+    ) -> Result<crate::iam::roles::AssumedRole, KmsError> {
+        let result = self.iam.assume_role(ctx, input);
+        // CloudTrail records AssumeRole, allowed or refused, without the
+        // secret or the token.
+        let mut request = serde_json::json!({
+            "roleArn": crate::ec2::capped(&input.role_arn, 256),
+            "roleSessionName": crate::ec2::capped(&input.role_session_name, 64),
+            "durationSeconds": input.duration_seconds,
+        });
+        if !input.tags.is_empty() {
+            request["tags"] = serde_json::json!(input
+                .tags
+                .iter()
+                .take(50)
+                .map(|(k, v)| serde_json::json!({"key": crate::ec2::capped(k, 128), "value": crate::ec2::capped(v, 256)}))
+                .collect::<Vec<_>>());
+        }
+        let response = match &result {
+            Ok(r) => serde_json::json!({
+                "credentials": {"accessKeyId": r.access_key_id, "expiration": crate::clock::to_rfc3339(r.expiration)},
+                "assumedRoleUser": {"assumedRoleId": r.assumed_role_id, "arn": r.arn},
+            }),
+            Err(_) => Value::Null,
+        };
+        let code = result.as_ref().err().map(|e| super::sts::sts_code(e.code));
+        let s = self.base.for_caller(ctx.clone());
+        crate::ec2::record_event(
+            &s,
+            crate::ec2::Event {
+                source: "sts.amazonaws.com",
+                name: "AssumeRole",
+                request,
+                response,
+                error: match (&result, &code) {
+                    (Err(e), Some(c)) => Some((c.as_str(), e.message.as_str())),
+                    _ => None,
+                },
+                read_only: false,
+                management: true,
+            },
+        )
+        .map_err(|e| {
+            KmsError::internal(format!(
+                "the audit record could not be written: {}",
+                e.message
+            ))
+        })?;
+        result
     }
 
     fn call(

@@ -353,6 +353,7 @@ fn verify_payload(
             "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.",
         ));
     }
+    check_session_token(req, &credentials, policy.now)?;
     Ok(Verified {
         access_key_id: auth.access_key_id,
         region,
@@ -360,6 +361,40 @@ fn verify_payload(
         signed_at,
         signed_headers: auth.signed_headers,
     })
+}
+
+/// Temporary credentials are good only with their session token, until
+/// they expire; a long-term key is refused with a token, as AWS refuses it.
+/// The token is compared by its SHA-256, in constant time.
+fn check_session_token(
+    req: &HttpRequest<'_>,
+    credentials: &Credentials,
+    now: OffsetDateTime,
+) -> Result<(), KmsError> {
+    let invalid = || {
+        KmsError::new(
+            ErrorCode::UnrecognizedClientException,
+            "The security token included in the request is invalid.",
+        )
+    };
+    let token = req.header("x-amz-security-token").map(str::trim);
+    match (&credentials.session, token) {
+        (None, None) => Ok(()),
+        (None, Some(_)) | (Some(_), None) => Err(invalid()),
+        (Some(session), Some(token)) => {
+            let digest = Sha256::digest(token.as_bytes());
+            if !ct_eq(&digest, &session.token_sha256) {
+                return Err(invalid());
+            }
+            if now.unix_timestamp() >= session.expiration {
+                return Err(KmsError::new(
+                    ErrorCode::ExpiredTokenException,
+                    "The security token included in the request is expired",
+                ));
+            }
+            Ok(())
+        }
+    }
 }
 
 /// The signing identity of a client.
@@ -667,6 +702,7 @@ mod tests {
         Credentials {
             secret_access_key: SecretBytes::from_slice(SECRET.as_bytes()),
             caller: Caller::root(AccountId::default_account()),
+            session: None,
         }
     }
 

@@ -4,7 +4,9 @@
 //! A request is routed here when its SigV4 credential scope names the
 //! service `sts`; the signature is verified exactly as for the KMS.
 
-use crate::kms::{Caller, ErrorCode, KmsError};
+use super::KmsService;
+use crate::iam::roles::AssumeRoleInput;
+use crate::kms::{ErrorCode, KmsError, RequestContext};
 
 /// The credential-scope service name of STS.
 pub const STS_SERVICE: &str = "sts";
@@ -31,17 +33,18 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// Runs the STS action of a verified request and returns its XML body.
+/// Runs the STS action of a verified request and returns its XML body:
+/// GetCallerIdentity, or AssumeRole through `service`.
 pub fn answer(
     params: &[(String, String)],
-    caller: &Caller,
-    user_id: &str,
+    ctx: &RequestContext,
+    service: &dyn KmsService,
     request_id: &str,
 ) -> Result<String, KmsError> {
     let action = param(params, "Action").ok_or_else(|| {
         KmsError::new(
             ErrorCode::ValidationException,
-            "Missing required parameter Action: expected Action=GetCallerIdentity.",
+            "Missing required parameter Action: expected Action=GetCallerIdentity or Action=AssumeRole.",
         )
     })?;
     if let Some(v) = param(params, "Version") {
@@ -55,6 +58,7 @@ pub fn answer(
             ));
         }
     }
+    let caller = &ctx.caller;
     match action {
         "GetCallerIdentity" => Ok(format!(
             "<GetCallerIdentityResponse xmlns=\"{NAMESPACE}\">\
@@ -64,9 +68,33 @@ pub fn answer(
              <ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata>\
              </GetCallerIdentityResponse>",
             xml_escape(&caller.principal_arn),
-            xml_escape(user_id),
+            xml_escape(&service.user_id(caller)?),
             caller.account
         )),
+        "AssumeRole" => {
+            let input = assume_role_input(params)?;
+            let r = service.assume_role(ctx, &input)?;
+            let source_identity = r
+                .source_identity
+                .as_deref()
+                .map(|s| format!("<SourceIdentity>{}</SourceIdentity>", xml_escape(s)))
+                .unwrap_or_default();
+            Ok(format!(
+                "<AssumeRoleResponse xmlns=\"{NAMESPACE}\"><AssumeRoleResult>\
+                 <Credentials><AccessKeyId>{}</AccessKeyId><SecretAccessKey>{}</SecretAccessKey>\
+                 <SessionToken>{}</SessionToken><Expiration>{}</Expiration></Credentials>\
+                 <AssumedRoleUser><AssumedRoleId>{}</AssumedRoleId><Arn>{}</Arn></AssumedRoleUser>\
+                 {source_identity}</AssumeRoleResult>\
+                 <ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata>\
+                 </AssumeRoleResponse>",
+                r.access_key_id,
+                xml_escape(&String::from_utf8_lossy(r.secret_access_key.expose())),
+                xml_escape(&String::from_utf8_lossy(r.session_token.expose())),
+                crate::clock::to_rfc3339(r.expiration),
+                xml_escape(&r.assumed_role_id),
+                xml_escape(&r.arn),
+            ))
+        }
         other => Err(KmsError::new(
             ErrorCode::UnknownOperationException,
             format!(
@@ -77,12 +105,92 @@ pub fn answer(
     }
 }
 
+/// The members of an AssumeRole request (`Tags.member.N.Key`/`.Value`).
+/// Session policies (`Policy`, `PolicyArns`) and MFA are refused plainly:
+/// keyvol does not evaluate them, and a session must never be broader than
+/// the caller asked for.
+fn assume_role_input(params: &[(String, String)]) -> Result<AssumeRoleInput, KmsError> {
+    let required = |name: &str| {
+        param(params, name).map(str::to_string).ok_or_else(|| {
+            KmsError::new(
+                ErrorCode::ValidationException,
+                format!("1 validation error detected: Value null at '{}' failed to satisfy constraint: Member must not be null", lower_first(name)),
+            )
+        })
+    };
+    for unsupported in [
+        "Policy",
+        "PolicyArns.member.1.arn",
+        "SerialNumber",
+        "TokenCode",
+    ] {
+        if param(params, unsupported).is_some() {
+            return Err(KmsError::new(
+                ErrorCode::ValidationException,
+                format!(
+                    "{} is not supported by this endpoint: assume the role without it.",
+                    unsupported.split('.').next().unwrap_or(unsupported)
+                ),
+            ));
+        }
+    }
+    let duration_seconds = match param(params, "DurationSeconds") {
+        None => None,
+        Some(d) => Some(d.trim().parse::<i64>().map_err(|_| {
+            KmsError::new(
+                ErrorCode::ValidationException,
+                format!(
+                    "DurationSeconds must be a number of seconds, not '{}'.",
+                    xml_escape(&truncate(d, 32))
+                ),
+            )
+        })?),
+    };
+    let mut tags = Vec::new();
+    for n in 1.. {
+        let key = param(params, &format!("Tags.member.{n}.Key"));
+        let value = param(params, &format!("Tags.member.{n}.Value"));
+        match (key, value) {
+            (None, None) => break,
+            (Some(k), v) => tags.push((k.to_string(), v.unwrap_or("").to_string())),
+            (None, Some(_)) => {
+                return Err(KmsError::new(
+                    ErrorCode::ValidationException,
+                    format!("1 validation error detected: Value null at 'tags.{n}.member.key' failed to satisfy constraint: Member must not be null"),
+                ))
+            }
+        }
+        if n > 64 {
+            break;
+        }
+    }
+    Ok(AssumeRoleInput {
+        role_arn: required("RoleArn")?,
+        role_session_name: required("RoleSessionName")?,
+        duration_seconds,
+        tags,
+        external_id: param(params, "ExternalId").map(str::to_string),
+        source_identity: param(params, "SourceIdentity").map(str::to_string),
+    })
+}
+
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
 /// The STS name of an error: STS says `InvalidClientTokenId` and
 /// `SignatureDoesNotMatch` where the KMS says `UnrecognizedClientException`
 /// and `InvalidSignatureException`.
-fn sts_code(code: ErrorCode) -> String {
+pub(crate) fn sts_code(code: ErrorCode) -> String {
     match code {
         ErrorCode::UnrecognizedClientException => "InvalidClientTokenId".into(),
+        ErrorCode::ExpiredTokenException => "ExpiredToken".into(),
+        ErrorCode::AccessDeniedException => "AccessDenied".into(),
+        ErrorCode::MalformedPolicyDocumentException => "MalformedPolicyDocument".into(),
         ErrorCode::InvalidSignatureException => "SignatureDoesNotMatch".into(),
         ErrorCode::IncompleteSignatureException => "IncompleteSignature".into(),
         ErrorCode::MissingAuthenticationTokenException => "MissingAuthenticationToken".into(),
@@ -113,6 +221,8 @@ pub fn http_status(err: &KmsError) -> u16 {
     match err.code {
         _ if err.is_internal() => 500,
         ErrorCode::UnrecognizedClientException
+        | ErrorCode::ExpiredTokenException
+        | ErrorCode::AccessDeniedException
         | ErrorCode::InvalidSignatureException
         | ErrorCode::IncompleteSignatureException
         | ErrorCode::MissingAuthenticationTokenException => 403,
@@ -144,13 +254,38 @@ pub fn xml_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::AccountId;
+    use crate::ids::{AccountId, Region};
+    use crate::kms::Caller;
+
+    struct NoSts;
+    impl KmsService for NoSts {
+        fn credentials(&self, _: &str) -> Option<super::super::Credentials> {
+            None
+        }
+        fn call(
+            &self,
+            _: &RequestContext,
+            _: &str,
+            _: serde_json::Value,
+        ) -> Result<serde_json::Value, KmsError> {
+            Err(KmsError::internal("unused"))
+        }
+        fn user_id(&self, caller: &Caller) -> Result<String, KmsError> {
+            Ok(caller.account.to_string())
+        }
+    }
+
+    fn ctx() -> RequestContext {
+        RequestContext::new(
+            Caller::root(AccountId::default_account()),
+            Region::default_region(),
+        )
+    }
 
     #[test]
     fn get_caller_identity_names_the_caller() {
-        let caller = Caller::root(AccountId::default_account());
         let params = query_params(b"Action=GetCallerIdentity&Version=2011-06-15", "");
-        let xml = answer(&params, &caller, "111122223333", "rid").unwrap();
+        let xml = answer(&params, &ctx(), &NoSts, "rid").unwrap();
         assert!(
             xml.contains("<Arn>arn:aws:iam::111122223333:root</Arn>"),
             "{xml}"
@@ -161,24 +296,44 @@ mod tests {
 
     #[test]
     fn unknown_actions_and_versions_are_refused_and_escaped() {
-        let caller = Caller::root(AccountId::default_account());
-        let e = answer(
-            &query_params(b"Action=AssumeRole<x>", ""),
-            &caller,
-            "u",
-            "r",
-        )
-        .unwrap_err();
+        let e = answer(&query_params(b"Action=Frob<x>", ""), &ctx(), &NoSts, "r").unwrap_err();
         assert_eq!(sts_code(e.code), "InvalidAction");
         assert!(!error_body(&e, "r").contains("<x>"));
         let e = answer(
             &query_params(b"Action=GetCallerIdentity&Version=2099-01-01", ""),
-            &caller,
-            "u",
+            &ctx(),
+            &NoSts,
             "r",
         )
         .unwrap_err();
         assert_eq!(sts_code(e.code), "ValidationError");
-        assert!(answer(&[], &caller, "u", "r").is_err());
+        assert!(answer(&[], &ctx(), &NoSts, "r").is_err());
+    }
+
+    #[test]
+    fn assume_role_members_are_read_and_checked() {
+        let p = query_params(
+            b"Action=AssumeRole&RoleArn=arn%3Aaws%3Aiam%3A%3A111122223333%3Arole%2Fr&RoleSessionName=s1&DurationSeconds=900&Tags.member.1.Key=team&Tags.member.1.Value=blue&ExternalId=xyz",
+            "",
+        );
+        let i = assume_role_input(&p).unwrap();
+        assert_eq!(i.role_arn, "arn:aws:iam::111122223333:role/r");
+        assert_eq!(i.duration_seconds, Some(900));
+        assert_eq!(i.tags, vec![("team".to_string(), "blue".to_string())]);
+        assert_eq!(i.external_id.as_deref(), Some("xyz"));
+        let e = assume_role_input(&query_params(b"Action=AssumeRole&RoleArn=x", "")).unwrap_err();
+        assert!(e.message.contains("roleSessionName"), "{}", e.message);
+        let e = assume_role_input(&query_params(
+            b"Action=AssumeRole&RoleArn=x&RoleSessionName=s&Policy=%7B%7D",
+            "",
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("Policy"), "{}", e.message);
+        let e = assume_role_input(&query_params(
+            b"Action=AssumeRole&RoleArn=x&RoleSessionName=s&DurationSeconds=soon",
+            "",
+        ))
+        .unwrap_err();
+        assert_eq!(sts_code(e.code), "ValidationError");
     }
 }

@@ -40,14 +40,22 @@ impl AuthzRequest {
             PrincipalType::AssumedRole => "AssumedRole",
             PrincipalType::AWSService => "AWSService",
         };
+        // aws:PrincipalArn of a role session is its role's ARN, as in IAM.
+        let principal_arn = caller
+            .session_role()
+            .map(|(role, _)| role)
+            .unwrap_or_else(|| caller.principal_arn.clone());
         let mut context = ConditionContext::new()
             .with(keys::CALLER_ACCOUNT, account)
-            .with(keys::PRINCIPAL_ARN, caller.principal_arn.as_str())
+            .with(keys::PRINCIPAL_ARN, principal_arn)
             .with(keys::PRINCIPAL_ACCOUNT, account)
             .with("aws:PrincipalType", principal_type);
         // ${aws:username} in policies: the IAM user's name.
         if let Some((_, name)) = caller.principal_arn.split_once(":user/") {
             context.insert("aws:username", name.rsplit('/').next().unwrap_or(name));
+        }
+        for (k, v) in &caller.principal_tags {
+            context.insert(&format!("aws:PrincipalTag/{k}"), v.as_str());
         }
         if let Some(via) = &ctx.via_service {
             context.insert(keys::VIA_SERVICE, via.as_str());
