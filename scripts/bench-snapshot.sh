@@ -11,7 +11,22 @@
 #   EBS direct APIs with the aws-sdk-ebs client (examples/ebs_transfer.rs,
 #   16 requests in flight), against the 200 MB/s target and the CLI's full
 #   snapshot of the same size.
-# Env: BENCH_SIZE_MIB (volume size, 1024).
+#   Then (sections of their own): restic backup of the same 1 GiB of data
+#   (Debian's restic, installed by this script when missing; repository on
+#   the same disk) against the full snapshot; the snapshot after a kill -9
+#   of the attach daemon (BENCH_CRASH_MIB volume full of data, 5 blocks
+#   written during the kill: chunks cut and seconds); a snapshot while the
+#   whole BENCH_BUSY_MIB volume is overwritten (the daemon's peak RSS, its
+#   copy-before-write bound 64 MiB, and the restore checked by sha256).
+# Env: BENCH_SIZE_MIB (volume size, 1024), BENCH_PARTS (default
+#      "main restic crash busy"; main holds everything of the first list),
+#      BENCH_CRASH_MIB (4096), BENCH_BUSY_MIB (4096), BENCH_BIN_DIR (the
+#      keyvol binaries to measure, default $CARGO_TARGET_DIR/release).
+#   Part "marks" (not in the default list): what the durable change marks
+#   cost writers: fio on the device file right after a snapshot (every
+#   chunk unmarked: the first write to each 8 MiB group waits for an
+#   fdatasync of the change log) against the same run again (all marked);
+#   BENCH_MARK_MIB (1024), BENCH_RUNTIME (s per random run, 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then
@@ -20,9 +35,12 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 SIZE_MIB="${BENCH_SIZE_MIB:-1024}"
 TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
-[ -x "$TARGET/release/keyvol-snap" ] || cargo build --release --workspace --bins --quiet
-KV="$TARGET/release/keyvol"
-SNAP="$TARGET/release/keyvol-snap"
+BIN="${BENCH_BIN_DIR:-$TARGET/release}"
+[ -x "$BIN/keyvol-snap" ] || cargo build --release --workspace --bins --quiet
+KV="$BIN/keyvol"
+SNAP="$BIN/keyvol-snap"
+PARTS=" ${BENCH_PARTS:-main restic crash busy} "
+part() { [[ "$PARTS" == *" $1 "* ]]; }
 export KEYVOL_HOME="$(mktemp -d /var/tmp/keyvol-bench-snap.XXXXXX)"
 unset KEYVOL_SNAPSHOT_STORE KEYVOL_PROFILE KEYVOL_REGION KEYVOL_TIME_OFFSET
 VOLS=()
@@ -37,6 +55,25 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 mbps() { awk -v mib="$1" -v s="$2" 'BEGIN { printf "%.0f", mib * 1.048576 / s }'; }
 field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 
+attach() { "$KV" volume attach "$@" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Attachments"][0]["Device"])'; }
+# Fills a device with the same pseudo-random stream every time (pass $2).
+fill() {
+  (set +o pipefail
+   openssl enc -aes-128-ctr -pass "pass:$2" -nosalt -pbkdf2 < /dev/zero 2>/dev/null \
+     | head -c $(( $3 << 20 )) | dd of="$1" bs=1M iflag=fullblock conv=notrunc,fsync status=none)
+}
+daemon_pid() { "$KV" volume status | python3 -c 'import json,sys; print([a["Pid"] for a in json.load(sys.stdin)["Attachments"] if a["VolumeId"] == sys.argv[1]][0])' "$1"; }
+scrape() { python3 - "$1" "$2" "$3" <<'PY'
+import sys, urllib.request
+addr, name, vol = sys.argv[1:4]
+text = urllib.request.urlopen(f"http://{addr}/metrics").read().decode()
+print(int(sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
+              if l.startswith(name + "{") and f'volume_id="{vol}"' in l)))
+PY
+}
+free_addr() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print("127.0.0.1:%d" % s.getsockname()[1])'; }
+
+if part main; then
 VOL=$("$KV" volume create --size "${SIZE_MIB}MiB" | field VolumeId); VOLS+=("$VOL")
 DEV=$("$KV" volume attach "$VOL" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Attachments"][0]["Device"])')
 echo "volume $VOL (${SIZE_MIB} MiB) attached at $DEV; filling it with random data"
@@ -166,3 +203,104 @@ cmp -n $((SIZE_MIB << 20)) "$IMG" "$KEYVOL_HOME/down.img" || { echo "bench-snaps
 UP_MB=$(mbps "$SIZE_MIB" "$UP_S"); DOWN_MB=$(mbps "$SIZE_MIB" "$DOWN_S")
 echo "ebs upload (SDK)   : $(printf %.3f "$UP_S") s  ${UP_MB} MB/s  (target 200 MB/s: $(awk -v m="$UP_MB" 'BEGIN{printf "%.2f", m/200}')x; CLI full snapshot/upload time = $(ratio "$FULL" "$UP_S")x)"
 echo "ebs download (SDK) : $(printf %.3f "$DOWN_S") s  ${DOWN_MB} MB/s  (target 200 MB/s: $(awk -v m="$DOWN_MB" 'BEGIN{printf "%.2f", m/200}')x; CLI full snapshot/download time = $(ratio "$FULL" "$DOWN_S")x)"
+fi
+
+# restic: the same 1 GiB of data (the fill stream of the volume above),
+# read by restic through the attached device file (plaintext, as a backup
+# tool sees a volume), into a repository on the same disk; against keyvol's
+# full snapshot of that volume measured here too.
+if part restic; then
+  if ! command -v restic >/dev/null; then
+    echo "installing restic (Debian package)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q restic >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q restic >/dev/null; }
+  fi
+  VOLR=$("$KV" volume create --size "${SIZE_MIB}MiB" | field VolumeId); VOLS+=("$VOLR")
+  DEVR=$(attach "$VOLR")
+  fill "$DEVR" bench "$SIZE_MIB"
+  sync
+  t0=$(now); "$SNAP" create "$VOLR" --wait >/dev/null; t1=$(now)
+  FULL_R=$(secs "$t0" "$t1")
+  export RESTIC_REPOSITORY="$KEYVOL_HOME/restic-repo" RESTIC_PASSWORD=bench
+  restic init --quiet >/dev/null
+  sync
+  t0=$(now); restic backup --quiet "$DEVR" >/dev/null; t1=$(now)
+  RESTIC=$(secs "$t0" "$t1")
+  "$KV" volume detach "$VOLR" >/dev/null
+  echo "full snapshot      : ${FULL_R} s  $(mbps "$SIZE_MIB" "$FULL_R") MB/s  (same run as restic)"
+  echo "restic backup      : ${RESTIC} s  $(mbps "$SIZE_MIB" "$RESTIC") MB/s  ($(restic version | cut -d' ' -f1-2), repository on the same disk)"
+  echo "full snapshot vs restic: $(awk -v k="$FULL_R" -v r="$RESTIC" 'BEGIN { printf "%.2f", r / k }')x  (restic time / snapshot time)"
+fi
+
+# After kill -9 of the attach daemon: a volume full of data, a full
+# snapshot, 5 blocks written (2 fsynced, 3 not) with the daemon killed right
+# after, attach again, and the next snapshot: how many chunks it cuts
+# (reads) and how long it takes.
+if part crash; then
+  CMIB="${BENCH_CRASH_MIB:-4096}"
+  VOLC=$("$KV" volume create --size "${CMIB}MiB" | field VolumeId); VOLS+=("$VOLC")
+  DEVC=$(attach "$VOLC")
+  fill "$DEVC" crash "$CMIB"
+  "$SNAP" create "$VOLC" --wait >/dev/null
+  for i in 0 1 2 3 4; do
+    if [ "$i" -lt 2 ]; then sync_flag=conv=notrunc,fsync; else sync_flag=conv=notrunc; fi
+    dd if=/dev/urandom of="$DEVC" bs=4k count=1 seek=$(( (i * 1637 + 11) * 128 % (CMIB * 256) )) "$sync_flag" status=none
+  done
+  kill -9 "$(daemon_pid "$VOLC")"
+  for _ in $(seq 200); do
+    [ "$("$KV" volume describe "$VOLC" | field State)" = available ] && break; sleep 0.05
+  done
+  MADDR=$(free_addr)
+  DEVC=$(attach "$VOLC" --metrics "$MADDR")
+  t0=$(now); "$SNAP" create "$VOLC" --wait >/dev/null; t1=$(now)
+  CUT=$(scrape "$MADDR" keyvol_volume_snapshot_cut_chunks "$VOLC")
+  echo "after kill -9      : $(secs "$t0" "$t1") s for the next snapshot of the ${CMIB} MiB volume ($CUT of $(( CMIB * 2 )) chunks cut and read; 5 blocks written)"
+  "$KV" volume detach "$VOLC" >/dev/null
+fi
+
+# A snapshot while the whole volume is overwritten: create returns at the
+# cut, the volume is overwritten at once, and the daemon must keep the old
+# ciphertext of every chunk not yet read: its peak RSS (VmHWM) against the
+# 64 MiB bound, and the restore checked against the volume at the cut.
+if part busy; then
+  BMIB="${BENCH_BUSY_MIB:-4096}"
+  VOLB=$("$KV" volume create --size "${BMIB}MiB" | field VolumeId); VOLS+=("$VOLB")
+  DEVB=$(attach "$VOLB")
+  fill "$DEVB" busy1 "$BMIB"
+  AT_CUT=$(sha256sum < "$DEVB")
+  BPID=$(daemon_pid "$VOLB")
+  t0=$(now)
+  SB=$("$SNAP" create "$VOLB" | field SnapshotId)
+  fill "$DEVB" busy2 "$BMIB"; t1=$(now)
+  STATE=$("$SNAP" describe "$SB" | field State)
+  "$SNAP" wait "$SB" >/dev/null; t2=$(now)
+  HWM=$(awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$BPID/status")
+  SPILLED=$(grep "$SB" "$KEYVOL_HOME/volumes/us-east-1/$VOLB.log" | grep -o 'chunks=[0-9]*' | tail -1 || true)
+  "$KV" volume detach "$VOLB" >/dev/null
+  echo "busy snapshot      : ${BMIB} MiB overwritten in $(secs "$t0" "$t1") s during a snapshot of $(secs "$t0" "$t2") s (state after the overwrite: $STATE); daemon peak RSS ${HWM} MiB (bound 64 MiB); spilled ${SPILLED:-nothing}"
+  RB=$("$SNAP" restore "$SB" | field VolumeId); VOLS+=("$RB")
+  RDEVB=$(attach "$RB")
+  [ "$(sha256sum < "$RDEVB")" = "$AT_CUT" ] && echo "busy snapshot      : restores to the volume at the cut (sha256)" \
+    || { echo "bench-snapshot: the busy snapshot is not the volume at the cut" >&2; exit 1; }
+  "$KV" volume detach "$RB" >/dev/null
+fi
+
+if part marks; then
+  MMIB="${BENCH_MARK_MIB:-1024}"
+  RT="${BENCH_RUNTIME:-5}"
+  VOLM=$("$KV" volume create --size "${MMIB}MiB" | field VolumeId); VOLS+=("$VOLM")
+  DEVM=$(attach "$VOLM")
+  fio_run() {
+    fio --name=m --filename="$DEVM" --ioengine=libaio --direct=1 --size="${MMIB}M" \
+      --output-format=json "$@" | python3 -c 'import json,sys; w=json.load(sys.stdin)["jobs"][0]["write"]; print("%.0f %.0f" % (w["bw_bytes"] / 1e6, w["iops"]))'
+  }
+  "$SNAP" create "$VOLM" --wait >/dev/null
+  read -r SEQ1 _ < <(fio_run --rw=write --bs=1M --iodepth=4)
+  read -r SEQ2 _ < <(fio_run --rw=write --bs=1M --iodepth=4)
+  "$SNAP" create "$VOLM" --wait >/dev/null
+  read -r _ RND1 < <(fio_run --rw=randwrite --bs=4k --iodepth=16 --runtime="$RT" --time_based)
+  read -r _ RND2 < <(fio_run --rw=randwrite --bs=4k --iodepth=16 --runtime="$RT" --time_based)
+  "$KV" volume detach "$VOLM" >/dev/null
+  echo "marks: seq write   : ${SEQ1} MB/s first after a snapshot, ${SEQ2} MB/s marked ($(awk -v a="$SEQ1" -v b="$SEQ2" 'BEGIN { printf "%.2f", a / b }')x; 1 MiB direct, iodepth 4, ${MMIB} MiB)"
+  echo "marks: rand write  : ${RND1} IOPS first after a snapshot, ${RND2} IOPS marked ($(awk -v a="$RND1" -v b="$RND2" 'BEGIN { printf "%.2f", a / b }')x; 4 KiB direct, iodepth 16, ${RT} s)"
+fi

@@ -155,12 +155,30 @@ fn the_v1_change_log_reads_as_tabled() {
     let log = keyvol::volume::ChangeLog::open(&path, 64).unwrap();
     assert!(!log.opened_unclean(), "state 0 means closed cleanly");
     assert_eq!(log.changed(), vec![3, 4, 5, 40]);
-    // Opening marks it open (state word 1) before any write.
+    // Opening marks it open (state word 2: every chunk written is marked
+    // durably) before any write.
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(&bytes[..8], b"KVCHLOG1");
     assert_eq!(u64::from_le_bytes(bytes[8..16].try_into().unwrap()), 64);
-    assert_eq!(u32::from_le_bytes(bytes[16..20].try_into().unwrap()), 1);
+    assert_eq!(u32::from_le_bytes(bytes[16..20].try_into().unwrap()), 2);
     log.close_clean().unwrap();
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(u32::from_le_bytes(bytes[16..20].try_into().unwrap()), 0);
+}
+
+#[test]
+fn a_v1_change_log_left_open_by_an_older_keyvol_marks_every_chunk() {
+    // State word 1: the bits of an older daemon were not synced before its
+    // writes, so nothing in the bitmap can be trusted after its crash.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vol.changes");
+    let mut bytes = std::fs::read(fixture("changes-v1.bin")).unwrap();
+    bytes[16] = 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let log = keyvol::volume::ChangeLog::open(&path, 64).unwrap();
+    assert_eq!(
+        log.found(),
+        keyvol::volume::changes::Found::InterruptedLegacy
+    );
+    assert_eq!(log.changed(), (0..64).collect::<Vec<_>>());
 }

@@ -967,3 +967,260 @@ fn tampered_store_is_detected() {
     std::fs::write(&mpath, text).unwrap();
     h.snap(&["restore", &id, "--hydrate"]);
 }
+
+// ------------------------------------------- crash recovery and memory bound
+
+/// The metrics text of an attach daemon started with `--metrics ADDR`.
+fn scrape(addr: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+/// The sum of the samples `name` of volume `vol` (0 when there is none).
+fn sample(text: &str, name: &str, vol: &str) -> f64 {
+    let label = format!("volume_id=\"{vol}\"");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+            (n == name && rest.contains(&label)).then(|| value.parse::<f64>().unwrap())
+        })
+        .sum()
+}
+
+fn free_addr() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("127.0.0.1:{}", l.local_addr().unwrap().port())
+}
+
+fn daemon_pid(h: &Home, vol: &str) -> i32 {
+    let st = h.kv(&["volume", "status"]);
+    st["Attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["VolumeId"] == vol)
+        .unwrap_or_else(|| panic!("{vol} is not attached: {st}"))["Pid"]
+        .as_i64()
+        .unwrap() as i32
+}
+
+/// SHA-256 of a whole device file, read in 4 MiB pieces.
+fn sha_of(path: &Path) -> Vec<u8> {
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 4 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    h.finalize().to_vec()
+}
+
+/// Restores `snap`, attaches the new volume and returns its hash.
+fn restored_sha(h: &mut Home, snap: &Value) -> Vec<u8> {
+    let restored = h.snap(&["restore", snap["SnapshotId"].as_str().unwrap()]);
+    let rvol = restored["VolumeId"].as_str().unwrap().to_string();
+    h.track(&rvol, &[]);
+    let rdev = h.attach(&rvol, &[]);
+    let sum = sha_of(&rdev);
+    h.detach(&rvol, &[]);
+    sum
+}
+
+/// kill -9 of the attach daemon while a writer writes to five chunks (some
+/// writes fsynced, some not): the next snapshot cuts and reads only the
+/// chunks the change log marked durably (their groups of MARK_GROUP), not
+/// the whole volume; every acknowledged write is in the volume, and the
+/// snapshot restores to exactly the volume's content.
+#[test]
+fn snapshot_after_sigkill_reads_only_the_marked_chunks() {
+    let Some(_g) = fuse_prerequisites() else {
+        return;
+    };
+    let mut h = Home::new();
+    let vol = h.volume("1GiB", None, &[]);
+    let n_chunks = (1u64 << 30) / CHUNK;
+    let dev = h.attach(&vol, &["--metrics", &free_addr()]);
+    {
+        let f = std::fs::OpenOptions::new().write(true).open(&dev).unwrap();
+        f.write_all_at(&random(32 << 20, 7), 0).unwrap();
+        f.sync_all().unwrap();
+    }
+    let s1 = h.snap(&["create", &vol, "--wait"]);
+    assert_eq!(s1["State"], "completed");
+
+    const SLOTS: [u64; 5] = [3, 300, 301, 1200, 2047];
+    let acked = Arc::new(Mutex::new([0u64; 5]));
+    let writer = {
+        let (acked, dev) = (acked.clone(), dev.clone());
+        std::thread::spawn(move || {
+            let f = std::fs::OpenOptions::new().write(true).open(&dev).unwrap();
+            let mut seq = 0u64;
+            loop {
+                seq += 1;
+                let slot = (seq % 5) as usize;
+                let block = seq.to_le_bytes().repeat(512);
+                let off = SLOTS[slot] * CHUNK + 8192;
+                // Every other write is fsynced; the others are acknowledged
+                // only (possibly not yet on disk).
+                let done = f.write_all_at(&block, off).and_then(|()| {
+                    if seq % 2 == 0 {
+                        f.sync_data()
+                    } else {
+                        Ok(())
+                    }
+                });
+                if done.is_err() {
+                    return seq; // the daemon is gone
+                }
+                acked.lock().unwrap()[slot] = seq;
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = daemon_pid(&h, &vol);
+    // SAFETY: kill(2) of the attach daemon's pid, as a crash would.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let last = writer.join().unwrap();
+    let acked = *acked.lock().unwrap();
+    assert!(last > 10, "the writer made too little progress ({last})");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.kv(&["volume", "describe", &vol])["State"] != "available" {
+        assert!(Instant::now() < deadline, "the daemon of {vol} did not die");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+
+    let maddr = free_addr();
+    let dev = h.attach(&vol, &["--metrics", &maddr]);
+    let t0 = Instant::now();
+    let s2 = h.snap(&["create", &vol, "--wait"]);
+    let took = t0.elapsed();
+    assert_eq!(s2["State"], "completed");
+    assert_eq!(s2["ParentSnapshotId"], s1["SnapshotId"]);
+    let m = scrape(&maddr);
+    let cut = sample(&m, "keyvol_volume_snapshot_cut_chunks", &vol) as u64;
+    let read = sample(&m, "keyvol_volume_snapshot_chunks_read_total", &vol) as u64;
+    eprintln!(
+        "after kill -9: the snapshot cut {cut} of {n_chunks} chunks, read {read}, in {took:?}"
+    );
+    let group = keyvol::volume::changes::MARK_GROUP;
+    let groups: BTreeSet<u64> = SLOTS.iter().map(|c| c / group).collect();
+    assert!(
+        cut >= SLOTS.len() as u64 && cut <= groups.len() as u64 * group,
+        "the snapshot after the crash cut {cut} chunks; the writer touched {} chunks in {} groups of {group}",
+        SLOTS.len(),
+        groups.len()
+    );
+    assert!(
+        cut * 20 < n_chunks,
+        "{cut} chunks is not small next to {n_chunks}"
+    );
+    assert_eq!(read, cut, "each cut chunk is read once");
+
+    // Every acknowledged write is on the volume (or a later one in flight).
+    {
+        let f = std::fs::File::open(&dev).unwrap();
+        for (slot, &c) in SLOTS.iter().enumerate() {
+            let mut b = vec![0u8; 4096];
+            f.read_exact_at(&mut b, c * CHUNK + 8192).unwrap();
+            let v = u64::from_le_bytes(b[..8].try_into().unwrap());
+            assert_eq!(b, v.to_le_bytes().repeat(512), "chunk {c} is torn");
+            assert!(
+                v >= acked[slot] && (v == 0 || v % 5 == slot as u64),
+                "chunk {c} holds write {v}, but write {} was acknowledged",
+                acked[slot]
+            );
+        }
+    }
+    let live = sha_of(&dev);
+    h.detach(&vol, &[]);
+    assert!(
+        restored_sha(&mut h, &s2) == live,
+        "the snapshot after the crash differs from the volume"
+    );
+}
+
+/// The whole volume is overwritten while its snapshot uploads: the daemon
+/// stashes the old ciphertext of every chunk not yet read, within its
+/// memory bound (spilling the rest to a file), so its peak RSS stays under
+/// 64 MiB, and the snapshot restores to the volume as it was at the cut.
+#[test]
+fn snapshot_of_a_volume_overwritten_during_it_stays_in_its_memory_bound() {
+    let Some(_g) = fuse_prerequisites() else {
+        return;
+    };
+    const SIZE: usize = 512 << 20;
+    const PIECE: usize = 8 << 20;
+    let mut h = Home::new();
+    let vol = h.volume("512MiB", None, &[]);
+    let dev = h.attach(&vol, &[]);
+    let fill = |seed: u64| {
+        let f = std::fs::OpenOptions::new().write(true).open(&dev).unwrap();
+        for i in 0..SIZE / PIECE {
+            f.write_all_at(&random(PIECE, seed + i as u64), (i * PIECE) as u64)
+                .unwrap();
+        }
+        f.sync_all().unwrap();
+    };
+    fill(1000);
+    let at_cut = sha_of(&dev);
+    let pid = daemon_pid(&h, &vol);
+    // create without --wait returns once the snapshot is cut (pending).
+    let snap = h.snap(&["create", &vol]);
+    let id = snap["SnapshotId"].as_str().unwrap().to_string();
+    assert_eq!(snap["State"], "pending");
+    fill(2000);
+    let state = h.snap(&["describe", &id])["State"].clone();
+    let done = h.snap(&["wait", &id]);
+    assert_eq!(done["State"], "completed", "{done}");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hwm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    let log = std::fs::read_to_string(h.dir.path().join(format!("volumes/us-east-1/{vol}.log")))
+        .unwrap_or_default();
+    let spilled = log
+        .lines()
+        .any(|l| l.contains(&id) && l.contains("copy-before-write spilled"));
+    eprintln!(
+        "overwrite of {} MiB during the snapshot: state after it {state}, daemon VmHWM {} MiB, spilled: {spilled}",
+        SIZE >> 20,
+        hwm_kib >> 10
+    );
+    assert!(
+        spilled,
+        "the overwrite did not reach the memory bound (state after it: {state}); log:\n{log}"
+    );
+    assert!(
+        hwm_kib < 64 << 10,
+        "the daemon's peak RSS was {} MiB",
+        hwm_kib >> 10
+    );
+    // No spill file is left in the volume's directory.
+    let names: Vec<String> = std::fs::read_dir(h.dir.path().join("volumes/us-east-1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains(".cbw-")), "{names:?}");
+    let now = sha_of(&dev);
+    assert_ne!(now, at_cut);
+    h.detach(&vol, &[]);
+    assert!(
+        restored_sha(&mut h, &done) == at_cut,
+        "the snapshot is not the volume at the cut"
+    );
+}

@@ -241,7 +241,7 @@ fn wrong_key_reads_garbage_not_plaintext() {
 }
 
 #[test]
-fn writes_mark_chunks_durably_and_unclean_stop_marks_all() {
+fn writes_mark_chunks_durably_and_unclean_stop_keeps_the_marks() {
     let dir = tempfile::tempdir().unwrap();
     let size = 4 * MIB;
     let dev = open(dir.path(), size, 8);
@@ -256,8 +256,46 @@ fn writes_mark_chunks_durably_and_unclean_stop_marks_all() {
     let dev = open(dir.path(), size, 8);
     assert!(!dev.changes().opened_unclean());
     assert_eq!(dev.changes().changed(), vec![5]);
+    // An unclean stop keeps what was durably marked (chunk 5's group of
+    // MARK_GROUP chunks, here the whole 8-chunk device), never less.
+    dev.write_at(&[3u8; 4096], 6 * CHUNK_SIZE).unwrap();
     drop(dev); // no close: an unclean stop
     let dev = open(dir.path(), size, 8);
     assert!(dev.changes().opened_unclean());
+    assert_eq!(
+        dev.changes().found(),
+        keyvol::volume::changes::Found::Interrupted
+    );
     assert_eq!(dev.changes().changed().len() as u64, size / CHUNK_SIZE);
+}
+
+#[test]
+fn unclean_stop_of_a_large_volume_marks_only_the_written_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 1024 * MIB; // 2048 chunks
+    let dev = open(dir.path(), size, 8);
+    dev.close().unwrap();
+    let written = [7u64, 900, 901, 2047];
+    for &c in &written {
+        dev.write_at(&[0x11; 4096], c * CHUNK_SIZE + 4096).unwrap();
+    }
+    assert_eq!(dev.changes().changed(), written.to_vec());
+    drop(dev); // no close, no sync: as after kill -9
+    let dev = open(dir.path(), size, 8);
+    assert!(dev.changes().opened_unclean());
+    let g = keyvol::volume::changes::MARK_GROUP;
+    let marked = dev.changes().changed();
+    for c in written {
+        assert!(
+            marked.contains(&c),
+            "chunk {c} was written and must be marked"
+        );
+    }
+    // Whole groups of the written chunks, nothing else.
+    let groups: std::collections::BTreeSet<u64> = written.iter().map(|c| c / g).collect();
+    assert!(
+        marked.iter().all(|c| groups.contains(&(c / g))),
+        "{marked:?}"
+    );
+    assert_eq!(marked.len() as u64, groups.len() as u64 * g);
 }

@@ -777,7 +777,10 @@ pub fn create(
             m.state = SnapshotState::Completed;
             m.progress = 100;
             put(&store, &m, &mac)?;
-            transport.finish(&id, true)?;
+            // The volume's log names this snapshot as the parent before the
+            // change bits it captured are cleared: a crash in between
+            // leaves bits set (read again next time), never bits cleared
+            // against an older parent (changes lost from the lineage).
             db(s)?
                 .execute(
                     "INSERT INTO snapshot_volume_log (volume_id, snapshot_id, start_time) VALUES (?1, ?2, ?3)
@@ -786,6 +789,7 @@ pub fn create(
                     rusqlite::params![r.volume_id.as_str(), id.as_str(), m.start_time],
                 )
                 .map_err(db_err)?;
+            transport.finish(&id, true)?;
             Ok(to_json(&m))
         }
         Err(e) => {

@@ -18,14 +18,15 @@
 //!   stripe lock held), the set of chunks a snapshot must capture is fixed;
 //!   from then on a write to a chunk of that set not yet captured first
 //!   stashes the chunk's current ciphertext (copy-before-write), so the
-//!   snapshot reads exactly the data of the cut.
+//!   snapshot reads exactly the data of the cut. Stashes are bounded in
+//!   memory and spill to a file past the bound ([`crate::volume::stash`]).
 //! - Lazy hydration ([`EncryptedDevice::with_hydration`]): a volume restored
 //!   from a snapshot fetches a chunk from its [`ChunkSource`] on first read
 //!   or write, re-encrypts it under the volume key, stores it, and records
 //!   it durably in a [`HydrationMap`].
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -36,6 +37,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::volume::blockmath::{chunk_range, split, PartialSector};
 use crate::volume::changes::{ChangeLog, CHUNK_SIZE};
 use crate::volume::error::VolumeError;
+use crate::volume::stash::{sweep_spills, Stash, StashBudget, STASH_MEMORY_LIMIT};
 use crate::volume::xts::{SectorCipher, SECTOR_SIZE};
 
 const SS: u64 = SECTOR_SIZE as u64;
@@ -77,6 +79,8 @@ pub struct EncryptedDevice {
     cuts: Mutex<Vec<Cut>>,
     /// `cuts.len()`, read without the mutex on every write.
     n_cuts: AtomicUsize,
+    /// What the cuts' stashes may hold in memory together.
+    stash_budget: Arc<StashBudget>,
     hydration: Option<Hydration>,
     /// I/O errors answered to the device's users (see
     /// [`EncryptedDevice::note_io_error`]).
@@ -102,7 +106,7 @@ struct Cut {
     /// Chunks of `chunks` not yet handed to the snapshot.
     pending: HashSet<u64>,
     /// Ciphertext of pending chunks as it was at the cut, saved before a write.
-    stash: HashMap<u64, Vec<u8>>,
+    stash: Stash,
     /// Chunks written after the cut (their change bits must stay set).
     dirtied: HashSet<u64>,
 }
@@ -245,6 +249,8 @@ impl EncryptedDevice {
         if changes.n_chunks() < n_chunks {
             changes.resize(n_chunks)?;
         }
+        // No cut is in progress yet: a spill file by name is a leftover.
+        sweep_spills(backing);
         Ok(EncryptedDevice {
             file,
             path: backing.to_path_buf(),
@@ -255,6 +261,7 @@ impl EncryptedDevice {
             locks: (0..N_LOCKS).map(|_| RwLock::new(())).collect(),
             cuts: Mutex::new(Vec::new()),
             n_cuts: AtomicUsize::new(0),
+            stash_budget: StashBudget::new(STASH_MEMORY_LIMIT),
             hydration: None,
             io_errors: AtomicU64::new(0),
             last_io_error: AtomicU64::new(0),
@@ -279,6 +286,19 @@ impl EncryptedDevice {
             self.io_errors.load(Ordering::Relaxed),
             self.last_io_error.load(Ordering::Relaxed),
         )
+    }
+
+    /// Bounds what copy-before-write keeps in memory for all cuts together
+    /// to `bytes` (default [`STASH_MEMORY_LIMIT`]); past it chunks spill to
+    /// a file beside the backing file.
+    pub fn with_stash_limit(mut self, bytes: usize) -> Self {
+        self.stash_budget = StashBudget::new(bytes);
+        self
+    }
+
+    /// Bytes copy-before-write holds in memory now.
+    pub fn stash_in_memory(&self) -> usize {
+        self.stash_budget.used()
     }
 
     /// Serves chunks marked in `map` from `source` (lazy hydration of a
@@ -372,11 +392,7 @@ impl EncryptedDevice {
     pub fn cut(&self, id: &str, all: bool, max_cuts: usize) -> Result<Vec<u64>, VolumeError> {
         // The barrier: every stripe lock, in order (writers hold their
         // stripes across the copy-before-write check and the write).
-        let _barrier: Vec<RwLockWriteGuard<'_, ()>> = self
-            .locks
-            .iter()
-            .map(|l| l.write().unwrap_or_else(|p| p.into_inner()))
-            .collect();
+        let _barrier = self.barrier();
         let mut cuts = self.cuts.lock().unwrap_or_else(|p| p.into_inner());
         if cuts.len() >= max_cuts {
             return Err(VolumeError::InvalidInput(format!(
@@ -398,7 +414,7 @@ impl EncryptedDevice {
             id: id.to_string(),
             pending: chunks.iter().copied().collect(),
             chunks: chunks.clone(),
-            stash: HashMap::new(),
+            stash: Stash::new(&self.path, self.stash_budget.clone()),
             dirtied: HashSet::new(),
         });
         self.n_cuts.store(cuts.len(), Ordering::Release);
@@ -414,7 +430,7 @@ impl EncryptedDevice {
             .iter_mut()
             .find(|c| c.id == id)
             .ok_or_else(|| VolumeError::InvalidInput(format!("snapshot {id} is not cut")))?;
-        if let Some(b) = cut.stash.remove(&index) {
+        if let Some(b) = cut.stash.take(index)? {
             cut.pending.remove(&index);
             return Ok(b);
         }
@@ -432,17 +448,20 @@ impl EncryptedDevice {
         // Under the write barrier no write is between marking its change
         // bit and recording itself as dirtied, so no bit of a write after
         // the cut is cleared.
-        let _barrier: Vec<RwLockWriteGuard<'_, ()>> = self
-            .locks
-            .iter()
-            .map(|l| l.write().unwrap_or_else(|p| p.into_inner()))
-            .collect();
+        let _barrier = self.barrier();
         let mut cuts = self.cuts.lock().unwrap_or_else(|p| p.into_inner());
         let Some(pos) = cuts.iter().position(|c| c.id == id) else {
             return Ok(());
         };
         let cut = cuts.remove(pos);
         self.n_cuts.store(cuts.len(), Ordering::Release);
+        if cut.stash.spilled() > 0 {
+            tracing::info!(
+                snapshot = id,
+                chunks = cut.stash.spilled(),
+                "copy-before-write spilled chunks to a file (memory bound reached)"
+            );
+        }
         if completed {
             let clear: Vec<u64> = cut
                 .chunks
@@ -477,7 +496,7 @@ impl EncryptedDevice {
             let mut saved: Option<Vec<u8>> = None;
             for cut in cuts.iter_mut() {
                 cut.dirtied.insert(c);
-                if cut.pending.contains(&c) && !cut.stash.contains_key(&c) {
+                if cut.pending.contains(&c) && !cut.stash.contains(c) {
                     let b = match &saved {
                         Some(b) => b.clone(),
                         None => {
@@ -486,7 +505,7 @@ impl EncryptedDevice {
                             b
                         }
                     };
-                    cut.stash.insert(c, b);
+                    cut.stash.insert(c, b)?;
                 }
             }
         }
@@ -616,8 +635,20 @@ impl EncryptedDevice {
     /// Syncs and records a clean stop in the change log. The device stays
     /// usable; a later write reopens the log.
     pub fn close(&self) -> Result<(), VolumeError> {
+        // The barrier: the log shrinks to the changed chunks only while no
+        // write is between its mark and its data.
+        let _barrier = self.barrier();
         self.sync()?;
         self.changes.close_clean()
+    }
+
+    /// Every stripe lock, in order: no write is in progress while held
+    /// (writers hold their stripes from the change mark to the data).
+    fn barrier(&self) -> Vec<RwLockWriteGuard<'_, ()>> {
+        self.locks
+            .iter()
+            .map(|l| l.write().unwrap_or_else(|p| p.into_inner()))
+            .collect()
     }
 
     fn check_range(&self, off: u64, len: u64) -> Result<(), VolumeError> {
@@ -891,6 +922,47 @@ mod tests {
         let mut buf = [0u8; 4];
         dev.read_at(&mut buf, 0).unwrap();
         assert_eq!(buf, [9; 4]);
+    }
+
+    #[test]
+    fn copy_before_write_past_the_memory_bound_spills_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = device(dir.path(), 8).with_stash_limit(2 * CHUNK_SIZE as usize);
+        for c in 0..8u64 {
+            dev.write_at(&vec![c as u8 + 1; CHUNK_SIZE as usize], c * CHUNK_SIZE)
+                .unwrap();
+        }
+        let at_cut: Vec<Vec<u8>> = (0..8)
+            .map(|c| dev.read_chunk_ciphertext(c).unwrap())
+            .collect();
+        assert_eq!(dev.cut("s1", false, 5).unwrap(), (0..8).collect::<Vec<_>>());
+        assert_eq!(dev.cut("s2", false, 5).unwrap(), (0..8).collect::<Vec<_>>());
+        assert_eq!(dev.snapshot_read("s1", 0).unwrap(), at_cut[0]);
+        // Every chunk overwritten: 2 chunks stay in memory for both cuts
+        // together, the other 13 stashed chunks go to the spill files.
+        for c in 0..8u64 {
+            dev.write_at(&vec![0xee; CHUNK_SIZE as usize], c * CHUNK_SIZE)
+                .unwrap();
+            assert!(dev.stash_in_memory() <= 2 * CHUNK_SIZE as usize);
+        }
+        assert_eq!(dev.stash_in_memory(), 2 * CHUNK_SIZE as usize);
+        {
+            let cuts = dev.cuts.lock().unwrap();
+            assert_eq!(cuts[0].stash.spilled() + cuts[1].stash.spilled(), 13);
+        }
+        // No file by name: the spill files have none.
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        for c in (1..8).rev() {
+            assert_eq!(dev.snapshot_read("s1", c).unwrap(), at_cut[c as usize]);
+        }
+        for c in 0..8 {
+            assert_eq!(dev.snapshot_read("s2", c).unwrap(), at_cut[c as usize]);
+        }
+        dev.finish_cut("s1", true).unwrap();
+        dev.finish_cut("s2", true).unwrap();
+        assert_eq!(dev.stash_in_memory(), 0);
+        assert_eq!(dev.changes().changed(), (0..8).collect::<Vec<_>>());
     }
 
     #[test]

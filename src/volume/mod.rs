@@ -8,6 +8,7 @@ pub mod control;
 pub mod device;
 pub mod error;
 pub mod mount;
+pub mod stash;
 pub mod xts;
 
 pub use changes::{ChangeLog, CHUNK_SIZE};
