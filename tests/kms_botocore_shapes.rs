@@ -210,7 +210,88 @@ fn every_response_matches_its_output_shape() {
         json!({"KeyId": ext, "ImportToken": params["ImportToken"], "EncryptedKeyMaterial": b64(&wrapped),
                "ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE"}),
     );
+    // The multi-material model: new material pending rotation, the
+    // rotation onto it, every material listed, one deleted by id.
+    let wrapped = keyvol::kms::asym::wrap_for_import(
+        &unb64(&params["PublicKey"]),
+        keyvol::kms::asym::AlgorithmSpec::RsaesOaepSha256,
+        &[8u8; 32],
+    )
+    .unwrap();
+    let new = call(
+        "ImportKeyMaterial",
+        json!({"KeyId": ext, "ImportToken": params["ImportToken"], "EncryptedKeyMaterial": b64(&wrapped),
+               "ExpirationModel": "KEY_MATERIAL_EXPIRES", "ValidTo": e.clock.now() + 86_400,
+               "ImportType": "NEW_KEY_MATERIAL", "KeyMaterialDescription": "next material"}),
+    );
+    call(
+        "ListKeyRotations",
+        json!({"KeyId": ext, "IncludeKeyMaterial": "ALL_KEY_MATERIAL"}),
+    );
+    call("RotateKeyOnDemand", json!({"KeyId": ext}));
+    call("ListKeyRotations", json!({"KeyId": ext}));
+    call(
+        "ListKeyRotations",
+        json!({"KeyId": ext, "IncludeKeyMaterial": "ALL_KEY_MATERIAL"}),
+    );
+    call(
+        "ListKeyRotations",
+        json!({"KeyId": key, "IncludeKeyMaterial": "ALL_KEY_MATERIAL"}),
+    );
+    call(
+        "DeleteImportedKeyMaterial",
+        json!({"KeyId": ext, "KeyMaterialId": new["KeyMaterialId"]}),
+    );
+    call(
+        "ListKeyRotations",
+        json!({"KeyId": ext, "IncludeKeyMaterial": "ALL_KEY_MATERIAL"}),
+    );
     call("DeleteImportedKeyMaterial", json!({"KeyId": ext}));
+    call("DescribeKey", json!({"KeyId": ext}));
+
+    // Asymmetric and HMAC keys with imported material.
+    let ext_ecc = id(&call(
+        "CreateKey",
+        json!({"Origin": "EXTERNAL", "KeySpec": "ECC_NIST_P256", "KeyUsage": "SIGN_VERIFY"}),
+    ));
+    let ext_hmac = id(&call(
+        "CreateKey",
+        json!({"Origin": "EXTERNAL", "KeySpec": "HMAC_384", "KeyUsage": "GENERATE_VERIFY_MAC"}),
+    ));
+    let ecc_material =
+        keyvol::kms::asym::PrivateKeyMaterial::generate(keyvol::kms::asym::KeySpec::EccNistP256)
+            .unwrap();
+    for (k, material) in [
+        (&ext_ecc, ecc_material.material().expose().to_vec()),
+        (&ext_hmac, vec![9u8; 48]),
+    ] {
+        let params = call(
+            "GetParametersForImport",
+            json!({"KeyId": k, "WrappingAlgorithm": "RSA_AES_KEY_WRAP_SHA_256", "WrappingKeySpec": "RSA_3072"}),
+        );
+        let wrapped = keyvol::kms::asym::wrap_for_import(
+            &unb64(&params["PublicKey"]),
+            keyvol::kms::asym::AlgorithmSpec::RsaAesKeyWrapSha256,
+            &material,
+        )
+        .unwrap();
+        call(
+            "ImportKeyMaterial",
+            json!({"KeyId": k, "ImportToken": params["ImportToken"], "EncryptedKeyMaterial": b64(&wrapped),
+                   "ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE"}),
+        );
+        call("DescribeKey", json!({"KeyId": k}));
+    }
+    call("GetPublicKey", json!({"KeyId": ext_ecc}));
+    call(
+        "Sign",
+        json!({"KeyId": ext_ecc, "Message": b64(b"m"), "SigningAlgorithm": "ECDSA_SHA_256"}),
+    );
+    call(
+        "GenerateMac",
+        json!({"KeyId": ext_hmac, "Message": b64(b"m"), "MacAlgorithm": "HMAC_SHA_384"}),
+    );
+    call("DeleteImportedKeyMaterial", json!({"KeyId": ext_ecc}));
 
     call("GetKeyLastUsage", json!({"KeyId": key}));
     call("DescribeCustomKeyStores", json!({}));

@@ -98,6 +98,12 @@ request_struct!(ListRequest {
     marker: String,
     key_id: String
 });
+request_struct!(ListKeyRotationsRequest {
+    limit: i64,
+    marker: String,
+    key_id: String,
+    include_key_material: String,
+});
 request_struct!(UpdateKeyDescriptionRequest {
     key_id: String,
     description: String
@@ -279,13 +285,29 @@ pub struct KeyRotationStatusResponse {
     pub next_rotation_date: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// RotationsListEntry: one key material of a key.
+#[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct RotationEntry {
     pub key_id: String,
     pub key_material_id: String,
-    pub rotation_date: i64,
-    pub rotation_type: String,
+    /// The fields from here to `valid_to` are for symmetric keys with
+    /// imported material only (`key_material_state`: every key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_material_description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub import_state: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_material_state: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiration_model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<i64>,
+    /// Absent for the first material and material pending rotation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation_date: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation_type: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -348,8 +348,16 @@ impl Kms {
     fn metadata_of(&self, tx: &rusqlite::Connection, k: &KeyRecord) -> KmsResult<Value> {
         let mut md = k.metadata(&self.algorithms_of(k));
         if k.is_symmetric() {
-            if let Some(m) = store::material(tx, &k.key_id, None)? {
-                md["CurrentKeyMaterialId"] = json!(key_material_id(&k.key_id, m.version));
+            let current = if k.origin == "EXTERNAL" {
+                store::imported_materials(tx, &k.key_id)?
+                    .iter()
+                    .filter_map(|r| r.version)
+                    .max()
+            } else {
+                store::material(tx, &k.key_id, None)?.map(|m| m.version)
+            };
+            if let Some(v) = current {
+                md["CurrentKeyMaterialId"] = json!(store::material_id_of(tx, k, v)?);
             }
         }
         Ok(md)
@@ -394,16 +402,23 @@ impl Kms {
                 .clone()
                 .or(req.customer_master_key_spec.clone())
                 .unwrap_or_else(|| SYMMETRIC.into());
+            if spec_text == "SM2" {
+                // AWS offers SM2 in the China Regions only.
+                return Err(KmsError::validation(format!(
+                    "KeySpec SM2 is not supported in {}: SM2 keys are available only in the China Regions.",
+                    op.ctx.region.as_str()
+                )));
+            }
             let spec: KeySpec = spec_text.parse().map_err(KmsError::from)?;
             let usage = validate_create_usage(spec, req.key_usage.as_deref())?;
             let origin = req.origin.clone().unwrap_or_else(|| "AWS_KMS".into());
             match origin.as_str() {
                 "AWS_KMS" => {}
-                "EXTERNAL" if spec == KeySpec::SymmetricDefault => {}
+                "EXTERNAL" if super::ops_import::importable(spec) => {}
                 "EXTERNAL" => {
                     return Err(KmsError::new(
                         ErrorCode::UnsupportedOperationException,
-                        format!("Origin EXTERNAL is supported only for KeySpec SYMMETRIC_DEFAULT, not {spec}: import 256-bit symmetric key material."),
+                        format!("Origin EXTERNAL is not supported for KeySpec {spec}: import symmetric (SYMMETRIC_DEFAULT), RSA, ECC_NIST, ECC_SECG_P256K1 or HMAC key material."),
                     ))
                 }
                 "AWS_CLOUDHSM" | "EXTERNAL_KEY_STORE" => {
@@ -723,7 +738,7 @@ impl Kms {
                 key_id: k.arn(),
                 plaintext: SecretBlob(pt),
                 encryption_algorithm: SYMMETRIC.into(),
-                key_material_id: Some(key_material_id(&k.key_id, version)),
+                key_material_id: Some(store::material_id_of(op.tx, &k, version)?),
             })
         })
     }
@@ -788,11 +803,12 @@ impl Kms {
                 (k.is_symmetric())
                     .then(|| ciphertext::parse_header(blob).ok())
                     .flatten()
-                    .map(|h| key_material_id(&k.key_id, h.material_version))
+                    .map(|h| store::material_id_of(op.tx, k, h.material_version))
+                    .transpose()
             };
             Ok(ReEncryptResponse {
-                source_key_material_id: material_of(&src, &blob.0),
-                destination_key_material_id: material_of(&dst, &out),
+                source_key_material_id: material_of(&src, &blob.0)?,
+                destination_key_material_id: material_of(&dst, &out)?,
                 ciphertext_blob: Blob(out),
                 source_key_id: src.arn(),
                 key_id: dst.arn(),
@@ -1047,7 +1063,7 @@ impl Kms {
                 return Err(access_denied_managed(op, "kms:EnableKeyRotation", &k));
             }
             k.check_state(StateRule::Rotate)?;
-            rotation_supported(&k)?;
+            rotation_supported(&k, false)?;
             if !(90..=2560).contains(&period) {
                 return Err(range_error("rotationPeriodInDays", period, 90, 2560));
             }
@@ -1071,7 +1087,7 @@ impl Kms {
                 return Err(access_denied_managed(op, "kms:DisableKeyRotation", &k));
             }
             k.check_state(StateRule::Rotate)?;
-            rotation_supported(&k)?;
+            rotation_supported(&k, false)?;
             k.rotation_enabled = false;
             k.next_rotation = None;
             store::update_key(op.tx, &k)?;
@@ -1116,22 +1132,20 @@ impl Kms {
                 return Err(access_denied_managed(op, "kms:RotateKeyOnDemand", &k));
             }
             k.check_state(StateRule::Rotate)?;
-            if k.is_symmetric() && k.origin == "EXTERNAL" {
-                // AWS: an imported key rotates on demand only onto new
-                // material imported for it; without that the key is in the
-                // wrong state, not of the wrong kind.
-                return Err(KmsError::invalid_state(format!(
-                    "{} has no new key material imported for on-demand rotation.",
-                    k.arn()
-                )));
-            }
-            rotation_supported(&k)?;
+            rotation_supported(&k, true)?;
             if k.on_demand_rotations >= MAX_ON_DEMAND_ROTATIONS {
                 return Err(KmsError::new(ErrorCode::LimitExceededException, format!(
                     "The on-demand rotations limit has been reached for the given keyId. No more on-demand rotations can be performed for this key: {}", k.arn()
                 )));
             }
-            add_material(self, op.tx, &k, op.now, "ON_DEMAND")?;
+            if k.origin == "EXTERNAL" {
+                // AWS: an imported key rotates on demand only onto new
+                // material imported for it (PENDING_ROTATION); without that
+                // the key is in the wrong state, not of the wrong kind.
+                self.rotate_to_imported(op, &mut k)?;
+            } else {
+                add_material(self, op.tx, &k, op.now, "ON_DEMAND")?;
+            }
             k.on_demand_rotations += 1;
             store::update_key(op.tx, &k)?;
             Ok(KeyIdResponse { key_id: k.arn() })
@@ -1141,23 +1155,39 @@ impl Kms {
     pub fn list_key_rotations(
         &self,
         ctx: &RequestContext,
-        req: ListRequest,
+        req: ListKeyRotationsRequest,
     ) -> KmsResult<ListKeyRotationsResponse> {
         self.run(ctx, "ListKeyRotations", to_audit(&req), |op| {
             let k = op.resolve(req.key_id.as_deref(), false)?;
+            let all = match req.include_key_material.as_deref() {
+                None | Some("ROTATIONS_ONLY") => false,
+                Some("ALL_KEY_MATERIAL") => true,
+                Some(other) => {
+                    return Err(KmsError::validation(format!(
+                        "1 validation error detected: Value '{other}' at 'includeKeyMaterial' failed to satisfy constraint: Member must satisfy enum value set: [ALL_KEY_MATERIAL, ROTATIONS_ONLY]"
+                    )))
+                }
+            };
             op.permit("kms:ListKeyRotations", &k, StateRule::Any, &no_conditions())?;
-            rotation_supported(&k)?;
-            let entries = store::materials(op.tx, &k.key_id)?
-                .into_iter()
-                .filter_map(|m| {
-                    m.rotation_type.map(|t| RotationEntry {
+            rotation_supported(&k, true)?;
+            let entries = if k.origin == "EXTERNAL" {
+                imported_rotation_entries(&k, &store::imported_materials(op.tx, &k.key_id)?, all)
+            } else {
+                let materials = store::materials(op.tx, &k.key_id)?;
+                let current = materials.iter().map(|m| m.version).max();
+                materials
+                    .into_iter()
+                    .filter(|m| all || m.rotation_type.is_some())
+                    .map(|m| RotationEntry {
                         key_material_id: key_material_id(&k.key_id, m.version),
                         key_id: k.arn(),
-                        rotation_date: m.created,
-                        rotation_type: t,
+                        key_material_state: Some(material_state(Some(m.version), current).into()),
+                        rotation_date: m.rotation_type.is_some().then_some(m.created),
+                        rotation_type: m.rotation_type,
+                        ..RotationEntry::default()
                     })
-                })
-                .collect();
+                    .collect()
+            };
             let (rotations, truncated, next_marker) =
                 paginate(entries, req.limit, req.marker.as_deref())?;
             Ok(ListKeyRotationsResponse {
@@ -1314,14 +1344,66 @@ fn check_policy_name(name: Option<&str>) -> KmsResult<()> {
     }
 }
 
-fn rotation_supported(k: &KeyRecord) -> KmsResult<()> {
-    if !k.is_symmetric() || k.origin != "AWS_KMS" {
-        return Err(KmsError::new(
-            ErrorCode::UnsupportedOperationException,
-            format!("{} does not support automatic or on-demand rotation: only symmetric encryption keys with AWS_KMS origin rotate.", k.arn()),
-        ));
+/// Automatic rotation is for symmetric keys with AWS_KMS origin; on-demand
+/// rotation (and ListKeyRotations) also for symmetric keys with imported
+/// material.
+fn rotation_supported(k: &KeyRecord, on_demand: bool) -> KmsResult<()> {
+    let supported =
+        k.is_symmetric() && (k.origin == "AWS_KMS" || (on_demand && k.origin == "EXTERNAL"));
+    if supported {
+        return Ok(());
     }
-    Ok(())
+    let message = if on_demand {
+        format!("{} does not support on-demand rotation: only symmetric encryption keys with AWS_KMS or EXTERNAL origin rotate.", k.arn())
+    } else {
+        format!("{} does not support automatic rotation: only symmetric encryption keys with AWS_KMS origin rotate automatically.", k.arn())
+    };
+    Err(KmsError::new(
+        ErrorCode::UnsupportedOperationException,
+        message,
+    ))
+}
+
+/// RotationsListEntry's KeyMaterialState of material `version` (None:
+/// imported and pending rotation) when `current` is the key's version.
+fn material_state(version: Option<u32>, current: Option<u32>) -> &'static str {
+    match version {
+        None => "PENDING_ROTATION",
+        v if v == current => "CURRENT",
+        _ => "NON_CURRENT",
+    }
+}
+
+/// ListKeyRotations of a symmetric key with imported material: its rotated
+/// materials, and with `all` also the first one and the one pending
+/// rotation.
+fn imported_rotation_entries(
+    k: &KeyRecord,
+    rows: &[store::ImportedRow],
+    all: bool,
+) -> Vec<RotationEntry> {
+    let current = rows.iter().filter_map(|r| r.version).max();
+    rows.iter()
+        .filter(|r| all || r.rotation_type.is_some())
+        .map(|r| RotationEntry {
+            key_id: k.arn(),
+            key_material_id: r.material_id.clone(),
+            key_material_description: r.description.clone(),
+            import_state: Some(
+                if r.imported {
+                    "IMPORTED"
+                } else {
+                    "PENDING_IMPORT"
+                }
+                .into(),
+            ),
+            key_material_state: Some(material_state(r.version, current).into()),
+            expiration_model: r.expiration_model.clone(),
+            valid_to: r.valid_to,
+            rotation_date: r.rotation_date,
+            rotation_type: r.rotation_type.clone(),
+        })
+        .collect()
 }
 
 /// AWS managed keys cannot be changed by anyone, whatever their policy says.

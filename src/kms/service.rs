@@ -132,13 +132,21 @@ impl Kms {
             .connect()
             .map_err(|e| KmsError::internal(e.to_string()))?;
         conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {} {} {} {} COMMIT;",
+            "BEGIN IMMEDIATE; {} {} {} {}",
             crate::iam::SCHEMA,
             store::SCHEMA,
             audit::SCHEMA,
             super::grants::SCHEMA
         ))
         .map_err(db)?;
+        // Schema and migration commit together or not at all.
+        let migrated =
+            store::migrate(&conn).and_then(|()| conn.execute_batch("COMMIT;").map_err(db));
+        if let Err(e) = migrated {
+            // Leaves the home as it was; the error is the one to report.
+            let _ = conn.execute_batch("ROLLBACK;");
+            return Err(e);
+        }
         let audit_key = derive_audit_key(&home);
         Ok(Kms {
             home,
@@ -369,19 +377,13 @@ impl Kms {
     /// Deletes keys whose window has passed, rotates keys whose period has
     /// passed and expires imported material, each logged as a service event.
     fn run_due_work(&self, tx: &Connection, now: i64) -> KmsResult<()> {
+        self.expire_imported_material(tx, now)?;
         for mut k in store::due_keys(tx, now)? {
             if k.state == super::model::KeyState::PendingDeletion
                 && k.deletion_date.is_some_and(|d| d <= now)
             {
                 store::destroy_key(tx, &k, now)?;
                 self.record_service_event(tx, &k, "DeleteKey", now, json!({}))?;
-                continue;
-            }
-            if k.valid_to.is_some_and(|v| v <= now) {
-                store::delete_materials(tx, &k.key_id)?;
-                k.state = super::model::KeyState::PendingImport;
-                store::update_key(tx, &k)?;
-                self.record_service_event(tx, &k, "DeleteExpiredKeyMaterial", now, json!({}))?;
                 continue;
             }
             if k.rotation_enabled {
@@ -399,6 +401,22 @@ impl Kms {
                 }
                 store::update_key(tx, &k)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Deletes imported key material whose ValidTo has passed: material
+    /// pending rotation is forgotten; material of the key stays known
+    /// (PENDING_IMPORT) and the key waits for it (PendingImport).
+    fn expire_imported_material(&self, tx: &Connection, now: i64) -> KmsResult<()> {
+        for (key_id, row) in store::expired_imports(tx, now)? {
+            let Some(mut k) = store::get_key(tx, &key_id)? else {
+                continue;
+            };
+            super::ops_import::forget_material(tx, &mut k, &row)?;
+            store::update_key(tx, &k)?;
+            let event = json!({"keyMaterialId": row.material_id});
+            self.record_service_event(tx, &k, "DeleteExpiredKeyMaterial", now, event)?;
         }
         Ok(())
     }

@@ -64,10 +64,22 @@ CREATE TABLE IF NOT EXISTS import_parameters (
     sealed_wrapping_key BLOB NOT NULL,
     valid_to INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS imported_material (
-    key_id TEXT PRIMARY KEY REFERENCES keys(key_id) ON DELETE CASCADE,
-    check_value BLOB NOT NULL
+CREATE TABLE IF NOT EXISTS imported_key_material (
+    key_id TEXT NOT NULL REFERENCES keys(key_id) ON DELETE CASCADE,
+    material_id TEXT NOT NULL,
+    check_value BLOB NOT NULL,
+    version INTEGER,
+    description TEXT,
+    expiration_model TEXT,
+    valid_to INTEGER,
+    imported INTEGER NOT NULL,
+    pending_sealed BLOB,
+    created INTEGER NOT NULL,
+    rotation_date INTEGER,
+    rotation_type TEXT,
+    PRIMARY KEY (key_id, material_id)
 );
+CREATE INDEX IF NOT EXISTS imported_key_material_expiry ON imported_key_material(valid_to);
 CREATE TABLE IF NOT EXISTS deleted_keys (
     key_id TEXT PRIMARY KEY,
     arn TEXT NOT NULL,
@@ -292,12 +304,230 @@ pub(crate) fn material(
     .map_err(db)
 }
 
-pub(crate) fn delete_materials(conn: &Connection, id: &KeyId) -> KmsResult<()> {
+pub(crate) fn delete_material(conn: &Connection, id: &KeyId, version: u32) -> KmsResult<()> {
     conn.execute(
-        "DELETE FROM key_material WHERE key_id = ?1",
-        [id.to_string()],
+        "DELETE FROM key_material WHERE key_id = ?1 AND version = ?2",
+        params![id.to_string(), version],
     )
     .map_err(db)?;
+    Ok(())
+}
+
+/// One row of `imported_key_material`: a key material of a key with
+/// Origin EXTERNAL that was imported once. It stays after the material is
+/// deleted or expires (ImportState PENDING_IMPORT), so that only the same
+/// material can be imported again; its bytes live in `key_material` under
+/// `version` while imported, or sealed in `pending_sealed` while it waits
+/// for RotateKeyOnDemand (`version` NULL, KeyMaterialState
+/// PENDING_ROTATION).
+#[derive(Debug, Clone)]
+pub(crate) struct ImportedRow {
+    pub material_id: String,
+    /// Identifies the material without revealing it (see `ops_import`).
+    pub check_value: Vec<u8>,
+    pub version: Option<u32>,
+    pub description: Option<String>,
+    pub expiration_model: Option<String>,
+    pub valid_to: Option<i64>,
+    pub imported: bool,
+    pub pending_sealed: Option<Vec<u8>>,
+    pub created: i64,
+    pub rotation_date: Option<i64>,
+    pub rotation_type: Option<String>,
+}
+
+const IMPORTED_COLUMNS: &str = "material_id, check_value, version, description, expiration_model, \
+     valid_to, imported, pending_sealed, created, rotation_date, rotation_type";
+
+fn imported_from_row(r: &Row<'_>) -> rusqlite::Result<ImportedRow> {
+    Ok(ImportedRow {
+        material_id: r.get(0)?,
+        check_value: r.get(1)?,
+        version: r.get(2)?,
+        description: r.get(3)?,
+        expiration_model: r.get(4)?,
+        valid_to: r.get(5)?,
+        imported: r.get::<_, i64>(6)? != 0,
+        pending_sealed: r.get(7)?,
+        created: r.get(8)?,
+        rotation_date: r.get(9)?,
+        rotation_type: r.get(10)?,
+    })
+}
+
+/// The imported materials of a key: by version, the one pending rotation
+/// last.
+pub(crate) fn imported_materials(conn: &Connection, id: &KeyId) -> KmsResult<Vec<ImportedRow>> {
+    let mut st = conn
+        .prepare_cached(&format!(
+            "SELECT {IMPORTED_COLUMNS} FROM imported_key_material WHERE key_id = ?1 \
+             ORDER BY version IS NULL, version"
+        ))
+        .map_err(db)?;
+    let rows = st
+        .query_map([id.to_string()], imported_from_row)
+        .map_err(db)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(db)
+}
+
+/// Inserts or replaces the row of `m.material_id`.
+pub(crate) fn put_imported(conn: &Connection, id: &KeyId, m: &ImportedRow) -> KmsResult<()> {
+    conn.execute(
+        &format!(
+            "INSERT OR REPLACE INTO imported_key_material (key_id, {IMPORTED_COLUMNS}) \
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"
+        ),
+        params![
+            id.to_string(),
+            m.material_id,
+            m.check_value,
+            m.version,
+            m.description,
+            m.expiration_model,
+            m.valid_to,
+            m.imported as i64,
+            m.pending_sealed,
+            m.created,
+            m.rotation_date,
+            m.rotation_type,
+        ],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+pub(crate) fn remove_imported(conn: &Connection, id: &KeyId, material_id: &str) -> KmsResult<()> {
+    conn.execute(
+        "DELETE FROM imported_key_material WHERE key_id = ?1 AND material_id = ?2",
+        params![id.to_string(), material_id],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Imported materials whose ValidTo has passed at `now` and that are still
+/// there to expire.
+pub(crate) fn expired_imports(conn: &Connection, now: i64) -> KmsResult<Vec<(KeyId, ImportedRow)>> {
+    let mut st = conn
+        .prepare_cached(&format!(
+            "SELECT key_id, {IMPORTED_COLUMNS} FROM imported_key_material \
+             WHERE valid_to IS NOT NULL AND valid_to <= ?1 AND imported = 1 ORDER BY key_id"
+        ))
+        .map_err(db)?;
+    let rows = st
+        .query_map([now], |r| {
+            let key: String = r.get(0)?;
+            let key = key.parse::<KeyId>().map_err(|_| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Text,
+                    "bad key id in imported_key_material".into(),
+                )
+            })?;
+            // The row's own columns start at index 1.
+            Ok((
+                key,
+                ImportedRow {
+                    material_id: r.get(1)?,
+                    check_value: r.get(2)?,
+                    version: r.get(3)?,
+                    description: r.get(4)?,
+                    expiration_model: r.get(5)?,
+                    valid_to: r.get(6)?,
+                    imported: r.get::<_, i64>(7)? != 0,
+                    pending_sealed: r.get(8)?,
+                    created: r.get(9)?,
+                    rotation_date: r.get(10)?,
+                    rotation_type: r.get(11)?,
+                },
+            ))
+        })
+        .map_err(db)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(db)
+}
+
+/// The KeyMaterialId of material `version` of `k`: the id an import gave
+/// it for keys with Origin EXTERNAL, else the one derived from the version.
+pub(crate) fn material_id_of(conn: &Connection, k: &KeyRecord, version: u32) -> KmsResult<String> {
+    if k.origin == "EXTERNAL" {
+        let id: Option<String> = conn
+            .prepare_cached(
+                "SELECT material_id FROM imported_key_material WHERE key_id = ?1 AND version = ?2",
+            )
+            .and_then(|mut st| {
+                st.query_row(params![k.key_id.to_string(), version], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(db)?;
+        if let Some(id) = id {
+            return Ok(id);
+        }
+    }
+    Ok(super::model::key_material_id(&k.key_id, version))
+}
+
+/// Upgrades a home made before keys took more than one imported material:
+/// the one-row-per-key `imported_material` table (its check value, and
+/// the key's expiration) becomes `imported_key_material` rows of material
+/// version 1, keeping the KeyMaterialId keyvol returned for them.
+pub(crate) fn migrate(conn: &Connection) -> KmsResult<()> {
+    let old: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'imported_material'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    if old == 0 {
+        return Ok(());
+    }
+    let rows: Vec<(String, Vec<u8>, Option<String>, Option<i64>, i64, i64)> = {
+        let mut st = conn
+            .prepare(
+                "SELECT i.key_id, i.check_value, k.expiration_model, k.valid_to, k.created, \
+                 (SELECT COUNT(*) FROM key_material m WHERE m.key_id = i.key_id) \
+                 FROM imported_material i JOIN keys k ON k.key_id = i.key_id",
+            )
+            .map_err(db)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .map_err(db)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db)?
+    };
+    for (key, check_value, expiration_model, valid_to, created, materials) in rows {
+        let id: KeyId = key
+            .parse()
+            .map_err(|_| KmsError::internal(format!("bad key id {key} in imported_material")))?;
+        let imported = materials > 0;
+        put_imported(
+            conn,
+            &id,
+            &ImportedRow {
+                material_id: super::model::key_material_id(&id, 1),
+                check_value,
+                version: Some(1),
+                description: None,
+                expiration_model: expiration_model.filter(|_| imported),
+                valid_to: valid_to.filter(|_| imported),
+                imported,
+                pending_sealed: None,
+                created,
+                rotation_date: None,
+                rotation_type: None,
+            },
+        )?;
+    }
+    conn.execute("DROP TABLE imported_material", [])
+        .map_err(db)?;
     Ok(())
 }
 
@@ -383,10 +613,70 @@ pub(crate) fn due_keys(conn: &Connection, now: i64) -> KmsResult<Vec<KeyRecord>>
     let mut st = conn
         .prepare_cached(&format!(
             "SELECT {KEY_COLUMNS} FROM keys WHERE (state = 'PendingDeletion' AND deletion_date <= ?1) \
-             OR (rotation_enabled = 1 AND next_rotation <= ?1 AND state = 'Enabled') \
-             OR (valid_to IS NOT NULL AND valid_to <= ?1 AND state != 'PendingImport' AND state != 'PendingDeletion')"
+             OR (rotation_enabled = 1 AND next_rotation <= ?1 AND state = 'Enabled')"
         ))
         .map_err(db)?;
     let rows = st.query_map([now], key_from_row).map_err(db)?;
     rows.collect::<Result<Vec<_>, _>>().map_err(db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A home from before multi-material imports: one `imported_material`
+    /// row per key, the expiration on the key.
+    #[test]
+    fn migrate_moves_single_imported_material_rows() {
+        let conn = Connection::open_in_memory().unwrap();
+        let old_table = "CREATE TABLE imported_material (
+            key_id TEXT PRIMARY KEY REFERENCES keys(key_id) ON DELETE CASCADE,
+            check_value BLOB NOT NULL);";
+        conn.execute_batch(&format!("{SCHEMA} {old_table}"))
+            .unwrap();
+        let imported: KeyId = "11111111-2222-3333-4444-555555555555".parse().unwrap();
+        let deleted: KeyId = "66666666-2222-3333-4444-555555555555".parse().unwrap();
+        for (id, valid_to) in [(&imported, Some(2_000_000_000i64)), (&deleted, None)] {
+            conn.execute(
+                "INSERT INTO keys (key_id, account, region, key_spec, key_usage, origin, key_manager, \
+                 state, created, policy, valid_to, expiration_model) \
+                 VALUES (?1, '111122223333', 'us-east-1', 'SYMMETRIC_DEFAULT', 'ENCRYPT_DECRYPT', \
+                 'EXTERNAL', 'CUSTOMER', 'Enabled', 5, '{}', ?2, ?3)",
+                params![id.to_string(), valid_to, valid_to.map(|_| "KEY_MATERIAL_EXPIRES")],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO imported_material (key_id, check_value) VALUES (?1, x'0102')",
+                [id.to_string()],
+            )
+            .unwrap();
+        }
+        insert_material(&conn, &imported, 1, b"sealed", 5, None).unwrap();
+        migrate(&conn).unwrap();
+        // Idempotent: the old table is gone.
+        migrate(&conn).unwrap();
+        let rows = imported_materials(&conn, &imported).unwrap();
+        assert_eq!(rows.len(), 1);
+        let r = &rows[0];
+        assert_eq!(
+            r.material_id,
+            super::super::model::key_material_id(&imported, 1)
+        );
+        assert_eq!(r.check_value, vec![1, 2]);
+        assert_eq!(r.version, Some(1));
+        assert!(r.imported);
+        assert_eq!(r.valid_to, Some(2_000_000_000));
+        assert_eq!(r.expiration_model.as_deref(), Some("KEY_MATERIAL_EXPIRES"));
+        let rows = imported_materials(&conn, &deleted).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert!(!rows[0].imported);
+        let old: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'imported_material'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old, 0);
+    }
 }
