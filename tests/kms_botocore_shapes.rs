@@ -212,6 +212,10 @@ fn every_response_matches_its_output_shape() {
     );
     // The multi-material model: new material pending rotation, the
     // rotation onto it, every material listed, one deleted by id.
+    let params = call(
+        "GetParametersForImport",
+        json!({"KeyId": ext, "WrappingAlgorithm": "RSAES_OAEP_SHA_256", "WrappingKeySpec": "RSA_2048"}),
+    );
     let wrapped = keyvol::kms::asym::wrap_for_import(
         &unb64(&params["PublicKey"]),
         keyvol::kms::asym::AlgorithmSpec::RsaesOaepSha256,

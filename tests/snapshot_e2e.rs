@@ -1076,7 +1076,7 @@ fn snapshot_after_sigkill_reads_only_the_marked_chunks() {
                 // Every other write is fsynced; the others are acknowledged
                 // only (possibly not yet on disk).
                 let done = f.write_all_at(&block, off).and_then(|()| {
-                    if seq % 2 == 0 {
+                    if seq.is_multiple_of(2) {
                         f.sync_data()
                     } else {
                         Ok(())

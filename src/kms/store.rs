@@ -481,7 +481,9 @@ pub(crate) fn migrate(conn: &Connection) -> KmsResult<()> {
     if old == 0 {
         return Ok(());
     }
-    let rows: Vec<(String, Vec<u8>, Option<String>, Option<i64>, i64, i64)> = {
+    /// key id, check value, expiration model, valid to, created, materials.
+    type OldRow = (String, Vec<u8>, Option<String>, Option<i64>, i64, i64);
+    let rows: Vec<OldRow> = {
         let mut st = conn
             .prepare(
                 "SELECT i.key_id, i.check_value, k.expiration_model, k.valid_to, k.created, \
