@@ -195,38 +195,29 @@ fn every_response_matches_its_output_shape() {
 
     // Imported key material.
     let ext = id(&call("CreateKey", json!({"Origin": "EXTERNAL"})));
-    let params = call(
-        "GetParametersForImport",
-        json!({"KeyId": ext, "WrappingAlgorithm": "RSAES_OAEP_SHA_256", "WrappingKeySpec": "RSA_2048"}),
-    );
-    let wrapped = keyvol::kms::asym::wrap_for_import(
-        &unb64(&params["PublicKey"]),
-        keyvol::kms::asym::AlgorithmSpec::RsaesOaepSha256,
-        &[7u8; 32],
-    )
-    .unwrap();
+    let oaep = json!({"KeyId": ext, "WrappingAlgorithm": "RSAES_OAEP_SHA_256", "WrappingKeySpec": "RSA_2048"});
+    let params = call("GetParametersForImport", oaep.clone());
     call(
         "ImportKeyMaterial",
-        json!({"KeyId": ext, "ImportToken": params["ImportToken"], "EncryptedKeyMaterial": b64(&wrapped),
-               "ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE"}),
+        import_request(
+            &ext,
+            &params,
+            &[7u8; 32],
+            json!({"ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE"}),
+        ),
     );
     // The multi-material model: new material pending rotation, the
     // rotation onto it, every material listed, one deleted by id.
-    let params = call(
-        "GetParametersForImport",
-        json!({"KeyId": ext, "WrappingAlgorithm": "RSAES_OAEP_SHA_256", "WrappingKeySpec": "RSA_2048"}),
-    );
-    let wrapped = keyvol::kms::asym::wrap_for_import(
-        &unb64(&params["PublicKey"]),
-        keyvol::kms::asym::AlgorithmSpec::RsaesOaepSha256,
-        &[8u8; 32],
-    )
-    .unwrap();
+    let params = call("GetParametersForImport", oaep);
     let new = call(
         "ImportKeyMaterial",
-        json!({"KeyId": ext, "ImportToken": params["ImportToken"], "EncryptedKeyMaterial": b64(&wrapped),
-               "ExpirationModel": "KEY_MATERIAL_EXPIRES", "ValidTo": e.clock.now() + 86_400,
-               "ImportType": "NEW_KEY_MATERIAL", "KeyMaterialDescription": "next material"}),
+        import_request(
+            &ext,
+            &params,
+            &[8u8; 32],
+            json!({"ExpirationModel": "KEY_MATERIAL_EXPIRES", "ValidTo": e.clock.now() + 86_400,
+                   "ImportType": "NEW_KEY_MATERIAL", "KeyMaterialDescription": "next material"}),
+        ),
     );
     call(
         "ListKeyRotations",
@@ -347,4 +338,20 @@ fn the_shape_check_finds_what_is_off() {
         missing.iter().any(|p| p.contains("required member KeyId")),
         "{missing:?}"
     );
+}
+
+/// An ImportKeyMaterial request of `material` wrapped (RSAES_OAEP_SHA_256)
+/// for the GetParametersForImport answer `params`, with `extra` members.
+fn import_request(key: &str, params: &Value, material: &[u8], extra: Value) -> Value {
+    let wrapped = keyvol::kms::asym::wrap_for_import(
+        &unb64(&params["PublicKey"]),
+        keyvol::kms::asym::AlgorithmSpec::RsaesOaepSha256,
+        material,
+    )
+    .unwrap();
+    let mut req = json!({"KeyId": key, "ImportToken": params["ImportToken"], "EncryptedKeyMaterial": b64(&wrapped)});
+    for (k, v) in extra.as_object().unwrap() {
+        req[k] = v.clone();
+    }
+    req
 }
