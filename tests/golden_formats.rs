@@ -2,8 +2,9 @@
 //! under tests/fixtures: every later version must still open them. The
 //! home `home-v1` (root key, sealed key material, access keys and audit
 //! chain in state.db), a KMS ciphertext blob and an envelope file made with
-//! its key, and a change log written byte by byte as the README tables it.
-//! Never regenerate these files: a format change adds a new fixture.
+//! its key, a change log written byte by byte as the README tables it, and
+//! a snapshot manifest sealed under a fixed test data key (64 bytes of
+//! 0x42). Never regenerate these files: a format change adds a new fixture.
 
 mod common;
 
@@ -181,4 +182,64 @@ fn a_v1_change_log_left_open_by_an_older_keyvol_marks_every_chunk() {
         keyvol::volume::changes::Found::InterruptedLegacy
     );
     assert_eq!(log.changed(), (0..64).collect::<Vec<_>>());
+}
+
+/// The stored manifest: opened under its data key's MAC key, every field
+/// as sealed, sealed again to the same bytes (the canonical form is
+/// stable), and refused under another key or after any edit, an owner or
+/// sharing rollback included.
+#[test]
+fn the_v1_manifest_opens_only_as_sealed() {
+    use keyvol::secret::VolumeDataKey;
+    use keyvol::snapshot::manifest::{manifest_mac_key, ChunkRef, Manifest, SnapshotState};
+    let bytes = std::fs::read(fixture("manifest-v1.json")).unwrap();
+    let key = manifest_mac_key(&VolumeDataKey::from_slice(&[0x42; 64]).unwrap());
+    let m = Manifest::open(&bytes, &key).expect("the v1 manifest opens");
+    assert_eq!(m.snapshot_id.to_string(), "snap-0123456789abcdef0");
+    assert_eq!(m.volume_id.to_string(), "vol-0123456789abcdef0");
+    assert_eq!(m.volume_size_bytes, 1 << 30);
+    assert_eq!(m.block_size, 512 * 1024);
+    assert_eq!(
+        m.parent_snapshot_id
+            .as_ref()
+            .map(|p| p.to_string())
+            .as_deref(),
+        Some("snap-00000000000000001")
+    );
+    assert_eq!(m.owner_id.as_str(), "111122223333");
+    assert_eq!(m.state, SnapshotState::Completed);
+    assert_eq!(m.progress, 100);
+    assert_eq!(m.encrypted_data_key, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(
+        m.create_volume_permissions
+            .iter()
+            .map(|a| a.as_str())
+            .collect::<Vec<_>>(),
+        vec!["444455556666"]
+    );
+    assert_eq!(m.blocks.len(), 2);
+    assert_eq!(m.blocks[&0], ChunkRef::of(b"block zero ciphertext"));
+    assert_eq!(m.blocks[&5], ChunkRef::of(b"block five ciphertext"));
+    assert_eq!(m.seal(&key), bytes, "sealing again gives the stored bytes");
+
+    let other = manifest_mac_key(&VolumeDataKey::from_slice(&[0x43; 64]).unwrap());
+    assert!(Manifest::open(&bytes, &other).is_err(), "another data key");
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    for (from, to) in [
+        (
+            "\"OwnerId\": \"111122223333\"",
+            "\"OwnerId\": \"444455556666\"",
+        ),
+        ("\"444455556666\"\n", "\"444455556667\"\n"),
+        ("\"Progress\": \"100%\"", "\"Progress\": \"99%\""),
+        ("golden fixture v1", "golden fixture v2"),
+    ] {
+        assert!(text.contains(from), "the fixture holds {from}");
+        let edited = text.replacen(from, to, 1);
+        let e = Manifest::open(edited.as_bytes(), &key).unwrap_err();
+        assert!(
+            e.to_string().to_lowercase().contains("manifest"),
+            "{from} -> {to}: {e}"
+        );
+    }
 }
