@@ -58,6 +58,19 @@ fn db(e: rusqlite::Error) -> KmsError {
     KmsError::internal(format!("state database: {e}"))
 }
 
+/// An insert that hit a unique constraint is IAM's EntityAlreadyExists
+/// (`message` names the entity); any other failure is the database's.
+fn exists_or_db(e: rusqlite::Error, message: impl FnOnce() -> String) -> KmsError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            iam_error("EntityAlreadyExists", message())
+        }
+        e => db(e),
+    }
+}
+
 fn iam_error(code: &str, message: String) -> KmsError {
     // IAM's own error names map onto the closest KMS codes for exit status;
     // the message carries IAM's name.
@@ -214,17 +227,7 @@ impl Iam {
             "INSERT INTO users (account, name, user_id, created) VALUES (?1,?2,?3,?4)",
             params![account.as_str(), name, user_id, now],
         )
-        .map_err(|e| match e {
-            rusqlite::Error::SqliteFailure(f, _)
-                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                iam_error(
-                    "EntityAlreadyExists",
-                    format!("User with name {name} already exists."),
-                )
-            }
-            e => db(e),
-        })?;
+        .map_err(|e| exists_or_db(e, || format!("User with name {name} already exists.")))?;
         let key = match profile {
             Some(p) => {
                 validate_profile_name(p)?;
@@ -646,17 +649,7 @@ fn insert_profile(tx: &Connection, profile: &str, key: &str) -> KmsResult<()> {
         "INSERT INTO profiles (name, access_key_id) VALUES (?1, ?2)",
         params![profile, key],
     )
-    .map_err(|e| match e {
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
-            iam_error(
-                "EntityAlreadyExists",
-                format!("Profile {profile} already exists."),
-            )
-        }
-        e => db(e),
-    })?;
+    .map_err(|e| exists_or_db(e, || format!("Profile {profile} already exists.")))?;
     Ok(())
 }
 

@@ -19,7 +19,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::{db, iam_error, is_name, random_chars, Iam};
+use super::{db, exists_or_db, iam_error, is_name, random_chars, Iam};
 use crate::ids::AccountId;
 use crate::kms::policy::{self, AuthzInput, AuthzRequest, PolicyDocument};
 use crate::kms::{Caller, ErrorCode, KmsError, KmsResult, PrincipalType, RequestContext};
@@ -331,14 +331,7 @@ impl Iam {
             "INSERT INTO roles (account, name, role_id, trust_policy, description, max_session_duration, created) VALUES (?1,?2,?3,?4,?5,?6,?7)",
             params![account.as_str(), name, role_id, trust_policy, description, max, now],
         )
-        .map_err(|e| match e {
-            rusqlite::Error::SqliteFailure(f, _)
-                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                iam_error("EntityAlreadyExists", format!("Role with name {name} already exists."))
-            }
-            e => db(e),
-        })?;
+        .map_err(|e| exists_or_db(e, || format!("Role with name {name} already exists.")))?;
         put_tags(&tx, &role_arn(account, name), tags)?;
         let row = self.role_row(&tx, account, name)?;
         let v = self.role_json(&tx, account, &row)?;
