@@ -206,6 +206,15 @@ fn session_keys_need_their_token_and_expire_and_their_secrets_stay_sealed() {
     );
     iam.create_role(&acct, "ops", &trust, None, Some(7200), &[])
         .unwrap();
+    // Names are taken once: a second role or user of the name is refused.
+    let e = iam
+        .create_role(&acct, "OPS", &trust, None, None, &[])
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::AlreadyExistsException, "{e}");
+    assert!(e.message.contains("OPS already exists"), "{e}");
+    iam.create_user(&acct, "carol", None).unwrap();
+    let e = iam.create_user(&acct, "carol", None).unwrap_err();
+    assert_eq!(e.code, ErrorCode::AlreadyExistsException, "{e}");
     // Bad trust policies are refused, and no role is left.
     for bad in [
         r#"{"Statement":[{"Effect":"Allow","Action":"sts:AssumeRole"}]}"#.to_string(),
