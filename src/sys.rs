@@ -304,6 +304,21 @@ pub fn harden_key_holder() -> Hardening {
     }
 }
 
+/// Serves allocations of 256 KiB and more (chunk buffers, copy-before-write
+/// stashes) straight from `mmap`, so freeing one returns its pages at once.
+/// glibc otherwise raises that threshold to the largest block freed so far
+/// and keeps freed chunk buffers in per-thread arenas, where a long-running
+/// daemon (whose memory is locked) holds them for good. Call it before
+/// threads start.
+pub fn return_large_frees_to_the_os() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets a tunable of the allocator; a fixed value
+    // also turns off glibc's dynamic threshold.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+    }
+}
+
 /// [`harden_key_holder`], with a warning in the log (stderr for a CLI)
 /// when memory could not be locked; `what` names the process.
 pub fn harden_and_report(what: &str) -> Hardening {

@@ -1166,22 +1166,26 @@ fn snapshot_of_a_volume_overwritten_during_it_stays_in_its_memory_bound() {
     let mut h = Home::new();
     let vol = h.volume("512MiB", None, &[]);
     let dev = h.attach(&vol, &[]);
-    let fill = |seed: u64| {
+    // The overwrite runs from the end of the volume back, against the
+    // snapshot's reads from the start: every piece it writes before the two
+    // meet is stashed, however fast either side runs.
+    let fill = |seed: u64, backwards: bool| {
         let f = std::fs::OpenOptions::new().write(true).open(&dev).unwrap();
-        for i in 0..SIZE / PIECE {
+        for n in 0..SIZE / PIECE {
+            let i = if backwards { SIZE / PIECE - 1 - n } else { n };
             f.write_all_at(&random(PIECE, seed + i as u64), (i * PIECE) as u64)
                 .unwrap();
         }
         f.sync_all().unwrap();
     };
-    fill(1000);
+    fill(1000, false);
     let at_cut = sha_of(&dev);
     let pid = daemon_pid(&h, &vol);
     // create without --wait returns once the snapshot is cut (pending).
     let snap = h.snap(&["create", &vol]);
     let id = snap["SnapshotId"].as_str().unwrap().to_string();
     assert_eq!(snap["State"], "pending");
-    fill(2000);
+    fill(2000, true);
     let state = h.snap(&["describe", &id])["State"].clone();
     let done = h.snap(&["wait", &id]);
     assert_eq!(done["State"], "completed", "{done}");

@@ -667,6 +667,7 @@ impl<'a> Volumes<'a> {
     /// usable. A stop while the device is busy (a loop device or a process
     /// holds it open) is refused and the daemon goes on serving.
     pub fn run_daemon(&self, v: &str, device: &Path, ready: &mut dyn Write) -> ApiResult<()> {
+        crate::sys::return_large_frees_to_the_os();
         let hardening = crate::sys::harden_and_report("the attach daemon");
         tracing::info!(
             volume = v,
