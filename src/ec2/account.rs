@@ -181,7 +181,7 @@ pub fn modify_ebs_default_kms_key_id(c: &Call<'_>) -> ApiResult<Value> {
     // this region and be a symmetric encryption key.
     let kms = c.s.kms_client()?;
     let md = kms
-        .call(&c.s.ctx.via_ec2(), "DescribeKey", json!({"KeyId": key}))
+        .describe_key(&c.s.ctx.via_ec2(), &key)
         .map_err(|e| match e.code {
             crate::kms::ErrorCode::NotFoundException => ApiError::new(
                 "InvalidKMSKey.NotFound",
@@ -192,14 +192,13 @@ pub fn modify_ebs_default_kms_key_id(c: &Call<'_>) -> ApiResult<Value> {
             ),
             _ => ApiError::from(e),
         })?;
-    let m = &md["KeyMetadata"];
-    if m["KeySpec"] != "SYMMETRIC_DEFAULT" || m["KeyUsage"] != "ENCRYPT_DECRYPT" {
+    if !md.is_symmetric_encryption() {
         return Err(ApiError::invalid_parameter(format!(
             "KMS key {} is not a symmetric encryption key: the EBS default key must be SYMMETRIC_DEFAULT with KeyUsage ENCRYPT_DECRYPT",
-            m["Arn"].as_str().unwrap_or_default()
+            md.arn
         )));
     }
-    let arn = m["Arn"].as_str().unwrap_or_default().to_string();
+    let arn = md.arn;
     Records::open(c.s)?.set_default_kms_key(Some(&arn))?;
     Ok(json!({"kmsKeyId": arn}))
 }

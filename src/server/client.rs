@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 use time::OffsetDateTime;
 use ureq::http;
+use zeroize::Zeroizing;
 
 use super::errors::error_from_body;
 use super::sigv4::{self, HttpRequest, SigningParams};
@@ -132,15 +133,33 @@ impl RemoteKms {
         request: Value,
         via_ec2: bool,
     ) -> Result<Value, KmsError> {
+        let body = serde_json::to_vec(&request).map_err(|e| {
+            KmsError::validation(format!("the {operation} request is not serializable: {e}"))
+        })?;
+        let bytes = self.send(operation, &body, via_ec2)?;
+        serde_json::from_slice(&bytes).map_err(|_| {
+            KmsError::internal(format!(
+                "the KMS at {} answered {operation} with a body that is not JSON",
+                self.endpoint
+            ))
+        })
+    }
+
+    /// Sends one signed request with the JSON `body` and returns the body
+    /// of a 200 answer, in a buffer zeroized on drop (it may hold a data
+    /// key); any other answer becomes the [`KmsError`] it carries.
+    fn send(
+        &self,
+        operation: &str,
+        body: &[u8],
+        via_ec2: bool,
+    ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
         if operation.is_empty() || !operation.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(KmsError::new(
                 ErrorCode::UnknownOperationException,
                 format!("'{operation}' is not a KMS operation name"),
             ));
         }
-        let body = serde_json::to_vec(&request).map_err(|e| {
-            KmsError::validation(format!("the {operation} request is not serializable: {e}"))
-        })?;
         let mut headers = vec![
             ("content-type".to_string(), CONTENT_TYPE.to_string()),
             ("host".to_string(), self.authority.clone()),
@@ -165,7 +184,7 @@ impl RemoteKms {
                 path: "/",
                 query: "",
                 headers: &headers,
-                body: &body,
+                body,
             },
             &SigningParams {
                 access_key_id: &self.access_key_id,
@@ -189,21 +208,17 @@ impl RemoteKms {
 
         let mut resp = self.agent.run(req).map_err(|e| self.unreachable(&e))?;
         let status = resp.status().as_u16();
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_RESPONSE_BYTES)
-            .read_to_vec()
-            .map_err(|e| self.unreachable(&e))?;
-        let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
+        let bytes = Zeroizing::new(
+            resp.body_mut()
+                .with_config()
+                .limit(MAX_RESPONSE_BYTES)
+                .read_to_vec()
+                .map_err(|e| self.unreachable(&e))?,
+        );
         if status == 200 {
-            return parsed.ok_or_else(|| {
-                KmsError::internal(format!(
-                    "the KMS at {} answered {operation} with a body that is not JSON",
-                    self.endpoint
-                ))
-            });
+            return Ok(bytes);
         }
+        let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
         if let Some(err) = parsed.as_ref().and_then(error_from_body) {
             return Err(err);
         }
@@ -252,6 +267,10 @@ fn tls_config(endpoint: &str, ca_pem: Option<&[u8]>) -> Result<ureq::tls::TlsCon
         .build())
 }
 
+use crate::kms::ciphertext::EncryptionContext;
+use crate::kms::client::{self, DataKey, WrappedKey};
+use crate::kms::RequestContext;
+
 impl crate::kms::KmsClient for RemoteKms {
     /// The remote KMS authenticates the profile's access key; the caller of
     /// `ctx` is who that key belongs to. The region is the client's. When
@@ -259,7 +278,7 @@ impl crate::kms::KmsClient for RemoteKms {
     /// the signed `x-keyvol-via-service` header.
     fn call(
         &self,
-        ctx: &crate::kms::RequestContext,
+        ctx: &RequestContext,
         operation: &str,
         request: Value,
     ) -> Result<Value, KmsError> {
@@ -268,6 +287,57 @@ impl crate::kms::KmsClient for RemoteKms {
 
     fn describe(&self) -> String {
         format!("remote KMS at {}", self.endpoint)
+    }
+
+    fn generate_data_key(
+        &self,
+        ctx: &RequestContext,
+        key: &str,
+        bytes: usize,
+        context: &EncryptionContext,
+    ) -> Result<(WrappedKey, DataKey), KmsError> {
+        client::generate_data_key_json(self, ctx, key, bytes, context)
+    }
+
+    fn generate_wrapped_data_key(
+        &self,
+        ctx: &RequestContext,
+        key: &str,
+        bytes: usize,
+        context: &EncryptionContext,
+    ) -> Result<WrappedKey, KmsError> {
+        client::generate_wrapped_data_key_json(self, ctx, key, bytes, context)
+    }
+
+    fn decrypt_data_key(
+        &self,
+        ctx: &RequestContext,
+        key: &str,
+        wrapped: &WrappedKey,
+        context: &EncryptionContext,
+    ) -> Result<DataKey, KmsError> {
+        client::decrypt_data_key_json(self, ctx, key, wrapped, context)
+    }
+
+    fn encrypt_data_key(
+        &self,
+        ctx: &RequestContext,
+        key: &str,
+        data_key: &DataKey,
+        context: &EncryptionContext,
+    ) -> Result<WrappedKey, KmsError> {
+        client::encrypt_data_key_json(self, ctx, key, data_key, context)
+    }
+}
+
+impl client::JsonKms for RemoteKms {
+    fn call_json(
+        &self,
+        ctx: &RequestContext,
+        operation: &str,
+        body: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+        self.send(operation, body, ctx.via_service.is_some())
     }
 }
 

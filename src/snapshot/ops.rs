@@ -26,9 +26,9 @@ use serde_json::{json, Value};
 
 use crate::api_error::{ApiError, ApiResult};
 use crate::ids::{AccountId, Region, SnapshotId, VolumeId};
-use crate::kms::api::{b64_decode, b64_encode};
+use crate::kms::client::{DataKey, WrappedKey};
 use crate::kms::RequestContext;
-use crate::secret::{SecretBytes, VolumeDataKey};
+use crate::secret::VolumeDataKey;
 use crate::session::Session;
 use crate::volume::device::{ChunkSource, HydrationMap};
 use crate::volume::service::{VolumeRecord, Volumes};
@@ -184,19 +184,11 @@ pub(super) fn unwrap_key(
     wrapped: &[u8],
     context: &BTreeMap<String, String>,
 ) -> ApiResult<VolumeDataKey> {
-    let kms = s.kms_client()?;
-    let r = kms.call(
-        &ctx_in(s, region),
-        "Decrypt",
-        json!({"KeyId": key_arn, "CiphertextBlob": b64_encode(wrapped), "EncryptionContext": context}),
-    )?;
-    let pt = r["Plaintext"]
-        .as_str()
-        .and_then(b64_decode)
-        .map(SecretBytes::new);
-    pt.as_ref()
-        .and_then(|p| VolumeDataKey::from_slice(p.expose()))
-        .ok_or_else(|| ApiError::internal("the KMS returned a data key that is not 64 bytes"))
+    let wrapped = WrappedKey(wrapped.to_vec());
+    let key = s
+        .kms_client()?
+        .decrypt_data_key(&ctx_in(s, region), key_arn, &wrapped, context)?;
+    Ok(key.volume_key(key_arn)?)
 }
 
 fn dek_of(s: &Session, m: &Manifest) -> ApiResult<VolumeDataKey> {
@@ -1100,12 +1092,10 @@ pub fn modify_permission(
             format!("Encrypted snapshots cannot be made public: snapshot {id} is encrypted; share it with specific accounts (--account ID) instead"),
         ));
     }
-    let md = s.kms_client()?.call(
-        &ctx_in(s, &s.ctx.region),
-        "DescribeKey",
-        json!({"KeyId": m.kms_key_id}),
-    )?;
-    if md["KeyMetadata"]["KeyManager"] == "AWS" {
+    let md = s
+        .kms_client()?
+        .describe_key(&ctx_in(s, &s.ctx.region), &m.kms_key_id)?;
+    if md.key_manager == "AWS" {
         return Err(ApiError::new(
             "OperationNotPermitted",
             format!("Snapshot {id} is encrypted with an AWS managed key ({}); AWS managed keys cannot be shared. Copy the snapshot under a customer managed key and share the copy.", m.kms_key_id),
@@ -1231,17 +1221,14 @@ pub fn copy(s: &Session, id: &str, opts: &CopyOptions, rep: &mut dyn Reporter) -
             )));
         }
     }
-    let md = kms.call(&dctx, "DescribeKey", json!({"KeyId": key}))?;
-    let arn = md["KeyMetadata"]["Arn"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    if arn.split(':').nth(3) != Some(dest.as_str()) {
+    let md = kms.describe_key(&dctx, key)?;
+    let arn = md.arn.clone();
+    if md.region() != Some(dest.as_str()) {
         return Err(ApiError::invalid_parameter(format!(
             "KMS key {arn} is not a key of {dest}; a copy into {dest} needs a key of {dest}"
         )));
     }
-    if md["KeyMetadata"]["KeySpec"] != "SYMMETRIC_DEFAULT" {
+    if md.key_spec != "SYMMETRIC_DEFAULT" {
         return Err(ApiError::invalid_parameter(format!(
             "KMS key {arn} is not a symmetric encryption key"
         )));
@@ -1254,34 +1241,13 @@ pub fn copy(s: &Session, id: &str, opts: &CopyOptions, rep: &mut dyn Reporter) -
     let prev = previous_copy(s, &store, &src_peek, &arn);
     let (dek, wrapped, prev) = match prev.and_then(|p| dek_of(s, &p).ok().map(|d| (p, d))) {
         Some((p, d)) => {
-            let r = kms.call(&dctx, "Encrypt", json!({"KeyId": arn, "Plaintext": b64_encode(d.expose()), "EncryptionContext": context}))?;
-            let w = r["CiphertextBlob"]
-                .as_str()
-                .and_then(b64_decode)
-                .ok_or_else(|| ApiError::internal("KMS returned no ciphertext"))?;
-            (d, w, Some(p))
+            let held = DataKey::from_volume_key(&d);
+            let w = kms.encrypt_data_key(&dctx, &arn, &held, &context)?;
+            (d, w.0, Some(p))
         }
         None => {
-            let r = kms.call(
-                &dctx,
-                "GenerateDataKey",
-                json!({"KeyId": arn, "NumberOfBytes": 64, "EncryptionContext": context}),
-            )?;
-            let w = r["CiphertextBlob"]
-                .as_str()
-                .and_then(b64_decode)
-                .ok_or_else(|| ApiError::internal("KMS returned no ciphertext"))?;
-            let pt = r["Plaintext"]
-                .as_str()
-                .and_then(b64_decode)
-                .map(SecretBytes::new);
-            let d = pt
-                .as_ref()
-                .and_then(|p| VolumeDataKey::from_slice(p.expose()))
-                .ok_or_else(|| {
-                    ApiError::internal("KMS returned a data key that is not 64 bytes")
-                })?;
-            (d, w, None)
+            let (w, k) = kms.generate_data_key(&dctx, &arn, 64, &context)?;
+            (k.volume_key(&new_id.to_string())?, w.0, None)
         }
     };
     let mac = manifest_mac_key(&dek);

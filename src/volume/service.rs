@@ -341,26 +341,16 @@ impl<'a> Volumes<'a> {
         let kms = self.s.kms_client()?;
         let via = self.s.ctx.via_ec2();
         let key = kms_key_id.unwrap_or(crate::kms::EBS_ALIAS);
-        let md = kms.call(&via, "DescribeKey", json!({"KeyId": key}))?;
-        let arn = md["KeyMetadata"]["Arn"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        if md["KeyMetadata"]["KeySpec"] != "SYMMETRIC_DEFAULT"
-            || md["KeyMetadata"]["KeyUsage"] != "ENCRYPT_DECRYPT"
-        {
+        let md = kms.describe_key(&via, key)?;
+        let arn = md.arn.clone();
+        if !md.is_symmetric_encryption() {
             return Err(ApiError::new("InvalidParameterValue", format!(
                 "KMS key {arn} is not a symmetric encryption key: volumes need a SYMMETRIC_DEFAULT key with KeyUsage ENCRYPT_DECRYPT"
             )));
         }
-        let r = kms.call(&via, "GenerateDataKeyWithoutPlaintext", json!({
-            "KeyId": arn, "NumberOfBytes": 64, "EncryptionContext": {"aws:ebs:id": vol_or_snap.to_string()}
-        }))?;
-        let wrapped = r["CiphertextBlob"]
-            .as_str()
-            .and_then(crate::kms::api::b64_decode)
-            .ok_or_else(|| ApiError::internal("KMS returned no ciphertext"))?;
-        Ok((arn, wrapped))
+        let context = [("aws:ebs:id".to_string(), vol_or_snap.to_string())].into();
+        let wrapped = kms.generate_wrapped_data_key(&via, &arn, 64, &context)?;
+        Ok((arn, wrapped.0))
     }
 
     /// Stores a new volume record with its sparse backing file. The size
@@ -1471,20 +1461,12 @@ pub fn unwrap_data_key(
 ) -> ApiResult<VolumeDataKey> {
     let kms = s.kms_client()?;
     let via = s.ctx.via_ec2();
-    let r = kms.call(&via, "Decrypt", json!({
-        "KeyId": key_arn, "CiphertextBlob": b64_encode(wrapped), "EncryptionContext": {"aws:ebs:id": context_id}
-    }));
-    let r = match r {
-        Ok(r) => r,
-        Err(e) => return Err(explain_key_failure(s, key_arn, context_id, e)),
-    };
-    let pt = r["Plaintext"]
-        .as_str()
-        .and_then(crate::kms::api::b64_decode)
-        .map(crate::secret::SecretBytes::new);
-    pt.as_ref()
-        .and_then(|p| VolumeDataKey::from_slice(p.expose()))
-        .ok_or_else(|| ApiError::internal(format!("the data key of {context_id} is not 64 bytes")))
+    let context = [("aws:ebs:id".to_string(), context_id.to_string())].into();
+    let wrapped = crate::kms::client::WrappedKey(wrapped.to_vec());
+    match kms.decrypt_data_key(&via, key_arn, &wrapped, &context) {
+        Ok(k) => Ok(k.volume_key(context_id)?),
+        Err(e) => Err(explain_key_failure(s, key_arn, context_id, e)),
+    }
 }
 
 fn explain_key_failure(s: &Session, key_arn: &str, what: &str, e: KmsError) -> ApiError {
