@@ -20,6 +20,8 @@ pub mod kms;
 pub mod logging;
 pub mod output;
 pub mod output_text;
+pub mod policy;
+pub mod request;
 pub mod secret;
 pub mod server;
 pub mod session;

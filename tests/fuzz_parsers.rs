@@ -128,13 +128,13 @@ fn policy_parser() {
         }]
     })
     .to_string();
-    assert!(keyvol::kms::policy::PolicyDocument::parse(&seed).is_ok());
+    assert!(keyvol::policy::PolicyDocument::parse(&seed).is_ok());
     let mut rng = StdRng::seed_from_u64(0x5167_0003);
     for _ in 0..ROUNDS {
         let m = mutate(&mut rng, seed.as_bytes());
         if let Ok(text) = std::str::from_utf8(&m) {
-            let _ = keyvol::kms::policy::PolicyDocument::parse(text);
-            let _ = keyvol::kms::policy::PolicyDocument::parse_key_policy(text);
+            let _ = keyvol::policy::PolicyDocument::parse(text);
+            let _ = keyvol::policy::PolicyDocument::parse_key_policy(text);
         }
     }
 }

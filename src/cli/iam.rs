@@ -188,7 +188,7 @@ fn document(op: &str, m: &ArgMatches, name: &str) -> Result<String, CliError> {
     let doc = s(m, name);
     match doc.strip_prefix("file://") {
         Some(p) => {
-            let limit = keyvol::kms::policy::MAX_POLICY_BYTES;
+            let limit = keyvol::policy::MAX_POLICY_BYTES;
             let bytes = super::kms::read_path(op, "PolicyDocument", p, limit)?;
             String::from_utf8(bytes)
                 .map_err(|_| CliError::usage(format!("file {p} is not UTF-8 text")))

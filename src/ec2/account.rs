@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::api_error::{ApiError, ApiResult};
 use crate::ids::KNOWN_REGIONS;
-use crate::kms::policy::ConditionContext;
+use crate::policy::ConditionContext;
 
 use super::authz::{request_tags, Resource};
 use super::records::{check_tags, Records};
@@ -31,7 +31,7 @@ fn taggable(c: &Call<'_>, id: &str) -> ApiResult<Resource> {
     if id.starts_with("snap-") {
         let res = super::snapshots::snapshot_resource(c, id)?;
         let own = matches!(res.conditions.get("ec2:Owner"),
-            Some(crate::kms::policy::ConditionValue::String(o)) if o == c.account());
+            Some(crate::policy::ConditionValue::String(o)) if o == c.account());
         if !own {
             // Tags of a shared snapshot belong to its owner.
             return Err(ApiError::new(

@@ -1,5 +1,5 @@
 //! Authorization of `ec2:` actions: the caller's IAM identity policies,
-//! decided by the same policy engine as the KMS (`kms::policy`), on the
+//! decided by the same policy engine as the KMS (`crate::policy`), on the
 //! resource ARNs EC2 uses, with EC2's condition keys.
 //!
 //! An account root may do anything in its own account unless an identity
@@ -8,7 +8,7 @@
 //! and no explicit Deny.
 
 use crate::api_error::{ApiError, ApiResult};
-use crate::kms::policy::{AuthzRequest, ConditionContext, Effect, PolicyDocument};
+use crate::policy::{AuthzRequest, ConditionContext, Effect, PolicyDocument};
 use crate::session::Session;
 
 use super::params::Tag;
@@ -28,7 +28,7 @@ impl Resource {
         }
     }
 
-    pub fn with(mut self, key: &str, value: impl Into<crate::kms::policy::ConditionValue>) -> Self {
+    pub fn with(mut self, key: &str, value: impl Into<crate::policy::ConditionValue>) -> Self {
         self.conditions.insert(key, value);
         self
     }

@@ -7,7 +7,7 @@
 use serde_json::Value;
 
 use crate::api_error::ApiResult;
-use crate::kms::policy::ConditionContext;
+use crate::policy::ConditionContext;
 use crate::session::Session;
 
 use super::authz::{snapshot_arn, Resource};

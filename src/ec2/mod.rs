@@ -25,7 +25,7 @@ mod volumes;
 use serde_json::{json, Value};
 
 use crate::api_error::{ApiError, ApiResult};
-use crate::kms::policy::ConditionContext;
+use crate::policy::ConditionContext;
 use crate::session::Session;
 
 pub use local::{gate, Target};
@@ -336,7 +336,7 @@ pub(crate) fn tag_set(tags: &[Tag]) -> Value {
 
 /// Does `value` match a filter value with EC2's wildcards (`*`, `?`)?
 pub(crate) fn filter_match(pattern: &str, value: &str) -> bool {
-    crate::kms::policy::wildcard_match(pattern, value)
+    crate::policy::wildcard_match(pattern, value)
 }
 
 /// Does the resource pass every filter? `field` gives the resource's

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::api_error::{ApiError, ApiResult};
 use crate::ids::Region;
-use crate::kms::policy::ConditionContext;
+use crate::policy::ConditionContext;
 use crate::snapshot::ops as snapshot_ops;
 
 use super::authz::{request_tags, snapshot_arn, volume_arn, Resource};
@@ -258,7 +258,7 @@ fn own_snapshot(c: &Call<'_>) -> ApiResult<(String, Resource)> {
 fn is_owner(c: &Call<'_>, res: &Resource) -> bool {
     matches!(
         res.conditions.get("ec2:Owner"),
-        Some(crate::kms::policy::ConditionValue::String(o)) if o == c.account()
+        Some(crate::policy::ConditionValue::String(o)) if o == c.account()
     )
 }
 

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use crate::api_error::{ApiError, ApiResult};
 use crate::clock::to_rfc3339;
 use crate::ids::VolumeId;
-use crate::kms::policy::ConditionContext;
+use crate::policy::ConditionContext;
 use crate::snapshot::ops as snapshot_ops;
 use crate::volume::service::{VolumeRecord, Volumes};
 

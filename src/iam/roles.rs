@@ -21,8 +21,8 @@ use sha2::{Digest, Sha256};
 
 use super::{db, exists_or_db, iam_error, is_name, random_chars, Iam};
 use crate::ids::AccountId;
-use crate::kms::policy::{self, AuthzInput, AuthzRequest, PolicyDocument};
 use crate::kms::{Caller, ErrorCode, KmsError, KmsResult, PrincipalType, RequestContext};
+use crate::policy::{self, AuthzInput, AuthzRequest, PolicyDocument};
 use crate::secret::SecretBytes;
 
 pub(crate) const SCHEMA: &str = r#"

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::model::KeyRecord;
-use super::policy::{
-    self, keys, AuthzInput, AuthzRequest, ConditionContext, Effect, PolicyDocument,
-};
 use super::service::Op;
 use super::store;
 use super::{ErrorCode, KmsError, KmsResult};
+use crate::policy::{
+    self, keys, AuthzInput, AuthzRequest, ConditionContext, Effect, PolicyDocument,
+};
 
 /// The caller's identity policies (a user's, or a role session's role's),
 /// parsed. A root principal has none: it holds every permission of its

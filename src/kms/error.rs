@@ -117,3 +117,21 @@ impl KmsError {
 }
 
 pub type KmsResult<T> = Result<T, KmsError>;
+
+impl From<crate::policy::PolicyError> for KmsError {
+    /// MalformedPolicyDocumentException, except the size quota
+    /// (LimitExceededException, as KMS reports its 32 KB key policy quota).
+    fn from(e: crate::policy::PolicyError) -> Self {
+        let code = match e {
+            crate::policy::PolicyError::TooLarge(_) => ErrorCode::LimitExceededException,
+            _ => ErrorCode::MalformedPolicyDocumentException,
+        };
+        KmsError::new(code, e.to_string())
+    }
+}
+
+impl From<crate::policy::Denial> for KmsError {
+    fn from(d: crate::policy::Denial) -> Self {
+        KmsError::new(ErrorCode::AccessDeniedException, d.message())
+    }
+}

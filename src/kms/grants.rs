@@ -11,10 +11,10 @@ use serde_json::{json, Map, Value};
 use super::api::Empty;
 use super::ciphertext::EncryptionContext;
 use super::model::{KeyRecord, StateRule};
-use super::policy::{keys, ConditionContext};
 use super::service::Op;
 use super::store::{self, db};
 use super::{ErrorCode, Kms, KmsError, KmsResult, RequestContext};
+use crate::policy::{keys, ConditionContext};
 use crate::request_struct;
 
 pub(crate) const SCHEMA: &str = r#"

@@ -189,7 +189,7 @@ pub(crate) fn add_material(
 
 /// Creates the account's AWS managed key for EBS with its alias.
 pub(crate) fn create_aws_managed_ebs_key(op: &mut Op<'_>) -> KmsResult<KeyRecord> {
-    let policy = super::policy::aws_managed_ebs_policy(
+    let policy = crate::policy::aws_managed_ebs_policy(
         op.ctx.caller.account.as_str(),
         op.ctx.region.as_str(),
     );
@@ -460,7 +460,7 @@ impl Kms {
                     &k.arn(),
                     req.bypass_policy_lockout_safety_check.unwrap_or(false),
                 )?,
-                None => super::policy::default_key_policy(op.ctx.caller.account.as_str()),
+                None => crate::policy::default_key_policy(op.ctx.caller.account.as_str()),
             };
             k.description = description;
             super::authz::authorize_create_key(op, &k, &tags)?;

@@ -1,5 +1,6 @@
-//! The AWS policy language (key policies and IAM identity policies) and the
-//! KMS authorization decision, as pure functions over parsed documents.
+//! The AWS policy language (key policies, IAM identity policies, role
+//! trust policies) and the authorization decision, as pure functions over
+//! parsed documents. It serves the KMS, IAM/STS and EC2 alike.
 //!
 //! - [`PolicyDocument::parse`] (and the kind-checking `parse_key_policy` /
 //!   `parse_identity_policy`) turns policy text into a checked document or a
@@ -35,8 +36,6 @@ pub use context::{ConditionContext, ConditionValue};
 pub use eval::{AuthzRequest, Effect};
 pub use parse::{PolicyDocument, PolicyKind, Statement, StatementEffect, MAX_POLICY_BYTES};
 pub use templates::{aws_managed_ebs_policy, default_key_policy};
-
-use super::error::{ErrorCode, KmsError};
 
 /// Condition keys the KMS request path fills, by their AWS names (matching
 /// is case-insensitive, so the spelling here is only for readability).
@@ -122,18 +121,6 @@ pub enum PolicyError {
     DuplicateSid(String),
     #[error("The new key policy will not allow you to update the key policy in the future.")]
     Lockout,
-}
-
-impl From<PolicyError> for KmsError {
-    /// MalformedPolicyDocumentException, except the size quota
-    /// (LimitExceededException, as KMS reports its 32 KB key policy quota).
-    fn from(e: PolicyError) -> Self {
-        let code = match e {
-            PolicyError::TooLarge(_) => ErrorCode::LimitExceededException,
-            _ => ErrorCode::MalformedPolicyDocumentException,
-        };
-        KmsError::new(code, e.to_string())
-    }
 }
 
 /// Matches `text` against an AWS wildcard pattern: `*` is any run of

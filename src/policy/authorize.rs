@@ -21,7 +21,6 @@ use super::context::ConditionContext;
 use super::eval::{AuthzRequest, Outcome};
 use super::parse::PolicyDocument;
 use super::{keys, PolicyError};
-use crate::kms::error::{ErrorCode, KmsError};
 
 /// Everything the decision reads, loaded by the caller.
 #[derive(Debug, Clone, Copy)]
@@ -149,12 +148,6 @@ impl fmt::Display for Denial {
 }
 
 impl std::error::Error for Denial {}
-
-impl From<Denial> for KmsError {
-    fn from(d: Denial) -> Self {
-        KmsError::new(ErrorCode::AccessDeniedException, d.message())
-    }
-}
 
 /// The KMS authorization decision for one request.
 pub fn authorize(input: &AuthzInput<'_>) -> Result<(), Denial> {

@@ -1,5 +1,6 @@
-//! Who is calling, from where: the request context every KMS operation
-//! receives and the authorization point reads.
+//! Who is calling, from where: the request context every operation of
+//! the control plane (KMS, EC2, EBS, STS, IAM) receives and the policy
+//! engine reads.
 
 use serde::Serialize;
 

@@ -7,7 +7,7 @@ use super::parse::{
     Patterns, PolicyDocument, PrincipalEntry, Principals, Statement, StatementEffect,
 };
 use super::{keys, root_arn, wildcard_match};
-use crate::kms::context::{PrincipalType, RequestContext};
+use crate::request::{PrincipalType, RequestContext};
 
 /// One request to authorize.
 #[derive(Debug, Clone, PartialEq)]
@@ -244,7 +244,7 @@ mod tests {
     #[test]
     fn from_request_sets_the_standard_keys() {
         use crate::ids::{AccountId, Region};
-        use crate::kms::context::Caller;
+        use crate::request::Caller;
         let caller = Caller::root(AccountId::default_account());
         let ctx = RequestContext::new(caller, Region::default_region()).via_ec2();
         let r = AuthzRequest::from_request(&ctx, "kms:Decrypt", "arn:k");
