@@ -264,7 +264,7 @@ impl Kms {
                     return Err(KmsError::new(
                         ErrorCode::UnsupportedOperationException,
                         format!(
-                            "{} is not an asymmetric KMS key (KeySpec {spec}): GetPublicKey applies only to RSA and ECC keys.",
+                            "{} is not an asymmetric KMS key (KeySpec {spec}): GetPublicKey applies only to RSA, ECC and ML-DSA keys.",
                             k.arn()
                         ),
                     ))
