@@ -1697,12 +1697,15 @@ fn ml_dsa_keys_sign_and_verify_raw_and_external_mu() {
         let d = e.ok("DescribeKey", json!({"KeyId": key}))["KeyMetadata"].clone();
         assert_eq!(d["SigningAlgorithms"], algs, "{spec}");
         assert!(d.get("EncryptionAlgorithms").is_none());
+        // The deprecated CustomerMasterKeySpec enum has no ML-DSA values.
+        assert!(d.get("CustomerMasterKeySpec").is_none(), "{spec}");
 
         // GetPublicKey: DER SPKI with the spec's OID.
         let pk = e.ok("GetPublicKey", json!({"KeyId": key}));
         assert_eq!(pk["KeySpec"], spec);
         assert_eq!(pk["KeyUsage"], "SIGN_VERIFY");
         assert_eq!(pk["SigningAlgorithms"], algs);
+        assert!(pk.get("CustomerMasterKeySpec").is_none(), "{spec}");
         let spki = unb64(&pk["PublicKey"]);
         let (arc, raw_pk) = split_ml_dsa_spki(&spki);
         assert_eq!(arc, oid_arc, "{spec}: OID 2.16.840.1.101.3.4.3.{oid_arc}");
@@ -1880,6 +1883,16 @@ fn external_mu_and_ml_dsa_are_refused_for_other_keys() {
         ("RSA_2048", "RSASSA_PSS_SHA_256"),
     ] {
         let key = lib_key(&e, spec, "SIGN_VERIFY");
+        // Specs older than the deprecation keep CustomerMasterKeySpec.
+        let d = e.ok("DescribeKey", json!({"KeyId": key}))["KeyMetadata"].clone();
+        let pk = e.ok("GetPublicKey", json!({"KeyId": key}));
+        let cmk = if spec == "ECC_NIST_EDWARDS25519" {
+            Value::Null
+        } else {
+            json!(spec)
+        };
+        assert_eq!(d["CustomerMasterKeySpec"], cmk, "{spec}");
+        assert_eq!(pk["CustomerMasterKeySpec"], cmk, "{spec}");
         let x = err(
             &e,
             "Sign",

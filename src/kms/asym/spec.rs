@@ -249,6 +249,18 @@ impl KeySpec {
         self.rsa_bits().is_some() || self.is_ecc() || self.is_ml_dsa()
     }
 
+    /// The value of the deprecated `CustomerMasterKeySpec` field for keys of
+    /// this spec: the KeySpec itself, except for the specs added after that
+    /// field was deprecated (ECC_NIST_EDWARDS25519, ML_DSA_*), which its
+    /// enum in the AWS model does not have; responses leave it out for them.
+    pub fn customer_master_key_spec(self) -> Option<&'static str> {
+        match self {
+            KeySpec::EccNistEdwards25519 => None,
+            s if s.is_ml_dsa() => None,
+            s => Some(s.as_str()),
+        }
+    }
+
     /// True for the ML-DSA (FIPS 204) specs.
     pub fn is_ml_dsa(self) -> bool {
         matches!(self, KeySpec::MlDsa44 | KeySpec::MlDsa65 | KeySpec::MlDsa87)
@@ -632,7 +644,12 @@ mod tests {
                 spec.algorithms(KeyUsage::SignVerify).signing,
                 vec![SigningAlgorithmSpec::MlDsaShake256]
             );
+            assert_eq!(spec.customer_master_key_spec(), None);
         }
+        assert_eq!(
+            KeySpec::EccNistP256.customer_master_key_spec(),
+            Some("ECC_NIST_P256")
+        );
         assert_eq!("ML_DSA_65".parse::<KeySpec>().unwrap(), KeySpec::MlDsa65);
         assert_eq!(
             "EXTERNAL_MU".parse::<MessageType>().unwrap(),
