@@ -1,7 +1,7 @@
 //! Sign and Verify per second of the KMS asymmetric primitives (what a Sign
 //! or Verify call runs once authorized: hashing the RAW message and the
 //! signature operation) for the key specs `openssl speed rsa2048 ecdsap256
-//! ed25519` measures, on one thread.
+//! ed25519` measures, and the three ML-DSA specs, on one thread.
 //!
 //! Rates are per second of this thread's CPU time, as `openssl speed`
 //! counts them (its default), so the ratio holds on a shared machine.
@@ -47,6 +47,9 @@ fn main() {
         KeySpec::Rsa2048,
         KeySpec::EccNistP256,
         KeySpec::EccNistEdwards25519,
+        KeySpec::MlDsa44,
+        KeySpec::MlDsa65,
+        KeySpec::MlDsa87,
     ] {
         let key = PrivateKeyMaterial::generate(spec).expect("key generation");
         let alg = spec.signing_algorithms()[0];

@@ -1585,3 +1585,351 @@ fn grants_allow_the_new_operations_one_by_one() {
         .unwrap();
     assert!(events.len() >= 6, "{}", events.len());
 }
+
+// ---------------------------------------------------------------- ML-DSA
+
+/// The ML-DSA specs: their SubjectPublicKeyInfo OID's last arc
+/// (2.16.840.1.101.3.4.3.17/18/19), raw public key and signature sizes
+/// (FIPS 204 table 2), and aws-lc-rs's verification algorithm.
+const ML_DSA: [(
+    &str,
+    u8,
+    usize,
+    usize,
+    &aws_lc_rs::signature::PqdsaVerificationAlgorithm,
+); 3] = [
+    (
+        "ML_DSA_44",
+        17,
+        1312,
+        2420,
+        &aws_lc_rs::signature::ML_DSA_44,
+    ),
+    (
+        "ML_DSA_65",
+        18,
+        1952,
+        3309,
+        &aws_lc_rs::signature::ML_DSA_65,
+    ),
+    (
+        "ML_DSA_87",
+        19,
+        2592,
+        4627,
+        &aws_lc_rs::signature::ML_DSA_87,
+    ),
+];
+
+/// Takes an ML-DSA SubjectPublicKeyInfo apart by hand (RFC 9881: SEQUENCE
+/// { SEQUENCE { OID }, BIT STRING }, no parameters): the OID's last arc
+/// and the raw public key.
+fn split_ml_dsa_spki(spki: &[u8]) -> (u8, &[u8]) {
+    // 30 82 LL LL | 30 0b 06 09 60 86 48 01 65 03 04 03 XX | 03 82 LL LL 00 | pk
+    assert_eq!(&spki[..2], &[0x30, 0x82], "outer SEQUENCE");
+    assert_eq!(
+        usize::from(spki[2]) << 8 | usize::from(spki[3]),
+        spki.len() - 4
+    );
+    assert_eq!(
+        &spki[4..16],
+        &[0x30, 0x0b, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03],
+        "AlgorithmIdentifier with the NIST sigAlgs arc and no parameters"
+    );
+    assert_eq!(&spki[17..19], &[0x03, 0x82], "BIT STRING");
+    assert_eq!(
+        usize::from(spki[19]) << 8 | usize::from(spki[20]),
+        spki.len() - 21
+    );
+    assert_eq!(spki[21], 0, "no unused bits");
+    (spki[16], &spki[22..])
+}
+
+/// SHAKE256(parts..., 64), computed with AWS-LC's EVP digest API
+/// (independently of keyvol, which never computes μ: AWS-LC does inside
+/// pure ML-DSA).
+fn shake256_64(parts: &[&[u8]]) -> [u8; 64] {
+    use aws_lc_sys as lc;
+    let mut out = [0u8; 64];
+    // SAFETY: FFI calls on a digest context created, used and freed here;
+    // each update reads `p.len()` bytes of `p`; the final call writes 64
+    // bytes into `out`.
+    unsafe {
+        let ctx = lc::EVP_MD_CTX_new();
+        assert!(!ctx.is_null());
+        assert_eq!(
+            lc::EVP_DigestInit_ex(ctx, lc::EVP_shake256(), std::ptr::null_mut()),
+            1
+        );
+        for p in parts {
+            assert_eq!(lc::EVP_DigestUpdate(ctx, p.as_ptr().cast(), p.len()), 1);
+        }
+        assert_eq!(lc::EVP_DigestFinalXOF(ctx, out.as_mut_ptr(), 64), 1);
+        lc::EVP_MD_CTX_free(ctx);
+    }
+    out
+}
+
+/// FIPS 204 section 6.2 μ of `message` under raw public key `pk`, with an
+/// empty context string: SHAKE256(SHAKE256(pk, 64) || 0 || 0 || M, 64).
+fn external_mu(pk: &[u8], message: &[u8]) -> [u8; 64] {
+    let tr = shake256_64(&[pk]);
+    shake256_64(&[&tr, &[0x00, 0x00], message])
+}
+
+#[test]
+fn ml_dsa_keys_sign_and_verify_raw_and_external_mu() {
+    use aws_lc_rs::signature::UnparsedPublicKey;
+    let e = env();
+    let algs = json!(["ML_DSA_SHAKE_256"]);
+    let alg = "ML_DSA_SHAKE_256";
+    for (spec, oid_arc, pk_len, sig_len, verifier) in ML_DSA {
+        // CreateKey / DescribeKey.
+        let md = e.ok(
+            "CreateKey",
+            json!({"KeySpec": spec, "KeyUsage": "SIGN_VERIFY"}),
+        )["KeyMetadata"]
+            .clone();
+        assert_eq!(md["KeySpec"], spec);
+        assert_eq!(md["KeyUsage"], "SIGN_VERIFY");
+        assert_eq!(md["SigningAlgorithms"], algs, "{spec}");
+        let key = md["KeyId"].as_str().unwrap().to_string();
+        let d = e.ok("DescribeKey", json!({"KeyId": key}))["KeyMetadata"].clone();
+        assert_eq!(d["SigningAlgorithms"], algs, "{spec}");
+        assert!(d.get("EncryptionAlgorithms").is_none());
+        // The deprecated CustomerMasterKeySpec enum has no ML-DSA values.
+        assert!(d.get("CustomerMasterKeySpec").is_none(), "{spec}");
+
+        // GetPublicKey: DER SPKI with the spec's OID.
+        let pk = e.ok("GetPublicKey", json!({"KeyId": key}));
+        assert_eq!(pk["KeySpec"], spec);
+        assert_eq!(pk["KeyUsage"], "SIGN_VERIFY");
+        assert_eq!(pk["SigningAlgorithms"], algs);
+        assert!(pk.get("CustomerMasterKeySpec").is_none(), "{spec}");
+        let spki = unb64(&pk["PublicKey"]);
+        let (arc, raw_pk) = split_ml_dsa_spki(&spki);
+        assert_eq!(arc, oid_arc, "{spec}: OID 2.16.840.1.101.3.4.3.{oid_arc}");
+        assert_eq!(raw_pk.len(), pk_len, "{spec}");
+
+        // Sign RAW: verifies offline (SPKI and raw key) and with Verify;
+        // hedged, so a second signature differs and verifies too.
+        let msg = b"firmware image v1.2.3";
+        let sign = |mt: &str, m: &[u8]| -> Vec<u8> {
+            let s = e.ok(
+                "Sign",
+                json!({"KeyId": key, "Message": b64(m), "MessageType": mt, "SigningAlgorithm": alg}),
+            );
+            assert_eq!(s["SigningAlgorithm"], alg);
+            assert!(s["KeyId"].as_str().unwrap().ends_with(&key));
+            unb64(&s["Signature"])
+        };
+        let verify = |mt: &str, m: &[u8], s: &[u8]| {
+            e.call(
+                "Verify",
+                json!({"KeyId": key, "Message": b64(m), "MessageType": mt, "Signature": b64(s), "SigningAlgorithm": alg}),
+            )
+        };
+        let s1 = sign("RAW", msg);
+        let s2 = sign("RAW", msg);
+        assert_eq!(s1.len(), sig_len, "{spec}");
+        assert_ne!(s1, s2, "{spec}: ML-DSA signatures are hedged");
+        for s in [&s1, &s2] {
+            UnparsedPublicKey::new(verifier, &spki)
+                .verify(msg, s)
+                .unwrap_or_else(|_| panic!("{spec}: offline verification with the SPKI"));
+            UnparsedPublicKey::new(verifier, raw_pk)
+                .verify(msg, s)
+                .unwrap_or_else(|_| panic!("{spec}: offline verification with the raw key"));
+            let v = verify("RAW", msg, s).unwrap();
+            assert_eq!(v["SignatureValid"], true);
+            assert_eq!(v["SigningAlgorithm"], alg);
+        }
+        assert!(UnparsedPublicKey::new(verifier, &spki)
+            .verify(b"firmware image v1.2.4", &s1)
+            .is_err());
+        let x = verify("RAW", b"firmware image v1.2.4", &s1).unwrap_err();
+        assert_eq!(x.code, KMSInvalidSignatureException, "{spec}");
+        let mut flipped = s1.clone();
+        flipped[100] ^= 0x40;
+        let x = verify("RAW", msg, &flipped).unwrap_err();
+        assert_eq!(x.code, KMSInvalidSignatureException, "{spec}");
+        // Omitting MessageType means RAW.
+        let v = e.ok(
+            "Verify",
+            json!({"KeyId": key, "Message": b64(msg), "Signature": b64(&s1), "SigningAlgorithm": alg}),
+        );
+        assert_eq!(v["SignatureValid"], true);
+
+        // EXTERNAL_MU: a signature of μ(M) is a RAW signature of M, and a
+        // RAW signature of M verifies as EXTERNAL_MU over μ(M).
+        let mu = external_mu(raw_pk, msg);
+        let s3 = sign("EXTERNAL_MU", &mu);
+        assert_eq!(s3.len(), sig_len);
+        UnparsedPublicKey::new(verifier, &spki)
+            .verify(msg, &s3)
+            .unwrap_or_else(|_| panic!("{spec}: EXTERNAL_MU signature verifies as RAW offline"));
+        assert_eq!(verify("RAW", msg, &s3).unwrap()["SignatureValid"], true);
+        assert_eq!(
+            verify("EXTERNAL_MU", &mu, &s1).unwrap()["SignatureValid"],
+            true
+        );
+        assert_eq!(
+            verify("EXTERNAL_MU", &mu, &s3).unwrap()["SignatureValid"],
+            true
+        );
+        // μ of another message, or computed without the public key hash,
+        // does not match.
+        let other_mu = external_mu(raw_pk, b"firmware image v1.2.4");
+        let x = verify("EXTERNAL_MU", &other_mu, &s1).unwrap_err();
+        assert_eq!(x.code, KMSInvalidSignatureException);
+        let naive = shake256_64(&[&[0x00, 0x00], msg]);
+        let x = verify("EXTERNAL_MU", &naive, &s1).unwrap_err();
+        assert_eq!(x.code, KMSInvalidSignatureException);
+        // A message above the RAW limit is signed through its μ.
+        let big = vec![0x42u8; 100_000];
+        let s4 = sign("EXTERNAL_MU", &external_mu(raw_pk, &big));
+        UnparsedPublicKey::new(verifier, &spki)
+            .verify(&big, &s4)
+            .unwrap_or_else(|_| panic!("{spec}: large message through EXTERNAL_MU"));
+
+        // Refused inputs.
+        for len in [0usize, 32, 63, 65] {
+            let m = vec![1u8; len];
+            for op in ["Sign", "Verify"] {
+                let mut req = json!({"KeyId": key, "Message": b64(&m), "MessageType": "EXTERNAL_MU", "SigningAlgorithm": alg});
+                if op == "Verify" {
+                    req["Signature"] = json!(b64(&s1));
+                }
+                let x = err(&e, op, req);
+                assert_eq!(x.code, ValidationException, "{spec} {op} mu of {len} bytes");
+                if len > 0 {
+                    assert!(x.message.contains("exactly 64 bytes"), "{}", x.message);
+                }
+            }
+        }
+        let x = err(
+            &e,
+            "Sign",
+            json!({"KeyId": key, "Message": b64(&[0u8; 64]), "MessageType": "DIGEST", "SigningAlgorithm": alg}),
+        );
+        assert_eq!(x.code, ValidationException);
+        assert!(x.message.contains("MessageType DIGEST"), "{}", x.message);
+        let x = err(
+            &e,
+            "Verify",
+            json!({"KeyId": key, "Message": b64(&[0u8; 64]), "MessageType": "DIGEST", "Signature": b64(&s1), "SigningAlgorithm": alg}),
+        );
+        assert_eq!(x.code, ValidationException);
+        assert!(x.message.contains("MessageType DIGEST"), "{}", x.message);
+        sign("RAW", &[9u8; 4096]);
+        let x = err(
+            &e,
+            "Sign",
+            json!({"KeyId": key, "Message": b64(&[9u8; 4097]), "SigningAlgorithm": alg}),
+        );
+        assert_eq!(x.code, ValidationException);
+        let x = err(
+            &e,
+            "Sign",
+            json!({"KeyId": key, "Message": b64(msg), "SigningAlgorithm": "ECDSA_SHA_256"}),
+        );
+        assert_eq!(x.code, InvalidKeyUsageException);
+        assert!(
+            x.message.contains("use one of [ML_DSA_SHAKE_256]"),
+            "{}",
+            x.message
+        );
+
+        // KeyUsage must be SIGN_VERIFY (and given), and AWS KMS takes no
+        // imported ML-DSA material.
+        for usage in ["ENCRYPT_DECRYPT", "KEY_AGREEMENT", "GENERATE_VERIFY_MAC"] {
+            let x = err(&e, "CreateKey", json!({"KeySpec": spec, "KeyUsage": usage}));
+            assert_eq!(x.code, ValidationException, "{spec} {usage}");
+            assert!(
+                x.message.contains(&format!(
+                    "valid KeyUsage values for {spec} are [SIGN_VERIFY]"
+                )),
+                "{}",
+                x.message
+            );
+        }
+        let x = err(&e, "CreateKey", json!({"KeySpec": spec}));
+        assert_eq!(x.code, ValidationException);
+        let x = err(
+            &e,
+            "CreateKey",
+            json!({"KeySpec": spec, "KeyUsage": "SIGN_VERIFY", "Origin": "EXTERNAL"}),
+        );
+        assert_eq!(x.code, UnsupportedOperationException);
+        assert!(x.message.contains(spec), "{}", x.message);
+        // Not a data key pair spec.
+        let sym = e.create_key();
+        let x = err(
+            &e,
+            "GenerateDataKeyPair",
+            json!({"KeyId": sym, "KeyPairSpec": spec}),
+        );
+        assert_eq!(x.code, ValidationException);
+    }
+}
+
+#[test]
+fn external_mu_and_ml_dsa_are_refused_for_other_keys() {
+    let e = env();
+    let mu = b64(&[7u8; 64]);
+    for (spec, alg) in [
+        ("ECC_NIST_P256", "ECDSA_SHA_256"),
+        ("ECC_NIST_EDWARDS25519", "ED25519_SHA_512"),
+        ("RSA_2048", "RSASSA_PSS_SHA_256"),
+    ] {
+        let key = lib_key(&e, spec, "SIGN_VERIFY");
+        // Specs older than the deprecation keep CustomerMasterKeySpec.
+        let d = e.ok("DescribeKey", json!({"KeyId": key}))["KeyMetadata"].clone();
+        let pk = e.ok("GetPublicKey", json!({"KeyId": key}));
+        let cmk = if spec == "ECC_NIST_EDWARDS25519" {
+            Value::Null
+        } else {
+            json!(spec)
+        };
+        assert_eq!(d["CustomerMasterKeySpec"], cmk, "{spec}");
+        assert_eq!(pk["CustomerMasterKeySpec"], cmk, "{spec}");
+        let x = err(
+            &e,
+            "Sign",
+            json!({"KeyId": key, "Message": mu, "MessageType": "EXTERNAL_MU", "SigningAlgorithm": alg}),
+        );
+        assert_eq!(x.code, ValidationException, "{spec}");
+        assert!(
+            x.message.contains("MessageType EXTERNAL_MU"),
+            "{}",
+            x.message
+        );
+        let s = e.ok(
+            "Sign",
+            json!({"KeyId": key, "Message": b64(b"m"), "SigningAlgorithm": alg}),
+        );
+        let x = err(
+            &e,
+            "Verify",
+            json!({"KeyId": key, "Message": mu, "MessageType": "EXTERNAL_MU", "Signature": s["Signature"], "SigningAlgorithm": alg}),
+        );
+        assert_eq!(x.code, ValidationException, "{spec}");
+        let x = err(
+            &e,
+            "Sign",
+            json!({"KeyId": key, "Message": b64(b"m"), "SigningAlgorithm": "ML_DSA_SHAKE_256"}),
+        );
+        assert_eq!(x.code, InvalidKeyUsageException, "{spec}");
+    }
+    let x = err(
+        &e,
+        "Sign",
+        json!({"KeyId": lib_key(&e, "ML_DSA_44", "SIGN_VERIFY"), "Message": mu, "MessageType": "EXTERNAL", "SigningAlgorithm": "ML_DSA_SHAKE_256"}),
+    );
+    assert_eq!(x.code, ValidationException);
+    assert!(
+        x.message.contains("[RAW, DIGEST, EXTERNAL_MU]"),
+        "{}",
+        x.message
+    );
+}

@@ -159,6 +159,30 @@ fn every_response_matches_its_output_shape() {
         "Verify",
         json!({"KeyId": ecc, "Message": b64(b"m"), "Signature": sig["Signature"], "SigningAlgorithm": "ECDSA_SHA_256"}),
     );
+    // ML-DSA: the 2025 KeySpec, SigningAlgorithm and MessageType values.
+    let ml_dsa = id(&call(
+        "CreateKey",
+        json!({"KeySpec": "ML_DSA_65", "KeyUsage": "SIGN_VERIFY"}),
+    ));
+    call("DescribeKey", json!({"KeyId": ml_dsa}));
+    let ml_pk = call("GetPublicKey", json!({"KeyId": ml_dsa}));
+    let ml_sig = call(
+        "Sign",
+        json!({"KeyId": ml_dsa, "Message": b64(b"m"), "MessageType": "RAW", "SigningAlgorithm": "ML_DSA_SHAKE_256"}),
+    );
+    call(
+        "Verify",
+        json!({"KeyId": ml_dsa, "Message": b64(b"m"), "Signature": ml_sig["Signature"], "SigningAlgorithm": "ML_DSA_SHAKE_256"}),
+    );
+    assert_eq!(ml_pk["SigningAlgorithms"], json!(["ML_DSA_SHAKE_256"]));
+    let mu_sig = call(
+        "Sign",
+        json!({"KeyId": ml_dsa, "Message": b64(&[5u8; 64]), "MessageType": "EXTERNAL_MU", "SigningAlgorithm": "ML_DSA_SHAKE_256"}),
+    );
+    call(
+        "Verify",
+        json!({"KeyId": ml_dsa, "Message": b64(&[5u8; 64]), "MessageType": "EXTERNAL_MU", "Signature": mu_sig["Signature"], "SigningAlgorithm": "ML_DSA_SHAKE_256"}),
+    );
     let hmac = id(&call(
         "CreateKey",
         json!({"KeySpec": "HMAC_256", "KeyUsage": "GENERATE_VERIFY_MAC"}),

@@ -384,8 +384,10 @@ fn field_help(field: &str) -> &'static str {
         "GrantId" => "The grant id",
         "GrantToken" => "The grant token",
         "Message" => "The message: fileb://PATH or base64",
-        "MessageType" => "RAW (default) or DIGEST",
-        "SigningAlgorithm" => "e.g. RSASSA_PSS_SHA_256, ECDSA_SHA_256, ED25519_SHA_512",
+        "MessageType" => "RAW (default), DIGEST, or EXTERNAL_MU (ML-DSA keys)",
+        "SigningAlgorithm" => {
+            "e.g. RSASSA_PSS_SHA_256, ECDSA_SHA_256, ED25519_SHA_512, ML_DSA_SHAKE_256"
+        }
         "Signature" => "The signature: fileb://PATH or base64",
         "MacAlgorithm" => "HMAC_SHA_224, HMAC_SHA_256, HMAC_SHA_384 or HMAC_SHA_512",
         "Mac" => "The MAC: fileb://PATH or base64",

@@ -144,12 +144,20 @@ impl KeyRecord {
             "KeyState": self.state.as_str(),
             "Origin": self.origin,
             "KeyManager": self.key_manager,
-            "CustomerMasterKeySpec": self.key_spec,
             "KeySpec": self.key_spec,
             "MultiRegion": false,
         });
         let obj = m.as_object_mut();
         if let Some(obj) = obj {
+            // The deprecated field, for the specs its enum has.
+            let cmk_spec = self
+                .key_spec
+                .parse::<super::asym::KeySpec>()
+                .ok()
+                .and_then(|s| s.customer_master_key_spec());
+            if let Some(s) = cmk_spec {
+                obj.insert("CustomerMasterKeySpec".into(), json!(s));
+            }
             if let Some(d) = self.deletion_date {
                 obj.insert("DeletionDate".into(), json!(d));
             }

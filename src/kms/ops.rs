@@ -415,6 +415,14 @@ impl Kms {
             match origin.as_str() {
                 "AWS_KMS" => {}
                 "EXTERNAL" if super::ops_import::importable(spec) => {}
+                "EXTERNAL" if spec.is_ml_dsa() => {
+                    // AWS KMS generates every ML-DSA key in its HSMs; it
+                    // takes no imported ML-DSA key material.
+                    return Err(KmsError::new(
+                        ErrorCode::UnsupportedOperationException,
+                        format!("Origin EXTERNAL is not supported for KeySpec {spec}: AWS KMS generates ML-DSA key material itself; create the key with Origin AWS_KMS."),
+                    ))
+                }
                 "EXTERNAL" => {
                     return Err(KmsError::new(
                         ErrorCode::UnsupportedOperationException,

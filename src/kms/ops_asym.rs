@@ -84,7 +84,10 @@ crate::request_struct!(DeriveSharedSecretRequest {
 pub struct GetPublicKeyResponse {
     pub key_id: String,
     pub public_key: Blob,
-    pub customer_master_key_spec: String,
+    /// Deprecated; left out for the specs its AWS enum does not have
+    /// ([`KeySpec::customer_master_key_spec`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer_master_key_spec: Option<String>,
     pub key_spec: String,
     pub key_usage: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -264,7 +267,7 @@ impl Kms {
                     return Err(KmsError::new(
                         ErrorCode::UnsupportedOperationException,
                         format!(
-                            "{} is not an asymmetric KMS key (KeySpec {spec}): GetPublicKey applies only to RSA and ECC keys.",
+                            "{} is not an asymmetric KMS key (KeySpec {spec}): GetPublicKey applies only to RSA, ECC and ML-DSA keys.",
                             k.arn()
                         ),
                     ))
@@ -274,7 +277,7 @@ impl Kms {
             Ok(GetPublicKeyResponse {
                 key_id: k.arn(),
                 public_key: Blob(public),
-                customer_master_key_spec: k.key_spec.clone(),
+                customer_master_key_spec: spec.customer_master_key_spec().map(str::to_string),
                 key_spec: k.key_spec.clone(),
                 key_usage: k.key_usage.clone(),
                 encryption_algorithms: a.encryption,

@@ -31,12 +31,15 @@ pub(crate) enum Parsed {
     K256(k256::ecdsa::SigningKey),
     /// Signed through `Signer::Ed25519` only; no second copy is kept.
     Ed25519,
+    /// ML-DSA-44/65/87, signed through `Signer::MlDsa` only.
+    MlDsa,
     Hmac,
 }
 
 /// The secret half of an asymmetric or HMAC KMS key.
 ///
-/// Holds the PKCS#8 DER of an RSA/ECC private key, or the raw bytes of an
+/// Holds the PKCS#8 DER of an RSA/ECC/ML-DSA private key (ML-DSA: the
+/// 32-byte seed form AWS-LC writes), or the raw bytes of an
 /// HMAC key, in a [`SecretBytes`]; [`PrivateKeyMaterial::material`] is what
 /// the key store seals and [`PrivateKeyMaterial::load`] reads back.
 #[derive(Clone)]
@@ -79,6 +82,22 @@ impl PrivateKeyMaterial {
             let der = SecretBytes::from_slice(pkcs8.as_ref());
             return Self::from_pkcs8(spec, der.expose());
         }
+        if spec.is_ml_dsa() {
+            let alg = match spec {
+                KeySpec::MlDsa44 => &aws_lc_rs::signature::ML_DSA_44_SIGNING,
+                KeySpec::MlDsa65 => &aws_lc_rs::signature::ML_DSA_65_SIGNING,
+                _ => &aws_lc_rs::signature::ML_DSA_87_SIGNING,
+            };
+            let generation =
+                |what: &str| AsymError::Internal(format!("{spec} key generation: {what}"));
+            let key = aws_lc_rs::signature::PqdsaKeyPair::generate(alg)
+                .map_err(|_| generation("failed"))?;
+            // PKCS#8 v1 with the seed (RFC 9881's seed form); the Document
+            // zeroizes on drop.
+            let pkcs8 = key.to_pkcs8v1().map_err(|_| generation("encoding"))?;
+            let der = SecretBytes::from_slice(pkcs8.as_ref());
+            return Self::from_pkcs8(spec, der.expose());
+        }
         let der = match spec {
             KeySpec::EccNistP256 => secret_der(p256::SecretKey::random(&mut OsRng).to_pkcs8_der())?,
             KeySpec::EccNistP384 => secret_der(p384::SecretKey::random(&mut OsRng).to_pkcs8_der())?,
@@ -106,10 +125,22 @@ impl PrivateKeyMaterial {
         Self::from_pkcs8(spec, der.expose())
     }
 
-    /// Loads an RSA or ECC private key from PKCS#8 DER, checking that it is
-    /// a key of `spec` (algorithm, curve and RSA modulus size).
+    /// Loads an RSA, ECC or ML-DSA private key from PKCS#8 DER, checking
+    /// that it is a key of `spec` (algorithm, curve, RSA modulus size,
+    /// ML-DSA parameter set).
     pub fn from_pkcs8(spec: KeySpec, der: &[u8]) -> Result<Self, AsymError> {
         let bad = |reason: String| AsymError::InvalidKeyMaterial { spec, reason };
+        if spec.is_ml_dsa() {
+            // No RustCrypto loader: AWS-LC parses and checks the key.
+            let (signer, public_der) = Signer::load_ml_dsa(spec, der).map_err(bad)?;
+            return Ok(PrivateKeyMaterial {
+                spec,
+                material: SecretBytes::from_slice(der),
+                public_der,
+                parsed: Parsed::MlDsa,
+                signer: Arc::new(signer),
+            });
+        }
         let not_pkcs8 = |e: pkcs8::Error| {
             bad(format!(
                 "expected a DER-encoded PKCS#8 {spec} private key ({e}); convert a \
@@ -204,7 +235,7 @@ impl PrivateKeyMaterial {
     }
 
     /// Loads what [`PrivateKeyMaterial::material`] returned: PKCS#8 DER for
-    /// RSA/ECC specs, raw key bytes for HMAC specs.
+    /// RSA/ECC/ML-DSA specs, raw key bytes for HMAC specs.
     pub fn load(spec: KeySpec, material: &SecretBytes) -> Result<Self, AsymError> {
         if spec.is_hmac() {
             Self::from_hmac_key(spec, material.clone())
@@ -217,7 +248,7 @@ impl PrivateKeyMaterial {
         self.spec
     }
 
-    /// The secret material to seal and persist: PKCS#8 DER (RSA/ECC) or raw
+    /// The secret material to seal and persist: PKCS#8 DER (RSA/ECC/ML-DSA) or raw
     /// key bytes (HMAC).
     pub fn material(&self) -> &SecretBytes {
         &self.material
@@ -281,6 +312,42 @@ mod tests {
             );
             assert_eq!(again.spec(), spec);
         }
+    }
+
+    #[test]
+    fn ml_dsa_keys_round_trip_through_pkcs8_and_check_the_parameter_set() {
+        for (spec, other, pk_len) in [
+            (KeySpec::MlDsa44, KeySpec::MlDsa65, 1312),
+            (KeySpec::MlDsa65, KeySpec::MlDsa87, 1952),
+            (KeySpec::MlDsa87, KeySpec::MlDsa44, 2592),
+        ] {
+            let key = PrivateKeyMaterial::generate(spec).unwrap();
+            let public = key.public_key_der().unwrap().to_vec();
+            // SPKI: the raw public key is the BIT STRING at the end.
+            assert!(public.len() > pk_len, "{spec}");
+            let again = PrivateKeyMaterial::load(spec, key.material()).unwrap();
+            assert_eq!(again.public_key_der().unwrap(), &public[..]);
+            let err = PrivateKeyMaterial::from_pkcs8(other, key.material().expose()).unwrap_err();
+            assert!(
+                matches!(err, AsymError::InvalidKeyMaterial { spec: s, .. } if s == other),
+                "{err}"
+            );
+            // Two keys are two keys.
+            let second = PrivateKeyMaterial::generate(spec).unwrap();
+            assert_ne!(second.public_key_der().unwrap(), &public[..]);
+        }
+        // Not PKCS#8, and an ECC key for an ML-DSA spec.
+        assert!(PrivateKeyMaterial::from_pkcs8(KeySpec::MlDsa65, b"junk").is_err());
+        let ec = PrivateKeyMaterial::generate(KeySpec::EccNistP256).unwrap();
+        assert!(PrivateKeyMaterial::from_pkcs8(KeySpec::MlDsa44, ec.material().expose()).is_err());
+        let ml = PrivateKeyMaterial::generate(KeySpec::MlDsa44).unwrap();
+        assert!(
+            PrivateKeyMaterial::from_pkcs8(KeySpec::EccNistP256, ml.material().expose()).is_err()
+        );
+        // Trailing bytes after the PKCS#8 element are refused.
+        let mut long = ml.material().expose().to_vec();
+        long.push(0);
+        assert!(PrivateKeyMaterial::from_pkcs8(KeySpec::MlDsa44, &long).is_err());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Asymmetric, HMAC and import cryptography of the KMS, over bytes only:
-//! key generation and PKCS#8/SPKI encoding, Sign/Verify, RSA-OAEP
-//! Encrypt/Decrypt, GenerateMac/VerifyMac, ECDH, data key pairs and the
-//! BYOK unwrapping of ImportKeyMaterial. Nothing here touches storage.
+//! key generation and PKCS#8/SPKI encoding, Sign/Verify (ML-DSA
+//! included), RSA-OAEP Encrypt/Decrypt, GenerateMac/VerifyMac, ECDH, data
+//! key pairs and the BYOK unwrapping of ImportKeyMaterial. Nothing here
+//! touches storage.
 //!
 //! The KMS operations call these functions with a [`PrivateKeyMaterial`]
 //! loaded from the (sealed) key store; every error converts into the AWS
@@ -21,7 +22,7 @@ pub use import::{generate_wrapping_key, unwrap_import, validate_import_material,
 pub use key::{generate_data_key_pair, DataKeyPair, PrivateKeyMaterial};
 pub use mac::{generate_mac, verify_mac, MAX_MAC_MESSAGE_LEN};
 pub use rsa_oaep::{decrypt, encrypt};
-pub use sign::{sign, verify, MAX_RAW_MESSAGE_LEN};
+pub use sign::{sign, verify, EXTERNAL_MU_LEN, MAX_RAW_MESSAGE_LEN};
 pub use spec::{
     AlgorithmSpec, DataKeyPairSpec, EncryptionAlgorithmSpec, HashAlg, KeyAgreementAlgorithmSpec,
     KeyAlgorithms, KeySpec, KeyUsage, MacAlgorithmSpec, MessageType, SigningAlgorithmSpec,
@@ -96,8 +97,22 @@ pub enum AsymError {
         actual: usize,
     },
 
+    /// An EXTERNAL_MU message that is not a 64-byte μ.
+    #[error(
+        "External mu is invalid length for algorithm {algorithm}: an EXTERNAL_MU message \
+         must be exactly {expected} bytes (the FIPS 204 message representative), got {actual}"
+    )]
+    MuLength {
+        algorithm: SigningAlgorithmSpec,
+        expected: usize,
+        actual: usize,
+    },
+
     /// A MessageType the signing algorithm does not accept.
-    #[error("MessageType {message_type} is not supported with {algorithm}; use RAW")]
+    #[error(
+        "MessageType {message_type} is not supported with {algorithm}; use one of {}",
+        spec::join(algorithm.message_types())
+    )]
     MessageTypeNotSupported {
         algorithm: SigningAlgorithmSpec,
         message_type: MessageType,
@@ -140,6 +155,7 @@ impl From<AsymError> for KmsError {
             | AsymError::IncompatibleKeyUsage { .. }
             | AsymError::InputLength { .. }
             | AsymError::DigestLength { .. }
+            | AsymError::MuLength { .. }
             | AsymError::MessageTypeNotSupported { .. }
             | AsymError::PlaintextTooLong { .. }
             | AsymError::InvalidPublicKey(_) => ErrorCode::ValidationException,

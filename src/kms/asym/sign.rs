@@ -1,7 +1,10 @@
-//! Sign and Verify: RSASSA-PSS and PKCS#1 v1.5, ECDSA (DER signatures) and
-//! Ed25519, over RAW messages (hashed here) or DIGEST messages (hashed by
-//! the caller). RSA, NIST-curve ECDSA and Ed25519 run on AWS-LC
-//! (`signer.rs`); secp256k1 on RustCrypto's k256.
+//! Sign and Verify: RSASSA-PSS and PKCS#1 v1.5, ECDSA (DER signatures),
+//! Ed25519 and ML-DSA, over RAW messages (hashed here, or by the signature
+//! scheme for Ed25519 and ML-DSA), DIGEST messages (hashed by the caller)
+//! or, for ML-DSA, EXTERNAL_MU messages (the FIPS 204 message
+//! representative μ computed by the caller). RSA, NIST-curve ECDSA,
+//! Ed25519 and ML-DSA run on AWS-LC (`signer.rs`); secp256k1 on
+//! RustCrypto's k256.
 
 use ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
 
@@ -15,10 +18,16 @@ use super::{
 /// messages must be hashed by the caller and sent as DIGEST.
 pub const MAX_RAW_MESSAGE_LEN: usize = 4096;
 
+/// The length of an EXTERNAL_MU message: ML-DSA's μ is 64 bytes (FIPS 204
+/// section 6.2).
+pub const EXTERNAL_MU_LEN: usize = 64;
+
 /// Signs `message` with `key` (AWS Sign). RSA signatures are PKCS#1 (RFC
 /// 8017), PSS with a salt as long as the hash and MGF1 with the same hash;
 /// ECDSA signatures are DER-encoded (RFC 3279); Ed25519 signatures are the
-/// 64 bytes of RFC 8032.
+/// 64 bytes of RFC 8032; ML-DSA signatures are the raw FIPS 204 encoding
+/// (2420, 3309 or 4627 bytes), hedged, so signing twice gives two different
+/// valid signatures.
 pub fn sign(
     key: &PrivateKeyMaterial,
     algorithm: SigningAlgorithmSpec,
@@ -27,6 +36,13 @@ pub fn sign(
 ) -> Result<Vec<u8>, AsymError> {
     check_algorithm(key, algorithm)?;
     let input = prepare(algorithm, message_type, message)?;
+    if let Input::Mu(mu) = input {
+        return key.signer.sign_mu(mu).unwrap_or_else(|| {
+            Err(AsymError::Internal(format!(
+                "{algorithm}: key and algorithm do not match"
+            )))
+        });
+    }
     let (hash, bytes) = input.parts();
     if let Some(signed) = key.signer.sign(algorithm, hash, bytes) {
         return signed;
@@ -55,6 +71,11 @@ pub fn verify(
 ) -> Result<bool, AsymError> {
     check_algorithm(key, algorithm)?;
     let input = prepare(algorithm, message_type, message)?;
+    if let Input::Mu(mu) = input {
+        return key.signer.verify_mu(mu, signature).ok_or_else(|| {
+            AsymError::Internal(format!("{algorithm}: key and algorithm do not match"))
+        });
+    }
     let (hash, bytes) = input.parts();
     if let Some(valid) = key.signer.verify(algorithm, hash, bytes, signature) {
         return Ok(valid);
@@ -77,19 +98,20 @@ pub fn verify(
     Ok(valid)
 }
 
-/// What the signature primitive gets: a digest (with its hash), or the raw
-/// message for pure Ed25519.
+/// What the signature primitive gets: a digest (with its hash), the raw
+/// message for pure Ed25519 and ML-DSA, or an ML-DSA μ.
 enum Input<'a> {
     Digest(Vec<u8>, HashAlg),
     Raw(&'a [u8]),
+    Mu(&'a [u8]),
 }
 
 impl Input<'_> {
-    /// The hash (none for a raw message) and the bytes to sign.
+    /// The hash (none for a raw message or μ) and the bytes to sign.
     fn parts(&self) -> (Option<HashAlg>, &[u8]) {
         match self {
             Input::Digest(d, hash) => (Some(*hash), d),
-            Input::Raw(m) => (None, m),
+            Input::Raw(m) | Input::Mu(m) => (None, m),
         }
     }
 }
@@ -111,11 +133,30 @@ fn check_algorithm(
     }
 }
 
+/// Checks the message against the message type and algorithm (lengths,
+/// and which types the algorithm takes) and hashes a RAW message for the
+/// hash-then-sign algorithms.
 fn prepare(
     algorithm: SigningAlgorithmSpec,
     message_type: MessageType,
     message: &[u8],
 ) -> Result<Input<'_>, AsymError> {
+    if !algorithm.message_types().contains(&message_type) {
+        return Err(AsymError::MessageTypeNotSupported {
+            algorithm,
+            message_type,
+        });
+    }
+    if message_type == MessageType::ExternalMu {
+        if message.len() != EXTERNAL_MU_LEN {
+            return Err(AsymError::MuLength {
+                algorithm,
+                expected: EXTERNAL_MU_LEN,
+                actual: message.len(),
+            });
+        }
+        return Ok(Input::Mu(message));
+    }
     match (algorithm.hash(), message_type) {
         (Some(hash), MessageType::Raw) => {
             check_len("message", message.len(), 1, MAX_RAW_MESSAGE_LEN)?;
@@ -135,10 +176,12 @@ fn prepare(
             check_len("message", message.len(), 1, MAX_RAW_MESSAGE_LEN)?;
             Ok(Input::Raw(message))
         }
-        (None, MessageType::Digest) => Err(AsymError::MessageTypeNotSupported {
-            algorithm,
-            message_type,
-        }),
+        (None, MessageType::Digest) | (_, MessageType::ExternalMu) => {
+            Err(AsymError::MessageTypeNotSupported {
+                algorithm,
+                message_type,
+            })
+        }
     }
 }
 
@@ -253,6 +296,147 @@ mod tests {
         assert!(matches!(
             sign(&key, alg, MessageType::Digest, &[0; 64]),
             Err(AsymError::MessageTypeNotSupported { .. })
+        ));
+    }
+
+    const ML_DSA: [(KeySpec, usize); 3] = [
+        (KeySpec::MlDsa44, 2420),
+        (KeySpec::MlDsa65, 3309),
+        (KeySpec::MlDsa87, 4627),
+    ];
+
+    /// SHAKE256(parts..., 64) through AWS-LC's EVP (the sign path never
+    /// computes μ itself; AWS-LC does, inside pure ML-DSA).
+    fn shake256_64(parts: &[&[u8]]) -> [u8; 64] {
+        use aws_lc_sys as lc;
+        let mut out = [0u8; 64];
+        // SAFETY: FFI calls on a digest context created, used and freed
+        // here; each update reads `p.len()` bytes of `p`; the final call
+        // writes 64 bytes into `out`.
+        unsafe {
+            let ctx = lc::EVP_MD_CTX_new();
+            assert!(!ctx.is_null());
+            assert_eq!(
+                lc::EVP_DigestInit_ex(ctx, lc::EVP_shake256(), std::ptr::null_mut()),
+                1
+            );
+            for p in parts {
+                assert_eq!(lc::EVP_DigestUpdate(ctx, p.as_ptr().cast(), p.len()), 1);
+            }
+            assert_eq!(lc::EVP_DigestFinalXOF(ctx, out.as_mut_ptr(), 64), 1);
+            lc::EVP_MD_CTX_free(ctx);
+        }
+        out
+    }
+
+    /// μ of FIPS 204 section 6.2 with an empty context string.
+    fn mu(key: &PrivateKeyMaterial, pk_len: usize, message: &[u8]) -> [u8; 64] {
+        let spki = key.public_key_der().unwrap();
+        let pk = &spki[spki.len() - pk_len..];
+        let tr = shake256_64(&[pk]);
+        shake256_64(&[&tr, &[0, 0], message])
+    }
+
+    #[test]
+    fn ml_dsa_signs_raw_hedged_and_external_mu_interchangeably() {
+        let alg = SigningAlgorithmSpec::MlDsaShake256;
+        for ((spec, sig_len), pk_len) in ML_DSA.into_iter().zip([1312, 1952, 2592]) {
+            let key = PrivateKeyMaterial::generate(spec).unwrap();
+            let msg = b"post-quantum hello";
+            let s1 = sign(&key, alg, MessageType::Raw, msg).unwrap();
+            let s2 = sign(&key, alg, MessageType::Raw, msg).unwrap();
+            assert_eq!(s1.len(), sig_len, "{spec}");
+            assert_ne!(s1, s2, "{spec}: signatures are hedged");
+            for s in [&s1, &s2] {
+                assert!(verify(&key, alg, MessageType::Raw, msg, s).unwrap());
+            }
+            assert!(!verify(&key, alg, MessageType::Raw, b"post-quantum hellO", &s1).unwrap());
+            // A RAW signature verifies as EXTERNAL_MU over μ(M), and an
+            // EXTERNAL_MU signature of μ(M) verifies as RAW over M.
+            let m = mu(&key, pk_len, msg);
+            assert!(verify(&key, alg, MessageType::ExternalMu, &m, &s1).unwrap());
+            let s3 = sign(&key, alg, MessageType::ExternalMu, &m).unwrap();
+            assert_eq!(s3.len(), sig_len);
+            assert!(verify(&key, alg, MessageType::Raw, msg, &s3).unwrap());
+            assert!(!verify(&key, alg, MessageType::Raw, b"other", &s3).unwrap());
+            let mut m2 = m;
+            m2[0] ^= 1;
+            assert!(!verify(&key, alg, MessageType::ExternalMu, &m2, &s3).unwrap());
+            // A signature by another key of the same spec does not verify.
+            let other = PrivateKeyMaterial::generate(spec).unwrap();
+            assert!(!verify(&other, alg, MessageType::Raw, msg, &s1).unwrap());
+            // Malformed signatures are false, not errors.
+            for bad in [
+                &b""[..],
+                &[0; 64][..],
+                &s1[..sig_len - 1],
+                &[0xff; 6144][..],
+            ] {
+                assert!(!verify(&key, alg, MessageType::Raw, msg, bad).unwrap());
+                assert!(!verify(&key, alg, MessageType::ExternalMu, &m, bad).unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn ml_dsa_message_types_and_lengths_are_checked() {
+        let key = PrivateKeyMaterial::generate(KeySpec::MlDsa44).unwrap();
+        let alg = SigningAlgorithmSpec::MlDsaShake256;
+        let err = sign(&key, alg, MessageType::Digest, &[0; 64]).unwrap_err();
+        assert!(matches!(err, AsymError::MessageTypeNotSupported { .. }));
+        assert_eq!(
+            err.to_string(),
+            "MessageType DIGEST is not supported with ML_DSA_SHAKE_256; use one of [RAW, EXTERNAL_MU]"
+        );
+        assert!(matches!(
+            verify(&key, alg, MessageType::Digest, &[0; 64], &[0; 2420]),
+            Err(AsymError::MessageTypeNotSupported { .. })
+        ));
+        for len in [0, 32, 63, 65, 128] {
+            assert!(matches!(
+                sign(&key, alg, MessageType::ExternalMu, &vec![0; len]),
+                Err(AsymError::MuLength { expected: 64, actual, .. }) if actual == len
+            ));
+            assert!(matches!(
+                verify(
+                    &key,
+                    alg,
+                    MessageType::ExternalMu,
+                    &vec![0; len],
+                    &[0; 2420]
+                ),
+                Err(AsymError::MuLength { .. })
+            ));
+        }
+        assert!(sign(&key, alg, MessageType::Raw, &[7; MAX_RAW_MESSAGE_LEN]).is_ok());
+        assert!(matches!(
+            sign(&key, alg, MessageType::Raw, &[7; MAX_RAW_MESSAGE_LEN + 1]),
+            Err(AsymError::InputLength { .. })
+        ));
+        // EXTERNAL_MU is for ML-DSA only; ML-DSA keys sign with ML-DSA only.
+        let ec = PrivateKeyMaterial::generate(KeySpec::EccNistP256).unwrap();
+        let ecdsa = SigningAlgorithmSpec::EcdsaSha256;
+        assert!(matches!(
+            sign(&ec, ecdsa, MessageType::ExternalMu, &[0; 64]),
+            Err(AsymError::MessageTypeNotSupported { .. })
+        ));
+        let ed = PrivateKeyMaterial::generate(KeySpec::EccNistEdwards25519).unwrap();
+        assert!(matches!(
+            sign(
+                &ed,
+                SigningAlgorithmSpec::Ed25519Sha512,
+                MessageType::ExternalMu,
+                &[0; 64]
+            ),
+            Err(AsymError::MessageTypeNotSupported { .. })
+        ));
+        assert!(matches!(
+            sign(&ec, alg, MessageType::Raw, b"m"),
+            Err(AsymError::IncompatibleAlgorithm { .. })
+        ));
+        assert!(matches!(
+            sign(&key, ecdsa, MessageType::Raw, b"m"),
+            Err(AsymError::IncompatibleAlgorithm { .. })
         ));
     }
 

@@ -90,6 +90,12 @@ aws_enum! {
         EccNistP521 => "ECC_NIST_P521",
         EccSecgP256k1 => "ECC_SECG_P256K1",
         EccNistEdwards25519 => "ECC_NIST_EDWARDS25519",
+        /// ML-DSA-44 (FIPS 204, NIST security category 2).
+        MlDsa44 => "ML_DSA_44",
+        /// ML-DSA-65 (FIPS 204, NIST security category 3).
+        MlDsa65 => "ML_DSA_65",
+        /// ML-DSA-87 (FIPS 204, NIST security category 5).
+        MlDsa87 => "ML_DSA_87",
         Hmac224 => "HMAC_224",
         Hmac256 => "HMAC_256",
         Hmac384 => "HMAC_384",
@@ -122,6 +128,10 @@ aws_enum! {
         EcdsaSha512 => "ECDSA_SHA_512",
         /// Pure Ed25519 over the raw message (RFC 8032); RAW messages only.
         Ed25519Sha512 => "ED25519_SHA_512",
+        /// ML-DSA (FIPS 204) of an ML_DSA_* key: pure ML-DSA with an empty
+        /// context over a RAW message, or the signature of an EXTERNAL_MU
+        /// message representative.
+        MlDsaShake256 => "ML_DSA_SHAKE_256",
     }
 }
 
@@ -145,10 +155,14 @@ aws_enum! {
 }
 
 aws_enum! {
-    /// Whether Sign/Verify get the message itself or its digest (`MessageType`).
+    /// Whether Sign/Verify get the message itself, its digest, or (ML-DSA
+    /// only) its 64-byte message representative μ (`MessageType`).
     MessageType, field = "messageType" {
         Raw => "RAW",
         Digest => "DIGEST",
+        /// μ = SHAKE256(SHAKE256(pk, 64) || 0x00 || 0x00 || M, 64), FIPS 204
+        /// section 6.2 with an empty context, computed by the caller.
+        ExternalMu => "EXTERNAL_MU",
     }
 }
 
@@ -230,9 +244,26 @@ pub struct KeyAlgorithms {
 }
 
 impl KeySpec {
-    /// True for RSA and ECC specs (keys with a public half).
+    /// True for RSA, ECC and ML-DSA specs (keys with a public half).
     pub fn is_asymmetric(self) -> bool {
-        self.rsa_bits().is_some() || self.is_ecc()
+        self.rsa_bits().is_some() || self.is_ecc() || self.is_ml_dsa()
+    }
+
+    /// The value of the deprecated `CustomerMasterKeySpec` field for keys of
+    /// this spec: the KeySpec itself, except for the specs added after that
+    /// field was deprecated (ECC_NIST_EDWARDS25519, ML_DSA_*), which its
+    /// enum in the AWS model does not have; responses leave it out for them.
+    pub fn customer_master_key_spec(self) -> Option<&'static str> {
+        match self {
+            KeySpec::EccNistEdwards25519 => None,
+            s if s.is_ml_dsa() => None,
+            s => Some(s.as_str()),
+        }
+    }
+
+    /// True for the ML-DSA (FIPS 204) specs.
+    pub fn is_ml_dsa(self) -> bool {
+        matches!(self, KeySpec::MlDsa44 | KeySpec::MlDsa65 | KeySpec::MlDsa87)
     }
 
     pub fn is_ecc(self) -> bool {
@@ -306,7 +337,11 @@ impl KeySpec {
             KeySpec::EccNistP256 | KeySpec::EccNistP384 | KeySpec::EccNistP521 => {
                 &[SignVerify, KeyAgreement]
             }
-            KeySpec::EccSecgP256k1 | KeySpec::EccNistEdwards25519 => &[SignVerify],
+            KeySpec::EccSecgP256k1
+            | KeySpec::EccNistEdwards25519
+            | KeySpec::MlDsa44
+            | KeySpec::MlDsa65
+            | KeySpec::MlDsa87 => &[SignVerify],
             KeySpec::Hmac224 | KeySpec::Hmac256 | KeySpec::Hmac384 | KeySpec::Hmac512 => {
                 &[GenerateVerifyMac]
             }
@@ -330,6 +365,7 @@ impl KeySpec {
             KeySpec::EccNistP384 => &[EcdsaSha384],
             KeySpec::EccNistP521 => &[EcdsaSha512],
             KeySpec::EccNistEdwards25519 => &[Ed25519Sha512],
+            KeySpec::MlDsa44 | KeySpec::MlDsa65 | KeySpec::MlDsa87 => &[MlDsaShake256],
             _ => &[],
         }
     }
@@ -387,15 +423,27 @@ impl KeySpec {
 }
 
 impl SigningAlgorithmSpec {
-    /// The hash applied to RAW messages; `None` for pure Ed25519, which
-    /// signs the message itself.
+    /// The hash applied to RAW messages; `None` for pure Ed25519 and
+    /// ML-DSA, which sign the message itself (their hashing is part of the
+    /// signature scheme).
     pub fn hash(self) -> Option<HashAlg> {
         use SigningAlgorithmSpec::*;
         match self {
             RsassaPssSha256 | RsassaPkcs1V15Sha256 | EcdsaSha256 => Some(HashAlg::Sha256),
             RsassaPssSha384 | RsassaPkcs1V15Sha384 | EcdsaSha384 => Some(HashAlg::Sha384),
             RsassaPssSha512 | RsassaPkcs1V15Sha512 | EcdsaSha512 => Some(HashAlg::Sha512),
-            Ed25519Sha512 => None,
+            Ed25519Sha512 | MlDsaShake256 => None,
+        }
+    }
+
+    /// The MessageType values Sign and Verify accept with this algorithm:
+    /// RAW and DIGEST for the hash-then-sign algorithms, RAW only for pure
+    /// Ed25519, RAW and EXTERNAL_MU for ML-DSA.
+    pub fn message_types(self) -> &'static [MessageType] {
+        match self {
+            SigningAlgorithmSpec::Ed25519Sha512 => &[MessageType::Raw],
+            SigningAlgorithmSpec::MlDsaShake256 => &[MessageType::Raw, MessageType::ExternalMu],
+            _ => &[MessageType::Raw, MessageType::Digest],
         }
     }
 }
@@ -573,6 +621,44 @@ mod tests {
             KeySpec::Hmac224.algorithms(KeyUsage::SignVerify),
             KeyAlgorithms::default()
         );
+    }
+
+    #[test]
+    fn ml_dsa_specs_sign_only_with_ml_dsa_shake_256() {
+        for spec in [KeySpec::MlDsa44, KeySpec::MlDsa65, KeySpec::MlDsa87] {
+            assert!(spec.is_ml_dsa() && spec.is_asymmetric() && !spec.is_ecc());
+            assert_eq!(spec.key_usages(), &[KeyUsage::SignVerify]);
+            assert!(spec.validate_key_usage(Some(KeyUsage::SignVerify)).is_ok());
+            for usage in [
+                None,
+                Some(KeyUsage::EncryptDecrypt),
+                Some(KeyUsage::KeyAgreement),
+                Some(KeyUsage::GenerateVerifyMac),
+            ] {
+                assert!(matches!(
+                    spec.validate_key_usage(usage),
+                    Err(AsymError::IncompatibleKeyUsage { .. })
+                ));
+            }
+            assert_eq!(
+                spec.algorithms(KeyUsage::SignVerify).signing,
+                vec![SigningAlgorithmSpec::MlDsaShake256]
+            );
+            assert_eq!(spec.customer_master_key_spec(), None);
+        }
+        assert_eq!(
+            KeySpec::EccNistP256.customer_master_key_spec(),
+            Some("ECC_NIST_P256")
+        );
+        assert_eq!("ML_DSA_65".parse::<KeySpec>().unwrap(), KeySpec::MlDsa65);
+        assert_eq!(
+            "EXTERNAL_MU".parse::<MessageType>().unwrap(),
+            MessageType::ExternalMu
+        );
+        assert_eq!(SigningAlgorithmSpec::MlDsaShake256.hash(), None);
+        assert!(!SigningAlgorithmSpec::EcdsaSha256
+            .message_types()
+            .contains(&MessageType::ExternalMu));
     }
 
     #[test]
