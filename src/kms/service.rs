@@ -18,7 +18,11 @@ use crate::secret::{Key256, SecretBytes};
 /// The embedded KMS over one home.
 pub struct Kms {
     pub(crate) home: Arc<Home>,
-    conn: Mutex<Connection>,
+    conn: Mutex<WriteConn>,
+    /// Commits of `conn`, for the checkpointer thread.
+    commits: Arc<std::sync::atomic::AtomicU64>,
+    /// Dropped with the KMS, which ends the checkpointer thread.
+    _checkpointer: Option<std::sync::mpsc::Sender<()>>,
     pub(crate) clock: Clock,
     audit_key: Key256,
     /// Parsed asymmetric and HMAC private keys by (key id, material
@@ -117,13 +121,77 @@ fn cached(conn: &Connection, sql: &str) -> KmsResult<()> {
         .map_err(db)
 }
 
-/// `synchronous = FULL` (the commit is durable, and so is every earlier
-/// one) or `NORMAL` (durable at the next FULL commit or checkpoint). Never
-/// from a cached statement: SQLite applies this pragma when the statement
-/// is prepared, not when it runs, so a cached one would set nothing.
-fn set_synchronous(conn: &Connection, durable: bool) -> KmsResult<()> {
-    conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })
-        .map_err(db)
+/// The KMS's write connection, with the `synchronous` level it is set to.
+pub(crate) struct WriteConn {
+    conn: Connection,
+    synchronous: Option<bool>,
+}
+
+impl std::ops::Deref for WriteConn {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl WriteConn {
+    /// `synchronous = FULL` (the commit is durable, and so is every earlier
+    /// one) or `NORMAL` (durable at the next FULL commit or checkpoint), set
+    /// only when it changes: the pragma is parsed anew each time (never
+    /// from a cached statement: SQLite applies it when the statement is
+    /// prepared, not when it runs, so a cached one would set nothing).
+    fn set_synchronous(&mut self, durable: bool) -> KmsResult<()> {
+        if self.synchronous == Some(durable) {
+            return Ok(());
+        }
+        self.synchronous = None;
+        self.conn
+            .pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })
+            .map_err(db)?;
+        self.synchronous = Some(durable);
+        Ok(())
+    }
+}
+
+/// How often the checkpointer thread copies the WAL into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The WAL size (in pages) at which a commit of the KMS checkpoints by
+/// itself: a safety net well above what the checkpointer thread lets the
+/// WAL reach (SQLite's default is 1,000 pages).
+const COMMIT_CHECKPOINT_PAGES: i64 = 16_000;
+
+/// Copies committed WAL frames into the database file from a thread of its
+/// own (a passive checkpoint every [`CHECKPOINT_EVERY`] after commits), so
+/// a request's commit does not pay for the copy and its fsync. The thread
+/// ends when the KMS is dropped (its channel disconnects).
+fn spawn_checkpointer(
+    home: &Home,
+    commits: Arc<std::sync::atomic::AtomicU64>,
+) -> Option<std::sync::mpsc::Sender<()>> {
+    let conn = home.connect().ok()?;
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("kms-checkpoint".into())
+        .spawn(move || {
+            let mut seen = 0;
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                rx.recv_timeout(CHECKPOINT_EVERY)
+            {
+                let now = commits.load(std::sync::atomic::Ordering::Relaxed);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                // Busy (another checkpoint runs) or failing: the commits'
+                // own checkpoint at COMMIT_CHECKPOINT_PAGES stays.
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::debug!("background WAL checkpoint: {e}");
+                }
+            }
+        });
+    spawned.ok().map(|_| tx)
 }
 
 impl Kms {
@@ -148,9 +216,20 @@ impl Kms {
             return Err(e);
         }
         let audit_key = derive_audit_key(&home);
+        let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let checkpointer = spawn_checkpointer(&home, commits.clone());
+        if checkpointer.is_some() {
+            conn.pragma_update(None, "wal_autocheckpoint", COMMIT_CHECKPOINT_PAGES)
+                .map_err(db)?;
+        }
         Ok(Kms {
             home,
-            conn: Mutex::new(conn),
+            conn: Mutex::new(WriteConn {
+                conn,
+                synchronous: None,
+            }),
+            commits,
+            _checkpointer: checkpointer,
             clock,
             audit_key,
             private_keys: Mutex::new(std::collections::HashMap::new()),
@@ -169,7 +248,7 @@ impl Kms {
         &self.clock
     }
 
-    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, WriteConn> {
         // A poisoned lock only means another thread panicked mid-operation;
         // SQLite rolled its transaction back, so the connection is usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
@@ -185,7 +264,7 @@ impl Kms {
         request: Value,
         body: impl FnOnce(&mut Op<'_>) -> KmsResult<T>,
     ) -> KmsResult<T> {
-        let conn = self.conn();
+        let mut conn = self.conn();
         let now = self.clock.now();
         // Operations that change no key state commit without an fsync (WAL,
         // synchronous=NORMAL): a process crash loses nothing, a power loss
@@ -193,7 +272,7 @@ impl Kms {
         // aliases, grants or policies commits with synchronous=FULL, which
         // also makes every earlier commit durable.
         let durable = !STATELESS.contains(&operation);
-        set_synchronous(&conn, durable)?;
+        conn.set_synchronous(durable)?;
         let tx =
             rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
                 .map_err(db)?;
@@ -222,6 +301,8 @@ impl Kms {
         let error = result.as_ref().err();
         self.record(&tx, ctx, operation, request, &trace, error, now)?;
         tx.commit().map_err(db)?;
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         result
     }
 
@@ -306,8 +387,8 @@ impl Kms {
         event: &Value,
         durable: bool,
     ) -> KmsResult<()> {
-        let conn = self.conn();
-        set_synchronous(&conn, durable)?;
+        let mut conn = self.conn();
+        conn.set_synchronous(durable)?;
         let tx =
             rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
                 .map_err(db)?;
@@ -325,7 +406,10 @@ impl Kms {
                 event,
             },
         )?;
-        tx.commit().map_err(db)
+        tx.commit().map_err(db)?;
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// Records an event the KMS did by itself (RotateKey, DeleteKey).
