@@ -30,20 +30,18 @@ pub use spec::{
 };
 
 use crate::kms::error::{ErrorCode, KmsError};
+use crate::validate::{Constraint, Violation};
 
 /// An error of an asymmetric/HMAC/import primitive. Messages name what to
 /// fix and never carry key bytes or plaintext.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AsymError {
     /// A string is not one of an AWS enum's values.
-    #[error(
-        "1 validation error detected: Value '{value}' at '{field}' failed to satisfy \
-         constraint: Member must satisfy enum value set: {allowed}"
-    )]
+    #[error("{}", enum_violation(.field, .value, .allowed))]
     InvalidValue {
         field: &'static str,
         value: String,
-        allowed: String,
+        allowed: Vec<&'static str>,
     },
 
     /// CreateKey with a KeyUsage the KeySpec does not support.
@@ -75,10 +73,7 @@ pub enum AsymError {
     },
 
     /// A message (or other input) outside its length constraint.
-    #[error(
-        "1 validation error detected: Value at '{field}' failed to satisfy constraint: \
-         Member must have length between {min} and {max} bytes (got {len})"
-    )]
+    #[error("{}", length_violation(.field, *.len, *.min, *.max))]
     InputLength {
         field: &'static str,
         len: usize,
@@ -188,6 +183,15 @@ fn incompatible_algorithm<T: std::fmt::Display>(
         algorithm: algorithm.to_string(),
         advice,
     }
+}
+
+fn enum_violation(field: &str, value: &str, allowed: &[&str]) -> Violation {
+    crate::validate::not_one_of(field, value, allowed)
+}
+
+fn length_violation(field: &str, len: usize, min: usize, max: usize) -> Violation {
+    Violation::hidden(field, Constraint::LengthBetween(min, max))
+        .with_suffix(format!(" bytes (got {len})"))
 }
 
 /// Checks `len` against an AWS length constraint on `field`.
