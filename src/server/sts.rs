@@ -312,7 +312,25 @@ mod tests {
         assert_eq!(i.tags, vec![("team".to_string(), "blue".to_string())]);
         assert_eq!(i.external_id.as_deref(), Some("xyz"));
         let e = assume_role_input(&query_params(b"Action=AssumeRole&RoleArn=x", "")).unwrap_err();
-        assert!(e.message.contains("roleSessionName"), "{}", e.message);
+        assert_eq!(
+            e.message,
+            "1 validation error detected: Value null at 'roleSessionName' failed to satisfy constraint: Member must not be null"
+        );
+        let e = assume_role_input(&query_params(b"Action=AssumeRole", "")).unwrap_err();
+        assert_eq!(sts_code(e.code), "ValidationError");
+        assert_eq!(
+            e.message,
+            "2 validation errors detected: Value null at 'roleArn' failed to satisfy constraint: Member must not be null; Value null at 'roleSessionName' failed to satisfy constraint: Member must not be null"
+        );
+        let e = assume_role_input(&query_params(
+            b"Action=AssumeRole&RoleArn=x&RoleSessionName=s&Tags.member.1.Value=v",
+            "",
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e.message,
+            "1 validation error detected: Value null at 'tags.1.member.key' failed to satisfy constraint: Member must not be null"
+        );
         let e = assume_role_input(&query_params(
             b"Action=AssumeRole&RoleArn=x&RoleSessionName=s&Policy=%7B%7D",
             "",

@@ -225,6 +225,23 @@ mod tests {
             .message
             .starts_with("Digest is invalid length for algorithm ECDSA_SHA_256"));
 
+        let e: KmsError = "RSA_1024".parse::<KeySpec>().unwrap_err().into();
+        assert_eq!(e.code, ErrorCode::ValidationException);
+        assert!(
+            e.message.starts_with(
+                "1 validation error detected: Value 'RSA_1024' at 'keySpec' failed to satisfy \
+                 constraint: Member must satisfy enum value set: [RSA_2048, RSA_3072, "
+            ),
+            "{}",
+            e.message
+        );
+        let e: KmsError = check_len("message", 0, 1, 4096).unwrap_err().into();
+        assert_eq!(
+            e.message,
+            "1 validation error detected: Value at 'message' failed to satisfy constraint: \
+             Member must have length between 1 and 4096 bytes (got 0)"
+        );
+
         let e: KmsError = AsymError::InvalidCiphertext.into();
         assert_eq!(e, KmsError::invalid_ciphertext());
 
