@@ -28,4 +28,5 @@ pub mod session;
 pub mod snapshot;
 pub mod sys;
 pub mod telemetry;
+pub mod validate;
 pub mod volume;

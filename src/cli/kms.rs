@@ -7,6 +7,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde_json::{json, Map, Value};
 
 use super::CliError;
+use keyvol::validate::{member_name, Constraint, Violation};
 
 /// How a request field is given on the command line.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -580,17 +581,9 @@ pub(crate) fn read_path(op: &str, field: &str, p: &str, limit: usize) -> Result<
         .read_to_end(&mut bytes)
         .map_err(unreadable)?;
     if bytes.len() > limit {
-        let mut name = field.to_string();
-        if let Some(first) = name.get_mut(..1) {
-            first.make_ascii_lowercase();
-        }
-        return Err(CliError::service(
-            op,
-            keyvol::kms::KmsError::validation(format!(
-                "1 validation error detected: Value at '{name}' failed to satisfy constraint: \
-                 Member must have length less than or equal to {limit} (file {p} is larger)"
-            )),
-        ));
+        let v = Violation::hidden(member_name(field), Constraint::MaxLength(limit))
+            .with_suffix(format!(" (file {p} is larger)"));
+        return Err(CliError::service(op, keyvol::kms::KmsError::from(v)));
     }
     Ok(bytes)
 }

@@ -671,8 +671,10 @@ fn validate_profile_name(p: &str) -> KmsResult<()> {
 
 fn validate_user_name(n: &str) -> KmsResult<()> {
     if !is_name(n, b"+=,.@_-") {
-        return Err(KmsError::validation(format!(
-            "1 validation error detected: Value '{n}' at 'userName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]+ (1-64 characters)"
+        return Err(KmsError::from(crate::validate::pattern(
+            "userName",
+            n,
+            roles::NAME_PATTERN,
         )));
     }
     Ok(())

@@ -24,6 +24,12 @@ use crate::ids::AccountId;
 use crate::kms::{Caller, ErrorCode, KmsError, KmsResult, PrincipalType, RequestContext};
 use crate::policy::{self, AuthzInput, AuthzRequest, PolicyDocument};
 use crate::secret::SecretBytes;
+use crate::validate::{self, Constraint, ValidationErrors, Validator, Violation};
+
+/// IAM's role name constraint, as its messages word it.
+pub(crate) const NAME_PATTERN: &str = "[\\w+=,.@-]+ (1-64 characters)";
+/// STS's session name (and source identity) constraint.
+const SESSION_NAME_PATTERN: &str = "[\\w+=,.@-]* (2-64 characters)";
 
 pub(crate) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS roles (
@@ -126,13 +132,23 @@ fn sts_validation(message: String) -> KmsError {
     KmsError::new(ErrorCode::ValidationException, message)
 }
 
+/// IAM's and STS's ValidationError (ValidationException inside, renamed
+/// on the wire) for members that fail their constraints.
+fn invalid(e: impl Into<ValidationErrors>) -> KmsError {
+    sts_validation(e.into().to_string())
+}
+
 /// `arn:aws:iam::<account>:role/[<path>/]<name>` as (account, name).
-fn parse_role_arn(arn: &str) -> KmsResult<(AccountId, String)> {
+fn parse_role_arn(arn: &str) -> Result<(AccountId, String), Violation> {
     let bad = || {
-        sts_validation(format!(
-            "1 validation error detected: Value '{}' at 'roleArn' failed to satisfy constraint: Member must be a role ARN arn:aws:iam::<account>:role/<name>",
-            arn.chars().take(128).collect::<String>()
-        ))
+        Violation::shown(
+            "roleArn",
+            arn,
+            Constraint::Other(
+                "Member must be a role ARN arn:aws:iam::<account>:role/<name>".into(),
+            ),
+        )
+        .show_at_most(128)
     };
     if !(20..=2048).contains(&arn.len()) {
         return Err(bad());
@@ -155,30 +171,25 @@ pub(crate) fn role_arn(account: &AccountId, name: &str) -> String {
 /// Checks a tag set as IAM and STS do: at most 50 tags, keys of 1 to 128
 /// and values of at most 256 characters, keys unique regardless of case.
 pub fn validate_tags(tags: &[(String, String)], member: &str) -> KmsResult<()> {
-    if tags.len() > MAX_TAGS {
-        return Err(sts_validation(format!(
-            "1 validation error detected: Value at '{member}' failed to satisfy constraint: Member must have length less than or equal to {MAX_TAGS}"
-        )));
-    }
+    validate::count(member, tags.len(), 0, MAX_TAGS).map_err(invalid)?;
     for (i, (k, v)) in tags.iter().enumerate() {
         let n = i + 1;
         if k.is_empty() || k.chars().count() > MAX_TAG_KEY {
-            return Err(sts_validation(format!(
-                "1 validation error detected: Value at '{member}.{n}.member.key' failed to satisfy constraint: Member must have length between 1 and {MAX_TAG_KEY}"
+            return Err(invalid(Violation::hidden(
+                format!("{member}.{n}.member.key"),
+                Constraint::LengthBetween(1, MAX_TAG_KEY),
             )));
         }
-        if v.chars().count() > MAX_TAG_VALUE {
-            return Err(sts_validation(format!(
-                "1 validation error detected: Value at '{member}.{n}.member.value' failed to satisfy constraint: Member must have length less than or equal to {MAX_TAG_VALUE}"
-            )));
-        }
+        validate::length(&format!("{member}.{n}.member.value"), v, 0, MAX_TAG_VALUE)
+            .map_err(invalid)?;
         let ok = |s: &str| {
             s.chars()
                 .all(|c| c.is_alphanumeric() || c.is_whitespace() || "_.:/=+-@".contains(c))
         };
         if !ok(k) || !ok(v) {
-            return Err(sts_validation(format!(
-                "1 validation error detected: Value at '{member}.{n}' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\p{{L}}\\p{{Z}}\\p{{N}}_.:/=+\\-@]*"
+            return Err(invalid(Violation::hidden(
+                format!("{member}.{n}"),
+                Constraint::Pattern("[\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*".into()),
             )));
         }
         if tags[..i].iter().any(|(p, _)| p.eq_ignore_ascii_case(k)) {
@@ -299,23 +310,22 @@ impl Iam {
         max_session_duration: Option<i64>,
         tags: &[(String, String)],
     ) -> KmsResult<Value> {
+        let mut v = Validator::new();
         if !is_name(name, b"+=,.@_-") {
-            return Err(sts_validation(format!(
-                "1 validation error detected: Value '{}' at 'roleName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]+ (1-64 characters)",
-                name.chars().take(80).collect::<String>()
-            )));
+            v.push(validate::pattern("roleName", name, NAME_PATTERN).show_at_most(80));
         }
         let max = max_session_duration.unwrap_or(DEFAULT_SESSION_SECONDS);
         if !(DEFAULT_SESSION_SECONDS..=MAX_ROLE_SESSION_SECONDS).contains(&max) {
-            return Err(sts_validation(format!(
-                "1 validation error detected: Value '{max}' at 'maxSessionDuration' failed to satisfy constraint: Member must have value between {DEFAULT_SESSION_SECONDS} and {MAX_ROLE_SESSION_SECONDS}"
-            )));
-        }
-        if description.is_some_and(|d| d.chars().count() > 1000) {
-            return Err(sts_validation(
-                "1 validation error detected: Value at 'description' failed to satisfy constraint: Member must have length less than or equal to 1000".into(),
+            v.push(Violation::shown(
+                "maxSessionDuration",
+                &max.to_string(),
+                Constraint::ValueBetween(DEFAULT_SESSION_SECONDS, MAX_ROLE_SESSION_SECONDS),
             ));
         }
+        if let Some(d) = description {
+            v.check(validate::length("description", d, 0, 1000));
+        }
+        v.finish().map_err(invalid)?;
         trust_document(trust_policy)?;
         validate_tags(tags, "tags")?;
         let conn = self.conn();
@@ -542,33 +552,40 @@ impl Iam {
         ctx: &RequestContext,
         input: &AssumeRoleInput,
     ) -> KmsResult<AssumedRole> {
-        let (account, name) = parse_role_arn(&input.role_arn)?;
+        let mut v = Validator::new();
+        let role = v.check(parse_role_arn(&input.role_arn));
         let session = &input.role_session_name;
         if !(2..=64).contains(&session.len()) || !is_name(session, b"+=,.@_-") {
-            return Err(sts_validation(format!(
-                "1 validation error detected: Value '{}' at 'roleSessionName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]* (2-64 characters)",
-                session.chars().take(80).collect::<String>()
-            )));
+            v.push(
+                validate::pattern("roleSessionName", session, SESSION_NAME_PATTERN)
+                    .show_at_most(80),
+            );
         }
         if let Some(s) = &input.source_identity {
             if !(2..=64).contains(&s.len()) || !is_name(s, b"+=,.@_-") {
-                return Err(sts_validation(
-                    "1 validation error detected: Value at 'sourceIdentity' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]* (2-64 characters)".into(),
+                // The source identity is not echoed.
+                v.push(Violation::hidden(
+                    "sourceIdentity",
+                    Constraint::Pattern(SESSION_NAME_PATTERN.into()),
                 ));
             }
         }
         if let Some(e) = &input.external_id {
             if !(2..=1224).contains(&e.len()) {
-                return Err(sts_validation(
-                    "1 validation error detected: Value at 'externalId' failed to satisfy constraint: Member must have length between 2 and 1224".into(),
+                v.push(Violation::hidden(
+                    "externalId",
+                    Constraint::LengthBetween(2, 1224),
                 ));
             }
         }
+        let (account, name) = v.finish_with(role).map_err(invalid)?;
         validate_tags(&input.tags, "tags")?;
         let duration = input.duration_seconds.unwrap_or(DEFAULT_SESSION_SECONDS);
         if duration < MIN_SESSION_SECONDS {
-            return Err(sts_validation(format!(
-                "1 validation error detected: Value '{duration}' at 'durationSeconds' failed to satisfy constraint: Member must have value greater than or equal to {MIN_SESSION_SECONDS}"
+            return Err(invalid(Violation::shown(
+                "durationSeconds",
+                &duration.to_string(),
+                Constraint::MinValue(MIN_SESSION_SECONDS),
             )));
         }
         let chained = ctx.caller.principal_type == PrincipalType::AssumedRole;
@@ -812,8 +829,12 @@ mod tests {
             "arn:aws:sts::111122223333:role/x",
             "short",
         ] {
-            let e = parse_role_arn(bad).unwrap_err();
+            let e = invalid(parse_role_arn(bad).unwrap_err());
             assert_eq!(e.code, ErrorCode::ValidationException, "{bad}");
+            assert_eq!(
+                e.message,
+                format!("1 validation error detected: Value '{bad}' at 'roleArn' failed to satisfy constraint: Member must be a role ARN arn:aws:iam::<account>:role/<name>")
+            );
         }
     }
 

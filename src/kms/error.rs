@@ -135,3 +135,17 @@ impl From<crate::policy::Denial> for KmsError {
         KmsError::new(ErrorCode::AccessDeniedException, d.message())
     }
 }
+
+impl From<crate::validate::Violation> for KmsError {
+    /// ValidationException with AWS's message for the member.
+    fn from(v: crate::validate::Violation) -> Self {
+        KmsError::validation(v.to_string())
+    }
+}
+
+impl From<crate::validate::ValidationErrors> for KmsError {
+    /// ValidationException naming every member that failed.
+    fn from(e: crate::validate::ValidationErrors) -> Self {
+        KmsError::validation(e.to_string())
+    }
+}

@@ -16,6 +16,7 @@ use super::store::{self, db};
 use super::{ErrorCode, Kms, KmsError, KmsResult, RequestContext};
 use crate::policy::{keys, ConditionContext};
 use crate::request_struct;
+use crate::validate::{self, Constraint, Violation};
 
 pub(crate) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS grants (
@@ -273,9 +274,15 @@ request_struct!(RevokeGrantRequest {
 fn validate_principal(field: &str, p: &str) -> KmsResult<()> {
     let ok = p.starts_with("arn:aws:iam::") || p.ends_with(".amazonaws.com");
     if !ok || p.len() > 256 {
-        return Err(KmsError::validation(format!(
-            "1 validation error detected: Value '{p}' at '{field}' failed to satisfy constraint: Member must be a principal ARN such as arn:aws:iam::111122223333:user/alice"
-        )));
+        return Err(Violation::shown(
+            field,
+            p,
+            Constraint::Other(
+                "Member must be a principal ARN such as arn:aws:iam::111122223333:user/alice"
+                    .into(),
+            ),
+        )
+        .into());
     }
     Ok(())
 }
@@ -289,21 +296,17 @@ impl Kms {
     pub fn create_grant(&self, ctx: &RequestContext, req: CreateGrantRequest) -> KmsResult<Value> {
         self.run(ctx, "CreateGrant", serde_json::to_value(&req).unwrap_or_default(), |op| {
             let k = op.resolve(req.key_id.as_deref(), false)?;
-            let grantee = req.grantee_principal.clone().ok_or_else(|| KmsError::validation("1 validation error detected: Value null at 'granteePrincipal' failed to satisfy constraint: Member must not be null"))?;
+            let grantee = validate::required("granteePrincipal", &req.grantee_principal)?.clone();
             validate_principal("granteePrincipal", &grantee)?;
             if let Some(r) = &req.retiring_principal {
                 validate_principal("retiringPrincipal", r)?;
             }
             let operations = req.operations.clone().unwrap_or_default();
-            if operations.is_empty() {
-                return Err(KmsError::validation("1 validation error detected: Value at 'operations' failed to satisfy constraint: Member must have length greater than or equal to 1"));
-            }
+            validate::count("operations", operations.len(), 1, usize::MAX)?;
             for o in &operations {
                 if !GRANT_OPERATIONS.contains(&o.as_str()) {
-                    return Err(KmsError::validation(format!(
-                        "1 validation error detected: Value '[{o}]' at 'operations' failed to satisfy constraint: Member must satisfy constraint: [Member must satisfy enum value set: [{}]]",
-                        GRANT_OPERATIONS.join(", ")
-                    )));
+                    let allowed = GRANT_OPERATIONS.iter().map(|s| s.to_string()).collect();
+                    return Err(Violation::shown("operations", &format!("[{o}]"), Constraint::EachEnum(allowed)).into());
                 }
             }
             let constraints = req.constraints.clone().unwrap_or_default();
@@ -427,7 +430,7 @@ impl Kms {
         req: ListRetirableGrantsRequest,
     ) -> KmsResult<Value> {
         self.run(ctx, "ListRetirableGrants", serde_json::to_value(&req).unwrap_or_default(), |op| {
-            let principal = req.retiring_principal.clone().ok_or_else(|| KmsError::validation("1 validation error detected: Value null at 'retiringPrincipal' failed to satisfy constraint: Member must not be null"))?;
+            let principal = validate::required("retiringPrincipal", &req.retiring_principal)?.clone();
             super::authz::authorize_identity(op, "kms:ListRetirableGrants", "*", ConditionContext::new())?;
             let mut st = op
                 .tx
@@ -525,9 +528,7 @@ fn delete_grant(op: &Op<'_>, id: &str) -> KmsResult<()> {
 const GRANT_TOKEN_LEN: usize = 128;
 
 fn check_tokens(tokens: &[String]) -> KmsResult<()> {
-    if tokens.len() > 10 {
-        return Err(KmsError::validation("1 validation error detected: Value at 'grantTokens' failed to satisfy constraint: Member must have length less than or equal to 10"));
-    }
+    validate::count("grantTokens", tokens.len(), 0, 10)?;
     for t in tokens {
         if t.len() != GRANT_TOKEN_LEN || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(KmsError::new(

@@ -14,6 +14,7 @@ use super::{ErrorCode, Kms, KmsError, KmsResult, RequestContext};
 use crate::clock::DAY;
 use crate::ids::KeyId;
 use crate::secret::SecretBytes;
+use crate::validate::{self, Constraint, Violation};
 
 pub const EBS_ALIAS: &str = "alias/aws/ebs";
 pub const MAX_PLAINTEXT: usize = 4096;
@@ -38,23 +39,6 @@ pub(crate) fn context_conditions(ctx: &EncryptionContext) -> Map<String, Value> 
         json!(ctx.keys().collect::<Vec<_>>()),
     );
     m
-}
-
-fn validation_len(field: &str, max: usize, what: &str) -> KmsError {
-    KmsError::validation(format!(
-        "1 validation error detected: Value at '{field}' failed to satisfy constraint: Member must have {what} less than or equal to {max}"
-    ))
-}
-
-fn range_error(field: &str, value: i64, min: i64, max: i64) -> KmsError {
-    let (op, bound) = if value < min {
-        ("greater", min)
-    } else {
-        ("less", max)
-    };
-    KmsError::validation(format!(
-        "1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: Member must have value {op} than or equal to {bound}"
-    ))
 }
 
 fn check_algorithm(alg: Option<&str>) -> KmsResult<()> {
@@ -237,25 +221,18 @@ fn validate_tags(tags: &[Tag]) -> KmsResult<()> {
     }
     for (i, t) in tags.iter().enumerate() {
         let member = i + 1;
+        let key_field = format!("tags.{member}.member.tagKey");
         if t.tag_key.is_empty() {
-            return Err(KmsError::validation(format!(
-                "1 validation error detected: Value '' at 'tags.{member}.member.tagKey' failed to satisfy constraint: Member must have length greater than or equal to 1"
-            )));
+            // AWS echoes the empty key.
+            return Err(Violation::shown(key_field, "", Constraint::MinLength(1)).into());
         }
-        if t.tag_key.chars().count() > 128 {
-            return Err(validation_len(
-                &format!("tags.{member}.member.tagKey"),
-                128,
-                "length",
-            ));
-        }
-        if t.tag_value.chars().count() > 256 {
-            return Err(validation_len(
-                &format!("tags.{member}.member.tagValue"),
-                256,
-                "length",
-            ));
-        }
+        validate::length(&key_field, &t.tag_key, 1, 128)?;
+        validate::length(
+            &format!("tags.{member}.member.tagValue"),
+            &t.tag_value,
+            0,
+            256,
+        )?;
         if tags[..i].iter().any(|o| o.tag_key == t.tag_key) {
             return Err(KmsError::new(ErrorCode::TagException, "Duplicate tag keys"));
         }
@@ -304,9 +281,7 @@ fn validate_alias_name(name: &str) -> KmsResult<()> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"/_-".contains(&b))
     {
-        return Err(KmsError::validation(format!(
-            "1 validation error detected: Value '{name}' at 'aliasName' failed to satisfy constraint: Member must satisfy regular expression pattern: ^alias/[a-zA-Z0-9/_-]+$"
-        )));
+        return Err(validate::pattern("aliasName", name, "^alias/[a-zA-Z0-9/_-]+$").into());
     }
     if name.starts_with("alias/aws/") {
         return Err(KmsError::new(
@@ -323,9 +298,7 @@ fn paginate<T>(
     marker: Option<&str>,
 ) -> KmsResult<(Vec<T>, bool, Option<String>)> {
     let limit = limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(range_error("limit", limit, 1, 1000));
-    }
+    validate::range("limit", limit, 1, 1000)?;
     let start = match marker {
         None => 0,
         Some(m) => m.parse::<usize>().map_err(|_| {
@@ -436,9 +409,12 @@ impl Kms {
                     ))
                 }
                 other => {
-                    return Err(KmsError::validation(format!(
-                        "1 validation error detected: Value '{other}' at 'origin' failed to satisfy constraint: Member must satisfy enum value set: [AWS_KMS, EXTERNAL, AWS_CLOUDHSM, EXTERNAL_KEY_STORE]"
-                    )))
+                    return Err(validate::not_one_of(
+                        "origin",
+                        other,
+                        &["AWS_KMS", "EXTERNAL", "AWS_CLOUDHSM", "EXTERNAL_KEY_STORE"],
+                    )
+                    .into())
                 }
             }
             if req.multi_region == Some(true) {
@@ -448,9 +424,7 @@ impl Kms {
                 ));
             }
             let description = req.description.clone().unwrap_or_default();
-            if description.chars().count() > 8192 {
-                return Err(validation_len("description", 8192, "length"));
-            }
+            validate::length("description", &description, 0, 8192)?;
             let tags = req.tags.clone().unwrap_or_default();
             validate_tags(&tags)?;
             let mut k = new_key_record(
@@ -540,11 +514,14 @@ impl Kms {
     ) -> KmsResult<Empty> {
         self.run(ctx, "UpdateKeyDescription", to_audit(&req), |op| {
             let mut k = op.resolve(req.key_id.as_deref(), false)?;
-            op.permit("kms:UpdateKeyDescription", &k, StateRule::Manage, &no_conditions())?;
-            let d = req.description.clone().ok_or_else(|| KmsError::validation("1 validation error detected: Value null at 'description' failed to satisfy constraint: Member must not be null"))?;
-            if d.chars().count() > 8192 {
-                return Err(validation_len("description", 8192, "length"));
-            }
+            op.permit(
+                "kms:UpdateKeyDescription",
+                &k,
+                StateRule::Manage,
+                &no_conditions(),
+            )?;
+            let d = validate::required("description", &req.description)?.clone();
+            validate::length("description", &d, 0, 8192)?;
             k.description = d;
             store::update_key(op.tx, &k)?;
             Ok(Empty {})
@@ -600,9 +577,7 @@ impl Kms {
             }
             k.check_state(StateRule::Schedule)?;
             let days = req.pending_window_in_days.unwrap_or(30);
-            if !(7..=30).contains(&days) {
-                return Err(range_error("pendingWindowInDays", days, 7, 30));
-            }
+            validate::range("pendingWindowInDays", days, 7, 30)?;
             k.state_before_deletion = Some(k.state.as_str().into());
             k.state = KeyState::PendingDeletion;
             k.deletion_date = Some(op.now + days * DAY);
@@ -645,15 +620,13 @@ impl Kms {
         self.run(ctx, "Encrypt", to_audit(&req), |op| {
             let k = op.resolve(req.key_id.as_deref(), true)?;
             let context = req.encryption_context.clone().unwrap_or_default();
-            let pt = req.plaintext.as_ref().ok_or_else(|| KmsError::validation("1 validation error detected: Value null at 'plaintext' failed to satisfy constraint: Member must not be null"))?;
-            if pt.0.is_empty() {
-                return Err(KmsError::validation("1 validation error detected: Value at 'plaintext' failed to satisfy constraint: Member must have length greater than or equal to 1"));
-            }
-            if pt.0.len() > MAX_PLAINTEXT {
-                return Err(validation_len("plaintext", MAX_PLAINTEXT, "length"));
-            }
+            let pt = validate::required("plaintext", &req.plaintext)?;
+            validate::count("plaintext", pt.0.len(), 1, MAX_PLAINTEXT)?;
             let mut cond = context_conditions(&context);
-            cond.insert("kms:EncryptionAlgorithm".into(), json!(req.encryption_algorithm.as_deref().unwrap_or(SYMMETRIC)));
+            cond.insert(
+                "kms:EncryptionAlgorithm".into(),
+                json!(req.encryption_algorithm.as_deref().unwrap_or(SYMMETRIC)),
+            );
             op.permit("kms:Encrypt", &k, StateRule::Use, &cond)?;
             if k.key_spec.starts_with("RSA_") && k.key_usage == "ENCRYPT_DECRYPT" {
                 return self.encrypt_asymmetric(op, &k, &req);
@@ -662,7 +635,11 @@ impl Kms {
             check_algorithm(req.encryption_algorithm.as_deref())?;
             dry_run(req.dry_run)?;
             let blob = self.encrypt_with(op, &k, &context, pt.0.expose())?;
-            Ok(EncryptResponse { ciphertext_blob: Blob(blob), key_id: k.arn(), encryption_algorithm: SYMMETRIC.into() })
+            Ok(EncryptResponse {
+                ciphertext_blob: Blob(blob),
+                key_id: k.arn(),
+                encryption_algorithm: SYMMETRIC.into(),
+            })
         })
     }
 
@@ -722,15 +699,18 @@ impl Kms {
 
     pub fn decrypt(&self, ctx: &RequestContext, req: DecryptRequest) -> KmsResult<DecryptResponse> {
         self.run(ctx, "Decrypt", to_audit(&req), |op| {
-            let blob = req.ciphertext_blob.as_ref().ok_or_else(|| KmsError::validation("1 validation error detected: Value null at 'ciphertextBlob' failed to satisfy constraint: Member must not be null"))?;
-            if blob.0.len() > 6144 {
-                return Err(validation_len("ciphertextBlob", 6144, "length"));
-            }
+            let blob = validate::required("ciphertextBlob", &req.ciphertext_blob)?;
+            validate::byte_length("ciphertextBlob", &blob.0, 0, 6144)?;
             // RSA ciphertexts are raw: a request with an RSA algorithm, or
             // naming a key while the blob is not a keyvol ciphertext, is
             // for an asymmetric key.
             let raw = req.key_id.is_some() && ciphertext::parse_header(&blob.0).is_err();
-            if raw || req.encryption_algorithm.as_deref().is_some_and(|a| a != SYMMETRIC) {
+            if raw
+                || req
+                    .encryption_algorithm
+                    .as_deref()
+                    .is_some_and(|a| a != SYMMETRIC)
+            {
                 return self.decrypt_asymmetric(op, &req);
             }
             let k = self.blob_key(op, &blob.0, req.key_id.as_deref())?;
@@ -757,7 +737,7 @@ impl Kms {
         req: ReEncryptRequest,
     ) -> KmsResult<ReEncryptResponse> {
         self.run(ctx, "ReEncrypt", to_audit(&req), |op| {
-            let blob = req.ciphertext_blob.as_ref().ok_or_else(|| KmsError::validation("1 validation error detected: Value null at 'ciphertextBlob' failed to satisfy constraint: Member must not be null"))?;
+            let blob = validate::required("ciphertextBlob", &req.ciphertext_blob)?;
             let src_alg = req.source_encryption_algorithm.as_deref().unwrap_or(SYMMETRIC);
             let dst_alg = req.destination_encryption_algorithm.as_deref().unwrap_or(SYMMETRIC);
             let sctx = req.source_encryption_context.clone().unwrap_or_default();
@@ -859,20 +839,20 @@ impl Kms {
         self.run(ctx, name, to_audit(&req), |op| {
             let len = match (req.number_of_bytes, req.key_spec.as_deref()) {
                 (Some(_), Some(_)) | (None, None) => {
-                    return Err(KmsError::validation("Please specify either number of bytes or key spec."))
+                    return Err(KmsError::validation(
+                        "Please specify either number of bytes or key spec.",
+                    ))
                 }
                 (Some(n), None) => {
-                    if !(1..=1024).contains(&n) {
-                        return Err(range_error("numberOfBytes", n, 1, 1024));
-                    }
+                    validate::range("numberOfBytes", n, 1, 1024)?;
                     n as usize
                 }
                 (None, Some("AES_256")) => 32,
                 (None, Some("AES_128")) => 16,
                 (None, Some(other)) => {
-                    return Err(KmsError::validation(format!(
-                        "1 validation error detected: Value '{other}' at 'keySpec' failed to satisfy constraint: Member must satisfy enum value set: [AES_256, AES_128]"
-                    )))
+                    return Err(
+                        validate::not_one_of("keySpec", other, &["AES_256", "AES_128"]).into(),
+                    )
                 }
             };
             let k = op.resolve(req.key_id.as_deref(), true)?;
@@ -882,7 +862,11 @@ impl Kms {
             dry_run(req.dry_run)?;
             let dk = SecretBytes::random(len);
             let blob = self.encrypt_with(op, &k, &context, dk.expose())?;
-            Ok(GenerateDataKeyResponse { ciphertext_blob: Blob(blob), plaintext: with_plaintext.then_some(SecretBlob(dk)), key_id: k.arn() })
+            Ok(GenerateDataKeyResponse {
+                ciphertext_blob: Blob(blob),
+                plaintext: with_plaintext.then_some(SecretBlob(dk)),
+                key_id: k.arn(),
+            })
         })
     }
 
@@ -893,14 +877,17 @@ impl Kms {
     ) -> KmsResult<GenerateRandomResponse> {
         self.run(ctx, "GenerateRandom", to_audit(&req), |op| {
             super::authz::authorize_account_action(op, "kms:GenerateRandom")?;
-            let n = req.number_of_bytes.ok_or_else(|| KmsError::validation("1 validation error detected: Value null at 'numberOfBytes' failed to satisfy constraint: Member must not be null"))?;
-            if !(1..=1024).contains(&n) {
-                return Err(range_error("numberOfBytes", n, 1, 1024));
-            }
+            let n = *validate::required("numberOfBytes", &req.number_of_bytes)?;
+            validate::range("numberOfBytes", n, 1, 1024)?;
             if req.custom_key_store_id.is_some() {
-                return Err(KmsError::new(ErrorCode::UnsupportedOperationException, "Custom key stores are not supported."));
+                return Err(KmsError::new(
+                    ErrorCode::UnsupportedOperationException,
+                    "Custom key stores are not supported.",
+                ));
             }
-            Ok(GenerateRandomResponse { plaintext: SecretBlob(SecretBytes::random(n as usize)) })
+            Ok(GenerateRandomResponse {
+                plaintext: SecretBlob(SecretBytes::random(n as usize)),
+            })
         })
     }
 
@@ -1072,9 +1059,7 @@ impl Kms {
             }
             k.check_state(StateRule::Rotate)?;
             rotation_supported(&k, false)?;
-            if !(90..=2560).contains(&period) {
-                return Err(range_error("rotationPeriodInDays", period, 90, 2560));
-            }
+            validate::range("rotationPeriodInDays", period, 90, 2560)?;
             k.rotation_enabled = true;
             k.rotation_period = Some(period);
             k.next_rotation = Some(op.now + period * DAY);
@@ -1171,9 +1156,12 @@ impl Kms {
                 None | Some("ROTATIONS_ONLY") => false,
                 Some("ALL_KEY_MATERIAL") => true,
                 Some(other) => {
-                    return Err(KmsError::validation(format!(
-                        "1 validation error detected: Value '{other}' at 'includeKeyMaterial' failed to satisfy constraint: Member must satisfy enum value set: [ALL_KEY_MATERIAL, ROTATIONS_ONLY]"
-                    )))
+                    return Err(validate::not_one_of(
+                        "includeKeyMaterial",
+                        other,
+                        &["ALL_KEY_MATERIAL", "ROTATIONS_ONLY"],
+                    )
+                    .into())
                 }
             };
             op.permit("kms:ListKeyRotations", &k, StateRule::Any, &no_conditions())?;
@@ -1300,8 +1288,13 @@ impl Kms {
                 return Err(access_denied_managed(op, "kms:PutKeyPolicy", &k));
             }
             k.check_state(StateRule::Manage)?;
-            let text = req.policy.clone().ok_or_else(|| KmsError::validation("1 validation error detected: Value null at 'policy' failed to satisfy constraint: Member must not be null"))?;
-            k.policy = super::authz::validate_policy_for_key(op, &text, &k, req.bypass_policy_lockout_safety_check.unwrap_or(false))?;
+            let text = validate::required("policy", &req.policy)?.clone();
+            k.policy = super::authz::validate_policy_for_key(
+                op,
+                &text,
+                &k,
+                req.bypass_policy_lockout_safety_check.unwrap_or(false),
+            )?;
             store::update_key(op.tx, &k)?;
             Ok(Empty {})
         })

@@ -14,6 +14,7 @@ use super::model::StateRule;
 use super::ops::{no_conditions, to_audit};
 use super::store;
 use super::{ErrorCode, Kms, KmsError, KmsResult, RequestContext};
+use crate::validate;
 
 crate::request_struct!(CustomKeyStoreRequest {
     custom_key_store_id: String,
@@ -58,15 +59,6 @@ fn store_not_found(id: Option<&str>) -> KmsError {
     }
 }
 
-fn required(field: &str, present: bool) -> KmsResult<()> {
-    if present {
-        return Ok(());
-    }
-    Err(KmsError::validation(format!(
-        "1 validation error detected: Value null at '{field}' failed to satisfy constraint: Member must not be null"
-    )))
-}
-
 impl Kms {
     pub fn describe_custom_key_stores(
         &self,
@@ -82,11 +74,7 @@ impl Kms {
                 ));
             }
             if let Some(l) = req.limit {
-                if !(1..=1000).contains(&l) {
-                    return Err(KmsError::validation(format!(
-                        "1 validation error detected: Value '{l}' at 'limit' failed to satisfy constraint: Member must have value between 1 and 1000"
-                    )));
-                }
+                validate::range("limit", l, 1, 1000)?;
             }
             if req.marker.is_some() {
                 return Err(KmsError::new(
@@ -104,10 +92,10 @@ impl Kms {
         req: CustomKeyStoreRequest,
     ) -> KmsResult<Value> {
         self.run(ctx, "CreateCustomKeyStore", to_audit(&req), |_| {
-            required("customKeyStoreName", req.custom_key_store_name.is_some())?;
+            validate::required("customKeyStoreName", &req.custom_key_store_name)?;
             match req.custom_key_store_type.as_deref() {
                 None | Some("AWS_CLOUDHSM") => {
-                    required("cloudHsmClusterId", req.cloud_hsm_cluster_id.is_some())?;
+                    validate::required("cloudHsmClusterId", &req.cloud_hsm_cluster_id)?;
                     Err(KmsError::new(
                         ErrorCode::CloudHsmClusterNotFoundException,
                         format!(
@@ -120,9 +108,12 @@ impl Kms {
                     ErrorCode::XksProxyUriUnreachableException,
                     "KMS was unable to reach the external key store proxy at the specified URI endpoint.",
                 )),
-                Some(other) => Err(KmsError::validation(format!(
-                    "1 validation error detected: Value '{other}' at 'customKeyStoreType' failed to satisfy constraint: Member must satisfy enum value set: [AWS_CLOUDHSM, EXTERNAL_KEY_STORE]"
-                ))),
+                Some(other) => Err(validate::not_one_of(
+                    "customKeyStoreType",
+                    other,
+                    &["AWS_CLOUDHSM", "EXTERNAL_KEY_STORE"],
+                )
+                .into()),
             }
         })
     }
@@ -134,7 +125,7 @@ impl Kms {
         req: CustomKeyStoreRequest,
     ) -> KmsResult<Value> {
         self.run(ctx, operation, to_audit(&req), |_| {
-            required("customKeyStoreId", req.custom_key_store_id.is_some())?;
+            validate::required("customKeyStoreId", &req.custom_key_store_id)?;
             Err(store_not_found(req.custom_key_store_id.as_deref()))
         })
     }

@@ -25,6 +25,7 @@ use super::service::Op;
 use super::store;
 use super::{ErrorCode, Kms, KmsError, KmsResult, RequestContext};
 use crate::secret::SecretBytes;
+use crate::validate::{Constraint, Validator, Violation};
 
 crate::request_struct!(GetPublicKeyRequest {
     key_id: String,
@@ -150,27 +151,20 @@ pub struct DeriveSharedSecretResponse {
     pub key_origin: String,
 }
 
-/// AWS's message for a missing required field.
-pub(crate) fn null_field(field: &str) -> KmsError {
-    KmsError::validation(format!(
-        "1 validation error detected: Value null at '{field}' failed to satisfy constraint: Member must not be null"
-    ))
-}
-
 /// A required AWS enum field.
 pub(crate) fn required_enum<T: FromStr<Err = AsymError>>(
     value: Option<&str>,
     field: &str,
 ) -> KmsResult<T> {
     value
-        .ok_or_else(|| null_field(field))?
+        .ok_or_else(|| Violation::null(field))?
         .parse()
         .map_err(KmsError::from)
 }
 
 /// A required blob field.
 pub(crate) fn required_blob<'a>(b: Option<&'a Blob>, field: &str) -> KmsResult<&'a [u8]> {
-    Ok(&b.ok_or_else(|| null_field(field))?.0)
+    Ok(&b.ok_or_else(|| Violation::null(field))?.0)
 }
 
 /// DryRun: the request was authorized and would have run.
@@ -315,19 +309,22 @@ impl Kms {
     pub fn verify(&self, ctx: &RequestContext, req: VerifyRequest) -> KmsResult<VerifyResponse> {
         self.run(ctx, "Verify", to_audit(&req), |op| {
             let k = op.resolve(req.key_id.as_deref(), true)?;
-            let message = required_blob(req.message.as_ref(), "message")?;
-            let signature = required_blob(req.signature.as_ref(), "signature")?;
-            let alg: SigningAlgorithmSpec =
-                required_enum(req.signing_algorithm.as_deref(), "signingAlgorithm")?;
+            // Every absent member in one message, as AWS answers.
+            let mut v = Validator::new();
+            let message = v.required("message", &req.message);
+            let signature = v.required("signature", &req.signature);
+            let alg = v.required("signingAlgorithm", &req.signing_algorithm);
+            let ((message, signature), alg) = v.finish_with(message.zip(signature).zip(alg))?;
+            let (message, signature) = (&message.0[..], &signature.0[..]);
+            let alg: SigningAlgorithmSpec = alg.parse()?;
             let mt = match req.message_type.as_deref() {
                 None => MessageType::Raw,
                 Some(s) => s.parse().map_err(KmsError::from)?,
             };
             if signature.is_empty() || signature.len() > 6144 {
-                return Err(KmsError::validation(format!(
-                    "1 validation error detected: Value at 'signature' failed to satisfy constraint: Member must have length between 1 and 6144 bytes (got {})",
-                    signature.len()
-                )));
+                return Err(Violation::hidden("signature", Constraint::LengthBetween(1, 6144))
+                    .with_suffix(format!(" bytes (got {})", signature.len()))
+                    .into());
             }
             let cond = with(no_conditions(), "kms:SigningAlgorithm", alg);
             let cond = with(cond, "kms:MessageType", mt);
@@ -560,7 +557,7 @@ impl Kms {
         let pt = req
             .plaintext
             .as_ref()
-            .ok_or_else(|| null_field("plaintext"))?;
+            .ok_or_else(|| Violation::null("plaintext"))?;
         let key = self.private_key(op, k)?;
         let ct = asym::encrypt(&key, alg, pt.0.expose())?;
         Ok(EncryptResponse {

@@ -44,6 +44,7 @@ use super::{ErrorCode, Kms, KmsError, KmsResult, RequestContext};
 use crate::clock::DAY;
 use crate::ids::KeyId;
 use crate::secret::{ct_eq, SecretBytes};
+use crate::validate::{self, Constraint, Violation};
 
 /// How long a GetParametersForImport response can be used.
 pub const IMPORT_PARAMETERS_LIFETIME: i64 = DAY;
@@ -191,9 +192,12 @@ impl ImportType {
         match s {
             "NEW_KEY_MATERIAL" => Ok(ImportType::NewKeyMaterial),
             "EXISTING_KEY_MATERIAL" => Ok(ImportType::ExistingKeyMaterial),
-            other => Err(KmsError::validation(format!(
-                "1 validation error detected: Value '{other}' at 'importType' failed to satisfy constraint: Member must satisfy enum value set: [NEW_KEY_MATERIAL, EXISTING_KEY_MATERIAL]"
-            ))),
+            other => Err(validate::not_one_of(
+                "importType",
+                other,
+                &["NEW_KEY_MATERIAL", "EXISTING_KEY_MATERIAL"],
+            )
+            .into()),
         }
     }
 }
@@ -203,17 +207,25 @@ pub(crate) fn check_material_id(id: &str) -> KmsResult<()> {
     if id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return Ok(());
     }
-    Err(KmsError::validation(format!(
-        "1 validation error detected: Value '{id}' at 'keyMaterialId' failed to satisfy constraint: Member must have length 64 and match pattern ^[a-f0-9]+$"
-    )))
+    Err(Violation::shown(
+        "keyMaterialId",
+        id,
+        Constraint::Other("Member must have length 64 and match pattern ^[a-f0-9]+$".into()),
+    )
+    .into())
 }
 
 fn check_material_description(d: &str) -> KmsResult<()> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || c.is_whitespace() || ":/_.-".contains(c);
     if d.is_empty() || d.chars().count() > MAX_MATERIAL_DESCRIPTION || !d.chars().all(allowed) {
-        return Err(KmsError::validation(format!(
-            "1 validation error detected: Value '{d}' at 'keyMaterialDescription' failed to satisfy constraint: Member must have length between 1 and {MAX_MATERIAL_DESCRIPTION} and match pattern ^[a-zA-Z0-9:/_\\s.-]+$"
-        )));
+        return Err(Violation::shown(
+            "keyMaterialDescription",
+            d,
+            Constraint::Other(format!(
+                "Member must have length between 1 and {MAX_MATERIAL_DESCRIPTION} and match pattern ^[a-zA-Z0-9:/_\\s.-]+$"
+            )),
+        )
+        .into());
     }
     Ok(())
 }
@@ -766,9 +778,12 @@ fn expiration_model(model: Option<&str>, valid_to: Option<i64>) -> KmsResult<&'s
         (None, None) => Err(KmsError::validation(
             "A validTo date must be set if the ExpirationModel is KEY_MATERIAL_EXPIRES (the default): give --valid-to, or --expiration-model KEY_MATERIAL_DOES_NOT_EXPIRE.",
         )),
-        (Some(other), _) => Err(KmsError::validation(format!(
-            "1 validation error detected: Value '{other}' at 'expirationModel' failed to satisfy constraint: Member must satisfy enum value set: [KEY_MATERIAL_EXPIRES, KEY_MATERIAL_DOES_NOT_EXPIRE]"
-        ))),
+        (Some(other), _) => Err(validate::not_one_of(
+            "expirationModel",
+            other,
+            &["KEY_MATERIAL_EXPIRES", "KEY_MATERIAL_DOES_NOT_EXPIRE"],
+        )
+        .into()),
     }
 }
 

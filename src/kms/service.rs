@@ -14,6 +14,7 @@ use crate::clock::Clock;
 use crate::home::Home;
 use crate::ids::{AccountId, Arn, KeyId, Region};
 use crate::secret::{Key256, SecretBytes};
+use crate::validate::{self, Violation};
 
 /// The embedded KMS over one home.
 pub struct Kms {
@@ -638,15 +639,10 @@ pub(crate) enum KeyRef {
 pub(crate) fn parse_key_ref(s: &str) -> KmsResult<KeyRef> {
     let invalid = || KmsError::not_found(format!("Invalid keyId '{s}'"));
     if s.is_empty() {
-        return Err(KmsError::validation(
-            "1 validation error detected: Value null at 'keyId' failed to satisfy constraint: Member must not be null",
-        ));
+        return Err(Violation::null("keyId").into());
     }
-    if s.len() > 2048 {
-        return Err(KmsError::validation(
-            "1 validation error detected: Value at 'keyId' failed to satisfy constraint: Member must have length less than or equal to 2048",
-        ));
-    }
+    // Bytes, as the key-id constraint has always been counted here.
+    validate::byte_length("keyId", s.as_bytes(), 1, 2048)?;
     if s.starts_with("alias/") {
         return Ok(KeyRef::Alias {
             name: s.to_string(),

@@ -7,6 +7,7 @@
 use super::KmsService;
 use crate::iam::roles::AssumeRoleInput;
 use crate::kms::{ErrorCode, KmsError, RequestContext};
+use crate::validate::{member_name, Validator, Violation};
 
 /// The credential-scope service name of STS.
 pub const STS_SERVICE: &str = "sts";
@@ -110,14 +111,6 @@ pub fn answer(
 /// keyvol does not evaluate them, and a session must never be broader than
 /// the caller asked for.
 fn assume_role_input(params: &[(String, String)]) -> Result<AssumeRoleInput, KmsError> {
-    let required = |name: &str| {
-        param(params, name).map(str::to_string).ok_or_else(|| {
-            KmsError::new(
-                ErrorCode::ValidationException,
-                format!("1 validation error detected: Value null at '{}' failed to satisfy constraint: Member must not be null", lower_first(name)),
-            )
-        })
-    };
     for unsupported in [
         "Policy",
         "PolicyArns.member.1.arn",
@@ -154,32 +147,29 @@ fn assume_role_input(params: &[(String, String)]) -> Result<AssumeRoleInput, Kms
             (None, None) => break,
             (Some(k), v) => tags.push((k.to_string(), v.unwrap_or("").to_string())),
             (None, Some(_)) => {
-                return Err(KmsError::new(
-                    ErrorCode::ValidationException,
-                    format!("1 validation error detected: Value null at 'tags.{n}.member.key' failed to satisfy constraint: Member must not be null"),
-                ))
+                return Err(Violation::null(format!("tags.{n}.member.key")).into());
             }
         }
         if n > 64 {
             break;
         }
     }
+    // Both absent: one message naming both, as STS answers.
+    let mut v = Validator::new();
+    let mut required = |name: &str| {
+        let value = param(params, name).map(str::to_string);
+        v.required(&member_name(name), &value).cloned()
+    };
+    let present = required("RoleArn").zip(required("RoleSessionName"));
+    let (role_arn, role_session_name) = v.finish_with(present)?;
     Ok(AssumeRoleInput {
-        role_arn: required("RoleArn")?,
-        role_session_name: required("RoleSessionName")?,
+        role_arn,
+        role_session_name,
         duration_seconds,
         tags,
         external_id: param(params, "ExternalId").map(str::to_string),
         source_identity: param(params, "SourceIdentity").map(str::to_string),
     })
-}
-
-fn lower_first(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().chain(c).collect(),
-        None => String::new(),
-    }
 }
 
 /// The STS name of an error: STS says `InvalidClientTokenId` and
@@ -322,7 +312,25 @@ mod tests {
         assert_eq!(i.tags, vec![("team".to_string(), "blue".to_string())]);
         assert_eq!(i.external_id.as_deref(), Some("xyz"));
         let e = assume_role_input(&query_params(b"Action=AssumeRole&RoleArn=x", "")).unwrap_err();
-        assert!(e.message.contains("roleSessionName"), "{}", e.message);
+        assert_eq!(
+            e.message,
+            "1 validation error detected: Value null at 'roleSessionName' failed to satisfy constraint: Member must not be null"
+        );
+        let e = assume_role_input(&query_params(b"Action=AssumeRole", "")).unwrap_err();
+        assert_eq!(sts_code(e.code), "ValidationError");
+        assert_eq!(
+            e.message,
+            "2 validation errors detected: Value null at 'roleArn' failed to satisfy constraint: Member must not be null; Value null at 'roleSessionName' failed to satisfy constraint: Member must not be null"
+        );
+        let e = assume_role_input(&query_params(
+            b"Action=AssumeRole&RoleArn=x&RoleSessionName=s&Tags.member.1.Value=v",
+            "",
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e.message,
+            "1 validation error detected: Value null at 'tags.1.member.key' failed to satisfy constraint: Member must not be null"
+        );
         let e = assume_role_input(&query_params(
             b"Action=AssumeRole&RoleArn=x&RoleSessionName=s&Policy=%7B%7D",
             "",

@@ -30,20 +30,18 @@ pub use spec::{
 };
 
 use crate::kms::error::{ErrorCode, KmsError};
+use crate::validate::{Constraint, Violation};
 
 /// An error of an asymmetric/HMAC/import primitive. Messages name what to
 /// fix and never carry key bytes or plaintext.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AsymError {
     /// A string is not one of an AWS enum's values.
-    #[error(
-        "1 validation error detected: Value '{value}' at '{field}' failed to satisfy \
-         constraint: Member must satisfy enum value set: {allowed}"
-    )]
+    #[error("{}", enum_violation(.field, .value, .allowed))]
     InvalidValue {
         field: &'static str,
         value: String,
-        allowed: String,
+        allowed: Vec<&'static str>,
     },
 
     /// CreateKey with a KeyUsage the KeySpec does not support.
@@ -75,10 +73,7 @@ pub enum AsymError {
     },
 
     /// A message (or other input) outside its length constraint.
-    #[error(
-        "1 validation error detected: Value at '{field}' failed to satisfy constraint: \
-         Member must have length between {min} and {max} bytes (got {len})"
-    )]
+    #[error("{}", length_violation(.field, *.len, *.min, *.max))]
     InputLength {
         field: &'static str,
         len: usize,
@@ -190,6 +185,15 @@ fn incompatible_algorithm<T: std::fmt::Display>(
     }
 }
 
+fn enum_violation(field: &str, value: &str, allowed: &[&str]) -> Violation {
+    crate::validate::not_one_of(field, value, allowed)
+}
+
+fn length_violation(field: &str, len: usize, min: usize, max: usize) -> Violation {
+    Violation::hidden(field, Constraint::LengthBetween(min, max))
+        .with_suffix(format!(" bytes (got {len})"))
+}
+
 /// Checks `len` against an AWS length constraint on `field`.
 fn check_len(field: &'static str, len: usize, min: usize, max: usize) -> Result<(), AsymError> {
     if (min..=max).contains(&len) {
@@ -220,6 +224,23 @@ mod tests {
         assert!(e
             .message
             .starts_with("Digest is invalid length for algorithm ECDSA_SHA_256"));
+
+        let e: KmsError = "RSA_1024".parse::<KeySpec>().unwrap_err().into();
+        assert_eq!(e.code, ErrorCode::ValidationException);
+        assert!(
+            e.message.starts_with(
+                "1 validation error detected: Value 'RSA_1024' at 'keySpec' failed to satisfy \
+                 constraint: Member must satisfy enum value set: [RSA_2048, RSA_3072, "
+            ),
+            "{}",
+            e.message
+        );
+        let e: KmsError = check_len("message", 0, 1, 4096).unwrap_err().into();
+        assert_eq!(
+            e.message,
+            "1 validation error detected: Value at 'message' failed to satisfy constraint: \
+             Member must have length between 1 and 4096 bytes (got 0)"
+        );
 
         let e: KmsError = AsymError::InvalidCiphertext.into();
         assert_eq!(e, KmsError::invalid_ciphertext());

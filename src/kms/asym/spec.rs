@@ -52,7 +52,7 @@ macro_rules! aws_enum {
                     _ => Err(AsymError::InvalidValue {
                         field: $field,
                         value: s.to_string(),
-                        allowed: join(Self::ALL),
+                        allowed: Self::ALL.iter().map(|v| v.as_str()).collect(),
                     }),
                 }
             }
