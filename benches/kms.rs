@@ -14,7 +14,7 @@ use keyvol::kms::api::{
     Blob, CreateKeyRequest, DecryptRequest, EncryptRequest, GenerateDataKeyRequest, SecretBlob,
 };
 use keyvol::kms::asym::KeySpec;
-use keyvol::kms::ops_asym::{SignRequest, VerifyRequest};
+use keyvol::kms::ops::asym::{SignRequest, VerifyRequest};
 use keyvol::kms::{Kms, RequestContext};
 use keyvol::secret::SecretBytes;
 

@@ -482,7 +482,7 @@ impl Kms {
                 )));
             }
             // DryRun: the grant was found and the caller may retire it.
-            super::ops_asym::dry_run(req.dry_run)?;
+            super::ops::asym::dry_run(req.dry_run)?;
             delete_grant(op, &g.grant_id)?;
             Ok(Empty {})
         })

@@ -498,7 +498,7 @@ impl Kms {
             let Some(mut k) = store::get_key(tx, &key_id)? else {
                 continue;
             };
-            super::ops_import::forget_material(tx, &mut k, &row)?;
+            super::ops::import::forget_material(tx, &mut k, &row)?;
             store::update_key(tx, &k)?;
             let event = json!({"keyMaterialId": row.material_id});
             self.record_service_event(tx, &k, "DeleteExpiredKeyMaterial", now, event)?;

@@ -323,7 +323,7 @@ pub(crate) fn delete_material(conn: &Connection, id: &KeyId, version: u32) -> Km
 #[derive(Debug, Clone)]
 pub(crate) struct ImportedRow {
     pub material_id: String,
-    /// Identifies the material without revealing it (see `ops_import`).
+    /// Identifies the material without revealing it (see `ops::import`).
     pub check_value: Vec<u8>,
     pub version: Option<u32>,
     pub description: Option<String>,

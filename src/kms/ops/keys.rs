@@ -167,7 +167,7 @@ impl Kms {
             let origin = req.origin.clone().unwrap_or_else(|| "AWS_KMS".into());
             match origin.as_str() {
                 "AWS_KMS" => {}
-                "EXTERNAL" if crate::kms::ops_import::importable(spec) => {}
+                "EXTERNAL" if super::import::importable(spec) => {}
                 "EXTERNAL" if spec.is_ml_dsa() => {
                     // AWS KMS generates every ML-DSA key in its HSMs; it
                     // takes no imported ML-DSA key material.

@@ -4,8 +4,11 @@
 //! key-usage checks, pagination). Each operation body runs inside
 //! [`Kms::run`](super::service) with an [`Op`] that resolves and permits.
 
+mod absent;
 mod aliases;
+pub mod asym;
 mod crypto;
+pub mod import;
 mod key_policy;
 mod keys;
 mod rotation;
@@ -25,12 +28,12 @@ use crate::kms::api::*;
 use crate::kms::asym::{KeySpec, KeyUsage, PrivateKeyMaterial};
 use crate::kms::ciphertext::{self, EncryptionContext};
 use crate::kms::model::{key_material_id, AlgorithmLists, KeyRecord, KeyState, StateRule};
-use crate::kms::ops_asym::dry_run;
 use crate::kms::service::Op;
 use crate::kms::store;
 use crate::kms::{ErrorCode, Kms, KmsError, KmsResult, RequestContext};
 use crate::secret::SecretBytes;
 use crate::validate::{self, Constraint, Violation};
+use asym::dry_run;
 
 pub const EBS_ALIAS: &str = "alias/aws/ebs";
 pub const MAX_PLAINTEXT: usize = 4096;

@@ -33,16 +33,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::Digest;
 
-use super::api::Blob;
-use super::asym::{self, AlgorithmSpec, KeySpec, PrivateKeyMaterial, WrappingKeySpec};
-use super::model::{KeyRecord, KeyState, StateRule};
-use super::ops::{no_conditions, to_audit};
-use super::ops_asym::{required_blob, required_enum, spec_of};
-use super::service::Op;
-use super::store::{self, db, ImportedRow};
-use super::{ErrorCode, Kms, KmsError, KmsResult, RequestContext};
+use super::asym::{required_blob, required_enum, spec_of};
+use super::{no_conditions, to_audit};
 use crate::clock::DAY;
 use crate::ids::KeyId;
+use crate::kms::api::Blob;
+use crate::kms::asym::{self, AlgorithmSpec, KeySpec, PrivateKeyMaterial, WrappingKeySpec};
+use crate::kms::model::{KeyRecord, KeyState, StateRule};
+use crate::kms::service::Op;
+use crate::kms::store::{self, db, ImportedRow};
+use crate::kms::{ErrorCode, Kms, KmsError, KmsResult, RequestContext};
 use crate::secret::{ct_eq, SecretBytes};
 use crate::validate::{self, Constraint, Violation};
 
@@ -571,7 +571,7 @@ impl Kms {
                     let material_id = if symmetric {
                         imported_material_id(&k.key_id, &u.material)?
                     } else {
-                        super::model::key_material_id(&k.key_id, 1)
+                        crate::kms::model::key_material_id(&k.key_id, 1)
                     };
                     let mut row = ImportedRow {
                         material_id: material_id.clone(),

@@ -10,20 +10,18 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::api::SecretBlob;
-use super::api::{Blob, DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse};
-use super::asym::{
+use super::{check_symmetric_encrypt, context_conditions, no_conditions, to_audit, wrong_usage};
+use crate::kms::api::SecretBlob;
+use crate::kms::api::{Blob, DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse};
+use crate::kms::asym::{
     self, AsymError, DataKeyPairSpec, EncryptionAlgorithmSpec, KeyAgreementAlgorithmSpec, KeySpec,
     KeyUsage, MacAlgorithmSpec, MessageType, PrivateKeyMaterial, SigningAlgorithmSpec,
 };
-use super::ciphertext::EncryptionContext;
-use super::model::{KeyRecord, StateRule};
-use super::ops::{
-    check_symmetric_encrypt, context_conditions, no_conditions, to_audit, wrong_usage,
-};
-use super::service::Op;
-use super::store;
-use super::{ErrorCode, Kms, KmsError, KmsResult, RequestContext};
+use crate::kms::ciphertext::EncryptionContext;
+use crate::kms::model::{KeyRecord, StateRule};
+use crate::kms::service::Op;
+use crate::kms::store;
+use crate::kms::{ErrorCode, Kms, KmsError, KmsResult, RequestContext};
 use crate::secret::SecretBytes;
 use crate::validate::{Constraint, Validator, Violation};
 

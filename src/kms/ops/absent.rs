@@ -10,10 +10,10 @@ use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::model::StateRule;
-use super::ops::{no_conditions, to_audit};
-use super::store;
-use super::{ErrorCode, Kms, KmsError, KmsResult, RequestContext};
+use super::{no_conditions, to_audit};
+use crate::kms::model::StateRule;
+use crate::kms::store;
+use crate::kms::{ErrorCode, Kms, KmsError, KmsResult, RequestContext};
 use crate::validate;
 
 crate::request_struct!(CustomKeyStoreRequest {
