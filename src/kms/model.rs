@@ -17,35 +17,8 @@ pub fn key_material_id(key_id: &KeyId, version: u32) -> String {
     hex::encode(h.finalize())
 }
 
-/// AWS KMS key states that keyvol's keys can be in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyState {
-    Enabled,
-    Disabled,
-    PendingDeletion,
-    PendingImport,
-}
-
-impl KeyState {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            KeyState::Enabled => "Enabled",
-            KeyState::Disabled => "Disabled",
-            KeyState::PendingDeletion => "PendingDeletion",
-            KeyState::PendingImport => "PendingImport",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<KeyState> {
-        Some(match s {
-            "Enabled" => KeyState::Enabled,
-            "Disabled" => KeyState::Disabled,
-            "PendingDeletion" => KeyState::PendingDeletion,
-            "PendingImport" => KeyState::PendingImport,
-            _ => return None,
-        })
-    }
-}
+pub use super::asym::KeyState;
+use super::asym::{KeyManager, KeySpec, KeyUsage, Origin};
 
 /// How an operation treats keys in each state, per the AWS KMS key-state
 /// effect table.
@@ -75,10 +48,10 @@ pub struct KeyRecord {
     pub account: AccountId,
     pub region: Region,
     pub description: String,
-    pub key_spec: String,
-    pub key_usage: String,
-    pub origin: String,
-    pub key_manager: String,
+    pub key_spec: KeySpec,
+    pub key_usage: KeyUsage,
+    pub origin: Origin,
+    pub key_manager: KeyManager,
     pub state: KeyState,
     pub created: i64,
     pub deletion_date: Option<i64>,
@@ -100,11 +73,11 @@ impl KeyRecord {
     }
 
     pub fn is_symmetric(&self) -> bool {
-        self.key_spec == "SYMMETRIC_DEFAULT"
+        self.key_spec == KeySpec::SymmetricDefault
     }
 
     pub fn is_aws_managed(&self) -> bool {
-        self.key_manager == "AWS"
+        self.key_manager == KeyManager::Aws
     }
 
     /// Applies the key-state effect table for `rule`, with AWS's messages.
@@ -119,7 +92,9 @@ impl KeyRecord {
             (StateRule::Use | StateRule::Rotate, KeyState::Enabled) => Ok(()),
             (StateRule::Use | StateRule::Rotate, KeyState::Disabled) => Err(disabled()),
             (StateRule::Manage, KeyState::Enabled | KeyState::Disabled) => Ok(()),
-            (StateRule::Manage, KeyState::PendingImport) if self.origin == "EXTERNAL" => Ok(()),
+            (StateRule::Manage, KeyState::PendingImport) if self.origin == Origin::External => {
+                Ok(())
+            }
             (StateRule::Schedule, KeyState::PendingDeletion) => Err(pending_deletion()),
             (StateRule::Schedule, _) => Ok(()),
             (StateRule::Cancel, KeyState::PendingDeletion) => Ok(()),
@@ -150,11 +125,7 @@ impl KeyRecord {
         let obj = m.as_object_mut();
         if let Some(obj) = obj {
             // The deprecated field, for the specs its enum has.
-            let cmk_spec = self
-                .key_spec
-                .parse::<super::asym::KeySpec>()
-                .ok()
-                .and_then(|s| s.customer_master_key_spec());
+            let cmk_spec = self.key_spec.customer_master_key_spec();
             if let Some(s) = cmk_spec {
                 obj.insert("CustomerMasterKeySpec".into(), json!(s));
             }
@@ -215,10 +186,10 @@ mod tests {
             account: AccountId::default_account(),
             region: Region::default_region(),
             description: String::new(),
-            key_spec: "SYMMETRIC_DEFAULT".into(),
-            key_usage: "ENCRYPT_DECRYPT".into(),
-            origin: "AWS_KMS".into(),
-            key_manager: "CUSTOMER".into(),
+            key_spec: KeySpec::SymmetricDefault,
+            key_usage: KeyUsage::EncryptDecrypt,
+            origin: Origin::AwsKms,
+            key_manager: KeyManager::Customer,
             state,
             created: 0,
             deletion_date: None,

@@ -3,7 +3,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::model::{KeyRecord, KeyState};
+use super::model::KeyRecord;
 use super::{KmsError, KmsResult};
 use crate::ids::{AccountId, KeyId, Region};
 
@@ -97,6 +97,10 @@ const KEY_COLUMNS: &str = "key_id, account, region, description, key_spec, key_u
      rotation_enabled, rotation_period, next_rotation, on_demand_rotations, policy, valid_to, \
      expiration_model, public_key";
 
+fn text(r: &Row<'_>, i: usize) -> rusqlite::Result<String> {
+    r.get(i)
+}
+
 fn key_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
     let parse_err = |i: usize, what: &str| {
         rusqlite::Error::FromSqlConversionFailure(
@@ -114,11 +118,13 @@ fn key_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
         account: account.parse().map_err(|_| parse_err(1, "account"))?,
         region: region.parse().map_err(|_| parse_err(2, "region"))?,
         description: r.get(3)?,
-        key_spec: r.get(4)?,
-        key_usage: r.get(5)?,
-        origin: r.get(6)?,
-        key_manager: r.get(7)?,
-        state: KeyState::parse(&state).ok_or_else(|| parse_err(8, "state"))?,
+        key_spec: text(r, 4)?.parse().map_err(|_| parse_err(4, "key spec"))?,
+        key_usage: text(r, 5)?.parse().map_err(|_| parse_err(5, "key usage"))?,
+        origin: text(r, 6)?.parse().map_err(|_| parse_err(6, "origin"))?,
+        key_manager: text(r, 7)?
+            .parse()
+            .map_err(|_| parse_err(7, "key manager"))?,
+        state: state.parse().map_err(|_| parse_err(8, "state"))?,
         created: r.get(9)?,
         deletion_date: r.get(10)?,
         pending_window: r.get(11)?,
@@ -164,10 +170,10 @@ pub(crate) fn insert_key(conn: &Connection, k: &KeyRecord) -> KmsResult<()> {
             k.account.as_str(),
             k.region.as_str(),
             k.description,
-            k.key_spec,
-            k.key_usage,
-            k.origin,
-            k.key_manager,
+            k.key_spec.as_str(),
+            k.key_usage.as_str(),
+            k.origin.as_str(),
+            k.key_manager.as_str(),
             k.state.as_str(),
             k.created,
             k.deletion_date,
@@ -449,7 +455,7 @@ pub(crate) fn expired_imports(conn: &Connection, now: i64) -> KmsResult<Vec<(Key
 /// The KeyMaterialId of material `version` of `k`: the id an import gave
 /// it for keys with Origin EXTERNAL, else the one derived from the version.
 pub(crate) fn material_id_of(conn: &Connection, k: &KeyRecord, version: u32) -> KmsResult<String> {
-    if k.origin == "EXTERNAL" {
+    if k.origin == crate::kms::asym::Origin::External {
         let id: Option<String> = conn
             .prepare_cached(
                 "SELECT material_id FROM imported_key_material WHERE key_id = ?1 AND version = ?2",

@@ -25,8 +25,8 @@ pub use rsa_oaep::{decrypt, encrypt};
 pub use sign::{sign, verify, EXTERNAL_MU_LEN, MAX_RAW_MESSAGE_LEN};
 pub use spec::{
     AlgorithmSpec, DataKeyPairSpec, EncryptionAlgorithmSpec, HashAlg, KeyAgreementAlgorithmSpec,
-    KeyAlgorithms, KeySpec, KeyUsage, MacAlgorithmSpec, MessageType, SigningAlgorithmSpec,
-    WrappingKeySpec,
+    KeyAlgorithms, KeyManager, KeySpec, KeyState, KeyUsage, MacAlgorithmSpec, MessageType, Origin,
+    SigningAlgorithmSpec, WrappingKeySpec,
 };
 
 use crate::kms::error::{ErrorCode, KmsError};

@@ -105,6 +105,34 @@ aws_enum! {
 }
 
 aws_enum! {
+    /// Where a key's material comes from (`OriginType`).
+    Origin, field = "origin" {
+        AwsKms => "AWS_KMS",
+        External => "EXTERNAL",
+        AwsCloudhsm => "AWS_CLOUDHSM",
+        ExternalKeyStore => "EXTERNAL_KEY_STORE",
+    }
+}
+
+aws_enum! {
+    /// Who manages a key (`KeyManagerType`).
+    KeyManager, field = "keyManager" {
+        Aws => "AWS",
+        Customer => "CUSTOMER",
+    }
+}
+
+aws_enum! {
+    /// The AWS KMS key states keyvol's keys can be in (`KeyState`).
+    KeyState, field = "keyState" {
+        Enabled => "Enabled",
+        Disabled => "Disabled",
+        PendingDeletion => "PendingDeletion",
+        PendingImport => "PendingImport",
+    }
+}
+
+aws_enum! {
     /// What a KMS key may be used for (`KeyUsage`).
     KeyUsage, field = "keyUsage" {
         EncryptDecrypt => "ENCRYPT_DECRYPT",
@@ -259,6 +287,11 @@ impl KeySpec {
             s if s.is_ml_dsa() => None,
             s => Some(s.as_str()),
         }
+    }
+
+    /// True for the RSA specs.
+    pub fn is_rsa(self) -> bool {
+        matches!(self, KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096)
     }
 
     /// True for the ML-DSA (FIPS 204) specs.

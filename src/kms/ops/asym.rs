@@ -188,14 +188,12 @@ fn no_recipient(recipient: &Option<Value>) -> KmsResult<()> {
 
 /// The key's spec, parsed.
 pub(crate) fn spec_of(k: &KeyRecord) -> KmsResult<KeySpec> {
-    k.key_spec
-        .parse()
-        .map_err(|_| KmsError::internal(format!("{} has an unknown KeySpec", k.arn())))
+    Ok(k.key_spec)
 }
 
 /// Refuses a key whose KeyUsage is not `usage`.
 fn require_usage(k: &KeyRecord, usage: KeyUsage, operation: &str) -> KmsResult<()> {
-    if k.key_usage != usage.as_str() {
+    if k.key_usage != usage {
         return Err(wrong_usage(k, operation));
     }
     Ok(())
@@ -270,8 +268,8 @@ impl Kms {
                 key_id: k.arn(),
                 public_key: Blob(public),
                 customer_master_key_spec: spec.customer_master_key_spec().map(str::to_string),
-                key_spec: k.key_spec.clone(),
-                key_usage: k.key_usage.clone(),
+                key_spec: k.key_spec.to_string(),
+                key_usage: k.key_usage.to_string(),
                 encryption_algorithms: a.encryption,
                 signing_algorithms: a.signing,
                 key_agreement_algorithms: a.key_agreement,
@@ -480,7 +478,7 @@ impl Kms {
                 key_id: k.arn(),
                 shared_secret: SecretBlob(secret),
                 key_agreement_algorithm: alg.to_string(),
-                key_origin: k.origin.clone(),
+                key_origin: k.origin.to_string(),
             })
         })
     }

@@ -16,7 +16,7 @@ impl Kms {
                 json!(req.encryption_algorithm.as_deref().unwrap_or(SYMMETRIC)),
             );
             op.permit("kms:Encrypt", &k, StateRule::Use, &cond)?;
-            if k.key_spec.starts_with("RSA_") && k.key_usage == "ENCRYPT_DECRYPT" {
+            if k.key_spec.is_rsa() && k.key_usage == KeyUsage::EncryptDecrypt {
                 return self.encrypt_asymmetric(op, &k, &req);
             }
             check_symmetric_encrypt(&k, "Encrypt")?;
@@ -80,7 +80,7 @@ impl Kms {
         let header = ciphertext::parse_header(blob)?;
         let m =
             store::material(op.tx, &k.key_id, Some(header.material_version))?.ok_or_else(|| {
-                if k.origin == "EXTERNAL" {
+                if k.origin == Origin::External {
                     KmsError::invalid_state(format!("{} is pending import.", k.arn()))
                 } else {
                     KmsError::invalid_ciphertext()

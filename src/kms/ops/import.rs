@@ -38,7 +38,7 @@ use super::{no_conditions, to_audit};
 use crate::clock::DAY;
 use crate::ids::KeyId;
 use crate::kms::api::Blob;
-use crate::kms::asym::{self, AlgorithmSpec, KeySpec, PrivateKeyMaterial, WrappingKeySpec};
+use crate::kms::asym::{self, AlgorithmSpec, KeySpec, Origin, PrivateKeyMaterial, WrappingKeySpec};
 use crate::kms::model::{KeyRecord, KeyState, StateRule};
 use crate::kms::service::Op;
 use crate::kms::store::{self, db, ImportedRow};
@@ -140,7 +140,7 @@ fn key_check_value(material: &SecretBytes) -> KmsResult<Vec<u8>> {
 }
 
 fn require_external(k: &KeyRecord) -> KmsResult<()> {
-    if k.origin != "EXTERNAL" {
+    if k.origin != Origin::External {
         return Err(KmsError::new(
             ErrorCode::UnsupportedOperationException,
             format!(

@@ -4,10 +4,10 @@ use super::*;
 
 pub(super) fn new_key_record(
     op: &Op<'_>,
-    spec: &str,
-    usage: &str,
-    origin: &str,
-    manager: &str,
+    spec: KeySpec,
+    usage: KeyUsage,
+    origin: Origin,
+    manager: KeyManager,
     policy: String,
 ) -> KeyRecord {
     KeyRecord {
@@ -15,10 +15,10 @@ pub(super) fn new_key_record(
         account: op.ctx.caller.account.clone(),
         region: op.ctx.region.clone(),
         description: String::new(),
-        key_spec: spec.into(),
-        key_usage: usage.into(),
-        origin: origin.into(),
-        key_manager: manager.into(),
+        key_spec: spec,
+        key_usage: usage,
+        origin,
+        key_manager: manager,
         state: KeyState::Enabled,
         created: op.now,
         deletion_date: None,
@@ -78,7 +78,14 @@ pub(crate) fn create_aws_managed_ebs_key(op: &mut Op<'_>) -> KmsResult<KeyRecord
         op.ctx.caller.account.as_str(),
         op.ctx.region.as_str(),
     );
-    let mut k = new_key_record(op, SYMMETRIC, "ENCRYPT_DECRYPT", "AWS_KMS", "AWS", policy);
+    let mut k = new_key_record(
+        op,
+        KeySpec::SymmetricDefault,
+        KeyUsage::EncryptDecrypt,
+        Origin::AwsKms,
+        KeyManager::Aws,
+        policy,
+    );
     k.description = "Default key that protects my EBS volumes when no other key is defined".into();
     // AWS managed keys rotate every year, always.
     k.rotation_enabled = true;
@@ -101,7 +108,7 @@ impl Kms {
     pub(super) fn metadata_of(&self, tx: &rusqlite::Connection, k: &KeyRecord) -> KmsResult<Value> {
         let mut md = k.metadata(&self.algorithms_of(k));
         if k.is_symmetric() {
-            let current = if k.origin == "EXTERNAL" {
+            let current = if k.origin == Origin::External {
                 store::imported_materials(tx, &k.key_id)?
                     .iter()
                     .filter_map(|r| r.version)
@@ -120,13 +127,7 @@ impl Kms {
         if k.is_symmetric() {
             return AlgorithmLists::symmetric();
         }
-        let (Ok(spec), Ok(usage)) = (
-            k.key_spec.parse::<KeySpec>(),
-            k.key_usage.parse::<KeyUsage>(),
-        ) else {
-            return AlgorithmLists::default();
-        };
-        let a = spec.algorithms(usage);
+        let a = k.key_spec.algorithms(k.key_usage);
         AlgorithmLists {
             encryption: a.encryption.iter().map(ToString::to_string).collect(),
             signing: a.signing.iter().map(ToString::to_string).collect(),
@@ -164,10 +165,10 @@ impl Kms {
             }
             let spec: KeySpec = spec_text.parse().map_err(KmsError::from)?;
             let usage = validate_create_usage(spec, req.key_usage.as_deref())?;
-            let origin = req.origin.clone().unwrap_or_else(|| "AWS_KMS".into());
-            match origin.as_str() {
-                "AWS_KMS" => {}
-                "EXTERNAL" if super::import::importable(spec) => {}
+            let origin_text = req.origin.clone().unwrap_or_else(|| "AWS_KMS".into());
+            let origin = match origin_text.as_str() {
+                "AWS_KMS" => Origin::AwsKms,
+                "EXTERNAL" if super::import::importable(spec) => Origin::External,
                 "EXTERNAL" if spec.is_ml_dsa() => {
                     // AWS KMS generates every ML-DSA key in its HSMs; it
                     // takes no imported ML-DSA key material.
@@ -185,7 +186,7 @@ impl Kms {
                 "AWS_CLOUDHSM" | "EXTERNAL_KEY_STORE" => {
                     return Err(KmsError::new(
                         ErrorCode::UnsupportedOperationException,
-                        format!("Origin {origin} is not supported: custom key stores are not available; use AWS_KMS or EXTERNAL."),
+                        format!("Origin {origin_text} is not supported: custom key stores are not available; use AWS_KMS or EXTERNAL."),
                     ))
                 }
                 other => {
@@ -196,7 +197,7 @@ impl Kms {
                     )
                     .into())
                 }
-            }
+            };
             if req.multi_region == Some(true) {
                 return Err(KmsError::new(
                     ErrorCode::UnsupportedOperationException,
@@ -209,10 +210,10 @@ impl Kms {
             validate_tags(&tags)?;
             let mut k = new_key_record(
                 op,
-                spec.as_str(),
-                usage.as_str(),
-                &origin,
-                "CUSTOMER",
+                spec,
+                usage,
+                origin,
+                KeyManager::Customer,
                 String::new(),
             );
             k.policy = match &req.policy {
@@ -226,7 +227,7 @@ impl Kms {
             };
             k.description = description;
             crate::kms::authz::authorize_create_key(op, &k, &tags)?;
-            if origin == "EXTERNAL" {
+            if origin == Origin::External {
                 // No material until ImportKeyMaterial.
                 k.state = KeyState::PendingImport;
                 store::insert_key(op.tx, &k)?;

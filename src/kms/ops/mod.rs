@@ -25,7 +25,7 @@ use serde_json::{json, Map, Value};
 use crate::clock::DAY;
 use crate::ids::KeyId;
 use crate::kms::api::*;
-use crate::kms::asym::{KeySpec, KeyUsage, PrivateKeyMaterial};
+use crate::kms::asym::{KeyManager, KeySpec, KeyUsage, Origin, PrivateKeyMaterial};
 use crate::kms::ciphertext::{self, EncryptionContext};
 use crate::kms::model::{key_material_id, AlgorithmLists, KeyRecord, KeyState, StateRule};
 use crate::kms::service::Op;
@@ -73,7 +73,7 @@ fn check_algorithm(alg: Option<&str>) -> KmsResult<()> {
 /// Refuses keys other than symmetric encryption keys for `operation`
 /// (GenerateDataKey*, ReEncrypt destinations, ...).
 pub(crate) fn check_symmetric_encrypt(k: &KeyRecord, operation: &str) -> KmsResult<()> {
-    if k.key_usage != "ENCRYPT_DECRYPT" {
+    if k.key_usage != KeyUsage::EncryptDecrypt {
         return Err(wrong_usage(k, operation));
     }
     if !k.is_symmetric() {

@@ -25,8 +25,8 @@ pub(crate) fn add_material(
 /// rotation (and ListKeyRotations) also for symmetric keys with imported
 /// material.
 pub(super) fn rotation_supported(k: &KeyRecord, on_demand: bool) -> KmsResult<()> {
-    let supported =
-        k.is_symmetric() && (k.origin == "AWS_KMS" || (on_demand && k.origin == "EXTERNAL"));
+    let supported = k.is_symmetric()
+        && (k.origin == Origin::AwsKms || (on_demand && k.origin == Origin::External));
     if supported {
         return Ok(());
     }
@@ -172,7 +172,7 @@ impl Kms {
                     "The on-demand rotations limit has been reached for the given keyId. No more on-demand rotations can be performed for this key: {}", k.arn()
                 )));
             }
-            if k.origin == "EXTERNAL" {
+            if k.origin == Origin::External {
                 // AWS: an imported key rotates on demand only onto new
                 // material imported for it (PENDING_ROTATION); without that
                 // the key is in the wrong state, not of the wrong kind.
@@ -207,7 +207,7 @@ impl Kms {
             };
             op.permit("kms:ListKeyRotations", &k, StateRule::Any, &no_conditions())?;
             rotation_supported(&k, true)?;
-            let entries = if k.origin == "EXTERNAL" {
+            let entries = if k.origin == Origin::External {
                 imported_rotation_entries(&k, &store::imported_materials(op.tx, &k.key_id)?, all)
             } else {
                 let materials = store::materials(op.tx, &k.key_id)?;
