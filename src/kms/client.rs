@@ -73,7 +73,6 @@ pub struct KeyInfo {
     pub key_usage: String,
     /// `AWS` or `CUSTOMER`.
     pub key_manager: String,
-    pub key_state: String,
 }
 
 impl KeyInfo {
@@ -88,7 +87,6 @@ impl KeyInfo {
             key_spec: field("KeySpec")?,
             key_usage: field("KeyUsage")?,
             key_manager: field("KeyManager")?,
-            key_state: field("KeyState")?,
         })
     }
 
