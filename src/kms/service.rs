@@ -176,6 +176,12 @@ fn spawn_checkpointer(
     let spawned = std::thread::Builder::new()
         .name("kms-checkpoint".into())
         .spawn(move || {
+            // A process that waits for its stop signals (the attach daemon,
+            // the server) blocks them only after the KMS opens: this thread
+            // must not take one, or its default action ends the process.
+            if let Err(e) = crate::sys::StopSignals::new().block() {
+                tracing::debug!("checkpointer: blocking stop signals: {e}");
+            }
             let mut seen = 0;
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                 rx.recv_timeout(CHECKPOINT_EVERY)
