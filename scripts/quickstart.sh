@@ -192,6 +192,11 @@ awsx sts get-caller-identity --output text
 VOL_E=$(awsx ec2 create-volume --size 1 --availability-zone us-east-1a --encrypted \
   --tag-specifications 'ResourceType=volume,Tags=[{Key=keep,Value=yes}]' --query VolumeId --output text)
 awsx ec2 wait volume-available --volume-ids "$VOL_E"
+# This machine is the volume host (an instance of the account): attach there.
+HOST_E=$(awsx ec2 describe-instances --query 'Reservations[0].Instances[0].InstanceId' --output text)
+awsx ec2 attach-volume --volume-id "$VOL_E" --instance-id "$HOST_E" --device /dev/sdf \
+  --query State --output text
+awsx ec2 wait volume-in-use --volume-ids "$VOL_E"
 MNT_E="$WORK/mnt-ec2"
 kv --profile ops volume mount "$VOL_E" "$MNT_E" | jf Mount
 echo "written through a volume made by aws ec2" > "$MNT_E/hello.txt"

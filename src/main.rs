@@ -135,6 +135,17 @@ fn session(m: &ArgMatches) -> Result<Session, CliError> {
             .parse()
             .map_err(|e: keyvol::ids::IdError| CliError::usage(e.to_string()))?;
     }
+    // The attach daemon that the server's AttachVolume starts acts for the
+    // server's caller, whom the server authenticated and authorized.
+    use keyvol::volume::service::{ATTACH_CALLER_ENV, ATTACH_CHILD_ENV};
+    if let (Some(_), Some(handoff)) = (
+        std::env::var_os(ATTACH_CHILD_ENV),
+        std::env::var_os(ATTACH_CALLER_ENV),
+    ) {
+        let ctx = keyvol::request::RequestContext::from_handoff(&handoff.to_string_lossy())
+            .ok_or_else(|| CliError::usage(format!("{ATTACH_CALLER_ENV} is not a caller")))?;
+        return Session::open_for(&opts, ctx).map_err(|e| CliError::service("OpenSession", e));
+    }
     Session::open(&opts).map_err(|e| CliError::service("OpenSession", e))
 }
 

@@ -93,4 +93,80 @@ impl RequestContext {
         c.via_service = Some(format!("ec2.{}.amazonaws.com", self.region));
         c
     }
+
+    /// The request's identity as the control plane hands it to a process
+    /// of its own that acts on the caller's behalf (the attach daemon that
+    /// an AttachVolume of the server starts): no secret, only who the
+    /// caller is and where the request came from.
+    pub fn to_handoff(&self) -> String {
+        let c = &self.caller;
+        serde_json::json!({
+            "account": c.account.as_str(),
+            "principal": c.principal_arn,
+            "type": c.principal_type,
+            "accessKeyId": c.access_key_id,
+            "tags": c.principal_tags,
+            "region": self.region.as_str(),
+            "sourceIp": self.source_ip,
+            "userAgent": self.user_agent,
+        })
+        .to_string()
+    }
+
+    /// The context [`to_handoff`](Self::to_handoff) wrote; `None` for
+    /// anything else.
+    pub fn from_handoff(s: &str) -> Option<RequestContext> {
+        let v: serde_json::Value = serde_json::from_str(s).ok()?;
+        let text = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+        let principal_type = match v.get("type")?.as_str()? {
+            "Root" => PrincipalType::Root,
+            "IAMUser" => PrincipalType::IAMUser,
+            "AssumedRole" => PrincipalType::AssumedRole,
+            _ => return None,
+        };
+        let principal_tags = v
+            .get("tags")?
+            .as_array()?
+            .iter()
+            .map(|t| {
+                Some((
+                    t.get(0)?.as_str()?.to_string(),
+                    t.get(1)?.as_str()?.to_string(),
+                ))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let caller = Caller {
+            account: text("account")?.parse().ok()?,
+            principal_arn: text("principal")?,
+            principal_type,
+            access_key_id: text("accessKeyId"),
+            principal_tags,
+        };
+        let mut ctx = RequestContext::new(caller, text("region")?.parse().ok()?);
+        ctx.source_ip = text("sourceIp");
+        ctx.user_agent = text("userAgent");
+        Some(ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handed_off_context_is_the_same_caller() {
+        let mut caller = Caller::user("444455556666".parse().unwrap(), "alice");
+        caller.access_key_id = Some("AKIAEXAMPLE".into());
+        caller.principal_tags = vec![("team".into(), "db".into())];
+        let mut ctx = RequestContext::new(caller, "us-west-2".parse().unwrap());
+        ctx.source_ip = Some("10.1.2.3".into());
+        let back = RequestContext::from_handoff(&ctx.to_handoff()).unwrap();
+        assert_eq!(back.caller, ctx.caller);
+        assert_eq!(back.region, ctx.region);
+        assert_eq!(back.source_ip.as_deref(), Some("10.1.2.3"));
+        assert!(back.via_service.is_none());
+        for bad in ["", "{}", r#"{"type":"AWSService"}"#, "[1]"] {
+            assert!(RequestContext::from_handoff(bad).is_none(), "{bad}");
+        }
+    }
 }

@@ -47,18 +47,38 @@ pub struct Session {
 
 impl Session {
     pub fn open(opts: &SessionOptions) -> KmsResult<Session> {
+        let mut s = Self::open_home(opts)?;
+        let caller = s.iam.profile_caller(&opts.profile)?;
+        s.ctx = RequestContext::new(caller, opts.region.clone());
+        s.profile = opts.profile.clone();
+        Ok(s)
+    }
+
+    /// A session of the home in `opts` for a caller the control plane
+    /// already authenticated (see [`RequestContext::to_handoff`]), not for
+    /// a profile: what a process the server starts on a caller's behalf
+    /// acts as.
+    pub fn open_for(opts: &SessionOptions, ctx: RequestContext) -> KmsResult<Session> {
+        let mut s = Self::open_home(opts)?;
+        s.ctx = ctx;
+        Ok(s)
+    }
+
+    /// The home, IAM and KMS of `opts`, for the default account's root
+    /// until the caller is set.
+    fn open_home(opts: &SessionOptions) -> KmsResult<Session> {
         let clock = Clock::from_env().map_err(KmsError::validation)?;
         let home =
             Arc::new(Home::open(&opts.home).map_err(|e| KmsError::validation(e.to_string()))?);
         let iam = Arc::new(Iam::open(home.clone(), clock.clone())?);
         let kms = Arc::new(Kms::open(home.clone(), clock)?);
-        let caller = iam.profile_caller(&opts.profile)?;
+        let root = crate::request::Caller::root(crate::ids::AccountId::default_account());
         Ok(Session {
             home,
             kms,
             iam,
-            ctx: RequestContext::new(caller, opts.region.clone()),
-            profile: opts.profile.clone(),
+            ctx: RequestContext::new(root, opts.region.clone()),
+            profile: String::new(),
         })
     }
 

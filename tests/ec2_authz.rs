@@ -72,6 +72,21 @@ impl World {
                 {"Effect":"Allow","Action":["ec2:*","kms:*"],"Resource":"*"},
                 {"Effect":"Deny","Action":["ec2:DeleteVolume","ec2:DeleteSnapshot"],"Resource":"*"}]}"#,
             ),
+            // frank: attach and detach volumes tagged team=db, on any
+            // instance (both resources of the action are authorized).
+            (
+                "frank",
+                r#"{"Version":"2012-10-17","Statement":[
+                {"Effect":"Allow","Action":["ec2:AttachVolume","ec2:DetachVolume"],"Resource":"arn:aws:ec2:*:*:volume/*",
+                 "Condition":{"StringEquals":{"ec2:ResourceTag/team":"db"}}},
+                {"Effect":"Allow","Action":["ec2:AttachVolume","ec2:DetachVolume"],"Resource":"arn:aws:ec2:*:*:instance/*"}]}"#,
+            ),
+            // gina: attach volumes, but no instance is allowed.
+            (
+                "gina",
+                r#"{"Version":"2012-10-17","Statement":[
+                {"Effect":"Allow","Action":"ec2:AttachVolume","Resource":"arn:aws:ec2:*:*:volume/*"}]}"#,
+            ),
             // erin: describe only, and only in us-west-2 (ec2:Region).
             (
                 "erin",
@@ -116,6 +131,8 @@ const ALICE: (&str, Option<&str>) = (A, Some("alice"));
 const DAVE: (&str, Option<&str>) = (A, Some("dave"));
 const CAROL: (&str, Option<&str>) = (A, Some("carol"));
 const ERIN: (&str, Option<&str>) = (A, Some("erin"));
+const FRANK: (&str, Option<&str>) = (A, Some("frank"));
+const GINA: (&str, Option<&str>) = (A, Some("gina"));
 const NOBODY: (&str, Option<&str>) = (A, Some("nobody"));
 const EAST: &str = "us-east-1";
 
@@ -190,7 +207,129 @@ fn authorization_matrix_has_no_wrong_allow() {
         Vec<(&'a str, &'a str)>,
         Result<(), &'a str>,
     );
+    let host_a = keyvol::volume::service::host_instance_id(A, EAST);
+    let attach = |v: &str, dry: bool| -> Vec<(&'static str, String)> {
+        let mut p = vec![
+            ("VolumeId", v.to_string()),
+            ("InstanceId", host_a.clone()),
+            ("Device", "/dev/sdf".to_string()),
+        ];
+        if dry {
+            p.push(("DryRun", "true".to_string()));
+        }
+        p
+    };
+    let owned = [
+        attach(&db_vol, true),
+        attach(&web_vol, true),
+        attach(&b_vol, true),
+        attach(&db_vol, false),
+    ];
+    let borrowed = |i: usize| -> Vec<(&str, &str)> {
+        owned[i].iter().map(|(k, v)| (*k, v.as_str())).collect()
+    };
     let cases: Vec<Case> = vec![
+        // AttachVolume / DetachVolume: the volume and the instance.
+        (
+            "frank dry-run attach team=db",
+            FRANK,
+            EAST,
+            "AttachVolume",
+            borrowed(0),
+            Err("DryRunOperation"),
+        ),
+        (
+            "frank attach team=web",
+            FRANK,
+            EAST,
+            "AttachVolume",
+            borrowed(1),
+            Err("UnauthorizedOperation"),
+        ),
+        (
+            "gina attach without the instance",
+            GINA,
+            EAST,
+            "AttachVolume",
+            borrowed(0),
+            Err("UnauthorizedOperation"),
+        ),
+        (
+            "nobody dry-run attach",
+            NOBODY,
+            EAST,
+            "AttachVolume",
+            borrowed(0),
+            Err("UnauthorizedOperation"),
+        ),
+        (
+            "root of A attaches B's volume",
+            ROOT_A,
+            EAST,
+            "AttachVolume",
+            borrowed(2),
+            Err("InvalidVolume.NotFound"),
+        ),
+        (
+            "root of B on A's host",
+            ROOT_B,
+            EAST,
+            "AttachVolume",
+            vec![
+                ("VolumeId", b_vol.as_str()),
+                ("InstanceId", host_a.as_str()),
+                ("Device", "/dev/sdf"),
+            ],
+            Err("InvalidInstanceID.NotFound"),
+        ),
+        (
+            "carol detach of an available volume",
+            CAROL,
+            EAST,
+            "DetachVolume",
+            vec![("VolumeId", db_vol.as_str())],
+            Err("IncorrectState"),
+        ),
+        (
+            "frank detach team=web",
+            FRANK,
+            EAST,
+            "DetachVolume",
+            vec![("VolumeId", web_vol.as_str())],
+            Err("UnauthorizedOperation"),
+        ),
+        (
+            "frank dry-run detach team=db",
+            FRANK,
+            EAST,
+            "DetachVolume",
+            vec![("VolumeId", db_vol.as_str()), ("DryRun", "true")],
+            Err("DryRunOperation"),
+        ),
+        (
+            "erin attach (describe only)",
+            ERIN,
+            EAST,
+            "AttachVolume",
+            borrowed(3),
+            Err("UnauthorizedOperation"),
+        ),
+        (
+            "alice describes instances",
+            ALICE,
+            EAST,
+            "DescribeInstances",
+            vec![],
+            Ok(()),
+        ),
+        (
+            "nobody describes instances",
+            NOBODY,
+            EAST,
+            "DescribeInstances",
+            vec![],
+            Err("UnauthorizedOperation"),
+        ),
         // CreateVolume: root, tags, sizes, dry runs.
         (
             "root creates",

@@ -5,7 +5,8 @@ under B's key, restored and compared file by file.
 
 Environment: KV_ENDPOINT, KV_A / KV_B (account ids), KV_A_AKID/KV_A_SECRET,
 KV_B_AKID/KV_B_SECRET (account roots), KV_NOBODY_AKID/KV_NOBODY_SECRET (a
-user of A with no policy), KV_AWS (the aws executable), KV_BIN (keyvol),
+user of A with no policy), KV_OPS_AKID/KV_OPS_SECRET (a user of A allowed
+ec2:* and nothing of the KMS), KV_AWS (the aws executable), KV_BIN (keyvol),
 KV_HOME, KV_MNT (an empty scratch directory). Every check raises on
 failure; the last line of stdout is a JSON report of the steps run.
 """
@@ -25,6 +26,7 @@ A, B = os.environ["KV_A"], os.environ["KV_B"]
 A_KEY = (os.environ["KV_A_AKID"], os.environ["KV_A_SECRET"])
 B_KEY = (os.environ["KV_B_AKID"], os.environ["KV_B_SECRET"])
 NOBODY = (os.environ["KV_NOBODY_AKID"], os.environ["KV_NOBODY_SECRET"])
+OPS = (os.environ["KV_OPS_AKID"], os.environ["KV_OPS_SECRET"])
 AWS, BIN, HOME, MNT = os.environ["KV_AWS"], os.environ["KV_BIN"], os.environ["KV_HOME"], os.environ["KV_MNT"]
 EAST, WEST = "us-east-1", "us-west-2"
 
@@ -257,6 +259,107 @@ def with_boto3():
     steps.append("errors")
 
 
+def attach_detach():
+    """aws ec2 attach-volume / detach-volume on the control plane's own
+    volume host (describe-instances names it), the waiters, the errors, and
+    the attach daemon acting for the caller: its KMS call is the caller's,
+    through EC2, from the caller's address."""
+    steps = report["cli"]
+    hosts = aws(A_KEY, EAST, "ec2", "describe-instances")["Reservations"]
+    assert len(hosts) == 1 and len(hosts[0]["Instances"]) == 1, hosts
+    host = hosts[0]["Instances"][0]
+    iid = host["InstanceId"]
+    assert host["State"]["Name"] == "running" and host["Placement"]["AvailabilityZone"] == "us-east-1a", host
+    assert "BlockDeviceMappings" not in host or host["BlockDeviceMappings"] == [], host
+    # Another account's volume host is another instance.
+    other = aws(B_KEY, EAST, "ec2", "describe-instances")["Reservations"][0]["Instances"][0]["InstanceId"]
+    assert other != iid
+    v = aws(A_KEY, EAST, "ec2", "create-volume", "--size", "1", "--availability-zone", "us-east-1a",
+            "--encrypted")["VolumeId"]
+    aws(A_KEY, EAST, "ec2", "wait", "volume-available", "--volume-ids", v)
+    att = ("--volume-id", v, "--instance-id", iid, "--device", "/dev/sdf")
+    # Refusals, each before anything runs.
+    aws(NOBODY, EAST, "ec2", "attach-volume", *att, expect="UnauthorizedOperation")
+    aws(A_KEY, EAST, "ec2", "attach-volume", *att, "--dry-run", expect="DryRunOperation")
+    aws(A_KEY, EAST, "ec2", "attach-volume", "--volume-id", v, "--instance-id", other,
+        "--device", "/dev/sdf", expect="InvalidInstanceID.NotFound")
+    aws(A_KEY, EAST, "ec2", "attach-volume", "--volume-id", v, "--instance-id", "i-zz",
+        "--device", "/dev/sdf", expect="InvalidInstanceID.Malformed")
+    aws(A_KEY, EAST, "ec2", "attach-volume", "--volume-id", v, "--instance-id", iid,
+        "--device", "/dev/nvme0n1", expect="InvalidParameterValue")
+    aws(B_KEY, EAST, "ec2", "attach-volume", *att, expect="InvalidVolume.NotFound")
+    # The confused deputy: allowed ec2:AttachVolume, but the daemon acts as
+    # this user, whose KMS permissions do not unwrap a CMK's data key.
+    cmk = aws(A_KEY, EAST, "kms", "create-key", "--description", "root only")["KeyMetadata"]["Arn"]
+    v_cmk = aws(A_KEY, EAST, "ec2", "create-volume", "--size", "1", "--availability-zone", "us-east-1a",
+                "--encrypted", "--kms-key-id", cmk)["VolumeId"]
+    aws(OPS, EAST, "ec2", "attach-volume", "--volume-id", v_cmk, "--instance-id", iid,
+        "--device", "/dev/sdg", expect="AccessDeniedException")
+    d = aws(A_KEY, EAST, "ec2", "describe-volumes", "--volume-ids", v, v_cmk)["Volumes"]
+    assert [x["State"] for x in d] == ["available", "available"], d
+    steps.append("attach-refusals")
+
+    a = aws(OPS, EAST, "ec2", "attach-volume", *att)
+    assert (a["State"], a["Device"], a["InstanceId"], a["VolumeId"]) == ("attaching", "/dev/sdf", iid, v), a
+    aws(A_KEY, EAST, "ec2", "wait", "volume-in-use", "--volume-ids", v)
+    d = aws(A_KEY, EAST, "ec2", "describe-volumes", "--volume-ids", v)["Volumes"][0]
+    got = d["Attachments"][0]
+    assert (got["Device"], got["InstanceId"], got["State"]) == ("/dev/sdf", iid, "attached"), d
+    mine = aws(A_KEY, EAST, "ec2", "describe-volumes", "--filters",
+               f"Name=attachment.instance-id,Values={iid}")["Volumes"]
+    assert [x["VolumeId"] for x in mine] == [v], mine
+    inst = aws(A_KEY, EAST, "ec2", "describe-instances", "--instance-ids", iid,
+               "--filters", f"Name=block-device-mapping.volume-id,Values={v}")
+    maps = inst["Reservations"][0]["Instances"][0]["BlockDeviceMappings"]
+    assert maps == [{"DeviceName": "/dev/sdf", "Ebs": {"AttachTime": got["AttachTime"],
+                     "DeleteOnTermination": False, "Status": "attached", "VolumeId": v}}], maps
+    aws(A_KEY, EAST, "ec2", "attach-volume", *att, expect="VolumeInUse")
+    v2 = aws(A_KEY, EAST, "ec2", "create-volume", "--size", "1", "--availability-zone", "us-east-1a",
+             "--encrypted")["VolumeId"]
+    aws(A_KEY, EAST, "ec2", "attach-volume", "--volume-id", v2, "--instance-id", iid,
+        "--device", "/dev/sdf", expect="InvalidParameterValue")
+    aws(A_KEY, EAST, "ec2", "delete-volume", "--volume-id", v, expect="VolumeInUse")
+    # The daemon's Decrypt of the data key: the caller's, through EC2, from
+    # the caller's address.
+    events = json.loads(keyvol("a", EAST, "kms", "audit", "list", "--event-name", "Decrypt"))["Events"]
+    ours = [e for e in events if (e.get("requestParameters") or {}).get("encryptionContext", {}).get("aws:ebs:id") == v]
+    assert ours, events[-3:]
+    for e in ours:
+        assert e["userIdentity"]["arn"] == f"arn:aws:iam::{A}:user/ops", e
+        assert e.get("invokedBy") == "ec2.amazonaws.com" and e["sourceIPAddress"] == "127.0.0.1", e
+    steps.append("attach-volume-wait-in-use")
+
+    # The device serves a file system; then detach, refused first.
+    mnt = os.path.join(MNT, "attached")
+    keyvol("a", EAST, "volume", "mount", v, mnt)
+    try:
+        with open(os.path.join(mnt, "f"), "wb") as f:
+            f.write(b"attached through aws ec2" * 1000)
+        os.sync()
+        aws(A_KEY, EAST, "ec2", "detach-volume", "--volume-id", v, expect="VolumeInUse")
+    finally:
+        keyvol("a", EAST, "volume", "unmount", mnt)
+    aws(A_KEY, EAST, "ec2", "wait", "volume-available", "--volume-ids", v)
+    aws(A_KEY, EAST, "ec2", "attach-volume", *att)
+    aws(NOBODY, EAST, "ec2", "detach-volume", "--volume-id", v, expect="UnauthorizedOperation")
+    aws(A_KEY, EAST, "ec2", "detach-volume", "--volume-id", v, "--device", "/dev/sdg",
+        expect="InvalidAttachment.NotFound")
+    dd = aws(A_KEY, EAST, "ec2", "detach-volume", "--volume-id", v, "--instance-id", iid)
+    assert (dd["State"], dd["Device"], dd["InstanceId"]) == ("detaching", "/dev/sdf", iid), dd
+    aws(A_KEY, EAST, "ec2", "wait", "volume-available", "--volume-ids", v)
+    aws(A_KEY, EAST, "ec2", "detach-volume", "--volume-id", v, expect="IncorrectState")
+    # What was written is there after the reattach.
+    keyvol("a", EAST, "volume", "mount", v, mnt)
+    try:
+        with open(os.path.join(mnt, "f"), "rb") as f:
+            assert f.read() == b"attached through aws ec2" * 1000
+    finally:
+        keyvol("a", EAST, "volume", "unmount", mnt)
+    for x in (v, v2, v_cmk):
+        aws(A_KEY, EAST, "ec2", "delete-volume", "--volume-id", x)
+    steps.append("detach-volume-wait-available")
+
+
 def ec2_kms_key(creds):
     kms = boto3.client("kms", endpoint_url=ENDPOINT, region_name=EAST,
                        aws_access_key_id=creds[0], aws_secret_access_key=creds[1])
@@ -264,5 +367,6 @@ def ec2_kms_key(creds):
 
 
 story()
+attach_detach()
 with_boto3()
 print(json.dumps(report))

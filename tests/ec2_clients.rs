@@ -7,7 +7,9 @@ mod common;
 
 use std::process::Command;
 
-use common::serve::{aws_cli, cli, create_account, create_user, python, Served, BIN};
+use common::serve::{
+    aws_cli, cli, create_account, create_user, create_user_with_policy, python, Served, BIN,
+};
 use serde_json::Value;
 
 const A: &str = "444455556666";
@@ -23,6 +25,13 @@ fn aws_cli_and_boto3_drive_volumes_and_snapshots_through_keyvol_serve() {
     let a = create_account(&home, A, "a");
     let b = create_account(&home, B, "b");
     let nobody = create_user(&home, "a", "nobody");
+    let ops = create_user_with_policy(
+        &home,
+        dir.path(),
+        "a",
+        "ops",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ec2:*","Resource":"*"}]}"#,
+    );
     let served = Served::start(&home, &["serve"]);
     let endpoint = served.endpoint();
     let py = python();
@@ -41,6 +50,8 @@ fn aws_cli_and_boto3_drive_volumes_and_snapshots_through_keyvol_serve() {
         .env("KV_B_SECRET", &b.secret)
         .env("KV_NOBODY_AKID", &nobody.id)
         .env("KV_NOBODY_SECRET", &nobody.secret)
+        .env("KV_OPS_AKID", &ops.id)
+        .env("KV_OPS_SECRET", &ops.secret)
         .env("KV_AWS", &aws)
         .env("KV_BIN", BIN)
         .env("KV_HOME", &home)
@@ -68,6 +79,9 @@ fn aws_cli_and_boto3_drive_volumes_and_snapshots_through_keyvol_serve() {
         "unshare",
         "cli-errors",
         "data-key-not-for-users",
+        "attach-refusals",
+        "attach-volume-wait-in-use",
+        "detach-volume-wait-available",
     ] {
         assert!(has("cli", s), "the aws CLI did not run {s}: {report}");
     }

@@ -440,8 +440,10 @@ pub fn run(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliError> {
         "status" => ("ec2:DescribeVolumeStatus", Target::Account),
         "delete" => ("ec2:DeleteVolume", Target::Volume(&vid)),
         "modify" => ("ec2:ModifyVolume", Target::Volume(&vid)),
-        "attach" | "mount" | "enable" | "disable" => ("ec2:AttachVolume", Target::Volume(&vid)),
-        "detach" => ("ec2:DetachVolume", Target::Volume(&vid)),
+        "attach" | "mount" | "enable" | "disable" => {
+            ("ec2:AttachVolume", Target::VolumeOnHost(&vid))
+        }
+        "detach" => ("ec2:DetachVolume", Target::VolumeOnHost(&vid)),
         // The volume of a mountpoint is found by unmount itself; the
         // action is authorized on the caller's volumes.
         "unmount" => ("ec2:DetachVolume", Target::Account),

@@ -26,6 +26,9 @@ pub enum Target<'a> {
     },
     /// An existing volume of the caller.
     Volume(&'a str),
+    /// An existing volume of the caller and this machine's volume host
+    /// (the instance of AttachVolume and DetachVolume).
+    VolumeOnHost(&'a str),
     /// A snapshot the caller can see.
     Snapshot(&'a str),
     /// A new snapshot of the caller's volume.
@@ -62,6 +65,11 @@ fn resources(c: &Call<'_>, t: Target<'_>) -> ApiResult<Vec<Resource>> {
             let o = records.volume_options(v)?;
             let tags = records.tags(v)?;
             vec![super::volumes::volume_resource(c, &r, &o, &tags)]
+        }
+        Target::VolumeOnHost(v) => {
+            let mut out = resources(c, Target::Volume(v))?;
+            out.push(super::attachments::host_resource(c));
+            out
         }
         Target::Snapshot(sn) => vec![super::snapshots::snapshot_resource(c, sn)?],
         Target::NewSnapshotOf(v) => {

@@ -19,6 +19,7 @@ pub mod records;
 pub mod xml;
 
 mod account;
+pub mod attachments;
 mod snapshots;
 mod volumes;
 
@@ -57,6 +58,9 @@ actions! {
     "ModifyVolume" => volumes::modify_volume, false;
     "DescribeVolumesModifications" => volumes::describe_volumes_modifications, true;
     "DescribeVolumeStatus" => volumes::describe_volume_status, true;
+    "AttachVolume" => attachments::attach_volume, false;
+    "DetachVolume" => attachments::detach_volume, false;
+    "DescribeInstances" => attachments::describe_instances, true;
     "CreateSnapshot" => snapshots::create_snapshot, false;
     "DescribeSnapshots" => snapshots::describe_snapshots, true;
     "DeleteSnapshot" => snapshots::delete_snapshot, false;

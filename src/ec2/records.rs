@@ -49,6 +49,19 @@ CREATE TABLE IF NOT EXISTS ec2_account_settings (
 );
 "#;
 
+/// The EC2 device names AttachVolume gave, with the pid of the attach
+/// daemon it started (a name belongs to that attachment only).
+const ATTACHMENT_SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS ec2_attachment_devices (
+    volume_id TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    region TEXT NOT NULL,
+    device TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    attached INTEGER NOT NULL
+);
+"#;
+
 /// Most tags a resource may carry (EC2's limit).
 pub const MAX_TAGS: usize = 50;
 
@@ -168,6 +181,9 @@ impl<'a> Records<'a> {
             .map_err(db_err)?;
         s.home
             .ensure_schema_with(&conn, "ec2-records-zone", add_zone_column)
+            .map_err(db_err)?;
+        s.home
+            .ensure_schema(&conn, "ec2-attachment-devices", ATTACHMENT_SCHEMA)
             .map_err(db_err)?;
         Ok(Records { s, conn })
     }
@@ -306,9 +322,63 @@ impl<'a> Records<'a> {
             "DELETE FROM ec2_tags WHERE resource_id = ?1",
             "DELETE FROM ec2_volume_options WHERE volume_id = ?1",
             "DELETE FROM ec2_volume_modifications WHERE volume_id = ?1",
+            "DELETE FROM ec2_attachment_devices WHERE volume_id = ?1",
         ] {
             self.conn.execute(sql, [resource]).map_err(db_err)?;
         }
+        Ok(())
+    }
+
+    /// Records the device name of the attachment of `vol` by daemon `pid`.
+    pub fn put_device_name(&self, vol: &str, device: &str, pid: i64, at: i64) -> ApiResult<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO ec2_attachment_devices (volume_id, account, region, device, pid, attached) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![vol, self.account(), self.region(), device, pid, at],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// The device name AttachVolume gave the attachment of `vol` by daemon
+    /// `pid`, if it was made by AttachVolume.
+    pub fn device_name(&self, vol: &str, pid: i64) -> ApiResult<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT device FROM ec2_attachment_devices WHERE volume_id = ?1 AND pid = ?2",
+                params![vol, pid],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)
+    }
+
+    /// The (volume, pid) of the caller's attachments named `device`.
+    pub fn volumes_named(&self, device: &str) -> ApiResult<Vec<(String, i64)>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT volume_id, pid FROM ec2_attachment_devices \
+                 WHERE account = ?1 AND region = ?2 AND device = ?3",
+            )
+            .map_err(db_err)?;
+        let rows = st
+            .query_map(params![self.account(), self.region(), device], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(db_err);
+        rows
+    }
+
+    pub fn forget_device_name(&self, vol: &str) -> ApiResult<()> {
+        self.conn
+            .execute(
+                "DELETE FROM ec2_attachment_devices WHERE volume_id = ?1",
+                [vol],
+            )
+            .map_err(db_err)?;
         Ok(())
     }
 

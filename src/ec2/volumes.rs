@@ -191,6 +191,7 @@ pub(crate) fn volume_resource(
 /// The EC2 `Volume` of a record.
 pub(crate) fn volume_json(
     vols: &Volumes<'_>,
+    records: &Records<'_>,
     r: &VolumeRecord,
     o: &VolumeOptions,
     tags: &[Tag],
@@ -201,13 +202,22 @@ pub(crate) fn volume_json(
         .map(|a| {
             a.iter()
                 .map(|a| {
-                    json!({
-                        "volumeId": a["VolumeId"], "instanceId": a["InstanceId"], "device": a["Device"],
+                    // The EC2 name AttachVolume gave this attachment, else
+                    // the device file the daemon serves.
+                    let named = a["Pid"]
+                        .as_i64()
+                        .map(|pid| records.device_name(r.volume_id.as_str(), pid))
+                        .transpose()?
+                        .flatten();
+                    let device = named.map(Value::from).unwrap_or_else(|| a["Device"].clone());
+                    Ok(json!({
+                        "volumeId": a["VolumeId"], "instanceId": a["InstanceId"], "device": device,
                         "status": a["State"], "attachTime": a["AttachTime"], "deleteOnTermination": false,
-                    })
+                    }))
                 })
-                .collect()
+                .collect::<ApiResult<Vec<Value>>>()
         })
+        .transpose()?
         .unwrap_or_default();
     Ok(json!({
         "volumeId": r.volume_id.as_str(),
@@ -327,7 +337,7 @@ pub fn create_volume(c: &Call<'_>) -> ApiResult<Value> {
         let _ = records.forget(vol.as_str());
         return Err(e);
     }
-    volume_json(&vols, &r, &opts, &tags)
+    volume_json(&vols, &records, &r, &opts, &tags)
 }
 
 /// The caller's volumes named by `VolumeId.N` (all of them when none is
@@ -376,7 +386,7 @@ pub fn describe_volumes(c: &Call<'_>) -> ApiResult<Value> {
     let records = Records::open(c.s)?;
     let mut out = Vec::new();
     for (r, o, tags) in selected(c, &vols, &records)? {
-        let v = volume_json(&vols, &r, &o, &tags)?;
+        let v = volume_json(&vols, &records, &r, &o, &tags)?;
         let att = v["attachmentSet"].as_array().cloned().unwrap_or_default();
         let field = |name: &str| -> Option<Vec<String>> {
             let s = |x: &Value| match x {
@@ -412,7 +422,7 @@ pub fn describe_volumes(c: &Call<'_>) -> ApiResult<Value> {
 }
 
 /// The caller's volume `VolumeId` with its options and tags.
-fn one(
+pub(crate) fn one(
     c: &Call<'_>,
     vols: &Volumes<'_>,
     records: &Records<'_>,

@@ -60,6 +60,12 @@ CREATE TABLE IF NOT EXISTS mounts (
 /// control plane already authorized and audited.
 pub const ATTACH_CHILD_ENV: &str = "KEYVOL_ATTACH_CHILD";
 
+/// Set (with [`ATTACH_CHILD_ENV`]) for an attach daemon started on behalf
+/// of a caller of the server, who has no profile in the home: the caller
+/// ([`RequestContext::to_handoff`](crate::request::RequestContext::to_handoff))
+/// that the daemon acts as for its KMS calls.
+pub const ATTACH_CALLER_ENV: &str = "KEYVOL_ATTACH_CALLER";
+
 /// Smallest and largest volume (EBS allows 1 GiB..16 TiB; smaller volumes
 /// are allowed here for tests and demonstrations).
 pub const MIN_SIZE: u64 = 1 << 20;
@@ -282,12 +288,18 @@ impl<'a> Volumes<'a> {
         }))
     }
 
-    /// Is the volume attached (its lock held by a live daemon)?
-    fn attachment(&self, r: &VolumeRecord) -> ApiResult<Option<(String, i64, i64)>> {
+    /// The (device path, daemon pid, attach time) of the live attachment
+    /// of `r` (its lock held by a live daemon), if attached.
+    pub fn attachment(&self, r: &VolumeRecord) -> ApiResult<Option<(String, i64, i64)>> {
         Ok(self
             .attachment_row(r)?
             .filter(|a| a.alive)
             .map(|a| (a.device.to_string_lossy().into_owned(), a.pid, a.attached)))
+    }
+
+    /// The pid of the live attach daemon of `r`, if attached.
+    pub fn attached_pid(&self, r: &VolumeRecord) -> ApiResult<Option<i64>> {
+        Ok(self.attachment(r)?.map(|(_, pid, _)| pid))
     }
 
     /// The EC2 shape of a volume, plus its wrapped data key and context.
@@ -297,7 +309,8 @@ impl<'a> Volumes<'a> {
             .iter()
             .map(|(dev, pid, t)| {
                 json!({"VolumeId": r.volume_id, "Device": dev, "State": "attached", "AttachTime": to_rfc3339(*t),
-                       "InstanceId": format!("keyvol-daemon-{pid}"), "DeleteOnTermination": false})
+                       "InstanceId": host_instance_id(&r.account, &r.region), "Pid": pid,
+                       "DeleteOnTermination": false})
             })
             .collect();
         Ok(json!({
@@ -929,12 +942,16 @@ impl<'a> Volumes<'a> {
         cmd.args([
             "--home",
             &self.s.home.dir().to_string_lossy(),
-            "--profile",
-            &self.s.profile,
             "--region",
             self.s.ctx.region.as_str(),
-        ])
-        .args([
+        ]);
+        if self.s.profile.is_empty() {
+            // A caller of the server: the daemon acts as that caller.
+            cmd.env(ATTACH_CALLER_ENV, self.s.ctx.to_handoff());
+        } else {
+            cmd.args(["--profile", &self.s.profile]);
+        }
+        cmd.args([
             "volume",
             "attach",
             v,
@@ -1450,6 +1467,16 @@ fn hydrate_in_background(dev: &EncryptedDevice, vol: &str, pending: usize) {
             "background hydration stopped: {e} (missing chunks are still fetched on first read)"
         ),
     }
+}
+
+/// The instance id of this machine as the volume host of `account` in
+/// `region` (EC2's `i-` and 17 hex digits, stable): where the attach
+/// daemons of this home run, whether `keyvol volume attach` or the
+/// server's AttachVolume started them.
+pub fn host_instance_id(account: &str, region: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(format!("keyvol volume host\0{account}\0{region}"));
+    format!("i-{}", &hex::encode(d)[..17])
 }
 
 /// Decrypts a wrapped volume (or snapshot) data key; 64 bytes expected.
