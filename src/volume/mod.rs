@@ -1,6 +1,7 @@
 //! Volumes: the sector cipher, the encrypted block device, change tracking
 //! and mount orchestration.
 
+pub mod agent;
 pub mod blockmath;
 pub mod boot;
 pub mod changes;
@@ -8,6 +9,7 @@ pub mod control;
 pub mod device;
 pub mod error;
 pub mod mount;
+pub mod mounting;
 pub mod stash;
 pub mod xts;
 
