@@ -859,3 +859,43 @@ fn policy_documents_and_volume_descriptions_are_read_bounded() {
     let list = keyvol_json(h, &["iam", "list-user-policies", "--user-name", "u"]);
     assert_eq!(list["PolicyNames"], serde_json::json!([]), "{list}");
 }
+
+/// `keyvol iam` answers with IAM's own error names, as `aws iam` prints
+/// them, and a refused command changes nothing.
+#[test]
+fn iam_commands_answer_with_iam_error_names() {
+    let h = Home::new();
+    let made = h.kv(&["iam", "create-user", "--user-name", "ana"]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let again = h.kv(&["iam", "create-user", "--user-name", "ana"]);
+    assert_eq!(code(&again), Some(254));
+    assert!(
+        stderr(&again).contains(
+            "An error occurred (EntityAlreadyExists) when calling the CreateUser operation"
+        ),
+        "{}",
+        stderr(&again)
+    );
+    let missing = h.kv(&["iam", "delete-user", "--user-name", "nobody-here"]);
+    assert_eq!(code(&missing), Some(254));
+    assert!(
+        stderr(&missing).contains("(NoSuchEntity)"),
+        "{}",
+        stderr(&missing)
+    );
+    let bad = h.kv(&["iam", "create-user", "--user-name", "no spaces allowed"]);
+    assert_eq!(code(&bad), Some(254));
+    assert!(
+        stderr(&bad).contains("(ValidationError)"),
+        "{}",
+        stderr(&bad)
+    );
+    let users = h.kv_json(&["iam", "list-users"]);
+    let names: Vec<&str> = users["Users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["UserName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ana"], "{users}");
+}

@@ -14,7 +14,7 @@ use common::serve::{aws_cli, cli, create_account, create_user_with_policy, pytho
 use keyvol::clock::Clock;
 use keyvol::home::Home;
 use keyvol::iam::roles::AssumeRoleInput;
-use keyvol::iam::Iam;
+use keyvol::iam::{Iam, IamErrorCode};
 use keyvol::ids::{AccountId, Region};
 use keyvol::kms::{Caller, ErrorCode, RequestContext};
 use keyvol::secret::SecretBytes;
@@ -210,11 +210,11 @@ fn session_keys_need_their_token_and_expire_and_their_secrets_stay_sealed() {
     let e = iam
         .create_role(&acct, "OPS", &trust, None, None, &[])
         .unwrap_err();
-    assert_eq!(e.code, ErrorCode::AlreadyExistsException, "{e}");
+    assert_eq!(e.code, IamErrorCode::EntityAlreadyExists, "{e}");
     assert!(e.message.contains("OPS already exists"), "{e}");
     iam.create_user(&acct, "carol", None).unwrap();
     let e = iam.create_user(&acct, "carol", None).unwrap_err();
-    assert_eq!(e.code, ErrorCode::AlreadyExistsException, "{e}");
+    assert_eq!(e.code, IamErrorCode::EntityAlreadyExists, "{e}");
     // Bad trust policies are refused, and no role is left.
     for bad in [
         r#"{"Statement":[{"Effect":"Allow","Action":"sts:AssumeRole"}]}"#.to_string(),
@@ -229,15 +229,11 @@ fn session_keys_need_their_token_and_expire_and_their_secrets_stay_sealed() {
         let e = iam
             .create_role(&acct, "bad", &bad, None, None, &[])
             .unwrap_err();
-        assert_eq!(
-            e.code,
-            ErrorCode::MalformedPolicyDocumentException,
-            "{bad}: {e}"
-        );
+        assert_eq!(e.code, IamErrorCode::MalformedPolicyDocument, "{bad}: {e}");
     }
     assert_eq!(
         iam.get_role(&acct, "bad").unwrap_err().code,
-        ErrorCode::NotFoundException
+        IamErrorCode::NoSuchEntity
     );
 
     let ctx = RequestContext::new(Caller::root(acct.clone()), Region::default_region());
@@ -265,7 +261,7 @@ fn session_keys_need_their_token_and_expire_and_their_secrets_stay_sealed() {
             },
         )
         .unwrap_err();
-    assert_eq!(e.code, ErrorCode::ValidationException, "{e}");
+    assert_eq!(e.code, IamErrorCode::ValidationError, "{e}");
 
     // Neither the secret nor the token is in any file of the home.
     let secret = s.secret_access_key.expose().to_vec();

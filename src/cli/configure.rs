@@ -175,6 +175,7 @@ pub fn run(session: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliErr
         }
     };
     let svc = |e: KmsError| CliError::service(op, e);
+    let iam_err = |e: keyvol::iam::IamError| CliError::api(op, e.into());
     match sub {
         "set" => {
             let (name, value) = (s(m, "name"), s(m, "value"));
@@ -212,7 +213,7 @@ pub fn run(session: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliErr
             session
                 .iam
                 .import_profile(profile, &account, user, akid, &secret)
-                .map_err(svc)?;
+                .map_err(iam_err)?;
             let arn = match user {
                 Some(u) => format!("arn:aws:iam::{account}:user/{u}"),
                 None => account.root_arn(),

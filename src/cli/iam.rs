@@ -4,8 +4,9 @@
 use clap::{Arg, ArgMatches, Command};
 use serde_json::{json, Value};
 
+use keyvol::iam::{IamError, IamErrorCode};
 use keyvol::ids::AccountId;
-use keyvol::kms::{ErrorCode, KmsError, PrincipalType};
+use keyvol::kms::PrincipalType;
 use keyvol::session::Session;
 
 use super::CliError;
@@ -248,7 +249,7 @@ fn op_name(sub: &str) -> String {
 
 pub fn run(session: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliError> {
     let op = op_name(sub);
-    let svc = |e: KmsError| CliError::service(&op, e);
+    let svc = |e: IamError| CliError::api(&op, e.into());
     let caller = &session.ctx.caller;
     let account = &caller.account;
     let mutating = !matches!(
@@ -267,7 +268,7 @@ pub fn run(session: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliErr
             | "list-role-tags"
     );
     if mutating && caller.principal_type != PrincipalType::Root {
-        return Err(svc(KmsError::new(ErrorCode::AccessDeniedException, format!(
+        return Err(svc(IamError::new(IamErrorCode::AccessDenied, format!(
             "User: {} is not authorized to perform: iam:{op}: in keyvol only an account's root manages its identities",
             caller.principal_arn
         ))));

@@ -13,8 +13,11 @@ use serde::Serialize;
 
 use crate::home::Home;
 use crate::ids::AccountId;
-use crate::kms::{Caller, ErrorCode, KmsError, KmsResult, PrincipalType};
+pub mod error;
+
+use crate::kms::{Caller, PrincipalType};
 use crate::secret::SecretBytes;
+pub use error::{IamError, IamErrorCode, IamResult};
 
 pub(crate) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS accounts (
@@ -54,33 +57,25 @@ CREATE TABLE IF NOT EXISTS volume_hosts (
 );
 "#;
 
-fn db(e: rusqlite::Error) -> KmsError {
-    KmsError::internal(format!("state database: {e}"))
+fn db(e: rusqlite::Error) -> IamError {
+    IamError::internal(format!("state database: {e}"))
 }
 
 /// An insert that hit a unique constraint is IAM's EntityAlreadyExists
 /// (`message` names the entity); any other failure is the database's.
-fn exists_or_db(e: rusqlite::Error, message: impl FnOnce() -> String) -> KmsError {
+fn exists_or_db(e: rusqlite::Error, message: impl FnOnce() -> String) -> IamError {
     match e {
         rusqlite::Error::SqliteFailure(f, _)
             if f.code == rusqlite::ErrorCode::ConstraintViolation =>
         {
-            iam_error("EntityAlreadyExists", message())
+            iam_error(IamErrorCode::EntityAlreadyExists, message())
         }
         e => db(e),
     }
 }
 
-fn iam_error(code: &str, message: String) -> KmsError {
-    // IAM's own error names map onto the closest KMS codes for exit status;
-    // the message carries IAM's name.
-    let kind = match code {
-        "EntityAlreadyExists" => ErrorCode::AlreadyExistsException,
-        "NoSuchEntity" => ErrorCode::NotFoundException,
-        "MalformedPolicyDocument" => ErrorCode::MalformedPolicyDocumentException,
-        _ => ErrorCode::ValidationException,
-    };
-    KmsError::new(kind, message)
+fn iam_error(code: IamErrorCode, message: String) -> IamError {
+    IamError::new(code, message)
 }
 
 /// An access key as shown once at creation.
@@ -107,10 +102,10 @@ pub struct Iam {
 }
 
 impl Iam {
-    pub fn open(home: Arc<Home>, clock: crate::clock::Clock) -> KmsResult<Iam> {
+    pub fn open(home: Arc<Home>, clock: crate::clock::Clock) -> IamResult<Iam> {
         let conn = home
             .connect()
-            .map_err(|e| KmsError::internal(e.to_string()))?;
+            .map_err(|e| IamError::internal(e.to_string()))?;
         conn.execute_batch(&format!(
             "BEGIN IMMEDIATE; {SCHEMA} {} COMMIT;",
             roles::SCHEMA
@@ -130,7 +125,7 @@ impl Iam {
     }
 
     /// A fresh home has account 111122223333 and a `default` profile for its root.
-    fn ensure_default(&self) -> KmsResult<()> {
+    fn ensure_default(&self) -> IamResult<()> {
         let exists: Option<String> = self
             .conn()
             .query_row(
@@ -144,7 +139,7 @@ impl Iam {
             match self.create_account(&AccountId::default_account(), "default") {
                 Ok(_) => {}
                 // Another process initialised the home at the same time.
-                Err(e) if e.code == ErrorCode::AlreadyExistsException => {}
+                Err(e) if e.code == IamErrorCode::EntityAlreadyExists => {}
                 Err(e) => return Err(e),
             }
         }
@@ -152,7 +147,7 @@ impl Iam {
     }
 
     /// Creates an account with a root access key and a profile for it.
-    pub fn create_account(&self, account: &AccountId, profile: &str) -> KmsResult<AccessKey> {
+    pub fn create_account(&self, account: &AccountId, profile: &str) -> IamResult<AccessKey> {
         validate_profile_name(profile)?;
         let conn = self.conn();
         let tx =
@@ -167,7 +162,7 @@ impl Iam {
             .map_err(db)?;
         if n == 0 {
             return Err(iam_error(
-                "EntityAlreadyExists",
+                IamErrorCode::EntityAlreadyExists,
                 format!("Account {account} already exists."),
             ));
         }
@@ -177,7 +172,7 @@ impl Iam {
         Ok(key)
     }
 
-    pub fn list_accounts(&self) -> KmsResult<Vec<String>> {
+    pub fn list_accounts(&self) -> IamResult<Vec<String>> {
         let conn = self.conn();
         let mut st = conn
             .prepare("SELECT account FROM accounts ORDER BY account")
@@ -192,7 +187,7 @@ impl Iam {
         account: &AccountId,
         user: Option<&str>,
         now: i64,
-    ) -> KmsResult<AccessKey> {
+    ) -> IamResult<AccessKey> {
         let id = new_access_key_id();
         let secret = new_secret();
         let sealed = self.home.seal(&format!("access-key/{id}"), secret.expose());
@@ -215,7 +210,7 @@ impl Iam {
         account: &AccountId,
         name: &str,
         profile: Option<&str>,
-    ) -> KmsResult<(serde_json::Value, Option<AccessKey>)> {
+    ) -> IamResult<(serde_json::Value, Option<AccessKey>)> {
         validate_user_name(name)?;
         let conn = self.conn();
         let tx =
@@ -244,7 +239,7 @@ impl Iam {
         Ok((user, key))
     }
 
-    pub fn list_users(&self, account: &AccountId) -> KmsResult<serde_json::Value> {
+    pub fn list_users(&self, account: &AccountId) -> IamResult<serde_json::Value> {
         let conn = self.conn();
         let mut st = conn
             .prepare("SELECT name, user_id, created FROM users WHERE account = ?1 ORDER BY name")
@@ -262,7 +257,7 @@ impl Iam {
         Ok(serde_json::json!({"Users": rows.collect::<Result<Vec<_>, _>>().map_err(db)?}))
     }
 
-    pub fn delete_user(&self, account: &AccountId, name: &str) -> KmsResult<()> {
+    pub fn delete_user(&self, account: &AccountId, name: &str) -> IamResult<()> {
         let conn = self.conn();
         let tx =
             rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
@@ -275,7 +270,7 @@ impl Iam {
             .map_err(db)?;
         if n == 0 {
             return Err(iam_error(
-                "NoSuchEntity",
+                IamErrorCode::NoSuchEntity,
                 format!("The user with name {name} cannot be found."),
             ));
         }
@@ -307,7 +302,7 @@ impl Iam {
         &self,
         account: &AccountId,
         user: Option<&str>,
-    ) -> KmsResult<String> {
+    ) -> IamResult<String> {
         let arn = match user {
             Some(u) => {
                 self.require_user(&self.conn(), account, u)?;
@@ -330,7 +325,7 @@ impl Iam {
         &self,
         account: &AccountId,
         user: Option<&str>,
-    ) -> KmsResult<String> {
+    ) -> IamResult<String> {
         let arn = match user {
             Some(u) => format!("arn:aws:iam::{account}:user/{u}"),
             None => account.root_arn(),
@@ -344,7 +339,7 @@ impl Iam {
             .map_err(db)?;
         if n == 0 {
             return Err(iam_error(
-                "NoSuchEntity",
+                IamErrorCode::NoSuchEntity,
                 format!("{arn} is not a registered volume host."),
             ));
         }
@@ -352,7 +347,7 @@ impl Iam {
     }
 
     /// The volume hosts of `account`.
-    pub fn list_volume_hosts(&self, account: &AccountId) -> KmsResult<Vec<String>> {
+    pub fn list_volume_hosts(&self, account: &AccountId) -> IamResult<Vec<String>> {
         let conn = self.conn();
         let mut st = conn
             .prepare(
@@ -377,7 +372,7 @@ impl Iam {
             .is_some()
     }
 
-    fn require_user(&self, conn: &Connection, account: &AccountId, name: &str) -> KmsResult<()> {
+    fn require_user(&self, conn: &Connection, account: &AccountId, name: &str) -> IamResult<()> {
         let found: Option<String> = conn
             .query_row(
                 "SELECT name FROM users WHERE account = ?1 AND name = ?2",
@@ -388,7 +383,7 @@ impl Iam {
             .map_err(db)?;
         found.map(|_| ()).ok_or_else(|| {
             iam_error(
-                "NoSuchEntity",
+                IamErrorCode::NoSuchEntity,
                 format!("The user with name {name} cannot be found."),
             )
         })
@@ -399,7 +394,7 @@ impl Iam {
         account: &AccountId,
         user: &str,
         profile: Option<&str>,
-    ) -> KmsResult<AccessKey> {
+    ) -> IamResult<AccessKey> {
         let conn = self.conn();
         self.require_user(&conn, account, user)?;
         let tx =
@@ -420,7 +415,7 @@ impl Iam {
         user: &str,
         name: &str,
         document: &str,
-    ) -> KmsResult<()> {
+    ) -> IamResult<()> {
         let conn = self.conn();
         self.require_user(&conn, account, user)?;
         crate::kms::validate_identity_policy(document)?;
@@ -438,7 +433,7 @@ impl Iam {
         account: &AccountId,
         user: &str,
         name: &str,
-    ) -> KmsResult<String> {
+    ) -> IamResult<String> {
         self.conn()
             .query_row(
                 "SELECT document FROM user_policies WHERE account=?1 AND user_name=?2 AND policy_name=?3",
@@ -447,10 +442,10 @@ impl Iam {
             )
             .optional()
             .map_err(db)?
-            .ok_or_else(|| iam_error("NoSuchEntity", format!("The user policy with name {name} cannot be found.")))
+            .ok_or_else(|| iam_error(IamErrorCode::NoSuchEntity, format!("The user policy with name {name} cannot be found.")))
     }
 
-    pub fn delete_user_policy(&self, account: &AccountId, user: &str, name: &str) -> KmsResult<()> {
+    pub fn delete_user_policy(&self, account: &AccountId, user: &str, name: &str) -> IamResult<()> {
         let n = self
             .conn()
             .execute(
@@ -460,14 +455,14 @@ impl Iam {
             .map_err(db)?;
         if n == 0 {
             return Err(iam_error(
-                "NoSuchEntity",
+                IamErrorCode::NoSuchEntity,
                 format!("The user policy with name {name} cannot be found."),
             ));
         }
         Ok(())
     }
 
-    pub fn list_user_policies(&self, account: &AccountId, user: &str) -> KmsResult<Vec<String>> {
+    pub fn list_user_policies(&self, account: &AccountId, user: &str) -> IamResult<Vec<String>> {
         let conn = self.conn();
         self.require_user(&conn, account, user)?;
         let mut st = conn.prepare("SELECT policy_name FROM user_policies WHERE account=?1 AND user_name=?2 ORDER BY policy_name").map_err(db)?;
@@ -479,12 +474,12 @@ impl Iam {
 
     /// The identity policies that apply to a principal: a user's, or the
     /// role's of a session; none for a root.
-    pub fn policies_of(&self, caller: &Caller) -> KmsResult<Vec<String>> {
+    pub fn policies_of(&self, caller: &Caller) -> IamResult<Vec<String>> {
         roles::identity_policy_texts(&self.conn(), caller)
     }
 
     /// The caller a profile acts as.
-    pub fn profile_caller(&self, profile: &str) -> KmsResult<Caller> {
+    pub fn profile_caller(&self, profile: &str) -> IamResult<Caller> {
         let key: Option<String> = self
             .conn()
             .query_row(
@@ -495,12 +490,12 @@ impl Iam {
             .optional()
             .map_err(db)?;
         let key = key.ok_or_else(|| {
-            KmsError::validation(format!(
+            IamError::validation(format!(
                 "The config profile ({profile}) could not be found: create it with `keyvol iam create-account` or `keyvol iam create-user --profile-name {profile}`"
             ))
         })?;
         self.credentials(&key).map(|c| c.caller).ok_or_else(|| {
-            KmsError::validation(format!(
+            IamError::validation(format!(
                 "The access key of profile {profile} no longer exists."
             ))
         })
@@ -508,12 +503,12 @@ impl Iam {
 
     /// STS GetCallerIdentity's `UserId`: the account id for the root, the
     /// IAM user's unique id (`AIDA...`) for a user.
-    pub fn user_id(&self, caller: &Caller) -> KmsResult<String> {
+    pub fn user_id(&self, caller: &Caller) -> IamResult<String> {
         if let Some((role, session)) = caller.session_role() {
             let name = role.rsplit('/').next().unwrap_or_default();
             let id = self
                 .role_id(&caller.account, name)
-                .ok_or_else(|| KmsError::not_found(format!("The role {name} no longer exists.")))?;
+                .ok_or_else(|| IamError::not_found(format!("The role {name} no longer exists.")))?;
             return Ok(format!("{id}:{session}"));
         }
         let Some(name) = caller.principal_arn.rsplit_once(":user/").map(|(_, n)| n) else {
@@ -527,7 +522,7 @@ impl Iam {
             )
             .optional()
             .map_err(db)?
-            .ok_or_else(|| KmsError::not_found(format!("The user {name} no longer exists.")))
+            .ok_or_else(|| IamError::not_found(format!("The user {name} no longer exists.")))
     }
 
     /// The secret and principal of an access key (SigV4 verification): a
@@ -576,7 +571,7 @@ impl Iam {
     }
 
     /// The access key id and secret of a profile, for signing requests to a remote KMS.
-    pub fn profile_credentials(&self, profile: &str) -> KmsResult<(String, SecretBytes)> {
+    pub fn profile_credentials(&self, profile: &str) -> IamResult<(String, SecretBytes)> {
         let key: String = self
             .conn()
             .query_row(
@@ -587,10 +582,10 @@ impl Iam {
             .optional()
             .map_err(db)?
             .ok_or_else(|| {
-                KmsError::validation(format!("The config profile ({profile}) could not be found"))
+                IamError::validation(format!("The config profile ({profile}) could not be found"))
             })?;
         let secret = self.credentials(&key).map(|c| c.secret).ok_or_else(|| {
-            KmsError::validation(format!(
+            IamError::validation(format!(
                 "The access key of profile {profile} no longer exists."
             ))
         })?;
@@ -605,7 +600,7 @@ impl Iam {
         user: Option<&str>,
         access_key_id: &str,
         secret: &SecretBytes,
-    ) -> KmsResult<()> {
+    ) -> IamResult<()> {
         validate_profile_name(profile)?;
         let conn = self.conn();
         let tx =
@@ -632,7 +627,7 @@ impl Iam {
         tx.commit().map_err(db)
     }
 
-    pub fn list_profiles(&self) -> KmsResult<Vec<(String, String)>> {
+    pub fn list_profiles(&self) -> IamResult<Vec<(String, String)>> {
         let conn = self.conn();
         let mut st = conn
             .prepare("SELECT name, access_key_id FROM profiles ORDER BY name")
@@ -644,7 +639,7 @@ impl Iam {
     }
 }
 
-fn insert_profile(tx: &Connection, profile: &str, key: &str) -> KmsResult<()> {
+fn insert_profile(tx: &Connection, profile: &str, key: &str) -> IamResult<()> {
     tx.execute(
         "INSERT INTO profiles (name, access_key_id) VALUES (?1, ?2)",
         params![profile, key],
@@ -660,18 +655,18 @@ fn is_name(s: &str, extra: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
 }
 
-fn validate_profile_name(p: &str) -> KmsResult<()> {
+fn validate_profile_name(p: &str) -> IamResult<()> {
     if !is_name(p, b"-_.") {
-        return Err(KmsError::validation(format!(
+        return Err(IamError::validation(format!(
             "Profile name '{p}' must be 1-64 characters of letters, digits, '-', '_' or '.'."
         )));
     }
     Ok(())
 }
 
-fn validate_user_name(n: &str) -> KmsResult<()> {
+fn validate_user_name(n: &str) -> IamResult<()> {
     if !is_name(n, b"+=,.@_-") {
-        return Err(KmsError::from(crate::validate::pattern(
+        return Err(IamError::from(crate::validate::pattern(
             "userName",
             n,
             roles::NAME_PATTERN,

@@ -20,8 +20,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::{db, exists_or_db, iam_error, is_name, random_chars, Iam};
+use super::{IamError, IamErrorCode, IamResult};
 use crate::ids::AccountId;
-use crate::kms::{Caller, ErrorCode, KmsError, KmsResult, PrincipalType, RequestContext};
+use crate::kms::{Caller, PrincipalType, RequestContext};
 use crate::policy::{self, AuthzInput, AuthzRequest, PolicyDocument};
 use crate::secret::SecretBytes;
 use crate::validate::{self, Constraint, ValidationErrors, Validator, Violation};
@@ -128,13 +129,13 @@ pub struct AssumedRole {
     pub source_identity: Option<String>,
 }
 
-fn sts_validation(message: String) -> KmsError {
-    KmsError::new(ErrorCode::ValidationException, message)
+fn sts_validation(message: String) -> IamError {
+    IamError::new(IamErrorCode::ValidationError, message)
 }
 
 /// IAM's and STS's ValidationError (ValidationException inside, renamed
 /// on the wire) for members that fail their constraints.
-fn invalid(e: impl Into<ValidationErrors>) -> KmsError {
+fn invalid(e: impl Into<ValidationErrors>) -> IamError {
     sts_validation(e.into().to_string())
 }
 
@@ -170,7 +171,7 @@ pub(crate) fn role_arn(account: &AccountId, name: &str) -> String {
 
 /// Checks a tag set as IAM and STS do: at most 50 tags, keys of 1 to 128
 /// and values of at most 256 characters, keys unique regardless of case.
-pub fn validate_tags(tags: &[(String, String)], member: &str) -> KmsResult<()> {
+pub fn validate_tags(tags: &[(String, String)], member: &str) -> IamResult<()> {
     validate::count(member, tags.len(), 0, MAX_TAGS).map_err(invalid)?;
     for (i, (k, v)) in tags.iter().enumerate() {
         let n = i + 1;
@@ -204,7 +205,7 @@ pub fn validate_tags(tags: &[(String, String)], member: &str) -> KmsResult<()> {
 /// The identity policies of a principal, as stored: a user's inline
 /// policies, or the role's of an assumed-role session; none for a root.
 /// The one query the KMS, EC2 and STS authorization points share.
-pub(crate) fn identity_policy_texts(conn: &Connection, caller: &Caller) -> KmsResult<Vec<String>> {
+pub(crate) fn identity_policy_texts(conn: &Connection, caller: &Caller) -> IamResult<Vec<String>> {
     let (sql, name) = if let Some((_, user)) = caller.principal_arn.rsplit_once(":user/") {
         (
             "SELECT document FROM user_policies WHERE account = ?1 AND user_name = ?2",
@@ -227,7 +228,7 @@ pub(crate) fn identity_policy_texts(conn: &Connection, caller: &Caller) -> KmsRe
 }
 
 /// The tags of a principal (a user or role ARN), in key order.
-pub(crate) fn principal_tags(conn: &Connection, arn: &str) -> KmsResult<Vec<(String, String)>> {
+pub(crate) fn principal_tags(conn: &Connection, arn: &str) -> IamResult<Vec<(String, String)>> {
     let mut st = conn
         .prepare_cached(
             "SELECT tag_key, tag_value FROM principal_tags WHERE principal_arn = ?1 ORDER BY tag_key",
@@ -258,7 +259,7 @@ struct RoleRow {
 }
 
 impl Iam {
-    fn role_row(&self, conn: &Connection, account: &AccountId, name: &str) -> KmsResult<RoleRow> {
+    fn role_row(&self, conn: &Connection, account: &AccountId, name: &str) -> IamResult<RoleRow> {
         conn.query_row(
             "SELECT name, role_id, trust_policy, description, max_session_duration, created FROM roles WHERE account = ?1 AND name = ?2",
             params![account.as_str(), name],
@@ -275,10 +276,10 @@ impl Iam {
         )
         .optional()
         .map_err(db)?
-        .ok_or_else(|| iam_error("NoSuchEntity", format!("The role with name {name} cannot be found.")))
+        .ok_or_else(|| iam_error(IamErrorCode::NoSuchEntity, format!("The role with name {name} cannot be found.")))
     }
 
-    fn role_json(&self, conn: &Connection, account: &AccountId, r: &RoleRow) -> KmsResult<Value> {
+    fn role_json(&self, conn: &Connection, account: &AccountId, r: &RoleRow) -> IamResult<Value> {
         let arn = role_arn(account, &r.name);
         let mut v = json!({
             "Path": "/",
@@ -309,7 +310,7 @@ impl Iam {
         description: Option<&str>,
         max_session_duration: Option<i64>,
         tags: &[(String, String)],
-    ) -> KmsResult<Value> {
+    ) -> IamResult<Value> {
         let mut v = Validator::new();
         if !is_name(name, b"+=,.@_-") {
             v.push(validate::pattern("roleName", name, NAME_PATTERN).show_at_most(80));
@@ -349,13 +350,13 @@ impl Iam {
         Ok(json!({"Role": v}))
     }
 
-    pub fn get_role(&self, account: &AccountId, name: &str) -> KmsResult<Value> {
+    pub fn get_role(&self, account: &AccountId, name: &str) -> IamResult<Value> {
         let conn = self.conn();
         let row = self.role_row(&conn, account, name)?;
         Ok(json!({"Role": self.role_json(&conn, account, &row)?}))
     }
 
-    pub fn list_roles(&self, account: &AccountId) -> KmsResult<Value> {
+    pub fn list_roles(&self, account: &AccountId) -> IamResult<Value> {
         let conn = self.conn();
         let names: Vec<String> = {
             let mut st = conn
@@ -374,7 +375,7 @@ impl Iam {
 
     /// IAM DeleteRole: refused while the role has inline policies, as IAM
     /// refuses it; the role's open sessions end with it.
-    pub fn delete_role(&self, account: &AccountId, name: &str) -> KmsResult<()> {
+    pub fn delete_role(&self, account: &AccountId, name: &str) -> IamResult<()> {
         let conn = self.conn();
         let tx =
             rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
@@ -388,8 +389,8 @@ impl Iam {
             )
             .map_err(db)?;
         if policies > 0 {
-            return Err(KmsError::new(
-                ErrorCode::ValidationException,
+            return Err(IamError::new(
+                IamErrorCode::ValidationError,
                 "DeleteConflict: Cannot delete entity, must delete policies first.",
             ));
         }
@@ -417,7 +418,7 @@ impl Iam {
         role: &str,
         name: &str,
         document: &str,
-    ) -> KmsResult<()> {
+    ) -> IamResult<()> {
         let conn = self.conn();
         let row = self.role_row(&conn, account, role)?;
         crate::kms::validate_identity_policy(document)?;
@@ -430,7 +431,7 @@ impl Iam {
         Ok(())
     }
 
-    pub fn delete_role_policy(&self, account: &AccountId, role: &str, name: &str) -> KmsResult<()> {
+    pub fn delete_role_policy(&self, account: &AccountId, role: &str, name: &str) -> IamResult<()> {
         let n = self
             .conn()
             .execute(
@@ -440,14 +441,14 @@ impl Iam {
             .map_err(db)?;
         if n == 0 {
             return Err(iam_error(
-                "NoSuchEntity",
+                IamErrorCode::NoSuchEntity,
                 format!("The role policy with name {name} cannot be found."),
             ));
         }
         Ok(())
     }
 
-    pub fn list_role_policies(&self, account: &AccountId, role: &str) -> KmsResult<Vec<String>> {
+    pub fn list_role_policies(&self, account: &AccountId, role: &str) -> IamResult<Vec<String>> {
         let conn = self.conn();
         let row = self.role_row(&conn, account, role)?;
         let mut st = conn
@@ -466,7 +467,7 @@ impl Iam {
         account: &AccountId,
         kind: &str,
         name: &str,
-    ) -> KmsResult<String> {
+    ) -> IamResult<String> {
         match kind {
             "user" => {
                 self.require_user(conn, account, name)?;
@@ -486,7 +487,7 @@ impl Iam {
         kind: &str,
         name: &str,
         tags: &[(String, String)],
-    ) -> KmsResult<()> {
+    ) -> IamResult<()> {
         validate_tags(tags, "tags")?;
         let conn = self.conn();
         let tx =
@@ -502,8 +503,8 @@ impl Iam {
             )
             .map_err(db)?;
         if n as usize > MAX_TAGS {
-            return Err(KmsError::new(
-                ErrorCode::LimitExceededException,
+            return Err(IamError::new(
+                IamErrorCode::LimitExceeded,
                 format!("LimitExceeded: {arn} would have {n} tags; the limit is {MAX_TAGS}."),
             ));
         }
@@ -517,7 +518,7 @@ impl Iam {
         kind: &str,
         name: &str,
         keys: &[String],
-    ) -> KmsResult<()> {
+    ) -> IamResult<()> {
         let conn = self.conn();
         let arn = self.tagged_principal(&conn, account, kind, name)?;
         for k in keys {
@@ -536,7 +537,7 @@ impl Iam {
         account: &AccountId,
         kind: &str,
         name: &str,
-    ) -> KmsResult<Value> {
+    ) -> IamResult<Value> {
         let conn = self.conn();
         let arn = self.tagged_principal(&conn, account, kind, name)?;
         Ok(json!({"Tags": tags_json(&principal_tags(&conn, &arn)?), "IsTruncated": false}))
@@ -551,7 +552,7 @@ impl Iam {
         &self,
         ctx: &RequestContext,
         input: &AssumeRoleInput,
-    ) -> KmsResult<AssumedRole> {
+    ) -> IamResult<AssumedRole> {
         let mut v = Validator::new();
         let role = v.check(parse_role_arn(&input.role_arn));
         let session = &input.role_session_name;
@@ -623,8 +624,8 @@ impl Iam {
             );
         }
         let denied = || {
-            KmsError::new(
-                ErrorCode::AccessDeniedException,
+            IamError::new(
+                IamErrorCode::AccessDenied,
                 format!(
                     "User: {} is not authorized to perform: sts:AssumeRole on resource: {arn}",
                     ctx.caller.principal_arn
@@ -652,7 +653,7 @@ impl Iam {
                 cross_account_permitted: true,
             };
             policy::authorize(&input)
-                .map_err(|d| KmsError::new(ErrorCode::AccessDeniedException, d.message()))?;
+                .map_err(|d| IamError::new(IamErrorCode::AccessDenied, d.message()))?;
         }
         if duration > row.max_session_duration {
             return Err(sts_validation(format!(
@@ -677,7 +678,7 @@ impl Iam {
             .home
             .seal(&format!("sts-session/{akid}"), secret.expose());
         let tags =
-            serde_json::to_string(&input.tags).map_err(|e| KmsError::internal(e.to_string()))?;
+            serde_json::to_string(&input.tags).map_err(|e| IamError::internal(e.to_string()))?;
         tx.execute("DELETE FROM sts_sessions WHERE expiration <= ?1", [now])
             .map_err(db)?;
         tx.execute(
@@ -754,7 +755,7 @@ impl Iam {
     }
 }
 
-fn put_tags(conn: &Connection, arn: &str, tags: &[(String, String)]) -> KmsResult<()> {
+fn put_tags(conn: &Connection, arn: &str, tags: &[(String, String)]) -> IamResult<()> {
     for (k, v) in tags {
         conn.execute(
             "INSERT INTO principal_tags (principal_arn, tag_key, tag_value) VALUES (?1, ?2, ?3) \
@@ -769,10 +770,10 @@ fn put_tags(conn: &Connection, arn: &str, tags: &[(String, String)]) -> KmsResul
 /// A trust policy as the policy engine reads it: the resource-policy
 /// grammar (every statement names a Principal), with no Resource element
 /// (the role itself is the resource), and actions of STS only.
-fn trust_document(text: &str) -> KmsResult<std::sync::Arc<PolicyDocument>> {
+fn trust_document(text: &str) -> IamResult<std::sync::Arc<PolicyDocument>> {
     let malformed = |m: &str| {
-        KmsError::new(
-            ErrorCode::MalformedPolicyDocumentException,
+        IamError::new(
+            IamErrorCode::MalformedPolicyDocument,
             format!("MalformedPolicyDocument: {m}"),
         )
     };
@@ -830,7 +831,7 @@ mod tests {
             "short",
         ] {
             let e = invalid(parse_role_arn(bad).unwrap_err());
-            assert_eq!(e.code, ErrorCode::ValidationException, "{bad}");
+            assert_eq!(e.code, IamErrorCode::ValidationError, "{bad}");
             assert_eq!(
                 e.message,
                 format!("1 validation error detected: Value '{bad}' at 'roleArn' failed to satisfy constraint: Member must be a role ARN arn:aws:iam::<account>:role/<name>")

@@ -569,10 +569,16 @@ async fn handle(
         (_, Ok(Reply::Ebs(r))) => (r.status, Reply::Ebs(r)),
         (_, Ok(v)) => (200, v),
         (Api::Kms, Err(r)) => (r.status, Reply::Json(error_body(&r.error))),
-        (Api::Sts, Err(r)) => (
-            sts::http_status(&r.error),
-            Reply::Xml(sts::error_body(&r.error, &request_id)),
-        ),
+        (Api::Sts, Err(r)) => {
+            // The transport's errors (signatures, sizes) by STS's names.
+            let e = crate::iam::IamError::from(r.error.clone());
+            let status = if r.status == 413 {
+                413
+            } else {
+                sts::http_status(&e)
+            };
+            (status, Reply::Xml(sts::error_body(&e, &request_id)))
+        }
         (Api::Ebs, Err(r)) => {
             let e = ebs_error(&r);
             (e.status(), Reply::Ebs(crate::ebs::Response::error(&e)))
@@ -782,7 +788,7 @@ async fn answer_sts(
     tokio::task::spawn_blocking(move || sts::answer(&params, &ctx, &*service, &request_id))
         .await
         .map_err(|_| Rejection::from(KmsError::internal("STS failed while answering")))?
-        .map_err(Rejection::from)
+        .map_err(|e| Rejection::from(KmsError::from(e)))
 }
 
 /// An EC2 request: POST with Query-protocol parameters, signed for the

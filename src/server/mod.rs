@@ -101,14 +101,14 @@ pub trait KmsService: Send + Sync + 'static {
         &self,
         _ctx: &RequestContext,
         _input: &crate::iam::roles::AssumeRoleInput,
-    ) -> Result<crate::iam::roles::AssumedRole, KmsError> {
-        Err(KmsError::new(
-            crate::kms::ErrorCode::UnknownOperationException,
+    ) -> Result<crate::iam::roles::AssumedRole, crate::iam::IamError> {
+        Err(crate::iam::IamError::new(
+            crate::iam::IamErrorCode::InvalidAction,
             "This endpoint issues no temporary credentials.",
         ))
     }
     /// STS GetCallerIdentity's `UserId` of a verified caller.
-    fn user_id(&self, caller: &crate::kms::Caller) -> Result<String, KmsError> {
+    fn user_id(&self, caller: &crate::kms::Caller) -> Result<String, crate::iam::IamError> {
         Ok(caller.principal_arn.clone())
     }
 }

@@ -69,7 +69,7 @@ impl KmsService for HomeKmsService {
         &self,
         ctx: &RequestContext,
         input: &crate::iam::roles::AssumeRoleInput,
-    ) -> Result<crate::iam::roles::AssumedRole, KmsError> {
+    ) -> Result<crate::iam::roles::AssumedRole, crate::iam::IamError> {
         let result = self.iam.assume_role(ctx, input);
         // CloudTrail records AssumeRole, allowed or refused, without the
         // secret or the token.
@@ -93,7 +93,7 @@ impl KmsService for HomeKmsService {
             }),
             Err(_) => Value::Null,
         };
-        let code = result.as_ref().err().map(|e| super::sts::sts_code(e.code));
+        let code = result.as_ref().err().map(|e| e.code.as_str());
         let s = self.base.for_caller(ctx.clone());
         crate::ec2::record_event(
             &s,
@@ -103,7 +103,7 @@ impl KmsService for HomeKmsService {
                 request,
                 response,
                 error: match (&result, &code) {
-                    (Err(e), Some(c)) => Some((c.as_str(), e.message.as_str())),
+                    (Err(e), Some(c)) => Some((*c, e.message.as_str())),
                     _ => None,
                 },
                 read_only: false,
@@ -128,7 +128,7 @@ impl KmsService for HomeKmsService {
         self.kms.call(ctx, operation, request)
     }
 
-    fn user_id(&self, caller: &crate::kms::Caller) -> Result<String, KmsError> {
+    fn user_id(&self, caller: &crate::kms::Caller) -> Result<String, crate::iam::IamError> {
         self.iam.user_id(caller)
     }
 

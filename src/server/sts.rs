@@ -6,7 +6,8 @@
 
 use super::KmsService;
 use crate::iam::roles::AssumeRoleInput;
-use crate::kms::{ErrorCode, KmsError, RequestContext};
+use crate::iam::{IamError, IamErrorCode};
+use crate::kms::RequestContext;
 use crate::validate::{member_name, Validator, Violation};
 
 /// The credential-scope service name of STS.
@@ -41,17 +42,17 @@ pub fn answer(
     ctx: &RequestContext,
     service: &dyn KmsService,
     request_id: &str,
-) -> Result<String, KmsError> {
+) -> Result<String, IamError> {
     let action = param(params, "Action").ok_or_else(|| {
-        KmsError::new(
-            ErrorCode::ValidationException,
+        IamError::new(
+            IamErrorCode::ValidationError,
             "Missing required parameter Action: expected Action=GetCallerIdentity or Action=AssumeRole.",
         )
     })?;
     if let Some(v) = param(params, "Version") {
         if v != STS_VERSION {
-            return Err(KmsError::new(
-                ErrorCode::ValidationException,
+            return Err(IamError::new(
+                IamErrorCode::ValidationError,
                 format!(
                     "Version {} is not supported: use {STS_VERSION}.",
                     xml_escape(&truncate(v, 32))
@@ -96,8 +97,8 @@ pub fn answer(
                 xml_escape(&r.arn),
             ))
         }
-        other => Err(KmsError::new(
-            ErrorCode::UnknownOperationException,
+        other => Err(IamError::new(
+            IamErrorCode::InvalidAction,
             format!(
                 "Could not find operation {} for version {STS_VERSION}",
                 xml_escape(&truncate(other, 64))
@@ -110,7 +111,7 @@ pub fn answer(
 /// Session policies (`Policy`, `PolicyArns`) and MFA are refused plainly:
 /// keyvol does not evaluate them, and a session must never be broader than
 /// the caller asked for.
-fn assume_role_input(params: &[(String, String)]) -> Result<AssumeRoleInput, KmsError> {
+fn assume_role_input(params: &[(String, String)]) -> Result<AssumeRoleInput, IamError> {
     for unsupported in [
         "Policy",
         "PolicyArns.member.1.arn",
@@ -118,8 +119,8 @@ fn assume_role_input(params: &[(String, String)]) -> Result<AssumeRoleInput, Kms
         "TokenCode",
     ] {
         if param(params, unsupported).is_some() {
-            return Err(KmsError::new(
-                ErrorCode::ValidationException,
+            return Err(IamError::new(
+                IamErrorCode::ValidationError,
                 format!(
                     "{} is not supported by this endpoint: assume the role without it.",
                     unsupported.split('.').next().unwrap_or(unsupported)
@@ -130,8 +131,8 @@ fn assume_role_input(params: &[(String, String)]) -> Result<AssumeRoleInput, Kms
     let duration_seconds = match param(params, "DurationSeconds") {
         None => None,
         Some(d) => Some(d.trim().parse::<i64>().map_err(|_| {
-            KmsError::new(
-                ErrorCode::ValidationException,
+            IamError::new(
+                IamErrorCode::ValidationError,
                 format!(
                     "DurationSeconds must be a number of seconds, not '{}'.",
                     xml_escape(&truncate(d, 32))
@@ -172,26 +173,8 @@ fn assume_role_input(params: &[(String, String)]) -> Result<AssumeRoleInput, Kms
     })
 }
 
-/// The STS name of an error: STS says `InvalidClientTokenId` and
-/// `SignatureDoesNotMatch` where the KMS says `UnrecognizedClientException`
-/// and `InvalidSignatureException`.
-pub(crate) fn sts_code(code: ErrorCode) -> String {
-    match code {
-        ErrorCode::UnrecognizedClientException => "InvalidClientTokenId".into(),
-        ErrorCode::ExpiredTokenException => "ExpiredToken".into(),
-        ErrorCode::AccessDeniedException => "AccessDenied".into(),
-        ErrorCode::MalformedPolicyDocumentException => "MalformedPolicyDocument".into(),
-        ErrorCode::InvalidSignatureException => "SignatureDoesNotMatch".into(),
-        ErrorCode::IncompleteSignatureException => "IncompleteSignature".into(),
-        ErrorCode::MissingAuthenticationTokenException => "MissingAuthenticationToken".into(),
-        ErrorCode::UnknownOperationException => "InvalidAction".into(),
-        ErrorCode::ValidationException => "ValidationError".into(),
-        other => other.to_string(),
-    }
-}
-
 /// The XML error body of an STS error, as AWS sends it.
-pub fn error_body(err: &KmsError, request_id: &str) -> String {
+pub fn error_body(err: &IamError, request_id: &str) -> String {
     let kind = if err.is_internal() {
         "Receiver"
     } else {
@@ -200,23 +183,22 @@ pub fn error_body(err: &KmsError, request_id: &str) -> String {
     format!(
         "<ErrorResponse xmlns=\"{NAMESPACE}\"><Error><Type>{kind}</Type><Code>{}</Code>\
          <Message>{}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>",
-        sts_code(err.code),
+        err.code,
         xml_escape(&err.message)
     )
 }
 
 /// The HTTP status of an STS error: 403 for authentication failures, as
 /// STS answers them.
-pub fn http_status(err: &KmsError) -> u16 {
+pub fn http_status(err: &IamError) -> u16 {
     match err.code {
-        _ if err.is_internal() => 500,
-        ErrorCode::UnrecognizedClientException
-        | ErrorCode::ExpiredTokenException
-        | ErrorCode::AccessDeniedException
-        | ErrorCode::InvalidSignatureException
-        | ErrorCode::IncompleteSignatureException
-        | ErrorCode::MissingAuthenticationTokenException => 403,
-        ErrorCode::RequestEntityTooLargeException => 413,
+        IamErrorCode::ServiceFailure => 500,
+        IamErrorCode::InvalidClientTokenId
+        | IamErrorCode::ExpiredToken
+        | IamErrorCode::AccessDenied
+        | IamErrorCode::SignatureDoesNotMatch
+        | IamErrorCode::IncompleteSignature
+        | IamErrorCode::MissingAuthenticationToken => 403,
         _ => 400,
     }
 }
@@ -246,6 +228,7 @@ mod tests {
     use super::*;
     use crate::ids::{AccountId, Region};
     use crate::kms::Caller;
+    use crate::kms::KmsError;
 
     struct NoSts;
     impl KmsService for NoSts {
@@ -260,7 +243,7 @@ mod tests {
         ) -> Result<serde_json::Value, KmsError> {
             Err(KmsError::internal("unused"))
         }
-        fn user_id(&self, caller: &Caller) -> Result<String, KmsError> {
+        fn user_id(&self, caller: &Caller) -> Result<String, IamError> {
             Ok(caller.account.to_string())
         }
     }
@@ -287,7 +270,7 @@ mod tests {
     #[test]
     fn unknown_actions_and_versions_are_refused_and_escaped() {
         let e = answer(&query_params(b"Action=Frob<x>", ""), &ctx(), &NoSts, "r").unwrap_err();
-        assert_eq!(sts_code(e.code), "InvalidAction");
+        assert_eq!(e.code.as_str(), "InvalidAction");
         assert!(!error_body(&e, "r").contains("<x>"));
         let e = answer(
             &query_params(b"Action=GetCallerIdentity&Version=2099-01-01", ""),
@@ -296,7 +279,7 @@ mod tests {
             "r",
         )
         .unwrap_err();
-        assert_eq!(sts_code(e.code), "ValidationError");
+        assert_eq!(e.code.as_str(), "ValidationError");
         assert!(answer(&[], &ctx(), &NoSts, "r").is_err());
     }
 
@@ -317,7 +300,7 @@ mod tests {
             "1 validation error detected: Value null at 'roleSessionName' failed to satisfy constraint: Member must not be null"
         );
         let e = assume_role_input(&query_params(b"Action=AssumeRole", "")).unwrap_err();
-        assert_eq!(sts_code(e.code), "ValidationError");
+        assert_eq!(e.code.as_str(), "ValidationError");
         assert_eq!(
             e.message,
             "2 validation errors detected: Value null at 'roleArn' failed to satisfy constraint: Member must not be null; Value null at 'roleSessionName' failed to satisfy constraint: Member must not be null"
@@ -342,6 +325,6 @@ mod tests {
             "",
         ))
         .unwrap_err();
-        assert_eq!(sts_code(e.code), "ValidationError");
+        assert_eq!(e.code.as_str(), "ValidationError");
     }
 }
