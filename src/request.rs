@@ -27,6 +27,9 @@ pub struct Caller {
     /// The principal's tags (`aws:PrincipalTag/<key>`): a user's tags, or a
     /// role's tags overridden by the session's tags.
     pub principal_tags: Vec<(String, String)>,
+    /// The session policy of a role session (AssumeRole `Policy`): the
+    /// session may do only what both it and the role's policies allow.
+    pub session_policy: Option<String>,
 }
 
 impl Caller {
@@ -37,6 +40,7 @@ impl Caller {
             principal_type: PrincipalType::Root,
             access_key_id: None,
             principal_tags: Vec::new(),
+            session_policy: None,
         }
     }
 
@@ -48,6 +52,7 @@ impl Caller {
             principal_type: PrincipalType::IAMUser,
             access_key_id: None,
             principal_tags: Vec::new(),
+            session_policy: None,
         }
     }
 
@@ -106,6 +111,7 @@ impl RequestContext {
             "type": c.principal_type,
             "accessKeyId": c.access_key_id,
             "tags": c.principal_tags,
+            "sessionPolicy": c.session_policy,
             "region": self.region.as_str(),
             "sourceIp": self.source_ip,
             "userAgent": self.user_agent,
@@ -141,6 +147,7 @@ impl RequestContext {
             principal_type,
             access_key_id: text("accessKeyId"),
             principal_tags,
+            session_policy: text("sessionPolicy"),
         };
         let mut ctx = RequestContext::new(caller, text("region")?.parse().ok()?);
         ctx.source_ip = text("sourceIp");
@@ -158,6 +165,7 @@ mod tests {
         let mut caller = Caller::user("444455556666".parse().unwrap(), "alice");
         caller.access_key_id = Some("AKIAEXAMPLE".into());
         caller.principal_tags = vec![("team".into(), "db".into())];
+        caller.session_policy = Some(r#"{"Statement":[]}"#.into());
         let mut ctx = RequestContext::new(caller, "us-west-2".parse().unwrap());
         ctx.source_ip = Some("10.1.2.3".into());
         let back = RequestContext::from_handoff(&ctx.to_handoff()).unwrap();

@@ -1507,3 +1507,47 @@ fn the_cli_takes_the_aws_spellings() {
         2
     );
 }
+
+/// A session policy bounds the EC2 actions of its session as it bounds
+/// the KMS's: carol may do everything, her session only what its policy
+/// also allows, and nothing it denies.
+#[test]
+fn a_session_policy_bounds_ec2_actions() {
+    let w = World::new();
+    let call = |policy: &str, action: &str, params: &[(&str, &str)]| {
+        let mut c = caller(A, Some("carol"));
+        c.session_policy = Some(policy.to_string());
+        let s = w
+            .base
+            .for_caller(RequestContext::new(c, EAST.parse().unwrap()));
+        let mut pairs = vec![("Action".to_string(), action.to_string())];
+        pairs.extend(params.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        ec2::call(&s, &Params::new(pairs))
+    };
+    let describe_only = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ec2:Describe*","Resource":"*"}]}"#;
+    call(describe_only, "DescribeVolumes", &[]).unwrap();
+    let create = [("Size", "1"), ("AvailabilityZone", "us-east-1a")];
+    let e = call(describe_only, "CreateVolume", &create).unwrap_err();
+    assert_eq!(e.code, "UnauthorizedOperation");
+    assert!(
+        e.message.contains("no session policy allows"),
+        "{}",
+        e.message
+    );
+    let deny_create = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"},{"Effect":"Deny","Action":"ec2:CreateVolume","Resource":"*"}]}"#;
+    let e = call(deny_create, "CreateVolume", &create).unwrap_err();
+    assert!(
+        e.message.contains("explicit deny in a session policy"),
+        "{}",
+        e.message
+    );
+    let volumes = w.call(ROOT_A, EAST, "DescribeVolumes", &[]).unwrap();
+    assert!(
+        volumes["volumeSet"].as_array().unwrap().is_empty(),
+        "{volumes}"
+    );
+    // Without the session policy carol creates the volume.
+    let everything =
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
+    call(everything, "CreateVolume", &create).unwrap();
+}

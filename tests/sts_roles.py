@@ -116,6 +116,34 @@ code, _ = error_code(lambda: red_kms.generate_data_key(KeyId=KEY_ID, KeySpec="AE
 assert code == "AccessDeniedException", code
 step("principal-tag-from-session-overrides-role")
 
+# 3b. A session policy narrows the session to what both it and the role
+# allow, never more; what it denies is denied.
+only_encrypt = json.dumps({"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": ["kms:Encrypt", "kms:ScheduleKeyDeletion"], "Resource": "*"}]})
+narrow = alice_sts.assume_role(RoleArn=role("deployer"), RoleSessionName="narrow", Policy=only_encrypt)
+nk, _ = session_clients(narrow)
+blob2 = nk.encrypt(KeyId=KEY_ID, Plaintext=b"narrow")["CiphertextBlob"]
+code, msg = error_code(lambda: nk.decrypt(CiphertextBlob=blob2))
+assert code == "AccessDeniedException" and "no session policy allows the kms:Decrypt action" in msg, (code, msg)
+# The session policy names ScheduleKeyDeletion, the role does not: refused.
+code, _ = error_code(lambda: nk.schedule_key_deletion(KeyId=KEY_ID, PendingWindowInDays=7))
+assert code == "AccessDeniedException", code
+deny_encrypt = json.dumps({"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": "kms:*", "Resource": "*"},
+    {"Effect": "Deny", "Action": "kms:Encrypt", "Resource": "*"}]})
+denying = alice_sts.assume_role(RoleArn=role("deployer"), RoleSessionName="denying", Policy=deny_encrypt)
+dk2, _ = session_clients(denying)
+code, msg = error_code(lambda: dk2.encrypt(KeyId=KEY_ID, Plaintext=b"x"))
+assert code == "AccessDeniedException" and "explicit deny in a session policy" in msg, (code, msg)
+assert dk2.decrypt(CiphertextBlob=blob2)["Plaintext"] == b"narrow"
+code, _ = error_code(lambda: alice_sts.assume_role(
+    RoleArn=role("deployer"), RoleSessionName="bad-policy", Policy='{"Statement": "nope"'))
+assert code == "MalformedPolicyDocument", code
+code, _ = error_code(lambda: alice_sts.assume_role(
+    RoleArn=role("deployer"), RoleSessionName="long-policy", Policy=" " * 2049))
+assert code == "ValidationError", code
+step("session-policy")
+
 # 4. Who may assume what.
 code, msg = error_code(lambda: bob_sts.assume_role(RoleArn=role("deployer"), RoleSessionName="x1"))
 assert code == "AccessDenied", (code, msg)

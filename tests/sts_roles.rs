@@ -137,6 +137,7 @@ fn roles_are_assumed_by_whom_they_trust_and_their_sessions_act_as_the_role() {
         "session-get-caller-identity",
         "session-uses-role-policy",
         "principal-tag-from-session-overrides-role",
+        "session-policy",
         "trust-and-identity-decide",
         "cross-account-assume-role",
         "validation-errors",

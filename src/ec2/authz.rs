@@ -107,6 +107,26 @@ pub fn authorize(
                 &format!("because no identity-based policy allows the {action} action"),
             ));
         }
+        // A role session's session policy bounds what its role allows.
+        match req.session_effect() {
+            Some(Effect::ExplicitDeny) => {
+                return Err(unauthorized(
+                    s,
+                    action,
+                    &r.arn,
+                    "with an explicit deny in a session policy",
+                ))
+            }
+            Some(Effect::NotApplicable) => {
+                return Err(unauthorized(
+                    s,
+                    action,
+                    &r.arn,
+                    &format!("because no session policy allows the {action} action"),
+                ))
+            }
+            Some(Effect::Allow) | None => {}
+        }
     }
     Ok(())
 }

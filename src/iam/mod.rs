@@ -111,6 +111,12 @@ impl Iam {
             roles::SCHEMA
         ))
         .map_err(db)?;
+        home.ensure_schema_with(
+            &conn,
+            "sts-session-policy",
+            roles::add_session_policy_column,
+        )
+        .map_err(db)?;
         let iam = Iam {
             home,
             conn: std::sync::Mutex::new(conn),

@@ -70,6 +70,22 @@ CREATE TABLE IF NOT EXISTS sts_sessions (
 );
 "#;
 
+/// Homes made before session policies lack their column.
+pub(crate) fn add_session_policy_column(conn: &Connection) -> rusqlite::Result<()> {
+    let has: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('sts_sessions') WHERE name = 'session_policy'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has {
+        conn.execute_batch("ALTER TABLE sts_sessions ADD COLUMN session_policy TEXT")?;
+    }
+    Ok(())
+}
+
+/// The longest inline session policy STS takes, in characters.
+pub const MAX_SESSION_POLICY: usize = 2048;
+
 /// The shortest session STS issues, and the default.
 pub const MIN_SESSION_SECONDS: i64 = 900;
 pub const DEFAULT_SESSION_SECONDS: i64 = 3600;
@@ -115,6 +131,8 @@ pub struct AssumeRoleInput {
     pub tags: Vec<(String, String)>,
     pub external_id: Option<String>,
     pub source_identity: Option<String>,
+    /// The inline session policy (`Policy`).
+    pub policy: Option<String>,
 }
 
 /// Temporary credentials and the session's identity.
@@ -579,8 +597,20 @@ impl Iam {
                 ));
             }
         }
+        if let Some(p) = &input.policy {
+            v.check(validate::length("policy", p, 1, MAX_SESSION_POLICY));
+        }
         let (account, name) = v.finish_with(role).map_err(invalid)?;
         validate_tags(&input.tags, "tags")?;
+        if let Some(p) = &input.policy {
+            // An identity policy's grammar (no Principal); it only narrows.
+            PolicyDocument::shared_identity_policy(p).map_err(|e| {
+                IamError::new(
+                    IamErrorCode::MalformedPolicyDocument,
+                    format!("The session policy is not valid: {e}"),
+                )
+            })?;
+        }
         let duration = input.duration_seconds.unwrap_or(DEFAULT_SESSION_SECONDS);
         if duration < MIN_SESSION_SECONDS {
             return Err(invalid(Violation::shown(
@@ -682,8 +712,8 @@ impl Iam {
         tx.execute("DELETE FROM sts_sessions WHERE expiration <= ?1", [now])
             .map_err(db)?;
         tx.execute(
-            "INSERT INTO sts_sessions (access_key_id, account, role_name, session_name, sealed_secret, token_sha256, expiration, tags, source_identity, issued) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
-            params![akid, account.as_str(), row.name, session, sealed, token_sha256.to_vec(), expiration, tags, input.source_identity, now],
+            "INSERT INTO sts_sessions (access_key_id, account, role_name, session_name, sealed_secret, token_sha256, expiration, tags, source_identity, issued, session_policy) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+            params![akid, account.as_str(), row.name, session, sealed, token_sha256.to_vec(), expiration, tags, input.source_identity, now, input.policy],
         )
         .map_err(db)?;
         tx.commit().map_err(db)?;
@@ -701,20 +731,29 @@ impl Iam {
     /// The credentials of a session key (`ASIA...`); None when unknown.
     pub(crate) fn session_credentials(&self, access_key_id: &str) -> Option<KeyCredentials> {
         let conn = self.conn();
-        type Row = (String, String, String, Vec<u8>, Vec<u8>, i64, String);
+        type Row = (
+            String,
+            String,
+            String,
+            Vec<u8>,
+            Vec<u8>,
+            i64,
+            String,
+            Option<String>,
+        );
         let row: Row = conn
             .prepare_cached(
-                "SELECT account, role_name, session_name, sealed_secret, token_sha256, expiration, tags FROM sts_sessions WHERE access_key_id = ?1",
+                "SELECT account, role_name, session_name, sealed_secret, token_sha256, expiration, tags, session_policy FROM sts_sessions WHERE access_key_id = ?1",
             )
             .and_then(|mut st| {
                 st.query_row([access_key_id], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
                 })
                 .optional()
             })
             .ok()
             .flatten()?;
-        let (account, role, session, sealed, token_sha256, expiration, tags) = row;
+        let (account, role, session, sealed, token_sha256, expiration, tags, session_policy) = row;
         let account: AccountId = account.parse().ok()?;
         let secret = self
             .home
@@ -733,6 +772,7 @@ impl Iam {
                 principal_type: PrincipalType::AssumedRole,
                 access_key_id: Some(access_key_id.to_string()),
                 principal_tags,
+                session_policy,
             },
             session: Some(SessionToken {
                 token_sha256: token_sha256.try_into().ok()?,

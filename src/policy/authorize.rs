@@ -18,7 +18,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::context::ConditionContext;
-use super::eval::{AuthzRequest, Outcome};
+use super::eval::{AuthzRequest, Effect, Outcome};
 use super::parse::PolicyDocument;
 use super::{keys, PolicyError};
 
@@ -92,6 +92,8 @@ pub enum DenialReason {
     NoIdentityPolicyAllows,
     ExplicitDenyInResourcePolicy,
     ExplicitDenyInIdentityPolicy,
+    NoSessionPolicyAllows,
+    ExplicitDenyInSessionPolicy,
 }
 
 /// A refused request: who, what, on which key, and why.
@@ -137,6 +139,12 @@ impl Denial {
             DenialReason::ExplicitDenyInIdentityPolicy => {
                 format!("{head} with an explicit deny in an identity-based policy")
             }
+            DenialReason::NoSessionPolicyAllows => {
+                format!("{head} because no session policy allows the {action} action")
+            }
+            DenialReason::ExplicitDenyInSessionPolicy => {
+                format!("{head} with an explicit deny in a session policy")
+            }
         }
     }
 }
@@ -170,12 +178,22 @@ pub fn authorize(input: &AuthzInput<'_>) -> Result<(), Denial> {
     if identity.deny {
         return deny(DenialReason::ExplicitDenyInIdentityPolicy);
     }
+    // A role session made with a session policy: what the policy denies
+    // is denied, and only what it allows is left (grants aside, which
+    // name their grantee themselves).
+    let session = req.session_effect();
+    if session == Some(Effect::ExplicitDeny) {
+        return deny(DenialReason::ExplicitDenyInSessionPolicy);
+    }
     let same_account = req.principal_account == input.key_account;
     if !same_account && !input.cross_account_permitted {
         return deny(DenialReason::NoResourcePolicyAllows);
     }
     if input.grant_allows {
         return Ok(());
+    }
+    if session.is_some_and(|e| e != Effect::Allow) {
+        return deny(DenialReason::NoSessionPolicyAllows);
     }
     // The account root holds every identity permission within its account.
     let identity_allows = req.is_account_root() || identity.allow_direct || identity.allow_account;
@@ -218,6 +236,7 @@ pub fn lockout_check(
         action: "kms:PutKeyPolicy".into(),
         resource: key_arn.to_string(),
         context,
+        session_policy: None,
     };
     // An account match (account id or `:root`) covers the caller too.
     let o = policy.outcome(&req);

@@ -22,6 +22,10 @@ pub struct AuthzRequest {
     /// The key ARN.
     pub resource: String,
     pub context: ConditionContext,
+    /// The caller's session policy (a role session made with AssumeRole
+    /// `Policy`), whose allows bound the session's: see
+    /// [`AuthzRequest::session_effect`].
+    pub session_policy: Option<String>,
 }
 
 impl AuthzRequest {
@@ -66,7 +70,20 @@ impl AuthzRequest {
             action: action.to_string(),
             resource: resource.to_string(),
             context,
+            session_policy: caller.session_policy.clone(),
         }
+    }
+
+    /// What the caller's session policy says about this request; `None`
+    /// for a caller without one. A session may do only what its session
+    /// policy allows too, and nothing it denies. A stored policy that no
+    /// longer parses allows nothing.
+    pub fn session_effect(&self) -> Option<Effect> {
+        let text = self.session_policy.as_deref()?;
+        Some(match PolicyDocument::shared_identity_policy(text) {
+            Ok(d) => d.evaluate(self),
+            Err(_) => Effect::NotApplicable,
+        })
     }
 
     /// True when the caller is its account's root principal.
@@ -238,6 +255,7 @@ mod tests {
             action: action.into(),
             resource: "arn:aws:kms:us-east-1:111122223333:key/k1".into(),
             context: ConditionContext::new(),
+            session_policy: None,
         }
     }
 

@@ -336,6 +336,7 @@ fn kms_authorization_table() {
             action: c.action.to_string(),
             resource: KEY.to_string(),
             context,
+            session_policy: None,
         };
         let input = AuthzInput::new(&req, ACCT, &key_policy, &identity, c.grant);
         let got = authorize(&input).err().map(|d| d.reason);
@@ -406,6 +407,7 @@ fn a_real_denial_names_the_caller_action_and_key() {
         action: "kms:Decrypt".into(),
         resource: KEY.into(),
         context: ConditionContext::new(),
+        session_policy: None,
     };
     let d = authorize(&AuthzInput::new(&req, ACCT, &key_policy, &[], false)).unwrap_err();
     assert_eq!(
@@ -452,6 +454,7 @@ fn evaluate_reports_each_effect() {
         action: action.into(),
         resource: KEY.into(),
         context: ConditionContext::new(),
+        session_policy: None,
     };
     assert_eq!(
         doc.evaluate(&req(ALICE, "kms:Decrypt")),

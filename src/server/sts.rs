@@ -107,17 +107,12 @@ pub fn answer(
     }
 }
 
-/// The members of an AssumeRole request (`Tags.member.N.Key`/`.Value`).
-/// Session policies (`Policy`, `PolicyArns`) and MFA are refused plainly:
-/// keyvol does not evaluate them, and a session must never be broader than
-/// the caller asked for.
+/// The members of an AssumeRole request (`Tags.member.N.Key`/`.Value`,
+/// `Policy`). Managed session policies (`PolicyArns`: keyvol has no
+/// managed policies) and MFA are refused plainly: a session must never be
+/// broader than the caller asked for.
 fn assume_role_input(params: &[(String, String)]) -> Result<AssumeRoleInput, IamError> {
-    for unsupported in [
-        "Policy",
-        "PolicyArns.member.1.arn",
-        "SerialNumber",
-        "TokenCode",
-    ] {
+    for unsupported in ["PolicyArns.member.1.arn", "SerialNumber", "TokenCode"] {
         if param(params, unsupported).is_some() {
             return Err(IamError::new(
                 IamErrorCode::ValidationError,
@@ -170,6 +165,7 @@ fn assume_role_input(params: &[(String, String)]) -> Result<AssumeRoleInput, Iam
         tags,
         external_id: param(params, "ExternalId").map(str::to_string),
         source_identity: param(params, "SourceIdentity").map(str::to_string),
+        policy: param(params, "Policy").map(str::to_string),
     })
 }
 
@@ -314,12 +310,18 @@ mod tests {
             e.message,
             "1 validation error detected: Value null at 'tags.1.member.key' failed to satisfy constraint: Member must not be null"
         );
-        let e = assume_role_input(&query_params(
+        let i = assume_role_input(&query_params(
             b"Action=AssumeRole&RoleArn=x&RoleSessionName=s&Policy=%7B%7D",
             "",
         ))
+        .unwrap();
+        assert_eq!(i.policy.as_deref(), Some("{}"));
+        let e = assume_role_input(&query_params(
+            b"Action=AssumeRole&RoleArn=x&RoleSessionName=s&PolicyArns.member.1.arn=arn%3Aaws%3Aiam%3A%3Aaws%3Apolicy%2FX",
+            "",
+        ))
         .unwrap_err();
-        assert!(e.message.contains("Policy"), "{}", e.message);
+        assert!(e.message.contains("PolicyArns"), "{}", e.message);
         let e = assume_role_input(&query_params(
             b"Action=AssumeRole&RoleArn=x&RoleSessionName=s&DurationSeconds=soon",
             "",
