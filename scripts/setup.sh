@@ -9,7 +9,9 @@ APT_PACKAGES=(
   qemu-utils qemu-system-common gocryptfs kmod python3-venv
   bash-completion man-db groff-base systemd
 )
-PY_PACKAGES=(cryptography boto3 awscli "moto[server]")
+# Pinned: the tests check keyvol against these clients' service models,
+# which change with every release.
+PY_PACKAGES=(cryptography==50.0.2 boto3==1.44.8 botocore==1.44.8 awscli==1.46.3 "moto[server]==5.2.5")
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -29,7 +31,17 @@ VENV="${KEYVOL_VENV:-$HOME/.cache/keyvol-venv}"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c "import cryptography, boto3, moto, awscli" 2>/dev/null; then
+pinned_ok() {
+  "$VENV/bin/python" - "${PY_PACKAGES[@]}" <<'PY' 2>/dev/null
+import sys
+from importlib.metadata import version
+for spec in sys.argv[1:]:
+    name, want = spec.split("==")
+    if version(name.split("[")[0]) != want:
+        sys.exit(1)
+PY
+}
+if ! pinned_ok; then
   echo "setup: installing ${PY_PACKAGES[*]} into $VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi

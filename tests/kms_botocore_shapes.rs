@@ -379,3 +379,74 @@ fn import_request(key: &str, params: &Value, material: &[u8], extra: Value) -> V
     }
     req
 }
+
+/// `keyvol kms <operation>` takes every request member of botocore's model
+/// that the KMS honours, as the aws CLI's flag (`--key-material-id`); the
+/// members it leaves out are listed here with the reason.
+#[test]
+fn every_cli_command_takes_the_model_members() {
+    let model = Model::load("kms");
+    // (operation, member): not taken, and why.
+    let left_out: &[(&str, &str)] = &[
+        // Attested Nitro Enclave recipients: no enclaves here.
+        ("Decrypt", "Recipient"),
+        ("GenerateDataKey", "Recipient"),
+        ("GenerateDataKeyPair", "Recipient"),
+        ("GenerateRandom", "Recipient"),
+        ("DeriveSharedSecret", "Recipient"),
+        ("Decrypt", "DryRunModifiers"),
+        ("ReEncrypt", "DryRunModifiers"),
+        // Custom key stores do not exist in this KMS.
+        ("CreateKey", "CustomKeyStoreId"),
+        ("CreateKey", "XksKeyId"),
+        // Grants to AWS service principals.
+        ("CreateGrant", "GranteeServicePrincipal"),
+        ("CreateGrant", "RetiringServicePrincipal"),
+        ("ListGrants", "GranteeServicePrincipal"),
+        ("ListRetirableGrants", "RetiringServicePrincipal"),
+        // Keys shared through Resource Access Manager: no RAM here.
+        ("ListKeys", "ResourceOwners"),
+    ];
+    let kebab = |s: &str| {
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                out.push('-');
+            }
+            out.push(c.to_ascii_lowercase());
+        }
+        out
+    };
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for op in model.operations() {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyvol"))
+            .args(["kms", &kebab(&op), "--help"])
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            continue;
+        }
+        checked += 1;
+        let help = String::from_utf8_lossy(&out.stdout);
+        let Some(shape) = model.json["operations"][&op]["input"]["shape"].as_str() else {
+            continue;
+        };
+        let members = model.json["shapes"][shape]["members"].as_object().unwrap();
+        for m in members.keys() {
+            let flag = format!("--{} ", kebab(m));
+            let flag_eol = format!("--{}\n", kebab(m));
+            if !help.contains(&flag)
+                && !help.contains(&flag_eol)
+                && !left_out.contains(&(op.as_str(), m.as_str()))
+            {
+                missing.push(format!("{op}.{m}"));
+            }
+        }
+    }
+    assert!(
+        checked >= 40,
+        "only {checked} operations have a CLI command"
+    );
+    assert!(missing.is_empty(), "CLI commands lack members: {missing:?}");
+}

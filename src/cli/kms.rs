@@ -176,7 +176,7 @@ const OPERATIONS: &[(&str, &[&str], &[&str])] = &[
     ("RotateKeyOnDemand", &["KeyId"], &["KeyId"]),
     (
         "ListKeyRotations",
-        &["KeyId", "Limit", "Marker"],
+        &["KeyId", "IncludeKeyMaterial", "Limit", "Marker"],
         &["KeyId"],
     ),
     ("TagResource", &["KeyId", "Tags"], &["KeyId", "Tags"]),
@@ -327,10 +327,17 @@ const OPERATIONS: &[(&str, &[&str], &[&str])] = &[
             "EncryptedKeyMaterial",
             "ValidTo",
             "ExpirationModel",
+            "ImportType",
+            "KeyMaterialDescription",
+            "KeyMaterialId",
         ],
         &["KeyId", "ImportToken", "EncryptedKeyMaterial"],
     ),
-    ("DeleteImportedKeyMaterial", &["KeyId"], &["KeyId"]),
+    (
+        "DeleteImportedKeyMaterial",
+        &["KeyId", "KeyMaterialId"],
+        &["KeyId"],
+    ),
     ("GetKeyLastUsage", &["KeyId"], &["KeyId"]),
     (
         "DescribeCustomKeyStores",
@@ -404,6 +411,12 @@ fn field_help(field: &str) -> &'static str {
         "EncryptedKeyMaterial" => "The wrapped key material: fileb://PATH or base64",
         "ValidTo" => "When the material expires (epoch seconds or RFC 3339)",
         "ExpirationModel" => "KEY_MATERIAL_EXPIRES or KEY_MATERIAL_DOES_NOT_EXPIRE",
+        "ImportType" => {
+            "NEW_KEY_MATERIAL (rotate to new material) or EXISTING_KEY_MATERIAL (reimport)"
+        }
+        "KeyMaterialDescription" => "A description of this key material",
+        "KeyMaterialId" => "The key material (its KeyMaterialId)",
+        "IncludeKeyMaterial" => "ALL_KEY_MATERIAL or ROTATIONS_ONLY",
         "CustomKeyStoreId" => "A custom key store (not supported)",
         "EncryptionContextEquals" => "Exactly this encryption context",
         _ => "A request field of the operation",
