@@ -205,6 +205,9 @@ kv --profile ops volume unmount "$MNT_E" >/dev/null
 SNAP_E=$(awsx ec2 create-snapshot --volume-id "$VOL_E" --description "made by aws ec2" --query SnapshotId --output text)
 awsx ec2 wait snapshot-completed --snapshot-ids "$SNAP_E"
 awsx ec2 describe-snapshots --snapshot-ids "$SNAP_E" --query 'Snapshots[0].[SnapshotId,State,VolumeSize,Description]' --output text
+# Unmount left the attachment made by attach-volume; detach-volume ends it.
+awsx ec2 detach-volume --volume-id "$VOL_E" --query State --output text
+awsx ec2 wait volume-available --volume-ids "$VOL_E"
 if awsx ec2 delete-volume --volume-id "$VOL_E" 2>"$WORK/denied.txt"; then
   echo "the policy's Deny did not hold" >&2; exit 1
 fi

@@ -339,8 +339,9 @@ def attach_detach():
         aws(A_KEY, EAST, "ec2", "detach-volume", "--volume-id", v, expect="VolumeInUse")
     finally:
         keyvol("a", EAST, "volume", "unmount", mnt)
-    aws(A_KEY, EAST, "ec2", "wait", "volume-available", "--volume-ids", v)
-    aws(A_KEY, EAST, "ec2", "attach-volume", *att)
+    # Unmount undid the mount, not the attachment AttachVolume made.
+    d = aws(A_KEY, EAST, "ec2", "describe-volumes", "--volume-ids", v)["Volumes"][0]
+    assert d["State"] == "in-use" and d["Attachments"][0]["Device"] == "/dev/sdf", d
     aws(NOBODY, EAST, "ec2", "detach-volume", "--volume-id", v, expect="UnauthorizedOperation")
     aws(A_KEY, EAST, "ec2", "detach-volume", "--volume-id", v, "--device", "/dev/sdg",
         expect="InvalidAttachment.NotFound")

@@ -84,8 +84,8 @@ impl Volumes<'_> {
         )
         .map_err(|e| undo(vol_err(e)))?;
         let recorded = self.conn.execute(
-            "INSERT OR REPLACE INTO mounts (mountpoint, volume_id, fs, mounted) VALUES (?1, ?2, ?3, ?4)",
-            params![dir.to_string_lossy(), v, fs_type.as_str(), self.s.kms.clock().now()],
+            "INSERT OR REPLACE INTO mounts (mountpoint, volume_id, fs, mounted, attached_here) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![dir.to_string_lossy(), v, fs_type.as_str(), self.s.kms.clock().now(), attached_here],
         );
         if let Err(e) = recorded {
             let _ = mount::unmount_volume(&m);
@@ -102,8 +102,8 @@ impl Volumes<'_> {
     /// Undoes a mount keyvol made for a volume of the caller's account
     /// (anything else at `dir` is refused, untouched): unmounts the
     /// filesystem, never lazily (a busy one is refused and nothing
-    /// changes), detaches its loop device, then the volume. After a crash
-    /// of the daemon, clears what it left.
+    /// changes), detaches its loop device, then the volume if the mount
+    /// attached it. After a crash of the daemon, clears what it left.
     pub fn unmount(&self, dir: &Path) -> ApiResult<Value> {
         let dir = absolute(dir)?;
         let canon = dir.canonicalize().unwrap_or_else(|_| dir.clone());
@@ -115,16 +115,16 @@ impl Volumes<'_> {
                 self.s.ctx.region.as_str()
             ))
         };
-        let vol: Option<String> = self
+        let vol: Option<(String, bool)> = self
             .conn
             .query_row(
-                "SELECT volume_id FROM mounts WHERE mountpoint = ?1 OR mountpoint = ?2",
+                "SELECT volume_id, attached_here FROM mounts WHERE mountpoint = ?1 OR mountpoint = ?2",
                 params![canon.to_string_lossy(), dir.to_string_lossy()],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
             .map_err(db_err)?;
-        let Some(v) = vol else {
+        let Some((v, attached_here)) = vol else {
             return Err(not_ours());
         };
         let r = self.row(&v).map_err(|_| not_ours())?;
@@ -173,7 +173,13 @@ impl Volumes<'_> {
             tracing::warn!("removing the mount record of {}: {e}", canon.display());
         }
         let mut out = json!({"MountPoint": canon, "Unmounted": mounted, "VolumeId": v});
-        out["Volume"] = self.detach(&v, false)?;
+        // Unmount undoes what mount did: a volume that was attached before
+        // (`keyvol volume attach`, AttachVolume) stays attached.
+        out["Volume"] = if attached_here {
+            self.detach(&v, false)?
+        } else {
+            self.to_json(&self.row(&v)?)?
+        };
         Ok(out)
     }
 }

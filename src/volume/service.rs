@@ -54,6 +54,22 @@ CREATE TABLE IF NOT EXISTS mounts (
 );
 "#;
 
+/// Homes made before mounts recorded whether they attached the volume
+/// lack the column; their mounts did (unmount detaches, as it did then).
+fn add_attached_here_column(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let has: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('mounts') WHERE name = 'attached_here'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has {
+        conn.execute_batch(
+            "ALTER TABLE mounts ADD COLUMN attached_here INTEGER NOT NULL DEFAULT 1",
+        )?;
+    }
+    Ok(())
+}
+
 /// Smallest and largest volume (EBS allows 1 GiB..16 TiB; smaller volumes
 /// are allowed here for tests and demonstrations).
 pub const MIN_SIZE: u64 = 1 << 20;
@@ -158,6 +174,9 @@ impl<'a> Volumes<'a> {
             .map_err(|e| ApiError::internal(e.to_string()))?;
         s.home
             .ensure_schema(&conn, "volumes", SCHEMA)
+            .map_err(db_err)?;
+        s.home
+            .ensure_schema_with(&conn, "volumes-mount-attached", add_attached_here_column)
             .map_err(db_err)?;
         Ok(Volumes {
             s,
