@@ -276,6 +276,26 @@ impl Home {
         self.ensure_schema_with(conn, name, |c| c.execute_batch(schema))
     }
 
+    /// A migration step of [`Home::ensure_schema_with`]: adds `column`
+    /// (with its declaration `decl`, e.g. `TEXT` or `INTEGER NOT NULL
+    /// DEFAULT 1`) to `table` of a home made before it existed.
+    pub fn add_column_if_missing(
+        conn: &rusqlite::Connection,
+        table: &str,
+        column: &str,
+        decl: &str,
+    ) -> rusqlite::Result<()> {
+        let has: bool = conn.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+            [table, column],
+            |r| r.get(0),
+        )?;
+        if !has {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+        }
+        Ok(())
+    }
+
     /// [`Home::ensure_schema`] for a migration step that is code (a column
     /// added when missing): `step` runs in a write transaction, once per
     /// database file and `name` in this process.

@@ -120,15 +120,12 @@ pub struct Records<'a> {
 /// Checks tag keys and values as EC2 does.
 /// Homes made before zones were recorded lack the column.
 fn add_zone_column(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
-    let has: bool = conn.query_row(
-        "SELECT COUNT(*) > 0 FROM pragma_table_info('ec2_volume_options') WHERE name = 'availability_zone'",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has {
-        conn.execute_batch("ALTER TABLE ec2_volume_options ADD COLUMN availability_zone TEXT")?;
-    }
-    Ok(())
+    crate::home::Home::add_column_if_missing(
+        conn,
+        "ec2_volume_options",
+        "availability_zone",
+        "TEXT",
+    )
 }
 
 pub fn check_tags(tags: &[Tag]) -> ApiResult<()> {

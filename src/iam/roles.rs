@@ -72,15 +72,7 @@ CREATE TABLE IF NOT EXISTS sts_sessions (
 
 /// Homes made before session policies lack their column.
 pub(crate) fn add_session_policy_column(conn: &Connection) -> rusqlite::Result<()> {
-    let has: bool = conn.query_row(
-        "SELECT COUNT(*) > 0 FROM pragma_table_info('sts_sessions') WHERE name = 'session_policy'",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has {
-        conn.execute_batch("ALTER TABLE sts_sessions ADD COLUMN session_policy TEXT")?;
-    }
-    Ok(())
+    crate::home::Home::add_column_if_missing(conn, "sts_sessions", "session_policy", "TEXT")
 }
 
 /// The longest inline session policy STS takes, in characters.

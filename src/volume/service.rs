@@ -57,17 +57,12 @@ CREATE TABLE IF NOT EXISTS mounts (
 /// Homes made before mounts recorded whether they attached the volume
 /// lack the column; their mounts did (unmount detaches, as it did then).
 fn add_attached_here_column(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
-    let has: bool = conn.query_row(
-        "SELECT COUNT(*) > 0 FROM pragma_table_info('mounts') WHERE name = 'attached_here'",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has {
-        conn.execute_batch(
-            "ALTER TABLE mounts ADD COLUMN attached_here INTEGER NOT NULL DEFAULT 1",
-        )?;
-    }
-    Ok(())
+    crate::home::Home::add_column_if_missing(
+        conn,
+        "mounts",
+        "attached_here",
+        "INTEGER NOT NULL DEFAULT 1",
+    )
 }
 
 /// Smallest and largest volume (EBS allows 1 GiB..16 TiB; smaller volumes
