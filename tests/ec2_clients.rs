@@ -5,10 +5,8 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::serve::{
-    aws_cli, cli, create_account, create_user, create_user_with_policy, python, Served, BIN,
+    aws_cli, cli, create_account, create_user, create_user_with_policy, Served, BIN,
 };
 use serde_json::Value;
 
@@ -34,38 +32,26 @@ fn aws_cli_and_boto3_drive_volumes_and_snapshots_through_keyvol_serve() {
     );
     let served = Served::start(&home, &["serve"]);
     let endpoint = served.endpoint();
-    let py = python();
     let aws = aws_cli();
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ec2_clients.py");
-    let out = Command::new(&py)
-        .arg(script)
-        .env("KV_ENDPOINT", &endpoint)
-        .env("KV_A", A)
-        .env("KV_B", B)
-        .env("KV_A_AKID", &a.id)
-        .env("KV_A_SECRET", &a.secret)
-        .env("KV_B_AKID", &b.id)
-        .env("KV_B_SECRET", &b.secret)
-        .env("KV_NOBODY_AKID", &nobody.id)
-        .env("KV_NOBODY_SECRET", &nobody.secret)
-        .env("KV_OPS_AKID", &ops.id)
-        .env("KV_OPS_SECRET", &ops.secret)
-        .env("KV_AWS", &aws)
-        .env("KV_BIN", BIN)
-        .env("KV_HOME", &home)
-        .env("KV_MNT", &mnt)
-        .env_remove("AWS_PROFILE")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "tests/ec2_clients.py failed:\n{stdout}\n{stderr}"
-    );
-    let report: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap();
+    let report: Value = common::serve::script_report("ec2_clients.py", |c| {
+        c.env("KV_ENDPOINT", &endpoint)
+            .env("KV_A", A)
+            .env("KV_B", B)
+            .env("KV_A_AKID", &a.id)
+            .env("KV_A_SECRET", &a.secret)
+            .env("KV_B_AKID", &b.id)
+            .env("KV_B_SECRET", &b.secret)
+            .env("KV_NOBODY_AKID", &nobody.id)
+            .env("KV_NOBODY_SECRET", &nobody.secret)
+            .env("KV_OPS_AKID", &ops.id)
+            .env("KV_OPS_SECRET", &ops.secret)
+            .env("KV_AWS", &aws)
+            .env("KV_BIN", BIN)
+            .env("KV_HOME", &home)
+            .env("KV_MNT", &mnt);
+    });
     let has = |c: &str, s: &str| report[c].as_array().unwrap().iter().any(|x| x == s);
     for s in [
         "sts-get-caller-identity",

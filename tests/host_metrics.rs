@@ -56,12 +56,6 @@ impl Drop for Killed {
     }
 }
 
-fn venv_python() -> String {
-    let venv = std::env::var("KEYVOL_VENV")
-        .unwrap_or_else(|_| format!("{}/.cache/keyvol-venv", std::env::var("HOME").unwrap()));
-    format!("{venv}/bin/python")
-}
-
 #[test]
 fn serve_metrics_count_requests_by_operation_and_outcome() {
     let home = tempfile::tempdir().unwrap();
@@ -132,7 +126,7 @@ fn serve_metrics_count_requests_by_operation_and_outcome() {
          try:\n    c.decrypt(CiphertextBlob=b'\\x01' * 64)\n    raise SystemExit('decrypt of garbage worked')\n\
          except botocore.exceptions.ClientError as e:\n    assert e.response['Error']['Code'] == 'InvalidCiphertextException', e\n"
     );
-    let out = Command::new(venv_python())
+    let out = Command::new(common::serve::python())
         .args(["-c", &script])
         .output()
         .unwrap();

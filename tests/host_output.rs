@@ -10,20 +10,9 @@ use std::process::{Command, Stdio};
 use common::*;
 use serde_json::{json, Value};
 
-fn venv_python() -> String {
-    let venv = std::env::var("KEYVOL_VENV")
-        .unwrap_or_else(|_| format!("{}/.cache/keyvol-venv", std::env::var("HOME").unwrap()));
-    let py = format!("{venv}/bin/python");
-    assert!(
-        std::path::Path::new(&py).exists(),
-        "{py} is missing: run scripts/setup.sh"
-    );
-    py
-}
-
 /// What `aws --output text` prints for `v`.
 fn aws_text(v: &Value) -> String {
-    let mut child = Command::new(venv_python())
+    let mut child = Command::new(common::serve::python())
         .args([
             "-c",
             "import json, sys\nfrom awscli.text import format_text\nformat_text(json.load(sys.stdin), sys.stdout)",

@@ -17,8 +17,7 @@ use aws_sdk_kms::types::{
     DataKeySpec, GrantOperation, KeyState, MessageType, SigningAlgorithmSpec,
 };
 use common::serve::{
-    aws_cli, cli as keyvol, cli_raw as keyvol_raw, create_account, create_user, python, Key,
-    Served, BIN,
+    aws_cli, cli as keyvol, cli_raw as keyvol_raw, create_account, create_user, Key, Served, BIN,
 };
 use keyvol::clock::Clock;
 use keyvol::home::Home;
@@ -549,34 +548,19 @@ fn boto3_and_aws_cli_against_keyvol_serve() {
     let fx = Fixture::new();
     let sign_verify = fx.sign_verify_available();
     let srv = Served::start(fx.home(), &["kms", "serve"]);
-    let py = python();
     let aws = aws_cli();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/server_clients.py");
-    let out = Command::new(&py)
-        .arg(script)
-        .env("KV_ENDPOINT", srv.endpoint())
-        .env("KV_ACCOUNT", ACCOUNT)
-        .env("KV_ROOT_AKID", &fx.root.id)
-        .env("KV_ROOT_SECRET", &fx.root.secret)
-        .env("KV_NOBODY_AKID", &fx.nobody.id)
-        .env("KV_NOBODY_SECRET", &fx.nobody.secret)
-        .env("KV_SIGN_VERIFY", if sign_verify { "1" } else { "0" })
-        .env("KV_AWS", &aws)
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_CONFIG_FILE")
-        .env_remove("AWS_SHARED_CREDENTIALS_FILE")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "tests/server_clients.py failed:\n{stdout}\n{stderr}"
-    );
-    let report: Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| {
-            panic!("no JSON report from server_clients.py ({e}):\n{stdout}\n{stderr}")
-        });
+    let report: Value = common::serve::script_report("server_clients.py", |c| {
+        c.env("KV_ENDPOINT", srv.endpoint())
+            .env("KV_ACCOUNT", ACCOUNT)
+            .env("KV_ROOT_AKID", &fx.root.id)
+            .env("KV_ROOT_SECRET", &fx.root.secret)
+            .env("KV_NOBODY_AKID", &fx.nobody.id)
+            .env("KV_NOBODY_SECRET", &fx.nobody.secret)
+            .env("KV_SIGN_VERIFY", if sign_verify { "1" } else { "0" })
+            .env("KV_AWS", &aws)
+            .env_remove("AWS_CONFIG_FILE")
+            .env_remove("AWS_SHARED_CREDENTIALS_FILE");
+    });
     let has =
         |client: &str, step: &str| report[client].as_array().unwrap().iter().any(|s| s == step);
     for step in [

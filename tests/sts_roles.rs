@@ -7,10 +7,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
-use common::serve::{aws_cli, cli, create_account, create_user_with_policy, python, Served};
+use common::serve::{aws_cli, cli, create_account, create_user_with_policy, Served};
 use keyvol::clock::Clock;
 use keyvol::home::Home;
 use keyvol::iam::roles::AssumeRoleInput;
@@ -108,30 +107,19 @@ fn roles_are_assumed_by_whom_they_trust_and_their_sessions_act_as_the_role() {
     let key_id = key["KeyMetadata"]["KeyId"].as_str().unwrap().to_string();
 
     let srv = Served::start(&home, &["serve"]);
-    let out = Command::new(python())
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sts_roles.py"))
-        .env("KV_ENDPOINT", srv.endpoint())
-        .env("KV_ACCOUNT", ACCOUNT)
-        .env("KV_PARTNER", PARTNER)
-        .env("KV_KEY_ID", &key_id)
-        .env("KV_AWS", aws_cli())
-        .env("KV_ALICE_AKID", &alice.id)
-        .env("KV_ALICE_SECRET", &alice.secret)
-        .env("KV_BOB_AKID", &bob.id)
-        .env("KV_BOB_SECRET", &bob.secret)
-        .env("KV_PARTNER_AKID", &partner.id)
-        .env("KV_PARTNER_SECRET", &partner.secret)
-        .env_remove("AWS_PROFILE")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "sts_roles.py failed:\n{stdout}\n{stderr}"
-    );
-    let report: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("no report ({e}):\n{stdout}\n{stderr}"));
+    let report: Value = common::serve::script_report("sts_roles.py", |c| {
+        c.env("KV_ENDPOINT", srv.endpoint())
+            .env("KV_ACCOUNT", ACCOUNT)
+            .env("KV_PARTNER", PARTNER)
+            .env("KV_KEY_ID", &key_id)
+            .env("KV_AWS", aws_cli())
+            .env("KV_ALICE_AKID", &alice.id)
+            .env("KV_ALICE_SECRET", &alice.secret)
+            .env("KV_BOB_AKID", &bob.id)
+            .env("KV_BOB_SECRET", &bob.secret)
+            .env("KV_PARTNER_AKID", &partner.id)
+            .env("KV_PARTNER_SECRET", &partner.secret);
+    });
     for s in [
         "assume-role",
         "session-get-caller-identity",

@@ -247,6 +247,25 @@ pub fn venv() -> PathBuf {
     }
 }
 
+/// Runs the client script `tests/<name>` with the venv's python and the
+/// environment `configure` sets, and returns the JSON report it prints as
+/// its last line. A failing script fails the test with its output.
+pub fn script_report(name: &str, configure: impl FnOnce(&mut Command)) -> Value {
+    let mut cmd = Command::new(python());
+    cmd.arg(format!("{}/tests/{name}", env!("CARGO_MANIFEST_DIR")))
+        .env_remove("AWS_PROFILE");
+    configure(&mut cmd);
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "tests/{name} failed:\n{stdout}\n{stderr}"
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("no JSON report from tests/{name} ({e}):\n{stdout}\n{stderr}"))
+}
+
 /// The venv's python; missing is a failure, not a skip.
 pub fn python() -> PathBuf {
     let p = venv().join("bin/python");
