@@ -1,5 +1,6 @@
 //! The `aws-sdk-ec2` crate against `keyvol serve`: volumes, tags, filters,
-//! pagination, snapshots, the EBS defaults and EC2's error codes, parsed by
+//! pagination, snapshots, the EBS defaults, attachments to the volume host
+//! and EC2's error codes, parsed by
 //! the SDK's own deserializers (an XML shape the SDK does not expect fails
 //! the call).
 
@@ -223,6 +224,92 @@ async fn aws_sdk_ec2_crate_against_keyvol_serve() {
     assert_eq!(
         code(denied.delete_volume().volume_id(&made[1]).send().await),
         "UnauthorizedOperation"
+    );
+
+    // AttachVolume and DetachVolume on the control plane's volume host,
+    // found by DescribeInstances (needs FUSE: the daemon serves the device;
+    // this binary's only test, so its guard need not be held).
+    if common::fuse_prerequisites().is_some() {
+        let r = ec2.describe_instances().send().await.unwrap();
+        let host = &r.reservations()[0].instances()[0];
+        let iid = host.instance_id().unwrap().to_string();
+        assert_eq!(
+            host.state().and_then(|s| s.name()),
+            Some(&aws_sdk_ec2::types::InstanceStateName::Running)
+        );
+        let a = ec2
+            .attach_volume()
+            .volume_id(&made[0])
+            .instance_id(&iid)
+            .device("/dev/sdg")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            a.state(),
+            Some(&aws_sdk_ec2::types::VolumeAttachmentState::Attaching)
+        );
+        assert!(a.attach_time().is_some());
+        let v = ec2
+            .describe_volumes()
+            .volume_ids(&made[0])
+            .send()
+            .await
+            .unwrap();
+        let att = &v.volumes()[0].attachments()[0];
+        assert_eq!(att.device(), Some("/dev/sdg"));
+        assert_eq!(att.instance_id(), Some(iid.as_str()));
+        assert_eq!(v.volumes()[0].state(), Some(&VolumeState::InUse));
+        let r = ec2
+            .describe_instances()
+            .instance_ids(&iid)
+            .send()
+            .await
+            .unwrap();
+        let maps = r.reservations()[0].instances()[0].block_device_mappings();
+        assert_eq!(maps.len(), 1);
+        assert_eq!(maps[0].device_name(), Some("/dev/sdg"));
+        assert_eq!(
+            maps[0].ebs().and_then(|e| e.volume_id()),
+            Some(made[0].as_str())
+        );
+        assert_eq!(
+            code(
+                ec2.attach_volume()
+                    .volume_id(&made[0])
+                    .instance_id(&iid)
+                    .device("/dev/sdh")
+                    .send()
+                    .await
+            ),
+            "VolumeInUse"
+        );
+        let d = ec2
+            .detach_volume()
+            .volume_id(&made[0])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            d.state(),
+            Some(&aws_sdk_ec2::types::VolumeAttachmentState::Detaching)
+        );
+        let v = ec2
+            .describe_volumes()
+            .volume_ids(&made[0])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(v.volumes()[0].state(), Some(&VolumeState::Available));
+    }
+    assert_eq!(
+        code(
+            ec2.describe_instances()
+                .instance_ids("i-0123456789abcdef0")
+                .send()
+                .await
+        ),
+        "InvalidInstanceID.NotFound"
     );
 
     // Clean up through the API, and nothing is left.
