@@ -1,12 +1,21 @@
 //! The `Kms` handle: one authorization point, one audit point and one
 //! transaction per operation, around the operation bodies in `ops`.
+//!
+//! Two paths: a state-changing operation runs in a write transaction of
+//! its own on the one write connection (due work, body, audit record, a
+//! durable commit). A stateless one (`STATELESS`) runs its body in a read
+//! transaction on a connection of its own, concurrently with others, and
+//! its audit record joins the next group commit (`commit.rs`); it falls
+//! back to the write path when due work would change what it sees or when
+//! its body needs to write.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::Connection;
 use serde_json::{json, Map, Value};
 
-use super::audit::{self, AuditEntry};
+use super::audit::{self, AuditEntry, AuditRecord};
+use super::commit::{GroupCommit, Readers};
 use super::model::{KeyRecord, StateRule};
 use super::store::{self, db};
 use super::{Caller, ErrorCode, KmsError, KmsResult, RequestContext};
@@ -20,6 +29,10 @@ use crate::validate::{self, Violation};
 pub struct Kms {
     pub(crate) home: Arc<Home>,
     conn: Mutex<WriteConn>,
+    /// Read connections of the stateless operations' bodies.
+    readers: Readers,
+    /// Audit records of stateless operations waiting for their commit.
+    group: GroupCommit,
     /// Commits of `conn`, for the checkpointer thread.
     commits: Arc<std::sync::atomic::AtomicU64>,
     /// Dropped with the KMS, which ends the checkpointer thread.
@@ -65,6 +78,20 @@ pub(crate) struct Op<'a> {
     pub ctx: &'a RequestContext,
     pub trace: &'a mut Trace,
     pub kms: &'a Kms,
+    /// `tx` is the write transaction (else a read transaction, where
+    /// nothing may be written).
+    on_writer: bool,
+    /// The body found it must write (on a read transaction): its outcome
+    /// is dropped and it runs again on the write path.
+    needs_writer: bool,
+}
+
+/// Where a stateless call ended up.
+enum Attempt<T> {
+    /// Ran and its audit record committed (or the commit failed).
+    Done(KmsResult<T>),
+    /// Must run on the write path; the request is handed back.
+    OnWriter(Value),
 }
 
 /// Operations that change no state but their audit record (CloudTrail
@@ -230,6 +257,8 @@ impl Kms {
                 .map_err(db)?;
         }
         Ok(Kms {
+            readers: Readers::new(home.clone()),
+            group: GroupCommit::default(),
             home,
             conn: Mutex::new(WriteConn {
                 conn,
@@ -261,10 +290,103 @@ impl Kms {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs one operation: a write transaction, due scheduled work first,
-    /// the body, then one audit record whether it succeeded or failed. A
-    /// failed body changes nothing but the audit log.
+    /// Runs one operation and writes one audit record for it whether it
+    /// succeeded or failed; a failed body changes nothing but the audit
+    /// log. Stateless operations try the read path first; the body may run
+    /// twice then (the first outcome dropped unseen), so it is `FnMut`.
     pub(crate) fn run<T>(
+        &self,
+        ctx: &RequestContext,
+        operation: &str,
+        request: Value,
+        mut body: impl FnMut(&mut Op<'_>) -> KmsResult<T>,
+    ) -> KmsResult<T> {
+        let request = if STATELESS.contains(&operation) {
+            match self.run_stateless(ctx, operation, request, &mut body)? {
+                Attempt::Done(result) => return result,
+                Attempt::OnWriter(request) => request,
+            }
+        } else {
+            request
+        };
+        self.run_on_writer(ctx, operation, request, body)
+    }
+
+    /// A stateless operation on a read connection: the body sees the
+    /// latest committed state (a state change that returned is visible),
+    /// and the call is acknowledged once its audit record's group commit
+    /// did. Nothing due may be pending, or the write path would have
+    /// applied it first (a key whose deletion date passed must not
+    /// encrypt): then, as when the body must write (creating the AWS
+    /// managed key on first use), the call goes to the write path.
+    fn run_stateless<T>(
+        &self,
+        ctx: &RequestContext,
+        operation: &str,
+        request: Value,
+        body: &mut impl FnMut(&mut Op<'_>) -> KmsResult<T>,
+    ) -> KmsResult<Attempt<T>> {
+        let reader = self.readers.take()?;
+        let now = self.clock.now();
+        cached(&reader, "BEGIN")?;
+        // Asked in the same snapshot the body reads, so also due work of
+        // other processes of the home counts.
+        let due = store::work_due(&reader, now);
+        let mut trace = Trace::default();
+        let (result, needs_writer) = match due {
+            Ok(false) => {
+                let mut op = Op {
+                    tx: &reader,
+                    now,
+                    ctx,
+                    trace: &mut trace,
+                    kms: self,
+                    on_writer: false,
+                    needs_writer: false,
+                };
+                let result = body(&mut op);
+                (Some(result), op.needs_writer)
+            }
+            Ok(true) => (None, true),
+            Err(e) => (Some(Err(e)), false),
+        };
+        // Nothing was written: ending the read transaction releases its
+        // snapshot (a failure drops the connection, see `Reader`).
+        cached(&reader, "ROLLBACK")?;
+        drop(reader);
+        let result = match result {
+            Some(r) if !needs_writer => r,
+            _ => return Ok(Attempt::OnWriter(request)),
+        };
+        let record = self.audit_record(ctx, operation, request, &trace, result.as_ref().err(), now);
+        self.submit(record)?;
+        Ok(Attempt::Done(result))
+    }
+
+    /// Hands `record` to the group commit; returns once it is committed.
+    fn submit(&self, record: AuditRecord) -> KmsResult<()> {
+        self.group.submit(record, |batch| {
+            let mut conn = self.conn();
+            // As every stateless operation committed before: no fsync (a
+            // process crash loses none of these records, a power loss at
+            // most the latest, until the next durable commit).
+            conn.set_synchronous(false)?;
+            let tx = rusqlite::Transaction::new_unchecked(
+                &conn,
+                rusqlite::TransactionBehavior::Immediate,
+            )
+            .map_err(db)?;
+            audit::append_all(&tx, &self.audit_key, batch)?;
+            tx.commit().map_err(db)?;
+            self.commits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        })
+    }
+
+    /// Runs one operation on the write connection: a write transaction,
+    /// due scheduled work first, the body, then its audit record.
+    fn run_on_writer<T>(
         &self,
         ctx: &RequestContext,
         operation: &str,
@@ -298,6 +420,8 @@ impl Kms {
                 ctx,
                 trace: &mut trace,
                 kms: self,
+                on_writer: true,
+                needs_writer: false,
             };
             body(&mut op)
         };
@@ -305,25 +429,24 @@ impl Kms {
             cached(&tx, "ROLLBACK TO op")?;
         }
         cached(&tx, "RELEASE op")?;
-        let error = result.as_ref().err();
-        self.record(&tx, ctx, operation, request, &trace, error, now)?;
+        let record = self.audit_record(ctx, operation, request, &trace, result.as_ref().err(), now);
+        audit::append_all(&tx, &self.audit_key, &[record])?;
         tx.commit().map_err(db)?;
         self.commits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn record(
+    /// The CloudTrail record of one call.
+    fn audit_record(
         &self,
-        tx: &Connection,
         ctx: &RequestContext,
         operation: &str,
         request: Value,
         trace: &Trace,
         error: Option<&KmsError>,
         now: i64,
-    ) -> KmsResult<()> {
+    ) -> AuditRecord {
         let caller = &ctx.caller;
         let (key_arn, recipient) = match &trace.key {
             Some((arn, acct)) => (Some(arn.as_str()), acct.to_string()),
@@ -363,20 +486,16 @@ impl Kms {
             event["errorMessage"] = json!(e.message);
         }
         let code = error.map(|e| e.code.to_string());
-        audit::append(
-            tx,
-            &self.audit_key,
-            &AuditEntry {
-                event_time: now,
-                account: &recipient,
-                caller_account: caller.account.as_str(),
-                principal: &caller.principal_arn,
-                event_name: operation,
-                key_arn,
-                error_code: code.as_deref(),
-                event: &event,
-            },
-        )
+        AuditRecord::of(&AuditEntry {
+            event_time: now,
+            account: &recipient,
+            caller_account: caller.account.as_str(),
+            principal: &caller.principal_arn,
+            event_name: operation,
+            key_arn,
+            error_code: code.as_deref(),
+            event: &event,
+        })
     }
 
     /// Appends an event of another service of the control plane (EC2,
@@ -394,25 +513,26 @@ impl Kms {
         event: &Value,
         durable: bool,
     ) -> KmsResult<()> {
+        let record = AuditRecord::of(&AuditEntry {
+            event_time: self.clock.now(),
+            account,
+            caller_account: caller.account.as_str(),
+            principal: &caller.principal_arn,
+            event_name,
+            key_arn: None,
+            error_code,
+            event,
+        });
+        if !durable {
+            // Committed as the KMS's stateless calls are: in a group.
+            return self.submit(record);
+        }
         let mut conn = self.conn();
         conn.set_synchronous(durable)?;
         let tx =
             rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
                 .map_err(db)?;
-        audit::append(
-            &tx,
-            &self.audit_key,
-            &AuditEntry {
-                event_time: self.clock.now(),
-                account,
-                caller_account: caller.account.as_str(),
-                principal: &caller.principal_arn,
-                event_name,
-                key_arn: None,
-                error_code,
-                event,
-            },
-        )?;
+        audit::append_all(&tx, &self.audit_key, &[record])?;
         tx.commit().map_err(db)?;
         self.commits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -749,6 +869,14 @@ impl Op<'_> {
             return Ok(a.key_id);
         }
         if name == super::ops::EBS_ALIAS && account == &self.ctx.caller.account {
+            if !self.on_writer {
+                // Creating the key writes: the call starts over on the
+                // write path, where this error is never seen.
+                self.needs_writer = true;
+                return Err(KmsError::internal(
+                    "the AWS managed key is created on the write path",
+                ));
+            }
             return Ok(super::ops::create_aws_managed_ebs_key(self)?.key_id);
         }
         Err(KmsError::not_found(format!(
