@@ -136,6 +136,12 @@ impl GroupCommit {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// No record waits and no batch commits.
+    pub(crate) fn idle(&self) -> bool {
+        let q = self.lock();
+        q.waiting.is_empty() && !q.leading
+    }
+
     /// Queues `record` and returns once it committed (or its batch failed).
     /// The caller that finds no commit running becomes the leader: it takes
     /// every waiting record and runs `commit` on them, while later callers

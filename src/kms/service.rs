@@ -3,11 +3,12 @@
 //!
 //! Two paths: a state-changing operation runs in a write transaction of
 //! its own on the one write connection (due work, body, audit record, a
-//! durable commit). A stateless one (`STATELESS`) runs its body in a read
-//! transaction on a connection of its own, concurrently with others, and
-//! its audit record joins the next group commit (`commit.rs`); it falls
-//! back to the write path when due work would change what it sees or when
-//! its body needs to write.
+//! durable commit). A stateless one (`STATELESS`) takes the same path when
+//! the write connection is idle; when it is busy, the call runs its body in
+//! a read transaction on a connection of its own, concurrently with the
+//! writer and other readers, and its audit record joins the next group
+//! commit (`commit.rs`). It falls back to the write path when due work
+//! would change what it sees or when its body needs to write.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -302,6 +303,14 @@ impl Kms {
         mut body: impl FnMut(&mut Op<'_>) -> KmsResult<T>,
     ) -> KmsResult<T> {
         let request = if STATELESS.contains(&operation) {
+            // Uncontended, the write path is the cheaper one: the write
+            // connection's page cache stays valid across its own commits,
+            // while a reader's is emptied by every commit since its last
+            // transaction. Only a call that would wait for the writer goes
+            // to a reader, where it runs beside it.
+            if let Some(conn) = self.idle_writer() {
+                return self.run_on_writer(conn, ctx, operation, request, body);
+            }
             match self.run_stateless(ctx, operation, request, &mut body)? {
                 Attempt::Done(result) => return result,
                 Attempt::OnWriter(request) => request,
@@ -309,7 +318,20 @@ impl Kms {
         } else {
             request
         };
-        self.run_on_writer(ctx, operation, request, body)
+        self.run_on_writer(self.conn(), ctx, operation, request, body)
+    }
+
+    /// The write connection if nobody uses it or waits for a group commit.
+    fn idle_writer(&self) -> Option<MutexGuard<'_, WriteConn>> {
+        if !self.group.idle() {
+            return None;
+        }
+        match self.conn.try_lock() {
+            Ok(c) => Some(c),
+            // As in `conn`: the connection is usable.
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 
     /// A stateless operation on a read connection: the body sees the
@@ -388,12 +410,12 @@ impl Kms {
     /// due scheduled work first, the body, then its audit record.
     fn run_on_writer<T>(
         &self,
+        mut conn: MutexGuard<'_, WriteConn>,
         ctx: &RequestContext,
         operation: &str,
         request: Value,
         body: impl FnOnce(&mut Op<'_>) -> KmsResult<T>,
     ) -> KmsResult<T> {
-        let mut conn = self.conn();
         let now = self.clock.now();
         // Operations that change no key state commit without an fsync (WAL,
         // synchronous=NORMAL): a process crash loses nothing, a power loss
@@ -911,5 +933,96 @@ impl KmsError {
     fn with_alias_hint(mut self, _alias: &str) -> Self {
         self.code = ErrorCode::NotFoundException;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kms() -> (tempfile::TempDir, Kms, RequestContext, String) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let clock = Clock::system();
+        let home = Arc::new(Home::open(dir.path()).expect("home"));
+        let iam = crate::iam::Iam::open(home.clone(), clock.clone()).expect("iam");
+        let kms = Kms::open(home, clock).expect("kms");
+        let ctx = RequestContext::new(
+            iam.profile_caller("default").expect("caller"),
+            Region::default_region(),
+        );
+        let key = kms
+            .create_key(&ctx, Default::default())
+            .expect("key")
+            .key_metadata["KeyId"]
+            .as_str()
+            .expect("key id")
+            .to_string();
+        (dir, kms, ctx, key)
+    }
+
+    fn audited(kms: &Kms) -> usize {
+        kms.audit_list(&Default::default()).expect("audit").len()
+    }
+
+    #[test]
+    fn a_call_on_a_reader_is_audited_once() {
+        let (_dir, kms, ctx, key) = kms();
+        let before = audited(&kms);
+        let attempt = kms
+            .run_stateless(&ctx, "DescribeKey", json!({"KeyId": key}), &mut |op| {
+                op.resolve(Some(&key), false).map(|k| k.key_id)
+            })
+            .expect("attempt");
+        assert!(matches!(attempt, Attempt::Done(Ok(_))));
+        assert_eq!(audited(&kms), before + 1);
+        assert!(kms.audit_verify().expect("verify").valid);
+    }
+
+    #[test]
+    fn due_work_sends_a_call_to_the_write_path() {
+        let (_dir, kms, ctx, key) = kms();
+        kms.call(
+            &ctx,
+            "ScheduleKeyDeletion",
+            json!({"KeyId": key, "PendingWindowInDays": 7}),
+        )
+        .expect("schedule");
+        kms.clock.advance(8 * crate::clock::DAY);
+        let before = audited(&kms);
+        let attempt = kms
+            .run_stateless(&ctx, "DescribeKey", json!({}), &mut |op| {
+                op.resolve(Some(&key), false).map(|k| k.key_id)
+            })
+            .expect("attempt");
+        assert!(matches!(attempt, Attempt::OnWriter(_)));
+        // Nothing recorded: the write path records the call.
+        assert_eq!(audited(&kms), before);
+    }
+
+    #[test]
+    fn a_body_that_must_write_goes_to_the_write_path() {
+        let (_dir, kms, ctx, _) = kms();
+        let attempt = kms
+            .run_stateless(&ctx, "DescribeKey", json!({}), &mut |op| {
+                op.resolve(Some(super::super::ops::EBS_ALIAS), true)
+                    .map(|k| k.key_id)
+            })
+            .expect("attempt");
+        assert!(matches!(attempt, Attempt::OnWriter(_)));
+        let alias = store::alias(
+            &kms.conn(),
+            &ctx.caller.account,
+            &ctx.region,
+            super::super::ops::EBS_ALIAS,
+        )
+        .expect("alias");
+        assert!(alias.is_none(), "the read path created the managed key");
+    }
+
+    #[test]
+    fn readers_refuse_writes() {
+        let (_dir, kms, _, _) = kms();
+        let reader = kms.readers.take().expect("reader");
+        assert!(reader.execute("DELETE FROM audit_head", []).is_err());
     }
 }
