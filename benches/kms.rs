@@ -1,7 +1,12 @@
 //! In-process KMS throughput: operations per second for Encrypt, Decrypt
-//! and GenerateDataKey, and Sign and Verify for each asymmetric key spec,
+//! and GenerateDataKey (one thread, then the aggregate of 2 and 4 threads
+//! sharing one `Kms`), and Sign and Verify for each asymmetric key spec,
 //! through the full request path (authorization, SQLite transaction, audit
 //! record, unsealing the key).
+//!
+//! `BENCH_SECS` sets the seconds per figure (3); `BENCH_SKIP_ASYM=1` skips
+//! the Sign/Verify figures (what `benches/asym.rs` measures without the
+//! request path).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +42,42 @@ fn rate(name: &str, budget: Duration, mut f: impl FnMut()) -> f64 {
     per_sec
 }
 
+/// The aggregate rate of `threads` threads each running `f` in a loop for
+/// the budget (all start together, after a warm-up of their own).
+fn rate_threads(name: &str, threads: usize, budget: Duration, f: impl Fn() + Sync) -> f64 {
+    let barrier = std::sync::Barrier::new(threads);
+    let total: u64 = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    for _ in 0..20 {
+                        f();
+                    }
+                    barrier.wait();
+                    let start = Instant::now();
+                    let mut n = 0u64;
+                    while start.elapsed() < budget {
+                        f();
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("bench thread"))
+            .sum()
+    });
+    let per_sec = total as f64 / budget.as_secs_f64();
+    println!(
+        "{:<32} {per_sec:>10.0} ops/s  ({threads} threads, {:.1} us/op each)",
+        format!("{name} x{threads}"),
+        1e6 * threads as f64 / per_sec
+    );
+    per_sec
+}
+
 fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let clock = Clock::system();
@@ -66,11 +107,11 @@ fn main() {
         ..Default::default()
     };
     println!("KMS in-process (authorization, audit record, SQLite WAL commit per call), 256-byte plaintexts");
-    rate("Encrypt", budget, || {
+    let encrypt = || {
         kms.encrypt(&ctx, enc()).expect("encrypt");
-    });
+    };
     let blob = kms.encrypt(&ctx, enc()).expect("encrypt").ciphertext_blob;
-    rate("Decrypt", budget, || {
+    let decrypt = || {
         kms.decrypt(
             &ctx,
             DecryptRequest {
@@ -79,8 +120,8 @@ fn main() {
             },
         )
         .expect("decrypt");
-    });
-    rate("GenerateDataKey (AES_256)", budget, || {
+    };
+    let generate = || {
         kms.generate_data_key(
             &ctx,
             GenerateDataKeyRequest {
@@ -90,7 +131,18 @@ fn main() {
             },
         )
         .expect("generate data key");
-    });
+    };
+    rate("Encrypt", budget, encrypt);
+    rate("Decrypt", budget, decrypt);
+    rate("GenerateDataKey (AES_256)", budget, generate);
+    for threads in [2, 4] {
+        rate_threads("Encrypt", threads, budget, encrypt);
+        rate_threads("Decrypt", threads, budget, decrypt);
+        rate_threads("GenerateDataKey (AES_256)", threads, budget, generate);
+    }
+    if std::env::var_os("BENCH_SKIP_ASYM").is_some_and(|v| v == "1") {
+        return;
+    }
     println!("Sign / Verify, 256-byte RAW messages");
     let message = Blob(vec![0x42; 256]);
     for spec in KeySpec::ALL {

@@ -68,21 +68,79 @@ fn chain_hash(key: &Key256, prev: &str, seq: i64, event: &str) -> String {
 
 /// Appends one event inside the caller's (write) transaction.
 pub(crate) fn append(conn: &Connection, key: &Key256, e: &AuditEntry<'_>) -> KmsResult<()> {
+    append_all(conn, key, &[AuditRecord::of(e)])
+}
+
+/// An event ready to append: [`AuditEntry`] owned, its event already
+/// serialized, so a call can hand it to the group commit
+/// (`service::Kms::submit`) and the leader only chains and inserts.
+#[derive(Debug, Clone)]
+pub(crate) struct AuditRecord {
+    pub event_time: i64,
+    pub account: String,
+    pub caller_account: String,
+    pub principal: String,
+    pub event_name: String,
+    pub key_arn: Option<String>,
+    pub error_code: Option<String>,
+    pub event: String,
+}
+
+impl AuditRecord {
+    pub(crate) fn of(e: &AuditEntry<'_>) -> AuditRecord {
+        AuditRecord {
+            event_time: e.event_time,
+            account: e.account.to_string(),
+            caller_account: e.caller_account.to_string(),
+            principal: e.principal.to_string(),
+            event_name: e.event_name.to_string(),
+            key_arn: e.key_arn.map(str::to_string),
+            error_code: e.error_code.map(str::to_string),
+            event: serde_json::to_string(e.event).unwrap_or_default(),
+        }
+    }
+}
+
+/// Appends `records` in order inside the caller's (write) transaction: the
+/// head is read once and written once, whatever their number.
+pub(crate) fn append_all(
+    conn: &Connection,
+    key: &Key256,
+    records: &[AuditRecord],
+) -> KmsResult<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
     // Cached statements: every audited call runs these three.
     let head: Option<(i64, String)> = conn
         .prepare_cached("SELECT seq, hash FROM audit_head WHERE id = 0")
         .and_then(|mut st| st.query_row([], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(db)?;
-    let (prev_seq, prev_hash) = head.unwrap_or((0, GENESIS.to_string()));
-    let seq = prev_seq + 1;
-    let event = serde_json::to_string(e.event).unwrap_or_default();
-    let hash = chain_hash(key, &prev_hash, seq, &event);
-    conn.prepare_cached(
-        "INSERT INTO audit (seq, event_time, account, caller_account, principal, event_name, key_arn, error_code, event, hash) \
-         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
-    )
-    .and_then(|mut st| st.execute(params![seq, e.event_time, e.account, e.caller_account, e.principal, e.event_name, e.key_arn, e.error_code, event, hash]))
-    .map_err(db)?;
+    let (mut seq, mut hash) = head.unwrap_or((0, GENESIS.to_string()));
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO audit (seq, event_time, account, caller_account, principal, event_name, key_arn, error_code, event, hash) \
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+        )
+        .map_err(db)?;
+    for e in records {
+        seq += 1;
+        hash = chain_hash(key, &hash, seq, &e.event);
+        insert
+            .execute(params![
+                seq,
+                e.event_time,
+                e.account,
+                e.caller_account,
+                e.principal,
+                e.event_name,
+                e.key_arn,
+                e.error_code,
+                e.event,
+                hash
+            ])
+            .map_err(db)?;
+    }
     conn.prepare_cached(
         "INSERT INTO audit_head (id, seq, hash) VALUES (0, ?1, ?2) \
          ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",

@@ -7,6 +7,7 @@ pub mod audit;
 mod authz;
 pub mod ciphertext;
 pub mod client;
+mod commit;
 mod dispatch;
 pub mod error;
 pub mod grants;

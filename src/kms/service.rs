@@ -1,12 +1,22 @@
 //! The `Kms` handle: one authorization point, one audit point and one
 //! transaction per operation, around the operation bodies in `ops`.
+//!
+//! Two paths: a state-changing operation runs in a write transaction of
+//! its own on the one write connection (due work, body, audit record, a
+//! durable commit). A stateless one (`STATELESS`) takes the same path when
+//! the write connection is idle; when it is busy, the call runs its body in
+//! a read transaction on a connection of its own, concurrently with the
+//! writer and other readers, and its audit record joins the next group
+//! commit (`commit.rs`). It falls back to the write path when due work
+//! would change what it sees or when its body needs to write.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::Connection;
 use serde_json::{json, Map, Value};
 
-use super::audit::{self, AuditEntry};
+use super::audit::{self, AuditEntry, AuditRecord};
+use super::commit::{GroupCommit, Readers};
 use super::model::{KeyRecord, StateRule};
 use super::store::{self, db};
 use super::{Caller, ErrorCode, KmsError, KmsResult, RequestContext};
@@ -20,6 +30,10 @@ use crate::validate::{self, Violation};
 pub struct Kms {
     pub(crate) home: Arc<Home>,
     conn: Mutex<WriteConn>,
+    /// Read connections of the stateless operations' bodies.
+    readers: Readers,
+    /// Audit records of stateless operations waiting for their commit.
+    group: GroupCommit,
     /// Commits of `conn`, for the checkpointer thread.
     commits: Arc<std::sync::atomic::AtomicU64>,
     /// Dropped with the KMS, which ends the checkpointer thread.
@@ -65,6 +79,20 @@ pub(crate) struct Op<'a> {
     pub ctx: &'a RequestContext,
     pub trace: &'a mut Trace,
     pub kms: &'a Kms,
+    /// `tx` is the write transaction (else a read transaction, where
+    /// nothing may be written).
+    on_writer: bool,
+    /// The body found it must write (on a read transaction): its outcome
+    /// is dropped and it runs again on the write path.
+    needs_writer: bool,
+}
+
+/// Where a stateless call ended up.
+enum Attempt<T> {
+    /// Ran and its audit record committed (or the commit failed).
+    Done(KmsResult<T>),
+    /// Must run on the write path; the request is handed back.
+    OnWriter(Value),
 }
 
 /// Operations that change no state but their audit record (CloudTrail
@@ -230,6 +258,8 @@ impl Kms {
                 .map_err(db)?;
         }
         Ok(Kms {
+            readers: Readers::new(home.clone()),
+            group: GroupCommit::default(),
             home,
             conn: Mutex::new(WriteConn {
                 conn,
@@ -261,17 +291,131 @@ impl Kms {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs one operation: a write transaction, due scheduled work first,
-    /// the body, then one audit record whether it succeeded or failed. A
-    /// failed body changes nothing but the audit log.
+    /// Runs one operation and writes one audit record for it whether it
+    /// succeeded or failed; a failed body changes nothing but the audit
+    /// log. Stateless operations try the read path first; the body may run
+    /// twice then (the first outcome dropped unseen), so it is `FnMut`.
     pub(crate) fn run<T>(
         &self,
         ctx: &RequestContext,
         operation: &str,
         request: Value,
+        mut body: impl FnMut(&mut Op<'_>) -> KmsResult<T>,
+    ) -> KmsResult<T> {
+        let request = if STATELESS.contains(&operation) {
+            // Uncontended, the write path is the cheaper one: the write
+            // connection's page cache stays valid across its own commits,
+            // while a reader's is emptied by every commit since its last
+            // transaction. Only a call that would wait for the writer goes
+            // to a reader, where it runs beside it.
+            if let Some(conn) = self.idle_writer() {
+                return self.run_on_writer(conn, ctx, operation, request, body);
+            }
+            match self.run_stateless(ctx, operation, request, &mut body)? {
+                Attempt::Done(result) => return result,
+                Attempt::OnWriter(request) => request,
+            }
+        } else {
+            request
+        };
+        self.run_on_writer(self.conn(), ctx, operation, request, body)
+    }
+
+    /// The write connection if nobody uses it or waits for a group commit.
+    fn idle_writer(&self) -> Option<MutexGuard<'_, WriteConn>> {
+        if !self.group.idle() {
+            return None;
+        }
+        match self.conn.try_lock() {
+            Ok(c) => Some(c),
+            // As in `conn`: the connection is usable.
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// A stateless operation on a read connection: the body sees the
+    /// latest committed state (a state change that returned is visible),
+    /// and the call is acknowledged once its audit record's group commit
+    /// did. Nothing due may be pending, or the write path would have
+    /// applied it first (a key whose deletion date passed must not
+    /// encrypt): then, as when the body must write (creating the AWS
+    /// managed key on first use), the call goes to the write path.
+    fn run_stateless<T>(
+        &self,
+        ctx: &RequestContext,
+        operation: &str,
+        request: Value,
+        body: &mut impl FnMut(&mut Op<'_>) -> KmsResult<T>,
+    ) -> KmsResult<Attempt<T>> {
+        let reader = self.readers.take()?;
+        let now = self.clock.now();
+        cached(&reader, "BEGIN")?;
+        // Asked in the same snapshot the body reads, so also due work of
+        // other processes of the home counts.
+        let due = store::work_due(&reader, now);
+        let mut trace = Trace::default();
+        let (result, needs_writer) = match due {
+            Ok(false) => {
+                let mut op = Op {
+                    tx: &reader,
+                    now,
+                    ctx,
+                    trace: &mut trace,
+                    kms: self,
+                    on_writer: false,
+                    needs_writer: false,
+                };
+                let result = body(&mut op);
+                (Some(result), op.needs_writer)
+            }
+            Ok(true) => (None, true),
+            Err(e) => (Some(Err(e)), false),
+        };
+        // Nothing was written: ending the read transaction releases its
+        // snapshot (a failure drops the connection, see `Reader`).
+        cached(&reader, "ROLLBACK")?;
+        drop(reader);
+        let result = match result {
+            Some(r) if !needs_writer => r,
+            _ => return Ok(Attempt::OnWriter(request)),
+        };
+        let record = self.audit_record(ctx, operation, request, &trace, result.as_ref().err(), now);
+        self.submit(record)?;
+        Ok(Attempt::Done(result))
+    }
+
+    /// Hands `record` to the group commit; returns once it is committed.
+    fn submit(&self, record: AuditRecord) -> KmsResult<()> {
+        self.group.submit(record, |batch| {
+            let mut conn = self.conn();
+            // As every stateless operation committed before: no fsync (a
+            // process crash loses none of these records, a power loss at
+            // most the latest, until the next durable commit).
+            conn.set_synchronous(false)?;
+            let tx = rusqlite::Transaction::new_unchecked(
+                &conn,
+                rusqlite::TransactionBehavior::Immediate,
+            )
+            .map_err(db)?;
+            audit::append_all(&tx, &self.audit_key, batch)?;
+            tx.commit().map_err(db)?;
+            self.commits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        })
+    }
+
+    /// Runs one operation on the write connection: a write transaction,
+    /// due scheduled work first, the body, then its audit record.
+    fn run_on_writer<T>(
+        &self,
+        mut conn: MutexGuard<'_, WriteConn>,
+        ctx: &RequestContext,
+        operation: &str,
+        request: Value,
         body: impl FnOnce(&mut Op<'_>) -> KmsResult<T>,
     ) -> KmsResult<T> {
-        let mut conn = self.conn();
         let now = self.clock.now();
         // Operations that change no key state commit without an fsync (WAL,
         // synchronous=NORMAL): a process crash loses nothing, a power loss
@@ -298,6 +442,8 @@ impl Kms {
                 ctx,
                 trace: &mut trace,
                 kms: self,
+                on_writer: true,
+                needs_writer: false,
             };
             body(&mut op)
         };
@@ -305,25 +451,24 @@ impl Kms {
             cached(&tx, "ROLLBACK TO op")?;
         }
         cached(&tx, "RELEASE op")?;
-        let error = result.as_ref().err();
-        self.record(&tx, ctx, operation, request, &trace, error, now)?;
+        let record = self.audit_record(ctx, operation, request, &trace, result.as_ref().err(), now);
+        audit::append_all(&tx, &self.audit_key, &[record])?;
         tx.commit().map_err(db)?;
         self.commits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn record(
+    /// The CloudTrail record of one call.
+    fn audit_record(
         &self,
-        tx: &Connection,
         ctx: &RequestContext,
         operation: &str,
         request: Value,
         trace: &Trace,
         error: Option<&KmsError>,
         now: i64,
-    ) -> KmsResult<()> {
+    ) -> AuditRecord {
         let caller = &ctx.caller;
         let (key_arn, recipient) = match &trace.key {
             Some((arn, acct)) => (Some(arn.as_str()), acct.to_string()),
@@ -363,20 +508,16 @@ impl Kms {
             event["errorMessage"] = json!(e.message);
         }
         let code = error.map(|e| e.code.to_string());
-        audit::append(
-            tx,
-            &self.audit_key,
-            &AuditEntry {
-                event_time: now,
-                account: &recipient,
-                caller_account: caller.account.as_str(),
-                principal: &caller.principal_arn,
-                event_name: operation,
-                key_arn,
-                error_code: code.as_deref(),
-                event: &event,
-            },
-        )
+        AuditRecord::of(&AuditEntry {
+            event_time: now,
+            account: &recipient,
+            caller_account: caller.account.as_str(),
+            principal: &caller.principal_arn,
+            event_name: operation,
+            key_arn,
+            error_code: code.as_deref(),
+            event: &event,
+        })
     }
 
     /// Appends an event of another service of the control plane (EC2,
@@ -394,25 +535,26 @@ impl Kms {
         event: &Value,
         durable: bool,
     ) -> KmsResult<()> {
+        let record = AuditRecord::of(&AuditEntry {
+            event_time: self.clock.now(),
+            account,
+            caller_account: caller.account.as_str(),
+            principal: &caller.principal_arn,
+            event_name,
+            key_arn: None,
+            error_code,
+            event,
+        });
+        if !durable {
+            // Committed as the KMS's stateless calls are: in a group.
+            return self.submit(record);
+        }
         let mut conn = self.conn();
         conn.set_synchronous(durable)?;
         let tx =
             rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
                 .map_err(db)?;
-        audit::append(
-            &tx,
-            &self.audit_key,
-            &AuditEntry {
-                event_time: self.clock.now(),
-                account,
-                caller_account: caller.account.as_str(),
-                principal: &caller.principal_arn,
-                event_name,
-                key_arn: None,
-                error_code,
-                event,
-            },
-        )?;
+        audit::append_all(&tx, &self.audit_key, &[record])?;
         tx.commit().map_err(db)?;
         self.commits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -749,6 +891,14 @@ impl Op<'_> {
             return Ok(a.key_id);
         }
         if name == super::ops::EBS_ALIAS && account == &self.ctx.caller.account {
+            if !self.on_writer {
+                // Creating the key writes: the call starts over on the
+                // write path, where this error is never seen.
+                self.needs_writer = true;
+                return Err(KmsError::internal(
+                    "the AWS managed key is created on the write path",
+                ));
+            }
             return Ok(super::ops::create_aws_managed_ebs_key(self)?.key_id);
         }
         Err(KmsError::not_found(format!(
@@ -783,5 +933,96 @@ impl KmsError {
     fn with_alias_hint(mut self, _alias: &str) -> Self {
         self.code = ErrorCode::NotFoundException;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kms() -> (tempfile::TempDir, Kms, RequestContext, String) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let clock = Clock::system();
+        let home = Arc::new(Home::open(dir.path()).expect("home"));
+        let iam = crate::iam::Iam::open(home.clone(), clock.clone()).expect("iam");
+        let kms = Kms::open(home, clock).expect("kms");
+        let ctx = RequestContext::new(
+            iam.profile_caller("default").expect("caller"),
+            Region::default_region(),
+        );
+        let key = kms
+            .create_key(&ctx, Default::default())
+            .expect("key")
+            .key_metadata["KeyId"]
+            .as_str()
+            .expect("key id")
+            .to_string();
+        (dir, kms, ctx, key)
+    }
+
+    fn audited(kms: &Kms) -> usize {
+        kms.audit_list(&Default::default()).expect("audit").len()
+    }
+
+    #[test]
+    fn a_call_on_a_reader_is_audited_once() {
+        let (_dir, kms, ctx, key) = kms();
+        let before = audited(&kms);
+        let attempt = kms
+            .run_stateless(&ctx, "DescribeKey", json!({"KeyId": key}), &mut |op| {
+                op.resolve(Some(&key), false).map(|k| k.key_id)
+            })
+            .expect("attempt");
+        assert!(matches!(attempt, Attempt::Done(Ok(_))));
+        assert_eq!(audited(&kms), before + 1);
+        assert!(kms.audit_verify().expect("verify").valid);
+    }
+
+    #[test]
+    fn due_work_sends_a_call_to_the_write_path() {
+        let (_dir, kms, ctx, key) = kms();
+        kms.call(
+            &ctx,
+            "ScheduleKeyDeletion",
+            json!({"KeyId": key, "PendingWindowInDays": 7}),
+        )
+        .expect("schedule");
+        kms.clock.advance(8 * crate::clock::DAY);
+        let before = audited(&kms);
+        let attempt = kms
+            .run_stateless(&ctx, "DescribeKey", json!({}), &mut |op| {
+                op.resolve(Some(&key), false).map(|k| k.key_id)
+            })
+            .expect("attempt");
+        assert!(matches!(attempt, Attempt::OnWriter(_)));
+        // Nothing recorded: the write path records the call.
+        assert_eq!(audited(&kms), before);
+    }
+
+    #[test]
+    fn a_body_that_must_write_goes_to_the_write_path() {
+        let (_dir, kms, ctx, _) = kms();
+        let attempt = kms
+            .run_stateless(&ctx, "DescribeKey", json!({}), &mut |op| {
+                op.resolve(Some(super::super::ops::EBS_ALIAS), true)
+                    .map(|k| k.key_id)
+            })
+            .expect("attempt");
+        assert!(matches!(attempt, Attempt::OnWriter(_)));
+        let alias = store::alias(
+            &kms.conn(),
+            &ctx.caller.account,
+            &ctx.region,
+            super::super::ops::EBS_ALIAS,
+        )
+        .expect("alias");
+        assert!(alias.is_none(), "the read path created the managed key");
+    }
+
+    #[test]
+    fn readers_refuse_writes() {
+        let (_dir, kms, _, _) = kms();
+        let reader = kms.readers.take().expect("reader");
+        assert!(reader.execute("DELETE FROM audit_head", []).is_err());
     }
 }

@@ -169,7 +169,7 @@ impl Kms {
         ctx: &RequestContext,
         operation: &str,
         req: KeyOnlyRequest,
-        refusal: impl FnOnce(&str) -> KmsError,
+        refusal: impl Fn(&str) -> KmsError,
     ) -> KmsResult<Value> {
         self.run(ctx, operation, to_audit(&req), |op| {
             let k = op.resolve(req.key_id.as_deref(), true)?;

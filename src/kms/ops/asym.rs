@@ -426,7 +426,7 @@ impl Kms {
         // The pair is generated before the transaction (RSA generation is
         // slow and must not hold the write lock); it is used only once the
         // request passed authorization.
-        let pregenerated = req
+        let mut pregenerated = req
             .key_pair_spec
             .as_deref()
             .and_then(|s| s.parse::<DataKeyPairSpec>().ok())
@@ -440,7 +440,7 @@ impl Kms {
             op.permit(&format!("kms:{name}"), &k, StateRule::Use, &cond)?;
             check_symmetric_encrypt(&k, name)?;
             dry_run(req.dry_run)?;
-            let pair = match pregenerated {
+            let pair = match pregenerated.take() {
                 Some(p) => p,
                 None => asym::generate_data_key_pair(spec)?,
             };

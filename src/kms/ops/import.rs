@@ -357,7 +357,7 @@ impl Kms {
     ) -> KmsResult<GetParametersForImportResponse> {
         // The RSA wrapping key is generated before the transaction: RSA
         // generation is slow and must not hold the write lock.
-        let pregenerated = req
+        let mut pregenerated = req
             .wrapping_key_spec
             .as_deref()
             .and_then(|s| s.parse::<WrappingKeySpec>().ok())
@@ -374,7 +374,7 @@ impl Kms {
             op.permit("kms:GetParametersForImport", &k, StateRule::Manage, &cond)?;
             require_external(&k)?;
             check_wrapping(&k, spec_of(&k)?, alg, spec)?;
-            let wrapping = match pregenerated {
+            let wrapping = match pregenerated.take() {
                 Some(w) if w.spec() == KeySpec::from(spec) => w,
                 _ => asym::generate_wrapping_key(spec)?,
             };

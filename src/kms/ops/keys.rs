@@ -144,7 +144,7 @@ impl Kms {
         // Asymmetric and HMAC key material is generated before the
         // transaction: RSA generation is slow and must not hold the write
         // lock. The body validates the request again and uses it only then.
-        let pregenerated = pregenerate_key(&req);
+        let mut pregenerated = pregenerate_key(&req);
         self.run(ctx, "CreateKey", to_audit(&req), |op| {
             if req.key_spec.is_some() && req.customer_master_key_spec.is_some() {
                 return Err(KmsError::validation(
@@ -235,7 +235,7 @@ impl Kms {
                 store::insert_key(op.tx, &k)?;
                 add_material(self, op.tx, &k, op.now, "AUTOMATIC")?;
             } else {
-                let material = match pregenerated {
+                let material = match pregenerated.take() {
                     Some(m) if m.spec() == spec => m,
                     _ => PrivateKeyMaterial::generate(spec).map_err(KmsError::from)?,
                 };
