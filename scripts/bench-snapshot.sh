@@ -19,7 +19,8 @@
 #   whole BENCH_BUSY_MIB volume is overwritten (the daemon's peak RSS, its
 #   copy-before-write bound 64 MiB, and the restore checked by sha256).
 # Env: BENCH_SIZE_MIB (volume size, 1024), BENCH_PARTS (default
-#      "main restic crash busy"; main holds everything of the first list),
+#      "main restic crash busy"; main holds everything of the first list,
+#      cli only its CLI paths: full, incremental, copy, restore, hydrate),
 #      BENCH_CRASH_MIB (4096), BENCH_BUSY_MIB (4096), BENCH_BIN_DIR (the
 #      keyvol binaries to measure, default $CARGO_TARGET_DIR/release).
 #   Part "marks" (not in the default list): what the durable change marks
@@ -73,7 +74,7 @@ PY
 }
 free_addr() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print("127.0.0.1:%d" % s.getsockname()[1])'; }
 
-if part main; then
+if part main || part cli; then
 VOL=$("$KV" volume create --size "${SIZE_MIB}MiB" | field VolumeId); VOLS+=("$VOL")
 DEV=$("$KV" volume attach "$VOL" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Attachments"][0]["Device"])')
 echo "volume $VOL (${SIZE_MIB} MiB) attached at $DEV; filling it with random data"
@@ -121,6 +122,9 @@ H0=$(sha256sum < "$DEV")
 "$KV" volume detach "$VOL" >/dev/null
 [ "$H0" = "$H1" ] && echo "restored volume     : identical to the source (sha256)" || { echo "restored volume differs!" >&2; exit 1; }
 echo "store              : $(du -sh "$KEYVOL_HOME/snapshots" | cut -f1) for 2 snapshots + 1 copy"
+fi
+
+if part main; then
 
 # The same through the service: keyvol serve's EC2 API driven by boto3
 # (one Python process, describe polled every 20 ms as a tight waiter), on a
