@@ -20,6 +20,7 @@ pub mod kms;
 pub mod logging;
 pub mod output;
 pub mod output_text;
+pub mod pipeline;
 pub mod policy;
 pub mod request;
 pub mod secret;

@@ -28,6 +28,7 @@ use crate::api_error::{ApiError, ApiResult};
 use crate::ids::{AccountId, Region, SnapshotId, VolumeId};
 use crate::kms::client::{DataKey, WrappedKey};
 use crate::kms::RequestContext;
+use crate::pipeline::AlignedBuf;
 use crate::secret::VolumeDataKey;
 use crate::session::Session;
 use crate::volume::device::{ChunkSource, HydrationMap};
@@ -38,8 +39,9 @@ use super::error::SnapshotError;
 use super::manifest::{changed_blocks, manifest_mac_key, now_rfc3339};
 use super::{ChunkRef, ChunkStore, Manifest, SnapshotState, StoreConfig, BLOCK_SIZE};
 
-/// Chunks moved per batch (overlapped store requests).
-const BATCH: usize = 16;
+/// Chunks stored between two puts of a pending manifest (which keep it
+/// naming what is stored, and show progress).
+const PENDING_PUT_EVERY: usize = 256;
 
 /// Sectors per chunk: chunk `i` starts at sector `i * SECTORS_PER_CHUNK`.
 const SECTORS_PER_CHUNK: u64 = CHUNK_SIZE / SECTOR_SIZE as u64;
@@ -428,25 +430,15 @@ pub(super) fn on_data_sectors(
     Ok(())
 }
 
-/// Reads chunks of snapshot `id`, naming the block of a bad chunk.
-fn fetch_blocks(
-    store: &ChunkStore,
-    id: &SnapshotId,
-    batch: &[(u64, ChunkRef)],
-) -> ApiResult<Vec<Vec<u8>>> {
-    let refs: Vec<ChunkRef> = batch.iter().map(|(_, c)| *c).collect();
-    store.get_chunks(&refs).map_err(|e| {
-        let bad = match &e {
-            SnapshotError::ChunkMissing { chunk } | SnapshotError::ChunkCorrupt { chunk } => {
-                Some(*chunk)
-            }
-            _ => None,
-        };
-        match bad.and_then(|c| batch.iter().find(|(_, r)| *r == c)) {
-            Some((i, _)) => snap_err(e.in_block(id, *i)),
-            None => snap_err(e),
+/// A store error reading block `index` of snapshot `id`: a missing or
+/// corrupt chunk names the block.
+fn block_err(id: &SnapshotId, index: u64, e: SnapshotError) -> ApiError {
+    match e {
+        SnapshotError::ChunkMissing { .. } | SnapshotError::ChunkCorrupt { .. } => {
+            snap_err(e.in_block(id, index))
         }
-    })
+        e => snap_err(e),
+    }
 }
 
 /// Fails naming the first blocks whose chunks are not in the store.
@@ -492,7 +484,36 @@ enum Transport {
     Daemon {
         reader: BufReader<UnixStream>,
         writer: UnixStream,
+        /// The control socket, for the pipeline's own connections.
+        path: PathBuf,
     },
+}
+
+/// What one pipeline worker reads a cut's chunks through: the device opened
+/// here (shared by the workers), or a control connection of its own (the
+/// daemon serves each connection on a thread of its own; the cut stays
+/// with the connection that made it).
+enum CutReader<'a> {
+    Device(&'a EncryptedDevice),
+    Daemon(Transport),
+}
+
+impl CutReader<'_> {
+    /// The ciphertext of chunk `chunk` at the cut of `id`, into `buf`.
+    fn read_into(&mut self, id: &SnapshotId, chunk: u64, buf: &mut AlignedBuf) -> ApiResult<()> {
+        match self {
+            CutReader::Device(device) => {
+                let b = device.snapshot_read(id.as_str(), chunk).map_err(vol_err)?;
+                if b.len() > buf.capacity() {
+                    return Err(ApiError::internal("the device read an oversized chunk"));
+                }
+                buf.set_len(b.len());
+                buf.copy_from_slice(&b);
+                Ok(())
+            }
+            CutReader::Daemon(t) => t.read_into(id, chunk, buf),
+        }
+    }
 }
 
 impl Transport {
@@ -511,6 +532,7 @@ impl Transport {
                     return Ok(Transport::Daemon {
                         reader: BufReader::new(c),
                         writer,
+                        path: path.to_path_buf(),
                     });
                 }
                 Err(e) if Instant::now() > deadline => {
@@ -525,7 +547,7 @@ impl Transport {
     }
 
     fn request(&mut self, req: &crate::volume::control::Request) -> ApiResult<String> {
-        let Transport::Daemon { reader, writer } = self else {
+        let Transport::Daemon { reader, writer, .. } = self else {
             return Err(ApiError::internal("not a daemon transport"));
         };
         let line = req.encode();
@@ -581,34 +603,36 @@ impl Transport {
         }
     }
 
-    fn read(&mut self, id: &SnapshotId, chunk: u64) -> ApiResult<Vec<u8>> {
+    /// A reader of this cut for one pipeline worker.
+    fn reader(&self) -> ApiResult<CutReader<'_>> {
         match self {
-            Transport::Direct { device, .. } => {
-                device.snapshot_read(id.as_str(), chunk).map_err(vol_err)
-            }
-            Transport::Daemon { .. } => {
-                let len: usize = self
-                    .request(&crate::volume::control::Request::Read {
-                        snapshot: id.to_string(),
-                        chunk,
-                    })?
-                    .parse()
-                    .map_err(|_| ApiError::internal("the attach daemon sent a bad length"))?;
-                if len > CHUNK_SIZE as usize {
-                    return Err(ApiError::internal(
-                        "the attach daemon sent an oversized chunk",
-                    ));
-                }
-                let mut buf = vec![0u8; len];
-                if let Transport::Daemon { reader, writer } = self {
-                    if let Err(e) = reader.read_exact(&mut buf) {
-                        let _ = writer.shutdown(std::net::Shutdown::Both);
-                        return Err(control_io_error("READ", e));
-                    }
-                }
-                Ok(buf)
+            Transport::Direct { device, .. } => Ok(CutReader::Device(device)),
+            Transport::Daemon { path, .. } => Ok(CutReader::Daemon(Transport::connect(path)?)),
+        }
+    }
+
+    /// READ of one chunk over the control socket, into `buf`.
+    fn read_into(&mut self, id: &SnapshotId, chunk: u64, buf: &mut AlignedBuf) -> ApiResult<()> {
+        let len: usize = self
+            .request(&crate::volume::control::Request::Read {
+                snapshot: id.to_string(),
+                chunk,
+            })?
+            .parse()
+            .map_err(|_| ApiError::internal("the attach daemon sent a bad length"))?;
+        if len > CHUNK_SIZE as usize || len > buf.capacity() {
+            return Err(ApiError::internal(
+                "the attach daemon sent an oversized chunk",
+            ));
+        }
+        buf.set_len(len);
+        if let Transport::Daemon { reader, writer, .. } = self {
+            if let Err(e) = reader.read_exact(buf) {
+                let _ = writer.shutdown(std::net::Shutdown::Both);
+                return Err(control_io_error("READ", e));
             }
         }
+        Ok(())
     }
 
     fn finish(&mut self, id: &SnapshotId, ok: bool) -> ApiResult<()> {
@@ -762,7 +786,7 @@ pub fn create(
         return Err(e);
     }
     rep.pending(&to_json(&m));
-    let result = upload(&store, &mut transport, &mut m, &chunks, &mac, rep);
+    let result = upload(&store, &transport, &mut m, &chunks, &mac, rep);
     let result = result.and_then(|()| check_present(&store, &m));
     let out = match result {
         Ok(()) => {
@@ -799,9 +823,14 @@ pub fn create(
     out
 }
 
+/// Stores the cut's `chunks` through the pipeline: each worker reads a
+/// chunk over its own reader, names it (SHA-256) and stores it durably;
+/// this thread records each stored chunk in the manifest and re-stores the
+/// pending manifest every [`PENDING_PUT_EVERY`] chunks, so the pending
+/// manifest names only chunks already durable (the GC contract).
 fn upload(
     store: &ChunkStore,
-    transport: &mut Transport,
+    transport: &Transport,
     m: &mut Manifest,
     chunks: &[u64],
     mac: &crate::secret::Key256,
@@ -810,33 +839,34 @@ fn upload(
     let total = chunks.len() as u64;
     let mut done = 0u64;
     let mut since_put = 0usize;
-    for batch in chunks.chunks(BATCH) {
-        let mut data: Vec<(u64, Vec<u8>)> = Vec::with_capacity(batch.len());
-        for &c in batch {
-            let b = transport.read(&m.snapshot_id, c)?;
-            if is_zero(&b) {
-                m.blocks.remove(&c);
-            } else {
-                data.push((c, b));
+    let id = m.snapshot_id.clone();
+    crate::pipeline::run(
+        chunks,
+        crate::pipeline::STORE_WORKERS,
+        || Ok((transport.reader()?, AlignedBuf::new(CHUNK_SIZE as usize))),
+        |(reader, buf), &c| {
+            reader.read_into(&id, c, buf)?;
+            if is_zero(buf) {
+                return Ok(None);
             }
-        }
-        let slices: Vec<&[u8]> = data.iter().map(|(_, b)| b.as_slice()).collect();
-        let refs = store.put_chunks(&slices).map_err(snap_err)?;
-        for ((c, _), r) in data.iter().zip(refs) {
-            m.blocks.insert(*c, r);
-        }
-        done += batch.len() as u64;
-        since_put += batch.len();
-        rep.progress("snapshot", done, total);
-        // Keep the pending manifest naming what is stored (GC contract) and
-        // showing progress.
-        if since_put >= 256 {
-            m.progress = progress_of(done, total);
-            put(store, m, mac)?;
-            since_put = 0;
-        }
-    }
-    Ok(())
+            store.put_chunk(buf).map(Some).map_err(snap_err)
+        },
+        |&c, stored| {
+            match stored {
+                Some(r) => m.blocks.insert(c, r),
+                None => m.blocks.remove(&c),
+            };
+            done += 1;
+            since_put += 1;
+            rep.progress("snapshot", done, total);
+            if since_put >= PENDING_PUT_EVERY {
+                m.progress = progress_of(done, total);
+                put(store, m, mac)?;
+                since_put = 0;
+            }
+            Ok(())
+        },
+    )
 }
 
 // ---------------------------------------------------------------- describe
@@ -1305,34 +1335,42 @@ pub fn copy(s: &Session, id: &str, opts: &CopyOptions, rep: &mut dyn Reporter) -
                 None => todo.push((*i, *c)),
             }
         }
+        // The pipeline: each worker fetches a chunk (verified), re-encrypts
+        // its data sectors in place (holes stay holes) and stores it
+        // durably; this thread records it and re-stores the pending
+        // manifest now and then.
         let total = todo.len() as u64;
         let mut done = 0u64;
         let mut since_put = 0usize;
-        for batch in todo.chunks(BATCH) {
-            let mut data = fetch_blocks(&src_store, &sid, batch)?;
-            for ((i, _), b) in batch.iter().zip(data.iter_mut()) {
-                let first = i * SECTORS_PER_CHUNK;
-                // Holes stay holes; data sectors are re-encrypted in place.
-                on_data_sectors(b, first, |sec, run| {
+        crate::pipeline::run(
+            &todo,
+            crate::pipeline::STORE_WORKERS,
+            || Ok(AlignedBuf::new(CHUNK_SIZE as usize)),
+            |buf, &(i, c)| {
+                let n = src_store
+                    .get_chunk_into(&c, buf.spare())
+                    .map_err(|e| block_err(&sid, i, e))?;
+                buf.set_len(n);
+                on_data_sectors(buf, i * SECTORS_PER_CHUNK, |sec, run| {
                     src_cipher.decrypt_sectors(sec, run)?;
                     dst_cipher.encrypt_sectors(sec, run)
                 })
                 .map_err(vol_err)?;
-            }
-            let slices: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
-            let refs = store.put_chunks(&slices).map_err(snap_err)?;
-            for ((i, _), r) in batch.iter().zip(refs) {
-                m.blocks.insert(*i, r);
-            }
-            done += batch.len() as u64;
-            since_put += batch.len();
-            rep.progress("copy", done, total);
-            if since_put >= 256 {
-                m.progress = progress_of(done, total);
-                put(&store, &m, &mac)?;
-                since_put = 0;
-            }
-        }
+                store.put_chunk(buf).map_err(snap_err)
+            },
+            |&(i, _), r| {
+                m.blocks.insert(i, r);
+                done += 1;
+                since_put += 1;
+                rep.progress("copy", done, total);
+                if since_put >= PENDING_PUT_EVERY {
+                    m.progress = progress_of(done, total);
+                    put(&store, &m, &mac)?;
+                    since_put = 0;
+                }
+                Ok(())
+            },
+        )?;
         check_present(&store, &m)
     })();
     match result {
@@ -1605,29 +1643,32 @@ struct SnapshotSource {
 
 impl ChunkSource for SnapshotSource {
     fn fetch(&self, index: u64, out: &mut [u8]) -> Result<(), VolumeError> {
-        out.fill(0);
         let Some(c) = self.blocks.get(&index) else {
+            out.fill(0);
             return Ok(());
         };
-        // An I/O error (EIO through FUSE) that names snapshot and block.
-        let bytes = self.store.get_chunk(c).map_err(|e| VolumeError::Io {
-            op: "hydrating from",
-            path: PathBuf::from(self.store.chunk_location(c)),
-            source: std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                e.in_block(&self.id, index).to_string(),
-            ),
-        })?;
-        if bytes.len() > out.len() || bytes.len() % SECTOR_SIZE != 0 {
+        // Straight into `out` (one O_DIRECT read when it is aligned, as the
+        // hydration workers' buffers are); an I/O error (EIO through FUSE)
+        // names snapshot and block.
+        let n = self
+            .store
+            .get_chunk_into(c, out)
+            .map_err(|e| VolumeError::Io {
+                op: "hydrating from",
+                path: PathBuf::from(self.store.chunk_location(c)),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    e.in_block(&self.id, index).to_string(),
+                ),
+            })?;
+        if n % SECTOR_SIZE != 0 {
             return Err(VolumeError::InvalidInput(format!(
-                "snapshot {} block {index}: chunk of {} bytes is not whole sectors of one block",
-                self.id,
-                bytes.len()
+                "snapshot {} block {index}: chunk of {n} bytes is not whole sectors of one block",
+                self.id
             )));
         }
-        let part = &mut out[..bytes.len()];
-        part.copy_from_slice(&bytes);
-        on_data_sectors(part, index * SECTORS_PER_CHUNK, |sec, run| {
+        out[n..].fill(0);
+        on_data_sectors(&mut out[..n], index * SECTORS_PER_CHUNK, |sec, run| {
             self.cipher.decrypt_sectors(sec, run)
         })
     }

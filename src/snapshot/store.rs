@@ -43,6 +43,7 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::aws_config::AwsCredentials;
 use crate::ids::{Region, SnapshotId};
+use crate::pipeline::AlignedBuf;
 use crate::secret::SecretBytes;
 
 use super::error::{Result, SnapshotError};
@@ -474,9 +475,17 @@ impl ChunkStore {
             self.deduplicated.fetch_add(1, Ordering::Relaxed);
             return Ok(chunk);
         }
-        let mut staged = AlignedBlock::new(bytes.len());
-        staged.as_mut().copy_from_slice(bytes);
-        write_local_chunk(&file, staged.as_ref()).map_err(|e| self.local_err("put", &path, e))?;
+        // Bytes already on a 4 KiB boundary (a pipeline's reused buffer) go
+        // to the disk as they are; others are staged once in such a buffer.
+        let written = if is_aligned(bytes) {
+            write_local_chunk(&file, bytes)
+        } else {
+            let mut staged = AlignedBuf::new(bytes.len());
+            staged.set_len(bytes.len());
+            staged.copy_from_slice(bytes);
+            write_local_chunk(&file, &staged)
+        };
+        written.map_err(|e| self.local_err("put", &path, e))?;
         self.uploaded_chunks.fetch_add(1, Ordering::Relaxed);
         self.uploaded_bytes
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -511,6 +520,30 @@ impl ChunkStore {
             // A local chunk is read on the calling thread.
             Some(root) => self.get_local_chunk(root, chunk),
             None => self.block_on(self.get_chunk_async(chunk))?,
+        }
+    }
+
+    /// [`Self::get_chunk`] into `out` (a block's worth of room, ideally a
+    /// pipeline worker's reused [`AlignedBuf`]), returning the chunk's
+    /// length: a local chunk is read straight into an aligned `out` with one
+    /// `O_DIRECT` request and checked there, with no copy.
+    pub fn get_chunk_into(&self, chunk: &ChunkRef, out: &mut [u8]) -> Result<usize> {
+        let Some(root) = &self.local_root else {
+            let bytes = self.get_chunk(chunk)?;
+            if bytes.len() > out.len() {
+                return Err(SnapshotError::ChunkSize {
+                    len: bytes.len(),
+                    max: out.len(),
+                });
+            }
+            out[..bytes.len()].copy_from_slice(&bytes);
+            return Ok(bytes.len());
+        };
+        let file = root.join(self.chunk_path(chunk).as_ref());
+        match read_local_chunk_into(&file, out) {
+            Ok(n) if ChunkRef::of(&out[..n]) == *chunk => Ok(n),
+            Ok(_) => Err(SnapshotError::ChunkCorrupt { chunk: *chunk }),
+            Err(e) => self.verified_local(chunk, Err(e)).map(|_| 0),
         }
     }
 
@@ -750,9 +783,10 @@ impl ChunkStore {
         match &self.local_root {
             Some(root) => {
                 let file = root.join(path.as_ref());
-                let mut staged = AlignedBlock::new(bytes.len());
-                staged.as_mut().copy_from_slice(bytes);
-                tokio::task::spawn_blocking(move || write_local_chunk(&file, staged.as_ref()))
+                let mut staged = AlignedBuf::new(bytes.len());
+                staged.set_len(bytes.len());
+                staged.copy_from_slice(bytes);
+                tokio::task::spawn_blocking(move || write_local_chunk(&file, &staged))
                     .await
                     .map_err(|e| SnapshotError::Runtime(format!("a chunk write failed: {e}")))?
                     .map_err(|e| self.local_err("put", &path, e))?;
@@ -965,29 +999,11 @@ fn with_aws_credentials(
     })
 }
 
-/// A buffer whose bytes start on a 4 KiB boundary, as `O_DIRECT` needs.
-struct AlignedBlock {
-    buf: Vec<u8>,
-    start: usize,
-    len: usize,
-}
-
-impl AlignedBlock {
-    const ALIGN: usize = 4096;
-
-    fn new(len: usize) -> AlignedBlock {
-        let buf = vec![0u8; len + Self::ALIGN];
-        let start = buf.as_ptr().align_offset(Self::ALIGN).min(Self::ALIGN);
-        AlignedBlock { buf, start, len }
-    }
-
-    fn as_ref(&self) -> &[u8] {
-        &self.buf[self.start..self.start + self.len]
-    }
-
-    fn as_mut(&mut self) -> &mut [u8] {
-        &mut self.buf[self.start..self.start + self.len]
-    }
+/// Whether `bytes` can go to an `O_DIRECT` write as they are: on a 4 KiB
+/// boundary and whole 4 KiB units long.
+fn is_aligned(bytes: &[u8]) -> bool {
+    bytes.len().is_multiple_of(AlignedBuf::ALIGN)
+        && (bytes.as_ptr() as usize).is_multiple_of(AlignedBuf::ALIGN)
 }
 
 /// Publishes a chunk file of a local store as object_store's local put
@@ -1005,8 +1021,7 @@ fn write_local_chunk(dest: &std::path::Path, bytes: &[u8]) -> std::io::Result<()
     let mut staging = dest.as_os_str().to_owned();
     staging.push(format!("#d{}", hex::encode(suffix)));
     let staging = PathBuf::from(staging);
-    let aligned = bytes.len().is_multiple_of(AlignedBlock::ALIGN)
-        && (bytes.as_ptr() as usize).is_multiple_of(AlignedBlock::ALIGN);
+    let aligned = is_aligned(bytes);
     let open = |direct: bool| {
         let mut o = std::fs::OpenOptions::new();
         o.write(true).create_new(true);
@@ -1053,38 +1068,66 @@ fn write_local_chunk(dest: &std::path::Path, bytes: &[u8]) -> std::io::Result<()
 /// the disk in readahead-sized steps, one round trip each), buffered where
 /// the filesystem refuses it.
 fn read_local_chunk(file: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    let mut buf = AlignedBuf::new(BLOCK_SIZE as usize);
+    let n = read_local_chunk_into(file, buf.spare())?;
+    Ok(buf.spare()[..n].to_vec())
+}
+
+/// [`read_local_chunk`] into `out`, returning the chunk's length: straight
+/// into `out` with `O_DIRECT` when `out` starts on a 4 KiB boundary and
+/// holds the chunk rounded up to whole 4 KiB units, else buffered.
+fn read_local_chunk_into(file: &std::path::Path, out: &mut [u8]) -> std::io::Result<usize> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
+    let buffered = |out: &mut [u8]| -> std::io::Result<usize> {
+        let mut f = std::fs::File::open(file)?;
+        let len = f.metadata()?.len() as usize;
+        if len > BLOCK_SIZE as usize || len > out.len() {
+            return Err(too_large(len));
+        }
+        f.read_exact(&mut out[..len])?;
+        Ok(len)
+    };
+    if !(out.as_ptr() as usize).is_multiple_of(AlignedBuf::ALIGN) {
+        return buffered(out);
+    }
     let direct = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECT)
         .open(file);
     let mut f = match direct {
         Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return std::fs::read(file),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return buffered(out),
         Err(e) => return Err(e),
     };
     let len = f.metadata()?.len() as usize;
     if len > BLOCK_SIZE as usize {
-        return Err(std::io::Error::other(format!(
-            "a chunk file of {len} bytes is larger than a block"
-        )));
+        return Err(too_large(len));
     }
     // Whole 4 KiB units are read; the file's end stops the last one.
-    let mut buf = AlignedBlock::new(len.div_ceil(AlignedBlock::ALIGN) * AlignedBlock::ALIGN);
+    let want = len.div_ceil(AlignedBuf::ALIGN) * AlignedBuf::ALIGN;
+    if want > out.len() {
+        return buffered(out);
+    }
     let mut got = 0;
     loop {
-        match f.read(&mut buf.as_mut()[got..]) {
+        match f.read(&mut out[got..want]) {
             Ok(0) => break,
             Ok(n) => got += n,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return std::fs::read(file),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return buffered(out),
             Err(e) => return Err(e),
         }
         if got >= len {
             break;
         }
     }
-    Ok(buf.as_ref()[..got.min(len)].to_vec())
+    Ok(got.min(len))
+}
+
+fn too_large(len: usize) -> std::io::Error {
+    std::io::Error::other(format!(
+        "a chunk file of {len} bytes is larger than a block"
+    ))
 }
 
 fn remove_partial_writes(dir: &std::path::Path, grace: Duration) -> u64 {
@@ -1265,7 +1308,5 @@ mod tests {
         }
         let missing = read_local_chunk(&dir.path().join("aa/none")).unwrap_err();
         assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
-        let mut b = AlignedBlock::new(8192);
-        assert_eq!(b.as_mut().as_ptr() as usize % AlignedBlock::ALIGN, 0);
     }
 }

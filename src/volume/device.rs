@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use crate::pipeline::AlignedBuf;
 use crate::volume::blockmath::{chunk_range, split, PartialSector};
 use crate::volume::changes::{ChangeLog, CHUNK_SIZE};
 use crate::volume::error::VolumeError;
@@ -49,7 +50,8 @@ const MAX_PIECE: u64 = 1024 * 1024;
 /// Sectors per lock group: locks cover 64 KiB, few enough per 1 MiB piece.
 const LOCK_GROUP_SECTORS: u64 = 16;
 
-/// Chunks hydrated per batch by [`EncryptedDevice::hydrate_all`] (8 MiB).
+/// Chunks [`EncryptedDevice::hydrate_all`] writes between two syncs of the
+/// data and the map (8 MiB).
 const HYDRATION_BATCH: usize = 16;
 
 /// Number of striped locks (group `g` uses stripe `g % N_LOCKS`).
@@ -202,7 +204,12 @@ impl HydrationMap {
 struct Hydration {
     source: Arc<dyn ChunkSource>,
     map: HydrationMap,
-    lock: Mutex<()>,
+    /// Shared by the workers of [`EncryptedDevice::hydrate_all`] from the
+    /// pending check of a chunk through its write; exclusive for a
+    /// hydration on first use, which checks, writes, syncs and marks under
+    /// it. So no chunk is written from the snapshot after the map marks it
+    /// done (when the user's writes may have followed).
+    lock: RwLock<()>,
 }
 
 impl EncryptedDevice {
@@ -307,7 +314,7 @@ impl EncryptedDevice {
         self.hydration = Some(Hydration {
             source,
             map,
-            lock: Mutex::new(()),
+            lock: RwLock::new(()),
         });
         self
     }
@@ -321,19 +328,78 @@ impl EncryptedDevice {
             .unwrap_or_default()
     }
 
-    /// Fetches every chunk not yet hydrated; `progress(done, total)` after each.
+    /// Fetches every chunk not yet hydrated, on a pipeline of workers
+    /// (fetch, verify, decrypt, re-encrypt and write overlap on both
+    /// cores); `progress(done, total)` after each batch is durable.
+    ///
+    /// Order of durability as for one chunk: the data of a batch of
+    /// written chunks is synced, then the map marks them done (synced), so
+    /// a crash at any point refetches at worst. The sync and the map of one
+    /// batch run on this thread while the workers go on with the next.
     pub fn hydrate_all(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<(), VolumeError> {
-        let todo = self.hydration_pending();
+        let Some(h) = &self.hydration else {
+            return Ok(());
+        };
+        let todo = h.map.pending_chunks();
         let total = todo.len() as u64;
-        let mut done = 0u64;
-        // Batches share one data sync and one map sync; small enough that a
-        // read waiting for the hydration lock waits only briefly.
-        for batch in todo.chunks(HYDRATION_BATCH) {
-            self.hydrate_chunks(batch)?;
-            done += batch.len() as u64;
-            progress(done, total);
+        let mut seen = 0u64;
+        let mut written: Vec<u64> = Vec::with_capacity(HYDRATION_BATCH);
+        let mut commit = |written: &mut Vec<u64>, seen: u64| -> Result<(), VolumeError> {
+            if !written.is_empty() {
+                self.file
+                    .sync_data()
+                    .map_err(|e| VolumeError::io("syncing backing file", &self.path, e))?;
+                h.map.mark_done(written)?;
+                written.clear();
+            }
+            progress(seen, total);
+            Ok(())
+        };
+        crate::pipeline::run(
+            &todo,
+            crate::pipeline::workers(),
+            || Ok(AlignedBuf::new(CHUNK_SIZE as usize)),
+            |buf, &index| self.hydrate_one(h, index, buf),
+            |&index, wrote| {
+                seen += 1;
+                if wrote {
+                    written.push(index);
+                }
+                if written.len() >= HYDRATION_BATCH {
+                    commit(&mut written, seen)?;
+                }
+                Ok(())
+            },
+        )?;
+        if total > 0 {
+            commit(&mut written, seen)?;
         }
         Ok(())
+    }
+
+    /// One worker's chunk of [`Self::hydrate_all`]: fetched into `buf`,
+    /// then re-encrypted and written if still pending (not durable yet).
+    /// Whether it was written.
+    fn hydrate_one(
+        &self,
+        h: &Hydration,
+        index: u64,
+        buf: &mut AlignedBuf,
+    ) -> Result<bool, VolumeError> {
+        if !h.map.is_pending(index) {
+            return Ok(false);
+        }
+        // The snapshot never changes: fetching needs no lock.
+        buf.set_len(CHUNK_SIZE as usize);
+        h.source.fetch(index, buf)?;
+        let _shared = h.lock.read().unwrap_or_else(|p| p.into_inner());
+        if !h.map.is_pending(index) {
+            return Ok(false);
+        }
+        let start = index * CHUNK_SIZE;
+        let len = CHUNK_SIZE.min(self.size().saturating_sub(start)) as usize;
+        self.store_sectors(start / SS, &mut buf[..len])?;
+        Ok(true)
     }
 
     /// Makes chunk `index` local: fetches, re-encrypts and stores it if the
@@ -351,7 +417,7 @@ impl EncryptedDevice {
         let Some(h) = &self.hydration else {
             return Ok(());
         };
-        let _g = h.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _g = h.lock.write().unwrap_or_else(|p| p.into_inner());
         let todo: Vec<u64> = chunks
             .iter()
             .copied()
@@ -360,7 +426,7 @@ impl EncryptedDevice {
         if todo.is_empty() {
             return Ok(());
         }
-        let mut buf = vec![0u8; CHUNK_SIZE as usize];
+        let mut buf = AlignedBuf::new(CHUNK_SIZE as usize);
         for &index in &todo {
             let start = index * CHUNK_SIZE;
             let len = CHUNK_SIZE.min(self.size().saturating_sub(start)) as usize;
