@@ -1410,7 +1410,12 @@ fn pipelined_snapshots_store_the_same_chunks_and_restore_identically() {
     }
     assert!(blocked.len() > 64, "{} prefixes free", blocked.len());
     let err = h.snap_err(&["create", &vol, "--wait"]);
-    assert!(err.contains("snapshot store put"), "{err}");
+    // The store fails at the chunk's existence check or at its write,
+    // whichever a worker reaches first.
+    assert!(
+        err.contains("snapshot store put") || err.contains("snapshot store head"),
+        "{err}"
+    );
     let snaps = h.snap(&["describe-snapshots"]);
     let failed: Vec<&Value> = snaps["Snapshots"]
         .as_array()
