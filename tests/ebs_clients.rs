@@ -45,19 +45,20 @@ fn aws_cli_and_boto3_upload_restore_and_download_snapshots_through_the_ebs_direc
     std::fs::create_dir(&mnt).unwrap();
     let restart = dir.path().join("restart");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ebs_clients.py");
-    let mut script = Command::new(&py)
+    let mut cmd = Command::new(&py);
+    for (name, key) in [
+        ("A", &a),
+        ("B", &b),
+        ("NOBODY", &nobody),
+        ("READER", &reader),
+    ] {
+        common::serve::key_env(&mut cmd, name, key);
+    }
+    let mut script = cmd
         .arg(script)
         .env("KV_ENDPOINT", &endpoint)
         .env("KV_A", A)
         .env("KV_B", B)
-        .env("KV_A_AKID", &a.id)
-        .env("KV_A_SECRET", &a.secret)
-        .env("KV_B_AKID", &b.id)
-        .env("KV_B_SECRET", &b.secret)
-        .env("KV_NOBODY_AKID", &nobody.id)
-        .env("KV_NOBODY_SECRET", &nobody.secret)
-        .env("KV_READER_AKID", &reader.id)
-        .env("KV_READER_SECRET", &reader.secret)
         .env("KV_AWS", &aws)
         .env("KV_BIN", BIN)
         .env("KV_HOME", &home)

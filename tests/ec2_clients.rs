@@ -6,7 +6,7 @@
 mod common;
 
 use common::serve::{
-    aws_cli, cli, create_account, create_user, create_user_with_policy, Served, BIN,
+    aws_cli, cli, create_account, create_user, create_user_with_policy, key_env, Served, BIN,
 };
 use serde_json::Value;
 
@@ -36,17 +36,12 @@ fn aws_cli_and_boto3_drive_volumes_and_snapshots_through_keyvol_serve() {
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let report: Value = common::serve::script_report("ec2_clients.py", |c| {
+        for (name, key) in [("A", &a), ("B", &b), ("NOBODY", &nobody), ("OPS", &ops)] {
+            key_env(c, name, key);
+        }
         c.env("KV_ENDPOINT", &endpoint)
             .env("KV_A", A)
             .env("KV_B", B)
-            .env("KV_A_AKID", &a.id)
-            .env("KV_A_SECRET", &a.secret)
-            .env("KV_B_AKID", &b.id)
-            .env("KV_B_SECRET", &b.secret)
-            .env("KV_NOBODY_AKID", &nobody.id)
-            .env("KV_NOBODY_SECRET", &nobody.secret)
-            .env("KV_OPS_AKID", &ops.id)
-            .env("KV_OPS_SECRET", &ops.secret)
             .env("KV_AWS", &aws)
             .env("KV_BIN", BIN)
             .env("KV_HOME", &home)

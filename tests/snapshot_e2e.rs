@@ -1030,12 +1030,21 @@ fn sha_of(path: &Path) -> Vec<u8> {
 
 /// Restores `snap`, attaches the new volume and returns its hash.
 fn restored_sha(h: &mut Home, snap: &Value) -> Vec<u8> {
-    let restored = h.snap(&["restore", snap["SnapshotId"].as_str().unwrap()]);
-    let rvol = restored["VolumeId"].as_str().unwrap().to_string();
-    h.track(&rvol, &[]);
-    let rdev = h.attach(&rvol, &[]);
+    restore_and_hash(h, snap["SnapshotId"].as_str().unwrap(), &[], &[])
+}
+
+/// Restores `snap` (with `flags` for the restore and `extra` for every
+/// command, `--region`), attaches the new volume and returns its hash.
+fn restore_and_hash(h: &mut Home, snap: &str, flags: &[&str], extra: &[&str]) -> Vec<u8> {
+    let mut args = vec!["restore", snap];
+    args.extend(flags);
+    args.extend(extra);
+    let r = h.snap(&args);
+    let rvol = r["VolumeId"].as_str().unwrap().to_string();
+    h.track(&rvol, extra);
+    let rdev = h.attach(&rvol, extra);
     let sum = sha_of(&rdev);
-    h.detach(&rvol, &[]);
+    h.detach(&rvol, extra);
     sum
 }
 
@@ -1272,15 +1281,7 @@ fn assert_chunks_stored(region: &Path, blocks: &std::collections::BTreeMap<u64, 
 /// Restores `snap` with `--hydrate` (the hydration pipeline) and returns
 /// the restored device's hash.
 fn hydrated_sha(h: &mut Home, snap: &str, extra: &[&str]) -> Vec<u8> {
-    let mut args = vec!["restore", snap, "--hydrate"];
-    args.extend(extra);
-    let r = h.snap(&args);
-    let rvol = r["VolumeId"].as_str().unwrap().to_string();
-    h.track(&rvol, extra);
-    let rdev = h.attach(&rvol, extra);
-    let sum = sha_of(&rdev);
-    h.detach(&rvol, extra);
-    sum
+    restore_and_hash(h, snap, &["--hydrate"], extra)
 }
 
 /// The pipelined snapshot, copy and hydration (workers reading over their

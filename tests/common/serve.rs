@@ -247,6 +247,13 @@ pub fn venv() -> PathBuf {
     }
 }
 
+/// Sets `KV_<NAME>_AKID` and `KV_<NAME>_SECRET`, the way the client
+/// scripts take a principal's access key.
+pub fn key_env<'c>(cmd: &'c mut Command, name: &str, key: &Key) -> &'c mut Command {
+    cmd.env(format!("KV_{name}_AKID"), &key.id)
+        .env(format!("KV_{name}_SECRET"), &key.secret)
+}
+
 /// Runs the client script `tests/<name>` with the venv's python and the
 /// environment `configure` sets, and returns the JSON report it prints as
 /// its last line. A failing script fails the test with its output.
