@@ -150,40 +150,172 @@ impl FromStr for Region {
     }
 }
 
-/// A KMS key id: a lowercase UUID.
+/// A KMS key id: a lowercase UUID, or `mrk-` and 32 lowercase hex digits
+/// for a multi-Region key.
+///
+/// The related keys of a multi-Region key (its primary and replicas) share
+/// one public id, one in each region, so a multi-Region `KeyId` also names
+/// its region: two replicas are different keys with different records.
+/// `Display` prints the public id; [`KeyId::store_key`] is the text the
+/// records are keyed by (the UUID, or `mrk-<hex>/<region>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyId(uuid::Uuid);
+pub struct KeyId {
+    bytes: [u8; 16],
+    /// For a multi-Region key: its region, an index into [`KNOWN_REGIONS`].
+    mrk_region: Option<u8>,
+}
+
+const MRK_PREFIX: &str = "mrk-";
+
+fn region_index(region: &Region) -> Option<u8> {
+    KNOWN_REGIONS
+        .iter()
+        .position(|r| *r == region.as_str())
+        .and_then(|i| u8::try_from(i).ok())
+}
 
 impl KeyId {
     pub fn generate() -> Self {
-        KeyId(uuid::Uuid::new_v4())
+        KeyId {
+            bytes: *uuid::Uuid::new_v4().as_bytes(),
+            mrk_region: None,
+        }
     }
+    /// A new multi-Region key id, for the primary key in `region`.
+    pub fn generate_multi_region(region: &Region) -> Option<Self> {
+        let mut bytes = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+        Some(KeyId {
+            bytes,
+            mrk_region: Some(region_index(region)?),
+        })
+    }
+    /// A single-Region key id from its UUID's 16 bytes.
     pub fn from_bytes(b: [u8; 16]) -> Self {
-        KeyId(uuid::Uuid::from_bytes(b))
+        KeyId {
+            bytes: b,
+            mrk_region: None,
+        }
     }
+    /// The id's 16 bytes (the UUID's, or the multi-Region id's hex digits).
     pub fn as_bytes(&self) -> &[u8; 16] {
-        self.0.as_bytes()
+        &self.bytes
+    }
+    pub fn is_multi_region(&self) -> bool {
+        self.mrk_region.is_some()
+    }
+    /// The related key of this multi-Region key in `region` (the id itself
+    /// for a single-Region key). None for a region keyvol does not know.
+    pub fn in_region(&self, region: &Region) -> Option<KeyId> {
+        match self.mrk_region {
+            None => Some(*self),
+            Some(_) => Some(KeyId {
+                bytes: self.bytes,
+                mrk_region: Some(region_index(region)?),
+            }),
+        }
+    }
+    /// A key id as a request writes it (a UUID or `mrk-...`), in `region`.
+    pub fn parse_public(s: &str, region: &Region) -> Result<KeyId, IdError> {
+        match s.strip_prefix(MRK_PREFIX) {
+            Some(hex_id) => {
+                let bytes = parse_mrk_hex(s, hex_id)?;
+                Ok(KeyId {
+                    bytes,
+                    mrk_region: Some(region_index(region).ok_or_else(|| {
+                        id_err("key id", s, "the region of the key is not known")
+                    })?),
+                })
+            }
+            None => parse_uuid_key_id(s),
+        }
+    }
+    /// The text the KMS's records are keyed by: the UUID, or
+    /// `mrk-<hex>/<region>` for a multi-Region key.
+    pub fn store_key(&self) -> String {
+        match self.mrk_region {
+            None => self.to_string(),
+            Some(i) => format!(
+                "{self}/{}",
+                KNOWN_REGIONS
+                    .get(usize::from(i))
+                    .copied()
+                    .unwrap_or_default()
+            ),
+        }
+    }
+    /// The prefix every related key's store key starts with (`mrk-<hex>/`).
+    pub fn family_prefix(&self) -> String {
+        format!("{self}/")
     }
     pub fn arn(&self, region: &Region, account: &AccountId) -> String {
         format!("arn:aws:kms:{region}:{account}:key/{self}")
     }
 }
 
+fn parse_uuid_key_id(s: &str) -> Result<KeyId, IdError> {
+    const WHY: &str = "a key id is a 36-character UUID or mrk- and 32 hex digits";
+    if s.len() != 36 {
+        return Err(id_err("key id", s, WHY));
+    }
+    uuid::Uuid::parse_str(s)
+        .map(|u| KeyId::from_bytes(*u.as_bytes()))
+        .map_err(|_| id_err("key id", s, WHY))
+}
+
+fn parse_mrk_hex(s: &str, hex_id: &str) -> Result<[u8; 16], IdError> {
+    const WHY: &str = "a multi-Region key id is mrk- and 32 lowercase hex digits";
+    if hex_id.len() != 32
+        || !hex_id
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err(id_err("key id", s, WHY));
+    }
+    let mut bytes = [0u8; 16];
+    hex::decode_to_slice(hex_id, &mut bytes).map_err(|_| id_err("key id", s, WHY))?;
+    Ok(bytes)
+}
+
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0.hyphenated())
+        match self.mrk_region {
+            None => write!(f, "{}", uuid::Uuid::from_bytes(self.bytes).hyphenated()),
+            Some(_) => write!(f, "{MRK_PREFIX}{}", hex::encode(self.bytes)),
+        }
     }
 }
 
+/// Parses a store key: a UUID, or `mrk-<hex>/<region>`.
 impl FromStr for KeyId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, IdError> {
-        if s.len() != 36 {
-            return Err(id_err("key id", s, "a key id is a 36-character UUID"));
+        match s.split_once('/') {
+            Some((public, region)) if public.starts_with(MRK_PREFIX) => {
+                let region: Region = region.parse()?;
+                KeyId::parse_public(public, &region)
+            }
+            _ if s.starts_with(MRK_PREFIX) => Err(id_err(
+                "key id",
+                s,
+                "a multi-Region key id is read with its region",
+            )),
+            _ => parse_uuid_key_id(s),
         }
-        uuid::Uuid::parse_str(s)
-            .map(KeyId)
-            .map_err(|_| id_err("key id", s, "a key id is a 36-character UUID"))
+    }
+}
+
+impl rusqlite::ToSql for KeyId {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(rusqlite::types::ToSqlOutput::from(self.store_key()))
+    }
+}
+
+impl rusqlite::types::FromSql for KeyId {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        v.as_str()?
+            .parse()
+            .map_err(|e: IdError| rusqlite::types::FromSqlError::Other(Box::new(e)))
     }
 }
 
@@ -330,6 +462,23 @@ mod tests {
         let k = KeyId::generate();
         assert_eq!(k.to_string().parse::<KeyId>().unwrap(), k);
         assert!("not-a-uuid".parse::<KeyId>().is_err());
+        let west: Region = "us-west-2".parse().unwrap();
+        let m = KeyId::generate_multi_region(&Region::default_region()).unwrap();
+        let shown = m.to_string();
+        assert!(shown.starts_with("mrk-") && shown.len() == 36, "{shown}");
+        assert_eq!(m.store_key(), format!("{shown}/us-east-1"));
+        assert_eq!(m.store_key().parse::<KeyId>().unwrap(), m);
+        let replica = m.in_region(&west).unwrap();
+        assert_ne!(replica, m);
+        assert_eq!(replica.to_string(), shown);
+        assert_eq!(KeyId::parse_public(&shown, &west).unwrap(), replica);
+        assert!(
+            shown.parse::<KeyId>().is_err(),
+            "a bare mrk id has no region"
+        );
+        assert!(KeyId::parse_public("mrk-ABCDEF0123456789abcdef0123456789", &west).is_err());
+        assert!(KeyId::parse_public("mrk-0123", &west).is_err());
+        assert_eq!(k.in_region(&west), Some(k));
         let arn = k.arn(&Region::default_region(), &AccountId::default_account());
         let parsed: Arn = arn.parse().unwrap();
         assert_eq!(parsed.service, "kms");

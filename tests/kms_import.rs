@@ -111,7 +111,21 @@ fn import_with(
     wrapping: &str,
     extra: Value,
 ) -> keyvol::kms::KmsResult<Value> {
-    let params = e.call(
+    import_in(e, &e.ctx, key, material, alg, wrapping, extra)
+}
+
+/// [`import_with`] as the caller of `ctx` (in its Region).
+fn import_in(
+    e: &Env,
+    ctx: &keyvol::kms::RequestContext,
+    key: &str,
+    material: &[u8],
+    alg: &str,
+    wrapping: &str,
+    extra: Value,
+) -> keyvol::kms::KmsResult<Value> {
+    let params = e.kms.call(
+        ctx,
         "GetParametersForImport",
         json!({"KeyId": key, "WrappingAlgorithm": alg, "WrappingKeySpec": wrapping}),
     )?;
@@ -128,7 +142,7 @@ fn import_with(
     for (k, v) in extra.as_object().unwrap() {
         req[k] = v.clone();
     }
-    e.call("ImportKeyMaterial", req)
+    e.kms.call(ctx, "ImportKeyMaterial", req)
 }
 
 fn import(e: &Env, key: &str, material: &[u8], extra: Value) -> keyvol::kms::KmsResult<Value> {
@@ -688,4 +702,76 @@ fn non_current_material_expires_on_its_own() {
     import(&e, &key, &a, json!({})).unwrap();
     let d = e.ok("Decrypt", json!({"CiphertextBlob": ct}));
     assert_eq!(unb64(&d["Plaintext"]), b"new");
+}
+
+#[test]
+fn multi_region_keys_take_the_same_imported_material_in_each_region() {
+    let e = env();
+    let west = keyvol::kms::RequestContext::new(e.ctx.caller.clone(), "us-west-2".parse().unwrap());
+    let in_west = |op: &str, req: Value| e.kms.call(&west, op, req);
+    let key = key_id(&e.ok(
+        "CreateKey",
+        json!({"Origin": "EXTERNAL", "MultiRegion": true}),
+    ));
+    assert!(key.starts_with("mrk-"), "{key}");
+    let a = [0x5au8; 32];
+    let b = [0x6bu8; 32];
+    let id_a = import(&e, &key, &a, json!({})).unwrap()["KeyMaterialId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let blob = encrypt(&e, &key, b"imported across regions");
+    let rep = e.ok(
+        "ReplicateKey",
+        json!({"KeyId": key, "ReplicaRegion": "us-west-2"}),
+    );
+    // AWS copies no imported material: the replica waits for its import.
+    assert_eq!(
+        rep["ReplicaKeyMetadata"]["KeyState"], "PendingImport",
+        "{rep}"
+    );
+    assert_eq!(
+        code(in_west("Decrypt", json!({"CiphertextBlob": blob}))),
+        KMSInvalidStateException
+    );
+    let rsa = ("RSA_AES_KEY_WRAP_SHA_256", "RSA_2048");
+    // Other material than the primary's, or new material, is refused.
+    let wrong = import_in(&e, &west, &key, &b, rsa.0, rsa.1, json!({}));
+    assert_eq!(code(wrong), IncorrectKeyMaterialException);
+    let new = import_in(
+        &e,
+        &west,
+        &key,
+        &a,
+        rsa.0,
+        rsa.1,
+        json!({"ImportType": "NEW_KEY_MATERIAL"}),
+    );
+    assert_eq!(code(new), UnsupportedOperationException);
+    let out = import_in(&e, &west, &key, &a, rsa.0, rsa.1, json!({})).unwrap();
+    assert_eq!(
+        out["KeyMaterialId"],
+        id_a.as_str(),
+        "related keys share material ids"
+    );
+    let plain = in_west("Decrypt", json!({"CiphertextBlob": blob})).unwrap();
+    assert_eq!(unb64(&plain["Plaintext"]), b"imported across regions");
+
+    // New material: into the primary first, then the same into the replica;
+    // on-demand rotation waits for the replica to have it.
+    import(&e, &key, &b, json!({"ImportType": "NEW_KEY_MATERIAL"})).unwrap();
+    assert_eq!(
+        e.code("RotateKeyOnDemand", json!({"KeyId": key})),
+        Some(KMSInvalidStateException)
+    );
+    import_in(&e, &west, &key, &b, rsa.0, rsa.1, json!({})).unwrap();
+    e.ok("RotateKeyOnDemand", json!({"KeyId": key}));
+    let blob_b = encrypt(&e, &key, b"under b");
+    let plain = in_west("Decrypt", json!({"CiphertextBlob": blob_b})).unwrap();
+    assert_eq!(unb64(&plain["Plaintext"]), b"under b");
+    assert_eq!(
+        describe(&e, &key)["CurrentKeyMaterialId"],
+        in_west("DescribeKey", json!({"KeyId": key})).unwrap()["KeyMetadata"]
+            ["CurrentKeyMaterialId"]
+    );
 }

@@ -30,11 +30,11 @@ NOBODY_ARN = f"arn:aws:iam::{ACCOUNT}:user/nobody"
 report = {"boto3": [], "cli": []}
 
 
-def client(creds):
+def client(creds, region=REGION):
     return boto3.client(
         "kms",
         endpoint_url=ENDPOINT,
-        region_name=REGION,
+        region_name=region,
         aws_access_key_id=creds[0],
         aws_secret_access_key=creds[1],
         config=botocore.config.Config(retries={"max_attempts": 1, "mode": "standard"}),
@@ -151,6 +151,16 @@ def run_boto3():
     assert kms.describe_key(KeyId=k2["KeyId"])["KeyMetadata"]["KeyState"] == "Disabled"
     steps.append("schedule-key-deletion")
 
+    mrk = kms.create_key(MultiRegion=True)["KeyMetadata"]
+    rep = kms.replicate_key(KeyId=mrk["KeyId"], ReplicaRegion="us-west-2")
+    assert rep["ReplicaKeyMetadata"]["KeyId"] == mrk["KeyId"], rep
+    west = client(ROOT, region="us-west-2")
+    blob = kms.encrypt(KeyId=mrk["KeyId"], Plaintext=b"boto3 mrk")["CiphertextBlob"]
+    out = west.decrypt(CiphertextBlob=blob)
+    assert out["Plaintext"] == b"boto3 mrk" and out["KeyId"] == rep["ReplicaKeyMetadata"]["Arn"], out
+    expect_error("AlreadyExistsException", kms.replicate_key, KeyId=mrk["KeyId"], ReplicaRegion="us-west-2")
+    steps.append("multi-region")
+
     if SIGN_VERIFY:
         sk = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]
         sig = kms.sign(KeyId=sk["KeyId"], Message=b"boto3 msg", MessageType="RAW",
@@ -163,12 +173,12 @@ def run_boto3():
         steps.append("sign-verify")
 
 
-def aws(creds, *args, expect=None):
+def aws(creds, *args, expect=None, region=REGION):
     env = dict(os.environ)
     env.update({
         "AWS_ACCESS_KEY_ID": creds[0],
         "AWS_SECRET_ACCESS_KEY": creds[1],
-        "AWS_DEFAULT_REGION": REGION,
+        "AWS_DEFAULT_REGION": region,
         "AWS_PAGER": "",
         "AWS_CONFIG_FILE": "/dev/null",
         "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
@@ -226,6 +236,25 @@ def run_cli(tmp):
     aws((ROOT[0], wrong), "list-keys", expect="InvalidSignatureException")
     aws(("AKIANOSUCHKEY0000000", ROOT[1]), "list-keys", expect="UnrecognizedClientException")
     steps.append("signature-errors")
+
+    # A multi-Region key: replicated to us-west-2, the replica decrypts the
+    # primary's ciphertext; the roles swap with update-primary-region.
+    mrk = aws(ROOT, "create-key", "--multi-region")["KeyMetadata"]
+    assert mrk["KeyId"].startswith("mrk-") and mrk["MultiRegion"] is True, mrk
+    rep = aws(ROOT, "replicate-key", "--key-id", mrk["KeyId"], "--replica-region", "us-west-2")
+    assert rep["ReplicaKeyMetadata"]["MultiRegionConfiguration"]["MultiRegionKeyType"] == "REPLICA", rep
+    enc = aws(ROOT, "encrypt", "--key-id", mrk["KeyId"], "--plaintext", f"fileb://{plain}")
+    with open(blob, "wb") as f:
+        f.write(base64.b64decode(enc["CiphertextBlob"]))
+    dec = aws(ROOT, "decrypt", "--ciphertext-blob", f"fileb://{blob}", region="us-west-2")
+    assert base64.b64decode(dec["Plaintext"]) == b"from the aws cli\x00\xff", dec
+    assert dec["KeyId"] == rep["ReplicaKeyMetadata"]["Arn"], dec
+    aws(ROOT, "update-primary-region", "--key-id", mrk["KeyId"], "--primary-region", "us-west-2")
+    d = aws(ROOT, "describe-key", "--key-id", mrk["KeyId"], region="us-west-2")["KeyMetadata"]
+    assert d["MultiRegionConfiguration"]["MultiRegionKeyType"] == "PRIMARY", d
+    aws(ROOT, "replicate-key", "--key-id", mrk["KeyId"], "--replica-region", "eu-west-1",
+        expect="UnsupportedOperationException")
+    steps.append("multi-region")
 
     if SIGN_VERIFY:
         sk = aws(ROOT, "create-key", "--key-spec", "RSA_2048", "--key-usage", "SIGN_VERIFY")["KeyMetadata"]

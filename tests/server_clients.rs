@@ -80,9 +80,13 @@ impl Fixture {
 }
 
 fn sdk(endpoint: &str, key: &Key) -> aws_sdk_kms::Client {
+    sdk_in(endpoint, key, "us-east-1")
+}
+
+fn sdk_in(endpoint: &str, key: &Key, region: &'static str) -> aws_sdk_kms::Client {
     let conf = aws_sdk_kms::Config::builder()
         .behavior_version(BehaviorVersion::latest())
-        .region(SdkRegion::new("us-east-1"))
+        .region(SdkRegion::new(region))
         .endpoint_url(endpoint)
         .credentials_provider(Credentials::new(&key.id, &key.secret, None, None, "test"))
         .http_client(aws_smithy_http_client::Builder::new().build_http())
@@ -539,6 +543,47 @@ async fn aws_sdk_kms_crate_against_keyvol_serve() {
         .unwrap_or("")
         .contains("aws-sdk-rust")));
 
+    // A multi-Region key replicated to us-west-2 opens there what the
+    // primary sealed in us-east-1.
+    let mrk = kms
+        .create_key()
+        .multi_region(true)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap();
+    let mrk_id = mrk.key_id().to_string();
+    assert!(mrk_id.starts_with("mrk-"), "{mrk_id}");
+    let replica = kms
+        .replicate_key()
+        .key_id(&mrk_id)
+        .replica_region("us-west-2")
+        .send()
+        .await
+        .unwrap()
+        .replica_key_metadata
+        .unwrap();
+    assert_eq!(replica.key_id(), mrk_id);
+    let cfg = replica.multi_region_configuration().unwrap();
+    assert_eq!(
+        cfg.multi_region_key_type(),
+        Some(&aws_sdk_kms::types::MultiRegionKeyType::Replica)
+    );
+    let sealed = kms
+        .encrypt()
+        .key_id(&mrk_id)
+        .plaintext(Blob::new(b"sdk across regions".to_vec()))
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob
+        .unwrap();
+    let west = sdk_in(&srv.endpoint(), &fx.root, "us-west-2");
+    let opened = west.decrypt().ciphertext_blob(sealed).send().await.unwrap();
+    assert_eq!(opened.plaintext().unwrap().as_ref(), b"sdk across regions");
+    assert_eq!(opened.key_id(), replica.arn());
+
     let mut srv = srv;
     assert!(srv.stop().success(), "kms serve exits 0 on SIGTERM");
 }
@@ -575,6 +620,7 @@ fn boto3_and_aws_cli_against_keyvol_serve() {
         "key-policy",
         "grants",
         "schedule-key-deletion",
+        "multi-region",
         "NotFoundException",
         "InvalidCiphertextException",
         "DisabledException",
@@ -592,6 +638,7 @@ fn boto3_and_aws_cli_against_keyvol_serve() {
         "encrypt-decrypt",
         "generate-data-key",
         "aliases",
+        "multi-region",
         "NotFoundException",
         "AccessDeniedException",
     ] {

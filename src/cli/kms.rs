@@ -340,6 +340,23 @@ const OPERATIONS: &[(&str, &[&str], &[&str])] = &[
     ),
     ("GetKeyLastUsage", &["KeyId"], &["KeyId"]),
     (
+        "ReplicateKey",
+        &[
+            "KeyId",
+            "ReplicaRegion",
+            "Policy",
+            "BypassPolicyLockoutSafetyCheck",
+            "Description",
+            "Tags",
+        ],
+        &["KeyId", "ReplicaRegion"],
+    ),
+    (
+        "UpdatePrimaryRegion",
+        &["KeyId", "PrimaryRegion"],
+        &["KeyId", "PrimaryRegion"],
+    ),
+    (
         "DescribeCustomKeyStores",
         &["CustomKeyStoreId", "CustomKeyStoreName", "Limit", "Marker"],
         &[],
@@ -352,6 +369,8 @@ fn field_help(field: &str) -> &'static str {
         "KeyId" => "The KMS key: key id, key ARN, alias/NAME or alias ARN",
         "Policy" => "The key policy JSON: file://PATH or the document itself",
         "Description" => "A description of the key",
+        "ReplicaRegion" => "The Region of the new replica key, such as us-west-2",
+        "PrimaryRegion" => "The Region of the replica key that becomes the primary key",
         "KeyUsage" => "ENCRYPT_DECRYPT, SIGN_VERIFY, GENERATE_VERIFY_MAC or KEY_AGREEMENT",
         "KeySpec" => {
             "The key spec (SYMMETRIC_DEFAULT, RSA_2048, ECC_NIST_P256, HMAC_256, AES_256, ...)"

@@ -225,7 +225,10 @@ pub struct GenerateRandomResponse {
 #[serde(rename_all = "PascalCase")]
 pub struct ScheduleKeyDeletionResponse {
     pub key_id: String,
-    pub deletion_date: i64,
+    /// Absent for a multi-Region primary key with replicas: its waiting
+    /// period starts when its last replica is deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deletion_date: Option<i64>,
     pub key_state: String,
     pub pending_window_in_days: i64,
 }

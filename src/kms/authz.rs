@@ -32,7 +32,10 @@ fn key_conditions(op: &Op<'_>, k: &KeyRecord, ctx: &mut ConditionContext) -> Kms
     ctx.insert(keys::KEY_SPEC, k.key_spec.as_str());
     ctx.insert(keys::KEY_USAGE, k.key_usage.as_str());
     ctx.insert("kms:KeyOrigin", k.origin.as_str());
-    ctx.insert("kms:MultiRegion", false);
+    ctx.insert("kms:MultiRegion", k.key_id.is_multi_region());
+    if let Some(kind) = k.multi_region_key_type() {
+        ctx.insert("kms:MultiRegionKeyType", kind);
+    }
     for (tk, tv) in store::tags(op.tx, &k.key_id)? {
         ctx.insert(&format!("{}{tk}", keys::RESOURCE_TAG_PREFIX), tv);
     }
@@ -130,7 +133,19 @@ pub(crate) fn authorize_create_key(
     k: &KeyRecord,
     tags: &[super::api::Tag],
 ) -> KmsResult<()> {
-    let mut c = ConditionContext::new()
+    let multi_region = ConditionContext::new().with("kms:MultiRegion", k.key_id.is_multi_region());
+    authorize_create_key_with(op, k, tags, multi_region)
+}
+
+/// [`authorize_create_key`] with further condition keys (ReplicateKey's
+/// CreateKey in the replica's Region).
+pub(crate) fn authorize_create_key_with(
+    op: &Op<'_>,
+    k: &KeyRecord,
+    tags: &[super::api::Tag],
+    extra: ConditionContext,
+) -> KmsResult<()> {
+    let mut c = extra
         .with(keys::KEY_SPEC, k.key_spec.as_str())
         .with(keys::KEY_USAGE, k.key_usage.as_str())
         .with("kms:KeyOrigin", k.origin.as_str())

@@ -198,9 +198,7 @@ fn grants_of_key(op: &Op<'_>, k: &KeyRecord) -> KmsResult<Vec<Grant>> {
             "SELECT {GRANT_COLUMNS} FROM grants WHERE key_id = ?1 ORDER BY created, grant_id"
         ))
         .map_err(db)?;
-    let rows = st
-        .query_map([k.key_id.to_string()], grant_from_row)
-        .map_err(db)?;
+    let rows = st.query_map([k.key_id], grant_from_row).map_err(db)?;
     rows.collect::<Result<Vec<_>, _>>().map_err(db)
 }
 
@@ -365,7 +363,7 @@ impl Kms {
                     .tx
                     .query_row(
                         &format!("SELECT {GRANT_COLUMNS}, token FROM grants WHERE key_id = ?1 AND name = ?2 AND grantee_principal = ?3"),
-                        params![k.key_id.to_string(), name, grantee],
+                        params![k.key_id, name, grantee],
                         |r| Ok((grant_from_row(r)?, r.get::<_, String>(9)?)),
                     )
                     .optional()
@@ -383,7 +381,7 @@ impl Kms {
                     &format!("INSERT INTO grants ({GRANT_COLUMNS}, token) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"),
                     params![
                         grant_id,
-                        k.key_id.to_string(),
+                        k.key_id,
                         req.name,
                         grantee,
                         req.retiring_principal,
@@ -509,7 +507,7 @@ fn find_grant(op: &Op<'_>, k: &KeyRecord, id: &str) -> KmsResult<Grant> {
     op.tx
         .query_row(
             &format!("SELECT {GRANT_COLUMNS} FROM grants WHERE key_id = ?1 AND grant_id = ?2"),
-            params![k.key_id.to_string(), id],
+            params![k.key_id, id],
             grant_from_row,
         )
         .optional()

@@ -65,6 +65,9 @@ pub struct KeyRecord {
     pub valid_to: Option<i64>,
     pub expiration_model: Option<String>,
     pub public_key: Option<Vec<u8>>,
+    /// For a multi-Region key: the region of its primary key (its own for
+    /// the primary). None for a single-Region key.
+    pub primary_region: Option<Region>,
 }
 
 impl KeyRecord {
@@ -76,6 +79,27 @@ impl KeyRecord {
         self.key_spec == KeySpec::SymmetricDefault
     }
 
+    /// Is this the primary key of a multi-Region key?
+    pub fn is_primary(&self) -> bool {
+        self.primary_region.as_ref() == Some(&self.region)
+    }
+
+    /// Is this a replica key of a multi-Region key?
+    pub fn is_replica(&self) -> bool {
+        self.key_id.is_multi_region() && !self.is_primary()
+    }
+
+    /// `PRIMARY` or `REPLICA` for a multi-Region key.
+    pub fn multi_region_key_type(&self) -> Option<&'static str> {
+        if !self.key_id.is_multi_region() {
+            None
+        } else if self.is_primary() {
+            Some("PRIMARY")
+        } else {
+            Some("REPLICA")
+        }
+    }
+
     pub fn is_aws_managed(&self) -> bool {
         self.key_manager == KeyManager::Aws
     }
@@ -85,6 +109,11 @@ impl KeyRecord {
         let arn = self.arn();
         let pending_deletion = || KmsError::invalid_state(format!("{arn} is pending deletion."));
         let pending_import = || KmsError::invalid_state(format!("{arn} is pending import."));
+        let pending_replica_deletion = || {
+            KmsError::invalid_state(format!(
+                "{arn} is pending deletion: it is deleted after its replica keys are."
+            ))
+        };
         let disabled =
             || KmsError::new(ErrorCode::DisabledException, format!("{arn} is disabled."));
         match (rule, self.state) {
@@ -96,13 +125,19 @@ impl KeyRecord {
                 Ok(())
             }
             (StateRule::Schedule, KeyState::PendingDeletion) => Err(pending_deletion()),
+            (StateRule::Schedule, KeyState::PendingReplicaDeletion) => {
+                Err(pending_replica_deletion())
+            }
             (StateRule::Schedule, _) => Ok(()),
-            (StateRule::Cancel, KeyState::PendingDeletion) => Ok(()),
+            (StateRule::Cancel, KeyState::PendingDeletion | KeyState::PendingReplicaDeletion) => {
+                Ok(())
+            }
             (StateRule::Cancel, _) => Err(KmsError::invalid_state(format!(
                 "{arn} is not pending deletion."
             ))),
             (_, KeyState::PendingDeletion) => Err(pending_deletion()),
             (_, KeyState::PendingImport) => Err(pending_import()),
+            (_, KeyState::PendingReplicaDeletion) => Err(pending_replica_deletion()),
         }
     }
 
@@ -120,7 +155,7 @@ impl KeyRecord {
             "Origin": self.origin,
             "KeyManager": self.key_manager,
             "KeySpec": self.key_spec,
-            "MultiRegion": false,
+            "MultiRegion": self.key_id.is_multi_region(),
         });
         let obj = m.as_object_mut();
         if let Some(obj) = obj {
@@ -203,6 +238,7 @@ mod tests {
             valid_to: None,
             expiration_model: None,
             public_key: None,
+            primary_region: None,
         }
     }
 

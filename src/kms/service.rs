@@ -617,6 +617,7 @@ impl Kms {
             {
                 store::destroy_key(tx, &k, now)?;
                 self.record_service_event(tx, &k, "DeleteKey", now, json!({}))?;
+                super::ops::multi_region::after_replica_destroyed(tx, &k, now)?;
                 continue;
             }
             if k.rotation_enabled {
@@ -784,7 +785,9 @@ pub(crate) enum KeyRef {
     },
 }
 
-pub(crate) fn parse_key_ref(s: &str) -> KmsResult<KeyRef> {
+/// Parses a key reference; a bare multi-Region id (`mrk-...`) names the
+/// related key in `region`, an ARN the one in the ARN's region.
+pub(crate) fn parse_key_ref(s: &str, region: &Region) -> KmsResult<KeyRef> {
     let invalid = || KmsError::not_found(format!("Invalid keyId '{s}'"));
     if s.is_empty() {
         return Err(Violation::null("keyId").into());
@@ -802,7 +805,8 @@ pub(crate) fn parse_key_ref(s: &str) -> KmsResult<KeyRef> {
             return Err(invalid());
         }
         if let Some(id) = arn.resource.strip_prefix("key/") {
-            let id: KeyId = id.parse().map_err(|_| invalid())?;
+            let arn_region: Region = arn.region.parse().map_err(|_| invalid())?;
+            let id = KeyId::parse_public(id, &arn_region).map_err(|_| invalid())?;
             return Ok(KeyRef::Arn {
                 region: arn.region,
                 account: arn.account,
@@ -818,7 +822,9 @@ pub(crate) fn parse_key_ref(s: &str) -> KmsResult<KeyRef> {
         }
         return Err(invalid());
     }
-    s.parse::<KeyId>().map(KeyRef::Id).map_err(|_| invalid())
+    KeyId::parse_public(s, region)
+        .map(KeyRef::Id)
+        .map_err(|_| invalid())
 }
 
 impl Op<'_> {
@@ -829,7 +835,7 @@ impl Op<'_> {
         let region = &self.ctx.region;
         let my_account = &self.ctx.caller.account;
         let not_found = |arn: String| KmsError::not_found(format!("Key '{arn}' does not exist"));
-        let (account, id) = match parse_key_ref(s)? {
+        let (account, id) = match parse_key_ref(s, region)? {
             KeyRef::Id(id) => (my_account.clone(), id),
             KeyRef::Arn {
                 region: r,

@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS keys (
     policy TEXT NOT NULL,
     valid_to INTEGER,
     expiration_model TEXT,
-    public_key BLOB
+    public_key BLOB,
+    primary_region TEXT
 );
 CREATE INDEX IF NOT EXISTS keys_by_account ON keys(account, region);
 CREATE INDEX IF NOT EXISTS keys_due ON keys(state, deletion_date);
@@ -95,7 +96,7 @@ pub(crate) fn db(e: rusqlite::Error) -> KmsError {
 const KEY_COLUMNS: &str = "key_id, account, region, description, key_spec, key_usage, origin, \
      key_manager, state, created, deletion_date, pending_window, state_before_deletion, \
      rotation_enabled, rotation_period, next_rotation, on_demand_rotations, policy, valid_to, \
-     expiration_model, public_key";
+     expiration_model, public_key, primary_region";
 
 fn text(r: &Row<'_>, i: usize) -> rusqlite::Result<String> {
     r.get(i)
@@ -137,12 +138,17 @@ fn key_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
         valid_to: r.get(18)?,
         expiration_model: r.get(19)?,
         public_key: r.get(20)?,
+        primary_region: r
+            .get::<_, Option<String>>(21)?
+            .map(|p| p.parse())
+            .transpose()
+            .map_err(|_| parse_err(21, "primary region"))?,
     })
 }
 
 pub(crate) fn get_key(conn: &Connection, id: &KeyId) -> KmsResult<Option<KeyRecord>> {
     conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE key_id = ?1"))
-        .and_then(|mut st| st.query_row([id.to_string()], key_from_row).optional())
+        .and_then(|mut st| st.query_row([id], key_from_row).optional())
         .map_err(db)
 }
 
@@ -164,9 +170,9 @@ pub(crate) fn list_keys(
 
 pub(crate) fn insert_key(conn: &Connection, k: &KeyRecord) -> KmsResult<()> {
     conn.execute(
-        &format!("INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21)"),
+        &format!("INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22)"),
         params![
-            k.key_id.to_string(),
+            k.key_id,
             k.account.as_str(),
             k.region.as_str(),
             k.description,
@@ -187,6 +193,7 @@ pub(crate) fn insert_key(conn: &Connection, k: &KeyRecord) -> KmsResult<()> {
             k.valid_to,
             k.expiration_model,
             k.public_key,
+            k.primary_region.as_ref().map(|r| r.as_str()),
         ],
     )
     .map_err(db)?;
@@ -198,10 +205,10 @@ pub(crate) fn update_key(conn: &Connection, k: &KeyRecord) -> KmsResult<()> {
     conn.execute(
         "UPDATE keys SET description=?2, state=?3, deletion_date=?4, pending_window=?5, \
          state_before_deletion=?6, rotation_enabled=?7, rotation_period=?8, next_rotation=?9, \
-         on_demand_rotations=?10, policy=?11, valid_to=?12, expiration_model=?13, public_key=?14 \
-         WHERE key_id=?1",
+         on_demand_rotations=?10, policy=?11, valid_to=?12, expiration_model=?13, public_key=?14, \
+         primary_region=?15 WHERE key_id=?1",
         params![
-            k.key_id.to_string(),
+            k.key_id,
             k.description,
             k.state.as_str(),
             k.deletion_date,
@@ -215,10 +222,29 @@ pub(crate) fn update_key(conn: &Connection, k: &KeyRecord) -> KmsResult<()> {
             k.valid_to,
             k.expiration_model,
             k.public_key,
+            k.primary_region.as_ref().map(|r| r.as_str()),
         ],
     )
     .map_err(db)?;
     Ok(())
+}
+
+/// The related keys of multi-Region key `id` in every region, `id`'s own
+/// record included, by region.
+pub(crate) fn related_keys(conn: &Connection, id: &KeyId) -> KmsResult<Vec<KeyRecord>> {
+    if !id.is_multi_region() {
+        return Ok(get_key(conn, id)?.into_iter().collect());
+    }
+    let prefix = id.family_prefix();
+    let mut st = conn
+        .prepare_cached(&format!(
+            "SELECT {KEY_COLUMNS} FROM keys WHERE substr(key_id, 1, ?2) = ?1 ORDER BY region"
+        ))
+        .map_err(db)?;
+    let rows = st
+        .query_map(params![prefix, prefix.len() as i64], key_from_row)
+        .map_err(db)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(db)
 }
 
 /// Destroys a key for good: its material, aliases and tags go with it
@@ -226,10 +252,10 @@ pub(crate) fn update_key(conn: &Connection, k: &KeyRecord) -> KmsResult<()> {
 pub(crate) fn destroy_key(conn: &Connection, k: &KeyRecord, now: i64) -> KmsResult<()> {
     conn.execute(
         "INSERT OR REPLACE INTO deleted_keys (key_id, arn, deleted_at) VALUES (?1, ?2, ?3)",
-        params![k.key_id.to_string(), k.arn(), now],
+        params![k.key_id, k.arn(), now],
     )
     .map_err(db)?;
-    conn.execute("DELETE FROM keys WHERE key_id = ?1", [k.key_id.to_string()])
+    conn.execute("DELETE FROM keys WHERE key_id = ?1", [k.key_id])
         .map_err(db)?;
     Ok(())
 }
@@ -237,7 +263,7 @@ pub(crate) fn destroy_key(conn: &Connection, k: &KeyRecord, now: i64) -> KmsResu
 pub(crate) fn deleted_at(conn: &Connection, id: &KeyId) -> KmsResult<Option<i64>> {
     conn.query_row(
         "SELECT deleted_at FROM deleted_keys WHERE key_id = ?1",
-        [id.to_string()],
+        [id],
         |r| r.get(0),
     )
     .optional()
@@ -261,7 +287,7 @@ pub(crate) fn insert_material(
 ) -> KmsResult<()> {
     conn.execute(
         "INSERT INTO key_material (key_id, version, sealed, created, rotation_type) VALUES (?1,?2,?3,?4,?5)",
-        params![id.to_string(), version, sealed, created, rotation_type],
+        params![id, version, sealed, created, rotation_type],
     )
     .map_err(db)?;
     Ok(())
@@ -273,9 +299,7 @@ pub(crate) fn materials(conn: &Connection, id: &KeyId) -> KmsResult<Vec<Material
             "SELECT version, sealed, created, rotation_type FROM key_material WHERE key_id = ?1 ORDER BY version",
         )
         .map_err(db)?;
-    let rows = st
-        .query_map([id.to_string()], material_from_row)
-        .map_err(db)?;
+    let rows = st.query_map([id], material_from_row).map_err(db)?;
     rows.collect::<Result<Vec<_>, _>>().map_err(db)
 }
 
@@ -300,12 +324,12 @@ pub(crate) fn material(
             .prepare_cached(
                 "SELECT version, sealed, created, rotation_type FROM key_material WHERE key_id = ?1 AND version = ?2",
             )
-            .and_then(|mut st| st.query_row(params![id.to_string(), v], map).optional()),
+            .and_then(|mut st| st.query_row(params![id, v], map).optional()),
         None => conn
             .prepare_cached(
                 "SELECT version, sealed, created, rotation_type FROM key_material WHERE key_id = ?1 ORDER BY version DESC LIMIT 1",
             )
-            .and_then(|mut st| st.query_row([id.to_string()], map).optional()),
+            .and_then(|mut st| st.query_row([id], map).optional()),
     }
     .map_err(db)
 }
@@ -313,7 +337,7 @@ pub(crate) fn material(
 pub(crate) fn delete_material(conn: &Connection, id: &KeyId, version: u32) -> KmsResult<()> {
     conn.execute(
         "DELETE FROM key_material WHERE key_id = ?1 AND version = ?2",
-        params![id.to_string(), version],
+        params![id, version],
     )
     .map_err(db)?;
     Ok(())
@@ -370,9 +394,7 @@ pub(crate) fn imported_materials(conn: &Connection, id: &KeyId) -> KmsResult<Vec
              ORDER BY version IS NULL, version"
         ))
         .map_err(db)?;
-    let rows = st
-        .query_map([id.to_string()], imported_from_row)
-        .map_err(db)?;
+    let rows = st.query_map([id], imported_from_row).map_err(db)?;
     rows.collect::<Result<Vec<_>, _>>().map_err(db)
 }
 
@@ -384,7 +406,7 @@ pub(crate) fn put_imported(conn: &Connection, id: &KeyId, m: &ImportedRow) -> Km
              VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"
         ),
         params![
-            id.to_string(),
+            id,
             m.material_id,
             m.check_value,
             m.version,
@@ -405,7 +427,7 @@ pub(crate) fn put_imported(conn: &Connection, id: &KeyId, m: &ImportedRow) -> Km
 pub(crate) fn remove_imported(conn: &Connection, id: &KeyId, material_id: &str) -> KmsResult<()> {
     conn.execute(
         "DELETE FROM imported_key_material WHERE key_id = ?1 AND material_id = ?2",
-        params![id.to_string(), material_id],
+        params![id, material_id],
     )
     .map_err(db)?;
     Ok(())
@@ -461,7 +483,7 @@ pub(crate) fn material_id_of(conn: &Connection, k: &KeyRecord, version: u32) -> 
                 "SELECT material_id FROM imported_key_material WHERE key_id = ?1 AND version = ?2",
             )
             .and_then(|mut st| {
-                st.query_row(params![k.key_id.to_string(), version], |r| r.get(0))
+                st.query_row(params![k.key_id, version], |r| r.get(0))
                     .optional()
             })
             .map_err(db)?;
@@ -477,6 +499,9 @@ pub(crate) fn material_id_of(conn: &Connection, k: &KeyRecord, version: u32) -> 
 /// the key's expiration) becomes `imported_key_material` rows of material
 /// version 1, keeping the KeyMaterialId keyvol returned for them.
 pub(crate) fn migrate(conn: &Connection) -> KmsResult<()> {
+    // Homes from before multi-Region keys.
+    crate::home::Home::add_column_if_missing(conn, "keys", "primary_region", "TEXT")
+        .map_err(|e| KmsError::internal(e.to_string()))?;
     let old: i64 = conn
         .query_row(
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'imported_material'",
@@ -598,7 +623,7 @@ pub(crate) fn aliases(
             params![
                 account.as_str(),
                 region.as_str(),
-                key.map(|k| k.to_string())
+                key.map(|k| k.store_key())
             ],
             alias_from_row,
         )
@@ -611,7 +636,7 @@ pub(crate) fn tags(conn: &Connection, id: &KeyId) -> KmsResult<Vec<(String, Stri
         .prepare_cached("SELECT tag_key, tag_value FROM tags WHERE key_id = ?1 ORDER BY tag_key")
         .map_err(db)?;
     let rows = st
-        .query_map([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
         .map_err(db)?;
     rows.collect::<Result<Vec<_>, _>>().map_err(db)
 }
@@ -664,12 +689,12 @@ mod tests {
                  state, created, policy, valid_to, expiration_model) \
                  VALUES (?1, '111122223333', 'us-east-1', 'SYMMETRIC_DEFAULT', 'ENCRYPT_DECRYPT', \
                  'EXTERNAL', 'CUSTOMER', 'Enabled', 5, '{}', ?2, ?3)",
-                params![id.to_string(), valid_to, valid_to.map(|_| "KEY_MATERIAL_EXPIRES")],
+                params![id, valid_to, valid_to.map(|_| "KEY_MATERIAL_EXPIRES")],
             )
             .unwrap();
             conn.execute(
                 "INSERT INTO imported_material (key_id, check_value) VALUES (?1, x'0102')",
-                [id.to_string()],
+                [id],
             )
             .unwrap();
         }

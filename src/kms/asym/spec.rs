@@ -129,6 +129,7 @@ aws_enum! {
         Disabled => "Disabled",
         PendingDeletion => "PendingDeletion",
         PendingImport => "PendingImport",
+        PendingReplicaDeletion => "PendingReplicaDeletion",
     }
 }
 

@@ -201,28 +201,6 @@ impl Kms {
         })
     }
 
-    pub fn replicate_key(&self, ctx: &RequestContext, req: KeyOnlyRequest) -> KmsResult<Value> {
-        self.key_operation_absent(ctx, "ReplicateKey", req, |arn| {
-            KmsError::new(
-                ErrorCode::UnsupportedOperationException,
-                format!("{arn} is not a multi-Region key."),
-            )
-        })
-    }
-
-    pub fn update_primary_region(
-        &self,
-        ctx: &RequestContext,
-        req: KeyOnlyRequest,
-    ) -> KmsResult<Value> {
-        self.key_operation_absent(ctx, "UpdatePrimaryRegion", req, |arn| {
-            KmsError::new(
-                ErrorCode::UnsupportedOperationException,
-                format!("{arn} is not a multi-Region key."),
-            )
-        })
-    }
-
     /// The last successful cryptographic operation with a key, from the
     /// audit log (which records every call from the key's creation on).
     pub fn get_key_last_usage(

@@ -61,7 +61,7 @@ impl Kms {
             op.tx
                 .execute(
                     "INSERT INTO aliases (account, region, name, key_id, created, updated) VALUES (?1,?2,?3,?4,?5,?5)",
-                    rusqlite::params![op.ctx.caller.account.as_str(), op.ctx.region.as_str(), name, k.key_id.to_string(), op.now],
+                    rusqlite::params![op.ctx.caller.account.as_str(), op.ctx.region.as_str(), name, k.key_id, op.now],
                 )
                 .map_err(store::db)?;
             Ok(Empty {})
@@ -87,7 +87,7 @@ impl Kms {
             op.tx
                 .execute(
                     "UPDATE aliases SET key_id = ?4, updated = ?5 WHERE account = ?1 AND region = ?2 AND name = ?3",
-                    rusqlite::params![op.ctx.caller.account.as_str(), op.ctx.region.as_str(), name, new.key_id.to_string(), op.now],
+                    rusqlite::params![op.ctx.caller.account.as_str(), op.ctx.region.as_str(), name, new.key_id, op.now],
                 )
                 .map_err(store::db)?;
             Ok(Empty {})

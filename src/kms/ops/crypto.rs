@@ -53,7 +53,10 @@ impl Kms {
         key_id: Option<&str>,
     ) -> KmsResult<KeyRecord> {
         let header = ciphertext::parse_header(blob)?;
-        let k = match store::get_key(op.tx, &header.key_id)? {
+        let id = header
+            .key_in(&op.ctx.region)
+            .ok_or_else(KmsError::invalid_ciphertext)?;
+        let k = match store::get_key(op.tx, &id)? {
             Some(k) if k.region == op.ctx.region => k,
             _ => return Err(KmsError::invalid_ciphertext()),
         };
@@ -87,7 +90,7 @@ impl Kms {
                 }
             })?;
         let material = self.unseal_material(&k.key_id, m.version, &m.sealed)?;
-        ciphertext::open(blob, &k.arn(), &material, context)
+        ciphertext::open(blob, &k.key_id, &k.arn(), &material, context)
     }
 
     pub fn decrypt(&self, ctx: &RequestContext, req: DecryptRequest) -> KmsResult<DecryptResponse> {

@@ -395,7 +395,7 @@ impl Kms {
             op.tx
                 .execute(
                     "INSERT INTO import_parameters (token_hash, key_id, wrapping_algorithm, wrapping_key_spec, sealed_wrapping_key, valid_to) VALUES (?1,?2,?3,?4,?5,?6)",
-                    rusqlite::params![hash, k.key_id.to_string(), alg.as_str(), spec.as_str(), sealed, valid_to],
+                    rusqlite::params![hash, k.key_id, alg.as_str(), spec.as_str(), sealed, valid_to],
                 )
                 .map_err(db)?;
             Ok(GetParametersForImportResponse {
@@ -436,7 +436,7 @@ impl Kms {
                 e => Err(db(e)),
             })?;
         let params = match row {
-            Some(p) if p.key_id == k.key_id.to_string() => p,
+            Some(p) if p.key_id == k.key_id.store_key() => p,
             _ => {
                 return Err(KmsError::new(
                     ErrorCode::InvalidImportTokenException,
@@ -513,7 +513,25 @@ impl Kms {
                 )));
             }
             let rows = store::imported_materials(op.tx, &k.key_id)?;
-            let import_type = import_type.unwrap_or(if rows.is_empty() {
+            // A multi-Region replica takes only material its primary key
+            // has (AWS does not copy imported material between Regions).
+            let primary_rows = if k.is_replica() {
+                let primary = super::multi_region::primary_of(op.tx, &k)?;
+                Some(store::imported_materials(op.tx, &primary.key_id)?)
+            } else {
+                None
+            };
+            if primary_rows.is_some() && import_type == Some(ImportType::NewKeyMaterial) {
+                return Err(KmsError::new(
+                    ErrorCode::UnsupportedOperationException,
+                    format!(
+                        "{} is a multi-Region replica key: import new key material into its primary key in {}, then the same material into the replica with ImportType EXISTING_KEY_MATERIAL.",
+                        k.arn(),
+                        k.primary_region.as_ref().map(|r| r.as_str()).unwrap_or_default()
+                    ),
+                ));
+            }
+            let import_type = import_type.unwrap_or(if rows.is_empty() && primary_rows.is_none() {
                 ImportType::NewKeyMaterial
             } else {
                 ImportType::ExistingKeyMaterial
@@ -536,6 +554,27 @@ impl Kms {
             let (alg, wrapping) = self.import_wrapping(op, &k, token)?;
             let material = asym::unwrap_import(&wrapping, alg, wrapped)?;
             let u = check_material(spec, material)?;
+            let mut rows = rows;
+            if let Some(primary_rows) = &primary_rows {
+                let known = rows.iter().any(|r| ct_eq(&r.check_value, &u.check));
+                let of_primary = primary_rows.iter().find(|r| ct_eq(&r.check_value, &u.check));
+                if let (false, Some(p)) = (known, of_primary) {
+                    // The replica learns of the primary's material; its
+                    // bytes arrive by this import (reimport below).
+                    let mut row = p.clone();
+                    row.imported = false;
+                    row.valid_to = None;
+                    row.expiration_model = None;
+                    row.pending_sealed = row.version.is_none().then(|| {
+                        self.home.seal(
+                            &pending_label(&k.key_id, &row.material_id),
+                            u.material.expose(),
+                        )
+                    });
+                    store::put_imported(op.tx, &k.key_id, &row)?;
+                    rows.push(row);
+                }
+            }
             let matching = rows.iter().find(|r| ct_eq(&r.check_value, &u.check));
             let material_id = match import_type {
                 ImportType::ExistingKeyMaterial => {
@@ -607,7 +646,7 @@ impl Kms {
             op.tx
                 .execute(
                     "DELETE FROM import_parameters WHERE key_id = ?1",
-                    [k.key_id.to_string()],
+                    [k.key_id],
                 )
                 .map_err(db)?;
             let rows = store::imported_materials(op.tx, &k.key_id)?;

@@ -32,6 +32,7 @@ pub(super) fn new_key_record(
         valid_to: None,
         expiration_model: None,
         public_key: None,
+        primary_region: None,
     }
 }
 
@@ -96,7 +97,7 @@ pub(crate) fn create_aws_managed_ebs_key(op: &mut Op<'_>) -> KmsResult<KeyRecord
     op.tx
         .execute(
             "INSERT INTO aliases (account, region, name, key_id, created, updated) VALUES (?1,?2,?3,?4,?5,?5)",
-            rusqlite::params![k.account.as_str(), k.region.as_str(), EBS_ALIAS, k.key_id.to_string(), op.now],
+            rusqlite::params![k.account.as_str(), k.region.as_str(), EBS_ALIAS, k.key_id, op.now],
         )
         .map_err(store::db)?;
     Ok(k)
@@ -107,6 +108,9 @@ impl Kms {
     /// has material.
     pub(super) fn metadata_of(&self, tx: &rusqlite::Connection, k: &KeyRecord) -> KmsResult<Value> {
         let mut md = k.metadata(&self.algorithms_of(k));
+        if let Some(c) = super::multi_region::configuration(tx, k)? {
+            md["MultiRegionConfiguration"] = c;
+        }
         if k.is_symmetric() {
             let current = if k.origin == Origin::External {
                 store::imported_materials(tx, &k.key_id)?
@@ -198,12 +202,6 @@ impl Kms {
                     .into())
                 }
             };
-            if req.multi_region == Some(true) {
-                return Err(KmsError::new(
-                    ErrorCode::UnsupportedOperationException,
-                    "Multi-Region keys are not supported.",
-                ));
-            }
             let description = req.description.clone().unwrap_or_default();
             validate::length("description", &description, 0, 8192)?;
             let tags = req.tags.clone().unwrap_or_default();
@@ -216,6 +214,11 @@ impl Kms {
                 KeyManager::Customer,
                 String::new(),
             );
+            if req.multi_region == Some(true) {
+                k.key_id = KeyId::generate_multi_region(&op.ctx.region)
+                    .ok_or_else(|| KmsError::internal("a key in an unknown region"))?;
+                k.primary_region = Some(op.ctx.region.clone());
+            }
             k.policy = match &req.policy {
                 Some(p) => crate::kms::authz::validate_new_policy(
                     op,
@@ -359,13 +362,26 @@ impl Kms {
             k.check_state(StateRule::Schedule)?;
             let days = req.pending_window_in_days.unwrap_or(30);
             validate::range("pendingWindowInDays", days, 7, 30)?;
+            // A multi-Region primary key outlives its replicas: it waits
+            // (PendingReplicaDeletion) and its window starts after them.
+            let waits_for_replicas =
+                k.is_primary() && store::related_keys(op.tx, &k.key_id)?.len() > 1;
             k.state_before_deletion = Some(k.state.as_str().into());
-            k.state = KeyState::PendingDeletion;
-            k.deletion_date = Some(op.now + days * DAY);
+            let deletion_date = (!waits_for_replicas).then_some(op.now + days * DAY);
+            k.state = if waits_for_replicas {
+                KeyState::PendingReplicaDeletion
+            } else {
+                KeyState::PendingDeletion
+            };
+            k.deletion_date = deletion_date;
             k.pending_window = Some(days);
             store::update_key(op.tx, &k)?;
-            op.trace.response_elements = Some(json!({"keyId": k.arn(), "keyState": "PendingDeletion", "deletionDate": crate::clock::to_rfc3339(op.now + days * DAY), "pendingWindowInDays": days}));
-            Ok(ScheduleKeyDeletionResponse { key_id: k.arn(), deletion_date: op.now + days * DAY, key_state: "PendingDeletion".into(), pending_window_in_days: days })
+            let mut elements = json!({"keyId": k.arn(), "keyState": k.state.as_str(), "pendingWindowInDays": days});
+            if let Some(d) = deletion_date {
+                elements["deletionDate"] = json!(crate::clock::to_rfc3339(d));
+            }
+            op.trace.response_elements = Some(elements);
+            Ok(ScheduleKeyDeletionResponse { key_id: k.arn(), deletion_date, key_state: k.state.as_str().into(), pending_window_in_days: days })
         })
     }
 
@@ -402,7 +418,10 @@ impl Kms {
     /// `None` for a key that does not exist: read from the records, for
     /// volume health, without any caller's authorization.
     pub fn key_state(&self, key_arn: &str) -> KmsResult<Option<String>> {
-        let id = match crate::kms::service::parse_key_ref(key_arn)? {
+        let id = match crate::kms::service::parse_key_ref(
+            key_arn,
+            &crate::ids::Region::default_region(),
+        )? {
             crate::kms::service::KeyRef::Arn { id, .. } | crate::kms::service::KeyRef::Id(id) => id,
             _ => return Ok(None),
         };
@@ -410,7 +429,10 @@ impl Kms {
     }
 
     pub fn key_deleted_at(&self, key_arn: &str) -> KmsResult<Option<i64>> {
-        let id = match crate::kms::service::parse_key_ref(key_arn)? {
+        let id = match crate::kms::service::parse_key_ref(
+            key_arn,
+            &crate::ids::Region::default_region(),
+        )? {
             crate::kms::service::KeyRef::Arn { id, .. } | crate::kms::service::KeyRef::Id(id) => id,
             _ => return Ok(None),
         };

@@ -11,6 +11,7 @@ mod crypto;
 pub mod import;
 mod key_policy;
 mod keys;
+pub mod multi_region;
 mod rotation;
 mod tags;
 

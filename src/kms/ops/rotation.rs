@@ -18,6 +18,7 @@ pub(crate) fn add_material(
     let sealed = kms.seal_material(&k.key_id, next, material.expose());
     let rt = if next == 1 { None } else { Some(rotation_type) };
     store::insert_material(tx, &k.key_id, next, &sealed, created, rt)?;
+    super::multi_region::copy_material_to_related(tx, k, next)?;
     Ok(next)
 }
 
@@ -98,6 +99,7 @@ impl Kms {
             if k.is_aws_managed() {
                 return Err(access_denied_managed(op, "kms:EnableKeyRotation", &k));
             }
+            super::multi_region::refuse_on_replica(&k, "EnableKeyRotation")?;
             k.check_state(StateRule::Rotate)?;
             rotation_supported(&k, false)?;
             validate::range("rotationPeriodInDays", period, 90, 2560)?;
@@ -120,6 +122,7 @@ impl Kms {
             if k.is_aws_managed() {
                 return Err(access_denied_managed(op, "kms:DisableKeyRotation", &k));
             }
+            super::multi_region::refuse_on_replica(&k, "DisableKeyRotation")?;
             k.check_state(StateRule::Rotate)?;
             rotation_supported(&k, false)?;
             k.rotation_enabled = false;
@@ -145,11 +148,19 @@ impl Kms {
             if k.state == KeyState::PendingDeletion {
                 k.check_state(StateRule::Use)?;
             }
+            // Invariant 3 of multi_region: a replica rotates with its primary.
+            let schedule = super::multi_region::primary_of(op.tx, &k)?;
             Ok(KeyRotationStatusResponse {
                 key_id: k.key_id.to_string(),
-                key_rotation_enabled: k.rotation_enabled,
-                rotation_period_in_days: k.rotation_enabled.then_some(k.rotation_period).flatten(),
-                next_rotation_date: k.rotation_enabled.then_some(k.next_rotation).flatten(),
+                key_rotation_enabled: schedule.rotation_enabled,
+                rotation_period_in_days: schedule
+                    .rotation_enabled
+                    .then_some(schedule.rotation_period)
+                    .flatten(),
+                next_rotation_date: schedule
+                    .rotation_enabled
+                    .then_some(schedule.next_rotation)
+                    .flatten(),
             })
         })
     }
@@ -165,6 +176,7 @@ impl Kms {
             if k.is_aws_managed() {
                 return Err(access_denied_managed(op, "kms:RotateKeyOnDemand", &k));
             }
+            super::multi_region::refuse_on_replica(&k, "RotateKeyOnDemand")?;
             k.check_state(StateRule::Rotate)?;
             rotation_supported(&k, true)?;
             if k.on_demand_rotations >= MAX_ON_DEMAND_ROTATIONS {
@@ -176,7 +188,38 @@ impl Kms {
                 // AWS: an imported key rotates on demand only onto new
                 // material imported for it (PENDING_ROTATION); without that
                 // the key is in the wrong state, not of the wrong kind.
+                // Related multi-Region keys rotate together, so each
+                // replica must hold that material too.
+                let mut replicas: Vec<KeyRecord> = store::related_keys(op.tx, &k.key_id)?
+                    .into_iter()
+                    .filter(|r| r.key_id != k.key_id)
+                    .collect();
+                let pending = store::imported_materials(op.tx, &k.key_id)?
+                    .into_iter()
+                    .find(|r| r.version.is_none());
+                for r in &replicas {
+                    let ready = pending.as_ref().is_some_and(|p| {
+                        store::imported_materials(op.tx, &r.key_id).is_ok_and(|rows| {
+                            rows.iter().any(|x| {
+                                x.version.is_none()
+                                    && x.material_id == p.material_id
+                                    && x.pending_sealed.is_some()
+                            })
+                        })
+                    });
+                    if pending.is_some() && !ready {
+                        return Err(KmsError::invalid_state(format!(
+                            "The replica key {} has not imported the new key material of {}: import the same material into it with ImportType EXISTING_KEY_MATERIAL before RotateKeyOnDemand.",
+                            r.arn(),
+                            k.arn()
+                        )));
+                    }
+                }
                 self.rotate_to_imported(op, &mut k)?;
+                for r in &mut replicas {
+                    self.rotate_to_imported(op, r)?;
+                    store::update_key(op.tx, r)?;
+                }
             } else {
                 add_material(self, op.tx, &k, op.now, "ON_DEMAND")?;
             }

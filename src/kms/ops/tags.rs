@@ -43,16 +43,14 @@ pub(super) fn put_tags(tx: &rusqlite::Connection, id: &KeyId, tags: &[Tag]) -> K
     for t in tags {
         tx.execute(
             "INSERT INTO tags (key_id, tag_key, tag_value) VALUES (?1,?2,?3) ON CONFLICT(key_id, tag_key) DO UPDATE SET tag_value = excluded.tag_value",
-            rusqlite::params![id.to_string(), t.tag_key, t.tag_value],
+            rusqlite::params![id, t.tag_key, t.tag_value],
         )
         .map_err(store::db)?;
     }
     let n: i64 = tx
-        .query_row(
-            "SELECT COUNT(*) FROM tags WHERE key_id = ?1",
-            [id.to_string()],
-            |r| r.get(0),
-        )
+        .query_row("SELECT COUNT(*) FROM tags WHERE key_id = ?1", [id], |r| {
+            r.get(0)
+        })
         .map_err(store::db)?;
     if n > 50 {
         return Err(KmsError::new(
@@ -106,7 +104,7 @@ impl Kms {
                 op.tx
                     .execute(
                         "DELETE FROM tags WHERE key_id = ?1 AND tag_key = ?2",
-                        rusqlite::params![k.key_id.to_string(), t],
+                        rusqlite::params![k.key_id, t],
                     )
                     .map_err(store::db)?;
             }
