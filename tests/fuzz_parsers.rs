@@ -82,11 +82,50 @@ fn kms_ciphertext_blob_and_json_dispatch() {
             assert!(r.is_err(), "round {round}: a mutated ciphertext decrypted");
         }
     }
+    // A multi-Region blob (format 0x02), tried in the primary's Region
+    // and in its replica's; and mutated key ids of both forms.
+    let mrk = e.ok("CreateKey", json!({"MultiRegion": true}))["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    e.ok(
+        "ReplicateKey",
+        json!({"KeyId": mrk, "ReplicaRegion": "us-west-2"}),
+    );
+    let west = keyvol::kms::RequestContext::new(e.ctx.caller.clone(), "us-west-2".parse().unwrap());
+    let mblob = unb64(
+        &e.ok(
+            "Encrypt",
+            json!({"KeyId": mrk, "Plaintext": b64(b"fuzz mrk")}),
+        )["CiphertextBlob"],
+    );
+    for round in 0..ROUNDS / 8 {
+        let m = mutate(&mut rng, &mblob);
+        if m != mblob {
+            let req = json!({"CiphertextBlob": b64(&m)});
+            assert!(
+                e.call("Decrypt", req.clone()).is_err(),
+                "round {round}: east"
+            );
+            assert!(
+                e.kms.call(&west, "Decrypt", req).is_err(),
+                "round {round}: west"
+            );
+        }
+        for id in [&mrk, &key] {
+            let m = mutate(&mut rng, id.as_bytes());
+            let text = String::from_utf8_lossy(&m).to_string();
+            let _ = text.parse::<keyvol::ids::KeyId>();
+            let _ = keyvol::ids::KeyId::parse_public(&text, &e.ctx.region);
+            let _ = e.call("DescribeKey", json!({"KeyId": text}));
+        }
+    }
     // The JSON dispatcher: mutated request bodies of every shape.
     let seeds = [
         json!({"KeyId": key, "Plaintext": b64(b"x"), "EncryptionContext": {"k": "v"}, "GrantTokens": []}),
         json!({"KeyId": key, "Tags": [{"TagKey": "a", "TagValue": "b"}], "Limit": 5, "Marker": "1"}),
         json!({"Policy": "{}", "KeySpec": "RSA_2048", "KeyUsage": "SIGN_VERIFY", "Constraints": {"EncryptionContextSubset": {}}}),
+        json!({"KeyId": mrk, "ReplicaRegion": "eu-west-1", "PrimaryRegion": "us-west-2", "Tags": []}),
     ];
     let ops = [
         "Encrypt",
@@ -99,6 +138,8 @@ fn kms_ciphertext_blob_and_json_dispatch() {
         "GenerateDataKeyPair",
         "ListAliases",
         "RetireGrant",
+        "ReplicateKey",
+        "UpdatePrimaryRegion",
     ];
     for round in 0..ROUNDS / 4 {
         let seed = serde_json::to_vec(&seeds[round % seeds.len()]).unwrap();

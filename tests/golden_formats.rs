@@ -5,6 +5,10 @@
 //! its key, a change log written byte by byte as the README tables it, and
 //! a snapshot manifest sealed under a fixed test data key (64 bytes of
 //! 0x42). Never regenerate these files: a format change adds a new fixture.
+//! `home-v2` (keyvol with multi-Region keys) holds a multi-Region key
+//! `mrk-...` with its primary in us-east-1 and a replica in us-west-2, and
+//! `kms-ciphertext-v2-multi-region.bin` is a blob of format 0x02 sealed by
+//! the primary.
 
 mod common;
 
@@ -20,11 +24,15 @@ fn fixture(name: &str) -> PathBuf {
 
 /// A private copy of the fixture home: opening a home may migrate it.
 fn home_copy() -> tempfile::TempDir {
+    home_copy_of("home-v1")
+}
+
+fn home_copy_of(name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     use std::os::unix::fs::PermissionsExt;
     for f in ["root.key", "state.db"] {
         let to = dir.path().join(f);
-        std::fs::copy(fixture("home-v1").join(f), &to).unwrap();
+        std::fs::copy(fixture(name).join(f), &to).unwrap();
         // A checkout does not keep modes; a home's files are 0600.
         std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
@@ -110,6 +118,56 @@ fn the_v1_envelope_file_decrypts() {
         std::fs::read(&out).unwrap() == want,
         "envelope plaintext differs"
     );
+}
+
+#[test]
+fn the_v2_multi_region_blob_keeps_its_layout_and_opens_in_both_regions() {
+    let blob = std::fs::read(fixture("kms-ciphertext-v2-multi-region.bin")).unwrap();
+    let id = std::fs::read_to_string(fixture("home-v2.key-id"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(blob[0], 0x02, "format: multi-Region key");
+    let hex_id = id.strip_prefix("mrk-").unwrap();
+    assert_eq!(hex::encode(&blob[1..17]), hex_id, "key id");
+    assert_eq!(u32::from_le_bytes(blob[17..21].try_into().unwrap()), 1);
+    let home = home_copy_of("home-v2");
+    let path = fixture("kms-ciphertext-v2-multi-region.bin");
+    for region in ["us-east-1", "us-west-2"] {
+        let out = keyvol_json(
+            home.path(),
+            &[
+                "--region",
+                region,
+                "kms",
+                "decrypt",
+                "--ciphertext-blob",
+                &format!("fileb://{}", path.display()),
+                "--encryption-context",
+                "purpose=golden",
+            ],
+        );
+        assert_eq!(unb64(&out["Plaintext"]), b"keyvol golden plaintext v2");
+        assert_eq!(
+            out["KeyId"],
+            format!("arn:aws:kms:{region}:111122223333:key/{id}")
+        );
+    }
+    // No related key in eu-west-1: the blob does not open there.
+    let out = keyvol(
+        home.path(),
+        &[
+            "--region",
+            "eu-west-1",
+            "kms",
+            "decrypt",
+            "--ciphertext-blob",
+            &format!("fileb://{}", path.display()),
+            "--encryption-context",
+            "purpose=golden",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("(InvalidCiphertextException)"));
 }
 
 #[test]
