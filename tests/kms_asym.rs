@@ -1933,3 +1933,98 @@ fn external_mu_and_ml_dsa_are_refused_for_other_keys() {
         x.message
     );
 }
+
+/// An independent oracle for ML-DSA: Python's `cryptography` (OpenSSL 4
+/// underneath), run from the suite's venv. keyvol signs with aws-lc; the
+/// oracle loads KMS's SubjectPublicKeyInfo, verifies RAW signatures over
+/// the message, computes μ itself for EXTERNAL_MU, and refuses a changed
+/// message or signature.
+#[test]
+fn ml_dsa_signatures_verify_with_python_cryptography() {
+    use std::io::Write;
+    let e = env();
+    let script = r#"
+import base64, json, sys
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import mldsa
+from cryptography.exceptions import InvalidSignature
+req = json.load(sys.stdin)
+pk = serialization.load_der_public_key(base64.b64decode(req["spki"]))
+msg = base64.b64decode(req["message"])
+if req["op"] == "mu":
+    h = mldsa.MLDSAMuHasher(pk)
+    h.update(msg)
+    print(json.dumps({"mu": base64.b64encode(h.finalize()).decode(), "type": type(pk).__name__}))
+    sys.exit(0)
+def ok(sig, m):
+    try:
+        pk.verify(sig, m)
+        return True
+    except InvalidSignature:
+        return False
+sig = base64.b64decode(req["signature"])
+bad = bytearray(sig); bad[len(bad) // 2] ^= 1
+print(json.dumps({"valid": ok(sig, msg), "changed_message": ok(sig, msg + b"!"),
+                  "changed_signature": ok(bytes(bad), msg), "type": type(pk).__name__}))
+"#;
+    let oracle = |req: Value| -> Value {
+        let mut child = Command::new(common::serve::python())
+            .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(req.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    for spec in ["ML_DSA_44", "ML_DSA_65", "ML_DSA_87"] {
+        let key = e.ok(
+            "CreateKey",
+            json!({"KeySpec": spec, "KeyUsage": "SIGN_VERIFY"}),
+        )["KeyMetadata"]["KeyId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let spki = e.ok("GetPublicKey", json!({"KeyId": key}))["PublicKey"].clone();
+        let class = format!("MLDSA{}PublicKey", &spec[7..]);
+        let message = b"release manifest 2026-12-02".to_vec();
+        let sign = |mt: &str, m: &[u8]| {
+            e.ok(
+                "Sign",
+                json!({"KeyId": key, "Message": b64(m), "MessageType": mt, "SigningAlgorithm": "ML_DSA_SHAKE_256"}),
+            )["Signature"]
+                .clone()
+        };
+        let raw = oracle(
+            json!({"op": "verify", "spki": spki, "message": b64(&message), "signature": sign("RAW", &message)}),
+        );
+        assert_eq!(raw["type"], class.as_str(), "{spec}");
+        assert_eq!(raw["valid"], true, "{spec}: {raw}");
+        assert_eq!(raw["changed_message"], false, "{spec}");
+        assert_eq!(raw["changed_signature"], false, "{spec}");
+        // EXTERNAL_MU: the oracle computes μ of a long message; KMS signs μ;
+        // the signature verifies over the message itself.
+        let long: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        let mu = oracle(json!({"op": "mu", "spki": spki, "message": b64(&long)}))["mu"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let sig = sign("EXTERNAL_MU", &keyvol::kms::api::b64_decode(&mu).unwrap());
+        let ext =
+            oracle(json!({"op": "verify", "spki": spki, "message": b64(&long), "signature": sig}));
+        assert_eq!(ext["valid"], true, "{spec} EXTERNAL_MU: {ext}");
+        assert_eq!(ext["changed_message"], false, "{spec}");
+    }
+}
