@@ -689,3 +689,40 @@ fn import_key_material_defaults_to_expiring_material() {
     let md = e.ok("DescribeKey", json!({"KeyId": key}));
     assert_eq!(md["KeyMetadata"]["ExpirationModel"], "KEY_MATERIAL_EXPIRES");
 }
+
+/// Members an operation does not define are ignored, as AWS's JSON
+/// services ignore them (a newer SDK's member reaches an older endpoint
+/// harmlessly); a defined member of the wrong type is refused with
+/// SerializationException and changes nothing.
+#[test]
+fn unknown_members_are_ignored_and_mistyped_ones_refused() {
+    let e = env();
+    let key = e.create_key();
+    let out = e.ok(
+        "Encrypt",
+        json!({"KeyId": key, "Plaintext": b64(b"x"), "SomeFutureMember": {"a": 1}}),
+    );
+    assert!(out["CiphertextBlob"].is_string(), "{out}");
+    let before = e.ok("ListKeys", json!({}))["Keys"]
+        .as_array()
+        .unwrap()
+        .len();
+    for bad in [
+        json!({"Description": 5}),
+        json!({"Tags": "not a list"}),
+        json!({"MultiRegion": "yes"}),
+    ] {
+        assert_eq!(
+            e.code("CreateKey", bad.clone()),
+            Some(SerializationException),
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        e.ok("ListKeys", json!({}))["Keys"]
+            .as_array()
+            .unwrap()
+            .len(),
+        before
+    );
+}
