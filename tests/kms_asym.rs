@@ -1941,7 +1941,6 @@ fn external_mu_and_ml_dsa_are_refused_for_other_keys() {
 /// message or signature.
 #[test]
 fn ml_dsa_signatures_verify_with_python_cryptography() {
-    use std::io::Write;
     let e = env();
     let script = r#"
 import base64, json, sys
@@ -1968,26 +1967,8 @@ print(json.dumps({"valid": ok(sig, msg), "changed_message": ok(sig, msg + b"!"),
                   "changed_signature": ok(bytes(bad), msg), "type": type(pk).__name__}))
 "#;
     let oracle = |req: Value| -> Value {
-        let mut child = Command::new(common::serve::python())
-            .args(["-c", script])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(req.to_string().as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        let out = common::serve::python_script(script, req.to_string().as_bytes());
+        serde_json::from_slice(&out).unwrap()
     };
     for spec in ["ML_DSA_44", "ML_DSA_65", "ML_DSA_87"] {
         let key = e.ok(

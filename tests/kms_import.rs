@@ -6,9 +6,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use common::*;
 use keyvol::kms::asym::{wrap_for_import, AlgorithmSpec};
 use keyvol::kms::ErrorCode::{self, *};
@@ -16,21 +13,7 @@ use serde_json::{json, Value};
 
 /// Runs a Python script of the venv with `input` on stdin; its stdout.
 fn py(script: &str, input: &[u8]) -> Vec<u8> {
-    let mut child = Command::new(common::serve::python())
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    common::serve::python_script(script, input)
 }
 
 /// A new private key made by Python's `cryptography`: PKCS#8 DER.

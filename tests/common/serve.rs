@@ -392,3 +392,24 @@ impl Ec2Query {
         (status, text)
     }
 }
+
+/// Runs a Python script of the venv with `input` on stdin and returns its
+/// stdout; a failing script fails the test with its stderr.
+pub fn python_script(script: &str, input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new(python())
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
