@@ -7,7 +7,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::model::KeyRecord;
-use super::service::Op;
+use super::model::StateRule;
+use super::op::Op;
 use super::store;
 use super::{ErrorCode, KmsError, KmsResult};
 use crate::policy::{
@@ -209,4 +210,28 @@ pub fn validate_identity_policy(text: &str) -> KmsResult<()> {
     PolicyDocument::parse_identity_policy(text)
         .map(|_| ())
         .map_err(KmsError::from)
+}
+
+impl Op<'_> {
+    /// The one authorization point: may the caller perform `action` on `k`?
+    pub fn authorize(
+        &self,
+        action: &str,
+        k: &KeyRecord,
+        conditions: &Map<String, Value>,
+    ) -> KmsResult<()> {
+        authorize(self, action, k, conditions)
+    }
+
+    /// Key state check and authorization for a use of `k`.
+    pub fn permit(
+        &self,
+        action: &str,
+        k: &KeyRecord,
+        rule: StateRule,
+        conditions: &Map<String, Value>,
+    ) -> KmsResult<()> {
+        self.authorize(action, k, conditions)?;
+        k.check_state(rule)
+    }
 }

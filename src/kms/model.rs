@@ -18,6 +18,9 @@ pub fn key_material_id(key_id: &KeyId, version: u32) -> String {
 }
 
 pub use super::asym::KeyState;
+
+/// The alias of each account's AWS managed key for EBS, made on first use.
+pub const EBS_ALIAS: &str = "alias/aws/ebs";
 use super::asym::{KeyManager, KeySpec, KeyUsage, Origin};
 
 /// How an operation treats keys in each state, per the AWS KMS key-state

@@ -17,14 +17,14 @@ use serde_json::{json, Map, Value};
 
 use super::audit::{self, AuditEntry, AuditRecord};
 use super::commit::{GroupCommit, Readers};
-use super::model::{KeyRecord, StateRule};
+use super::model::KeyRecord;
+use super::op::{Op, Trace};
 use super::store::{self, db};
-use super::{Caller, ErrorCode, KmsError, KmsResult, RequestContext};
+use super::{Caller, KmsError, KmsResult, RequestContext};
 use crate::clock::Clock;
 use crate::home::Home;
-use crate::ids::{AccountId, Arn, KeyId, Region};
+use crate::ids::{AccountId, KeyId};
 use crate::secret::{Key256, SecretBytes};
-use crate::validate::{self, Violation};
 
 /// The embedded KMS over one home.
 pub struct Kms {
@@ -54,37 +54,6 @@ impl std::fmt::Debug for Kms {
             .field("home", &self.home.dir())
             .finish()
     }
-}
-
-/// What an operation tells the audit point about itself while it runs.
-#[derive(Debug, Default)]
-pub(crate) struct Trace {
-    /// The key the operation acted on (resources, recipientAccountId).
-    pub key: Option<(String, AccountId)>,
-    pub response_elements: Option<Value>,
-    /// The alias the request named the key by (`kms:RequestAlias`).
-    pub request_alias: Option<String>,
-}
-
-impl Trace {
-    pub fn key(&mut self, k: &KeyRecord) {
-        self.key = Some((k.arn(), k.account.clone()));
-    }
-}
-
-/// A running operation: its transaction, the time, the caller and the trace.
-pub(crate) struct Op<'a> {
-    pub tx: &'a Connection,
-    pub now: i64,
-    pub ctx: &'a RequestContext,
-    pub trace: &'a mut Trace,
-    pub kms: &'a Kms,
-    /// `tx` is the write transaction (else a read transaction, where
-    /// nothing may be written).
-    on_writer: bool,
-    /// The body found it must write (on a read transaction): its outcome
-    /// is dropped and it runs again on the write path.
-    needs_writer: bool,
 }
 
 /// Where a stateless call ended up.
@@ -362,9 +331,9 @@ impl Kms {
                     now,
                     ctx,
                     trace: &mut trace,
-                    kms: self,
                     on_writer: false,
                     needs_writer: false,
+                    needs_managed_key: false,
                 };
                 let result = body(&mut op);
                 (Some(result), op.needs_writer)
@@ -414,7 +383,7 @@ impl Kms {
         ctx: &RequestContext,
         operation: &str,
         request: Value,
-        body: impl FnOnce(&mut Op<'_>) -> KmsResult<T>,
+        mut body: impl FnMut(&mut Op<'_>) -> KmsResult<T>,
     ) -> KmsResult<T> {
         let now = self.clock.now();
         // Operations that change no key state commit without an fsync (WAL,
@@ -435,17 +404,29 @@ impl Kms {
         self.run_due_work(&tx, now)?;
         cached(&tx, "SAVEPOINT op")?;
         let mut trace = Trace::default();
-        let result = {
+        let mut made_managed_key = false;
+        let result = loop {
             let mut op = Op {
                 tx: &tx,
                 now,
                 ctx,
                 trace: &mut trace,
-                kms: self,
                 on_writer: true,
                 needs_writer: false,
+                needs_managed_key: false,
             };
-            body(&mut op)
+            let result = body(&mut op);
+            if !op.needs_managed_key || made_managed_key {
+                break result;
+            }
+            // The body named the account's AWS managed key before it
+            // existed: undo what the body did, make the key, run it again.
+            made_managed_key = true;
+            cached(&tx, "ROLLBACK TO op")?;
+            *op.trace = Trace::default();
+            if let Err(e) = super::ops::create_aws_managed_ebs_key(self, &mut op) {
+                break Err(e);
+            }
         };
         if result.is_err() {
             cached(&tx, "ROLLBACK TO op")?;
@@ -767,184 +748,10 @@ fn lower_first(s: &str) -> String {
     }
 }
 
-/// A key reference as a request names it.
-pub(crate) enum KeyRef {
-    Id(KeyId),
-    Arn {
-        region: String,
-        account: String,
-        id: KeyId,
-    },
-    Alias {
-        name: String,
-    },
-    AliasArn {
-        region: String,
-        account: String,
-        name: String,
-    },
-}
-
-/// Parses a key reference; a bare multi-Region id (`mrk-...`) names the
-/// related key in `region`, an ARN the one in the ARN's region.
-pub(crate) fn parse_key_ref(s: &str, region: &Region) -> KmsResult<KeyRef> {
-    let invalid = || KmsError::not_found(format!("Invalid keyId '{s}'"));
-    if s.is_empty() {
-        return Err(Violation::null("keyId").into());
-    }
-    // Bytes, as the key-id constraint has always been counted here.
-    validate::byte_length("keyId", s.as_bytes(), 1, 2048)?;
-    if s.starts_with("alias/") {
-        return Ok(KeyRef::Alias {
-            name: s.to_string(),
-        });
-    }
-    if s.starts_with("arn:") {
-        let arn: Arn = s.parse().map_err(|_| invalid())?;
-        if arn.service != "kms" {
-            return Err(invalid());
-        }
-        if let Some(id) = arn.resource.strip_prefix("key/") {
-            let arn_region: Region = arn.region.parse().map_err(|_| invalid())?;
-            let id = KeyId::parse_public(id, &arn_region).map_err(|_| invalid())?;
-            return Ok(KeyRef::Arn {
-                region: arn.region,
-                account: arn.account,
-                id,
-            });
-        }
-        if arn.resource.starts_with("alias/") {
-            return Ok(KeyRef::AliasArn {
-                region: arn.region,
-                account: arn.account,
-                name: arn.resource,
-            });
-        }
-        return Err(invalid());
-    }
-    KeyId::parse_public(s, region)
-        .map(KeyRef::Id)
-        .map_err(|_| invalid())
-}
-
-impl Op<'_> {
-    /// Finds the key a request names, in the caller's region. Aliases are
-    /// accepted only where AWS accepts them (`allow_alias`).
-    pub fn resolve(&mut self, key_id: Option<&str>, allow_alias: bool) -> KmsResult<KeyRecord> {
-        let s = key_id.unwrap_or("");
-        let region = &self.ctx.region;
-        let my_account = &self.ctx.caller.account;
-        let not_found = |arn: String| KmsError::not_found(format!("Key '{arn}' does not exist"));
-        let (account, id) = match parse_key_ref(s, region)? {
-            KeyRef::Id(id) => (my_account.clone(), id),
-            KeyRef::Arn {
-                region: r,
-                account,
-                id,
-            } => {
-                if r != region.as_str() {
-                    return Err(not_found(s.to_string()));
-                }
-                (
-                    account
-                        .parse()
-                        .map_err(|_| KmsError::not_found(format!("Invalid arn {s}")))?,
-                    id,
-                )
-            }
-            KeyRef::Alias { name } | KeyRef::AliasArn { name, .. } if !allow_alias => {
-                return Err(
-                    KmsError::not_found(format!("Invalid keyId '{s}'")).with_alias_hint(&name)
-                );
-            }
-            KeyRef::Alias { name } => {
-                let id = self.alias_target(my_account, region, &name)?;
-                self.trace.request_alias = Some(name);
-                (my_account.clone(), id)
-            }
-            KeyRef::AliasArn {
-                region: r,
-                account,
-                name,
-            } => {
-                let account: AccountId = account
-                    .parse()
-                    .map_err(|_| KmsError::not_found(format!("Invalid arn {s}")))?;
-                if r != region.as_str() {
-                    return Err(KmsError::not_found(format!("Alias {s} is not found.")));
-                }
-                let id = self.alias_target(&account, region, &name)?;
-                self.trace.request_alias = Some(name);
-                (account, id)
-            }
-        };
-        let arn = id.arn(region, &account);
-        let k = store::get_key(self.tx, &id)?.ok_or_else(|| not_found(arn.clone()))?;
-        if &k.region != region || k.account != account {
-            return Err(not_found(arn));
-        }
-        self.trace.key(&k);
-        Ok(k)
-    }
-
-    fn alias_target(
-        &mut self,
-        account: &AccountId,
-        region: &Region,
-        name: &str,
-    ) -> KmsResult<KeyId> {
-        if let Some(a) = store::alias(self.tx, account, region, name)? {
-            return Ok(a.key_id);
-        }
-        if name == super::ops::EBS_ALIAS && account == &self.ctx.caller.account {
-            if !self.on_writer {
-                // Creating the key writes: the call starts over on the
-                // write path, where this error is never seen.
-                self.needs_writer = true;
-                return Err(KmsError::internal(
-                    "the AWS managed key is created on the write path",
-                ));
-            }
-            return Ok(super::ops::create_aws_managed_ebs_key(self)?.key_id);
-        }
-        Err(KmsError::not_found(format!(
-            "Alias arn:aws:kms:{region}:{account}:{name} is not found."
-        )))
-    }
-
-    /// The one authorization point: may the caller perform `action` on `k`?
-    pub fn authorize(
-        &self,
-        action: &str,
-        k: &KeyRecord,
-        conditions: &Map<String, Value>,
-    ) -> KmsResult<()> {
-        super::authz::authorize(self, action, k, conditions)
-    }
-
-    /// Key state check and authorization for a use of `k`.
-    pub fn permit(
-        &self,
-        action: &str,
-        k: &KeyRecord,
-        rule: StateRule,
-        conditions: &Map<String, Value>,
-    ) -> KmsResult<()> {
-        self.authorize(action, k, conditions)?;
-        k.check_state(rule)
-    }
-}
-
-impl KmsError {
-    fn with_alias_hint(mut self, _alias: &str) -> Self {
-        self.code = ErrorCode::NotFoundException;
-        self
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::Region;
 
     fn kms() -> (tempfile::TempDir, Kms, RequestContext, String) {
         let dir = tempfile::tempdir().expect("temp dir");

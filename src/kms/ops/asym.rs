@@ -19,7 +19,7 @@ use crate::kms::asym::{
 };
 use crate::kms::ciphertext::EncryptionContext;
 use crate::kms::model::{KeyRecord, StateRule};
-use crate::kms::service::Op;
+use crate::kms::op::Op;
 use crate::kms::store;
 use crate::kms::{ErrorCode, Kms, KmsError, KmsResult, RequestContext};
 use crate::secret::SecretBytes;

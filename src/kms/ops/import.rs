@@ -40,7 +40,7 @@ use crate::ids::KeyId;
 use crate::kms::api::Blob;
 use crate::kms::asym::{self, AlgorithmSpec, KeySpec, Origin, PrivateKeyMaterial, WrappingKeySpec};
 use crate::kms::model::{KeyRecord, KeyState, StateRule};
-use crate::kms::service::Op;
+use crate::kms::op::Op;
 use crate::kms::store::{self, db, ImportedRow};
 use crate::kms::{ErrorCode, Kms, KmsError, KmsResult, RequestContext};
 use crate::secret::{ct_eq, SecretBytes};

@@ -74,7 +74,7 @@ pub(super) fn pregenerate_key(req: &CreateKeyRequest) -> Option<PrivateKeyMateri
 }
 
 /// Creates the account's AWS managed key for EBS with its alias.
-pub(crate) fn create_aws_managed_ebs_key(op: &mut Op<'_>) -> KmsResult<KeyRecord> {
+pub(crate) fn create_aws_managed_ebs_key(kms: &Kms, op: &mut Op<'_>) -> KmsResult<KeyRecord> {
     let policy = crate::policy::aws_managed_ebs_policy(
         op.ctx.caller.account.as_str(),
         op.ctx.region.as_str(),
@@ -93,7 +93,7 @@ pub(crate) fn create_aws_managed_ebs_key(op: &mut Op<'_>) -> KmsResult<KeyRecord
     k.rotation_period = Some(365);
     k.next_rotation = Some(op.now + 365 * DAY);
     store::insert_key(op.tx, &k)?;
-    add_material(op.kms, op.tx, &k, op.now, "AUTOMATIC")?;
+    add_material(kms, op.tx, &k, op.now, "AUTOMATIC")?;
     op.tx
         .execute(
             "INSERT INTO aliases (account, region, name, key_id, created, updated) VALUES (?1,?2,?3,?4,?5,?5)",
@@ -418,24 +418,20 @@ impl Kms {
     /// `None` for a key that does not exist: read from the records, for
     /// volume health, without any caller's authorization.
     pub fn key_state(&self, key_arn: &str) -> KmsResult<Option<String>> {
-        let id = match crate::kms::service::parse_key_ref(
-            key_arn,
-            &crate::ids::Region::default_region(),
-        )? {
-            crate::kms::service::KeyRef::Arn { id, .. } | crate::kms::service::KeyRef::Id(id) => id,
-            _ => return Ok(None),
-        };
+        let id =
+            match crate::kms::op::parse_key_ref(key_arn, &crate::ids::Region::default_region())? {
+                crate::kms::op::KeyRef::Arn { id, .. } | crate::kms::op::KeyRef::Id(id) => id,
+                _ => return Ok(None),
+            };
         Ok(store::get_key(&self.conn(), &id)?.map(|k| k.state.as_str().to_string()))
     }
 
     pub fn key_deleted_at(&self, key_arn: &str) -> KmsResult<Option<i64>> {
-        let id = match crate::kms::service::parse_key_ref(
-            key_arn,
-            &crate::ids::Region::default_region(),
-        )? {
-            crate::kms::service::KeyRef::Arn { id, .. } | crate::kms::service::KeyRef::Id(id) => id,
-            _ => return Ok(None),
-        };
+        let id =
+            match crate::kms::op::parse_key_ref(key_arn, &crate::ids::Region::default_region())? {
+                crate::kms::op::KeyRef::Arn { id, .. } | crate::kms::op::KeyRef::Id(id) => id,
+                _ => return Ok(None),
+            };
         store::deleted_at(&self.conn(), &id)
     }
 }
