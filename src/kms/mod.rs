@@ -15,6 +15,7 @@ pub mod model;
 pub(crate) mod op;
 pub mod ops;
 mod service;
+mod state;
 mod store;
 pub mod usage;
 
@@ -26,4 +27,4 @@ pub use dispatch::OPERATIONS;
 pub use error::{ErrorCode, KmsError, KmsResult};
 pub use model::EBS_ALIAS;
 pub(crate) use service::user_identity;
-pub use service::Kms;
+pub use state::Kms;

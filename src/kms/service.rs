@@ -1,5 +1,6 @@
-//! The `Kms` handle: one authorization point, one audit point and one
-//! transaction per operation, around the operation bodies in `ops`.
+//! The `Kms` handle: `open`, and `run`, which gives every operation body
+//! (`ops/`) one transaction, its due work first and its audit record after;
+//! the operation table (`dispatch.rs`) calls it.
 //!
 //! Two paths: a state-changing operation runs in a write transaction of
 //! its own on the one write connection (due work, body, audit record, a
@@ -17,44 +18,14 @@ use serde_json::{json, Map, Value};
 
 use super::audit::{self, AuditEntry, AuditRecord};
 use super::commit::{GroupCommit, Readers};
-use super::model::KeyRecord;
 use super::op::{Op, Trace};
+use super::state::{Kms, WriteConn};
 use super::store::{self, db};
 use super::{Caller, KmsError, KmsResult, RequestContext};
 use crate::clock::Clock;
 use crate::home::Home;
-use crate::ids::{AccountId, KeyId};
-use crate::secret::{Key256, SecretBytes};
-
-/// The embedded KMS over one home.
-pub struct Kms {
-    pub(crate) home: Arc<Home>,
-    conn: Mutex<WriteConn>,
-    /// Read connections of the stateless operations' bodies.
-    readers: Readers,
-    /// Audit records of stateless operations waiting for their commit.
-    group: GroupCommit,
-    /// Commits of `conn`, for the checkpointer thread.
-    commits: Arc<std::sync::atomic::AtomicU64>,
-    /// Dropped with the KMS, which ends the checkpointer thread.
-    _checkpointer: Option<std::sync::mpsc::Sender<()>>,
-    pub(crate) clock: Clock,
-    audit_key: Key256,
-    /// Parsed asymmetric and HMAC private keys by (key id, material
-    /// version), so Sign/Decrypt/MAC calls skip unsealing and parsing.
-    /// Material of a version never changes and key ids are never reused;
-    /// entries are zeroized when dropped.
-    pub(crate) private_keys:
-        Mutex<std::collections::HashMap<(KeyId, u32), super::asym::PrivateKeyMaterial>>,
-}
-
-impl std::fmt::Debug for Kms {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Kms")
-            .field("home", &self.home.dir())
-            .finish()
-    }
-}
+use crate::ids::AccountId;
+use crate::secret::Key256;
 
 /// Where a stateless call ended up.
 enum Attempt<T> {
@@ -117,39 +88,6 @@ fn cached(conn: &Connection, sql: &str) -> KmsResult<()> {
         .and_then(|mut st| st.execute([]))
         .map(drop)
         .map_err(db)
-}
-
-/// The KMS's write connection, with the `synchronous` level it is set to.
-pub(crate) struct WriteConn {
-    conn: Connection,
-    synchronous: Option<bool>,
-}
-
-impl std::ops::Deref for WriteConn {
-    type Target = Connection;
-
-    fn deref(&self) -> &Connection {
-        &self.conn
-    }
-}
-
-impl WriteConn {
-    /// `synchronous = FULL` (the commit is durable, and so is every earlier
-    /// one) or `NORMAL` (durable at the next FULL commit or checkpoint), set
-    /// only when it changes: the pragma is parsed anew each time (never
-    /// from a cached statement: SQLite applies it when the statement is
-    /// prepared, not when it runs, so a cached one would set nothing).
-    fn set_synchronous(&mut self, durable: bool) -> KmsResult<()> {
-        if self.synchronous == Some(durable) {
-            return Ok(());
-        }
-        self.synchronous = None;
-        self.conn
-            .pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })
-            .map_err(db)?;
-        self.synchronous = Some(durable);
-        Ok(())
-    }
 }
 
 /// How often the checkpointer thread copies the WAL into the database.
@@ -240,24 +178,6 @@ impl Kms {
             audit_key,
             private_keys: Mutex::new(std::collections::HashMap::new()),
         })
-    }
-
-    pub fn home_arc(&self) -> Arc<Home> {
-        self.home.clone()
-    }
-
-    pub fn home(&self) -> &Home {
-        &self.home
-    }
-
-    pub fn clock(&self) -> &Clock {
-        &self.clock
-    }
-
-    pub(crate) fn conn(&self) -> MutexGuard<'_, WriteConn> {
-        // A poisoned lock only means another thread panicked mid-operation;
-        // SQLite rolled its transaction back, so the connection is usable.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs one operation and writes one audit record for it whether it
@@ -542,52 +462,6 @@ impl Kms {
         Ok(())
     }
 
-    /// Records an event the KMS did by itself (RotateKey, DeleteKey).
-    pub(crate) fn record_service_event(
-        &self,
-        tx: &Connection,
-        k: &KeyRecord,
-        event_name: &str,
-        now: i64,
-        extra: Value,
-    ) -> KmsResult<()> {
-        let arn = k.arn();
-        let event = json!({
-            "eventVersion": "1.08",
-            "userIdentity": {"accountId": k.account, "invokedBy": "kms.amazonaws.com"},
-            "eventTime": crate::clock::to_rfc3339(now),
-            "eventSource": "kms.amazonaws.com",
-            "eventName": event_name,
-            "awsRegion": k.region,
-            "sourceIPAddress": "kms.amazonaws.com",
-            "userAgent": "kms.amazonaws.com",
-            "requestParameters": null,
-            "responseElements": null,
-            "additionalEventData": extra,
-            "eventID": uuid::Uuid::new_v4().to_string(),
-            "readOnly": false,
-            "resources": [{"accountId": k.account, "type": "AWS::KMS::Key", "ARN": arn}],
-            "eventType": "AwsServiceEvent",
-            "managementEvent": true,
-            "recipientAccountId": k.account,
-            "eventCategory": "Management",
-        });
-        audit::append(
-            tx,
-            &self.audit_key,
-            &AuditEntry {
-                event_time: now,
-                account: k.account.as_str(),
-                caller_account: k.account.as_str(),
-                principal: "kms.amazonaws.com",
-                event_name,
-                key_arn: Some(&arn),
-                error_code: None,
-                event: &event,
-            },
-        )
-    }
-
     /// Deletes keys whose window has passed, rotates keys whose period has
     /// passed and expires imported material, each logged as a service event.
     fn run_due_work(&self, tx: &Connection, now: i64) -> KmsResult<()> {
@@ -636,21 +510,6 @@ impl Kms {
         Ok(())
     }
 
-    pub(crate) fn seal_material(&self, id: &KeyId, version: u32, m: &[u8]) -> Vec<u8> {
-        self.home.seal(&material_label(id, version), m)
-    }
-
-    pub(crate) fn unseal_material(
-        &self,
-        id: &KeyId,
-        version: u32,
-        sealed: &[u8],
-    ) -> KmsResult<SecretBytes> {
-        self.home
-            .unseal(&material_label(id, version), sealed)
-            .map_err(|e| KmsError::internal(e.to_string()))
-    }
-
     /// Verifies the audit chain.
     pub fn audit_verify(&self) -> KmsResult<audit::VerifyReport> {
         audit::verify(&self.conn(), &self.audit_key)
@@ -674,10 +533,6 @@ impl Kms {
     pub(crate) fn request_count(&self, account: &AccountId, from: i64, to: i64) -> KmsResult<i64> {
         audit::request_count(&self.conn(), account.as_str(), from, to)
     }
-}
-
-fn material_label(id: &KeyId, version: u32) -> String {
-    format!("kms-key-material/{id}/{version}")
 }
 
 fn derive_audit_key(home: &Home) -> Key256 {

@@ -10,7 +10,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{check_symmetric_encrypt, context_conditions, no_conditions, to_audit, wrong_usage};
+use super::{check_symmetric_encrypt, context_conditions, no_conditions, wrong_usage};
 use crate::kms::api::SecretBlob;
 use crate::kms::api::{Blob, DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse};
 use crate::kms::asym::{
@@ -21,7 +21,7 @@ use crate::kms::ciphertext::EncryptionContext;
 use crate::kms::model::{KeyRecord, StateRule};
 use crate::kms::op::Op;
 use crate::kms::store;
-use crate::kms::{ErrorCode, Kms, KmsError, KmsResult, RequestContext};
+use crate::kms::{ErrorCode, Kms, KmsError, KmsResult};
 use crate::secret::SecretBytes;
 use crate::validate::{Constraint, Validator, Violation};
 
@@ -215,6 +215,18 @@ fn refuse_context(context: &Option<EncryptionContext>, k: &KeyRecord) -> KmsResu
     Ok(())
 }
 
+/// The key pair of a GenerateDataKeyPair(WithoutPlaintext) request, made
+/// before its transaction: RSA generation is slow and must not hold the
+/// write lock.
+pub(crate) fn pregenerate_data_key_pair(
+    req: &GenerateDataKeyPairRequest,
+) -> Option<asym::DataKeyPair> {
+    req.key_pair_spec
+        .as_deref()
+        .and_then(|s| s.parse::<DataKeyPairSpec>().ok())
+        .and_then(|s| asym::generate_data_key_pair(s).ok())
+}
+
 impl Kms {
     /// Loads and unseals the (newest) private key material of `k`.
     pub(crate) fn private_key(&self, op: &Op<'_>, k: &KeyRecord) -> KmsResult<PrivateKeyMaterial> {
@@ -242,16 +254,15 @@ impl Kms {
         Ok(key)
     }
 
-    pub fn get_public_key(
+    pub(crate) fn get_public_key_body(
         &self,
-        ctx: &RequestContext,
-        req: GetPublicKeyRequest,
+        op: &mut Op<'_>,
+        req: &GetPublicKeyRequest,
     ) -> KmsResult<GetPublicKeyResponse> {
-        self.run(ctx, "GetPublicKey", to_audit(&req), |op| {
-            let k = op.resolve(req.key_id.as_deref(), true)?;
-            op.permit("kms:GetPublicKey", &k, StateRule::Use, &no_conditions())?;
-            let spec = spec_of(&k)?;
-            let public = match (&k.public_key, spec.is_asymmetric()) {
+        let k = op.resolve(req.key_id.as_deref(), true)?;
+        op.permit("kms:GetPublicKey", &k, StateRule::Use, &no_conditions())?;
+        let spec = spec_of(&k)?;
+        let public = match (&k.public_key, spec.is_asymmetric()) {
                 (Some(p), true) => p.clone(),
                 _ => {
                     return Err(KmsError::new(
@@ -263,223 +274,211 @@ impl Kms {
                     ))
                 }
             };
-            let a = self.algorithms_of(&k);
-            Ok(GetPublicKeyResponse {
-                key_id: k.arn(),
-                public_key: Blob(public),
-                customer_master_key_spec: spec.customer_master_key_spec().map(str::to_string),
-                key_spec: k.key_spec.to_string(),
-                key_usage: k.key_usage.to_string(),
-                encryption_algorithms: a.encryption,
-                signing_algorithms: a.signing,
-                key_agreement_algorithms: a.key_agreement,
-            })
+        let a = self.algorithms_of(&k);
+        Ok(GetPublicKeyResponse {
+            key_id: k.arn(),
+            public_key: Blob(public),
+            customer_master_key_spec: spec.customer_master_key_spec().map(str::to_string),
+            key_spec: k.key_spec.to_string(),
+            key_usage: k.key_usage.to_string(),
+            encryption_algorithms: a.encryption,
+            signing_algorithms: a.signing,
+            key_agreement_algorithms: a.key_agreement,
         })
     }
 
-    pub fn sign(&self, ctx: &RequestContext, req: SignRequest) -> KmsResult<SignResponse> {
-        self.run(ctx, "Sign", to_audit(&req), |op| {
-            let k = op.resolve(req.key_id.as_deref(), true)?;
-            let message = required_blob(req.message.as_ref(), "message")?;
-            let alg: SigningAlgorithmSpec =
-                required_enum(req.signing_algorithm.as_deref(), "signingAlgorithm")?;
-            let mt = match req.message_type.as_deref() {
-                None => MessageType::Raw,
-                Some(s) => s.parse().map_err(KmsError::from)?,
-            };
-            let cond = with(no_conditions(), "kms:SigningAlgorithm", alg);
-            let cond = with(cond, "kms:MessageType", mt);
-            op.permit("kms:Sign", &k, StateRule::Use, &cond)?;
-            require_usage(&k, KeyUsage::SignVerify, "Sign")?;
-            dry_run(req.dry_run)?;
-            let key = self.private_key(op, &k)?;
-            let signature = asym::sign(&key, alg, mt, message)?;
-            Ok(SignResponse {
-                key_id: k.arn(),
-                signature: Blob(signature),
-                signing_algorithm: alg.to_string(),
-            })
+    pub(crate) fn sign_body(&self, op: &mut Op<'_>, req: &SignRequest) -> KmsResult<SignResponse> {
+        let k = op.resolve(req.key_id.as_deref(), true)?;
+        let message = required_blob(req.message.as_ref(), "message")?;
+        let alg: SigningAlgorithmSpec =
+            required_enum(req.signing_algorithm.as_deref(), "signingAlgorithm")?;
+        let mt = match req.message_type.as_deref() {
+            None => MessageType::Raw,
+            Some(s) => s.parse().map_err(KmsError::from)?,
+        };
+        let cond = with(no_conditions(), "kms:SigningAlgorithm", alg);
+        let cond = with(cond, "kms:MessageType", mt);
+        op.permit("kms:Sign", &k, StateRule::Use, &cond)?;
+        require_usage(&k, KeyUsage::SignVerify, "Sign")?;
+        dry_run(req.dry_run)?;
+        let key = self.private_key(op, &k)?;
+        let signature = asym::sign(&key, alg, mt, message)?;
+        Ok(SignResponse {
+            key_id: k.arn(),
+            signature: Blob(signature),
+            signing_algorithm: alg.to_string(),
         })
     }
 
-    pub fn verify(&self, ctx: &RequestContext, req: VerifyRequest) -> KmsResult<VerifyResponse> {
-        self.run(ctx, "Verify", to_audit(&req), |op| {
-            let k = op.resolve(req.key_id.as_deref(), true)?;
-            // Every absent member in one message, as AWS answers.
-            let mut v = Validator::new();
-            let message = v.required("message", &req.message);
-            let signature = v.required("signature", &req.signature);
-            let alg = v.required("signingAlgorithm", &req.signing_algorithm);
-            let ((message, signature), alg) = v.finish_with(message.zip(signature).zip(alg))?;
-            let (message, signature) = (&message.0[..], &signature.0[..]);
-            let alg: SigningAlgorithmSpec = alg.parse()?;
-            let mt = match req.message_type.as_deref() {
-                None => MessageType::Raw,
-                Some(s) => s.parse().map_err(KmsError::from)?,
-            };
-            if signature.is_empty() || signature.len() > 6144 {
-                return Err(Violation::hidden("signature", Constraint::LengthBetween(1, 6144))
+    pub(crate) fn verify_body(
+        &self,
+        op: &mut Op<'_>,
+        req: &VerifyRequest,
+    ) -> KmsResult<VerifyResponse> {
+        let k = op.resolve(req.key_id.as_deref(), true)?;
+        // Every absent member in one message, as AWS answers.
+        let mut v = Validator::new();
+        let message = v.required("message", &req.message);
+        let signature = v.required("signature", &req.signature);
+        let alg = v.required("signingAlgorithm", &req.signing_algorithm);
+        let ((message, signature), alg) = v.finish_with(message.zip(signature).zip(alg))?;
+        let (message, signature) = (&message.0[..], &signature.0[..]);
+        let alg: SigningAlgorithmSpec = alg.parse()?;
+        let mt = match req.message_type.as_deref() {
+            None => MessageType::Raw,
+            Some(s) => s.parse().map_err(KmsError::from)?,
+        };
+        if signature.is_empty() || signature.len() > 6144 {
+            return Err(
+                Violation::hidden("signature", Constraint::LengthBetween(1, 6144))
                     .with_suffix(format!(" bytes (got {})", signature.len()))
-                    .into());
-            }
-            let cond = with(no_conditions(), "kms:SigningAlgorithm", alg);
-            let cond = with(cond, "kms:MessageType", mt);
-            op.permit("kms:Verify", &k, StateRule::Use, &cond)?;
-            require_usage(&k, KeyUsage::SignVerify, "Verify")?;
-            dry_run(req.dry_run)?;
-            let key = self.private_key(op, &k)?;
-            if !asym::verify(&key, alg, mt, message, signature)? {
-                return Err(KmsError::new(
+                    .into(),
+            );
+        }
+        let cond = with(no_conditions(), "kms:SigningAlgorithm", alg);
+        let cond = with(cond, "kms:MessageType", mt);
+        op.permit("kms:Verify", &k, StateRule::Use, &cond)?;
+        require_usage(&k, KeyUsage::SignVerify, "Verify")?;
+        dry_run(req.dry_run)?;
+        let key = self.private_key(op, &k)?;
+        if !asym::verify(&key, alg, mt, message, signature)? {
+            return Err(KmsError::new(
                     ErrorCode::KMSInvalidSignatureException,
                     "The signature verification failed: the signature was not produced by signing this message with this KMS key, signing algorithm and message type.",
                 ));
-            }
-            Ok(VerifyResponse {
-                key_id: k.arn(),
-                signature_valid: true,
-                signing_algorithm: alg.to_string(),
-            })
+        }
+        Ok(VerifyResponse {
+            key_id: k.arn(),
+            signature_valid: true,
+            signing_algorithm: alg.to_string(),
         })
     }
 
-    pub fn generate_mac(
+    pub(crate) fn generate_mac_body(
         &self,
-        ctx: &RequestContext,
-        req: GenerateMacRequest,
+        op: &mut Op<'_>,
+        req: &GenerateMacRequest,
     ) -> KmsResult<GenerateMacResponse> {
-        self.run(ctx, "GenerateMac", to_audit(&req), |op| {
-            let k = op.resolve(req.key_id.as_deref(), true)?;
-            let message = required_blob(req.message.as_ref(), "message")?;
-            let alg: MacAlgorithmSpec =
-                required_enum(req.mac_algorithm.as_deref(), "macAlgorithm")?;
-            let cond = with(no_conditions(), "kms:MacAlgorithm", alg);
-            op.permit("kms:GenerateMac", &k, StateRule::Use, &cond)?;
-            require_usage(&k, KeyUsage::GenerateVerifyMac, "GenerateMac")?;
-            dry_run(req.dry_run)?;
-            let key = self.private_key(op, &k)?;
-            let mac = asym::generate_mac(&key, alg, message)?;
-            Ok(GenerateMacResponse {
-                mac: Blob(mac),
-                mac_algorithm: alg.to_string(),
-                key_id: k.arn(),
-            })
+        let k = op.resolve(req.key_id.as_deref(), true)?;
+        let message = required_blob(req.message.as_ref(), "message")?;
+        let alg: MacAlgorithmSpec = required_enum(req.mac_algorithm.as_deref(), "macAlgorithm")?;
+        let cond = with(no_conditions(), "kms:MacAlgorithm", alg);
+        op.permit("kms:GenerateMac", &k, StateRule::Use, &cond)?;
+        require_usage(&k, KeyUsage::GenerateVerifyMac, "GenerateMac")?;
+        dry_run(req.dry_run)?;
+        let key = self.private_key(op, &k)?;
+        let mac = asym::generate_mac(&key, alg, message)?;
+        Ok(GenerateMacResponse {
+            mac: Blob(mac),
+            mac_algorithm: alg.to_string(),
+            key_id: k.arn(),
         })
     }
 
-    pub fn verify_mac(
+    pub(crate) fn verify_mac_body(
         &self,
-        ctx: &RequestContext,
-        req: VerifyMacRequest,
+        op: &mut Op<'_>,
+        req: &VerifyMacRequest,
     ) -> KmsResult<VerifyMacResponse> {
-        self.run(ctx, "VerifyMac", to_audit(&req), |op| {
-            let k = op.resolve(req.key_id.as_deref(), true)?;
-            let message = required_blob(req.message.as_ref(), "message")?;
-            let mac = required_blob(req.mac.as_ref(), "mac")?;
-            let alg: MacAlgorithmSpec =
-                required_enum(req.mac_algorithm.as_deref(), "macAlgorithm")?;
-            let cond = with(no_conditions(), "kms:MacAlgorithm", alg);
-            op.permit("kms:VerifyMac", &k, StateRule::Use, &cond)?;
-            require_usage(&k, KeyUsage::GenerateVerifyMac, "VerifyMac")?;
-            dry_run(req.dry_run)?;
-            let key = self.private_key(op, &k)?;
-            if !asym::verify_mac(&key, alg, message, mac)? {
-                return Err(KmsError::new(
+        let k = op.resolve(req.key_id.as_deref(), true)?;
+        let message = required_blob(req.message.as_ref(), "message")?;
+        let mac = required_blob(req.mac.as_ref(), "mac")?;
+        let alg: MacAlgorithmSpec = required_enum(req.mac_algorithm.as_deref(), "macAlgorithm")?;
+        let cond = with(no_conditions(), "kms:MacAlgorithm", alg);
+        op.permit("kms:VerifyMac", &k, StateRule::Use, &cond)?;
+        require_usage(&k, KeyUsage::GenerateVerifyMac, "VerifyMac")?;
+        dry_run(req.dry_run)?;
+        let key = self.private_key(op, &k)?;
+        if !asym::verify_mac(&key, alg, message, mac)? {
+            return Err(KmsError::new(
                     ErrorCode::KMSInvalidMacException,
                     "The MAC verification failed: the MAC was not generated for this message with this KMS key and MAC algorithm.",
                 ));
-            }
-            Ok(VerifyMacResponse {
-                key_id: k.arn(),
-                mac_valid: true,
-                mac_algorithm: alg.to_string(),
-            })
+        }
+        Ok(VerifyMacResponse {
+            key_id: k.arn(),
+            mac_valid: true,
+            mac_algorithm: alg.to_string(),
         })
     }
 
-    pub fn generate_data_key_pair(
+    pub(crate) fn generate_data_key_pair_body(
         &self,
-        ctx: &RequestContext,
-        req: GenerateDataKeyPairRequest,
+        op: &mut Op<'_>,
+        req: &GenerateDataKeyPairRequest,
+        pregenerated: &mut Option<asym::DataKeyPair>,
     ) -> KmsResult<GenerateDataKeyPairResponse> {
-        self.generate_data_key_pair_impl(ctx, req, true)
+        self.generate_data_key_pair_impl(op, req, true, pregenerated)
     }
 
-    pub fn generate_data_key_pair_without_plaintext(
+    pub(crate) fn generate_data_key_pair_without_plaintext_body(
         &self,
-        ctx: &RequestContext,
-        req: GenerateDataKeyPairRequest,
+        op: &mut Op<'_>,
+        req: &GenerateDataKeyPairRequest,
+        pregenerated: &mut Option<asym::DataKeyPair>,
     ) -> KmsResult<GenerateDataKeyPairResponse> {
-        self.generate_data_key_pair_impl(ctx, req, false)
+        self.generate_data_key_pair_impl(op, req, false, pregenerated)
     }
 
     fn generate_data_key_pair_impl(
         &self,
-        ctx: &RequestContext,
-        req: GenerateDataKeyPairRequest,
+        op: &mut Op<'_>,
+        req: &GenerateDataKeyPairRequest,
         with_plaintext: bool,
+        pregenerated: &mut Option<asym::DataKeyPair>,
     ) -> KmsResult<GenerateDataKeyPairResponse> {
         let name = if with_plaintext {
             "GenerateDataKeyPair"
         } else {
             "GenerateDataKeyPairWithoutPlaintext"
         };
-        // The pair is generated before the transaction (RSA generation is
-        // slow and must not hold the write lock); it is used only once the
+        // The pair made before the transaction is used only once the
         // request passed authorization.
-        let mut pregenerated = req
-            .key_pair_spec
-            .as_deref()
-            .and_then(|s| s.parse::<DataKeyPairSpec>().ok())
-            .and_then(|s| asym::generate_data_key_pair(s).ok());
-        self.run(ctx, name, to_audit(&req), |op| {
-            let k = op.resolve(req.key_id.as_deref(), true)?;
-            let spec: DataKeyPairSpec = required_enum(req.key_pair_spec.as_deref(), "keyPairSpec")?;
-            no_recipient(&req.recipient)?;
-            let context = req.encryption_context.clone().unwrap_or_default();
-            let cond = with(context_conditions(&context), "kms:DataKeyPairSpec", spec);
-            op.permit(&format!("kms:{name}"), &k, StateRule::Use, &cond)?;
-            check_symmetric_encrypt(&k, name)?;
-            dry_run(req.dry_run)?;
-            let pair = match pregenerated.take() {
-                Some(p) => p,
-                None => asym::generate_data_key_pair(spec)?,
-            };
-            let blob = self.encrypt_with(op, &k, &context, pair.private_key_der.expose())?;
-            Ok(GenerateDataKeyPairResponse {
-                private_key_ciphertext_blob: Blob(blob),
-                private_key_plaintext: with_plaintext.then(|| SecretBlob(pair.private_key_der)),
-                public_key: Blob(pair.public_key_der),
-                key_id: k.arn(),
-                key_pair_spec: spec.to_string(),
-            })
+        let k = op.resolve(req.key_id.as_deref(), true)?;
+        let spec: DataKeyPairSpec = required_enum(req.key_pair_spec.as_deref(), "keyPairSpec")?;
+        no_recipient(&req.recipient)?;
+        let context = req.encryption_context.clone().unwrap_or_default();
+        let cond = with(context_conditions(&context), "kms:DataKeyPairSpec", spec);
+        op.permit(&format!("kms:{name}"), &k, StateRule::Use, &cond)?;
+        check_symmetric_encrypt(&k, name)?;
+        dry_run(req.dry_run)?;
+        let pair = match pregenerated.take() {
+            Some(p) => p,
+            None => asym::generate_data_key_pair(spec)?,
+        };
+        let blob = self.encrypt_with(op, &k, &context, pair.private_key_der.expose())?;
+        Ok(GenerateDataKeyPairResponse {
+            private_key_ciphertext_blob: Blob(blob),
+            private_key_plaintext: with_plaintext.then(|| SecretBlob(pair.private_key_der)),
+            public_key: Blob(pair.public_key_der),
+            key_id: k.arn(),
+            key_pair_spec: spec.to_string(),
         })
     }
 
-    pub fn derive_shared_secret(
+    pub(crate) fn derive_shared_secret_body(
         &self,
-        ctx: &RequestContext,
-        req: DeriveSharedSecretRequest,
+        op: &mut Op<'_>,
+        req: &DeriveSharedSecretRequest,
     ) -> KmsResult<DeriveSharedSecretResponse> {
-        self.run(ctx, "DeriveSharedSecret", to_audit(&req), |op| {
-            let k = op.resolve(req.key_id.as_deref(), true)?;
-            let alg: KeyAgreementAlgorithmSpec = required_enum(
-                req.key_agreement_algorithm.as_deref(),
-                "keyAgreementAlgorithm",
-            )?;
-            let peer = required_blob(req.public_key.as_ref(), "publicKey")?;
-            no_recipient(&req.recipient)?;
-            let cond = with(no_conditions(), "kms:KeyAgreementAlgorithm", alg);
-            op.permit("kms:DeriveSharedSecret", &k, StateRule::Use, &cond)?;
-            require_usage(&k, KeyUsage::KeyAgreement, "DeriveSharedSecret")?;
-            dry_run(req.dry_run)?;
-            let key = self.private_key(op, &k)?;
-            let secret = asym::derive_shared_secret(&key, peer)?;
-            Ok(DeriveSharedSecretResponse {
-                key_id: k.arn(),
-                shared_secret: SecretBlob(secret),
-                key_agreement_algorithm: alg.to_string(),
-                key_origin: k.origin.to_string(),
-            })
+        let k = op.resolve(req.key_id.as_deref(), true)?;
+        let alg: KeyAgreementAlgorithmSpec = required_enum(
+            req.key_agreement_algorithm.as_deref(),
+            "keyAgreementAlgorithm",
+        )?;
+        let peer = required_blob(req.public_key.as_ref(), "publicKey")?;
+        no_recipient(&req.recipient)?;
+        let cond = with(no_conditions(), "kms:KeyAgreementAlgorithm", alg);
+        op.permit("kms:DeriveSharedSecret", &k, StateRule::Use, &cond)?;
+        require_usage(&k, KeyUsage::KeyAgreement, "DeriveSharedSecret")?;
+        dry_run(req.dry_run)?;
+        let key = self.private_key(op, &k)?;
+        let secret = asym::derive_shared_secret(&key, peer)?;
+        Ok(DeriveSharedSecretResponse {
+            key_id: k.arn(),
+            shared_secret: SecretBlob(secret),
+            key_agreement_algorithm: alg.to_string(),
+            key_origin: k.origin.to_string(),
         })
     }
 

@@ -34,7 +34,7 @@ use serde_json::{json, Value};
 use sha2::Digest;
 
 use super::asym::{required_blob, required_enum, spec_of};
-use super::{no_conditions, to_audit};
+use super::no_conditions;
 use crate::clock::DAY;
 use crate::ids::KeyId;
 use crate::kms::api::Blob;
@@ -42,7 +42,7 @@ use crate::kms::asym::{self, AlgorithmSpec, KeySpec, Origin, PrivateKeyMaterial,
 use crate::kms::model::{KeyRecord, KeyState, StateRule};
 use crate::kms::op::Op;
 use crate::kms::store::{self, db, ImportedRow};
-use crate::kms::{ErrorCode, Kms, KmsError, KmsResult, RequestContext};
+use crate::kms::{ErrorCode, Kms, KmsError, KmsResult};
 use crate::secret::{ct_eq, SecretBytes};
 use crate::validate::{self, Constraint, Violation};
 
@@ -349,61 +349,64 @@ fn check_material(spec: KeySpec, material: SecretBytes) -> KmsResult<Unwrapped> 
     })
 }
 
+/// The RSA wrapping key of a GetParametersForImport request, made before
+/// its transaction: RSA generation is slow and must not hold the write lock.
+pub(crate) fn pregenerate_wrapping_key(
+    req: &GetParametersForImportRequest,
+) -> Option<PrivateKeyMaterial> {
+    req.wrapping_key_spec
+        .as_deref()
+        .and_then(|s| s.parse::<WrappingKeySpec>().ok())
+        .and_then(|s| asym::generate_wrapping_key(s).ok())
+}
+
 impl Kms {
-    pub fn get_parameters_for_import(
+    pub(crate) fn get_parameters_for_import_body(
         &self,
-        ctx: &RequestContext,
-        req: GetParametersForImportRequest,
+        op: &mut Op<'_>,
+        req: &GetParametersForImportRequest,
+        pregenerated: &mut Option<PrivateKeyMaterial>,
     ) -> KmsResult<GetParametersForImportResponse> {
-        // The RSA wrapping key is generated before the transaction: RSA
-        // generation is slow and must not hold the write lock.
-        let mut pregenerated = req
-            .wrapping_key_spec
-            .as_deref()
-            .and_then(|s| s.parse::<WrappingKeySpec>().ok())
-            .and_then(|s| asym::generate_wrapping_key(s).ok());
-        self.run(ctx, "GetParametersForImport", to_audit(&req), |op| {
-            let k = op.resolve(req.key_id.as_deref(), false)?;
-            let alg: AlgorithmSpec =
-                required_enum(req.wrapping_algorithm.as_deref(), "wrappingAlgorithm")?;
-            let spec: WrappingKeySpec =
-                required_enum(req.wrapping_key_spec.as_deref(), "wrappingKeySpec")?;
-            let mut cond = no_conditions();
-            cond.insert("kms:WrappingAlgorithm".into(), json!(alg.as_str()));
-            cond.insert("kms:WrappingKeySpec".into(), json!(spec.as_str()));
-            op.permit("kms:GetParametersForImport", &k, StateRule::Manage, &cond)?;
-            require_external(&k)?;
-            check_wrapping(&k, spec_of(&k)?, alg, spec)?;
-            let wrapping = match pregenerated.take() {
-                Some(w) if w.spec() == KeySpec::from(spec) => w,
-                _ => asym::generate_wrapping_key(spec)?,
-            };
-            let public = wrapping.public_key_der()?.to_vec();
-            let token = SecretBytes::random(64);
-            let hash = token_hash(token.expose());
-            let sealed = self
-                .home
-                .seal(&wrapping_label(&hash), wrapping.material().expose());
-            let valid_to = op.now + IMPORT_PARAMETERS_LIFETIME;
-            // Forget parameters that can no longer be used.
-            op.tx
-                .execute(
-                    "DELETE FROM import_parameters WHERE valid_to <= ?1",
-                    [op.now],
-                )
-                .map_err(db)?;
-            op.tx
+        let k = op.resolve(req.key_id.as_deref(), false)?;
+        let alg: AlgorithmSpec =
+            required_enum(req.wrapping_algorithm.as_deref(), "wrappingAlgorithm")?;
+        let spec: WrappingKeySpec =
+            required_enum(req.wrapping_key_spec.as_deref(), "wrappingKeySpec")?;
+        let mut cond = no_conditions();
+        cond.insert("kms:WrappingAlgorithm".into(), json!(alg.as_str()));
+        cond.insert("kms:WrappingKeySpec".into(), json!(spec.as_str()));
+        op.permit("kms:GetParametersForImport", &k, StateRule::Manage, &cond)?;
+        require_external(&k)?;
+        check_wrapping(&k, spec_of(&k)?, alg, spec)?;
+        let wrapping = match pregenerated.take() {
+            Some(w) if w.spec() == KeySpec::from(spec) => w,
+            _ => asym::generate_wrapping_key(spec)?,
+        };
+        let public = wrapping.public_key_der()?.to_vec();
+        let token = SecretBytes::random(64);
+        let hash = token_hash(token.expose());
+        let sealed = self
+            .home
+            .seal(&wrapping_label(&hash), wrapping.material().expose());
+        let valid_to = op.now + IMPORT_PARAMETERS_LIFETIME;
+        // Forget parameters that can no longer be used.
+        op.tx
+            .execute(
+                "DELETE FROM import_parameters WHERE valid_to <= ?1",
+                [op.now],
+            )
+            .map_err(db)?;
+        op.tx
                 .execute(
                     "INSERT INTO import_parameters (token_hash, key_id, wrapping_algorithm, wrapping_key_spec, sealed_wrapping_key, valid_to) VALUES (?1,?2,?3,?4,?5,?6)",
                     rusqlite::params![hash, k.key_id, alg.as_str(), spec.as_str(), sealed, valid_to],
                 )
                 .map_err(db)?;
-            Ok(GetParametersForImportResponse {
-                key_id: k.arn(),
-                import_token: Blob(token.expose().to_vec()),
-                public_key: Blob(public),
-                parameters_valid_to: valid_to,
-            })
+        Ok(GetParametersForImportResponse {
+            key_id: k.arn(),
+            import_token: Blob(token.expose().to_vec()),
+            public_key: Blob(public),
+            parameters_valid_to: valid_to,
         })
     }
 
@@ -468,61 +471,61 @@ impl Kms {
         Ok((alg, wrapping))
     }
 
-    pub fn import_key_material(
+    pub(crate) fn import_key_material_body(
         &self,
-        ctx: &RequestContext,
-        req: ImportKeyMaterialRequest,
+        op: &mut Op<'_>,
+        req: &ImportKeyMaterialRequest,
     ) -> KmsResult<ImportKeyMaterialResponse> {
-        self.run(ctx, "ImportKeyMaterial", to_audit(&req), |op| {
-            let mut k = op.resolve(req.key_id.as_deref(), false)?;
-            let token = required_blob(req.import_token.as_ref(), "importToken")?;
-            let wrapped =
-                required_blob(req.encrypted_key_material.as_ref(), "encryptedKeyMaterial")?;
-            let valid_to = parse_valid_to(req.valid_to.as_ref().unwrap_or(&Value::Null))?;
-            let model = expiration_model(req.expiration_model.as_deref(), valid_to)?;
-            if let Some(v) = valid_to {
-                if v <= op.now || v > op.now + MAX_VALID_TO {
-                    return Err(KmsError::validation(format!(
+        let mut k = op.resolve(req.key_id.as_deref(), false)?;
+        let token = required_blob(req.import_token.as_ref(), "importToken")?;
+        let wrapped = required_blob(req.encrypted_key_material.as_ref(), "encryptedKeyMaterial")?;
+        let valid_to = parse_valid_to(req.valid_to.as_ref().unwrap_or(&Value::Null))?;
+        let model = expiration_model(req.expiration_model.as_deref(), valid_to)?;
+        if let Some(v) = valid_to {
+            if v <= op.now || v > op.now + MAX_VALID_TO {
+                return Err(KmsError::validation(format!(
                         "ValidTo {} is out of range: it must be in the future and at most 365 days from now.",
                         crate::clock::to_rfc3339(v)
                     )));
-                }
             }
-            let import_type = req.import_type.as_deref().map(ImportType::parse).transpose()?;
-            if let Some(d) = &req.key_material_description {
-                check_material_description(d)?;
-            }
-            if let Some(id) = &req.key_material_id {
-                check_material_id(id)?;
-            }
-            let mut cond = no_conditions();
-            cond.insert("kms:ExpirationModel".into(), json!(model));
-            if let Some(v) = valid_to {
-                cond.insert("kms:ValidTo".into(), json!(v));
-            }
-            op.permit("kms:ImportKeyMaterial", &k, StateRule::Manage, &cond)?;
-            require_external(&k)?;
-            let spec = spec_of(&k)?;
-            let symmetric = spec == KeySpec::SymmetricDefault;
-            if !symmetric
-                && (req.key_material_description.is_some() || req.key_material_id.is_some())
-            {
-                return Err(KmsError::validation(format!(
+        }
+        let import_type = req
+            .import_type
+            .as_deref()
+            .map(ImportType::parse)
+            .transpose()?;
+        if let Some(d) = &req.key_material_description {
+            check_material_description(d)?;
+        }
+        if let Some(id) = &req.key_material_id {
+            check_material_id(id)?;
+        }
+        let mut cond = no_conditions();
+        cond.insert("kms:ExpirationModel".into(), json!(model));
+        if let Some(v) = valid_to {
+            cond.insert("kms:ValidTo".into(), json!(v));
+        }
+        op.permit("kms:ImportKeyMaterial", &k, StateRule::Manage, &cond)?;
+        require_external(&k)?;
+        let spec = spec_of(&k)?;
+        let symmetric = spec == KeySpec::SymmetricDefault;
+        if !symmetric && (req.key_material_description.is_some() || req.key_material_id.is_some()) {
+            return Err(KmsError::validation(format!(
                     "KeyMaterialDescription and KeyMaterialId apply only to symmetric encryption keys; {} has KeySpec {spec}: omit them.",
                     k.arn()
                 )));
-            }
-            let rows = store::imported_materials(op.tx, &k.key_id)?;
-            // A multi-Region replica takes only material its primary key
-            // has (AWS does not copy imported material between Regions).
-            let primary_rows = if k.is_replica() {
-                let primary = super::multi_region::primary_of(op.tx, &k)?;
-                Some(store::imported_materials(op.tx, &primary.key_id)?)
-            } else {
-                None
-            };
-            if primary_rows.is_some() && import_type == Some(ImportType::NewKeyMaterial) {
-                return Err(KmsError::new(
+        }
+        let rows = store::imported_materials(op.tx, &k.key_id)?;
+        // A multi-Region replica takes only material its primary key
+        // has (AWS does not copy imported material between Regions).
+        let primary_rows = if k.is_replica() {
+            let primary = super::multi_region::primary_of(op.tx, &k)?;
+            Some(store::imported_materials(op.tx, &primary.key_id)?)
+        } else {
+            None
+        };
+        if primary_rows.is_some() && import_type == Some(ImportType::NewKeyMaterial) {
+            return Err(KmsError::new(
                     ErrorCode::UnsupportedOperationException,
                     format!(
                         "{} is a multi-Region replica key: import new key material into its primary key in {}, then the same material into the replica with ImportType EXISTING_KEY_MATERIAL.",
@@ -530,136 +533,152 @@ impl Kms {
                         k.primary_region.as_ref().map(|r| r.as_str()).unwrap_or_default()
                     ),
                 ));
-            }
-            let import_type = import_type.unwrap_or(if rows.is_empty() && primary_rows.is_none() {
-                ImportType::NewKeyMaterial
-            } else {
-                ImportType::ExistingKeyMaterial
-            });
-            if import_type == ImportType::NewKeyMaterial && req.key_material_id.is_some() {
-                return Err(KmsError::validation(
+        }
+        let import_type = import_type.unwrap_or(if rows.is_empty() && primary_rows.is_none() {
+            ImportType::NewKeyMaterial
+        } else {
+            ImportType::ExistingKeyMaterial
+        });
+        if import_type == ImportType::NewKeyMaterial && req.key_material_id.is_some() {
+            return Err(KmsError::validation(
                     "You cannot specify a KeyMaterialId with ImportType NEW_KEY_MATERIAL: omit KeyMaterialId, or use EXISTING_KEY_MATERIAL to reimport that material.",
                 ));
-            }
-            if import_type == ImportType::NewKeyMaterial && !symmetric && !rows.is_empty() {
-                return Err(KmsError::new(
+        }
+        if import_type == ImportType::NewKeyMaterial && !symmetric && !rows.is_empty() {
+            return Err(KmsError::new(
                     ErrorCode::UnsupportedOperationException,
                     format!(
                         "{} (KeySpec {spec}) already has key material: asymmetric and HMAC keys cannot take new key material after the first import; reimport the same material with EXISTING_KEY_MATERIAL.",
                         k.arn()
                     ),
                 ));
-            }
+        }
 
-            let (alg, wrapping) = self.import_wrapping(op, &k, token)?;
-            let material = asym::unwrap_import(&wrapping, alg, wrapped)?;
-            let u = check_material(spec, material)?;
-            let mut rows = rows;
-            if let Some(primary_rows) = &primary_rows {
-                let known = rows.iter().any(|r| ct_eq(&r.check_value, &u.check));
-                let of_primary = primary_rows.iter().find(|r| ct_eq(&r.check_value, &u.check));
-                if let (false, Some(p)) = (known, of_primary) {
-                    // The replica learns of the primary's material; its
-                    // bytes arrive by this import (reimport below).
-                    let mut row = p.clone();
-                    row.imported = false;
-                    row.valid_to = None;
-                    row.expiration_model = None;
-                    row.pending_sealed = row.version.is_none().then(|| {
-                        self.home.seal(
-                            &pending_label(&k.key_id, &row.material_id),
-                            u.material.expose(),
-                        )
-                    });
-                    store::put_imported(op.tx, &k.key_id, &row)?;
-                    rows.push(row);
-                }
+        let (alg, wrapping) = self.import_wrapping(op, &k, token)?;
+        let material = asym::unwrap_import(&wrapping, alg, wrapped)?;
+        let u = check_material(spec, material)?;
+        let mut rows = rows;
+        if let Some(primary_rows) = &primary_rows {
+            let known = rows.iter().any(|r| ct_eq(&r.check_value, &u.check));
+            let of_primary = primary_rows
+                .iter()
+                .find(|r| ct_eq(&r.check_value, &u.check));
+            if let (false, Some(p)) = (known, of_primary) {
+                // The replica learns of the primary's material; its
+                // bytes arrive by this import (reimport below).
+                let mut row = p.clone();
+                row.imported = false;
+                row.valid_to = None;
+                row.expiration_model = None;
+                row.pending_sealed = row.version.is_none().then(|| {
+                    self.home.seal(
+                        &pending_label(&k.key_id, &row.material_id),
+                        u.material.expose(),
+                    )
+                });
+                store::put_imported(op.tx, &k.key_id, &row)?;
+                rows.push(row);
             }
-            let matching = rows.iter().find(|r| ct_eq(&r.check_value, &u.check));
-            let material_id = match import_type {
-                ImportType::ExistingKeyMaterial => {
-                    let Some(row) = matching else {
-                        return Err(incorrect_material(format!(
+        }
+        let matching = rows.iter().find(|r| ct_eq(&r.check_value, &u.check));
+        let material_id = match import_type {
+            ImportType::ExistingKeyMaterial => {
+                let Some(row) = matching else {
+                    return Err(incorrect_material(format!(
                             "The key material is not key material that was previously imported into {}: reimport the same material, or import new material with ImportType NEW_KEY_MATERIAL.",
                             k.arn()
                         )));
-                    };
-                    if req.key_material_id.as_ref().is_some_and(|id| *id != row.material_id) {
-                        return Err(incorrect_material(format!(
+                };
+                if req
+                    .key_material_id
+                    .as_ref()
+                    .is_some_and(|id| *id != row.material_id)
+                {
+                    return Err(incorrect_material(format!(
                             "The key material is not the key material {} of {}: give the KeyMaterialId of this material (ListKeyRotations) or omit it.",
                             req.key_material_id.as_deref().unwrap_or_default(),
                             k.arn()
                         )));
-                    }
-                    self.reimport(op, &k, row, &u, model, valid_to, req.key_material_description.clone())?;
-                    row.material_id.clone()
                 }
-                ImportType::NewKeyMaterial => {
-                    if matching.is_some() {
-                        return Err(incorrect_material(format!(
+                self.reimport(
+                    op,
+                    &k,
+                    row,
+                    &u,
+                    model,
+                    valid_to,
+                    req.key_material_description.clone(),
+                )?;
+                row.material_id.clone()
+            }
+            ImportType::NewKeyMaterial => {
+                if matching.is_some() {
+                    return Err(incorrect_material(format!(
                             "The key material was already imported into {}: reimport it with ImportType EXISTING_KEY_MATERIAL.",
                             k.arn()
                         )));
-                    }
-                    if rows.iter().any(|r| r.version.is_none()) {
-                        return Err(KmsError::invalid_state(format!(
+                }
+                if rows.iter().any(|r| r.version.is_none()) {
+                    return Err(KmsError::invalid_state(format!(
                             "{} already has key material pending rotation: rotate to it with RotateKeyOnDemand, or delete it with DeleteImportedKeyMaterial, before importing other new material.",
                             k.arn()
                         )));
-                    }
-                    let material_id = if symmetric {
-                        imported_material_id(&k.key_id, &u.material)?
-                    } else {
-                        crate::kms::model::key_material_id(&k.key_id, 1)
-                    };
-                    let mut row = ImportedRow {
-                        material_id: material_id.clone(),
-                        check_value: u.check.clone(),
-                        version: None,
-                        description: req.key_material_description.clone(),
-                        expiration_model: Some(model.to_string()),
-                        valid_to,
-                        imported: true,
-                        pending_sealed: None,
-                        created: op.now,
-                        rotation_date: None,
-                        rotation_type: None,
-                    };
-                    if rows.is_empty() {
-                        // The first material is version 1 at once.
-                        row.version = Some(1);
-                        let sealed = self.seal_material(&k.key_id, 1, u.material.expose());
-                        store::insert_material(op.tx, &k.key_id, 1, &sealed, op.now, None)?;
-                        if let Some(public) = &u.public_key {
-                            k.public_key = Some(public.clone());
-                        }
-                    } else {
-                        row.pending_sealed = Some(
-                            self.home
-                                .seal(&pending_label(&k.key_id, &material_id), u.material.expose()),
-                        );
-                    }
-                    store::put_imported(op.tx, &k.key_id, &row)?;
-                    material_id
                 }
-            };
-            op.tx
-                .execute(
-                    "DELETE FROM import_parameters WHERE key_id = ?1",
-                    [k.key_id],
-                )
-                .map_err(db)?;
-            let rows = store::imported_materials(op.tx, &k.key_id)?;
-            let complete = rows.iter().filter(|r| r.version.is_some()).all(|r| r.imported);
-            if k.state == KeyState::PendingImport && complete {
-                k.state = KeyState::Enabled;
+                let material_id = if symmetric {
+                    imported_material_id(&k.key_id, &u.material)?
+                } else {
+                    crate::kms::model::key_material_id(&k.key_id, 1)
+                };
+                let mut row = ImportedRow {
+                    material_id: material_id.clone(),
+                    check_value: u.check.clone(),
+                    version: None,
+                    description: req.key_material_description.clone(),
+                    expiration_model: Some(model.to_string()),
+                    valid_to,
+                    imported: true,
+                    pending_sealed: None,
+                    created: op.now,
+                    rotation_date: None,
+                    rotation_type: None,
+                };
+                if rows.is_empty() {
+                    // The first material is version 1 at once.
+                    row.version = Some(1);
+                    let sealed = self.seal_material(&k.key_id, 1, u.material.expose());
+                    store::insert_material(op.tx, &k.key_id, 1, &sealed, op.now, None)?;
+                    if let Some(public) = &u.public_key {
+                        k.public_key = Some(public.clone());
+                    }
+                } else {
+                    row.pending_sealed = Some(
+                        self.home
+                            .seal(&pending_label(&k.key_id, &material_id), u.material.expose()),
+                    );
+                }
+                store::put_imported(op.tx, &k.key_id, &row)?;
+                material_id
             }
-            sync_key_expiration(&mut k, &rows);
-            store::update_key(op.tx, &k)?;
-            Ok(ImportKeyMaterialResponse {
-                key_id: k.arn(),
-                key_material_id: symmetric.then_some(material_id),
-            })
+        };
+        op.tx
+            .execute(
+                "DELETE FROM import_parameters WHERE key_id = ?1",
+                [k.key_id],
+            )
+            .map_err(db)?;
+        let rows = store::imported_materials(op.tx, &k.key_id)?;
+        let complete = rows
+            .iter()
+            .filter(|r| r.version.is_some())
+            .all(|r| r.imported);
+        if k.state == KeyState::PendingImport && complete {
+            k.state = KeyState::Enabled;
+        }
+        sync_key_expiration(&mut k, &rows);
+        store::update_key(op.tx, &k)?;
+        Ok(ImportKeyMaterialResponse {
+            key_id: k.arn(),
+            key_material_id: symmetric.then_some(material_id),
         })
     }
 
@@ -748,25 +767,24 @@ impl Kms {
         Ok(version)
     }
 
-    pub fn delete_imported_key_material(
+    pub(crate) fn delete_imported_key_material_body(
         &self,
-        ctx: &RequestContext,
-        req: DeleteImportedKeyMaterialRequest,
+        op: &mut Op<'_>,
+        req: &DeleteImportedKeyMaterialRequest,
     ) -> KmsResult<ImportKeyMaterialResponse> {
-        self.run(ctx, "DeleteImportedKeyMaterial", to_audit(&req), |op| {
-            let mut k = op.resolve(req.key_id.as_deref(), false)?;
-            if let Some(id) = &req.key_material_id {
-                check_material_id(id)?;
-            }
-            op.permit(
-                "kms:DeleteImportedKeyMaterial",
-                &k,
-                StateRule::Manage,
-                &no_conditions(),
-            )?;
-            require_external(&k)?;
-            let rows = store::imported_materials(op.tx, &k.key_id)?;
-            let target = match &req.key_material_id {
+        let mut k = op.resolve(req.key_id.as_deref(), false)?;
+        if let Some(id) = &req.key_material_id {
+            check_material_id(id)?;
+        }
+        op.permit(
+            "kms:DeleteImportedKeyMaterial",
+            &k,
+            StateRule::Manage,
+            &no_conditions(),
+        )?;
+        require_external(&k)?;
+        let rows = store::imported_materials(op.tx, &k.key_id)?;
+        let target = match &req.key_material_id {
                 Some(id) => Some(rows.iter().find(|r| r.material_id == *id).ok_or_else(|| {
                     KmsError::not_found(format!(
                         "Key material {id} is not associated with {}: ListKeyRotations with IncludeKeyMaterial ALL_KEY_MATERIAL lists its key material ids.",
@@ -779,23 +797,22 @@ impl Kms {
                     rows.iter().find(|r| r.version.is_some() && r.version == current)
                 }
             };
-            let deleted = match target {
-                Some(row) => {
-                    forget_material(op.tx, &mut k, row)?;
-                    Some(row.material_id.clone())
+        let deleted = match target {
+            Some(row) => {
+                forget_material(op.tx, &mut k, row)?;
+                Some(row.material_id.clone())
+            }
+            None => {
+                if k.state != KeyState::PendingDeletion {
+                    k.state = KeyState::PendingImport;
                 }
-                None => {
-                    if k.state != KeyState::PendingDeletion {
-                        k.state = KeyState::PendingImport;
-                    }
-                    None
-                }
-            };
-            store::update_key(op.tx, &k)?;
-            Ok(ImportKeyMaterialResponse {
-                key_id: k.arn(),
-                key_material_id: deleted,
-            })
+                None
+            }
+        };
+        store::update_key(op.tx, &k)?;
+        Ok(ImportKeyMaterialResponse {
+            key_id: k.arn(),
+            key_material_id: deleted,
         })
     }
 }

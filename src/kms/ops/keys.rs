@@ -59,7 +59,7 @@ pub(super) fn asym_join(values: &[KeyUsage]) -> String {
 
 /// Generates the key material of an asymmetric or HMAC CreateKey request
 /// ahead of its transaction, when the request looks valid.
-pub(super) fn pregenerate_key(req: &CreateKeyRequest) -> Option<PrivateKeyMaterial> {
+pub(crate) fn pregenerate_key(req: &CreateKeyRequest) -> Option<PrivateKeyMaterial> {
     let spec: KeySpec = req
         .key_spec
         .as_deref()
@@ -140,37 +140,37 @@ impl Kms {
         }
     }
 
-    pub fn create_key(
+    /// CreateKey; asymmetric and HMAC key material comes made before the
+    /// transaction (`pregenerate_key`): RSA generation is slow and must not
+    /// hold the write lock. The body validates the request again and uses
+    /// the material only then.
+    pub(crate) fn create_key_body(
         &self,
-        ctx: &RequestContext,
-        req: CreateKeyRequest,
+        op: &mut Op<'_>,
+        req: &CreateKeyRequest,
+        pregenerated: &mut Option<PrivateKeyMaterial>,
     ) -> KmsResult<KeyMetadataResponse> {
-        // Asymmetric and HMAC key material is generated before the
-        // transaction: RSA generation is slow and must not hold the write
-        // lock. The body validates the request again and uses it only then.
-        let mut pregenerated = pregenerate_key(&req);
-        self.run(ctx, "CreateKey", to_audit(&req), |op| {
-            if req.key_spec.is_some() && req.customer_master_key_spec.is_some() {
-                return Err(KmsError::validation(
+        if req.key_spec.is_some() && req.customer_master_key_spec.is_some() {
+            return Err(KmsError::validation(
                     "You cannot specify KeySpec and CustomerMasterKeySpec in the same request. CustomerMasterKeySpec is deprecated.",
                 ));
-            }
-            let spec_text = req
-                .key_spec
-                .clone()
-                .or(req.customer_master_key_spec.clone())
-                .unwrap_or_else(|| SYMMETRIC.into());
-            if spec_text == "SM2" {
-                // AWS offers SM2 in the China Regions only.
-                return Err(KmsError::validation(format!(
+        }
+        let spec_text = req
+            .key_spec
+            .clone()
+            .or(req.customer_master_key_spec.clone())
+            .unwrap_or_else(|| SYMMETRIC.into());
+        if spec_text == "SM2" {
+            // AWS offers SM2 in the China Regions only.
+            return Err(KmsError::validation(format!(
                     "KeySpec SM2 is not supported in {}: SM2 keys are available only in the China Regions.",
                     op.ctx.region.as_str()
                 )));
-            }
-            let spec: KeySpec = spec_text.parse().map_err(KmsError::from)?;
-            let usage = validate_create_usage(spec, req.key_usage.as_deref())?;
-            let origin_text = req.origin.clone().unwrap_or_else(|| "AWS_KMS".into());
-            let origin = match origin_text.as_str() {
+        }
+        let spec: KeySpec = spec_text.parse().map_err(KmsError::from)?;
+        let usage = validate_create_usage(spec, req.key_usage.as_deref())?;
+        let origin_text = req.origin.clone().unwrap_or_else(|| "AWS_KMS".into());
+        let origin = match origin_text.as_str() {
                 "AWS_KMS" => Origin::AwsKms,
                 "EXTERNAL" if super::import::importable(spec) => Origin::External,
                 "EXTERNAL" if spec.is_ml_dsa() => {
@@ -202,215 +202,203 @@ impl Kms {
                     .into())
                 }
             };
-            let description = req.description.clone().unwrap_or_default();
-            validate::length("description", &description, 0, 8192)?;
-            let tags = req.tags.clone().unwrap_or_default();
-            validate_tags(&tags)?;
-            let mut k = new_key_record(
+        let description = req.description.clone().unwrap_or_default();
+        validate::length("description", &description, 0, 8192)?;
+        let tags = req.tags.clone().unwrap_or_default();
+        validate_tags(&tags)?;
+        let mut k = new_key_record(op, spec, usage, origin, KeyManager::Customer, String::new());
+        if req.multi_region == Some(true) {
+            k.key_id = KeyId::generate_multi_region(&op.ctx.region)
+                .ok_or_else(|| KmsError::internal("a key in an unknown region"))?;
+            k.primary_region = Some(op.ctx.region.clone());
+        }
+        k.policy = match &req.policy {
+            Some(p) => crate::kms::authz::validate_new_policy(
                 op,
-                spec,
-                usage,
-                origin,
-                KeyManager::Customer,
-                String::new(),
-            );
-            if req.multi_region == Some(true) {
-                k.key_id = KeyId::generate_multi_region(&op.ctx.region)
-                    .ok_or_else(|| KmsError::internal("a key in an unknown region"))?;
-                k.primary_region = Some(op.ctx.region.clone());
-            }
-            k.policy = match &req.policy {
-                Some(p) => crate::kms::authz::validate_new_policy(
-                    op,
-                    p,
-                    &k.arn(),
-                    req.bypass_policy_lockout_safety_check.unwrap_or(false),
-                )?,
-                None => crate::policy::default_key_policy(op.ctx.caller.account.as_str()),
+                p,
+                &k.arn(),
+                req.bypass_policy_lockout_safety_check.unwrap_or(false),
+            )?,
+            None => crate::policy::default_key_policy(op.ctx.caller.account.as_str()),
+        };
+        k.description = description;
+        crate::kms::authz::authorize_create_key(op, &k, &tags)?;
+        if origin == Origin::External {
+            // No material until ImportKeyMaterial.
+            k.state = KeyState::PendingImport;
+            store::insert_key(op.tx, &k)?;
+        } else if spec == KeySpec::SymmetricDefault {
+            store::insert_key(op.tx, &k)?;
+            add_material(self, op.tx, &k, op.now, "AUTOMATIC")?;
+        } else {
+            let material = match pregenerated.take() {
+                Some(m) if m.spec() == spec => m,
+                _ => PrivateKeyMaterial::generate(spec).map_err(KmsError::from)?,
             };
-            k.description = description;
-            crate::kms::authz::authorize_create_key(op, &k, &tags)?;
-            if origin == Origin::External {
-                // No material until ImportKeyMaterial.
-                k.state = KeyState::PendingImport;
-                store::insert_key(op.tx, &k)?;
-            } else if spec == KeySpec::SymmetricDefault {
-                store::insert_key(op.tx, &k)?;
-                add_material(self, op.tx, &k, op.now, "AUTOMATIC")?;
-            } else {
-                let material = match pregenerated.take() {
-                    Some(m) if m.spec() == spec => m,
-                    _ => PrivateKeyMaterial::generate(spec).map_err(KmsError::from)?,
-                };
-                k.public_key = material.public_key_der().ok().map(<[u8]>::to_vec);
-                store::insert_key(op.tx, &k)?;
-                let sealed = self.seal_material(&k.key_id, 1, material.material().expose());
-                store::insert_material(op.tx, &k.key_id, 1, &sealed, op.now, None)?;
-            }
-            put_tags(op.tx, &k.key_id, &tags)?;
-            op.trace.key(&k);
-            let md = self.metadata_of(op.tx, &k)?;
-            op.trace.response_elements =
-                Some(json!({"keyMetadata": {"keyId": k.key_id.to_string(), "arn": k.arn()}}));
-            Ok(KeyMetadataResponse { key_metadata: md })
-        })
+            k.public_key = material.public_key_der().ok().map(<[u8]>::to_vec);
+            store::insert_key(op.tx, &k)?;
+            let sealed = self.seal_material(&k.key_id, 1, material.material().expose());
+            store::insert_material(op.tx, &k.key_id, 1, &sealed, op.now, None)?;
+        }
+        put_tags(op.tx, &k.key_id, &tags)?;
+        op.trace.key(&k);
+        let md = self.metadata_of(op.tx, &k)?;
+        op.trace.response_elements =
+            Some(json!({"keyMetadata": {"keyId": k.key_id.to_string(), "arn": k.arn()}}));
+        Ok(KeyMetadataResponse { key_metadata: md })
     }
 
-    pub fn describe_key(
+    pub(crate) fn describe_key_body(
         &self,
-        ctx: &RequestContext,
-        req: KeyIdRequest,
+        op: &mut Op<'_>,
+        req: &KeyIdRequest,
     ) -> KmsResult<KeyMetadataResponse> {
-        self.run(ctx, "DescribeKey", to_audit(&req), |op| {
-            let k = op.resolve(req.key_id.as_deref(), true)?;
-            op.permit("kms:DescribeKey", &k, StateRule::Any, &no_conditions())?;
-            Ok(KeyMetadataResponse {
-                key_metadata: self.metadata_of(op.tx, &k)?,
-            })
+        let k = op.resolve(req.key_id.as_deref(), true)?;
+        op.permit("kms:DescribeKey", &k, StateRule::Any, &no_conditions())?;
+        Ok(KeyMetadataResponse {
+            key_metadata: self.metadata_of(op.tx, &k)?,
         })
     }
 
-    pub fn list_keys(&self, ctx: &RequestContext, req: ListRequest) -> KmsResult<ListKeysResponse> {
-        self.run(ctx, "ListKeys", to_audit(&req), |op| {
-            crate::kms::authz::authorize_account_action(op, "kms:ListKeys")?;
-            let keys = store::list_keys(op.tx, &op.ctx.caller.account, &op.ctx.region)?;
-            let entries = keys
-                .iter()
-                .map(|k| ListKeysEntry {
-                    key_id: k.key_id.to_string(),
-                    key_arn: k.arn(),
-                })
-                .collect();
-            let (keys, truncated, next_marker) =
-                paginate(entries, req.limit, req.marker.as_deref())?;
-            Ok(ListKeysResponse {
-                keys,
-                truncated,
-                next_marker,
-            })
-        })
-    }
-
-    pub fn update_key_description(
+    pub(crate) fn list_keys_body(
         &self,
-        ctx: &RequestContext,
-        req: UpdateKeyDescriptionRequest,
-    ) -> KmsResult<Empty> {
-        self.run(ctx, "UpdateKeyDescription", to_audit(&req), |op| {
-            let mut k = op.resolve(req.key_id.as_deref(), false)?;
-            op.permit(
-                "kms:UpdateKeyDescription",
-                &k,
-                StateRule::Manage,
-                &no_conditions(),
-            )?;
-            let d = validate::required("description", &req.description)?.clone();
-            validate::length("description", &d, 0, 8192)?;
-            k.description = d;
-            store::update_key(op.tx, &k)?;
-            Ok(Empty {})
+        op: &mut Op<'_>,
+        req: &ListRequest,
+    ) -> KmsResult<ListKeysResponse> {
+        crate::kms::authz::authorize_account_action(op, "kms:ListKeys")?;
+        let keys = store::list_keys(op.tx, &op.ctx.caller.account, &op.ctx.region)?;
+        let entries = keys
+            .iter()
+            .map(|k| ListKeysEntry {
+                key_id: k.key_id.to_string(),
+                key_arn: k.arn(),
+            })
+            .collect();
+        let (keys, truncated, next_marker) = paginate(entries, req.limit, req.marker.as_deref())?;
+        Ok(ListKeysResponse {
+            keys,
+            truncated,
+            next_marker,
         })
     }
 
-    pub fn enable_key(&self, ctx: &RequestContext, req: KeyIdRequest) -> KmsResult<Empty> {
-        self.set_enabled(ctx, req, true)
+    pub(crate) fn update_key_description_body(
+        &self,
+        op: &mut Op<'_>,
+        req: &UpdateKeyDescriptionRequest,
+    ) -> KmsResult<Empty> {
+        let mut k = op.resolve(req.key_id.as_deref(), false)?;
+        op.permit(
+            "kms:UpdateKeyDescription",
+            &k,
+            StateRule::Manage,
+            &no_conditions(),
+        )?;
+        let d = validate::required("description", &req.description)?.clone();
+        validate::length("description", &d, 0, 8192)?;
+        k.description = d;
+        store::update_key(op.tx, &k)?;
+        Ok(Empty {})
     }
 
-    pub fn disable_key(&self, ctx: &RequestContext, req: KeyIdRequest) -> KmsResult<Empty> {
-        self.set_enabled(ctx, req, false)
+    pub(crate) fn enable_key_body(&self, op: &mut Op<'_>, req: &KeyIdRequest) -> KmsResult<Empty> {
+        self.set_enabled(op, req, true)
+    }
+
+    pub(crate) fn disable_key_body(&self, op: &mut Op<'_>, req: &KeyIdRequest) -> KmsResult<Empty> {
+        self.set_enabled(op, req, false)
     }
 
     pub(super) fn set_enabled(
         &self,
-        ctx: &RequestContext,
-        req: KeyIdRequest,
+        op: &mut Op<'_>,
+        req: &KeyIdRequest,
         enable: bool,
     ) -> KmsResult<Empty> {
-        let (name, action) = if enable {
-            ("EnableKey", "kms:EnableKey")
+        let action = if enable {
+            "kms:EnableKey"
         } else {
-            ("DisableKey", "kms:DisableKey")
+            "kms:DisableKey"
         };
-        self.run(ctx, name, to_audit(&req), |op| {
-            let mut k = op.resolve(req.key_id.as_deref(), false)?;
-            op.authorize(action, &k, &no_conditions())?;
-            if k.is_aws_managed() {
-                return Err(access_denied_managed(op, action, &k));
-            }
-            k.check_state(StateRule::Manage)?;
-            k.state = if enable {
-                KeyState::Enabled
-            } else {
-                KeyState::Disabled
-            };
-            store::update_key(op.tx, &k)?;
-            Ok(Empty {})
-        })
+        let mut k = op.resolve(req.key_id.as_deref(), false)?;
+        op.authorize(action, &k, &no_conditions())?;
+        if k.is_aws_managed() {
+            return Err(access_denied_managed(op, action, &k));
+        }
+        k.check_state(StateRule::Manage)?;
+        k.state = if enable {
+            KeyState::Enabled
+        } else {
+            KeyState::Disabled
+        };
+        store::update_key(op.tx, &k)?;
+        Ok(Empty {})
     }
 
-    pub fn schedule_key_deletion(
+    pub(crate) fn schedule_key_deletion_body(
         &self,
-        ctx: &RequestContext,
-        req: ScheduleKeyDeletionRequest,
+        op: &mut Op<'_>,
+        req: &ScheduleKeyDeletionRequest,
     ) -> KmsResult<ScheduleKeyDeletionResponse> {
-        self.run(ctx, "ScheduleKeyDeletion", to_audit(&req), |op| {
-            let mut k = op.resolve(req.key_id.as_deref(), false)?;
-            op.authorize("kms:ScheduleKeyDeletion", &k, &no_conditions())?;
-            if k.is_aws_managed() {
-                return Err(access_denied_managed(op, "kms:ScheduleKeyDeletion", &k));
-            }
-            k.check_state(StateRule::Schedule)?;
-            let days = req.pending_window_in_days.unwrap_or(30);
-            validate::range("pendingWindowInDays", days, 7, 30)?;
-            // A multi-Region primary key outlives its replicas: it waits
-            // (PendingReplicaDeletion) and its window starts after them.
-            let waits_for_replicas =
-                k.is_primary() && store::related_keys(op.tx, &k.key_id)?.len() > 1;
-            k.state_before_deletion = Some(k.state.as_str().into());
-            let deletion_date = (!waits_for_replicas).then_some(op.now + days * DAY);
-            k.state = if waits_for_replicas {
-                KeyState::PendingReplicaDeletion
-            } else {
-                KeyState::PendingDeletion
-            };
-            k.deletion_date = deletion_date;
-            k.pending_window = Some(days);
-            store::update_key(op.tx, &k)?;
-            let mut elements = json!({"keyId": k.arn(), "keyState": k.state.as_str(), "pendingWindowInDays": days});
-            if let Some(d) = deletion_date {
-                elements["deletionDate"] = json!(crate::clock::to_rfc3339(d));
-            }
-            op.trace.response_elements = Some(elements);
-            Ok(ScheduleKeyDeletionResponse { key_id: k.arn(), deletion_date, key_state: k.state.as_str().into(), pending_window_in_days: days })
+        let mut k = op.resolve(req.key_id.as_deref(), false)?;
+        op.authorize("kms:ScheduleKeyDeletion", &k, &no_conditions())?;
+        if k.is_aws_managed() {
+            return Err(access_denied_managed(op, "kms:ScheduleKeyDeletion", &k));
+        }
+        k.check_state(StateRule::Schedule)?;
+        let days = req.pending_window_in_days.unwrap_or(30);
+        validate::range("pendingWindowInDays", days, 7, 30)?;
+        // A multi-Region primary key outlives its replicas: it waits
+        // (PendingReplicaDeletion) and its window starts after them.
+        let waits_for_replicas = k.is_primary() && store::related_keys(op.tx, &k.key_id)?.len() > 1;
+        k.state_before_deletion = Some(k.state.as_str().into());
+        let deletion_date = (!waits_for_replicas).then_some(op.now + days * DAY);
+        k.state = if waits_for_replicas {
+            KeyState::PendingReplicaDeletion
+        } else {
+            KeyState::PendingDeletion
+        };
+        k.deletion_date = deletion_date;
+        k.pending_window = Some(days);
+        store::update_key(op.tx, &k)?;
+        let mut elements =
+            json!({"keyId": k.arn(), "keyState": k.state.as_str(), "pendingWindowInDays": days});
+        if let Some(d) = deletion_date {
+            elements["deletionDate"] = json!(crate::clock::to_rfc3339(d));
+        }
+        op.trace.response_elements = Some(elements);
+        Ok(ScheduleKeyDeletionResponse {
+            key_id: k.arn(),
+            deletion_date,
+            key_state: k.state.as_str().into(),
+            pending_window_in_days: days,
         })
     }
 
-    pub fn cancel_key_deletion(
+    pub(crate) fn cancel_key_deletion_body(
         &self,
-        ctx: &RequestContext,
-        req: KeyIdRequest,
+        op: &mut Op<'_>,
+        req: &KeyIdRequest,
     ) -> KmsResult<KeyIdResponse> {
-        self.run(ctx, "CancelKeyDeletion", to_audit(&req), |op| {
-            let mut k = op.resolve(req.key_id.as_deref(), false)?;
-            op.permit(
-                "kms:CancelKeyDeletion",
-                &k,
-                StateRule::Cancel,
-                &no_conditions(),
-            )?;
-            // AWS leaves a key whose deletion was cancelled Disabled (an
-            // imported key without material goes back to PendingImport).
-            k.state = if k.state_before_deletion.as_deref() == Some("PendingImport") {
-                KeyState::PendingImport
-            } else {
-                KeyState::Disabled
-            };
-            k.deletion_date = None;
-            k.pending_window = None;
-            k.state_before_deletion = None;
-            store::update_key(op.tx, &k)?;
-            Ok(KeyIdResponse { key_id: k.arn() })
-        })
+        let mut k = op.resolve(req.key_id.as_deref(), false)?;
+        op.permit(
+            "kms:CancelKeyDeletion",
+            &k,
+            StateRule::Cancel,
+            &no_conditions(),
+        )?;
+        // AWS leaves a key whose deletion was cancelled Disabled (an
+        // imported key without material goes back to PendingImport).
+        k.state = if k.state_before_deletion.as_deref() == Some("PendingImport") {
+            KeyState::PendingImport
+        } else {
+            KeyState::Disabled
+        };
+        k.deletion_date = None;
+        k.pending_window = None;
+        k.state_before_deletion = None;
+        store::update_key(op.tx, &k)?;
+        Ok(KeyIdResponse { key_id: k.arn() })
     }
 
     /// When the key behind `key_id` (a key ARN) was destroyed, if it was.

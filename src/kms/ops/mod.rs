@@ -1,8 +1,10 @@
 //! The KMS operations (symmetric keys, aliases, rotation, tags, policies),
 //! each a typed function with AWS semantics, limits and messages, one file
 //! per family; this module holds what they share (request-condition maps,
-//! key-usage checks, pagination). Each operation body runs inside
-//! [`Kms::run`](super::service) with an [`Op`] that resolves and permits.
+//! key-usage checks, pagination). A body (`<operation>_body`) does one
+//! operation's work with an [`Op`] that resolves and permits; it never
+//! opens a transaction: the operation table (`dispatch.rs`) runs it
+//! through the handle's `run` (`service.rs`).
 
 mod absent;
 mod aliases;
@@ -19,7 +21,12 @@ mod tags;
 // CreateKey takes tags as TagResource does.
 use tags::{put_tags, validate_tags};
 
-pub(crate) use keys::create_aws_managed_ebs_key;
+pub use absent::{CustomKeyStoreRequest, KeyOnlyRequest};
+pub use grants::{
+    CreateGrantRequest, ListGrantsRequest, ListRetirableGrantsRequest, RetireGrantRequest,
+    RevokeGrantRequest,
+};
+pub(crate) use keys::{create_aws_managed_ebs_key, pregenerate_key};
 pub(crate) use rotation::add_material;
 
 use serde_json::{json, Map, Value};
@@ -32,7 +39,7 @@ use crate::kms::ciphertext::{self, EncryptionContext};
 use crate::kms::model::{key_material_id, AlgorithmLists, KeyRecord, KeyState, StateRule};
 use crate::kms::op::Op;
 use crate::kms::store;
-use crate::kms::{ErrorCode, Kms, KmsError, KmsResult, RequestContext};
+use crate::kms::{ErrorCode, Kms, KmsError, KmsResult};
 use crate::secret::SecretBytes;
 use crate::validate::{self, Constraint, Violation};
 use asym::dry_run;

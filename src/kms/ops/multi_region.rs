@@ -172,186 +172,186 @@ fn parse_region(member: &str, value: &Option<String>) -> KmsResult<Region> {
 }
 
 impl Kms {
-    pub fn replicate_key(
+    pub(crate) fn replicate_key_body(
         &self,
-        ctx: &RequestContext,
-        req: ReplicateKeyRequest,
+        op: &mut Op<'_>,
+        req: &ReplicateKeyRequest,
     ) -> KmsResult<ReplicateKeyResponse> {
-        self.run(ctx, "ReplicateKey", to_audit(&req), |op| {
-            let k = op.resolve(req.key_id.as_deref(), false)?;
-            let region = parse_region("replicaRegion", &req.replica_region)?;
-            let mut cond = no_conditions();
-            cond.insert("kms:ReplicaRegion".into(), json!(region.as_str()));
-            op.authorize("kms:ReplicateKey", &k, &cond)?;
-            if !k.key_id.is_multi_region() {
-                return Err(unsupported(&k, "ReplicateKey", "a multi-Region key"));
-            }
-            if !k.is_primary() {
-                return Err(unsupported(&k, "ReplicateKey", "a multi-Region primary key"));
-            }
-            k.check_state(StateRule::Manage)?;
-            if region == k.region {
-                return Err(KmsError::validation(format!(
+        let k = op.resolve(req.key_id.as_deref(), false)?;
+        let region = parse_region("replicaRegion", &req.replica_region)?;
+        let mut cond = no_conditions();
+        cond.insert("kms:ReplicaRegion".into(), json!(region.as_str()));
+        op.authorize("kms:ReplicateKey", &k, &cond)?;
+        if !k.key_id.is_multi_region() {
+            return Err(unsupported(&k, "ReplicateKey", "a multi-Region key"));
+        }
+        if !k.is_primary() {
+            return Err(unsupported(
+                &k,
+                "ReplicateKey",
+                "a multi-Region primary key",
+            ));
+        }
+        k.check_state(StateRule::Manage)?;
+        if region == k.region {
+            return Err(KmsError::validation(format!(
                     "{} is already in {region}: a replica key is created in another Region than its primary key.",
                     k.arn()
                 )));
-            }
-            let id = k
-                .key_id
-                .in_region(&region)
-                .ok_or_else(|| KmsError::internal("a replica in an unknown region"))?;
-            if store::get_key(op.tx, &id)?.is_some() {
-                return Err(KmsError::new(
-                    ErrorCode::AlreadyExistsException,
-                    format!(
-                        "{} already has a replica key in {region}: {}",
-                        k.arn(),
-                        id.arn(&region, &k.account)
-                    ),
-                ));
-            }
-            let description = req.description.clone().unwrap_or_default();
-            validate::length("description", &description, 0, 8192)?;
-            let tags = req.tags.clone().unwrap_or_default();
-            validate_tags(&tags)?;
-            let mut replica = KeyRecord {
-                key_id: id,
-                region: region.clone(),
-                description,
-                state: if k.origin == Origin::External {
-                    KeyState::PendingImport
-                } else {
-                    KeyState::Enabled
-                },
-                created: op.now,
-                deletion_date: None,
-                pending_window: None,
-                state_before_deletion: None,
-                // Invariant 3: the schedule is the primary's.
-                rotation_enabled: false,
-                rotation_period: None,
-                next_rotation: None,
-                on_demand_rotations: 0,
-                valid_to: None,
-                expiration_model: None,
-                policy: String::new(),
-                ..k.clone()
-            };
-            replica.policy = match &req.policy {
-                Some(p) => crate::kms::authz::validate_new_policy(
-                    op,
-                    p,
-                    &replica.arn(),
-                    req.bypass_policy_lockout_safety_check.unwrap_or(false),
-                )?,
-                None => crate::policy::default_key_policy(k.account.as_str()),
-            };
-            // The replica is a new key in its Region: CreateKey there (and
-            // TagResource for its tags) are the caller's own permissions.
-            let mut create = crate::policy::ConditionContext::new()
-                .with("aws:RequestedRegion", region.as_str());
-            create.insert("kms:MultiRegion", true);
-            crate::kms::authz::authorize_create_key_with(op, &replica, &tags, create)?;
-            store::insert_key(op.tx, &replica)?;
-            if k.origin == Origin::External {
-                // The replica knows which materials it may take (the
-                // primary's); it gets their bytes only by import.
-                for mut row in store::imported_materials(op.tx, &k.key_id)? {
-                    if row.version.is_none() {
-                        continue;
-                    }
-                    row.imported = false;
-                    row.pending_sealed = None;
-                    row.valid_to = None;
-                    row.expiration_model = None;
-                    store::put_imported(op.tx, &replica.key_id, &row)?;
+        }
+        let id = k
+            .key_id
+            .in_region(&region)
+            .ok_or_else(|| KmsError::internal("a replica in an unknown region"))?;
+        if store::get_key(op.tx, &id)?.is_some() {
+            return Err(KmsError::new(
+                ErrorCode::AlreadyExistsException,
+                format!(
+                    "{} already has a replica key in {region}: {}",
+                    k.arn(),
+                    id.arn(&region, &k.account)
+                ),
+            ));
+        }
+        let description = req.description.clone().unwrap_or_default();
+        validate::length("description", &description, 0, 8192)?;
+        let tags = req.tags.clone().unwrap_or_default();
+        validate_tags(&tags)?;
+        let mut replica = KeyRecord {
+            key_id: id,
+            region: region.clone(),
+            description,
+            state: if k.origin == Origin::External {
+                KeyState::PendingImport
+            } else {
+                KeyState::Enabled
+            },
+            created: op.now,
+            deletion_date: None,
+            pending_window: None,
+            state_before_deletion: None,
+            // Invariant 3: the schedule is the primary's.
+            rotation_enabled: false,
+            rotation_period: None,
+            next_rotation: None,
+            on_demand_rotations: 0,
+            valid_to: None,
+            expiration_model: None,
+            policy: String::new(),
+            ..k.clone()
+        };
+        replica.policy = match &req.policy {
+            Some(p) => crate::kms::authz::validate_new_policy(
+                op,
+                p,
+                &replica.arn(),
+                req.bypass_policy_lockout_safety_check.unwrap_or(false),
+            )?,
+            None => crate::policy::default_key_policy(k.account.as_str()),
+        };
+        // The replica is a new key in its Region: CreateKey there (and
+        // TagResource for its tags) are the caller's own permissions.
+        let mut create =
+            crate::policy::ConditionContext::new().with("aws:RequestedRegion", region.as_str());
+        create.insert("kms:MultiRegion", true);
+        crate::kms::authz::authorize_create_key_with(op, &replica, &tags, create)?;
+        store::insert_key(op.tx, &replica)?;
+        if k.origin == Origin::External {
+            // The replica knows which materials it may take (the
+            // primary's); it gets their bytes only by import.
+            for mut row in store::imported_materials(op.tx, &k.key_id)? {
+                if row.version.is_none() {
+                    continue;
                 }
+                row.imported = false;
+                row.pending_sealed = None;
+                row.valid_to = None;
+                row.expiration_model = None;
+                store::put_imported(op.tx, &replica.key_id, &row)?;
             }
-            if k.origin != Origin::External {
-                for m in store::materials(op.tx, &k.key_id)? {
-                    store::insert_material(
-                        op.tx,
-                        &replica.key_id,
-                        m.version,
-                        &m.sealed,
-                        m.created,
-                        m.rotation_type.as_deref(),
-                    )?;
-                }
+        }
+        if k.origin != Origin::External {
+            for m in store::materials(op.tx, &k.key_id)? {
+                store::insert_material(
+                    op.tx,
+                    &replica.key_id,
+                    m.version,
+                    &m.sealed,
+                    m.created,
+                    m.rotation_type.as_deref(),
+                )?;
             }
-            put_tags(op.tx, &replica.key_id, &tags)?;
-            self.record_service_event(
-                op.tx,
-                &replica,
-                "ReplicateKey",
-                op.now,
-                json!({"primaryKeyArn": k.arn(), "replicaRegion": region.as_str()}),
-            )?;
-            Ok(ReplicateKeyResponse {
-                replica_key_metadata: self.metadata_of(op.tx, &replica)?,
-                replica_policy: replica.policy.clone(),
-                replica_tags: tags,
-            })
+        }
+        put_tags(op.tx, &replica.key_id, &tags)?;
+        self.record_service_event(
+            op.tx,
+            &replica,
+            "ReplicateKey",
+            op.now,
+            json!({"primaryKeyArn": k.arn(), "replicaRegion": region.as_str()}),
+        )?;
+        Ok(ReplicateKeyResponse {
+            replica_key_metadata: self.metadata_of(op.tx, &replica)?,
+            replica_policy: replica.policy.clone(),
+            replica_tags: tags,
         })
     }
 
-    pub fn update_primary_region(
+    pub(crate) fn update_primary_region_body(
         &self,
-        ctx: &RequestContext,
-        req: UpdatePrimaryRegionRequest,
+        op: &mut Op<'_>,
+        req: &UpdatePrimaryRegionRequest,
     ) -> KmsResult<Empty> {
-        self.run(ctx, "UpdatePrimaryRegion", to_audit(&req), |op| {
-            let k = op.resolve(req.key_id.as_deref(), false)?;
-            let region = parse_region("primaryRegion", &req.primary_region)?;
-            let mut cond = no_conditions();
-            cond.insert("kms:PrimaryRegion".into(), json!(region.as_str()));
-            op.authorize("kms:UpdatePrimaryRegion", &k, &cond)?;
-            if !k.key_id.is_multi_region() {
-                return Err(unsupported(&k, "UpdatePrimaryRegion", "a multi-Region key"));
-            }
-            if !k.is_primary() {
-                return Err(unsupported(
-                    &k,
-                    "UpdatePrimaryRegion",
-                    "a multi-Region primary key",
-                ));
-            }
-            k.check_state(StateRule::Manage)?;
-            if region == k.region {
-                return Err(KmsError::validation(format!(
+        let k = op.resolve(req.key_id.as_deref(), false)?;
+        let region = parse_region("primaryRegion", &req.primary_region)?;
+        let mut cond = no_conditions();
+        cond.insert("kms:PrimaryRegion".into(), json!(region.as_str()));
+        op.authorize("kms:UpdatePrimaryRegion", &k, &cond)?;
+        if !k.key_id.is_multi_region() {
+            return Err(unsupported(&k, "UpdatePrimaryRegion", "a multi-Region key"));
+        }
+        if !k.is_primary() {
+            return Err(unsupported(
+                &k,
+                "UpdatePrimaryRegion",
+                "a multi-Region primary key",
+            ));
+        }
+        k.check_state(StateRule::Manage)?;
+        if region == k.region {
+            return Err(KmsError::validation(format!(
                     "{} is already the primary key in {region}: name the Region of one of its replica keys.",
                     k.arn()
                 )));
+        }
+        let replica_id = k
+            .key_id
+            .in_region(&region)
+            .ok_or_else(|| KmsError::internal("a replica in an unknown region"))?;
+        let Some(replica) = store::get_key(op.tx, &replica_id)? else {
+            return Err(KmsError::not_found(format!(
+                "{} has no replica key in {region}: replicate it there first (ReplicateKey).",
+                k.arn()
+            )));
+        };
+        // The new primary's permission too, in its own Region.
+        op.authorize("kms:UpdatePrimaryRegion", &replica, &cond)?;
+        replica.check_state(StateRule::Manage)?;
+        for mut r in store::related_keys(op.tx, &k.key_id)? {
+            r.primary_region = Some(region.clone());
+            if r.key_id == replica.key_id {
+                // Invariant 3: the schedule moves to the new primary.
+                r.rotation_enabled = k.rotation_enabled;
+                r.rotation_period = k.rotation_period;
+                r.next_rotation = k.next_rotation;
+                r.on_demand_rotations = k.on_demand_rotations;
+            } else if r.key_id == k.key_id {
+                r.rotation_enabled = false;
+                r.rotation_period = None;
+                r.next_rotation = None;
             }
-            let replica_id = k
-                .key_id
-                .in_region(&region)
-                .ok_or_else(|| KmsError::internal("a replica in an unknown region"))?;
-            let Some(replica) = store::get_key(op.tx, &replica_id)? else {
-                return Err(KmsError::not_found(format!(
-                    "{} has no replica key in {region}: replicate it there first (ReplicateKey).",
-                    k.arn()
-                )));
-            };
-            // The new primary's permission too, in its own Region.
-            op.authorize("kms:UpdatePrimaryRegion", &replica, &cond)?;
-            replica.check_state(StateRule::Manage)?;
-            for mut r in store::related_keys(op.tx, &k.key_id)? {
-                r.primary_region = Some(region.clone());
-                if r.key_id == replica.key_id {
-                    // Invariant 3: the schedule moves to the new primary.
-                    r.rotation_enabled = k.rotation_enabled;
-                    r.rotation_period = k.rotation_period;
-                    r.next_rotation = k.next_rotation;
-                    r.on_demand_rotations = k.on_demand_rotations;
-                } else if r.key_id == k.key_id {
-                    r.rotation_enabled = false;
-                    r.rotation_period = None;
-                    r.next_rotation = None;
-                }
-                store::update_key(op.tx, &r)?;
-            }
-            Ok(Empty {})
-        })
+            store::update_key(op.tx, &r)?;
+        }
+        Ok(Empty {})
     }
 }

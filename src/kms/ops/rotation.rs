@@ -85,196 +85,186 @@ pub(super) fn imported_rotation_entries(
 }
 
 impl Kms {
-    pub fn enable_key_rotation(
+    pub(crate) fn enable_key_rotation_body(
         &self,
-        ctx: &RequestContext,
-        req: EnableKeyRotationRequest,
+        op: &mut Op<'_>,
+        req: &EnableKeyRotationRequest,
     ) -> KmsResult<Empty> {
-        self.run(ctx, "EnableKeyRotation", to_audit(&req), |op| {
-            let mut k = op.resolve(req.key_id.as_deref(), false)?;
-            let period = req.rotation_period_in_days.unwrap_or(365);
-            let mut cond = no_conditions();
-            cond.insert("kms:RotationPeriodInDays".into(), json!(period));
-            op.authorize("kms:EnableKeyRotation", &k, &cond)?;
-            if k.is_aws_managed() {
-                return Err(access_denied_managed(op, "kms:EnableKeyRotation", &k));
-            }
-            super::multi_region::refuse_on_replica(&k, "EnableKeyRotation")?;
-            k.check_state(StateRule::Rotate)?;
-            rotation_supported(&k, false)?;
-            validate::range("rotationPeriodInDays", period, 90, 2560)?;
-            k.rotation_enabled = true;
-            k.rotation_period = Some(period);
-            k.next_rotation = Some(op.now + period * DAY);
-            store::update_key(op.tx, &k)?;
-            Ok(Empty {})
-        })
+        let mut k = op.resolve(req.key_id.as_deref(), false)?;
+        let period = req.rotation_period_in_days.unwrap_or(365);
+        let mut cond = no_conditions();
+        cond.insert("kms:RotationPeriodInDays".into(), json!(period));
+        op.authorize("kms:EnableKeyRotation", &k, &cond)?;
+        if k.is_aws_managed() {
+            return Err(access_denied_managed(op, "kms:EnableKeyRotation", &k));
+        }
+        super::multi_region::refuse_on_replica(&k, "EnableKeyRotation")?;
+        k.check_state(StateRule::Rotate)?;
+        rotation_supported(&k, false)?;
+        validate::range("rotationPeriodInDays", period, 90, 2560)?;
+        k.rotation_enabled = true;
+        k.rotation_period = Some(period);
+        k.next_rotation = Some(op.now + period * DAY);
+        store::update_key(op.tx, &k)?;
+        Ok(Empty {})
     }
 
-    pub fn disable_key_rotation(
+    pub(crate) fn disable_key_rotation_body(
         &self,
-        ctx: &RequestContext,
-        req: KeyIdRequest,
+        op: &mut Op<'_>,
+        req: &KeyIdRequest,
     ) -> KmsResult<Empty> {
-        self.run(ctx, "DisableKeyRotation", to_audit(&req), |op| {
-            let mut k = op.resolve(req.key_id.as_deref(), false)?;
-            op.authorize("kms:DisableKeyRotation", &k, &no_conditions())?;
-            if k.is_aws_managed() {
-                return Err(access_denied_managed(op, "kms:DisableKeyRotation", &k));
-            }
-            super::multi_region::refuse_on_replica(&k, "DisableKeyRotation")?;
-            k.check_state(StateRule::Rotate)?;
-            rotation_supported(&k, false)?;
-            k.rotation_enabled = false;
-            k.next_rotation = None;
-            store::update_key(op.tx, &k)?;
-            Ok(Empty {})
-        })
+        let mut k = op.resolve(req.key_id.as_deref(), false)?;
+        op.authorize("kms:DisableKeyRotation", &k, &no_conditions())?;
+        if k.is_aws_managed() {
+            return Err(access_denied_managed(op, "kms:DisableKeyRotation", &k));
+        }
+        super::multi_region::refuse_on_replica(&k, "DisableKeyRotation")?;
+        k.check_state(StateRule::Rotate)?;
+        rotation_supported(&k, false)?;
+        k.rotation_enabled = false;
+        k.next_rotation = None;
+        store::update_key(op.tx, &k)?;
+        Ok(Empty {})
     }
 
-    pub fn get_key_rotation_status(
+    pub(crate) fn get_key_rotation_status_body(
         &self,
-        ctx: &RequestContext,
-        req: KeyIdRequest,
+        op: &mut Op<'_>,
+        req: &KeyIdRequest,
     ) -> KmsResult<KeyRotationStatusResponse> {
-        self.run(ctx, "GetKeyRotationStatus", to_audit(&req), |op| {
-            let k = op.resolve(req.key_id.as_deref(), false)?;
-            op.permit(
-                "kms:GetKeyRotationStatus",
-                &k,
-                StateRule::Any,
-                &no_conditions(),
-            )?;
-            if k.state == KeyState::PendingDeletion {
-                k.check_state(StateRule::Use)?;
-            }
-            // Invariant 3 of multi_region: a replica rotates with its primary.
-            let schedule = super::multi_region::primary_of(op.tx, &k)?;
-            Ok(KeyRotationStatusResponse {
-                key_id: k.key_id.to_string(),
-                key_rotation_enabled: schedule.rotation_enabled,
-                rotation_period_in_days: schedule
-                    .rotation_enabled
-                    .then_some(schedule.rotation_period)
-                    .flatten(),
-                next_rotation_date: schedule
-                    .rotation_enabled
-                    .then_some(schedule.next_rotation)
-                    .flatten(),
-            })
+        let k = op.resolve(req.key_id.as_deref(), false)?;
+        op.permit(
+            "kms:GetKeyRotationStatus",
+            &k,
+            StateRule::Any,
+            &no_conditions(),
+        )?;
+        if k.state == KeyState::PendingDeletion {
+            k.check_state(StateRule::Use)?;
+        }
+        // Invariant 3 of multi_region: a replica rotates with its primary.
+        let schedule = super::multi_region::primary_of(op.tx, &k)?;
+        Ok(KeyRotationStatusResponse {
+            key_id: k.key_id.to_string(),
+            key_rotation_enabled: schedule.rotation_enabled,
+            rotation_period_in_days: schedule
+                .rotation_enabled
+                .then_some(schedule.rotation_period)
+                .flatten(),
+            next_rotation_date: schedule
+                .rotation_enabled
+                .then_some(schedule.next_rotation)
+                .flatten(),
         })
     }
 
-    pub fn rotate_key_on_demand(
+    pub(crate) fn rotate_key_on_demand_body(
         &self,
-        ctx: &RequestContext,
-        req: KeyIdRequest,
+        op: &mut Op<'_>,
+        req: &KeyIdRequest,
     ) -> KmsResult<KeyIdResponse> {
-        self.run(ctx, "RotateKeyOnDemand", to_audit(&req), |op| {
-            let mut k = op.resolve(req.key_id.as_deref(), false)?;
-            op.authorize("kms:RotateKeyOnDemand", &k, &no_conditions())?;
-            if k.is_aws_managed() {
-                return Err(access_denied_managed(op, "kms:RotateKeyOnDemand", &k));
-            }
-            super::multi_region::refuse_on_replica(&k, "RotateKeyOnDemand")?;
-            k.check_state(StateRule::Rotate)?;
-            rotation_supported(&k, true)?;
-            if k.on_demand_rotations >= MAX_ON_DEMAND_ROTATIONS {
-                return Err(KmsError::new(ErrorCode::LimitExceededException, format!(
+        let mut k = op.resolve(req.key_id.as_deref(), false)?;
+        op.authorize("kms:RotateKeyOnDemand", &k, &no_conditions())?;
+        if k.is_aws_managed() {
+            return Err(access_denied_managed(op, "kms:RotateKeyOnDemand", &k));
+        }
+        super::multi_region::refuse_on_replica(&k, "RotateKeyOnDemand")?;
+        k.check_state(StateRule::Rotate)?;
+        rotation_supported(&k, true)?;
+        if k.on_demand_rotations >= MAX_ON_DEMAND_ROTATIONS {
+            return Err(KmsError::new(ErrorCode::LimitExceededException, format!(
                     "The on-demand rotations limit has been reached for the given keyId. No more on-demand rotations can be performed for this key: {}", k.arn()
                 )));
-            }
-            if k.origin == Origin::External {
-                // AWS: an imported key rotates on demand only onto new
-                // material imported for it (PENDING_ROTATION); without that
-                // the key is in the wrong state, not of the wrong kind.
-                // Related multi-Region keys rotate together, so each
-                // replica must hold that material too.
-                let mut replicas: Vec<KeyRecord> = store::related_keys(op.tx, &k.key_id)?
-                    .into_iter()
-                    .filter(|r| r.key_id != k.key_id)
-                    .collect();
-                let pending = store::imported_materials(op.tx, &k.key_id)?
-                    .into_iter()
-                    .find(|r| r.version.is_none());
-                for r in &replicas {
-                    let ready = pending.as_ref().is_some_and(|p| {
-                        store::imported_materials(op.tx, &r.key_id).is_ok_and(|rows| {
-                            rows.iter().any(|x| {
-                                x.version.is_none()
-                                    && x.material_id == p.material_id
-                                    && x.pending_sealed.is_some()
-                            })
+        }
+        if k.origin == Origin::External {
+            // AWS: an imported key rotates on demand only onto new
+            // material imported for it (PENDING_ROTATION); without that
+            // the key is in the wrong state, not of the wrong kind.
+            // Related multi-Region keys rotate together, so each
+            // replica must hold that material too.
+            let mut replicas: Vec<KeyRecord> = store::related_keys(op.tx, &k.key_id)?
+                .into_iter()
+                .filter(|r| r.key_id != k.key_id)
+                .collect();
+            let pending = store::imported_materials(op.tx, &k.key_id)?
+                .into_iter()
+                .find(|r| r.version.is_none());
+            for r in &replicas {
+                let ready = pending.as_ref().is_some_and(|p| {
+                    store::imported_materials(op.tx, &r.key_id).is_ok_and(|rows| {
+                        rows.iter().any(|x| {
+                            x.version.is_none()
+                                && x.material_id == p.material_id
+                                && x.pending_sealed.is_some()
                         })
-                    });
-                    if pending.is_some() && !ready {
-                        return Err(KmsError::invalid_state(format!(
+                    })
+                });
+                if pending.is_some() && !ready {
+                    return Err(KmsError::invalid_state(format!(
                             "The replica key {} has not imported the new key material of {}: import the same material into it with ImportType EXISTING_KEY_MATERIAL before RotateKeyOnDemand.",
                             r.arn(),
                             k.arn()
                         )));
-                    }
                 }
-                self.rotate_to_imported(op, &mut k)?;
-                for r in &mut replicas {
-                    self.rotate_to_imported(op, r)?;
-                    store::update_key(op.tx, r)?;
-                }
-            } else {
-                add_material(self, op.tx, &k, op.now, "ON_DEMAND")?;
             }
-            k.on_demand_rotations += 1;
-            store::update_key(op.tx, &k)?;
-            Ok(KeyIdResponse { key_id: k.arn() })
-        })
+            self.rotate_to_imported(op, &mut k)?;
+            for r in &mut replicas {
+                self.rotate_to_imported(op, r)?;
+                store::update_key(op.tx, r)?;
+            }
+        } else {
+            add_material(self, op.tx, &k, op.now, "ON_DEMAND")?;
+        }
+        k.on_demand_rotations += 1;
+        store::update_key(op.tx, &k)?;
+        Ok(KeyIdResponse { key_id: k.arn() })
     }
 
-    pub fn list_key_rotations(
+    pub(crate) fn list_key_rotations_body(
         &self,
-        ctx: &RequestContext,
-        req: ListKeyRotationsRequest,
+        op: &mut Op<'_>,
+        req: &ListKeyRotationsRequest,
     ) -> KmsResult<ListKeyRotationsResponse> {
-        self.run(ctx, "ListKeyRotations", to_audit(&req), |op| {
-            let k = op.resolve(req.key_id.as_deref(), false)?;
-            let all = match req.include_key_material.as_deref() {
-                None | Some("ROTATIONS_ONLY") => false,
-                Some("ALL_KEY_MATERIAL") => true,
-                Some(other) => {
-                    return Err(validate::not_one_of(
-                        "includeKeyMaterial",
-                        other,
-                        &["ALL_KEY_MATERIAL", "ROTATIONS_ONLY"],
-                    )
-                    .into())
-                }
-            };
-            op.permit("kms:ListKeyRotations", &k, StateRule::Any, &no_conditions())?;
-            rotation_supported(&k, true)?;
-            let entries = if k.origin == Origin::External {
-                imported_rotation_entries(&k, &store::imported_materials(op.tx, &k.key_id)?, all)
-            } else {
-                let materials = store::materials(op.tx, &k.key_id)?;
-                let current = materials.iter().map(|m| m.version).max();
-                materials
-                    .into_iter()
-                    .filter(|m| all || m.rotation_type.is_some())
-                    .map(|m| RotationEntry {
-                        key_material_id: key_material_id(&k.key_id, m.version),
-                        key_id: k.arn(),
-                        key_material_state: Some(material_state(Some(m.version), current).into()),
-                        rotation_date: m.rotation_type.is_some().then_some(m.created),
-                        rotation_type: m.rotation_type,
-                        ..RotationEntry::default()
-                    })
-                    .collect()
-            };
-            let (rotations, truncated, next_marker) =
-                paginate(entries, req.limit, req.marker.as_deref())?;
-            Ok(ListKeyRotationsResponse {
-                rotations,
-                truncated,
-                next_marker,
-            })
+        let k = op.resolve(req.key_id.as_deref(), false)?;
+        let all = match req.include_key_material.as_deref() {
+            None | Some("ROTATIONS_ONLY") => false,
+            Some("ALL_KEY_MATERIAL") => true,
+            Some(other) => {
+                return Err(validate::not_one_of(
+                    "includeKeyMaterial",
+                    other,
+                    &["ALL_KEY_MATERIAL", "ROTATIONS_ONLY"],
+                )
+                .into())
+            }
+        };
+        op.permit("kms:ListKeyRotations", &k, StateRule::Any, &no_conditions())?;
+        rotation_supported(&k, true)?;
+        let entries = if k.origin == Origin::External {
+            imported_rotation_entries(&k, &store::imported_materials(op.tx, &k.key_id)?, all)
+        } else {
+            let materials = store::materials(op.tx, &k.key_id)?;
+            let current = materials.iter().map(|m| m.version).max();
+            materials
+                .into_iter()
+                .filter(|m| all || m.rotation_type.is_some())
+                .map(|m| RotationEntry {
+                    key_material_id: key_material_id(&k.key_id, m.version),
+                    key_id: k.arn(),
+                    key_material_state: Some(material_state(Some(m.version), current).into()),
+                    rotation_date: m.rotation_type.is_some().then_some(m.created),
+                    rotation_type: m.rotation_type,
+                    ..RotationEntry::default()
+                })
+                .collect()
+        };
+        let (rotations, truncated, next_marker) =
+            paginate(entries, req.limit, req.marker.as_deref())?;
+        Ok(ListKeyRotationsResponse {
+            rotations,
+            truncated,
+            next_marker,
         })
     }
 }

@@ -62,72 +62,70 @@ pub(super) fn put_tags(tx: &rusqlite::Connection, id: &KeyId, tags: &[Tag]) -> K
 }
 
 impl Kms {
-    pub fn tag_resource(&self, ctx: &RequestContext, req: TagResourceRequest) -> KmsResult<Empty> {
-        self.run(ctx, "TagResource", to_audit(&req), |op| {
-            let k = op.resolve(req.key_id.as_deref(), false)?;
-            let tags = req.tags.clone().unwrap_or_default();
-            let mut cond = no_conditions();
-            for t in &tags {
-                cond.insert(format!("aws:RequestTag/{}", t.tag_key), json!(t.tag_value));
-            }
-            cond.insert(
-                "aws:TagKeys".into(),
-                json!(tags.iter().map(|t| &t.tag_key).collect::<Vec<_>>()),
-            );
-            op.authorize("kms:TagResource", &k, &cond)?;
-            if k.is_aws_managed() {
-                return Err(access_denied_managed(op, "kms:TagResource", &k));
-            }
-            k.check_state(StateRule::Manage)?;
-            validate_tags(&tags)?;
-            put_tags(op.tx, &k.key_id, &tags)?;
-            Ok(Empty {})
-        })
-    }
-
-    pub fn untag_resource(
+    pub(crate) fn tag_resource_body(
         &self,
-        ctx: &RequestContext,
-        req: UntagResourceRequest,
+        op: &mut Op<'_>,
+        req: &TagResourceRequest,
     ) -> KmsResult<Empty> {
-        self.run(ctx, "UntagResource", to_audit(&req), |op| {
-            let k = op.resolve(req.key_id.as_deref(), false)?;
-            let keys = req.tag_keys.clone().unwrap_or_default();
-            let mut cond = no_conditions();
-            cond.insert("aws:TagKeys".into(), json!(keys));
-            op.authorize("kms:UntagResource", &k, &cond)?;
-            if k.is_aws_managed() {
-                return Err(access_denied_managed(op, "kms:UntagResource", &k));
-            }
-            k.check_state(StateRule::Manage)?;
-            for t in keys {
-                op.tx
-                    .execute(
-                        "DELETE FROM tags WHERE key_id = ?1 AND tag_key = ?2",
-                        rusqlite::params![k.key_id, t],
-                    )
-                    .map_err(store::db)?;
-            }
-            Ok(Empty {})
-        })
+        let k = op.resolve(req.key_id.as_deref(), false)?;
+        let tags = req.tags.clone().unwrap_or_default();
+        let mut cond = no_conditions();
+        for t in &tags {
+            cond.insert(format!("aws:RequestTag/{}", t.tag_key), json!(t.tag_value));
+        }
+        cond.insert(
+            "aws:TagKeys".into(),
+            json!(tags.iter().map(|t| &t.tag_key).collect::<Vec<_>>()),
+        );
+        op.authorize("kms:TagResource", &k, &cond)?;
+        if k.is_aws_managed() {
+            return Err(access_denied_managed(op, "kms:TagResource", &k));
+        }
+        k.check_state(StateRule::Manage)?;
+        validate_tags(&tags)?;
+        put_tags(op.tx, &k.key_id, &tags)?;
+        Ok(Empty {})
     }
 
-    pub fn list_resource_tags(
+    pub(crate) fn untag_resource_body(
         &self,
-        ctx: &RequestContext,
-        req: ListRequest,
+        op: &mut Op<'_>,
+        req: &UntagResourceRequest,
+    ) -> KmsResult<Empty> {
+        let k = op.resolve(req.key_id.as_deref(), false)?;
+        let keys = req.tag_keys.clone().unwrap_or_default();
+        let mut cond = no_conditions();
+        cond.insert("aws:TagKeys".into(), json!(keys));
+        op.authorize("kms:UntagResource", &k, &cond)?;
+        if k.is_aws_managed() {
+            return Err(access_denied_managed(op, "kms:UntagResource", &k));
+        }
+        k.check_state(StateRule::Manage)?;
+        for t in keys {
+            op.tx
+                .execute(
+                    "DELETE FROM tags WHERE key_id = ?1 AND tag_key = ?2",
+                    rusqlite::params![k.key_id, t],
+                )
+                .map_err(store::db)?;
+        }
+        Ok(Empty {})
+    }
+
+    pub(crate) fn list_resource_tags_body(
+        &self,
+        op: &mut Op<'_>,
+        req: &ListRequest,
     ) -> KmsResult<ListTagsResponse> {
-        self.run(ctx, "ListResourceTags", to_audit(&req), |op| {
-            let k = op.resolve(req.key_id.as_deref(), false)?;
-            op.permit("kms:ListResourceTags", &k, StateRule::Any, &no_conditions())?;
-            let tags = store::tags(op.tx, &k.key_id)?
-                .into_iter()
-                .map(|(tag_key, tag_value)| Tag { tag_key, tag_value })
-                .collect();
-            Ok(ListTagsResponse {
-                tags,
-                truncated: false,
-            })
+        let k = op.resolve(req.key_id.as_deref(), false)?;
+        op.permit("kms:ListResourceTags", &k, StateRule::Any, &no_conditions())?;
+        let tags = store::tags(op.tx, &k.key_id)?
+            .into_iter()
+            .map(|(tag_key, tag_value)| Tag { tag_key, tag_value })
+            .collect();
+        Ok(ListTagsResponse {
+            tags,
+            truncated: false,
         })
     }
 }
