@@ -1,5 +1,6 @@
-//! `keyvol kms <operation>`: the aws CLI's operation names and flags,
-//! built from one table and sent through the KMS's JSON entry point.
+//! `keyvol kms <operation>`: the aws CLI's operation names and flags, built
+//! from the KMS's operation table (`keyvol::kms::Operation::ALL`) and sent
+//! through the KMS's JSON entry point.
 
 use std::io::Read;
 
@@ -7,6 +8,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde_json::{json, Map, Value};
 
 use super::CliError;
+use keyvol::kms::operation::{Member, Operation};
 use keyvol::validate::{member_name, Constraint, Violation};
 
 /// How a request field is given on the command line.
@@ -54,314 +56,13 @@ fn kind_of(field: &str) -> Kind {
     }
 }
 
-/// (operation, its request fields, the fields that are required).
-const OPERATIONS: &[(&str, &[&str], &[&str])] = &[
-    (
-        "CreateKey",
-        &[
-            "Policy",
-            "Description",
-            "KeyUsage",
-            "KeySpec",
-            "CustomerMasterKeySpec",
-            "Origin",
-            "BypassPolicyLockoutSafetyCheck",
-            "Tags",
-            "MultiRegion",
-        ],
-        &[],
-    ),
-    ("DescribeKey", &["KeyId", "GrantTokens"], &["KeyId"]),
-    ("ListKeys", &["Limit", "Marker"], &[]),
-    (
-        "UpdateKeyDescription",
-        &["KeyId", "Description"],
-        &["KeyId", "Description"],
-    ),
-    ("EnableKey", &["KeyId"], &["KeyId"]),
-    ("DisableKey", &["KeyId"], &["KeyId"]),
-    (
-        "ScheduleKeyDeletion",
-        &["KeyId", "PendingWindowInDays"],
-        &["KeyId"],
-    ),
-    ("CancelKeyDeletion", &["KeyId"], &["KeyId"]),
-    (
-        "Encrypt",
-        &[
-            "KeyId",
-            "Plaintext",
-            "EncryptionContext",
-            "EncryptionAlgorithm",
-            "GrantTokens",
-            "DryRun",
-        ],
-        &["KeyId", "Plaintext"],
-    ),
-    (
-        "Decrypt",
-        &[
-            "CiphertextBlob",
-            "KeyId",
-            "EncryptionContext",
-            "EncryptionAlgorithm",
-            "GrantTokens",
-            "DryRun",
-        ],
-        &["CiphertextBlob"],
-    ),
-    (
-        "ReEncrypt",
-        &[
-            "CiphertextBlob",
-            "SourceEncryptionContext",
-            "SourceKeyId",
-            "DestinationKeyId",
-            "DestinationEncryptionContext",
-            "SourceEncryptionAlgorithm",
-            "DestinationEncryptionAlgorithm",
-            "GrantTokens",
-            "DryRun",
-        ],
-        &["CiphertextBlob", "DestinationKeyId"],
-    ),
-    (
-        "GenerateDataKey",
-        &[
-            "KeyId",
-            "EncryptionContext",
-            "NumberOfBytes",
-            "KeySpec",
-            "GrantTokens",
-            "DryRun",
-        ],
-        &["KeyId"],
-    ),
-    (
-        "GenerateDataKeyWithoutPlaintext",
-        &[
-            "KeyId",
-            "EncryptionContext",
-            "NumberOfBytes",
-            "KeySpec",
-            "GrantTokens",
-            "DryRun",
-        ],
-        &["KeyId"],
-    ),
-    (
-        "GenerateRandom",
-        &["NumberOfBytes", "CustomKeyStoreId"],
-        &[],
-    ),
-    (
-        "CreateAlias",
-        &["AliasName", "TargetKeyId"],
-        &["AliasName", "TargetKeyId"],
-    ),
-    (
-        "UpdateAlias",
-        &["AliasName", "TargetKeyId"],
-        &["AliasName", "TargetKeyId"],
-    ),
-    ("DeleteAlias", &["AliasName"], &["AliasName"]),
-    ("ListAliases", &["KeyId", "Limit", "Marker"], &[]),
-    (
-        "EnableKeyRotation",
-        &["KeyId", "RotationPeriodInDays"],
-        &["KeyId"],
-    ),
-    ("DisableKeyRotation", &["KeyId"], &["KeyId"]),
-    ("GetKeyRotationStatus", &["KeyId"], &["KeyId"]),
-    ("RotateKeyOnDemand", &["KeyId"], &["KeyId"]),
-    (
-        "ListKeyRotations",
-        &["KeyId", "IncludeKeyMaterial", "Limit", "Marker"],
-        &["KeyId"],
-    ),
-    ("TagResource", &["KeyId", "Tags"], &["KeyId", "Tags"]),
-    (
-        "UntagResource",
-        &["KeyId", "TagKeys"],
-        &["KeyId", "TagKeys"],
-    ),
-    (
-        "ListResourceTags",
-        &["KeyId", "Limit", "Marker"],
-        &["KeyId"],
-    ),
-    ("GetKeyPolicy", &["KeyId", "PolicyName"], &["KeyId"]),
-    (
-        "PutKeyPolicy",
-        &[
-            "KeyId",
-            "PolicyName",
-            "Policy",
-            "BypassPolicyLockoutSafetyCheck",
-        ],
-        &["KeyId", "Policy"],
-    ),
-    ("ListKeyPolicies", &["KeyId", "Limit", "Marker"], &["KeyId"]),
-    (
-        "CreateGrant",
-        &[
-            "KeyId",
-            "GranteePrincipal",
-            "RetiringPrincipal",
-            "Operations",
-            "Constraints",
-            "GrantTokens",
-            "Name",
-            "DryRun",
-        ],
-        &["KeyId", "GranteePrincipal", "Operations"],
-    ),
-    (
-        "ListGrants",
-        &["KeyId", "GrantId", "GranteePrincipal", "Limit", "Marker"],
-        &["KeyId"],
-    ),
-    (
-        "ListRetirableGrants",
-        &["RetiringPrincipal", "Limit", "Marker"],
-        &["RetiringPrincipal"],
-    ),
-    (
-        "RetireGrant",
-        &["GrantToken", "KeyId", "GrantId", "DryRun"],
-        &[],
-    ),
-    (
-        "RevokeGrant",
-        &["KeyId", "GrantId", "DryRun"],
-        &["KeyId", "GrantId"],
-    ),
-    ("GetPublicKey", &["KeyId", "GrantTokens"], &["KeyId"]),
-    (
-        "Sign",
-        &[
-            "KeyId",
-            "Message",
-            "MessageType",
-            "GrantTokens",
-            "SigningAlgorithm",
-            "DryRun",
-        ],
-        &["KeyId", "Message", "SigningAlgorithm"],
-    ),
-    (
-        "Verify",
-        &[
-            "KeyId",
-            "Message",
-            "MessageType",
-            "Signature",
-            "SigningAlgorithm",
-            "GrantTokens",
-            "DryRun",
-        ],
-        &["KeyId", "Message", "Signature", "SigningAlgorithm"],
-    ),
-    (
-        "GenerateMac",
-        &["Message", "KeyId", "MacAlgorithm", "GrantTokens", "DryRun"],
-        &["Message", "KeyId", "MacAlgorithm"],
-    ),
-    (
-        "VerifyMac",
-        &[
-            "Message",
-            "KeyId",
-            "MacAlgorithm",
-            "Mac",
-            "GrantTokens",
-            "DryRun",
-        ],
-        &["Message", "KeyId", "MacAlgorithm", "Mac"],
-    ),
-    (
-        "GenerateDataKeyPair",
-        &[
-            "EncryptionContext",
-            "KeyId",
-            "KeyPairSpec",
-            "GrantTokens",
-            "Recipient",
-            "DryRun",
-        ],
-        &["KeyId", "KeyPairSpec"],
-    ),
-    (
-        "GenerateDataKeyPairWithoutPlaintext",
-        &[
-            "EncryptionContext",
-            "KeyId",
-            "KeyPairSpec",
-            "GrantTokens",
-            "DryRun",
-        ],
-        &["KeyId", "KeyPairSpec"],
-    ),
-    (
-        "DeriveSharedSecret",
-        &[
-            "KeyId",
-            "KeyAgreementAlgorithm",
-            "PublicKey",
-            "GrantTokens",
-            "DryRun",
-            "Recipient",
-        ],
-        &["KeyId", "KeyAgreementAlgorithm", "PublicKey"],
-    ),
-    (
-        "GetParametersForImport",
-        &["KeyId", "WrappingAlgorithm", "WrappingKeySpec"],
-        &["KeyId", "WrappingAlgorithm", "WrappingKeySpec"],
-    ),
-    (
-        "ImportKeyMaterial",
-        &[
-            "KeyId",
-            "ImportToken",
-            "EncryptedKeyMaterial",
-            "ValidTo",
-            "ExpirationModel",
-            "ImportType",
-            "KeyMaterialDescription",
-            "KeyMaterialId",
-        ],
-        &["KeyId", "ImportToken", "EncryptedKeyMaterial"],
-    ),
-    (
-        "DeleteImportedKeyMaterial",
-        &["KeyId", "KeyMaterialId"],
-        &["KeyId"],
-    ),
-    ("GetKeyLastUsage", &["KeyId"], &["KeyId"]),
-    (
-        "ReplicateKey",
-        &[
-            "KeyId",
-            "ReplicaRegion",
-            "Policy",
-            "BypassPolicyLockoutSafetyCheck",
-            "Description",
-            "Tags",
-        ],
-        &["KeyId", "ReplicaRegion"],
-    ),
-    (
-        "UpdatePrimaryRegion",
-        &["KeyId", "PrimaryRegion"],
-        &["KeyId", "PrimaryRegion"],
-    ),
-    (
-        "DescribeCustomKeyStores",
-        &["CustomKeyStoreId", "CustomKeyStoreName", "Limit", "Marker"],
-        &[],
-    ),
-];
+/// The operations with a `keyvol kms` command: every offered operation of
+/// the KMS's table, with its members as flags.
+fn commands() -> impl Iterator<Item = (&'static Operation, &'static [Member])> {
+    Operation::ALL
+        .iter()
+        .filter_map(|op| op.members.map(|members| (op, members)))
+}
 
 /// The help line of a request field (the aws CLI's parameter meaning).
 fn field_help(field: &str) -> &'static str {
@@ -478,26 +179,24 @@ pub fn command() -> Command {
     let mut cmd = Command::new("kms")
         .about("AWS KMS operations on the embedded KMS (aws kms compatible)")
         .subcommand_required(true);
-    for (op, fields, required) in OPERATIONS {
-        let mut sub = Command::new(kebab(op))
-            .about(format!("The {op} operation"))
-            .arg(
-                Arg::new("cli-input-json")
-                    .long("cli-input-json")
-                    .help("The request as JSON (or file://PATH)"),
-            );
-        if let Some(example) = example_of(op) {
+    for (op, members) in commands() {
+        let mut sub = Command::new(kebab(op.name)).about(op.summary).arg(
+            Arg::new("cli-input-json")
+                .long("cli-input-json")
+                .help("The request as JSON (or file://PATH)"),
+        );
+        if let Some(example) = example_of(op.name) {
             sub = sub.after_help(format!("Example:\n  {example}"));
         }
-        for f in *fields {
+        for &Member { name: f, required } in members {
             let long = kebab(f);
-            let mut arg = Arg::new(*f).long(long.clone()).help(field_help(f));
+            let mut arg = Arg::new(f).long(long.clone()).help(field_help(f));
             arg = match kind_of(f) {
                 Kind::Bool => arg.action(ArgAction::SetTrue),
                 Kind::List | Kind::Tags => arg.num_args(1..).action(ArgAction::Append),
                 _ => arg.num_args(1),
             };
-            if required.contains(f) {
+            if required {
                 arg = arg.help(format!("(required) {}", field_help(f)));
             }
             sub = sub.arg(arg);
@@ -744,9 +443,8 @@ pub(super) fn tag_pairs(
 
 /// Builds the AWS request body of `op` from its matches.
 pub fn request_of(op: &str, m: &ArgMatches) -> Result<(String, Value), CliError> {
-    let (name, fields, required) = OPERATIONS
-        .iter()
-        .find(|(n, _, _)| kebab(n) == op)
+    let (Operation { name, .. }, members) = commands()
+        .find(|(o, _)| kebab(o.name) == op)
         .ok_or_else(|| CliError::usage(format!("unknown kms operation {op}")))?;
     let mut req = match m.get_one::<String>("cli-input-json") {
         Some(j) => serde_json::from_str::<Value>(&text_arg(name, "cli-input-json", j)?)
@@ -756,7 +454,7 @@ pub fn request_of(op: &str, m: &ArgMatches) -> Result<(String, Value), CliError>
     let obj = req
         .as_object_mut()
         .ok_or_else(|| CliError::usage("--cli-input-json must be a JSON object"))?;
-    for f in *fields {
+    for &Member { name: f, .. } in members {
         let kind = kind_of(f);
         if kind == Kind::Bool {
             if m.get_flag(f) {
@@ -773,7 +471,7 @@ pub fn request_of(op: &str, m: &ArgMatches) -> Result<(String, Value), CliError>
             );
         }
     }
-    for f in *required {
+    for Member { name: f, .. } in members.iter().filter(|m| m.required) {
         if !obj.contains_key(*f) {
             return Err(CliError::usage(format!(
                 "the following arguments are required: --{}",

@@ -1,17 +1,16 @@
-//! The operations of the KMS, each declared once in the table below: its
-//! AWS name, the typed method of `Kms`, its request and response shapes,
-//! the body in `ops` that does its work, and the work it prepares before
-//! its transaction (`prepare`). The table makes the typed methods (each
-//! runs its body through `Kms::run`: one transaction, one authorization
-//! point, one audit record) and `Kms::call`, the JSON entry point the CLI
-//! and the HTTP server use: one operation name and its AWS request body in,
-//! the AWS response body out.
+//! The operations of the KMS as the table in `operation.rs` declares them:
+//! the typed methods of `Kms` (each runs its body from `ops/` through
+//! `Kms::run`: one transaction, one authorization point, one audit record,
+//! after the work the row prepares outside the transaction) and
+//! `Kms::call`, the JSON entry point the CLI and the HTTP server use: one
+//! operation name and its AWS request body in, the AWS response body out.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::api::*;
+use super::operation::kms_operations;
 use super::ops::asym::*;
 use super::ops::import::{
     pregenerate_wrapping_key, DeleteImportedKeyMaterialRequest, GetParametersForImportRequest,
@@ -53,14 +52,14 @@ macro_rules! run_operation {
     }};
 }
 
-macro_rules! operations {
-    ($($name:literal => $method:ident($req:ty) -> $resp:ty, $body:ident $(, prepare $prepare:ident)?;)*) => {
-        /// Every operation the KMS serves, by its AWS name.
-        pub const OPERATIONS: &[&str] = &[$($name),*];
-
+/// Builds the typed methods of `Kms` and `Kms::call` from the rows of the
+/// operation table (`operation.rs`), so that an operation is served exactly
+/// as it is declared there.
+macro_rules! dispatch {
+    ($($name:literal => $method:ident($req:ty) -> $resp:ty, $body:ident $(prepared_by $prepare:ident)?, $access:ident, $summary:literal, $members:tt;)*) => {
         impl Kms {
             $(
-                #[doc = concat!("The AWS KMS operation `", $name, "`.")]
+                #[doc = concat!("`", $name, "`: ", $summary, ".")]
                 pub fn $method(&self, ctx: &RequestContext, req: $req) -> KmsResult<$resp> {
                     run_operation!(self, ctx, $name, req, $body $(, $prepare)?)
                 }
@@ -87,61 +86,4 @@ macro_rules! operations {
     };
 }
 
-operations! {
-    "CreateKey" => create_key(CreateKeyRequest) -> KeyMetadataResponse, create_key_body, prepare pregenerate_key;
-    "DescribeKey" => describe_key(KeyIdRequest) -> KeyMetadataResponse, describe_key_body;
-    "ListKeys" => list_keys(ListRequest) -> ListKeysResponse, list_keys_body;
-    "UpdateKeyDescription" => update_key_description(UpdateKeyDescriptionRequest) -> Empty, update_key_description_body;
-    "EnableKey" => enable_key(KeyIdRequest) -> Empty, enable_key_body;
-    "DisableKey" => disable_key(KeyIdRequest) -> Empty, disable_key_body;
-    "ScheduleKeyDeletion" => schedule_key_deletion(ScheduleKeyDeletionRequest) -> ScheduleKeyDeletionResponse, schedule_key_deletion_body;
-    "CancelKeyDeletion" => cancel_key_deletion(KeyIdRequest) -> KeyIdResponse, cancel_key_deletion_body;
-    "Encrypt" => encrypt(EncryptRequest) -> EncryptResponse, encrypt_body;
-    "Decrypt" => decrypt(DecryptRequest) -> DecryptResponse, decrypt_body;
-    "ReEncrypt" => re_encrypt(ReEncryptRequest) -> ReEncryptResponse, re_encrypt_body;
-    "GenerateDataKey" => generate_data_key(GenerateDataKeyRequest) -> GenerateDataKeyResponse, generate_data_key_body;
-    "GenerateDataKeyWithoutPlaintext" => generate_data_key_without_plaintext(GenerateDataKeyRequest) -> GenerateDataKeyResponse, generate_data_key_without_plaintext_body;
-    "GenerateRandom" => generate_random(GenerateRandomRequest) -> GenerateRandomResponse, generate_random_body;
-    "CreateAlias" => create_alias(AliasRequest) -> Empty, create_alias_body;
-    "UpdateAlias" => update_alias(AliasRequest) -> Empty, update_alias_body;
-    "DeleteAlias" => delete_alias(AliasRequest) -> Empty, delete_alias_body;
-    "ListAliases" => list_aliases(ListRequest) -> ListAliasesResponse, list_aliases_body;
-    "EnableKeyRotation" => enable_key_rotation(EnableKeyRotationRequest) -> Empty, enable_key_rotation_body;
-    "DisableKeyRotation" => disable_key_rotation(KeyIdRequest) -> Empty, disable_key_rotation_body;
-    "GetKeyRotationStatus" => get_key_rotation_status(KeyIdRequest) -> KeyRotationStatusResponse, get_key_rotation_status_body;
-    "RotateKeyOnDemand" => rotate_key_on_demand(KeyIdRequest) -> KeyIdResponse, rotate_key_on_demand_body;
-    "ListKeyRotations" => list_key_rotations(ListKeyRotationsRequest) -> ListKeyRotationsResponse, list_key_rotations_body;
-    "TagResource" => tag_resource(TagResourceRequest) -> Empty, tag_resource_body;
-    "UntagResource" => untag_resource(UntagResourceRequest) -> Empty, untag_resource_body;
-    "ListResourceTags" => list_resource_tags(ListRequest) -> ListTagsResponse, list_resource_tags_body;
-    "GetKeyPolicy" => get_key_policy(KeyPolicyRequest) -> KeyPolicyResponse, get_key_policy_body;
-    "PutKeyPolicy" => put_key_policy(KeyPolicyRequest) -> Empty, put_key_policy_body;
-    "ListKeyPolicies" => list_key_policies(ListRequest) -> ListKeyPoliciesResponse, list_key_policies_body;
-    "CreateGrant" => create_grant(CreateGrantRequest) -> Value, create_grant_body;
-    "ListGrants" => list_grants(ListGrantsRequest) -> Value, list_grants_body;
-    "ListRetirableGrants" => list_retirable_grants(ListRetirableGrantsRequest) -> Value, list_retirable_grants_body;
-    "RetireGrant" => retire_grant(RetireGrantRequest) -> Empty, retire_grant_body;
-    "RevokeGrant" => revoke_grant(RevokeGrantRequest) -> Empty, revoke_grant_body;
-    "GetPublicKey" => get_public_key(GetPublicKeyRequest) -> GetPublicKeyResponse, get_public_key_body;
-    "Sign" => sign(SignRequest) -> SignResponse, sign_body;
-    "Verify" => verify(VerifyRequest) -> VerifyResponse, verify_body;
-    "GenerateMac" => generate_mac(GenerateMacRequest) -> GenerateMacResponse, generate_mac_body;
-    "VerifyMac" => verify_mac(VerifyMacRequest) -> VerifyMacResponse, verify_mac_body;
-    "GenerateDataKeyPair" => generate_data_key_pair(GenerateDataKeyPairRequest) -> GenerateDataKeyPairResponse, generate_data_key_pair_body, prepare pregenerate_data_key_pair;
-    "GenerateDataKeyPairWithoutPlaintext" => generate_data_key_pair_without_plaintext(GenerateDataKeyPairRequest) -> GenerateDataKeyPairResponse, generate_data_key_pair_without_plaintext_body, prepare pregenerate_data_key_pair;
-    "DeriveSharedSecret" => derive_shared_secret(DeriveSharedSecretRequest) -> DeriveSharedSecretResponse, derive_shared_secret_body;
-    "GetParametersForImport" => get_parameters_for_import(GetParametersForImportRequest) -> GetParametersForImportResponse, get_parameters_for_import_body, prepare pregenerate_wrapping_key;
-    "ImportKeyMaterial" => import_key_material(ImportKeyMaterialRequest) -> ImportKeyMaterialResponse, import_key_material_body;
-    "DeleteImportedKeyMaterial" => delete_imported_key_material(DeleteImportedKeyMaterialRequest) -> ImportKeyMaterialResponse, delete_imported_key_material_body;
-    "GetKeyLastUsage" => get_key_last_usage(KeyOnlyRequest) -> Value, get_key_last_usage_body;
-    "DescribeCustomKeyStores" => describe_custom_key_stores(CustomKeyStoreRequest) -> Value, describe_custom_key_stores_body;
-    "CreateCustomKeyStore" => create_custom_key_store(CustomKeyStoreRequest) -> Value, create_custom_key_store_body;
-    "ConnectCustomKeyStore" => connect_custom_key_store(CustomKeyStoreRequest) -> Value, custom_key_store_by_id_body;
-    "DisconnectCustomKeyStore" => disconnect_custom_key_store(CustomKeyStoreRequest) -> Value, custom_key_store_by_id_body;
-    "DeleteCustomKeyStore" => delete_custom_key_store(CustomKeyStoreRequest) -> Value, custom_key_store_by_id_body;
-    "UpdateCustomKeyStore" => update_custom_key_store(CustomKeyStoreRequest) -> Value, custom_key_store_by_id_body;
-    "Encapsulate" => encapsulate(KeyOnlyRequest) -> Value, encapsulate_body;
-    "Decapsulate" => decapsulate(KeyOnlyRequest) -> Value, decapsulate_body;
-    "ReplicateKey" => replicate_key(ReplicateKeyRequest) -> ReplicateKeyResponse, replicate_key_body;
-    "UpdatePrimaryRegion" => update_primary_region(UpdatePrimaryRegionRequest) -> Empty, update_primary_region_body;
-}
+kms_operations!(dispatch);

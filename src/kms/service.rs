@@ -4,12 +4,13 @@
 //!
 //! Two paths: a state-changing operation runs in a write transaction of
 //! its own on the one write connection (due work, body, audit record, a
-//! durable commit). A stateless one (`STATELESS`) takes the same path when
-//! the write connection is idle; when it is busy, the call runs its body in
-//! a read transaction on a connection of its own, concurrently with the
-//! writer and other readers, and its audit record joins the next group
-//! commit (`commit.rs`). It falls back to the write path when due work
-//! would change what it sees or when its body needs to write.
+//! durable commit). A stateless one (`Access::ReadOnly` in the operation
+//! table, `operation.rs`) takes the same path when the write connection is
+//! idle; when it is busy, the call runs its body in a read transaction on a
+//! connection of its own, concurrently with the writer and other readers,
+//! and its audit record joins the next group commit (`commit.rs`). It falls
+//! back to the write path when due work would change what it sees or when
+//! its body needs to write.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -19,6 +20,7 @@ use serde_json::{json, Map, Value};
 use super::audit::{self, AuditEntry, AuditRecord};
 use super::commit::{GroupCommit, Readers};
 use super::op::{Op, Trace};
+use super::operation::is_read_only;
 use super::state::{Kms, WriteConn};
 use super::store::{self, db};
 use super::{Caller, KmsError, KmsResult, RequestContext};
@@ -34,37 +36,6 @@ enum Attempt<T> {
     /// Must run on the write path; the request is handed back.
     OnWriter(Value),
 }
-
-/// Operations that change no state but their audit record (CloudTrail
-/// marks them `readOnly`).
-const STATELESS: &[&str] = &[
-    "Encrypt",
-    "Decrypt",
-    "ReEncrypt",
-    "GenerateDataKey",
-    "GenerateDataKeyWithoutPlaintext",
-    "GenerateDataKeyPair",
-    "GenerateDataKeyPairWithoutPlaintext",
-    "GenerateRandom",
-    "Sign",
-    "Verify",
-    "GenerateMac",
-    "VerifyMac",
-    "DeriveSharedSecret",
-    "DescribeKey",
-    "ListKeys",
-    "ListAliases",
-    "GetKeyRotationStatus",
-    "ListKeyRotations",
-    "ListResourceTags",
-    "GetKeyPolicy",
-    "ListKeyPolicies",
-    "ListGrants",
-    "ListRetirableGrants",
-    "GetPublicKey",
-    "GetKeyLastUsage",
-    "DescribeCustomKeyStores",
-];
 
 /// Request fields that are never written to the audit log.
 const SECRET_FIELDS: &[&str] = &[
@@ -191,7 +162,7 @@ impl Kms {
         request: Value,
         mut body: impl FnMut(&mut Op<'_>) -> KmsResult<T>,
     ) -> KmsResult<T> {
-        let request = if STATELESS.contains(&operation) {
+        let request = if is_read_only(operation) {
             // Uncontended, the write path is the cheaper one: the write
             // connection's page cache stays valid across its own commits,
             // while a reader's is emptied by every commit since its last
@@ -311,7 +282,7 @@ impl Kms {
         // at most their latest audit records. Everything that changes keys,
         // aliases, grants or policies commits with synchronous=FULL, which
         // also makes every earlier commit durable.
-        let durable = !STATELESS.contains(&operation);
+        let durable = !is_read_only(operation);
         conn.set_synchronous(durable)?;
         let tx =
             rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
@@ -394,7 +365,7 @@ impl Kms {
             "responseElements": trace.response_elements,
             "requestID": uuid::Uuid::new_v4().to_string(),
             "eventID": uuid::Uuid::new_v4().to_string(),
-            "readOnly": STATELESS.contains(&operation),
+            "readOnly": is_read_only(operation),
             "resources": key_arn.map(|a| json!([{"accountId": recipient, "type": "AWS::KMS::Key", "ARN": a}])),
             "eventType": "AwsApiCall",
             "managementEvent": true,
