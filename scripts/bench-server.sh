@@ -4,7 +4,10 @@
 # loopback, keyvol (`keyvol kms serve`, release) side by side with moto's
 # KMS server, and the keyvol/moto ratio.
 # Env: BENCH_SECONDS (default 5 per cell), BENCH_CLIENTS (default "1 16 64"),
-# KEYVOL_VENV (default ~/.cache/keyvol-venv, holds moto_server).
+# KEYVOL_VENV (default ~/.cache/keyvol-venv, holds moto_server),
+# BENCH_BASELINE_KEYVOL (optional: an earlier keyvol binary, e.g. built from
+# an older commit; its server runs the same cells in the same run on a home
+# of its own, and each row adds its r/s and the ratio this/baseline).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${KEYVOL_VENV:-$HOME/.cache/keyvol-venv}
@@ -55,6 +58,21 @@ pids+=($!)
 for _ in $(seq 1 200); do [ -s "$work/serve.out" ] && break; sleep 0.05; done
 kv_endpoint=$(field "$(head -n1 "$work/serve.out")" Endpoint)
 
+# An earlier build, when one is named: its own home and server.
+base_endpoint=""
+if [ -n "${BENCH_BASELINE_KEYVOL:-}" ]; then
+  bhome="$work/baseline-home"
+  bacct=$("$BENCH_BASELINE_KEYVOL" --home "$bhome" iam create-account --account-id 444455556666 --profile-name bench)
+  base_akid=$(field "$bacct" AccessKey AccessKeyId)
+  base_secret=$(field "$bacct" AccessKey SecretAccessKey)
+  base_key=$("$BENCH_BASELINE_KEYVOL" --home "$bhome" --profile bench kms create-key --description bench \
+    --query KeyMetadata.KeyId --output text)
+  "$BENCH_BASELINE_KEYVOL" --home "$bhome" kms serve --listen 127.0.0.1:0 >"$work/base.out" 2>"$work/base.err" &
+  pids+=($!)
+  for _ in $(seq 1 200); do [ -s "$work/base.out" ] && break; sleep 0.05; done
+  base_endpoint=$(field "$(head -n1 "$work/base.out")" Endpoint)
+fi
+
 # moto: any credentials are accepted (it still parses the SigV4 header).
 moto_port=$(free_port)
 "$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
@@ -78,17 +96,26 @@ for op in $OPS; do
       --key-id "$kv_key" --operation "$op" --clients "$c" --seconds "$SECONDS_PER" --label keyvol)
     mo=$("$LOAD" --endpoint "$moto_endpoint" --key-id "$moto_key" --operation "$op" --clients "$c" \
       --seconds "$SECONDS_PER" --label moto)
+    base='{}'
+    if [ -n "$base_endpoint" ]; then
+      base=$("$LOAD" --endpoint "$base_endpoint" --access-key-id "$base_akid" --secret-access-key "$base_secret" \
+        --key-id "$base_key" --operation "$op" --clients "$c" --seconds "$SECONDS_PER" --label baseline)
+      echo "$base" >>"$results"
+    fi
     echo "$kv" >>"$results"
     echo "$mo" >>"$results"
-    "$VENV/bin/python" - "$kv" "$mo" <<'PY'
+    "$VENV/bin/python" - "$kv" "$mo" "$base" <<'PY'
 import json, sys
-kv, mo = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-for r in (kv, mo):
-    if r["errors"]:
+kv, mo, base = (json.loads(a) for a in sys.argv[1:4])
+for r in (kv, mo, base):
+    if r.get("errors"):
         print(f"  ({r['label']}: {r['errors']} errors, first: {r['first_error']})", file=sys.stderr)
 ratio = kv["rps"] / mo["rps"] if mo["rps"] else float("inf")
-print(f"{kv['operation']:<16} {kv['clients']:>7} | {kv['rps']:>10.0f} {kv['p50_ms']:>9.2f} {kv['p99_ms']:>9.2f} | "
-      f"{mo['rps']:>10.0f} {mo['p50_ms']:>9.2f} {mo['p99_ms']:>9.2f} | {ratio:>8.2f}x")
+line = (f"{kv['operation']:<16} {kv['clients']:>7} | {kv['rps']:>10.0f} {kv['p50_ms']:>9.2f} {kv['p99_ms']:>9.2f} | "
+        f"{mo['rps']:>10.0f} {mo['p50_ms']:>9.2f} {mo['p99_ms']:>9.2f} | {ratio:>8.2f}x")
+if base:
+    line += f" | baseline {base['rps']:>6.0f} r/s p99 {base['p99_ms']:>6.2f} ms, this/baseline {kv['rps'] / base['rps']:.2f}x"
+print(line)
 PY
   done
 done
