@@ -51,6 +51,7 @@ use crate::secret::{ct_eq, Key256, VolumeDataKey};
 use crate::session::Session;
 use crate::volume::{SectorCipher, SECTOR_SIZE};
 
+use super::engine;
 use super::manifest::{manifest_mac_key, now_rfc3339};
 use super::ops::{self, db_err};
 use super::{ChunkRef, ChunkStore, Manifest, SnapshotState, BLOCK_SIZE};
@@ -194,7 +195,7 @@ impl From<ApiError> for DirectError {
 
 impl From<super::SnapshotError> for DirectError {
     fn from(e: super::SnapshotError) -> Self {
-        DirectError::from(ops::snap_err(e))
+        DirectError::from(engine::snap_err(e))
     }
 }
 
@@ -595,7 +596,7 @@ pub fn start(s: &Session, req: &StartRequest, default_key: Option<&str>) -> Dire
         tx.commit().map_err(sql)?;
     }
     ops::record_snapshot(s, &m)?;
-    ops::put(&store, &m, &mac)?;
+    engine::put(&store, &m, &mac)?;
     let out = start_response(&m);
     lock(uploads()).insert(
         upload_key(s, &id),
@@ -820,7 +821,7 @@ fn expire(s: &Session, id: &SnapshotId) -> DirectResult<()> {
     m.state_message = Some(format!(
         "The snapshot was not completed within its Timeout of {timeout} minutes after its last block"
     ));
-    ops::put(&store, &m, &manifest_mac_key(&dek))?;
+    engine::put(&store, &m, &manifest_mac_key(&dek))?;
     forget(s, id)
 }
 
@@ -962,7 +963,7 @@ pub fn put_block(
         st.manifest.progress = p.min(99);
     }
     if st.since_put >= REPUT_EVERY || st.last_put.elapsed() >= REPUT_AFTER {
-        ops::put(&u.store, &st.manifest, &u.mac)?;
+        engine::put(&u.store, &st.manifest, &u.mac)?;
         st.since_put = 0;
         st.last_put = Instant::now();
     }
@@ -1058,10 +1059,10 @@ pub fn complete(
     }
     let mut st = lock(&u.state);
     let mut m = st.manifest.clone();
-    ops::check_present(&u.store, &m)?;
+    engine::check_present(&u.store, &m)?;
     m.state = SnapshotState::Completed;
     m.progress = 100;
-    ops::put(&u.store, &m, &u.mac)?;
+    engine::put(&u.store, &m, &u.mac)?;
     st.manifest = m;
     drop(st);
     keep_checksums(s, &id, &u.scope)?;
@@ -1418,14 +1419,14 @@ pub fn get_block(
     let mut data = r
         .store
         .get_chunk(chunk)
-        .map_err(|e| DirectError::from(ops::snap_err(e.in_block(&id, index))))?;
+        .map_err(|e| DirectError::from(engine::snap_err(e.in_block(&id, index))))?;
     if data.len() != BLOCK_SIZE as usize {
         return Err(DirectError::internal(format!(
             "chunk {chunk} of block {index} is {} bytes, not {BLOCK_SIZE}",
             data.len()
         )));
     }
-    ops::on_data_sectors(&mut data, index * SECTORS_PER_BLOCK, |sec, run| {
+    engine::on_data_sectors(&mut data, index * SECTORS_PER_BLOCK, |sec, run| {
         r.cipher.decrypt_sectors(sec, run)
     })
     .map_err(|e| DirectError::internal(e.to_string()))?;

@@ -13,7 +13,7 @@
 //! 2. at most one freeze per process is live, and its descriptor is in
 //!    [`FROZEN_FD`] while it is, for the signal handler;
 //! 3. the freeze lasts only for the cut, whose control request times out
-//!    ([`super::ops::CONTROL_TIMEOUT`]); what no process can cover: a
+//!    ([`crate::volume::control::CONTROL_TIMEOUT`]); what no process can cover: a
 //!    SIGKILL (the filesystem stays frozen until `fsfreeze -u MOUNTPOINT`),
 //!    and a daemon hung before the freeze, since FIFREEZE first syncs the
 //!    filesystem through the device and waits in the kernel for it.

@@ -1,7 +1,9 @@
 //! Snapshots: manifests, the content-addressed chunk store (local directory
-//! or S3-compatible), and the operations built on them.
+//! or S3-compatible), the engine's chunk work on them (`engine`), and the
+//! control plane's operations built on them (`ops`, `direct`).
 
 pub mod direct;
+mod engine;
 pub mod error;
 pub mod freeze;
 pub mod manifest;

@@ -14,6 +14,7 @@ use rusqlite::params;
 use serde_json::{json, Value};
 
 use crate::api_error::{ApiError, ApiResult};
+use crate::volume::control::Reply;
 use crate::volume::device::HydrationMap;
 use crate::volume::service::{
     absolute, canonical_device, db_err, io_err, lock_held, take_lock, vol_err, VolumeRecord,
@@ -78,9 +79,10 @@ fn control_session(
         if reader.read_line(&mut line)? == 0 {
             return Ok(());
         }
-        use super::control::Request;
-        let reply: Result<(String, Vec<u8>), String> = match Request::parse(&line) {
-            Err(e) => Err(e),
+        use super::control::{Refusal, Request};
+        let failed = |e: String| (Refusal::Failed, e);
+        let reply: Result<(String, Vec<u8>), (Refusal, String)> = match Request::parse(&line) {
+            Err(e) => Err(failed(e)),
             Ok(Request::Cut { snapshot: id, all }) => dev
                 .cut(&id, all, MAX_PENDING_SNAPSHOTS)
                 .map(|chunks| {
@@ -88,41 +90,41 @@ fn control_session(
                     crate::telemetry::snapshot_cut(chunks.len());
                     let list: Vec<String> = chunks.iter().map(u64::to_string).collect();
                     mine.push(id.clone());
-                    (format!("OK {}", list.join(" ")), Vec::new())
+                    (list.join(" "), Vec::new())
                 })
                 .map_err(|e| {
                     tracing::warn!(snapshot = %id, "snapshot cut refused: {e}");
-                    e.to_string()
+                    (Refusal::of(&e), e.to_string())
                 }),
             Ok(Request::Read { snapshot: id, chunk: c }) => dev
                 .snapshot_read(&id, c)
                 .map(|b| {
                     crate::telemetry::snapshot_chunk_read();
-                    (format!("OK {}", b.len()), b)
+                    (b.len().to_string(), b)
                 })
                 .map_err(|e| {
                     tracing::error!(snapshot = %id, chunk = c, errno = e.errno(), "snapshot read failed: {e}");
-                    e.to_string()
+                    failed(e.to_string())
                 }),
             Ok(Request::Finish { snapshot: id, ok }) => {
                 mine.retain(|m| *m != id);
                 tracing::info!(snapshot = %id, ok, "snapshot cut finished");
                 dev.finish_cut(&id, ok)
-                    .map(|()| ("OK".to_string(), Vec::new()))
-                    .map_err(|e| e.to_string())
+                    .map(|()| (String::new(), Vec::new()))
+                    .map_err(|e| failed(e.to_string()))
             }
-            Ok(Request::Stop) => {
-                request_stop_of_main(stop).map(|()| ("OK".to_string(), Vec::new()))
-            }
+            Ok(Request::Stop) => request_stop_of_main(stop)
+                .map(|()| (String::new(), Vec::new()))
+                .map_err(failed),
             Ok(Request::Health) => {
                 let (n, last) = dev.io_errors();
-                Ok((format!("OK {n} {last}"), Vec::new()))
+                Ok((format!("{n} {last}"), Vec::new()))
             }
             Ok(Request::Grow { size: n }) => dev
                 .grow(n)
                 .map_err(|e| {
                     tracing::error!(size = n, "online grow failed: {e}");
-                    e.to_string()
+                    failed(e.to_string())
                 })
                 .map(|()| {
                     tracing::info!(size = n, "device grown online");
@@ -131,15 +133,15 @@ fn control_session(
                     if let Err(e) = sizes.size_changed() {
                         tracing::warn!("telling the kernel the new size: {e}");
                     }
-                    ("OK".to_string(), Vec::new())
+                    (String::new(), Vec::new())
                 }),
         };
         match reply {
-            Ok((head, body)) => {
-                writeln!(out, "{head}")?;
+            Ok((words, body)) => {
+                writeln!(out, "{}", Reply::Done(words).encode())?;
                 out.write_all(&body)?;
             }
-            Err(e) => writeln!(out, "ERR {}", e.replace('\n', " "))?,
+            Err((refusal, why)) => writeln!(out, "{}", Reply::Refused(refusal, why).encode())?,
         }
         out.flush()?;
     }
@@ -175,7 +177,10 @@ pub(super) fn io_health(socket: &Path) -> Option<(u64, u64)> {
     (&conn).write_all(format!("{line}\n").as_bytes()).ok()?;
     let mut line = String::new();
     std::io::BufReader::new(&conn).read_line(&mut line).ok()?;
-    let mut words = line.trim().strip_prefix("OK ")?.split(' ');
+    let Reply::Done(words) = Reply::parse(&line) else {
+        return None;
+    };
+    let mut words = words.split(' ');
     let n = words.next()?.parse().ok()?;
     let last = words.next()?.parse().ok()?;
     Some((n, last))
@@ -197,12 +202,12 @@ pub(super) fn grow_online(socket: &Path, size: u64) -> ApiResult<()> {
             "the attach daemon did not answer the grow ({e}): nothing was changed; check `keyvol volume status`"
         ))
     })?;
-    match line.trim().strip_prefix("ERR ") {
-        Some(why) => Err(ApiError::internal(format!(
+    match Reply::parse(&line) {
+        Reply::Refused(_, why) => Err(ApiError::internal(format!(
             "the attach daemon could not grow the device: {why}"
         ))),
-        None if line.trim() == "OK" => Ok(()),
-        None => Err(ApiError::internal(format!(
+        Reply::Done(words) if words.is_empty() => Ok(()),
+        Reply::Done(_) => Err(ApiError::internal(format!(
             "the attach daemon answered the grow with '{}'",
             line.trim()
         ))),
@@ -216,10 +221,13 @@ fn request_stop(socket: &Path) -> std::io::Result<StopReply> {
     (&conn).write_all(format!("{line}\n").as_bytes())?;
     let mut line = String::new();
     std::io::BufReader::new(&conn).read_line(&mut line)?;
-    Ok(match line.trim().strip_prefix("ERR ") {
-        Some(why) => StopReply::Refused(why.to_string()),
+    Ok(match line.trim() {
         // OK, or the daemon exited before answering: it is stopping.
-        None => StopReply::Stopping,
+        "" => StopReply::Stopping,
+        answer => match Reply::parse(answer) {
+            Reply::Refused(_, why) => StopReply::Refused(why),
+            Reply::Done(_) => StopReply::Stopping,
+        },
     })
 }
 

@@ -461,10 +461,10 @@ impl EncryptedDevice {
         let _barrier = self.barrier();
         let mut cuts = self.cuts.lock().unwrap_or_else(|p| p.into_inner());
         if cuts.len() >= max_cuts {
-            return Err(VolumeError::InvalidInput(format!(
-                "{} snapshots of this volume are already in progress (at most {max_cuts}); wait for one to complete",
-                cuts.len()
-            )));
+            return Err(VolumeError::TooManyCuts {
+                in_progress: cuts.len(),
+                max: max_cuts,
+            });
         }
         if cuts.iter().any(|c| c.id == id) {
             return Err(VolumeError::InvalidInput(format!(
@@ -1039,7 +1039,13 @@ mod tests {
         for i in 0..5 {
             assert_eq!(dev.cut(&format!("s{i}"), true, 5).unwrap(), vec![0, 1]);
         }
-        assert!(dev.cut("s5", true, 5).is_err());
+        assert!(matches!(
+            dev.cut("s5", true, 5),
+            Err(VolumeError::TooManyCuts {
+                in_progress: 5,
+                max: 5
+            })
+        ));
         for i in 0..5 {
             dev.finish_cut(&format!("s{i}"), false).unwrap();
         }

@@ -85,6 +85,11 @@ pub enum VolumeError {
     #[error("{} is busy: a process has a file open or its working directory there (see `fuser -vm {}`); nothing was changed: stop it and try again", path.display(), path.display())]
     Busy { path: PathBuf },
 
+    /// A cut refused because the volume has `in_progress` snapshots cut
+    /// and not finished, the most it takes (`max`).
+    #[error("{in_progress} snapshots of this volume are already in progress (at most {max}); wait for one to complete")]
+    TooManyCuts { in_progress: usize, max: usize },
+
     /// Invalid input from the caller, with what to fix.
     #[error("{0}")]
     InvalidInput(String),
@@ -111,7 +116,7 @@ impl VolumeError {
             | VolumeError::InvalidSize { .. }
             | VolumeError::InvalidInput(_) => libc::EINVAL,
             VolumeError::Unsupported(_) => libc::EOPNOTSUPP,
-            VolumeError::Busy { .. } => libc::EBUSY,
+            VolumeError::Busy { .. } | VolumeError::TooManyCuts { .. } => libc::EBUSY,
             VolumeError::EqualKeyHalves
             | VolumeError::ChangeLogCorrupt { .. }
             | VolumeError::ChangeLogMismatch { .. }
