@@ -728,6 +728,7 @@ pub fn create(
 ) -> ApiResult<Value> {
     let vols = Volumes::open(s)?.with_snapshot_source(SNAPSHOT_SOURCE);
     let r = vols.get(vol)?;
+    crate::ec2::hosts::check_data_here(s, r.volume_id.as_str())?;
     // Before anything else: only this volume's own mountpoint is frozen.
     let freeze_dir = match &opts.freeze {
         Some(dir) => Some(super::freeze::volume_mountpoint(&vols, &r, dir)?),

@@ -513,8 +513,11 @@ impl Volumes<'_> {
         }
         self.check_backing(&r)?;
         let recovered = self.recover(&r)?;
-        // Check the key before forking, for a clear error in this process.
-        drop(self.data_key(&r)?);
+        // Check the key before forking, for a clear error in this process
+        // (a remote host's daemon asks the control plane once, itself).
+        if !self.remote()? {
+            drop(self.data_key(&r)?);
+        }
         let device = device
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.default_device(&r.volume_id));

@@ -1,0 +1,366 @@
+//! The volume host side of a control plane on another machine: a home
+//! whose `kms-endpoint` setting names a `keyvol serve` keeps its volumes'
+//! records there (CreateVolume, DescribeVolumes, AttachVolume,
+//! DetachVolume, DeleteVolume over HTTP(S)), and their backing files here.
+//!
+//! This home keeps a local copy of each volume it holds the data of (id,
+//! size, KMS key; never a wrapped key): what the attach daemon serves
+//! from. The daemon obtains the plaintext data key with the keyvol
+//! extension `KeyvolReleaseVolumeKey` ([`release_data_key`]), which the
+//! control plane answers only for a volume attached to this host's own
+//! instance. Detaching is the host's to ask: `keyvol volume detach` stops
+//! the daemon here, then calls DetachVolume.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::api_error::{ApiError, ApiResult};
+use crate::ec2::hosts::remote_instance_id;
+use crate::secret::VolumeDataKey;
+use crate::server::control_plane::{ControlPlaneClient, XmlReply};
+use crate::session::Session;
+use crate::volume::service::{VolumeRecord, Volumes};
+
+/// The setting that names the control plane (one name for KMS, EC2 and
+/// STS, which `keyvol serve` answers at one address).
+pub const ENDPOINT_SETTING: &str = "kms-endpoint";
+
+/// The aws CLI's variable naming a CA bundle (PEM) to trust for an
+/// `https://` endpoint instead of the system bundle.
+pub const CA_BUNDLE_ENV: &str = "AWS_CA_BUNDLE";
+
+const GIB: u64 = 1 << 30;
+
+/// The control plane this home uses, or `None` when it is its own.
+pub fn control_plane(s: &Session) -> ApiResult<Option<ControlPlaneClient>> {
+    let Some(url) = crate::config::get(&s.home, ENDPOINT_SETTING)? else {
+        return Ok(None);
+    };
+    let (key_id, secret) = s.iam.profile_credentials(&s.profile)?;
+    let ca = match std::env::var_os(CA_BUNDLE_ENV) {
+        Some(p) => Some(std::fs::read(&p).map_err(|e| {
+            ApiError::invalid_parameter(format!(
+                "{CA_BUNDLE_ENV}={}: cannot read the CA bundle: {e}",
+                Path::new(&p).display()
+            ))
+        })?),
+        None => None,
+    };
+    ControlPlaneClient::new(&url, s.ctx.region.clone(), &key_id, secret, ca.as_deref()).map(Some)
+}
+
+/// This host's instance id at the control plane: the instance of the
+/// principal its access key belongs to.
+pub fn own_instance(s: &Session, cp: &ControlPlaneClient) -> ApiResult<String> {
+    let arn = cp.caller_arn()?;
+    // arn:aws:iam::ACCOUNT:... (or arn:aws:sts::ACCOUNT:...)
+    let account = arn
+        .split(':')
+        .nth(4)
+        .filter(|a| !a.is_empty())
+        .unwrap_or(s.ctx.caller.account.as_str())
+        .to_string();
+    Ok(remote_instance_id(&account, s.ctx.region.as_str(), &arn))
+}
+
+/// The data key of `r` from the control plane (the attach daemon's one
+/// call): released only while `r` is attached to this host's instance.
+pub fn release_data_key(s: &Session, r: &VolumeRecord) -> ApiResult<VolumeDataKey> {
+    let cp = control_plane(s)?.ok_or_else(|| {
+        ApiError::internal("no control plane is configured (kms-endpoint) for a remote data key")
+    })?;
+    let instance = own_instance(s, &cp)?;
+    cp.release_volume_key(r.volume_id.as_str(), &instance)
+}
+
+/// One volume of a DescribeVolumes or CreateVolume answer, in the keyvol
+/// CLI's shape.
+fn volume_of(x: &XmlReply, local: Option<&VolumeRecord>) -> Value {
+    let attachments: Vec<Value> = x
+        .items("attachmentSet")
+        .iter()
+        .map(|a| {
+            let t = |k: &str| a.text(k).unwrap_or_default();
+            json!({
+                "VolumeId": t("volumeId"), "InstanceId": t("instanceId"), "Device": t("device"),
+                "State": t("status"), "AttachTime": t("attachTime"), "DeleteOnTermination": false,
+            })
+        })
+        .collect();
+    let base = x.without("attachmentSet").without("tagSet");
+    let t = |k: &str| base.text(k).unwrap_or_default();
+    let mut v = json!({
+        "VolumeId": t("volumeId"),
+        "Size": t("size").parse::<u64>().unwrap_or(0),
+        "AvailabilityZone": t("availabilityZone"),
+        "State": t("status"),
+        "CreateTime": t("createTime"),
+        "Encrypted": true,
+        "KmsKeyId": t("kmsKeyId"),
+        "VolumeType": t("volumeType"),
+        "OwnerId": t("ownerId"),
+        "Attachments": attachments,
+        "HeldOnThisHost": local.is_some(),
+    });
+    if let Some(r) = local {
+        v["SizeInBytes"] = json!(r.size);
+    }
+    v
+}
+
+/// Splits a DescribeVolumes answer into its volumes' XML.
+fn each_volume(x: &XmlReply) -> Vec<XmlReply> {
+    x.items("volumeSet")
+}
+
+impl Volumes<'_> {
+    fn local(&self, v: &str) -> Option<VolumeRecord> {
+        self.get(v).ok()
+    }
+
+    /// DescribeVolumes of one volume at the control plane.
+    fn described(&self, cp: &ControlPlaneClient, v: &str) -> ApiResult<XmlReply> {
+        let x = cp.ec2("DescribeVolumes", &[("VolumeId.1", v)])?;
+        each_volume(&x).into_iter().next().ok_or_else(|| {
+            ApiError::new(
+                "InvalidVolume.NotFound",
+                format!("The volume '{v}' does not exist."),
+            )
+        })
+    }
+
+    /// CreateVolume at the control plane, then the sparse backing file
+    /// here. A failure here deletes the record again.
+    pub fn create_remote(
+        &self,
+        cp: &ControlPlaneClient,
+        size: u64,
+        kms_key_id: Option<&str>,
+    ) -> ApiResult<Value> {
+        let bytes = size.to_string();
+        let zone = format!("{}a", self.s.ctx.region);
+        let mut p = vec![
+            ("SizeInBytes", bytes.as_str()),
+            ("AvailabilityZone", zone.as_str()),
+            ("Encrypted", "true"),
+        ];
+        if let Some(k) = kms_key_id {
+            p.push(("KmsKeyId", k));
+        }
+        let x = cp.ec2("CreateVolume", &p)?;
+        let vol: crate::ids::VolumeId =
+            x.text("volumeId")
+                .unwrap_or_default()
+                .parse()
+                .map_err(|_| {
+                    ApiError::internal(format!(
+                        "the control plane at {} answered CreateVolume without a volume id",
+                        cp.endpoint()
+                    ))
+                })?;
+        let arn = x.text("kmsKeyId").unwrap_or_default();
+        match self.insert(&vol, size, &arn, &[], None) {
+            Ok(r) => Ok(volume_of(&x, Some(&r))),
+            Err(e) => {
+                if let Err(d) = cp.ec2("DeleteVolume", &[("VolumeId", vol.as_str())]) {
+                    tracing::warn!(volume = %vol, "undoing CreateVolume: {}", d.message);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// DescribeVolumes at the control plane (all, or the ones named).
+    pub fn describe_remote(&self, cp: &ControlPlaneClient, ids: &[String]) -> ApiResult<Value> {
+        let names: Vec<String> = (1..=ids.len()).map(|i| format!("VolumeId.{i}")).collect();
+        let p: Vec<(&str, &str)> = names
+            .iter()
+            .map(String::as_str)
+            .zip(ids.iter().map(String::as_str))
+            .collect();
+        let x = cp.ec2("DescribeVolumes", &p)?;
+        let out: Vec<Value> = each_volume(&x)
+            .iter()
+            .map(|v| {
+                volume_of(
+                    v,
+                    self.local(&v.text("volumeId").unwrap_or_default()).as_ref(),
+                )
+            })
+            .collect();
+        Ok(json!({"Volumes": out}))
+    }
+
+    /// One volume as [`Volumes::describe_remote`] shows it.
+    pub fn describe_one_remote(&self, cp: &ControlPlaneClient, v: &str) -> ApiResult<Value> {
+        let x = self.described(cp, v)?;
+        Ok(volume_of(&x, self.local(v).as_ref()))
+    }
+
+    /// Puts the backing file of a volume recorded at the control plane on
+    /// this host (hard link, else a sparse copy), so that it can attach it
+    /// here. The file must be the volume's size, as the control plane
+    /// records it (whole GiB) or this home's own copy said.
+    pub fn import_remote(
+        &self,
+        cp: &ControlPlaneClient,
+        v: &str,
+        backing: &Path,
+    ) -> ApiResult<Value> {
+        let x = self.described(cp, v)?;
+        let gib: u64 = x.text("size").unwrap_or_default().parse().unwrap_or(0);
+        let len = std::fs::metadata(backing)
+            .map_err(|e| {
+                ApiError::invalid_parameter(format!(
+                    "backing file {}: {e}: give the volume's own <vol>.img",
+                    backing.display()
+                ))
+            })?
+            .len();
+        if len.div_ceil(GIB) != gib {
+            return Err(ApiError::invalid_parameter(format!(
+                "backing file {} has {len} bytes but volume {v} has {gib} GiB at the control plane: give the volume's own <vol>.img",
+                backing.display()
+            )));
+        }
+        let described = json!({
+            "VolumeId": v,
+            "KmsKeyId": x.text("kmsKeyId").unwrap_or_default(),
+            "EncryptedDataKey": "",
+            "SizeInBytes": len,
+            "SnapshotId": x.text("snapshotId").unwrap_or_default(),
+            "HydrationPendingChunks": 0,
+        });
+        let r = self.import(&described, backing)?;
+        Ok(volume_of(&x, Some(&r)))
+    }
+
+    /// AttachVolume of `v` to this host's instance at the control plane,
+    /// then the attach daemon here, which obtains the data key with
+    /// `KeyvolReleaseVolumeKey`. A daemon that fails to start detaches the
+    /// volume at the control plane again.
+    pub fn attach_remote(
+        &self,
+        cp: &ControlPlaneClient,
+        v: &str,
+        device: Option<&Path>,
+    ) -> ApiResult<Value> {
+        let x = self.described(cp, v)?;
+        let r = self.local(v).ok_or_else(|| {
+            ApiError::new(
+                "InvalidVolume.DataMissing",
+                format!(
+                    "The backing file of volume {v} is not on this host: bring it with `keyvol volume import --volume-id {v} --backing-file PATH`"
+                ),
+            )
+        })?;
+        self.check_backing(&r)?;
+        // The control plane's size: grown there while detached.
+        let gib: u64 = x.text("size").unwrap_or_default().parse().unwrap_or(0);
+        if gib > r.size.div_ceil(GIB) {
+            self.modify(v, gib * GIB)?;
+        }
+        let instance = own_instance(self.s, cp)?;
+        let device_name = free_device_name(cp, &instance)?;
+        cp.ec2(
+            "AttachVolume",
+            &[
+                ("VolumeId", v),
+                ("InstanceId", &instance),
+                ("Device", &device_name),
+            ],
+        )?;
+        match self.attach(v, device) {
+            Ok(mut out) => {
+                if let Some(a) = out["Attachments"]
+                    .as_array_mut()
+                    .and_then(|a| a.first_mut())
+                {
+                    a["InstanceId"] = json!(instance);
+                    a["Ec2Device"] = json!(device_name);
+                }
+                Ok(out)
+            }
+            Err(e) => {
+                let undo = cp.ec2(
+                    "DetachVolume",
+                    &[("VolumeId", v), ("InstanceId", &instance)],
+                );
+                if let Err(d) = undo {
+                    tracing::warn!(volume = v, "undoing AttachVolume: {}", d.message);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops the attach daemon here (refused while the device is in use,
+    /// unless `force`), then DetachVolume at the control plane, which
+    /// forgets this host's right to the key. With the control plane
+    /// unreachable the daemon is stopped all the same, and the error says
+    /// that the control plane has yet to hear of it.
+    pub fn detach_remote(&self, cp: &ControlPlaneClient, v: &str, force: bool) -> ApiResult<Value> {
+        let local = self.local(v);
+        let stopped = match &local {
+            Some(r) if self.attachment(r)?.is_some() => Some(self.detach(v, force)?),
+            _ => None,
+        };
+        let told = own_instance(self.s, cp).and_then(|instance| {
+            cp.ec2(
+                "DetachVolume",
+                &[("VolumeId", v), ("InstanceId", &instance)],
+            )
+        });
+        match (told, stopped) {
+            (Ok(_), Some(out)) => Ok(out),
+            (Ok(_), None) => self.describe_one_remote(cp, v),
+            // Detached there already (by another caller): done here too.
+            (Err(e), Some(out)) if e.code == "IncorrectState" => Ok(out),
+            (Err(e), Some(_)) => Err(ApiError::new(
+                &e.code,
+                format!(
+                    "{v} is detached on this host, but DetachVolume at the control plane failed: {}; run `keyvol volume detach {v}` again once it answers",
+                    e.message
+                ),
+            )),
+            (Err(e), None) => Err(e),
+        }
+    }
+
+    /// DeleteVolume at the control plane, then this host's files of it.
+    pub fn delete_remote(&self, cp: &ControlPlaneClient, v: &str) -> ApiResult<()> {
+        if let Some(r) = self.local(v) {
+            if self.attachment(&r)?.is_some() {
+                return Err(ApiError::new(
+                    "VolumeInUse",
+                    format!("Volume {v} is attached on this host: detach it first (keyvol volume detach {v})"),
+                ));
+            }
+        }
+        cp.ec2("DeleteVolume", &[("VolumeId", v)])?;
+        if self.local(v).is_some() {
+            self.delete(v)?;
+        }
+        Ok(())
+    }
+}
+
+/// The first EBS device name (`/dev/sdf` .. `/dev/sdz`, then `xvdf` ..)
+/// no volume attached to `instance` uses.
+fn free_device_name(cp: &ControlPlaneClient, instance: &str) -> ApiResult<String> {
+    let x = cp.ec2("DescribeInstances", &[("InstanceId.1", instance)])?;
+    let taken = x.texts("deviceName");
+    let candidates = (b'f'..=b'z')
+        .map(|c| format!("/dev/sd{}", c as char))
+        .chain((b'f'..=b'z').map(|c| format!("/dev/xvd{}", c as char)));
+    for name in candidates {
+        if !taken.contains(&name) {
+            return Ok(name);
+        }
+    }
+    Err(ApiError::new(
+        "AttachmentLimitExceeded",
+        format!("instance {instance} has no free device name left: detach a volume first"),
+    ))
+}
