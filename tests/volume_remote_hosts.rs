@@ -48,6 +48,7 @@ fn non_loopback_ip() -> String {
         .expect("this machine has no non-loopback IPv4 address (hostname -I): the plain-HTTP refusal cannot be tested")
 }
 
+#[track_caller]
 fn code(r: Result<impl Sized, ApiError>) -> ApiError {
     match r {
         Ok(_) => panic!("the call should have been refused"),
@@ -183,6 +184,14 @@ fn only_the_attached_host_gets_the_key_over_tls_or_loopback() {
     let e = code(client(&lo, &root_a, None).ec2("CreateSnapshot", &[("VolumeId", &vol)]));
     assert_eq!(e.code, "IncorrectState", "{e:?}");
     assert!(e.message.contains(&i1), "{e:?}");
+    // Nor a grow while attached there, nor a detach from another instance.
+    let e =
+        code(client(&lo, &root_a, None).ec2("ModifyVolume", &[("VolumeId", &vol), ("Size", "2")]));
+    assert_eq!(e.code, "IncorrectState", "{e:?}");
+    let e = code(
+        client(&lo, &root_a, None).ec2("DetachVolume", &[("VolumeId", &vol), ("InstanceId", &i2)]),
+    );
+    assert_eq!(e.code, "InvalidAttachment.NotFound", "{e:?}");
     // Nor a second attachment, nor a delete.
     let e = code(client(&lo, &root_a, None).ec2(
         "AttachVolume",

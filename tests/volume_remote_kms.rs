@@ -204,6 +204,19 @@ fn volume_hosts_share_a_remote_control_plane() {
         "{shown}"
     );
     assert_eq!(shown["Attachments"][0]["State"], "attached", "{shown}");
+    // The control plane's own view: in use by host 1's instance; its own
+    // CLI cannot attach it too, nor delete it.
+    let cp_view = kv(k, &["--profile", "acct", "volume", "describe", &vol]);
+    assert_eq!(cp_view["State"], "in-use", "{cp_view}");
+    assert_eq!(
+        cp_view["Attachments"][0]["InstanceId"],
+        instance.as_str(),
+        "{cp_view}"
+    );
+    let err = kv_err(k, &["--profile", "acct", "volume", "attach", &vol]);
+    assert!(err.contains("VolumeInUse"), "{err}");
+    let err = kv_err(k, &["--profile", "acct", "volume", "delete", &vol]);
+    assert!(err.contains("VolumeInUse"), "{err}");
     let pattern: Vec<u8> = (0..3 * 4096).map(|i| (i * 7 % 251) as u8).collect();
     {
         let f = std::fs::OpenOptions::new().write(true).open(&dev1).unwrap();
@@ -238,6 +251,68 @@ fn volume_hosts_share_a_remote_control_plane() {
     std::fs::write(&desc_path, described.to_string()).unwrap();
     let shown = kv(h1, &["--profile", "acct", "volume", "describe", &vol]);
     assert_eq!(shown["State"], "available", "{shown}");
+
+    // A file system on the aws/ebs volume: mount attaches it (AttachVolume,
+    // key release), unmount detaches it (daemon stopped, DetachVolume).
+    let ebs_id = ebs_vol["VolumeId"].as_str().unwrap().to_string();
+    let mnt = h1.join("mnt");
+    let mounted = kv(
+        h1,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "mount",
+            &ebs_id,
+            mnt.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(mounted["Mount"]["FileSystem"], "ext4", "{mounted}");
+    std::fs::write(mnt.join("hello.txt"), b"on a remote host").unwrap();
+    let shown = kv(h1, &["--profile", "acct", "volume", "describe", &ebs_id]);
+    assert_eq!(
+        shown["Attachments"][0]["InstanceId"],
+        instance.as_str(),
+        "{shown}"
+    );
+    kv(
+        h1,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "unmount",
+            mnt.to_str().unwrap(),
+        ],
+    );
+    let shown = kv(h1, &["--profile", "acct", "volume", "describe", &ebs_id]);
+    assert_eq!(shown["State"], "available", "{shown}");
+    let remounted = kv(
+        h1,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "mount",
+            &ebs_id,
+            mnt.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(remounted["Mount"]["Formatted"], false, "{remounted}");
+    assert_eq!(
+        std::fs::read(mnt.join("hello.txt")).unwrap(),
+        b"on a remote host"
+    );
+    kv(
+        h1,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "unmount",
+            mnt.to_str().unwrap(),
+        ],
+    );
 
     // Host 2 has no backing file yet: the attach says how to bring it.
     let err = kv_err(h2, &["--profile", "acct", "volume", "attach", &vol]);
@@ -293,24 +368,15 @@ fn volume_hosts_share_a_remote_control_plane() {
         server.wait().unwrap().success(),
         "the server stops gracefully on SIGTERM"
     );
-    f2.write_all_at(b"written while the KMS is down", 5 << 20)
+    f2.write_all_at(b"written while the CP is down", 5 << 20)
         .unwrap();
     f2.sync_all().unwrap();
-    let mut buf = [0u8; 29];
+    let mut buf = [0u8; 28];
     f2.read_exact_at(&mut buf, 5 << 20).unwrap();
-    assert_eq!(&buf, b"written while the KMS is down");
+    assert_eq!(&buf, b"written while the CP is down");
     drop(f2);
     // ...and a new attach fails, naming the unreachable control plane.
-    let err = kv_err(
-        h1,
-        &[
-            "--profile",
-            "acct",
-            "volume",
-            "attach",
-            ebs_vol["VolumeId"].as_str().unwrap(),
-        ],
-    );
+    let err = kv_err(h1, &["--profile", "acct", "volume", "attach", &ebs_id]);
     assert!(
         err.contains("ServiceUnavailable")
             && err.contains("cannot reach the control plane at")

@@ -565,7 +565,11 @@ fn run_command(
             }
             vols.to_json(&r).map_err(api)?
         }
-        "describe" => vols.to_json(&vols.get(&vol()).map_err(api)?).map_err(api)?,
+        "describe" => {
+            let mut v = vols.to_json(&vols.get(&vol()).map_err(api)?).map_err(api)?;
+            keyvol::ec2::hosts::show_remote_attachment(s, &mut v).map_err(api)?;
+            v
+        }
         "describe-volumes" | "list" => {
             let wanted: Option<Vec<String>> = m
                 .try_get_many::<String>("volume-ids")
@@ -615,8 +619,12 @@ fn run_command(
             };
             let out: Vec<Value> = all
                 .iter()
-                .map(|r| vols.to_json(r))
-                .collect::<Result<_, _>>()
+                .map(|r| {
+                    let mut v = vols.to_json(r)?;
+                    keyvol::ec2::hosts::show_remote_attachment(s, &mut v)?;
+                    Ok(v)
+                })
+                .collect::<Result<_, ApiError>>()
                 .map_err(api)?;
             json!({"Volumes": out})
         }
@@ -803,6 +811,20 @@ fn run_remote(
         "detach" => vols
             .detach_remote(cp, vid, m.get_flag("force"))
             .map_err(api)?,
+        "mount" => {
+            let fs: FsType = m
+                .get_one::<String>("fs")
+                .map(String::as_str)
+                .unwrap_or("ext4")
+                .parse()
+                .map_err(|e: keyvol::volume::VolumeError| CliError::usage(e.to_string()))?;
+            let dir = m.get_one::<String>("dir").cloned().unwrap_or_default();
+            vols.mount(vid, Path::new(&dir), fs).map_err(api)?
+        }
+        "unmount" => {
+            let dir = m.get_one::<String>("dir").cloned().unwrap_or_default();
+            vols.unmount(Path::new(&dir)).map_err(api)?
+        }
         "import" => {
             let backing = m
                 .get_one::<String>("backing-file")

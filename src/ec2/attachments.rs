@@ -138,7 +138,7 @@ pub fn attach_volume(c: &Call<'_>) -> ApiResult<Value> {
             "Invalid value '{device}' for unixDevice. Attachment point {device} is already in use"
         )));
     }
-    vols.attach(r.volume_id.as_str(), None)?;
+    vols.attach_here(r.volume_id.as_str(), None)?;
     let now = c.s.kms.clock().now();
     let Some(pid) = vols.attached_pid(&r)? else {
         return Err(ApiError::internal(format!(
@@ -173,9 +173,9 @@ pub fn detach_volume(c: &Call<'_>) -> ApiResult<Value> {
         let attached_here = remote.is_some() || vols.attached_pid(&r)?.is_some();
         if attached_here && n.id() != attached_to {
             return Err(ApiError::new(
-                "IncorrectInstanceState",
+                "InvalidAttachment.NotFound",
                 format!(
-                    "Volume '{}' is attached to {attached_to}, not to {}",
+                    "The volume {} is not attached to instance {}: it is attached to {attached_to}",
                     r.volume_id,
                     n.id()
                 ),
@@ -210,7 +210,7 @@ pub fn detach_volume(c: &Call<'_>) -> ApiResult<Value> {
             ));
         }
     }
-    vols.detach(r.volume_id.as_str(), c.p.bool("Force")?.unwrap_or(false))?;
+    vols.detach_here(r.volume_id.as_str(), c.p.bool("Force")?.unwrap_or(false))?;
     records.forget_device_name(r.volume_id.as_str())?;
     Ok(attachment_json(&r, &host, &device, "detaching", attached))
 }

@@ -301,6 +301,60 @@ pub fn check_data_here(s: &Session, vol: &str) -> ApiResult<()> {
     }
 }
 
+/// The control plane's own keyvol CLI commands on a volume attached to a
+/// host on another machine (or whose data is there): what AttachVolume,
+/// DetachVolume, DeleteVolume and ModifyVolume refuse, the CLI refuses
+/// alike ([`super::gate`] calls this once the command is authorized).
+pub(crate) fn guard_local_command(s: &Session, action: &str, vol: &str) -> ApiResult<()> {
+    let remote = RemoteAttachments::open(s)?;
+    if let Some(a) = remote.get(vol)? {
+        let i = &a.instance_id;
+        return match action {
+            "ec2:AttachVolume" => Err(ApiError::new(
+                "VolumeInUse",
+                format!("{vol} is already attached to an instance ({i})"),
+            )),
+            "ec2:DeleteVolume" => Err(ApiError::new(
+                "VolumeInUse",
+                format!("Volume {vol} is currently attached to {i}: detach it first"),
+            )),
+            "ec2:DetachVolume" => Err(ApiError::incorrect_state(format!(
+                "Volume '{vol}' is attached to volume host {i}, not to this machine: detach it on that host (keyvol volume detach), or with DetachVolume (aws ec2 detach-volume --volume-id {vol})"
+            ))),
+            "ec2:ModifyVolume" => Err(ApiError::incorrect_state(format!(
+                "Volume '{vol}' is attached to volume host {i}, which grows no device online: detach it there, modify it, and attach it again"
+            ))),
+            _ => Ok(()),
+        };
+    }
+    if action == "ec2:AttachVolume" {
+        if let Some(i) = remote.data_host(vol)? {
+            return Err(data_elsewhere(
+                vol,
+                &i,
+                "attach it to that host (or to another volume host that has its backing file), not to the control plane's own",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Adds the remote attachment of the volume `v` describes (the keyvol
+/// CLI's shape) to it: `State` `in-use` and its `Attachments`.
+pub fn show_remote_attachment(s: &Session, v: &mut Value) -> ApiResult<()> {
+    let Some(id) = v["VolumeId"].as_str() else {
+        return Ok(());
+    };
+    if let Some(a) = RemoteAttachments::open(s)?.get(id)? {
+        v["State"] = json!("in-use");
+        v["Attachments"] = json!([{
+            "VolumeId": a.volume_id, "InstanceId": a.instance_id, "Device": a.device,
+            "State": a.state, "AttachTime": to_rfc3339(a.attached), "DeleteOnTermination": false,
+        }]);
+    }
+    Ok(())
+}
+
 /// AttachVolume to a volume host on another machine: recorded as
 /// `attaching`, with the caller's identity for the key release; nothing
 /// starts here. The host's attach daemon then calls
@@ -374,7 +428,10 @@ impl std::fmt::Debug for ReleasedKey {
 /// The XML response of `KeyvolReleaseVolumeKey`, in a zeroizing buffer:
 /// the one place the key is encoded for the wire.
 pub fn release_response(k: &ReleasedKey, request_id: &str) -> Zeroizing<String> {
-    let mut out = Zeroizing::new(String::with_capacity(512));
+    // Sized once, so that no reallocation leaves a copy of the key behind.
+    let size =
+        512 + request_id.len() + 8 * (k.volume_id.len() + k.instance_id.len() + k.kms_key_id.len());
+    let mut out = Zeroizing::new(String::with_capacity(size));
     let b64 = Zeroizing::new(crate::kms::api::b64_encode(k.key.expose()));
     out.push_str(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<KeyvolReleaseVolumeKeyResponse xmlns=\"",

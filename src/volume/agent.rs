@@ -500,10 +500,31 @@ impl Volumes<'_> {
         Ok(Some(cleared))
     }
 
+    /// Attaches: on a host whose records are at a control plane on another
+    /// machine, AttachVolume there first ([`Volumes::attach_remote`]);
+    /// then the daemon here ([`Volumes::attach_here`]).
+    pub fn attach(&self, v: &str, device: Option<&Path>) -> ApiResult<Value> {
+        match super::remote::control_plane(self.s)? {
+            Some(cp) => self.attach_remote(&cp, v, device),
+            None => self.attach_here(v, device),
+        }
+    }
+
+    /// Detaches: the daemon here ([`Volumes::detach_here`]), then, on a
+    /// host whose records are at a control plane on another machine,
+    /// DetachVolume there ([`Volumes::detach_remote`]).
+    pub fn detach(&self, v: &str, force: bool) -> ApiResult<Value> {
+        match super::remote::control_plane(self.s)? {
+            Some(cp) => self.detach_remote(&cp, v, force),
+            None => self.detach_here(v, force),
+        }
+    }
+
     /// Attaches in the background: starts the daemon (this binary with
     /// `--foreground`) and returns once the device is served. What a dead
-    /// daemon of this volume left is cleared first.
-    pub fn attach(&self, v: &str, device: Option<&Path>) -> ApiResult<Value> {
+    /// daemon of this volume left is cleared first. This machine only: the
+    /// control plane's own host, or the daemon of a remote host.
+    pub fn attach_here(&self, v: &str, device: Option<&Path>) -> ApiResult<Value> {
         let r = self.row(v)?;
         if self.attachment(&r)?.is_some() {
             return Err(ApiError::new(
@@ -566,7 +587,7 @@ impl Volumes<'_> {
     /// asks the daemon to stop, which it refuses while the device file is
     /// busy; waits for its lock to go. After a crash, clears what the dead
     /// daemon left.
-    pub fn detach(&self, v: &str, force: bool) -> ApiResult<Value> {
+    pub fn detach_here(&self, v: &str, force: bool) -> ApiResult<Value> {
         let r = self.row(v)?;
         let Some((device, pid, _)) = self.attachment(&r)? else {
             return match self.recover(&r)? {

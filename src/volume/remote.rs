@@ -8,8 +8,10 @@
 //! from. The daemon obtains the plaintext data key with the keyvol
 //! extension `KeyvolReleaseVolumeKey` ([`release_data_key`]), which the
 //! control plane answers only for a volume attached to this host's own
-//! instance. Detaching is the host's to ask: `keyvol volume detach` stops
-//! the daemon here, then calls DetachVolume.
+//! instance. Detaching is the host's to ask: `keyvol volume detach` (and
+//! `unmount` of a mount that attached) stops the daemon here, then calls
+//! DetachVolume. [`Volumes::attach`] and [`Volumes::detach`] take this
+//! path on such a host, so `mount` and `unmount` do too.
 
 use std::path::Path;
 
@@ -271,7 +273,7 @@ impl Volumes<'_> {
                 ("Device", &device_name),
             ],
         )?;
-        match self.attach(v, device) {
+        match self.attach_here(v, device) {
             Ok(mut out) => {
                 if let Some(a) = out["Attachments"]
                     .as_array_mut()
@@ -303,7 +305,7 @@ impl Volumes<'_> {
     pub fn detach_remote(&self, cp: &ControlPlaneClient, v: &str, force: bool) -> ApiResult<Value> {
         let local = self.local(v);
         let stopped = match &local {
-            Some(r) if self.attachment(r)?.is_some() => Some(self.detach(v, force)?),
+            Some(r) if self.attachment(r)?.is_some() => Some(self.detach_here(v, force)?),
             _ => None,
         };
         let told = own_instance(self.s, cp).and_then(|instance| {

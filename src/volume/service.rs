@@ -321,11 +321,17 @@ impl<'a> Volumes<'a> {
     /// The EC2 shape of a volume, plus its wrapped data key and context.
     pub fn to_json(&self, r: &VolumeRecord) -> ApiResult<Value> {
         let att = self.attachment(r)?;
+        // On a host whose records are at a control plane, the instance is
+        // the control plane's to name (`keyvol volume describe`).
+        let instance = match self.remote()? {
+            true => Value::Null,
+            false => json!(host_instance_id(&r.account, &r.region)),
+        };
         let attachments: Vec<Value> = att
             .iter()
             .map(|(dev, pid, t)| {
                 json!({"VolumeId": r.volume_id, "Device": dev, "State": "attached", "AttachTime": to_rfc3339(*t),
-                       "InstanceId": host_instance_id(&r.account, &r.region), "Pid": pid,
+                       "InstanceId": instance, "Pid": pid,
                        "DeleteOnTermination": false})
             })
             .collect();
