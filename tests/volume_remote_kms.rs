@@ -314,6 +314,57 @@ fn volume_hosts_share_a_remote_control_plane() {
         ],
     );
 
+    // The daemon in the foreground, as keyvol-attach@.service runs it:
+    // AttachVolume, the key release, serving; stopped by `detach`, it
+    // exits cleanly and the volume is available again.
+    let fg_dev = h1.join("fg.dev");
+    let mut fg = Command::new(env!("CARGO_BIN_EXE_keyvol"))
+        .args([
+            "--profile",
+            "acct",
+            "volume",
+            "attach",
+            &ebs_id,
+            "--foreground",
+        ])
+        .arg("--device")
+        .arg(&fg_dev)
+        .env("KEYVOL_HOME", h1)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufReader::new(fg.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    let ready: Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(ready["State"], "attached", "{ready}");
+    let shown = kv(h1, &["--profile", "acct", "volume", "describe", &ebs_id]);
+    assert_eq!(
+        shown["Attachments"][0]["InstanceId"],
+        instance.as_str(),
+        "{shown}"
+    );
+    assert_eq!(shown["Attachments"][0]["State"], "attached", "{shown}");
+    kv(h1, &["--profile", "acct", "volume", "detach", &ebs_id]);
+    assert!(fg.wait().unwrap().success(), "the daemon exits cleanly");
+    let shown = kv(h1, &["--profile", "acct", "volume", "describe", &ebs_id]);
+    assert_eq!(shown["State"], "available", "{shown}");
+
+    // Snapshots are the control plane's, which cannot read host 1's data.
+    let snap = Command::new(snap_bin())
+        .args(["--profile", "acct", "create", &vol])
+        .env("KEYVOL_HOME", h1)
+        .output()
+        .unwrap();
+    assert!(!snap.status.success());
+    let err = String::from_utf8_lossy(&snap.stderr);
+    assert!(
+        err.contains("IncorrectState") && err.contains("control plane"),
+        "{err}"
+    );
+
     // Host 2 has no backing file yet: the attach says how to bring it.
     let err = kv_err(h2, &["--profile", "acct", "volume", "attach", &vol]);
     assert!(

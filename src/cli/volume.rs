@@ -797,15 +797,22 @@ fn run_remote(
             json!({})
         }
         "attach" => {
+            let device = m.get_one::<String>("device").map(Path::new);
+            if m.get_flag("foreground") {
+                let device =
+                    device.ok_or_else(|| CliError::usage("--foreground needs --device PATH"))?;
+                if let Some(addr) = m.get_one::<String>("metrics") {
+                    keyvol::telemetry::install_and_serve(addr, &[("volume_id", vid)])
+                        .map_err(CliError::usage)?;
+                }
+                let mut out = std::io::stdout();
+                vols.run_daemon_remote(cp, vid, device, &mut out)
+                    .map_err(api)?;
+                return Ok(Value::Null);
+            }
             if let Some(addr) = m.get_one::<String>("metrics") {
                 std::env::set_var(METRICS_ENV, addr);
             }
-            if m.get_flag("foreground") {
-                return Err(CliError::usage(
-                    "--foreground is the attach daemon's own flag: run `keyvol volume attach VOL` without it",
-                ));
-            }
-            let device = m.get_one::<String>("device").map(Path::new);
             vols.attach_remote(cp, vid, device).map_err(api)?
         }
         "detach" => vols

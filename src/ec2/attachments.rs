@@ -307,7 +307,7 @@ pub fn describe_instances(c: &Call<'_>) -> ApiResult<Value> {
             item["iamInstanceProfile"] = json!({"arn": host});
         }
         reservations.push(json!({
-            "reservationId": format!("r-{}", &id[2..]),
+            "reservationId": format!("r-{}", id.strip_prefix("i-").unwrap_or(&id)),
             "ownerId": c.account(),
             "groupSet": Value::Null,
             "instancesSet": [item],

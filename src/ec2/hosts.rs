@@ -112,7 +112,7 @@ pub(crate) fn resolve_instance(c: &Call<'_>, id: &str) -> ApiResult<Instance> {
             format!(
                 "The instance ID '{id}' does not exist: the instances of this account in {} are the control plane's host {} and its registered volume hosts (keyvol iam list-volume-hosts)",
                 c.region(),
-                all[0].id()
+                host_instance_id(c.account(), c.region())
             ),
         )
     })

@@ -238,16 +238,19 @@ impl Volumes<'_> {
         Ok(volume_of(&x, Some(&r)))
     }
 
-    /// AttachVolume of `v` to this host's instance at the control plane,
-    /// then the attach daemon here, which obtains the data key with
-    /// `KeyvolReleaseVolumeKey`. A daemon that fails to start detaches the
-    /// volume at the control plane again.
-    pub fn attach_remote(
+    /// Makes sure `v` is attached to this host's instance at the control
+    /// plane: AttachVolume, or, with `restart`, nothing when it already is
+    /// (a foreground daemon that its supervisor restarted after a crash).
+    /// Its backing file must be here; a size grown at the control plane
+    /// grows it first. The instance, and whether this call attached it.
+    /// (Hosts that sign as one principal are one instance to the control
+    /// plane: give each host its own.)
+    fn claim_remote(
         &self,
         cp: &ControlPlaneClient,
         v: &str,
-        device: Option<&Path>,
-    ) -> ApiResult<Value> {
+        restart: bool,
+    ) -> ApiResult<(String, bool)> {
         let x = self.described(cp, v)?;
         let r = self.local(v).ok_or_else(|| {
             ApiError::new(
@@ -258,21 +261,56 @@ impl Volumes<'_> {
             )
         })?;
         self.check_backing(&r)?;
-        // The control plane's size: grown there while detached.
         let gib: u64 = x.text("size").unwrap_or_default().parse().unwrap_or(0);
-        if gib > r.size.div_ceil(GIB) {
+        if gib > r.size.div_ceil(GIB) && self.attachment(&r)?.is_none() {
             self.modify(v, gib * GIB)?;
         }
         let instance = own_instance(self.s, cp)?;
-        let device_name = free_device_name(cp, &instance)?;
-        cp.ec2(
-            "AttachVolume",
-            &[
-                ("VolumeId", v),
-                ("InstanceId", &instance),
-                ("Device", &device_name),
-            ],
-        )?;
+        let mine = x
+            .items("attachmentSet")
+            .iter()
+            .any(|a| a.text("instanceId").as_deref() == Some(instance.as_str()));
+        if mine && !restart {
+            return Err(ApiError::new(
+                "VolumeInUse",
+                format!(
+                    "{v} is already attached to this host's instance {instance}: if its daemon died, `keyvol volume detach {v}` clears the attachment first"
+                ),
+            ));
+        }
+        if !mine {
+            let device_name = free_device_name(cp, &instance)?;
+            cp.ec2(
+                "AttachVolume",
+                &[
+                    ("VolumeId", v),
+                    ("InstanceId", &instance),
+                    ("Device", &device_name),
+                ],
+            )?;
+        }
+        Ok((instance, !mine))
+    }
+
+    /// Undoes an AttachVolume this host made when its daemon could not
+    /// start (best effort: the error that matters is the daemon's).
+    fn unclaim_remote(&self, cp: &ControlPlaneClient, v: &str, instance: &str) {
+        if let Err(d) = cp.ec2("DetachVolume", &[("VolumeId", v), ("InstanceId", instance)]) {
+            tracing::warn!(volume = v, "undoing AttachVolume: {}", d.message);
+        }
+    }
+
+    /// AttachVolume of `v` to this host's instance at the control plane,
+    /// then the attach daemon here, which obtains the data key with
+    /// `KeyvolReleaseVolumeKey`. A daemon that fails to start detaches the
+    /// volume at the control plane again.
+    pub fn attach_remote(
+        &self,
+        cp: &ControlPlaneClient,
+        v: &str,
+        device: Option<&Path>,
+    ) -> ApiResult<Value> {
+        let (instance, claimed) = self.claim_remote(cp, v, false)?;
         match self.attach_here(v, device) {
             Ok(mut out) => {
                 if let Some(a) = out["Attachments"]
@@ -280,17 +318,44 @@ impl Volumes<'_> {
                     .and_then(|a| a.first_mut())
                 {
                     a["InstanceId"] = json!(instance);
-                    a["Ec2Device"] = json!(device_name);
                 }
                 Ok(out)
             }
             Err(e) => {
-                let undo = cp.ec2(
-                    "DetachVolume",
-                    &[("VolumeId", v), ("InstanceId", &instance)],
-                );
-                if let Err(d) = undo {
-                    tracing::warn!(volume = v, "undoing AttachVolume: {}", d.message);
+                if claimed {
+                    self.unclaim_remote(cp, v, &instance);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The attach daemon in this process (`keyvol volume attach VOL
+    /// --foreground`, as `keyvol-attach@.service` runs it): AttachVolume
+    /// to this host's instance unless already attached, the daemon until
+    /// it is stopped, then DetachVolume. A daemon that fails leaves the
+    /// attachment for its restart, unless this call made it.
+    pub fn run_daemon_remote(
+        &self,
+        cp: &ControlPlaneClient,
+        v: &str,
+        device: &Path,
+        ready: &mut dyn std::io::Write,
+    ) -> ApiResult<()> {
+        let (instance, claimed) = self.claim_remote(cp, v, true)?;
+        match self.run_daemon(v, device, ready) {
+            Ok(()) => match cp.ec2(
+                "DetachVolume",
+                &[("VolumeId", v), ("InstanceId", &instance)],
+            ) {
+                Ok(_) => Ok(()),
+                // Detached there already (`keyvol volume detach` asks too).
+                Err(e) if e.code == "IncorrectState" => Ok(()),
+                Err(e) => Err(e),
+            },
+            Err(e) => {
+                if claimed {
+                    self.unclaim_remote(cp, v, &instance);
                 }
                 Err(e)
             }
@@ -303,10 +368,15 @@ impl Volumes<'_> {
     /// unreachable the daemon is stopped all the same, and the error says
     /// that the control plane has yet to hear of it.
     pub fn detach_remote(&self, cp: &ControlPlaneClient, v: &str, force: bool) -> ApiResult<Value> {
-        let local = self.local(v);
-        let stopped = match &local {
-            Some(r) if self.attachment(r)?.is_some() => Some(self.detach_here(v, force)?),
-            _ => None,
+        // The daemon here, or what a dead one left; nothing attached here
+        // is no error (DetachVolume is still to be made).
+        let stopped = match self.local(v) {
+            Some(_) => match self.detach_here(v, force) {
+                Ok(out) => Some(out),
+                Err(e) if e.code == "IncorrectState" => None,
+                Err(e) => return Err(e),
+            },
+            None => None,
         };
         let told = own_instance(self.s, cp).and_then(|instance| {
             cp.ec2(
