@@ -471,7 +471,7 @@ pub fn release_volume_key(s: &Session, p: &Params, secure: bool) -> ApiResult<Re
     if let Err(e) = super::audit(
         s,
         "ec2.amazonaws.com",
-        super::super::server::control_plane::RELEASE_VOLUME_KEY,
+        crate::server::control_plane::RELEASE_VOLUME_KEY,
         p,
         &audited,
         false,
@@ -485,7 +485,7 @@ pub fn release_volume_key(s: &Session, p: &Params, secure: bool) -> ApiResult<Re
 }
 
 fn release(s: &Session, p: &Params, secure: bool) -> ApiResult<ReleasedKey> {
-    let action = super::super::server::control_plane::RELEASE_VOLUME_KEY;
+    let action = crate::server::control_plane::RELEASE_VOLUME_KEY;
     if !secure {
         return Err(unauthorized(format!(
             "{action} is answered only over TLS or from loopback, and this request came over plain HTTP from {}: serve the control plane with keyvol serve --tls-cert CERT --tls-key KEY and point the host at its https:// endpoint",
