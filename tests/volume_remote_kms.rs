@@ -56,6 +56,16 @@ fn configure_host(host: &Path, endpoint: &str, akid: &str, secret: &str) {
     assert!(child.wait().unwrap().success());
 }
 
+/// The control plane's process, killed when the test ends early.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn volume_hosts_share_a_remote_control_plane() {
     let Some(_g) = fuse_prerequisites() else {
@@ -104,15 +114,17 @@ fn volume_hosts_share_a_remote_control_plane() {
         .unwrap()
         .to_string();
 
-    let mut server = Command::new(env!("CARGO_BIN_EXE_keyvol"))
-        .args(["kms", "serve", "--listen", "127.0.0.1:0"])
-        .env("KEYVOL_HOME", k)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut server = Server(
+        Command::new(env!("CARGO_BIN_EXE_keyvol"))
+            .args(["kms", "serve", "--listen", "127.0.0.1:0"])
+            .env("KEYVOL_HOME", k)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut line = String::new();
-    std::io::BufReader::new(server.stdout.take().unwrap())
+    std::io::BufReader::new(server.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     let endpoint = serde_json::from_str::<Value>(&line).unwrap()["Endpoint"]
@@ -352,6 +364,35 @@ fn volume_hosts_share_a_remote_control_plane() {
     let shown = kv(h1, &["--profile", "acct", "volume", "describe", &ebs_id]);
     assert_eq!(shown["State"], "available", "{shown}");
 
+    // A DetachVolume made elsewhere (here: a client of the control plane
+    // as the account root) stops the host's daemon: it polls.
+    kv(h1, &["--profile", "acct", "volume", "attach", &ebs_id]);
+    let elsewhere = keyvol::server::ControlPlaneClient::new(
+        &endpoint,
+        "us-east-1".parse().unwrap(),
+        &akid,
+        keyvol::secret::SecretBytes::from_slice(secret.as_bytes()),
+        None,
+    )
+    .unwrap();
+    elsewhere
+        .ec2("DetachVolume", &[("VolumeId", &ebs_id)])
+        .unwrap();
+    let deadline = std::time::Instant::now()
+        + keyvol::volume::remote::DETACH_POLL * 4
+        + std::time::Duration::from_secs(10);
+    loop {
+        let status = kv(h1, &["--profile", "acct", "volume", "status"]);
+        if status["Attachments"] == serde_json::json!([]) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon of {ebs_id} still serves after DetachVolume: {status}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+
     // Snapshots are the control plane's, which cannot read host 1's data.
     let snap = Command::new(snap_bin())
         .args(["--profile", "acct", "create", &vol])
@@ -414,9 +455,9 @@ fn volume_hosts_share_a_remote_control_plane() {
 
     // The control plane stops: the attached volume keeps working...
     // SAFETY: SIGTERM to the server we started.
-    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(server.0.id() as i32, libc::SIGTERM) };
     assert!(
-        server.wait().unwrap().success(),
+        server.0.wait().unwrap().success(),
         "the server stops gracefully on SIGTERM"
     );
     f2.write_all_at(b"written while the CP is down", 5 << 20)

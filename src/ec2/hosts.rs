@@ -386,8 +386,8 @@ pub(crate) fn attach_remote(
 
 /// DetachVolume of a volume attached to a host on another machine: the
 /// attachment, and the right to the data key, are forgotten. The host's
-/// daemon keeps the key it already holds until the host detaches it
-/// (`keyvol volume detach` there asks the daemon to stop first).
+/// daemon, which polls DescribeVolumes, then stops (`keyvol volume detach`
+/// on the host stops it first, then calls this).
 pub(crate) fn detach_remote(c: &Call<'_>, a: &RemoteAttachment) -> ApiResult<Value> {
     if let Some(d) = c.p.get("Device") {
         if d != a.device {

@@ -48,7 +48,8 @@
 //! shows `invokedBy` `ec2.amazonaws.com` and that caller), marks the
 //! attachment `attached`, and records one `ec2.amazonaws.com` event
 //! `KeyvolReleaseVolumeKey` without the key. DetachVolume forgets the
-//! attachment, and with it the right to the key. AWS SDKs never send it.
+//! attachment, and with it the right to the key; the host's daemon, which
+//! polls DescribeVolumes, stops then. AWS SDKs never send it.
 
 pub mod client;
 pub mod control_plane;

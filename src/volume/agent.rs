@@ -359,6 +359,9 @@ impl Volumes<'_> {
                    "Dumpable": hardening.dumpable, "MemoryLocked": hardening.memory == crate::sys::MemoryLock::All})
         );
         let _ = ready.flush();
+        if self.remote().unwrap_or(false) {
+            super::remote::watch_for_detach(self.s, v);
+        }
         loop {
             let sig = signals.wait();
             let waiter = stop.lock().map(|mut s| s.take()).unwrap_or(None);
