@@ -1,5 +1,5 @@
-//! Per-home settings (`keyvol configure set|get|list`): where the KMS is
-//! and where snapshots are stored. Environment variables override them.
+//! Per-home settings (`keyvol configure set|get|list`): where the control
+//! plane (KMS, volume records) is and where snapshots are stored. Environment variables override them.
 
 use rusqlite::OptionalExtension;
 
@@ -11,7 +11,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     (
         "kms-endpoint",
         "KEYVOL_KMS_ENDPOINT",
-        "URL of a remote keyvol KMS (http://HOST:PORT); empty = the embedded KMS",
+        "URL of the control plane (keyvol serve: KMS, EC2, STS; https://HOST:PORT off loopback) whose KMS this home uses and where its volume records are; empty = this home's own",
     ),
     (
         "snapshot-store",

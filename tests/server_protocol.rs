@@ -50,11 +50,6 @@ impl MockKms {
 }
 
 impl KmsService for MockKms {
-    /// alice is the volume host whose requests may act through EC2.
-    fn is_volume_host(&self, caller: &Caller) -> bool {
-        caller.principal_arn.ends_with(":user/alice")
-    }
-
     fn credentials(&self, access_key_id: &str) -> Option<Credentials> {
         self.keys.get(access_key_id).map(|(s, c)| Credentials {
             secret_access_key: SecretBytes::from_slice(s.as_bytes()),
@@ -332,24 +327,33 @@ fn assert_error(resp: &Resp, status: u16, ty: &str) {
 
 const INVALID_SIGNATURE: &str = "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.";
 
-/// The keyvol extension header `x-keyvol-via-service` sets `kms:ViaService`
-/// only when signed, only with the EC2 endpoint of the signed region.
+/// The retired keyvol header `x-keyvol-via-service` (it once claimed
+/// `kms:ViaService`) is refused wherever a KMS request carries it, signed
+/// or not, with any value; without it no request acts via EC2, and
+/// RemoteKms never sends it, even for a context acting via EC2.
 #[test]
-fn via_service_header_counts_only_when_signed() {
+fn retired_via_service_header_is_refused() {
     let srv = server();
     let addr = srv.local_addr();
     let via = |req: &Signed| send(addr, req);
 
-    let mut signed = Signed::new("Echo", b"{}");
-    signed.extra = vec![(
-        "X-Keyvol-Via-Service".into(),
-        "ec2.us-east-1.amazonaws.com".into(),
-    )];
-    let r = via(&signed);
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    assert_eq!(r.json()["ViaService"], "ec2.us-east-1.amazonaws.com");
-
-    // Added after signing: not among SignedHeaders, so ignored.
+    for value in [
+        "ec2.us-east-1.amazonaws.com",
+        "s3.us-east-1.amazonaws.com",
+        "",
+    ] {
+        let mut signed = Signed::new("Echo", b"{}");
+        signed.extra = vec![("X-Keyvol-Via-Service".into(), value.into())];
+        let r = via(&signed);
+        assert_error(&r, 400, "ValidationException");
+        assert!(
+            r.message()
+                .contains("x-keyvol-via-service header is no longer accepted"),
+            "{}",
+            r.message()
+        );
+    }
+    // Added after signing: refused all the same.
     let plain = Signed::new("Echo", b"{}");
     let mut headers = plain.headers(addr);
     headers.push((
@@ -357,28 +361,10 @@ fn via_service_header_counts_only_when_signed() {
         "ec2.us-east-1.amazonaws.com".into(),
     ));
     let r = exchange(addr, &wire("POST", "/", &headers, b"{}", true));
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    assert_eq!(r.json()["ViaService"], Value::Null);
+    assert_error(&r, 400, "ValidationException");
     assert_eq!(via(&plain).json()["ViaService"], Value::Null);
 
-    // Signed, but another service or another region than the signature's.
-    for bad in [
-        "s3.us-east-1.amazonaws.com",
-        "ec2.eu-west-1.amazonaws.com",
-        "",
-    ] {
-        let mut req = Signed::new("Echo", b"{}");
-        req.extra = vec![("x-keyvol-via-service".into(), bad.into())];
-        let r = via(&req);
-        assert_error(&r, 400, "ValidationException");
-        assert!(
-            r.message().contains("ec2.us-east-1.amazonaws.com"),
-            "{}",
-            r.message()
-        );
-    }
-
-    // RemoteKms sends it (signed) when its KmsClient context acts via EC2.
+    // RemoteKms claims nothing, whatever its KmsClient context says.
     use keyvol::kms::KmsClient;
     let client = RemoteKms::new(
         &format!("http://{addr}"),
@@ -392,10 +378,7 @@ fn via_service_header_counts_only_when_signed() {
     let direct = KmsClient::call(&client, &ctx, "Echo", json!({})).unwrap();
     assert_eq!(direct["ViaService"], Value::Null);
     let through_ec2 = KmsClient::call(&client, &ctx.via_ec2(), "Echo", json!({})).unwrap();
-    assert_eq!(
-        through_ec2["ViaService"],
-        format!("ec2.{}.amazonaws.com", Region::default_region().as_str())
-    );
+    assert_eq!(through_ec2["ViaService"], Value::Null);
 }
 
 #[test]

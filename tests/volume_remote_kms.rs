@@ -1,9 +1,12 @@
-//! Two homes on one machine standing in for two volume hosts that share one
-//! KMS (a third home serving `keyvol kms serve`): a volume created and
-//! attached through the remote KMS on one host is attached on the other;
-//! with the KMS server stopped the attached volume keeps working and a new
-//! attach fails with a clear error. Needs root and /dev/fuse (fails under
-//! CI=true without them).
+//! Two homes on one machine standing in for two volume hosts on other
+//! machines that share one control plane (a third home serving `keyvol
+//! kms serve`, the alias of `keyvol serve`): the volume's record is at the
+//! control plane, its backing file on the host. A volume created and
+//! attached on host 1 (AttachVolume to host 1's instance; the daemon's
+//! data key from KeyvolReleaseVolumeKey) is attached on host 2 once its
+//! backing file is there; with the control plane stopped the attached
+//! volume keeps working and a new attach fails with a clear error. Needs
+//! root and /dev/fuse (fails under CI=true without them).
 
 mod common;
 
@@ -25,7 +28,8 @@ fn kv_err(home: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
-/// Points `host` at the KMS and stores the remote principal as profile `acct`.
+/// Points `host` at the control plane and stores the remote principal as
+/// profile `acct`.
 fn configure_host(host: &Path, endpoint: &str, akid: &str, secret: &str) {
     kv(host, &["configure", "set", "kms-endpoint", endpoint]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_keyvol"))
@@ -52,15 +56,25 @@ fn configure_host(host: &Path, endpoint: &str, akid: &str, secret: &str) {
     assert!(child.wait().unwrap().success());
 }
 
+/// The control plane's process, killed when the test ends early.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
-fn volume_hosts_share_a_remote_kms() {
+fn volume_hosts_share_a_remote_control_plane() {
     let Some(_g) = fuse_prerequisites() else {
         return;
     };
-    let kms_home = tempfile::tempdir().unwrap();
+    let cp_home = tempfile::tempdir().unwrap();
     let host1 = tempfile::tempdir().unwrap();
     let host2 = tempfile::tempdir().unwrap();
-    let (k, h1, h2) = (kms_home.path(), host1.path(), host2.path());
+    let (k, h1, h2) = (cp_home.path(), host1.path(), host2.path());
     let acct = kv(
         k,
         &[
@@ -80,8 +94,8 @@ fn volume_hosts_share_a_remote_kms() {
         .as_str()
         .unwrap()
         .to_string();
-    // The hosts sign as the account root, registered as a volume host so
-    // that their requests may act through EC2.
+    // The hosts sign as the account root, registered as a volume host: an
+    // instance of the account at the control plane.
     let reg = kv(
         k,
         &[
@@ -93,20 +107,24 @@ fn volume_hosts_share_a_remote_kms() {
         ],
     );
     assert_eq!(reg["VolumeHost"], "arn:aws:iam::444455556666:root", "{reg}");
+    let instance = reg["InstanceId"].as_str().unwrap().to_string();
+    assert!(instance.starts_with("i-") && instance.len() == 19, "{reg}");
     let key = kv(k, &["--profile", "acct", "kms", "create-key"])["KeyMetadata"]["Arn"]
         .as_str()
         .unwrap()
         .to_string();
 
-    let mut server = Command::new(env!("CARGO_BIN_EXE_keyvol"))
-        .args(["kms", "serve", "--listen", "127.0.0.1:0"])
-        .env("KEYVOL_HOME", k)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut server = Server(
+        Command::new(env!("CARGO_BIN_EXE_keyvol"))
+            .args(["kms", "serve", "--listen", "127.0.0.1:0"])
+            .env("KEYVOL_HOME", k)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut line = String::new();
-    std::io::BufReader::new(server.stdout.take().unwrap())
+    std::io::BufReader::new(server.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     let endpoint = serde_json::from_str::<Value>(&line).unwrap()["Endpoint"]
@@ -116,10 +134,11 @@ fn volume_hosts_share_a_remote_kms() {
     configure_host(h1, &endpoint, &akid, &secret);
     configure_host(h2, &endpoint, &akid, &secret);
 
-    // Host 1 creates volumes through the remote KMS: under a named key, and
-    // under the account's alias/aws/ebs (usable only via EC2: the signed
-    // via-service header).
-    let vol = kv(
+    // Host 1 creates volumes at the control plane (CreateVolume: the
+    // control plane makes and keeps the wrapped key, via EC2): under a
+    // named key, and under the account's alias/aws/ebs, usable only via
+    // EC2. The backing files are on host 1.
+    let created = kv(
         h1,
         &[
             "--profile",
@@ -131,10 +150,10 @@ fn volume_hosts_share_a_remote_kms() {
             "--kms-key-id",
             &key,
         ],
-    )["VolumeId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    );
+    let vol = created["VolumeId"].as_str().unwrap().to_string();
+    assert_eq!(created["SizeInBytes"], 32 << 20, "{created}");
+    assert_eq!(created["KmsKeyId"], key.as_str(), "{created}");
     let ebs_vol = kv(
         h1,
         &["--profile", "acct", "volume", "create", "--size", "16MiB"],
@@ -143,29 +162,13 @@ fn volume_hosts_share_a_remote_kms() {
         .as_str()
         .unwrap()
         .starts_with("arn:aws:kms:us-east-1:444455556666:key/"));
-    let dev1 = h1.join("dev");
-    kv(
-        h1,
-        &[
-            "--profile",
-            "acct",
-            "volume",
-            "attach",
-            &vol,
-            "--device",
-            dev1.to_str().unwrap(),
-        ],
-    );
-    let pattern: Vec<u8> = (0..3 * 4096).map(|i| (i * 7 % 251) as u8).collect();
-    {
-        let f = std::fs::OpenOptions::new().write(true).open(&dev1).unwrap();
-        f.write_all_at(&pattern, 1 << 20).unwrap();
-        f.sync_all().unwrap();
-    }
-    let described = kv(h1, &["--profile", "acct", "volume", "detach", &vol]);
-    let desc_path = h1.join("vol.json");
-    std::fs::write(&desc_path, described.to_string()).unwrap();
-    // The KMS audit shows host 1's calls with its access key, through EC2.
+    let backing = h1.join(format!("volumes/us-east-1/{vol}.img"));
+    assert_eq!(std::fs::metadata(&backing).unwrap().len(), 32 << 20);
+    // The record (and its wrapped key) is the control plane's.
+    let record = kv(k, &["--profile", "acct", "volume", "describe", &vol]);
+    assert!(!record["EncryptedDataKey"].as_str().unwrap().is_empty());
+    let on_host = kv(h1, &["--profile", "acct", "volume", "describe", &vol]);
+    assert!(on_host.get("EncryptedDataKey").is_none(), "{on_host}");
     let audit = kv(
         k,
         &[
@@ -182,11 +185,235 @@ fn volume_hosts_share_a_remote_kms() {
         .as_array()
         .unwrap()
         .iter()
-        .any(|e| e["userIdentity"]["accessKeyId"] == akid.as_str()));
+        .any(|e| e["userIdentity"]["accessKeyId"] == akid.as_str()
+            && e["invokedBy"] == "ec2.amazonaws.com"));
 
-    // Host 2 takes the volume over and attaches it: the data key unwraps
-    // through the same KMS.
-    let backing = h1.join(format!("volumes/us-east-1/{vol}.img"));
+    // Attached on host 1: AttachVolume to host 1's instance, then the
+    // daemon's one key release. Data written through the FUSE device.
+    let dev1 = h1.join("dev");
+    let attached = kv(
+        h1,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "attach",
+            &vol,
+            "--device",
+            dev1.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        attached["Attachments"][0]["InstanceId"],
+        instance.as_str(),
+        "{attached}"
+    );
+    let shown = kv(h1, &["--profile", "acct", "volume", "describe", &vol]);
+    assert_eq!(shown["State"], "in-use", "{shown}");
+    assert_eq!(
+        shown["Attachments"][0]["InstanceId"],
+        instance.as_str(),
+        "{shown}"
+    );
+    assert_eq!(shown["Attachments"][0]["State"], "attached", "{shown}");
+    // The control plane's own view: in use by host 1's instance; its own
+    // CLI cannot attach it too, nor delete it.
+    let cp_view = kv(k, &["--profile", "acct", "volume", "describe", &vol]);
+    assert_eq!(cp_view["State"], "in-use", "{cp_view}");
+    assert_eq!(
+        cp_view["Attachments"][0]["InstanceId"],
+        instance.as_str(),
+        "{cp_view}"
+    );
+    let err = kv_err(k, &["--profile", "acct", "volume", "attach", &vol]);
+    assert!(err.contains("VolumeInUse"), "{err}");
+    let err = kv_err(k, &["--profile", "acct", "volume", "delete", &vol]);
+    assert!(err.contains("VolumeInUse"), "{err}");
+    let pattern: Vec<u8> = (0..3 * 4096).map(|i| (i * 7 % 251) as u8).collect();
+    {
+        let f = std::fs::OpenOptions::new().write(true).open(&dev1).unwrap();
+        f.write_all_at(&pattern, 1 << 20).unwrap();
+        f.sync_all().unwrap();
+    }
+    // The KMS audit shows the unwrap: by EC2, as the AttachVolume caller.
+    let audit = kv(
+        k,
+        &[
+            "--profile",
+            "acct",
+            "kms",
+            "audit",
+            "list",
+            "--event-name",
+            "Decrypt",
+        ],
+    );
+    assert!(
+        audit["Events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["userIdentity"]["accessKeyId"] == akid.as_str()
+                && e["invokedBy"] == "ec2.amazonaws.com"
+                && e.get("errorCode").is_none()),
+        "{audit}"
+    );
+    let described = kv(h1, &["--profile", "acct", "volume", "detach", &vol]);
+    let desc_path = h1.join("vol.json");
+    std::fs::write(&desc_path, described.to_string()).unwrap();
+    let shown = kv(h1, &["--profile", "acct", "volume", "describe", &vol]);
+    assert_eq!(shown["State"], "available", "{shown}");
+
+    // A file system on the aws/ebs volume: mount attaches it (AttachVolume,
+    // key release), unmount detaches it (daemon stopped, DetachVolume).
+    let ebs_id = ebs_vol["VolumeId"].as_str().unwrap().to_string();
+    let mnt = h1.join("mnt");
+    let mounted = kv(
+        h1,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "mount",
+            &ebs_id,
+            mnt.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(mounted["Mount"]["FileSystem"], "ext4", "{mounted}");
+    std::fs::write(mnt.join("hello.txt"), b"on a remote host").unwrap();
+    let shown = kv(h1, &["--profile", "acct", "volume", "describe", &ebs_id]);
+    assert_eq!(
+        shown["Attachments"][0]["InstanceId"],
+        instance.as_str(),
+        "{shown}"
+    );
+    kv(
+        h1,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "unmount",
+            mnt.to_str().unwrap(),
+        ],
+    );
+    let shown = kv(h1, &["--profile", "acct", "volume", "describe", &ebs_id]);
+    assert_eq!(shown["State"], "available", "{shown}");
+    let remounted = kv(
+        h1,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "mount",
+            &ebs_id,
+            mnt.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(remounted["Mount"]["Formatted"], false, "{remounted}");
+    assert_eq!(
+        std::fs::read(mnt.join("hello.txt")).unwrap(),
+        b"on a remote host"
+    );
+    kv(
+        h1,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "unmount",
+            mnt.to_str().unwrap(),
+        ],
+    );
+
+    // The daemon in the foreground, as keyvol-attach@.service runs it:
+    // AttachVolume, the key release, serving; stopped by `detach`, it
+    // exits cleanly and the volume is available again.
+    let fg_dev = h1.join("fg.dev");
+    let mut fg = Command::new(env!("CARGO_BIN_EXE_keyvol"))
+        .args([
+            "--profile",
+            "acct",
+            "volume",
+            "attach",
+            &ebs_id,
+            "--foreground",
+        ])
+        .arg("--device")
+        .arg(&fg_dev)
+        .env("KEYVOL_HOME", h1)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufReader::new(fg.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    let ready: Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(ready["State"], "attached", "{ready}");
+    let shown = kv(h1, &["--profile", "acct", "volume", "describe", &ebs_id]);
+    assert_eq!(
+        shown["Attachments"][0]["InstanceId"],
+        instance.as_str(),
+        "{shown}"
+    );
+    assert_eq!(shown["Attachments"][0]["State"], "attached", "{shown}");
+    kv(h1, &["--profile", "acct", "volume", "detach", &ebs_id]);
+    assert!(fg.wait().unwrap().success(), "the daemon exits cleanly");
+    let shown = kv(h1, &["--profile", "acct", "volume", "describe", &ebs_id]);
+    assert_eq!(shown["State"], "available", "{shown}");
+
+    // A DetachVolume made elsewhere (here: a client of the control plane
+    // as the account root) stops the host's daemon: it polls.
+    kv(h1, &["--profile", "acct", "volume", "attach", &ebs_id]);
+    let elsewhere = keyvol::server::ControlPlaneClient::new(
+        &endpoint,
+        "us-east-1".parse().unwrap(),
+        &akid,
+        keyvol::secret::SecretBytes::from_slice(secret.as_bytes()),
+        None,
+    )
+    .unwrap();
+    elsewhere
+        .ec2("DetachVolume", &[("VolumeId", &ebs_id)])
+        .unwrap();
+    let deadline = std::time::Instant::now()
+        + keyvol::volume::remote::DETACH_POLL * 4
+        + std::time::Duration::from_secs(10);
+    loop {
+        let status = kv(h1, &["--profile", "acct", "volume", "status"]);
+        if status["Attachments"] == serde_json::json!([]) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon of {ebs_id} still serves after DetachVolume: {status}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+
+    // Snapshots are the control plane's, which cannot read host 1's data.
+    let snap = Command::new(snap_bin())
+        .args(["--profile", "acct", "create", &vol])
+        .env("KEYVOL_HOME", h1)
+        .output()
+        .unwrap();
+    assert!(!snap.status.success());
+    let err = String::from_utf8_lossy(&snap.stderr);
+    assert!(
+        err.contains("IncorrectState") && err.contains("control plane"),
+        "{err}"
+    );
+
+    // Host 2 has no backing file yet: the attach says how to bring it.
+    let err = kv_err(h2, &["--profile", "acct", "volume", "attach", &vol]);
+    assert!(
+        err.contains("InvalidVolume.DataMissing") && err.contains("volume import"),
+        "{err}"
+    );
+    // Host 2 takes the volume over: the same volume id from the control
+    // plane's records, its backing file brought over.
     let imported = kv(
         h2,
         &[
@@ -222,28 +449,39 @@ fn volume_hosts_share_a_remote_kms() {
     let mut back = vec![0u8; pattern.len()];
     f2.read_exact_at(&mut back, 1 << 20).unwrap();
     assert_eq!(back, pattern, "host 2 reads what host 1 wrote");
+    // One attachment at a time: host 1 cannot attach it meanwhile.
+    let err = kv_err(h1, &["--profile", "acct", "volume", "attach", &vol]);
+    assert!(err.contains("VolumeInUse"), "{err}");
 
-    // The KMS server stops: the attached volume keeps working...
+    // The control plane stops: the attached volume keeps working...
     // SAFETY: SIGTERM to the server we started.
-    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(server.0.id() as i32, libc::SIGTERM) };
     assert!(
-        server.wait().unwrap().success(),
+        server.0.wait().unwrap().success(),
         "the server stops gracefully on SIGTERM"
     );
-    f2.write_all_at(b"written while the KMS is down", 5 << 20)
+    f2.write_all_at(b"written while the CP is down", 5 << 20)
         .unwrap();
     f2.sync_all().unwrap();
-    let mut buf = [0u8; 29];
+    let mut buf = [0u8; 28];
     f2.read_exact_at(&mut buf, 5 << 20).unwrap();
-    assert_eq!(&buf, b"written while the KMS is down");
+    assert_eq!(&buf, b"written while the CP is down");
     drop(f2);
-    // ...and a new attach fails, naming the unreachable KMS.
-    let err = kv_err(h1, &["--profile", "acct", "volume", "attach", &vol]);
+    // ...and a new attach fails, naming the unreachable control plane.
+    let err = kv_err(h1, &["--profile", "acct", "volume", "attach", &ebs_id]);
     assert!(
-        err.contains("DependencyTimeoutException")
-            && err.contains("cannot reach the KMS at")
+        err.contains("ServiceUnavailable")
+            && err.contains("cannot reach the control plane at")
             && err.contains(&endpoint),
         "{err}"
     );
-    kv(h2, &["--profile", "acct", "volume", "detach", &vol]);
+    // Detach stops the daemon here, then says the control plane still
+    // has to hear of it.
+    let err = kv_err(h2, &["--profile", "acct", "volume", "detach", &vol]);
+    assert!(
+        err.contains("cannot reach the control plane at") && err.contains("detached on this host"),
+        "{err}"
+    );
+    let status = kv(h2, &["--profile", "acct", "volume", "status"]);
+    assert_eq!(status["Attachments"], serde_json::json!([]), "{status}");
 }

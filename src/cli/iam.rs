@@ -210,9 +210,11 @@ fn host_command(name: &'static str, about: &'static str) -> Command {
     Command::new(name)
         .about(about)
         .long_about(format!(
-            "{about}. An attach daemon on another host signs its KMS requests with a volume \
-             host's access key and the x-keyvol-via-service header; the server honours the \
-             header only for registered volume hosts. Only the account root may register."
+            "{about}. A registered volume host is an EC2 instance of the account at the \
+             control plane (InstanceId in the output, one per region; DescribeInstances): \
+             AttachVolume to it records the attachment, and the host's attach daemon then \
+             obtains that volume's data key with KeyvolReleaseVolumeKey, over TLS or loopback \
+             only. Only the account root may register."
         ))
         .after_help(format!(
             "Examples:\n  keyvol iam {name} --user-name host1\n  keyvol iam {name} --account-root"
@@ -341,7 +343,12 @@ pub fn run(session: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliErr
                 session.iam.deregister_volume_host(account, user)
             }
             .map_err(svc)?;
-            json!({"VolumeHost": arn, "Registered": sub == "register-volume-host"})
+            let instance = keyvol::ec2::hosts::remote_instance_id(
+                account.as_str(),
+                session.ctx.region.as_str(),
+                &arn,
+            );
+            json!({"VolumeHost": arn, "InstanceId": instance, "Registered": sub == "register-volume-host"})
         }
         "list-volume-hosts" => {
             json!({"VolumeHosts": session.iam.list_volume_hosts(account).map_err(svc)?})

@@ -292,15 +292,21 @@ fn subcommands() -> Command {
         )
         .subcommand(
             Command::new("import")
-                .about("Register a volume made on another host that shares this KMS")
+                .about("Put a volume's backing file on this host (a volume made on another host)")
                 .after_help(
                     "Example:\n  keyvol volume import --volume-json file://vol.json --backing-file /backup/vol.img",
                 )
                 .arg(
                     Arg::new("volume-json")
                         .long("volume-json")
-                        .required(true)
+                        .required_unless_present("volume-id-option")
                         .help("file://PATH of `keyvol volume describe` output"),
+                )
+                .arg(
+                    Arg::new("volume-id-option")
+                        .long("volume-id")
+                        .value_name("VOLUME_ID")
+                        .help("With a control plane (kms-endpoint): the volume whose backing file this is, as the control plane records it"),
                 )
                 .arg(
                     Arg::new("backing-file")
@@ -458,6 +464,13 @@ pub fn run(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliError> {
         // The daemon a gated `attach` started: already authorized and audited.
         return run_command(s, sub, m, &vols, &vol, op);
     }
+    if sub != "status" {
+        // Records at a control plane on another machine: it authorizes
+        // and audits each command there.
+        if let Some(cp) = keyvol::volume::remote::control_plane(s).map_err(api)? {
+            return run_remote(sub, m, &vols, &cp, &vid, op);
+        }
+    }
     keyvol::ec2::gate(
         s,
         action,
@@ -552,7 +565,11 @@ fn run_command(
             }
             vols.to_json(&r).map_err(api)?
         }
-        "describe" => vols.to_json(&vols.get(&vol()).map_err(api)?).map_err(api)?,
+        "describe" => {
+            let mut v = vols.to_json(&vols.get(&vol()).map_err(api)?).map_err(api)?;
+            keyvol::ec2::hosts::show_remote_attachment(s, &mut v).map_err(api)?;
+            v
+        }
         "describe-volumes" | "list" => {
             let wanted: Option<Vec<String>> = m
                 .try_get_many::<String>("volume-ids")
@@ -602,8 +619,12 @@ fn run_command(
             };
             let out: Vec<Value> = all
                 .iter()
-                .map(|r| vols.to_json(r))
-                .collect::<Result<_, _>>()
+                .map(|r| {
+                    let mut v = vols.to_json(r)?;
+                    keyvol::ec2::hosts::show_remote_attachment(s, &mut v)?;
+                    Ok(v)
+                })
+                .collect::<Result<_, ApiError>>()
                 .map_err(api)?;
             json!({"Volumes": out})
         }
@@ -718,5 +739,126 @@ fn run_command(
                 .map_err(api)?
         }
         other => return Err(CliError::usage(format!("unknown volume command {other}"))),
+    })
+}
+
+/// A command of a home whose volume records are at a control plane on
+/// another machine (`kms-endpoint`): the control plane's EC2 actions,
+/// with the backing files and attach daemons on this host.
+fn run_remote(
+    sub: &str,
+    m: &ArgMatches,
+    vols: &Volumes<'_>,
+    cp: &keyvol::server::ControlPlaneClient,
+    vid: &str,
+    op: &'static str,
+) -> Result<Value, CliError> {
+    let api = |e: ApiError| CliError::api(op, e);
+    let unsupported = |what: &str| {
+        CliError::usage(format!(
+            "{what} is not available on a volume host whose records are at the control plane {} (kms-endpoint): use the aws CLI against that endpoint, or attach the volume and use the device it serves",
+            cp.endpoint()
+        ))
+    };
+    Ok(match sub {
+        "create" => {
+            if m.get_one::<String>("snapshot-id").is_some() {
+                return Err(unsupported("volume create --snapshot-id"));
+            }
+            if m.contains_id("tag-specifications")
+                && m.get_many::<String>("tag-specifications").is_some()
+            {
+                return Err(unsupported("volume create --tag-specifications"));
+            }
+            let size = m
+                .get_one::<String>("size")
+                .map(|x| parse_size(x))
+                .transpose()
+                .map_err(api)?
+                .ok_or_else(|| CliError::usage("the following arguments are required: --size"))?;
+            let key = m.get_one::<String>("kms-key-id").map(String::as_str);
+            vols.create_remote(cp, size, key).map_err(api)?
+        }
+        "describe" => vols.describe_one_remote(cp, vid).map_err(api)?,
+        "describe-volumes" | "list" => {
+            if m.try_get_many::<String>("filters").ok().flatten().is_some() {
+                return Err(unsupported("volume describe-volumes --filters"));
+            }
+            let ids: Vec<String> = m
+                .try_get_many::<String>("volume-ids")
+                .ok()
+                .flatten()
+                .map(|v| v.cloned().collect())
+                .unwrap_or_default();
+            vols.describe_remote(cp, &ids).map_err(api)?
+        }
+        "delete" => {
+            vols.delete_remote(cp, vid).map_err(api)?;
+            json!({})
+        }
+        "attach" => {
+            let device = m.get_one::<String>("device").map(Path::new);
+            if m.get_flag("foreground") {
+                let device =
+                    device.ok_or_else(|| CliError::usage("--foreground needs --device PATH"))?;
+                if let Some(addr) = m.get_one::<String>("metrics") {
+                    keyvol::telemetry::install_and_serve(addr, &[("volume_id", vid)])
+                        .map_err(CliError::usage)?;
+                }
+                let mut out = std::io::stdout();
+                vols.run_daemon_remote(cp, vid, device, &mut out)
+                    .map_err(api)?;
+                return Ok(Value::Null);
+            }
+            if let Some(addr) = m.get_one::<String>("metrics") {
+                std::env::set_var(METRICS_ENV, addr);
+            }
+            vols.attach_remote(cp, vid, device).map_err(api)?
+        }
+        "detach" => vols
+            .detach_remote(cp, vid, m.get_flag("force"))
+            .map_err(api)?,
+        "mount" => {
+            let fs: FsType = m
+                .get_one::<String>("fs")
+                .map(String::as_str)
+                .unwrap_or("ext4")
+                .parse()
+                .map_err(|e: keyvol::volume::VolumeError| CliError::usage(e.to_string()))?;
+            let dir = m.get_one::<String>("dir").cloned().unwrap_or_default();
+            vols.mount(vid, Path::new(&dir), fs).map_err(api)?
+        }
+        "unmount" => {
+            let dir = m.get_one::<String>("dir").cloned().unwrap_or_default();
+            vols.unmount(Path::new(&dir)).map_err(api)?
+        }
+        "import" => {
+            let backing = m
+                .get_one::<String>("backing-file")
+                .cloned()
+                .unwrap_or_default();
+            let id = if vid.is_empty() {
+                let arg = m
+                    .get_one::<String>("volume-json")
+                    .cloned()
+                    .unwrap_or_default();
+                let path = arg.strip_prefix("file://").unwrap_or(&arg);
+                let bytes = super::kms::read_path("ImportVolume", "VolumeJson", path, 64 * 1024)?;
+                let described: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                    CliError::usage(format!("--volume-json {path} is not JSON: {e}"))
+                })?;
+                described["VolumeId"]
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        CliError::usage(format!("--volume-json {path} names no VolumeId"))
+                    })?
+            } else {
+                vid.to_string()
+            };
+            vols.import_remote(cp, &id, Path::new(&backing))
+                .map_err(api)?
+        }
+        other => return Err(unsupported(&format!("`keyvol volume {other}`"))),
     })
 }

@@ -1,4 +1,4 @@
-//! AttachVolume, DetachVolume, and DescribeInstances for the volume host.
+//! AttachVolume, DetachVolume, and DescribeInstances for the volume hosts.
 //!
 //! The volume host the control plane runs itself is its own machine:
 //! instance [`host_instance_id`] of each account and region. AttachVolume
@@ -8,7 +8,9 @@
 //! EC2 device name the call gave is recorded with the daemon's pid, so it
 //! is shown for that attachment only; the daemon serves the device file
 //! in the home (`Attachments[].Device` of `keyvol volume describe`).
-//! Volume hosts on other machines attach with their own keyvol CLI.
+//! Volume hosts on other machines are instances too ([`super::hosts`]):
+//! AttachVolume to one only records the attachment, for its daemon to
+//! obtain the data key with `KeyvolReleaseVolumeKey`.
 
 use serde_json::{json, Value};
 
@@ -18,6 +20,7 @@ use crate::policy::ConditionContext;
 use crate::volume::service::{host_instance_id, VolumeRecord, Volumes};
 
 use super::authz::Resource;
+use super::hosts::{self, Instance, RemoteAttachments};
 use super::records::Records;
 use super::volumes::{one, volume_json, volume_resource, volumes};
 use super::{page, passes, Call};
@@ -32,34 +35,9 @@ pub(crate) fn host_resource(c: &Call<'_>) -> Resource {
     Resource::new(instance_arn(c, &host_instance_id(c.account(), c.region())))
 }
 
-/// `InstanceId` as EC2 checks it: `i-` and 8 or 17 hex digits, naming an
-/// instance (a volume host) of the caller in the call's region.
-fn check_instance(c: &Call<'_>, id: &str) -> ApiResult<()> {
-    let hex = id.strip_prefix("i-").unwrap_or("");
-    let well_formed = matches!(hex.len(), 8 | 17)
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if !well_formed {
-        return Err(ApiError::new(
-            "InvalidInstanceID.Malformed",
-            format!(
-                "Invalid id: \"{}\" (expecting \"i-...\")",
-                id.chars().take(32).collect::<String>()
-            ),
-        ));
-    }
-    let host = host_instance_id(c.account(), c.region());
-    if id != host {
-        return Err(ApiError::new(
-            "InvalidInstanceID.NotFound",
-            format!(
-                "The instance ID '{id}' does not exist: the volume host of this control plane in {} is {host}",
-                c.region()
-            ),
-        ));
-    }
-    Ok(())
+/// The instance resource of `i`.
+fn instance_resource(c: &Call<'_>, i: &Instance) -> Resource {
+    Resource::new(instance_arn(c, i.id()))
 }
 
 /// An EBS device name as EC2 takes it: `/dev/sdf` or `xvdf` (`sd` or
@@ -117,16 +95,42 @@ pub fn attach_volume(c: &Call<'_>) -> ApiResult<Value> {
     let (r, o, tags) = one(c, &vols, &records)?;
     let instance = c.p.required("InstanceId")?;
     let device = c.p.required("Device")?;
-    check_instance(c, instance)?;
+    let instance = hosts::resolve_instance(c, instance)?;
     check_device_name(device)?;
     c.authorize(
-        &[volume_resource(c, &r, &o, &tags), host_resource(c)],
+        &[
+            volume_resource(c, &r, &o, &tags),
+            instance_resource(c, &instance),
+        ],
         &ConditionContext::new(),
     )?;
-    if vols.attached_pid(&r)?.is_some() {
+    let remote = RemoteAttachments::open(c.s)?;
+    let in_use = match remote.get(r.volume_id.as_str())? {
+        Some(a) => Some(a.instance_id),
+        None => vols
+            .attached_pid(&r)?
+            .map(|_| host_instance_id(c.account(), c.region())),
+    };
+    if let Some(i) = in_use {
         return Err(ApiError::new(
             "VolumeInUse",
-            format!("{} is already attached to an instance", r.volume_id),
+            format!("{} is already attached to an instance ({i})", r.volume_id),
+        ));
+    }
+    let (local, host) = match &instance {
+        Instance::Local(id) => (id.clone(), None),
+        Instance::Remote { id, host } => (id.clone(), Some(host.clone())),
+    };
+    if let Some(host) = host {
+        // The data comes with the host (its backing file); the control
+        // plane only records the attachment and who made it.
+        return hosts::attach_remote(c, r.volume_id.as_str(), &local, &host, device);
+    }
+    if let Some(elsewhere) = remote.data_host(r.volume_id.as_str())? {
+        return Err(hosts::data_elsewhere(
+            r.volume_id.as_str(),
+            &elsewhere,
+            "attach it to that host (or to another volume host that has its backing file), not to the control plane's own",
         ));
     }
     if device_taken(&vols, &records, device, r.volume_id.as_str())? {
@@ -134,7 +138,7 @@ pub fn attach_volume(c: &Call<'_>) -> ApiResult<Value> {
             "Invalid value '{device}' for unixDevice. Attachment point {device} is already in use"
         )));
     }
-    vols.attach(r.volume_id.as_str(), None)?;
+    vols.attach_here(r.volume_id.as_str(), None)?;
     let now = c.s.kms.clock().now();
     let Some(pid) = vols.attached_pid(&r)? else {
         return Err(ApiError::internal(format!(
@@ -143,7 +147,7 @@ pub fn attach_volume(c: &Call<'_>) -> ApiResult<Value> {
         )));
     };
     records.put_device_name(r.volume_id.as_str(), device, pid, now)?;
-    Ok(attachment_json(&r, instance, device, "attaching", now))
+    Ok(attachment_json(&r, &local, device, "attaching", now))
 }
 
 pub fn detach_volume(c: &Call<'_>) -> ApiResult<Value> {
@@ -151,13 +155,36 @@ pub fn detach_volume(c: &Call<'_>) -> ApiResult<Value> {
     let records = Records::open(c.s)?;
     let (r, o, tags) = one(c, &vols, &records)?;
     let host = host_instance_id(c.account(), c.region());
-    if let Some(i) = c.p.get("InstanceId") {
-        check_instance(c, i)?;
-    }
+    let named =
+        c.p.get("InstanceId")
+            .map(|i| hosts::resolve_instance(c, i))
+            .transpose()?;
+    let remote = RemoteAttachments::open(c.s)?.get(r.volume_id.as_str())?;
+    let attached_to = match &remote {
+        Some(a) => a.instance_id.clone(),
+        None => host.clone(),
+    };
+    let instance_res = Resource::new(instance_arn(c, &attached_to));
     c.authorize(
-        &[volume_resource(c, &r, &o, &tags), host_resource(c)],
+        &[volume_resource(c, &r, &o, &tags), instance_res],
         &ConditionContext::new(),
     )?;
+    if let Some(n) = &named {
+        let attached_here = remote.is_some() || vols.attached_pid(&r)?.is_some();
+        if attached_here && n.id() != attached_to {
+            return Err(ApiError::new(
+                "InvalidAttachment.NotFound",
+                format!(
+                    "The volume {} is not attached to instance {}: it is attached to {attached_to}",
+                    r.volume_id,
+                    n.id()
+                ),
+            ));
+        }
+    }
+    if let Some(a) = &remote {
+        return hosts::detach_remote(c, a);
+    }
     let Some(pid) = vols.attached_pid(&r)? else {
         return Err(ApiError::incorrect_state(format!(
             "Volume '{}' is in the 'available' state.",
@@ -183,86 +210,107 @@ pub fn detach_volume(c: &Call<'_>) -> ApiResult<Value> {
             ));
         }
     }
-    vols.detach(r.volume_id.as_str(), c.p.bool("Force")?.unwrap_or(false))?;
+    vols.detach_here(r.volume_id.as_str(), c.p.bool("Force")?.unwrap_or(false))?;
     records.forget_device_name(r.volume_id.as_str())?;
     Ok(attachment_json(&r, &host, &device, "detaching", attached))
 }
 
-/// DescribeInstances: the caller's volume host in the call's region, as
-/// a running instance in zone `<region>a` whose block device mappings are
-/// the volumes attached to it. `InstanceId.N` naming another instance is
-/// `InvalidInstanceID.NotFound`, as in EC2.
+/// DescribeInstances: the caller's volume hosts in the call's region
+/// (the control plane's own, then each registered host on another
+/// machine), each a running instance in zone `<region>a` whose block
+/// device mappings are the volumes attached to it. `InstanceId.N` naming
+/// another instance is `InvalidInstanceID.NotFound`, as in EC2.
 pub fn describe_instances(c: &Call<'_>) -> ApiResult<Value> {
     let filters = c.p.filters()?;
     let ids = c.p.list("InstanceId")?;
     super::no_ids_with_max_results(c.p, &ids, "instanceIds")?;
     for id in &ids {
-        check_instance(c, id)?;
+        hosts::resolve_instance(c, id)?;
     }
     c.authorize(&[Resource::new("*".into())], &ConditionContext::new())?;
-    let host = host_instance_id(c.account(), c.region());
+    let all = hosts::instances(c)?;
     let vols = volumes(c)?;
     let records = Records::open(c.s)?;
-    let mut mappings = Vec::new();
+    let mut attached: Vec<(String, Value)> = Vec::new();
     for r in vols.list()? {
         let o = records.volume_options(r.volume_id.as_str())?;
         let v = volume_json(&vols, &records, &r, &o, &[])?;
         for a in v["attachmentSet"].as_array().into_iter().flatten() {
-            mappings.push(json!({
-                "deviceName": a["device"],
-                "ebs": {
-                    "attachTime": a["attachTime"],
-                    "deleteOnTermination": false,
-                    "status": a["status"],
-                    "volumeId": a["volumeId"],
-                },
-            }));
+            let instance = a["instanceId"].as_str().unwrap_or_default().to_string();
+            attached.push((
+                instance,
+                json!({
+                    "deviceName": a["device"],
+                    "ebs": {
+                        "attachTime": a["attachTime"],
+                        "deleteOnTermination": false,
+                        "status": a["status"],
+                        "volumeId": a["volumeId"],
+                    },
+                }),
+            ));
         }
     }
     let zone = format!("{}a", c.region());
-    let field = |name: &str| -> Option<Vec<String>> {
-        let devices = |k: &str| {
-            mappings
-                .iter()
-                .map(|m| m["ebs"][k].as_str().unwrap_or_default().to_string())
-                .collect()
-        };
-        Some(match name {
-            "instance-id" => vec![host.clone()],
-            "instance-state-name" => vec!["running".into()],
-            "instance-state-code" => vec!["16".into()],
-            "availability-zone" => vec![zone.clone()],
-            "owner-id" => vec![c.account().to_string()],
-            "block-device-mapping.volume-id" => devices("volumeId"),
-            "block-device-mapping.status" => devices("status"),
-            "block-device-mapping.device-name" => mappings
-                .iter()
-                .map(|m| m["deviceName"].as_str().unwrap_or_default().to_string())
-                .collect(),
-            _ => return None,
-        })
-    };
     let mut reservations = Vec::new();
-    if passes(&filters, &[], &field)? {
-        let reservation = format!("r-{}", &host[2..]);
+    for instance in &all {
+        let id = instance.id().to_string();
+        if !ids.is_empty() && !ids.contains(&id) {
+            continue;
+        }
+        let mappings: Vec<Value> = attached
+            .iter()
+            .filter(|(i, _)| *i == id)
+            .map(|(_, m)| m.clone())
+            .collect();
+        let field = |name: &str| -> Option<Vec<String>> {
+            let devices = |k: &str| {
+                mappings
+                    .iter()
+                    .map(|m| m["ebs"][k].as_str().unwrap_or_default().to_string())
+                    .collect()
+            };
+            Some(match name {
+                "instance-id" => vec![id.clone()],
+                "instance-state-name" => vec!["running".into()],
+                "instance-state-code" => vec!["16".into()],
+                "availability-zone" => vec![zone.clone()],
+                "owner-id" => vec![c.account().to_string()],
+                "block-device-mapping.volume-id" => devices("volumeId"),
+                "block-device-mapping.status" => devices("status"),
+                "block-device-mapping.device-name" => mappings
+                    .iter()
+                    .map(|m| m["deviceName"].as_str().unwrap_or_default().to_string())
+                    .collect(),
+                _ => return None,
+            })
+        };
+        if !passes(&filters, &[], &field)? {
+            continue;
+        }
+        let mut item = json!({
+            "instanceId": id,
+            "instanceState": {"code": 16, "name": "running"},
+            "placement": {"availabilityZone": zone, "tenancy": "default"},
+            // EC2's names (ArchitectureValues) for this machine's.
+            "architecture": match std::env::consts::ARCH {
+                "aarch64" => "arm64",
+                "x86" => "i386",
+                other => other,
+            },
+            "platformDetails": "Linux/UNIX",
+            "rootDeviceType": "ebs",
+            "blockDeviceMapping": if mappings.is_empty() { Value::Null } else { Value::Array(mappings) },
+        });
+        if let Instance::Remote { host, .. } = instance {
+            // The identity the host signs with (as an instance profile).
+            item["iamInstanceProfile"] = json!({"arn": host});
+        }
         reservations.push(json!({
-            "reservationId": reservation,
+            "reservationId": format!("r-{}", id.strip_prefix("i-").unwrap_or(&id)),
             "ownerId": c.account(),
             "groupSet": Value::Null,
-            "instancesSet": [{
-                "instanceId": host,
-                "instanceState": {"code": 16, "name": "running"},
-                "placement": {"availabilityZone": zone, "tenancy": "default"},
-                // EC2's names (ArchitectureValues) for this machine's.
-                "architecture": match std::env::consts::ARCH {
-                    "aarch64" => "arm64",
-                    "x86" => "i386",
-                    other => other,
-                },
-                "platformDetails": "Linux/UNIX",
-                "rootDeviceType": "ebs",
-                "blockDeviceMapping": if mappings.is_empty() { Value::Null } else { Value::Array(mappings.clone()) },
-            }],
+            "instancesSet": [item],
         }));
     }
     let (items, next) = page(c.p, reservations, 5, 1000)?;

@@ -111,6 +111,12 @@ pub fn gate<T>(
     };
     let outcome = resources(&c, target)
         .and_then(|res| c.authorize_action(iam_action, &res, &ConditionContext::new()))
+        .and_then(|()| match target {
+            Target::Volume(v) | Target::VolumeOnHost(v) => {
+                super::hosts::guard_local_command(s, iam_action, v)
+            }
+            _ => Ok(()),
+        })
         .and_then(|()| run());
     let read_only = ["Describe", "List", "Get", "Wait"]
         .iter()

@@ -13,6 +13,7 @@
 //! caller's behalf "via EC2".
 
 pub mod authz;
+pub mod hosts;
 pub mod local;
 pub mod params;
 pub mod records;

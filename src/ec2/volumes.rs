@@ -197,6 +197,14 @@ pub(crate) fn volume_json(
     tags: &[Tag],
 ) -> ApiResult<Value> {
     let v = vols.to_json(r)?;
+    // A volume attached to a host on another machine: that attachment.
+    if let Some(a) =
+        super::hosts::RemoteAttachments::open(vols.session())?.get(r.volume_id.as_str())?
+    {
+        let mut out = volume_json_with(r, o, tags, &v, vec![a.to_json()]);
+        out["status"] = json!("in-use");
+        return Ok(out);
+    }
     let attachments: Vec<Value> = v["Attachments"]
         .as_array()
         .map(|a| {
@@ -219,7 +227,19 @@ pub(crate) fn volume_json(
         })
         .transpose()?
         .unwrap_or_default();
-    Ok(json!({
+    Ok(volume_json_with(r, o, tags, &v, attachments))
+}
+
+/// The EC2 `Volume` of a record with its `attachmentSet`; `v` is the
+/// record's [`Volumes::to_json`].
+fn volume_json_with(
+    r: &VolumeRecord,
+    o: &VolumeOptions,
+    tags: &[Tag],
+    v: &Value,
+    attachments: Vec<Value>,
+) -> Value {
+    json!({
         "volumeId": r.volume_id.as_str(),
         "size": r.size.div_ceil(GIB),
         "snapshotId": r.snapshot_id.clone().unwrap_or_default(),
@@ -236,7 +256,17 @@ pub(crate) fn volume_json(
         "multiAttachEnabled": false,
         "ownerId": r.account,
         "volumeArn": volume_arn(&r.region, &r.account, r.volume_id.as_str()),
-    }))
+    })
+}
+
+/// The keyvol extension `SizeInBytes` of CreateVolume: a whole number of
+/// MiB from 1 MiB (the keyvol CLI's small volumes); the aws CLI never
+/// sends it. Authorized as `ec2:VolumeSize` in GiB, rounded up.
+fn size_bytes(c: &Call<'_>) -> ApiResult<Option<u64>> {
+    match c.p.get("SizeInBytes") {
+        None => Ok(None),
+        Some(v) => crate::volume::service::parse_size(&format!("{v}B")).map(Some),
+    }
 }
 
 fn size_gib(c: &Call<'_>) -> ApiResult<Option<i64>> {
@@ -263,7 +293,11 @@ pub fn create_volume(c: &Call<'_>) -> ApiResult<Value> {
     opts.availability_zone = Some(zone.clone());
     let tags = c.p.tag_specifications("volume")?;
     check_tags(&tags)?;
-    let size = size_gib(c)?;
+    let exact = size_bytes(c)?;
+    let size = match exact {
+        Some(b) => Some(b.div_ceil(GIB) as i64),
+        None => size_gib(c)?,
+    };
     let snapshot = c.p.get("SnapshotId").filter(|s| !s.is_empty());
     if size.is_none() && snapshot.is_none() {
         return Err(ApiError::new(
@@ -324,7 +358,7 @@ pub fn create_volume(c: &Call<'_>) -> ApiResult<Value> {
                 Some(k) => k.to_string(),
                 None => default_key(c)?,
             };
-            let bytes = size.unwrap_or(1) as u64 * GIB;
+            let bytes = exact.unwrap_or(size.unwrap_or(1) as u64 * GIB);
             let (key_arn, wrapped) = vols.new_data_key(&vol, Some(&key))?;
             vols.insert(&vol, bytes, &key_arn, &wrapped, None)?
         }
@@ -442,8 +476,19 @@ pub fn delete_volume(c: &Call<'_>) -> ApiResult<Value> {
         &[volume_resource(c, &r, &o, &tags)],
         &ConditionContext::new(),
     )?;
+    let remote = super::hosts::RemoteAttachments::open(c.s)?;
+    if let Some(a) = remote.get(r.volume_id.as_str())? {
+        return Err(ApiError::new(
+            "VolumeInUse",
+            format!(
+                "Volume {} is currently attached to {}: detach it first",
+                r.volume_id, a.instance_id
+            ),
+        ));
+    }
     vols.delete(r.volume_id.as_str())?;
     records.forget(r.volume_id.as_str())?;
+    remote.forget_volume(r.volume_id.as_str())?;
     Ok(json!({"return": true}))
 }
 
@@ -494,6 +539,12 @@ pub fn modify_volume(c: &Call<'_>) -> ApiResult<Value> {
         &[volume_resource(c, &r, &o, &tags)],
         &ConditionContext::new(),
     )?;
+    if let Some(a) = super::hosts::RemoteAttachments::open(c.s)?.get(r.volume_id.as_str())? {
+        return Err(ApiError::incorrect_state(format!(
+            "Volume '{}' is attached to volume host {}, which grows no device online: detach it there, modify it, and attach it again (the host grows its backing file at attach)",
+            r.volume_id, a.instance_id
+        )));
+    }
     let start = c.s.kms.clock().now();
     let new_bytes = (new_gib as u64 * GIB).max(r.size);
     if new_bytes > r.size {

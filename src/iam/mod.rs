@@ -302,8 +302,9 @@ impl Iam {
 
     /// Registers a principal of `account` (a user, or the account root when
     /// `user` is None) as a volume host: the identity an attach daemon on
-    /// another host signs with, whose KMS requests may act through EC2
-    /// (`kms:ViaService`), as EBS's hosts do. Returns its ARN.
+    /// another host signs with, an EC2 instance of the account at the
+    /// control plane, which may obtain the data keys of volumes attached
+    /// to it (`ec2::hosts`). Returns its ARN.
     pub fn register_volume_host(
         &self,
         account: &AccountId,

@@ -1,5 +1,6 @@
-//! `RemoteKms`: a blocking KMS client for volume hosts that signs each
+//! `RemoteKms`: a blocking KMS client of a keyvol endpoint that signs each
 //! request with SigV4 and maps AWS error documents back to [`KmsError`].
+//! It never acts "via EC2": only the control plane's own KMS calls do.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use zeroize::Zeroizing;
 
 use super::errors::error_from_body;
 use super::sigv4::{self, HttpRequest, SigningParams};
-use super::{CONTENT_TYPE, TARGET_PREFIX, VIA_SERVICE_HEADER};
+use super::{CONTENT_TYPE, TARGET_PREFIX};
 use crate::ids::Region;
 use crate::kms::{ErrorCode, KmsError};
 use crate::secret::SecretBytes;
@@ -62,51 +63,17 @@ impl RemoteKms {
         secret_access_key: SecretBytes,
         ca_pem: Option<&[u8]>,
     ) -> Result<Self, KmsError> {
-        let trimmed = endpoint.trim().trim_end_matches('/');
-        let (scheme, authority) = if let Some(a) = trimmed.strip_prefix("http://") {
-            ("http", a)
-        } else if let Some(a) = trimmed.strip_prefix("https://") {
-            ("https", a)
-        } else {
-            return Err(KmsError::validation(format!(
-                "KMS endpoint '{endpoint}' must look like http://HOST:PORT or https://HOST:PORT"
-            )));
-        };
-        let valid = !authority.is_empty()
-            && !authority.contains(['/', '?', '#', '@', ' '])
-            && format!("{scheme}://{authority}/")
-                .parse::<http::Uri>()
-                .is_ok();
-        if !valid {
-            return Err(KmsError::validation(format!(
-                "KMS endpoint '{endpoint}' must look like {scheme}://HOST:PORT (no path, query or user info)"
-            )));
-        }
+        let http = HttpEndpoint::new(endpoint, ca_pem, "KMS", "RemoteKms")
+            .map_err(KmsError::validation)?;
         if access_key_id.is_empty() || access_key_id.contains(['/', ',', ' ']) {
             return Err(KmsError::validation(format!(
                 "access key id '{access_key_id}' is not valid: it must be non-empty without '/', ',' or spaces"
             )));
         }
-        let mut config = ureq::Agent::config_builder();
-        if scheme == "https" {
-            config = config.tls_config(tls_config(endpoint, ca_pem)?);
-        }
-        let config = config
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .timeout_connect(Some(Duration::from_secs(5)))
-            .timeout_global(Some(Duration::from_secs(60)))
-            // Below the server's idle limit (ServeOptions::header_read_timeout,
-            // 20 s by default), so a pooled connection is not reused just as
-            // the server closes it.
-            .max_idle_age(Duration::from_secs(10))
-            .max_idle_connections_per_host(8)
-            .user_agent(format!("keyvol/{} RemoteKms", env!("CARGO_PKG_VERSION")))
-            .build();
         Ok(RemoteKms {
-            agent: ureq::Agent::new_with_config(config),
-            endpoint: format!("{scheme}://{authority}"),
-            authority: authority.to_string(),
+            agent: http.agent,
+            endpoint: http.endpoint,
+            authority: http.authority,
             region,
             access_key_id: access_key_id.to_string(),
             secret_access_key,
@@ -121,22 +88,10 @@ impl RemoteKms {
     /// Runs one KMS operation (`"Encrypt"`, ...) with an AWS JSON request
     /// body and returns the AWS JSON response.
     pub fn call(&self, operation: &str, request: Value) -> Result<Value, KmsError> {
-        self.call_via(operation, request, false)
-    }
-
-    /// As [`RemoteKms::call`]; with `via_ec2`, the request claims
-    /// `kms:ViaService` `ec2.<region>.amazonaws.com` through the signed
-    /// [`VIA_SERVICE_HEADER`] (a volume host acting as EBS does).
-    pub fn call_via(
-        &self,
-        operation: &str,
-        request: Value,
-        via_ec2: bool,
-    ) -> Result<Value, KmsError> {
         let body = serde_json::to_vec(&request).map_err(|e| {
             KmsError::validation(format!("the {operation} request is not serializable: {e}"))
         })?;
-        let bytes = self.send(operation, &body, via_ec2)?;
+        let bytes = self.send(operation, &body)?;
         serde_json::from_slice(&bytes).map_err(|_| {
             KmsError::internal(format!(
                 "the KMS at {} answered {operation} with a body that is not JSON",
@@ -148,19 +103,14 @@ impl RemoteKms {
     /// Sends one signed request with the JSON `body` and returns the body
     /// of a 200 answer, in a buffer zeroized on drop (it may hold a data
     /// key); any other answer becomes the [`KmsError`] it carries.
-    fn send(
-        &self,
-        operation: &str,
-        body: &[u8],
-        via_ec2: bool,
-    ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+    fn send(&self, operation: &str, body: &[u8]) -> Result<Zeroizing<Vec<u8>>, KmsError> {
         if operation.is_empty() || !operation.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(KmsError::new(
                 ErrorCode::UnknownOperationException,
                 format!("'{operation}' is not a KMS operation name"),
             ));
         }
-        let mut headers = vec![
+        let headers = vec![
             ("content-type".to_string(), CONTENT_TYPE.to_string()),
             ("host".to_string(), self.authority.clone()),
             (
@@ -172,12 +122,6 @@ impl RemoteKms {
                 format!("{TARGET_PREFIX}{operation}"),
             ),
         ];
-        if via_ec2 {
-            headers.push((
-                VIA_SERVICE_HEADER.to_string(),
-                format!("ec2.{}.amazonaws.com", self.region),
-            ));
-        }
         let authorization = sigv4::sign_request(
             &HttpRequest {
                 method: "POST",
@@ -237,16 +181,82 @@ impl RemoteKms {
     }
 }
 
+/// A checked `http(s)://HOST:PORT` endpoint and the agent that reaches it.
+pub(crate) struct HttpEndpoint {
+    pub(crate) agent: ureq::Agent,
+    /// `http://host:port`, without a trailing slash.
+    pub(crate) endpoint: String,
+    /// `host:port` as the `Host` header carries it.
+    pub(crate) authority: String,
+}
+
+impl HttpEndpoint {
+    /// `endpoint` checked (`what` names the service in errors), with an
+    /// agent trusting `ca_pem` (else the system bundle) for https.
+    pub(crate) fn new(
+        endpoint: &str,
+        ca_pem: Option<&[u8]>,
+        what: &str,
+        agent_name: &str,
+    ) -> Result<Self, String> {
+        let trimmed = endpoint.trim().trim_end_matches('/');
+        let (scheme, authority) = if let Some(a) = trimmed.strip_prefix("http://") {
+            ("http", a)
+        } else if let Some(a) = trimmed.strip_prefix("https://") {
+            ("https", a)
+        } else {
+            return Err(format!(
+                "{what} endpoint '{endpoint}' must look like http://HOST:PORT or https://HOST:PORT"
+            ));
+        };
+        let valid = !authority.is_empty()
+            && !authority.contains(['/', '?', '#', '@', ' '])
+            && format!("{scheme}://{authority}/")
+                .parse::<http::Uri>()
+                .is_ok();
+        if !valid {
+            return Err(format!(
+                "{what} endpoint '{endpoint}' must look like {scheme}://HOST:PORT (no path, query or user info)"
+            ));
+        }
+        let mut config = ureq::Agent::config_builder();
+        if scheme == "https" {
+            config = config.tls_config(tls_config(what, endpoint, ca_pem)?);
+        }
+        let config = config
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .timeout_global(Some(Duration::from_secs(60)))
+            // Below the server's idle limit (ServeOptions::header_read_timeout,
+            // 20 s by default), so a pooled connection is not reused just as
+            // the server closes it.
+            .max_idle_age(Duration::from_secs(10))
+            .max_idle_connections_per_host(8)
+            .user_agent(format!("keyvol/{} {agent_name}", env!("CARGO_PKG_VERSION")))
+            .build();
+        Ok(HttpEndpoint {
+            agent: ureq::Agent::new_with_config(config),
+            endpoint: format!("{scheme}://{authority}"),
+            authority: authority.to_string(),
+        })
+    }
+}
+
 /// Trust roots for an https endpoint: `ca_pem`, else the system bundle.
-fn tls_config(endpoint: &str, ca_pem: Option<&[u8]>) -> Result<ureq::tls::TlsConfig, KmsError> {
+fn tls_config(
+    what: &str,
+    endpoint: &str,
+    ca_pem: Option<&[u8]>,
+) -> Result<ureq::tls::TlsConfig, String> {
     use ureq::tls::{parse_pem, PemItem, RootCerts, TlsConfig, TlsProvider};
     let pem = match ca_pem {
         Some(p) => p.to_vec(),
         None => super::tls::system_ca_bundle().ok_or_else(|| {
-            KmsError::validation(format!(
-                "KMS endpoint '{endpoint}': no CA certificate given and no system CA bundle found in {}",
+            format!(
+                "{what} endpoint '{endpoint}': no CA certificate given and no system CA bundle found in {}",
                 super::tls::SYSTEM_CA_BUNDLES.join(", ")
-            ))
+            )
         })?,
     };
     let certs: Vec<_> = parse_pem(&pem)
@@ -256,9 +266,9 @@ fn tls_config(endpoint: &str, ca_pem: Option<&[u8]>) -> Result<ureq::tls::TlsCon
         })
         .collect();
     if certs.is_empty() {
-        return Err(KmsError::validation(format!(
-            "KMS endpoint '{endpoint}': the CA PEM holds no certificate (-----BEGIN CERTIFICATE-----)"
-        )));
+        return Err(format!(
+            "{what} endpoint '{endpoint}': the CA PEM holds no certificate (-----BEGIN CERTIFICATE-----)"
+        ));
     }
     Ok(TlsConfig::builder()
         .provider(TlsProvider::Rustls)
@@ -273,16 +283,17 @@ use crate::kms::RequestContext;
 
 impl crate::kms::KmsClient for RemoteKms {
     /// The remote KMS authenticates the profile's access key; the caller of
-    /// `ctx` is who that key belongs to. The region is the client's. When
-    /// `ctx` acts through EC2 (`ctx.via_ec2()`), the request says so with
-    /// the signed `x-keyvol-via-service` header.
+    /// `ctx` is who that key belongs to. The region is the client's. A
+    /// context acting through EC2 gets no via-service effect remotely:
+    /// only the control plane's own KMS calls act via EC2, so a key policy
+    /// that requires `kms:ViaService` refuses these requests.
     fn call(
         &self,
-        ctx: &RequestContext,
+        _ctx: &RequestContext,
         operation: &str,
         request: Value,
     ) -> Result<Value, KmsError> {
-        RemoteKms::call_via(self, operation, request, ctx.via_service.is_some())
+        RemoteKms::call(self, operation, request)
     }
 
     fn describe(&self) -> String {
@@ -333,11 +344,11 @@ impl crate::kms::KmsClient for RemoteKms {
 impl client::JsonKms for RemoteKms {
     fn call_json(
         &self,
-        ctx: &RequestContext,
+        _ctx: &RequestContext,
         operation: &str,
         body: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
-        self.send(operation, body, ctx.via_service.is_some())
+        self.send(operation, body)
     }
 }
 

@@ -240,22 +240,20 @@ pub fn decode_request(
         }
     };
 
-    let via_service = via_service(req, &verified)?;
-    if via_service.is_some() && !service.is_volume_host(&verified.credentials.caller) {
-        return Err(reject(
-            400,
-            ErrorCode::AccessDeniedException,
-            format!(
-                "{} is not a registered volume host: only the identities of volume hosts (keyvol iam register-volume-host) may call the KMS through EC2 with the {} header.",
-                verified.credentials.caller.principal_arn,
-                super::VIA_SERVICE_HEADER
-            ),
-        ));
+    // The retired keyvol header that once claimed `kms:ViaService`: only
+    // the control plane's own KMS calls act via EC2, so a request that
+    // still carries it is refused rather than silently run without it.
+    let name = super::RETIRED_VIA_SERVICE_HEADER;
+    if req.header(name).is_some() {
+        return Err(KmsError::validation(format!(
+            "The {name} header is no longer accepted: no caller can claim kms:ViaService. Volume hosts attach volumes with AttachVolume and obtain data keys with {}; drop the header.",
+            super::control_plane::RELEASE_VOLUME_KEY
+        ))
+        .into());
     }
     let mut caller = verified.credentials.caller;
     caller.access_key_id = Some(verified.access_key_id);
     let mut ctx = RequestContext::new(caller, verified.region);
-    ctx.via_service = via_service;
     ctx.source_ip = peer.map(|p| p.ip().to_string());
     ctx.user_agent = req.header("user-agent").map(|ua| truncate(ua, 256));
     Ok(Decoded {
@@ -263,31 +261,6 @@ pub fn decode_request(
         operation,
         body,
     })
-}
-
-/// The `kms:ViaService` a request claims through the keyvol extension
-/// header [`VIA_SERVICE_HEADER`](super::VIA_SERVICE_HEADER): honoured only
-/// when the header is signed, and only as `ec2.<region>.amazonaws.com` for
-/// the region of the signature; an unsigned header is ignored.
-fn via_service(
-    req: &HttpRequest<'_>,
-    verified: &sigv4::Verified,
-) -> Result<Option<String>, Rejection> {
-    let name = super::VIA_SERVICE_HEADER;
-    if !verified.signed_headers.iter().any(|h| h == name) {
-        return Ok(None);
-    }
-    let values = req.header_values(name);
-    let expected = format!("ec2.{}.amazonaws.com", verified.region);
-    match values.as_slice() {
-        [v] if v.trim() == expected => Ok(Some(expected)),
-        _ => Err(KmsError::validation(format!(
-            "The {name} header names the service a volume host acts through; the only value accepted for region {} is '{expected}', not '{}'.",
-            verified.region,
-            truncate(&values.join(","), 96)
-        ))
-        .into()),
-    }
 }
 
 /// A server running on its own runtime thread; see [`start`].
@@ -829,6 +802,21 @@ async fn answer_ec2(
     ctx.user_agent = req.header("user-agent").map(|ua| truncate(ua, 256));
     let service = state.service.clone();
     let request_id = request_id.to_string();
+    if action == super::control_plane::RELEASE_VOLUME_KEY {
+        // A data key travels only inside TLS, or never leaves the machine.
+        let secure = state.opts.tls.is_some() || peer.ip().to_canonical().is_loopback();
+        return tokio::task::spawn_blocking(move || {
+            service
+                .release_volume_key(&ctx, params, secure)
+                .map(|k| crate::ec2::hosts::release_response(&k, &request_id))
+        })
+        .await
+        .map_err(|_| Rejection::from(KmsError::internal("EC2 failed while answering")))?
+        // The response is handed to hyper as it is (like a KMS Decrypt's
+        // plaintext); every copy keyvol makes before is zeroized.
+        .map(|xml| xml.as_str().to_string())
+        .map_err(Rejection::ec2);
+    }
     tokio::task::spawn_blocking(move || {
         service
             .ec2(&ctx, params)

@@ -8,29 +8,51 @@
 //! authorizes, audits and runs it. [`service::HomeKmsService`] is that
 //! service over a home's KMS and identity store (`keyvol kms serve`).
 //!
-//! # keyvol extension: `x-keyvol-via-service`
+//! # Volume hosts on other machines
 //!
-//! In AWS, EBS calls the KMS on a user's behalf, and key policies can
-//! require that with the `kms:ViaService` condition key (the AWS managed
-//! key `aws/ebs` allows use only via `ec2.<region>.amazonaws.com`). A
-//! keyvol volume host plays EBS's part: when it calls a remote KMS for a
-//! volume or snapshot it sends
+//! In AWS, only EBS calls the KMS "via EC2" (`kms:ViaService`,
+//! `kms:GrantIsForAWSResource`), after an EC2 action was authorized. Here
+//! too: the control plane makes those calls itself, acting as the caller
+//! of the EC2 action; no request can claim them. The keyvol header that
+//! once did (`x-keyvol-via-service`, [`RETIRED_VIA_SERVICE_HEADER`]) is
+//! refused with `ValidationException` wherever a KMS request carries it.
+//!
+//! A volume host on another machine is a registered identity (`keyvol iam
+//! register-volume-host`), and the control plane shows it as an EC2
+//! instance (`i-` and 17 hex digits of SHA-256 over the account, region
+//! and host principal ARN; DescribeInstances). AttachVolume to that
+//! instance records the attachment (`attaching`) with the AttachVolume
+//! caller's identity, and starts nothing on the control plane's machine.
+//!
+//! # keyvol extension: `KeyvolReleaseVolumeKey`
+//!
+//! The host's attach daemon then asks for the volume's data key with one
+//! EC2 Query request, signed with SigV4 for the service `ec2` like every
+//! request:
 //!
 //! ```text
-//! x-keyvol-via-service: ec2.<region>.amazonaws.com
+//! POST /   Action=KeyvolReleaseVolumeKey&Version=2016-11-15
+//!          &VolumeId=vol-...&InstanceId=i-...
+//! -> <KeyvolReleaseVolumeKeyResponse><requestId/><volumeId/><instanceId/>
+//!    <kmsKeyId/><dataKey>BASE64 (64 bytes)</dataKey></KeyvolReleaseVolumeKeyResponse>
 //! ```
 //!
-//! and the server sets `kms:ViaService` for that request. The header counts
-//! only when it is among the request's SigV4 `SignedHeaders` (an unsigned
-//! one is ignored), and the only value accepted is `ec2.<region>.amazonaws.com`
-//! for the region of the signature (another value is a
-//! `ValidationException`). Only identities registered as volume hosts
-//! (`keyvol iam register-volume-host`) may claim it; any other signer is
-//! refused with `AccessDeniedException`. The audit log then shows
-//! `invokedBy` `ec2.amazonaws.com` and the host's address.
-//! AWS SDKs never send it, so for them nothing changes.
+//! The control plane answers only when all hold, else with an EC2 error
+//! (`UnauthorizedOperation`, `InvalidVolume.NotFound`,
+//! `IncorrectState`): the request came over TLS (`keyvol serve
+//! --tls-cert/--tls-key`) or from loopback; the signer is a registered
+//! volume host and `InstanceId` is its own instance; the volume (of the
+//! signer's account and region) is attached or attaching to that instance
+//! by an AttachVolume that was authorized. It then decrypts the wrapped
+//! key itself, via EC2, acting as the AttachVolume caller (the KMS audit
+//! shows `invokedBy` `ec2.amazonaws.com` and that caller), marks the
+//! attachment `attached`, and records one `ec2.amazonaws.com` event
+//! `KeyvolReleaseVolumeKey` without the key. DetachVolume forgets the
+//! attachment, and with it the right to the key; the host's daemon, which
+//! polls DescribeVolumes, stops then. AWS SDKs never send it.
 
 pub mod client;
+pub mod control_plane;
 pub mod errors;
 pub mod http;
 pub mod service;
@@ -39,6 +61,7 @@ pub mod sts;
 pub mod tls;
 
 pub use client::RemoteKms;
+pub use control_plane::ControlPlaneClient;
 pub use http::{serve, start, ServeOptions, ServerHandle};
 pub use service::HomeKmsService;
 pub use tls::TlsIdentity;
@@ -90,11 +113,19 @@ pub trait KmsService: Send + Sync + 'static {
             "This endpoint serves no EBS direct API.",
         ))
     }
-    /// Is the caller a registered volume host (`keyvol iam
-    /// register-volume-host`)? Only a volume host's KMS requests may act
-    /// through EC2 with the `x-keyvol-via-service` header.
-    fn is_volume_host(&self, _caller: &crate::kms::Caller) -> bool {
-        false
+    /// The keyvol extension `KeyvolReleaseVolumeKey` (module docs) for a
+    /// verified caller; `secure` says the request came over TLS or from
+    /// loopback. Authorization and audit happen inside.
+    fn release_volume_key(
+        &self,
+        _ctx: &RequestContext,
+        _params: Vec<(String, String)>,
+        _secure: bool,
+    ) -> Result<crate::ec2::hosts::ReleasedKey, crate::api_error::ApiError> {
+        Err(crate::api_error::ApiError::new(
+            "InvalidAction",
+            "This endpoint releases no volume keys.",
+        ))
     }
     /// STS AssumeRole for a verified caller.
     fn assume_role(
@@ -117,5 +148,6 @@ pub trait KmsService: Send + Sync + 'static {
 pub const TARGET_PREFIX: &str = "TrentService.";
 /// The content type of AWS JSON 1.1 requests and responses.
 pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
-/// The keyvol extension header that claims `kms:ViaService` (module docs).
-pub const VIA_SERVICE_HEADER: &str = "x-keyvol-via-service";
+/// The retired keyvol header that claimed `kms:ViaService`: refused
+/// (module docs).
+pub const RETIRED_VIA_SERVICE_HEADER: &str = "x-keyvol-via-service";

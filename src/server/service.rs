@@ -132,8 +132,14 @@ impl KmsService for HomeKmsService {
         self.iam.user_id(caller)
     }
 
-    fn is_volume_host(&self, caller: &crate::kms::Caller) -> bool {
-        self.iam.is_volume_host(caller)
+    fn release_volume_key(
+        &self,
+        ctx: &RequestContext,
+        params: Vec<(String, String)>,
+        secure: bool,
+    ) -> Result<crate::ec2::hosts::ReleasedKey, crate::api_error::ApiError> {
+        let s = self.base.for_caller(ctx.clone());
+        crate::ec2::hosts::release_volume_key(&s, &crate::ec2::Params::new(params), secure)
     }
 
     fn ec2(

@@ -367,6 +367,9 @@ impl Volumes<'_> {
                    "Dumpable": hardening.dumpable, "MemoryLocked": hardening.memory == crate::sys::MemoryLock::All})
         );
         let _ = ready.flush();
+        if self.remote().unwrap_or(false) {
+            super::remote::watch_for_detach(self.s, v);
+        }
         loop {
             let sig = signals.wait();
             let waiter = stop.lock().map(|mut s| s.take()).unwrap_or(None);
@@ -508,10 +511,31 @@ impl Volumes<'_> {
         Ok(Some(cleared))
     }
 
+    /// Attaches: on a host whose records are at a control plane on another
+    /// machine, AttachVolume there first ([`Volumes::attach_remote`]);
+    /// then the daemon here ([`Volumes::attach_here`]).
+    pub fn attach(&self, v: &str, device: Option<&Path>) -> ApiResult<Value> {
+        match super::remote::control_plane(self.s)? {
+            Some(cp) => self.attach_remote(&cp, v, device),
+            None => self.attach_here(v, device),
+        }
+    }
+
+    /// Detaches: the daemon here ([`Volumes::detach_here`]), then, on a
+    /// host whose records are at a control plane on another machine,
+    /// DetachVolume there ([`Volumes::detach_remote`]).
+    pub fn detach(&self, v: &str, force: bool) -> ApiResult<Value> {
+        match super::remote::control_plane(self.s)? {
+            Some(cp) => self.detach_remote(&cp, v, force),
+            None => self.detach_here(v, force),
+        }
+    }
+
     /// Attaches in the background: starts the daemon (this binary with
     /// `--foreground`) and returns once the device is served. What a dead
-    /// daemon of this volume left is cleared first.
-    pub fn attach(&self, v: &str, device: Option<&Path>) -> ApiResult<Value> {
+    /// daemon of this volume left is cleared first. This machine only: the
+    /// control plane's own host, or the daemon of a remote host.
+    pub fn attach_here(&self, v: &str, device: Option<&Path>) -> ApiResult<Value> {
         let r = self.row(v)?;
         if self.attachment(&r)?.is_some() {
             return Err(ApiError::new(
@@ -521,8 +545,11 @@ impl Volumes<'_> {
         }
         self.check_backing(&r)?;
         let recovered = self.recover(&r)?;
-        // Check the key before forking, for a clear error in this process.
-        drop(self.data_key(&r)?);
+        // Check the key before forking, for a clear error in this process
+        // (a remote host's daemon asks the control plane once, itself).
+        if !self.remote()? {
+            drop(self.data_key(&r)?);
+        }
         let device = device
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.default_device(&r.volume_id));
@@ -571,7 +598,7 @@ impl Volumes<'_> {
     /// asks the daemon to stop, which it refuses while the device file is
     /// busy; waits for its lock to go. After a crash, clears what the dead
     /// daemon left.
-    pub fn detach(&self, v: &str, force: bool) -> ApiResult<Value> {
+    pub fn detach_here(&self, v: &str, force: bool) -> ApiResult<Value> {
         let r = self.row(v)?;
         let Some((device, pid, _)) = self.attachment(&r)? else {
             return match self.recover(&r)? {

@@ -10,6 +10,7 @@ pub mod device;
 pub mod error;
 pub mod mount;
 pub mod mounting;
+pub mod remote;
 pub mod stash;
 pub mod xts;
 

@@ -181,6 +181,17 @@ impl<'a> Volumes<'a> {
         })
     }
 
+    /// Are this home's volume records at a control plane on another
+    /// machine (the `kms-endpoint` setting)?
+    pub fn remote(&self) -> ApiResult<bool> {
+        Ok(crate::config::get(&self.s.home, super::remote::ENDPOINT_SETTING)?.is_some())
+    }
+
+    /// The session these volumes are opened for.
+    pub fn session(&self) -> &'a Session {
+        self.s
+    }
+
     /// Options that [`Volumes::mount`] passes to `mount -o` (`ro`,
     /// `discard`, `nouuid`, ...), checked by `boot::parse_mount_options`.
     pub fn with_mount_options(mut self, options: Vec<String>) -> Self {
@@ -310,11 +321,17 @@ impl<'a> Volumes<'a> {
     /// The EC2 shape of a volume, plus its wrapped data key and context.
     pub fn to_json(&self, r: &VolumeRecord) -> ApiResult<Value> {
         let att = self.attachment(r)?;
+        // On a host whose records are at a control plane, the instance is
+        // the control plane's to name (`keyvol volume describe`).
+        let instance = match self.remote()? {
+            true => Value::Null,
+            false => json!(host_instance_id(&r.account, &r.region)),
+        };
         let attachments: Vec<Value> = att
             .iter()
             .map(|(dev, pid, t)| {
                 json!({"VolumeId": r.volume_id, "Device": dev, "State": "attached", "AttachTime": to_rfc3339(*t),
-                       "InstanceId": host_instance_id(&r.account, &r.region), "Pid": pid,
+                       "InstanceId": instance, "Pid": pid,
                        "DeleteOnTermination": false})
             })
             .collect();
@@ -660,7 +677,14 @@ impl<'a> Volumes<'a> {
     /// Decrypts the volume's data key through the KMS (Decrypt via EC2,
     /// context {"aws:ebs:id": vol}). A deleted key means the volume is
     /// crypto-shredded, and the error says so.
+    ///
+    /// On a host whose records are at a control plane on another machine
+    /// (`kms-endpoint`), the key comes from the control plane instead
+    /// ([`super::remote::release_data_key`]), for a volume attached here.
     pub fn data_key(&self, r: &VolumeRecord) -> ApiResult<VolumeDataKey> {
+        if self.remote()? {
+            return super::remote::release_data_key(self.s, r);
+        }
         unwrap_data_key(
             self.s,
             &r.kms_key_arn,

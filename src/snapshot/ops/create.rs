@@ -90,6 +90,12 @@ pub fn create(
 ) -> ApiResult<Value> {
     let vols = Volumes::open(s)?.with_snapshot_source(SNAPSHOT_SOURCE);
     let r = vols.get(vol)?;
+    if vols.remote()? {
+        return Err(ApiError::incorrect_state(format!(
+            "Snapshots of {vol} are the control plane's to make, and this host's volume records are at a control plane on another machine (kms-endpoint), which cannot read this host's data: snapshots of volumes on such hosts are not offered yet"
+        )));
+    }
+    crate::ec2::hosts::check_data_here(s, r.volume_id.as_str())?;
     // Before anything else: only this volume's own mountpoint is frozen.
     let freeze_dir = match &opts.freeze {
         Some(dir) => Some(crate::snapshot::freeze::volume_mountpoint(&vols, &r, dir)?),

@@ -1,0 +1,585 @@
+//! Volume hosts on other machines, as the control plane sees them: each
+//! registered volume host identity is an EC2 instance of its account in
+//! every region ([`remote_instance_id`]); the attachments AttachVolume
+//! made to those instances, each with the identity of the AttachVolume
+//! caller; where a volume's data lives once a remote host attached it;
+//! and the keyvol extension `KeyvolReleaseVolumeKey` (see the `server`
+//! module docs) that hands a host the data key of a volume attached to
+//! it.
+//!
+//! What must hold: a data key leaves the control plane only for a volume
+//! that an authorized AttachVolume attached to the signer's own instance,
+//! only over TLS or loopback, and only unwrapped by the control plane
+//! itself acting as that AttachVolume caller via EC2. DetachVolume removes
+//! the attachment row, and with it that right.
+
+use rusqlite::{params, OptionalExtension};
+use serde_json::{json, Value};
+use zeroize::Zeroizing;
+
+use crate::api_error::{ApiError, ApiResult};
+use crate::clock::to_rfc3339;
+use crate::request::RequestContext;
+use crate::secret::VolumeDataKey;
+use crate::session::Session;
+use crate::volume::service::{host_instance_id, unwrap_data_key};
+
+use super::{Call, Params};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS ec2_remote_attachments (
+    volume_id TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    region TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    host_principal TEXT NOT NULL,
+    device TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attached INTEGER NOT NULL,
+    attacher TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ec2_volume_data_hosts (
+    volume_id TEXT PRIMARY KEY,
+    instance_id TEXT NOT NULL
+);
+"#;
+
+/// The instance id of volume host `principal_arn` of `account` in
+/// `region`: `i-` and the first 17 hex digits of SHA-256 over the three,
+/// stable for as long as the registration lasts.
+pub fn remote_instance_id(account: &str, region: &str, principal_arn: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(format!(
+        "keyvol remote volume host\0{account}\0{region}\0{principal_arn}"
+    ));
+    format!("i-{}", &hex::encode(d)[..17])
+}
+
+/// An instance of the caller: the control plane's own machine, or a
+/// registered volume host on another one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Instance {
+    Local(String),
+    Remote { id: String, host: String },
+}
+
+impl Instance {
+    pub fn id(&self) -> &str {
+        match self {
+            Instance::Local(id) | Instance::Remote { id, .. } => id,
+        }
+    }
+}
+
+/// The instances of the caller's account in the call's region: the
+/// control plane's own host first, then each registered volume host.
+pub(crate) fn instances(c: &Call<'_>) -> ApiResult<Vec<Instance>> {
+    let mut out = vec![Instance::Local(host_instance_id(c.account(), c.region()))];
+    let hosts =
+        c.s.iam
+            .list_volume_hosts(&c.s.ctx.caller.account)
+            .map_err(|e| ApiError::internal(format!("the volume host registry: {}", e.message)))?;
+    for host in hosts {
+        out.push(Instance::Remote {
+            id: remote_instance_id(c.account(), c.region(), &host),
+            host,
+        });
+    }
+    Ok(out)
+}
+
+/// `InstanceId` as EC2 checks it: `i-` and 8 or 17 hex digits, naming an
+/// instance of the caller in the call's region.
+pub(crate) fn resolve_instance(c: &Call<'_>, id: &str) -> ApiResult<Instance> {
+    let hex = id.strip_prefix("i-").unwrap_or("");
+    let well_formed = matches!(hex.len(), 8 | 17)
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !well_formed {
+        return Err(ApiError::new(
+            "InvalidInstanceID.Malformed",
+            format!(
+                "Invalid id: \"{}\" (expecting \"i-...\")",
+                id.chars().take(32).collect::<String>()
+            ),
+        ));
+    }
+    let all = instances(c)?;
+    all.iter().find(|i| i.id() == id).cloned().ok_or_else(|| {
+        ApiError::new(
+            "InvalidInstanceID.NotFound",
+            format!(
+                "The instance ID '{id}' does not exist: the instances of this account in {} are the control plane's host {} and its registered volume hosts (keyvol iam list-volume-hosts)",
+                c.region(),
+                host_instance_id(c.account(), c.region())
+            ),
+        )
+    })
+}
+
+/// An attachment of a volume to a volume host on another machine.
+#[derive(Debug, Clone)]
+pub struct RemoteAttachment {
+    pub volume_id: String,
+    pub instance_id: String,
+    pub host_principal: String,
+    pub device: String,
+    /// `attaching` until the host obtained the data key, then `attached`.
+    pub state: String,
+    pub attached: i64,
+    /// [`RequestContext::to_handoff`] of the AttachVolume caller.
+    attacher: String,
+}
+
+impl RemoteAttachment {
+    /// The EC2 `attachmentSet` item.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "volumeId": self.volume_id, "instanceId": self.instance_id, "device": self.device,
+            "status": self.state, "attachTime": to_rfc3339(self.attached), "deleteOnTermination": false,
+        })
+    }
+}
+
+fn db_err(e: rusqlite::Error) -> ApiError {
+    ApiError::internal(format!("state database: {e}"))
+}
+
+/// The remote attachments and data locations of the session's home.
+pub struct RemoteAttachments {
+    conn: crate::home::PooledConnection,
+}
+
+impl RemoteAttachments {
+    pub fn open(s: &Session) -> ApiResult<RemoteAttachments> {
+        let conn = s
+            .home
+            .connect_pooled()
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        s.home
+            .ensure_schema(&conn, "ec2-remote-attachments", SCHEMA)
+            .map_err(db_err)?;
+        Ok(RemoteAttachments { conn })
+    }
+
+    /// The remote attachment of `vol`, if any.
+    pub fn get(&self, vol: &str) -> ApiResult<Option<RemoteAttachment>> {
+        self.conn
+            .query_row(
+                "SELECT volume_id, instance_id, host_principal, device, state, attached, attacher \
+                 FROM ec2_remote_attachments WHERE volume_id = ?1",
+                [vol],
+                |r| {
+                    Ok(RemoteAttachment {
+                        volume_id: r.get(0)?,
+                        instance_id: r.get(1)?,
+                        host_principal: r.get(2)?,
+                        device: r.get(3)?,
+                        state: r.get(4)?,
+                        attached: r.get(5)?,
+                        attacher: r.get(6)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(db_err)
+    }
+
+    /// The volumes attached to `instance` and their device names.
+    pub fn on_instance(&self, instance: &str) -> ApiResult<Vec<(String, String)>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT volume_id, device FROM ec2_remote_attachments WHERE instance_id = ?1 ORDER BY attached, volume_id",
+            )
+            .map_err(db_err)?;
+        let rows = st
+            .query_map([instance], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(db_err)?;
+        Ok(rows)
+    }
+
+    /// Records AttachVolume of `vol` to `instance` by the session's caller
+    /// (`attaching`), and that the volume's data lives on that host now.
+    fn insert(
+        &self,
+        s: &Session,
+        vol: &str,
+        instance: &str,
+        host: &str,
+        device: &str,
+        at: i64,
+    ) -> ApiResult<()> {
+        let tx = self.conn.unchecked_transaction().map_err(db_err)?;
+        tx.execute(
+            "INSERT INTO ec2_remote_attachments (volume_id, account, region, instance_id, host_principal, device, state, attached, attacher) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'attaching', ?7, ?8)",
+            params![vol, s.ctx.caller.account.as_str(), s.ctx.region.as_str(), instance, host, device, at, s.ctx.to_handoff()],
+        )
+        .map_err(db_err)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO ec2_volume_data_hosts (volume_id, instance_id) VALUES (?1, ?2)",
+            params![vol, instance],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)
+    }
+
+    fn mark_attached(&self, vol: &str) -> ApiResult<()> {
+        self.conn
+            .execute(
+                "UPDATE ec2_remote_attachments SET state = 'attached' WHERE volume_id = ?1",
+                [vol],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Forgets the remote attachment of `vol` (and the right to its key).
+    fn forget(&self, vol: &str) -> ApiResult<()> {
+        self.conn
+            .execute(
+                "DELETE FROM ec2_remote_attachments WHERE volume_id = ?1",
+                [vol],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// The instance of the volume host whose machine holds the data of
+    /// `vol`, when a host on another machine attached it; `None` when
+    /// the data is in the control plane's home.
+    pub fn data_host(&self, vol: &str) -> ApiResult<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT instance_id FROM ec2_volume_data_hosts WHERE volume_id = ?1",
+                [vol],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)
+    }
+
+    /// Forgets everything about `vol` (DeleteVolume).
+    pub fn forget_volume(&self, vol: &str) -> ApiResult<()> {
+        for sql in [
+            "DELETE FROM ec2_remote_attachments WHERE volume_id = ?1",
+            "DELETE FROM ec2_volume_data_hosts WHERE volume_id = ?1",
+        ] {
+            self.conn.execute(sql, [vol]).map_err(db_err)?;
+        }
+        Ok(())
+    }
+}
+
+/// The refusal of an operation that needs the volume's data in the
+/// control plane's home when a host on another machine holds it.
+pub(crate) fn data_elsewhere(vol: &str, instance: &str, what: &str) -> ApiError {
+    ApiError::incorrect_state(format!(
+        "The data of volume '{vol}' is on volume host {instance}, which the control plane cannot read: {what}"
+    ))
+}
+
+/// Refuses a snapshot of `vol` when its data is on a volume host on
+/// another machine (attached there, or last attached there): the control
+/// plane would snapshot an empty or stale copy.
+pub fn check_data_here(s: &Session, vol: &str) -> ApiResult<()> {
+    let remote = RemoteAttachments::open(s)?;
+    let elsewhere = match remote.get(vol)? {
+        Some(a) => Some(a.instance_id),
+        None => remote.data_host(vol)?,
+    };
+    match elsewhere {
+        Some(i) => Err(data_elsewhere(
+            vol,
+            &i,
+            "a snapshot would not capture it; snapshot it where its data is (a volume of this home), or bring the data back to the control plane's host",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The control plane's own keyvol CLI commands on a volume attached to a
+/// host on another machine (or whose data is there): what AttachVolume,
+/// DetachVolume, DeleteVolume and ModifyVolume refuse, the CLI refuses
+/// alike ([`super::gate`] calls this once the command is authorized).
+pub(crate) fn guard_local_command(s: &Session, action: &str, vol: &str) -> ApiResult<()> {
+    let remote = RemoteAttachments::open(s)?;
+    if let Some(a) = remote.get(vol)? {
+        let i = &a.instance_id;
+        return match action {
+            "ec2:AttachVolume" => Err(ApiError::new(
+                "VolumeInUse",
+                format!("{vol} is already attached to an instance ({i})"),
+            )),
+            "ec2:DeleteVolume" => Err(ApiError::new(
+                "VolumeInUse",
+                format!("Volume {vol} is currently attached to {i}: detach it first"),
+            )),
+            "ec2:DetachVolume" => Err(ApiError::incorrect_state(format!(
+                "Volume '{vol}' is attached to volume host {i}, not to this machine: detach it on that host (keyvol volume detach), or with DetachVolume (aws ec2 detach-volume --volume-id {vol})"
+            ))),
+            "ec2:ModifyVolume" => Err(ApiError::incorrect_state(format!(
+                "Volume '{vol}' is attached to volume host {i}, which grows no device online: detach it there, modify it, and attach it again"
+            ))),
+            _ => Ok(()),
+        };
+    }
+    if action == "ec2:AttachVolume" {
+        if let Some(i) = remote.data_host(vol)? {
+            return Err(data_elsewhere(
+                vol,
+                &i,
+                "attach it to that host (or to another volume host that has its backing file), not to the control plane's own",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Adds the remote attachment of the volume `v` describes (the keyvol
+/// CLI's shape) to it: `State` `in-use` and its `Attachments`.
+pub fn show_remote_attachment(s: &Session, v: &mut Value) -> ApiResult<()> {
+    let Some(id) = v["VolumeId"].as_str() else {
+        return Ok(());
+    };
+    if let Some(a) = RemoteAttachments::open(s)?.get(id)? {
+        v["State"] = json!("in-use");
+        v["Attachments"] = json!([{
+            "VolumeId": a.volume_id, "InstanceId": a.instance_id, "Device": a.device,
+            "State": a.state, "AttachTime": to_rfc3339(a.attached), "DeleteOnTermination": false,
+        }]);
+    }
+    Ok(())
+}
+
+/// AttachVolume to a volume host on another machine: recorded as
+/// `attaching`, with the caller's identity for the key release; nothing
+/// starts here. The host's attach daemon then calls
+/// `KeyvolReleaseVolumeKey`.
+pub(crate) fn attach_remote(
+    c: &Call<'_>,
+    vol: &str,
+    instance: &str,
+    host: &str,
+    device: &str,
+) -> ApiResult<Value> {
+    let remote = RemoteAttachments::open(c.s)?;
+    if remote
+        .on_instance(instance)?
+        .iter()
+        .any(|(v, d)| d == device && v != vol)
+    {
+        return Err(ApiError::invalid_parameter(format!(
+            "Invalid value '{device}' for unixDevice. Attachment point {device} is already in use"
+        )));
+    }
+    let now = c.s.kms.clock().now();
+    remote.insert(c.s, vol, instance, host, device, now)?;
+    Ok(json!({
+        "attachTime": to_rfc3339(now), "device": device, "instanceId": instance,
+        "status": "attaching", "volumeId": vol, "deleteOnTermination": false,
+    }))
+}
+
+/// DetachVolume of a volume attached to a host on another machine: the
+/// attachment, and the right to the data key, are forgotten. The host's
+/// daemon, which polls DescribeVolumes, then stops (`keyvol volume detach`
+/// on the host stops it first, then calls this).
+pub(crate) fn detach_remote(c: &Call<'_>, a: &RemoteAttachment) -> ApiResult<Value> {
+    if let Some(d) = c.p.get("Device") {
+        if d != a.device {
+            return Err(ApiError::new(
+                "InvalidAttachment.NotFound",
+                format!(
+                    "The volume {} is not attached at {}: its attachment is {}",
+                    a.volume_id,
+                    d.chars().take(64).collect::<String>(),
+                    a.device
+                ),
+            ));
+        }
+    }
+    RemoteAttachments::open(c.s)?.forget(&a.volume_id)?;
+    let mut out = a.to_json();
+    out["status"] = json!("detaching");
+    Ok(out)
+}
+
+/// The answer of `KeyvolReleaseVolumeKey`: the volume's plaintext data key.
+pub struct ReleasedKey {
+    pub volume_id: String,
+    pub instance_id: String,
+    pub kms_key_id: String,
+    pub key: VolumeDataKey,
+}
+
+impl std::fmt::Debug for ReleasedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReleasedKey")
+            .field("volume_id", &self.volume_id)
+            .field("instance_id", &self.instance_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The XML response of `KeyvolReleaseVolumeKey`, in a zeroizing buffer:
+/// the one place the key is encoded for the wire.
+pub fn release_response(k: &ReleasedKey, request_id: &str) -> Zeroizing<String> {
+    // Sized once, so that no reallocation leaves a copy of the key behind.
+    let size =
+        512 + request_id.len() + 8 * (k.volume_id.len() + k.instance_id.len() + k.kms_key_id.len());
+    let mut out = Zeroizing::new(String::with_capacity(size));
+    let b64 = Zeroizing::new(crate::kms::api::b64_encode(k.key.expose()));
+    out.push_str(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<KeyvolReleaseVolumeKeyResponse xmlns=\"",
+    );
+    out.push_str(super::xml::NAMESPACE);
+    out.push_str("\"><requestId>");
+    super::xml::escape(request_id, &mut out);
+    out.push_str("</requestId><volumeId>");
+    super::xml::escape(&k.volume_id, &mut out);
+    out.push_str("</volumeId><instanceId>");
+    super::xml::escape(&k.instance_id, &mut out);
+    out.push_str("</instanceId><kmsKeyId>");
+    super::xml::escape(&k.kms_key_id, &mut out);
+    out.push_str("</kmsKeyId><dataKey>");
+    out.push_str(&b64);
+    out.push_str("</dataKey></KeyvolReleaseVolumeKeyResponse>");
+    out
+}
+
+fn unauthorized(message: String) -> ApiError {
+    ApiError::new("UnauthorizedOperation", message)
+}
+
+/// `KeyvolReleaseVolumeKey` for the session's caller: the checks of the
+/// module docs, then the key, unwrapped as the AttachVolume caller. One
+/// `ec2.amazonaws.com` event is recorded, allowed or refused, without
+/// the key.
+pub fn release_volume_key(s: &Session, p: &Params, secure: bool) -> ApiResult<ReleasedKey> {
+    let result = release(s, p, secure);
+    let response = match &result {
+        Ok(k) => {
+            json!({"volumeId": k.volume_id, "instanceId": k.instance_id, "status": "attached"})
+        }
+        Err(_) => Value::Null,
+    };
+    let audited = result.as_ref().map(|_| response).map_err(Clone::clone);
+    if let Err(e) = super::audit(
+        s,
+        "ec2.amazonaws.com",
+        crate::server::control_plane::RELEASE_VOLUME_KEY,
+        p,
+        &audited,
+        false,
+    ) {
+        return Err(ApiError::internal(format!(
+            "the key release was not made: its audit record could not be written: {}",
+            e.message
+        )));
+    }
+    result
+}
+
+fn release(s: &Session, p: &Params, secure: bool) -> ApiResult<ReleasedKey> {
+    let action = crate::server::control_plane::RELEASE_VOLUME_KEY;
+    if !secure {
+        return Err(unauthorized(format!(
+            "{action} is answered only over TLS or from loopback, and this request came over plain HTTP from {}: serve the control plane with keyvol serve --tls-cert CERT --tls-key KEY and point the host at its https:// endpoint",
+            s.ctx.source_ip.as_deref().unwrap_or("another machine")
+        )));
+    }
+    let caller = &s.ctx.caller;
+    if !s.iam.is_volume_host(caller) {
+        return Err(unauthorized(format!(
+            "{} is not a registered volume host: only a volume host (keyvol iam register-volume-host) may call {action}, for a volume attached to it",
+            caller.principal_arn
+        )));
+    }
+    let vol = p.required("VolumeId")?;
+    let instance = p.required("InstanceId")?;
+    let own = remote_instance_id(
+        caller.account.as_str(),
+        s.ctx.region.as_str(),
+        &caller.principal_arn,
+    );
+    if instance != own {
+        return Err(unauthorized(format!(
+            "{} is the volume host of instance {own}, not of {}: a host obtains keys only for its own instance",
+            caller.principal_arn,
+            instance.chars().take(32).collect::<String>()
+        )));
+    }
+    let vols = crate::volume::service::Volumes::open(s)?;
+    let r = vols.get(vol)?;
+    let remote = RemoteAttachments::open(s)?;
+    let attachment = remote
+        .get(r.volume_id.as_str())?
+        .filter(|a| a.instance_id == own && a.host_principal == caller.principal_arn)
+        .ok_or_else(|| {
+            ApiError::incorrect_state(format!(
+                "Volume '{}' is not attached to instance {own}: attach it there first (AttachVolume, or keyvol volume attach on the host)",
+                r.volume_id
+            ))
+        })?;
+    let attacher = RequestContext::from_handoff(&attachment.attacher).ok_or_else(|| {
+        ApiError::internal(format!(
+            "the attachment record of {} names no caller: detach and attach the volume again",
+            r.volume_id
+        ))
+    })?;
+    // The key is unwrapped as the AttachVolume caller, through EC2: the
+    // KMS authorizes that caller and audits it, invoked by EC2.
+    let key = unwrap_data_key(
+        &s.for_caller(attacher),
+        &r.kms_key_arn,
+        &r.encrypted_data_key,
+        r.volume_id.as_str(),
+    )?;
+    remote.mark_attached(r.volume_id.as_str())?;
+    Ok(ReleasedKey {
+        volume_id: r.volume_id.to_string(),
+        instance_id: own,
+        kms_key_id: r.kms_key_arn.clone(),
+        key,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_instance_ids_are_ec2_ids_per_host() {
+        let a = remote_instance_id(
+            "111122223333",
+            "us-east-1",
+            "arn:aws:iam::111122223333:root",
+        );
+        let b = remote_instance_id(
+            "111122223333",
+            "us-east-1",
+            "arn:aws:iam::111122223333:user/h",
+        );
+        let c = remote_instance_id(
+            "111122223333",
+            "eu-west-1",
+            "arn:aws:iam::111122223333:root",
+        );
+        assert!(a.starts_with("i-") && a.len() == 19, "{a}");
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        assert_ne!(a, host_instance_id("111122223333", "us-east-1"));
+        assert_eq!(
+            a,
+            remote_instance_id(
+                "111122223333",
+                "us-east-1",
+                "arn:aws:iam::111122223333:root"
+            )
+        );
+    }
+}

@@ -1,0 +1,520 @@
+//! The volume host side of a control plane on another machine: a home
+//! whose `kms-endpoint` setting names a `keyvol serve` keeps its volumes'
+//! records there (CreateVolume, DescribeVolumes, AttachVolume,
+//! DetachVolume, DeleteVolume over HTTP(S)), and their backing files here.
+//!
+//! This home keeps a local copy of each volume it holds the data of (id,
+//! size, KMS key; never a wrapped key): what the attach daemon serves
+//! from. The daemon obtains the plaintext data key with the keyvol
+//! extension `KeyvolReleaseVolumeKey` ([`release_data_key`]), which the
+//! control plane answers only for a volume attached to this host's own
+//! instance. Detaching: `keyvol volume detach` (and `unmount` of a mount
+//! that attached) stops the daemon here, then calls DetachVolume; a
+//! DetachVolume made elsewhere is seen by the daemon, which polls the
+//! control plane ([`watch_for_detach`]) and stops when its device is not
+//! in use. [`Volumes::attach`] and [`Volumes::detach`] take this
+//! path on such a host, so `mount` and `unmount` do too.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::api_error::{ApiError, ApiResult};
+use crate::ec2::hosts::remote_instance_id;
+use crate::secret::VolumeDataKey;
+use crate::server::control_plane::{ControlPlaneClient, XmlReply};
+use crate::session::Session;
+use crate::volume::service::{VolumeRecord, Volumes};
+
+/// The setting that names the control plane (one name for KMS, EC2 and
+/// STS, which `keyvol serve` answers at one address).
+pub const ENDPOINT_SETTING: &str = "kms-endpoint";
+
+/// The aws CLI's variable naming a CA bundle (PEM) to trust for an
+/// `https://` endpoint instead of the system bundle.
+pub const CA_BUNDLE_ENV: &str = "AWS_CA_BUNDLE";
+
+const GIB: u64 = 1 << 30;
+
+/// The control plane this home uses, or `None` when it is its own.
+pub fn control_plane(s: &Session) -> ApiResult<Option<ControlPlaneClient>> {
+    let Some(url) = crate::config::get(&s.home, ENDPOINT_SETTING)? else {
+        return Ok(None);
+    };
+    let (key_id, secret) = s.iam.profile_credentials(&s.profile)?;
+    let ca = match std::env::var_os(CA_BUNDLE_ENV) {
+        Some(p) => Some(std::fs::read(&p).map_err(|e| {
+            ApiError::invalid_parameter(format!(
+                "{CA_BUNDLE_ENV}={}: cannot read the CA bundle: {e}",
+                Path::new(&p).display()
+            ))
+        })?),
+        None => None,
+    };
+    ControlPlaneClient::new(&url, s.ctx.region.clone(), &key_id, secret, ca.as_deref()).map(Some)
+}
+
+/// This host's instance id at the control plane: the instance of the
+/// principal its access key belongs to.
+pub fn own_instance(s: &Session, cp: &ControlPlaneClient) -> ApiResult<String> {
+    let arn = cp.caller_arn()?;
+    // arn:aws:iam::ACCOUNT:... (or arn:aws:sts::ACCOUNT:...)
+    let account = arn
+        .split(':')
+        .nth(4)
+        .filter(|a| !a.is_empty())
+        .unwrap_or(s.ctx.caller.account.as_str())
+        .to_string();
+    Ok(remote_instance_id(&account, s.ctx.region.as_str(), &arn))
+}
+
+/// The data key of `r` from the control plane (the attach daemon's one
+/// call): released only while `r` is attached to this host's instance.
+pub fn release_data_key(s: &Session, r: &VolumeRecord) -> ApiResult<VolumeDataKey> {
+    let cp = control_plane(s)?.ok_or_else(|| {
+        ApiError::internal("no control plane is configured (kms-endpoint) for a remote data key")
+    })?;
+    let instance = own_instance(s, &cp)?;
+    cp.release_volume_key(r.volume_id.as_str(), &instance)
+}
+
+/// How often a remote host's attach daemon asks the control plane whether
+/// its volume is still attached to this host.
+pub const DETACH_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Watches, in a thread of the attach daemon of `v`, for a DetachVolume
+/// made elsewhere (the aws CLI, another principal): once the control plane
+/// no longer shows `v` attached to this host's instance, the daemon is
+/// asked to stop (SIGTERM to itself, so the main loop tries the unmount;
+/// a busy device is refused there and asked again about every minute).
+/// An unreachable control plane changes nothing: the volume keeps working.
+pub fn watch_for_detach(s: &Session, v: &str) {
+    let s = s.clone();
+    let vol = v.to_string();
+    let v = vol.clone();
+    let spawned = std::thread::Builder::new()
+        .name("detach-watch".into())
+        .spawn(move || {
+            let mut cp = None;
+            let mut instance = None;
+            let mut detached_polls = 0u32;
+            loop {
+                std::thread::sleep(DETACH_POLL);
+                match attached_here(&s, &v, &mut cp, &mut instance) {
+                    Ok(true) => detached_polls = 0,
+                    Ok(false) => {
+                        if detached_polls == 0 {
+                            tracing::info!(
+                                volume = %v,
+                                "the control plane no longer shows this volume attached to this host (DetachVolume): stopping"
+                            );
+                        }
+                        if detached_polls.is_multiple_of(12) {
+                            if let Err(e) = crate::sys::signal_self(libc::SIGTERM) {
+                                tracing::warn!("signalling the daemon to stop: {e}");
+                            }
+                        }
+                        detached_polls = detached_polls.wrapping_add(1);
+                    }
+                    Err(e) => tracing::debug!(
+                        volume = %v,
+                        "asking the control plane whether the volume is still attached here: {}; serving on",
+                        e.message
+                    ),
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(volume = %vol, "not watching for DetachVolume: {e}");
+    }
+}
+
+/// Does the control plane show `v` attached to this host's instance? The
+/// client and instance are made once, on first success.
+fn attached_here(
+    s: &Session,
+    v: &str,
+    cp: &mut Option<ControlPlaneClient>,
+    instance: &mut Option<String>,
+) -> ApiResult<bool> {
+    if cp.is_none() {
+        *cp = control_plane(s)?;
+    }
+    let Some(client) = cp.as_ref() else {
+        return Ok(true);
+    };
+    if instance.is_none() {
+        *instance = Some(own_instance(s, client)?);
+    }
+    let me = instance.as_deref().unwrap_or_default();
+    match client.ec2("DescribeVolumes", &[("VolumeId.1", v)]) {
+        Ok(x) => Ok(each_volume(&x).first().is_some_and(|vol| {
+            vol.items("attachmentSet")
+                .iter()
+                .any(|a| a.text("instanceId").as_deref() == Some(me))
+        })),
+        Err(e) if e.code == "InvalidVolume.NotFound" => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// One volume of a DescribeVolumes or CreateVolume answer, in the keyvol
+/// CLI's shape.
+fn volume_of(x: &XmlReply, local: Option<&VolumeRecord>) -> Value {
+    let attachments: Vec<Value> = x
+        .items("attachmentSet")
+        .iter()
+        .map(|a| {
+            let t = |k: &str| a.text(k).unwrap_or_default();
+            json!({
+                "VolumeId": t("volumeId"), "InstanceId": t("instanceId"), "Device": t("device"),
+                "State": t("status"), "AttachTime": t("attachTime"), "DeleteOnTermination": false,
+            })
+        })
+        .collect();
+    let base = x.without("attachmentSet").without("tagSet");
+    let t = |k: &str| base.text(k).unwrap_or_default();
+    let mut v = json!({
+        "VolumeId": t("volumeId"),
+        "Size": t("size").parse::<u64>().unwrap_or(0),
+        "AvailabilityZone": t("availabilityZone"),
+        "State": t("status"),
+        "CreateTime": t("createTime"),
+        "Encrypted": true,
+        "KmsKeyId": t("kmsKeyId"),
+        "VolumeType": t("volumeType"),
+        "OwnerId": t("ownerId"),
+        "Attachments": attachments,
+        "HeldOnThisHost": local.is_some(),
+    });
+    if let Some(r) = local {
+        v["SizeInBytes"] = json!(r.size);
+    }
+    v
+}
+
+/// Splits a DescribeVolumes answer into its volumes' XML.
+fn each_volume(x: &XmlReply) -> Vec<XmlReply> {
+    x.items("volumeSet")
+}
+
+impl Volumes<'_> {
+    fn local(&self, v: &str) -> Option<VolumeRecord> {
+        self.get(v).ok()
+    }
+
+    /// DescribeVolumes of one volume at the control plane.
+    fn described(&self, cp: &ControlPlaneClient, v: &str) -> ApiResult<XmlReply> {
+        let x = cp.ec2("DescribeVolumes", &[("VolumeId.1", v)])?;
+        each_volume(&x).into_iter().next().ok_or_else(|| {
+            ApiError::new(
+                "InvalidVolume.NotFound",
+                format!("The volume '{v}' does not exist."),
+            )
+        })
+    }
+
+    /// CreateVolume at the control plane, then the sparse backing file
+    /// here. A failure here deletes the record again.
+    pub fn create_remote(
+        &self,
+        cp: &ControlPlaneClient,
+        size: u64,
+        kms_key_id: Option<&str>,
+    ) -> ApiResult<Value> {
+        let bytes = size.to_string();
+        let zone = format!("{}a", self.s.ctx.region);
+        let mut p = vec![
+            ("SizeInBytes", bytes.as_str()),
+            ("AvailabilityZone", zone.as_str()),
+            ("Encrypted", "true"),
+        ];
+        if let Some(k) = kms_key_id {
+            p.push(("KmsKeyId", k));
+        }
+        let x = cp.ec2("CreateVolume", &p)?;
+        let vol: crate::ids::VolumeId =
+            x.text("volumeId")
+                .unwrap_or_default()
+                .parse()
+                .map_err(|_| {
+                    ApiError::internal(format!(
+                        "the control plane at {} answered CreateVolume without a volume id",
+                        cp.endpoint()
+                    ))
+                })?;
+        let arn = x.text("kmsKeyId").unwrap_or_default();
+        match self.insert(&vol, size, &arn, &[], None) {
+            Ok(r) => Ok(volume_of(&x, Some(&r))),
+            Err(e) => {
+                if let Err(d) = cp.ec2("DeleteVolume", &[("VolumeId", vol.as_str())]) {
+                    tracing::warn!(volume = %vol, "undoing CreateVolume: {}", d.message);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// DescribeVolumes at the control plane (all, or the ones named).
+    pub fn describe_remote(&self, cp: &ControlPlaneClient, ids: &[String]) -> ApiResult<Value> {
+        let names: Vec<String> = (1..=ids.len()).map(|i| format!("VolumeId.{i}")).collect();
+        let p: Vec<(&str, &str)> = names
+            .iter()
+            .map(String::as_str)
+            .zip(ids.iter().map(String::as_str))
+            .collect();
+        let x = cp.ec2("DescribeVolumes", &p)?;
+        let out: Vec<Value> = each_volume(&x)
+            .iter()
+            .map(|v| {
+                volume_of(
+                    v,
+                    self.local(&v.text("volumeId").unwrap_or_default()).as_ref(),
+                )
+            })
+            .collect();
+        Ok(json!({"Volumes": out}))
+    }
+
+    /// One volume as [`Volumes::describe_remote`] shows it.
+    pub fn describe_one_remote(&self, cp: &ControlPlaneClient, v: &str) -> ApiResult<Value> {
+        let x = self.described(cp, v)?;
+        Ok(volume_of(&x, self.local(v).as_ref()))
+    }
+
+    /// Puts the backing file of a volume recorded at the control plane on
+    /// this host (hard link, else a sparse copy), so that it can attach it
+    /// here. The file must be the volume's size, as the control plane
+    /// records it (whole GiB) or this home's own copy said.
+    pub fn import_remote(
+        &self,
+        cp: &ControlPlaneClient,
+        v: &str,
+        backing: &Path,
+    ) -> ApiResult<Value> {
+        let x = self.described(cp, v)?;
+        let gib: u64 = x.text("size").unwrap_or_default().parse().unwrap_or(0);
+        let len = std::fs::metadata(backing)
+            .map_err(|e| {
+                ApiError::invalid_parameter(format!(
+                    "backing file {}: {e}: give the volume's own <vol>.img",
+                    backing.display()
+                ))
+            })?
+            .len();
+        if len.div_ceil(GIB) != gib {
+            return Err(ApiError::invalid_parameter(format!(
+                "backing file {} has {len} bytes but volume {v} has {gib} GiB at the control plane: give the volume's own <vol>.img",
+                backing.display()
+            )));
+        }
+        let described = json!({
+            "VolumeId": v,
+            "KmsKeyId": x.text("kmsKeyId").unwrap_or_default(),
+            "EncryptedDataKey": "",
+            "SizeInBytes": len,
+            "SnapshotId": x.text("snapshotId").unwrap_or_default(),
+            "HydrationPendingChunks": 0,
+        });
+        let r = self.import(&described, backing)?;
+        Ok(volume_of(&x, Some(&r)))
+    }
+
+    /// Makes sure `v` is attached to this host's instance at the control
+    /// plane: AttachVolume, or, with `restart`, nothing when it already is
+    /// (a foreground daemon that its supervisor restarted after a crash).
+    /// Its backing file must be here; a size grown at the control plane
+    /// grows it first. The instance, and whether this call attached it.
+    /// (Hosts that sign as one principal are one instance to the control
+    /// plane: give each host its own.)
+    fn claim_remote(
+        &self,
+        cp: &ControlPlaneClient,
+        v: &str,
+        restart: bool,
+    ) -> ApiResult<(String, bool)> {
+        let x = self.described(cp, v)?;
+        let r = self.local(v).ok_or_else(|| {
+            ApiError::new(
+                "InvalidVolume.DataMissing",
+                format!(
+                    "The backing file of volume {v} is not on this host: bring it with `keyvol volume import --volume-id {v} --backing-file PATH`"
+                ),
+            )
+        })?;
+        self.check_backing(&r)?;
+        let gib: u64 = x.text("size").unwrap_or_default().parse().unwrap_or(0);
+        if gib > r.size.div_ceil(GIB) && self.attachment(&r)?.is_none() {
+            self.modify(v, gib * GIB)?;
+        }
+        let instance = own_instance(self.s, cp)?;
+        let mine = x
+            .items("attachmentSet")
+            .iter()
+            .any(|a| a.text("instanceId").as_deref() == Some(instance.as_str()));
+        if mine && !restart {
+            return Err(ApiError::new(
+                "VolumeInUse",
+                format!(
+                    "{v} is already attached to this host's instance {instance}: if its daemon died, `keyvol volume detach {v}` clears the attachment first"
+                ),
+            ));
+        }
+        if !mine {
+            let device_name = free_device_name(cp, &instance)?;
+            cp.ec2(
+                "AttachVolume",
+                &[
+                    ("VolumeId", v),
+                    ("InstanceId", &instance),
+                    ("Device", &device_name),
+                ],
+            )?;
+        }
+        Ok((instance, !mine))
+    }
+
+    /// Undoes an AttachVolume this host made when its daemon could not
+    /// start (best effort: the error that matters is the daemon's).
+    fn unclaim_remote(&self, cp: &ControlPlaneClient, v: &str, instance: &str) {
+        if let Err(d) = cp.ec2("DetachVolume", &[("VolumeId", v), ("InstanceId", instance)]) {
+            tracing::warn!(volume = v, "undoing AttachVolume: {}", d.message);
+        }
+    }
+
+    /// AttachVolume of `v` to this host's instance at the control plane,
+    /// then the attach daemon here, which obtains the data key with
+    /// `KeyvolReleaseVolumeKey`. A daemon that fails to start detaches the
+    /// volume at the control plane again.
+    pub fn attach_remote(
+        &self,
+        cp: &ControlPlaneClient,
+        v: &str,
+        device: Option<&Path>,
+    ) -> ApiResult<Value> {
+        let (instance, claimed) = self.claim_remote(cp, v, false)?;
+        match self.attach_here(v, device) {
+            Ok(mut out) => {
+                if let Some(a) = out["Attachments"]
+                    .as_array_mut()
+                    .and_then(|a| a.first_mut())
+                {
+                    a["InstanceId"] = json!(instance);
+                }
+                Ok(out)
+            }
+            Err(e) => {
+                if claimed {
+                    self.unclaim_remote(cp, v, &instance);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The attach daemon in this process (`keyvol volume attach VOL
+    /// --foreground`, as `keyvol-attach@.service` runs it): AttachVolume
+    /// to this host's instance unless already attached, the daemon until
+    /// it is stopped, then DetachVolume. A daemon that fails leaves the
+    /// attachment for its restart, unless this call made it.
+    pub fn run_daemon_remote(
+        &self,
+        cp: &ControlPlaneClient,
+        v: &str,
+        device: &Path,
+        ready: &mut dyn std::io::Write,
+    ) -> ApiResult<()> {
+        let (instance, claimed) = self.claim_remote(cp, v, true)?;
+        match self.run_daemon(v, device, ready) {
+            Ok(()) => match cp.ec2(
+                "DetachVolume",
+                &[("VolumeId", v), ("InstanceId", &instance)],
+            ) {
+                Ok(_) => Ok(()),
+                // Detached there already (`keyvol volume detach` asks too).
+                Err(e) if e.code == "IncorrectState" => Ok(()),
+                Err(e) => Err(e),
+            },
+            Err(e) => {
+                if claimed {
+                    self.unclaim_remote(cp, v, &instance);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops the attach daemon here (refused while the device is in use,
+    /// unless `force`), then DetachVolume at the control plane, which
+    /// forgets this host's right to the key. With the control plane
+    /// unreachable the daemon is stopped all the same, and the error says
+    /// that the control plane has yet to hear of it.
+    pub fn detach_remote(&self, cp: &ControlPlaneClient, v: &str, force: bool) -> ApiResult<Value> {
+        // The daemon here, or what a dead one left; nothing attached here
+        // is no error (DetachVolume is still to be made).
+        let stopped = match self.local(v) {
+            Some(_) => match self.detach_here(v, force) {
+                Ok(out) => Some(out),
+                Err(e) if e.code == "IncorrectState" => None,
+                Err(e) => return Err(e),
+            },
+            None => None,
+        };
+        let told = own_instance(self.s, cp).and_then(|instance| {
+            cp.ec2(
+                "DetachVolume",
+                &[("VolumeId", v), ("InstanceId", &instance)],
+            )
+        });
+        match (told, stopped) {
+            (Ok(_), Some(out)) => Ok(out),
+            (Ok(_), None) => self.describe_one_remote(cp, v),
+            // Detached there already (by another caller): done here too.
+            (Err(e), Some(out)) if e.code == "IncorrectState" => Ok(out),
+            (Err(e), Some(_)) => Err(ApiError::new(
+                &e.code,
+                format!(
+                    "{v} is detached on this host, but DetachVolume at the control plane failed: {}; run `keyvol volume detach {v}` again once it answers",
+                    e.message
+                ),
+            )),
+            (Err(e), None) => Err(e),
+        }
+    }
+
+    /// DeleteVolume at the control plane, then this host's files of it.
+    pub fn delete_remote(&self, cp: &ControlPlaneClient, v: &str) -> ApiResult<()> {
+        if let Some(r) = self.local(v) {
+            if self.attachment(&r)?.is_some() {
+                return Err(ApiError::new(
+                    "VolumeInUse",
+                    format!("Volume {v} is attached on this host: detach it first (keyvol volume detach {v})"),
+                ));
+            }
+        }
+        cp.ec2("DeleteVolume", &[("VolumeId", v)])?;
+        if self.local(v).is_some() {
+            self.delete(v)?;
+        }
+        Ok(())
+    }
+}
+
+/// The first EBS device name (`/dev/sdf` .. `/dev/sdz`, then `xvdf` ..)
+/// no volume attached to `instance` uses.
+fn free_device_name(cp: &ControlPlaneClient, instance: &str) -> ApiResult<String> {
+    let x = cp.ec2("DescribeInstances", &[("InstanceId.1", instance)])?;
+    let taken = x.texts("deviceName");
+    let candidates = (b'f'..=b'z')
+        .map(|c| format!("/dev/sd{}", c as char))
+        .chain((b'f'..=b'z').map(|c| format!("/dev/xvd{}", c as char)));
+    for name in candidates {
+        if !taken.contains(&name) {
+            return Ok(name);
+        }
+    }
+    Err(ApiError::new(
+        "AttachmentLimitExceeded",
+        format!("instance {instance} has no free device name left: detach a volume first"),
+    ))
+}
