@@ -663,12 +663,7 @@ fn run_command(
         }
         "detach" => vols.detach(&vol(), m.get_flag("force")).map_err(api)?,
         "mount" => {
-            let fs: FsType = m
-                .get_one::<String>("fs")
-                .map(String::as_str)
-                .unwrap_or("ext4")
-                .parse()
-                .map_err(|e: keyvol::volume::VolumeError| CliError::usage(e.to_string()))?;
+            let fs = fs_type(m)?;
             let dir = m.get_one::<String>("dir").cloned().unwrap_or_default();
             vols.mount(&vol(), Path::new(&dir), fs).map_err(api)?
         }
@@ -692,12 +687,7 @@ fn run_command(
             out
         }
         "enable" => {
-            let fs: FsType = m
-                .get_one::<String>("fs")
-                .map(String::as_str)
-                .unwrap_or("ext4")
-                .parse()
-                .map_err(|e: keyvol::volume::VolumeError| CliError::usage(e.to_string()))?;
+            let fs = fs_type(m)?;
             let dir = m.get_one::<String>("mount").cloned().unwrap_or_default();
             let table = boot::BootTable::open(s).map_err(api)?;
             let e = table
@@ -819,12 +809,7 @@ fn run_remote(
             .detach_remote(cp, vid, m.get_flag("force"))
             .map_err(api)?,
         "mount" => {
-            let fs: FsType = m
-                .get_one::<String>("fs")
-                .map(String::as_str)
-                .unwrap_or("ext4")
-                .parse()
-                .map_err(|e: keyvol::volume::VolumeError| CliError::usage(e.to_string()))?;
+            let fs = fs_type(m)?;
             let dir = m.get_one::<String>("dir").cloned().unwrap_or_default();
             vols.mount(vid, Path::new(&dir), fs).map_err(api)?
         }
@@ -861,4 +846,13 @@ fn run_remote(
         }
         other => return Err(unsupported(&format!("`keyvol volume {other}`"))),
     })
+}
+
+/// The `--fs` of `volume mount` (ext4 when not given).
+fn fs_type(m: &clap::ArgMatches) -> Result<FsType, CliError> {
+    m.get_one::<String>("fs")
+        .map(String::as_str)
+        .unwrap_or("ext4")
+        .parse()
+        .map_err(|e: keyvol::volume::VolumeError| CliError::usage(e.to_string()))
 }

@@ -39,6 +39,17 @@ pub(super) fn validate_alias_name(name: &str) -> KmsResult<()> {
     Ok(())
 }
 
+/// The alias `name` of the caller's account in its region, or AWS's
+/// NotFoundException.
+fn existing_alias(op: &Op<'_>, name: &str) -> KmsResult<store::AliasRow> {
+    store::alias(op.tx, &op.ctx.caller.account, &op.ctx.region, name)?.ok_or_else(|| {
+        KmsError::not_found(format!(
+            "Alias arn:aws:kms:{}:{}:{} is not found.",
+            op.ctx.region, op.ctx.caller.account, name
+        ))
+    })
+}
+
 impl Kms {
     pub(crate) fn create_alias_body(
         &self,
@@ -84,13 +95,7 @@ impl Kms {
     ) -> KmsResult<Empty> {
         let name = req.alias_name.clone().unwrap_or_default();
         validate_alias_name(&name)?;
-        let current = store::alias(op.tx, &op.ctx.caller.account, &op.ctx.region, &name)?
-            .ok_or_else(|| {
-                KmsError::not_found(format!(
-                    "Alias arn:aws:kms:{}:{}:{} is not found.",
-                    op.ctx.region, op.ctx.caller.account, name
-                ))
-            })?;
+        let current = existing_alias(op, &name)?;
         let old = store::get_key(op.tx, &current.key_id)?
             .ok_or_else(|| KmsError::not_found("alias target is gone"))?;
         let new = op.resolve(req.target_key_id.as_deref(), false)?;
@@ -124,13 +129,7 @@ impl Kms {
             ));
         }
         validate_alias_name(&name)?;
-        let current = store::alias(op.tx, &op.ctx.caller.account, &op.ctx.region, &name)?
-            .ok_or_else(|| {
-                KmsError::not_found(format!(
-                    "Alias arn:aws:kms:{}:{}:{} is not found.",
-                    op.ctx.region, op.ctx.caller.account, name
-                ))
-            })?;
+        let current = existing_alias(op, &name)?;
         if let Some(k) = store::get_key(op.tx, &current.key_id)? {
             op.trace.key(&k);
             crate::kms::authz::authorize_alias(op, "kms:DeleteAlias", &name)?;
