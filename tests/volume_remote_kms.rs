@@ -485,3 +485,158 @@ fn volume_hosts_share_a_remote_control_plane() {
     let status = kv(h2, &["--profile", "acct", "volume", "status"]);
     assert_eq!(status["Attachments"], serde_json::json!([]), "{status}");
 }
+
+/// A host whose records are at a control plane tags its volumes at
+/// creation (`--tag-specifications`) and lists them with `--filters`, both
+/// answered by the control plane's CreateVolume and DescribeVolumes; a
+/// malformed filter is a usage error that creates nothing.
+#[test]
+fn a_remote_host_tags_and_filters_its_volumes() {
+    let cp_home = tempfile::tempdir().unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let (k, h) = (cp_home.path(), host.path());
+    let acct = kv(
+        k,
+        &[
+            "iam",
+            "create-account",
+            "--account-id",
+            "444455556666",
+            "--profile-name",
+            "acct",
+        ],
+    );
+    let akid = acct["AccessKey"]["AccessKeyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let secret = acct["AccessKey"]["SecretAccessKey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    kv(
+        k,
+        &[
+            "--profile",
+            "acct",
+            "iam",
+            "register-volume-host",
+            "--account-root",
+        ],
+    );
+    let mut server = Server(
+        Command::new(env!("CARGO_BIN_EXE_keyvol"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("KEYVOL_HOME", k)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(server.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let endpoint = serde_json::from_str::<Value>(&line).unwrap()["Endpoint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    configure_host(h, &endpoint, &akid, &secret);
+    let create = |team: &str| {
+        kv(
+            h,
+            &[
+                "--profile",
+                "acct",
+                "volume",
+                "create",
+                "--size",
+                "16MiB",
+                "--tag-specifications",
+                &format!(
+                    "ResourceType=volume,Tags=[{{Key=team,Value={team}}},{{Key=env,Value=test}}]"
+                ),
+            ],
+        )["VolumeId"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let red = create("red");
+    let blue = create("blue");
+    let listed = |filter: &str| -> Vec<String> {
+        let mut ids: Vec<String> = kv(
+            h,
+            &[
+                "--profile",
+                "acct",
+                "volume",
+                "describe-volumes",
+                "--filters",
+                filter,
+            ],
+        )["Volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["VolumeId"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(listed("Name=tag:team,Values=red"), vec![red.clone()]);
+    assert_eq!(listed("Name=tag:team,Values=blue"), vec![blue.clone()]);
+    let mut both = vec![red.clone(), blue.clone()];
+    both.sort();
+    assert_eq!(listed("Name=tag:env,Values=test"), both);
+    assert!(listed("Name=tag:team,Values=green").is_empty());
+    // The control plane holds the tags: its own CLI filters by them too.
+    let cp = kv(
+        k,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "describe-volumes",
+            "--filters",
+            "Name=tag:team,Values=red",
+        ],
+    );
+    let ids: Vec<&str> = cp["Volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["VolumeId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![red.as_str()], "{cp}");
+    // Bad input: a usage error, and no third volume.
+    let err = kv_err(
+        h,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "describe-volumes",
+            "--filters",
+            "tag:team=red",
+        ],
+    );
+    assert!(err.contains("filters"), "{err}");
+    let err = kv_err(
+        h,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "create",
+            "--size",
+            "16MiB",
+            "--tag-specifications",
+            "ResourceType=snapshot,Tags=[{Key=a,Value=b}]",
+        ],
+    );
+    assert!(err.contains("ResourceType"), "{err}");
+    assert_eq!(listed("Name=tag:env,Values=test").len(), 2);
+    let all = kv(h, &["--profile", "acct", "volume", "describe-volumes"]);
+    assert_eq!(all["Volumes"].as_array().unwrap().len(), 2, "{all}");
+}

@@ -755,11 +755,7 @@ fn run_remote(
             if m.get_one::<String>("snapshot-id").is_some() {
                 return Err(unsupported("volume create --snapshot-id"));
             }
-            if m.contains_id("tag-specifications")
-                && m.get_many::<String>("tag-specifications").is_some()
-            {
-                return Err(unsupported("volume create --tag-specifications"));
-            }
+            let tags = tag_specs(m).map_err(CliError::usage)?;
             let size = m
                 .get_one::<String>("size")
                 .map(|x| parse_size(x))
@@ -767,20 +763,24 @@ fn run_remote(
                 .map_err(api)?
                 .ok_or_else(|| CliError::usage("the following arguments are required: --size"))?;
             let key = m.get_one::<String>("kms-key-id").map(String::as_str);
-            vols.create_remote(cp, size, key).map_err(api)?
+            vols.create_remote(cp, size, key, &tags).map_err(api)?
         }
         "describe" => vols.describe_one_remote(cp, vid).map_err(api)?,
         "describe-volumes" | "list" => {
-            if m.try_get_many::<String>("filters").ok().flatten().is_some() {
-                return Err(unsupported("volume describe-volumes --filters"));
-            }
+            let raw: Vec<String> = m
+                .try_get_many::<String>("filters")
+                .ok()
+                .flatten()
+                .map(|v| v.cloned().collect())
+                .unwrap_or_default();
+            let filters = keyvol::cli_shorthand::filters(&raw).map_err(CliError::usage)?;
             let ids: Vec<String> = m
                 .try_get_many::<String>("volume-ids")
                 .ok()
                 .flatten()
                 .map(|v| v.cloned().collect())
                 .unwrap_or_default();
-            vols.describe_remote(cp, &ids).map_err(api)?
+            vols.describe_remote(cp, &ids, &filters).map_err(api)?
         }
         "delete" => {
             vols.delete_remote(cp, vid).map_err(api)?;

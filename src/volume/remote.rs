@@ -221,17 +221,30 @@ impl Volumes<'_> {
         cp: &ControlPlaneClient,
         size: u64,
         kms_key_id: Option<&str>,
+        tags: &[(String, String)],
     ) -> ApiResult<Value> {
-        let bytes = size.to_string();
-        let zone = format!("{}a", self.s.ctx.region);
-        let mut p = vec![
-            ("SizeInBytes", bytes.as_str()),
-            ("AvailabilityZone", zone.as_str()),
-            ("Encrypted", "true"),
+        let mut owned = vec![
+            ("SizeInBytes".to_string(), size.to_string()),
+            (
+                "AvailabilityZone".to_string(),
+                format!("{}a", self.s.ctx.region),
+            ),
+            ("Encrypted".to_string(), "true".to_string()),
         ];
         if let Some(k) = kms_key_id {
-            p.push(("KmsKeyId", k));
+            owned.push(("KmsKeyId".into(), k.into()));
         }
+        if !tags.is_empty() {
+            owned.push(("TagSpecification.1.ResourceType".into(), "volume".into()));
+            for (i, (k, v)) in tags.iter().enumerate() {
+                owned.push((format!("TagSpecification.1.Tag.{}.Key", i + 1), k.clone()));
+                owned.push((format!("TagSpecification.1.Tag.{}.Value", i + 1), v.clone()));
+            }
+        }
+        let p: Vec<(&str, &str)> = owned
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let x = cp.ec2("CreateVolume", &p)?;
         let vol: crate::ids::VolumeId =
             x.text("volumeId")
@@ -256,12 +269,26 @@ impl Volumes<'_> {
     }
 
     /// DescribeVolumes at the control plane (all, or the ones named).
-    pub fn describe_remote(&self, cp: &ControlPlaneClient, ids: &[String]) -> ApiResult<Value> {
-        let names: Vec<String> = (1..=ids.len()).map(|i| format!("VolumeId.{i}")).collect();
-        let p: Vec<(&str, &str)> = names
+    pub fn describe_remote(
+        &self,
+        cp: &ControlPlaneClient,
+        ids: &[String],
+        filters: &[(String, Vec<String>)],
+    ) -> ApiResult<Value> {
+        let mut owned: Vec<(String, String)> = ids
             .iter()
-            .map(String::as_str)
-            .zip(ids.iter().map(String::as_str))
+            .enumerate()
+            .map(|(i, id)| (format!("VolumeId.{}", i + 1), id.clone()))
+            .collect();
+        for (i, (name, values)) in filters.iter().enumerate() {
+            owned.push((format!("Filter.{}.Name", i + 1), name.clone()));
+            for (j, v) in values.iter().enumerate() {
+                owned.push((format!("Filter.{}.Value.{}", i + 1, j + 1), v.clone()));
+            }
+        }
+        let p: Vec<(&str, &str)> = owned
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let x = cp.ec2("DescribeVolumes", &p)?;
         let out: Vec<Value> = each_volume(&x)
