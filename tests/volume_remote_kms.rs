@@ -364,9 +364,27 @@ fn volume_hosts_share_a_remote_control_plane() {
     let shown = kv(h1, &["--profile", "acct", "volume", "describe", &ebs_id]);
     assert_eq!(shown["State"], "available", "{shown}");
 
+    // Grown at the control plane while detached (`volume modify` on the
+    // host is ModifyVolume there), the backing file here grows to the new
+    // size at the next attach.
+    kv(
+        h1,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "modify",
+            &ebs_id,
+            "--size",
+            "2GiB",
+        ],
+    );
+    let ebs_backing = h1.join(format!("volumes/us-east-1/{ebs_id}.img"));
+    assert!(std::fs::metadata(&ebs_backing).unwrap().len() < 2 << 30);
     // A DetachVolume made elsewhere (here: a client of the control plane
     // as the account root) stops the host's daemon: it polls.
     kv(h1, &["--profile", "acct", "volume", "attach", &ebs_id]);
+    assert_eq!(std::fs::metadata(&ebs_backing).unwrap().len(), 2 << 30);
     let elsewhere = keyvol::server::ControlPlaneClient::new(
         &endpoint,
         "us-east-1".parse().unwrap(),
@@ -639,4 +657,39 @@ fn a_remote_host_tags_and_filters_its_volumes() {
     assert_eq!(listed("Name=tag:env,Values=test").len(), 2);
     let all = kv(h, &["--profile", "acct", "volume", "describe-volumes"]);
     assert_eq!(all["Volumes"].as_array().unwrap().len(), 2, "{all}");
+
+    // volume modify is ModifyVolume there, in whole GiB.
+    let err = kv_err(
+        h,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "modify",
+            &red,
+            "--size",
+            "48MiB",
+        ],
+    );
+    assert!(
+        err.contains("(InvalidParameterValue)") && err.contains("whole number of GiB"),
+        "{err}"
+    );
+    let cp_size = || kv(k, &["--profile", "acct", "volume", "describe", &red])["Size"].clone();
+    assert_eq!(cp_size(), 1, "16 MiB shows as 1 GiB");
+    kv(
+        h,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "modify",
+            &red,
+            "--size",
+            "2GiB",
+        ],
+    );
+    assert_eq!(cp_size(), 2);
+    let at_cp = kv(k, &["--profile", "acct", "volume", "describe", &red]);
+    assert_eq!(at_cp["SizeInBytes"], 2u64 << 30, "{at_cp}");
 }

@@ -766,6 +766,15 @@ fn run_remote(
             vols.create_remote(cp, size, key, &tags).map_err(api)?
         }
         "describe" => vols.describe_one_remote(cp, vid).map_err(api)?,
+        "modify" => {
+            let size = parse_size(
+                m.get_one::<String>("size")
+                    .map(String::as_str)
+                    .unwrap_or(""),
+            )
+            .map_err(api)?;
+            vols.modify_remote(cp, vid, size).map_err(api)?
+        }
         "describe-volumes" | "list" => {
             let raw: Vec<String> = m
                 .try_get_many::<String>("filters")

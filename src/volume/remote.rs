@@ -303,6 +303,21 @@ impl Volumes<'_> {
         Ok(json!({"Volumes": out}))
     }
 
+    /// ModifyVolume at the control plane. Its Size is whole GiB; the
+    /// backing file on this host grows to it at the next attach
+    /// ([`Volumes::claim_remote`]), as the control plane refuses the change
+    /// while the volume is attached.
+    pub fn modify_remote(&self, cp: &ControlPlaneClient, v: &str, size: u64) -> ApiResult<Value> {
+        if size == 0 || !size.is_multiple_of(GIB) {
+            return Err(ApiError::invalid_parameter(format!(
+                "{size} bytes is not a whole number of GiB: at a control plane a volume grows by ModifyVolume's Size, in GiB (for example --size 2GiB)"
+            )));
+        }
+        let gib = (size / GIB).to_string();
+        cp.ec2("ModifyVolume", &[("VolumeId", v), ("Size", gib.as_str())])?;
+        self.describe_one_remote(cp, v)
+    }
+
     /// One volume as [`Volumes::describe_remote`] shows it.
     pub fn describe_one_remote(&self, cp: &ControlPlaneClient, v: &str) -> ApiResult<Value> {
         let x = self.described(cp, v)?;
