@@ -66,15 +66,9 @@ impl Drop for Server {
     }
 }
 
-#[test]
-fn volume_hosts_share_a_remote_control_plane() {
-    let Some(_g) = fuse_prerequisites() else {
-        return;
-    };
-    let cp_home = tempfile::tempdir().unwrap();
-    let host1 = tempfile::tempdir().unwrap();
-    let host2 = tempfile::tempdir().unwrap();
-    let (k, h1, h2) = (cp_home.path(), host1.path(), host2.path());
+/// Account 444455556666 at the control plane's home `k`, its root key
+/// stored there as profile `acct`: the access key id and secret.
+fn account(k: &Path) -> (String, String) {
     let acct = kv(
         k,
         &[
@@ -86,14 +80,42 @@ fn volume_hosts_share_a_remote_control_plane() {
             "acct",
         ],
     );
-    let akid = acct["AccessKey"]["AccessKeyId"]
+    let field = |f: &str| acct["AccessKey"][f].as_str().unwrap().to_string();
+    (field("AccessKeyId"), field("SecretAccessKey"))
+}
+
+/// `keyvol serve` on the home `k`, on loopback: the process and its endpoint.
+fn serve(k: &Path) -> (Server, String) {
+    let mut server = Server(
+        Command::new(env!("CARGO_BIN_EXE_keyvol"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("KEYVOL_HOME", k)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(server.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let endpoint = serde_json::from_str::<Value>(&line).unwrap()["Endpoint"]
         .as_str()
         .unwrap()
         .to_string();
-    let secret = acct["AccessKey"]["SecretAccessKey"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    (server, endpoint)
+}
+
+#[test]
+fn volume_hosts_share_a_remote_control_plane() {
+    let Some(_g) = fuse_prerequisites() else {
+        return;
+    };
+    let cp_home = tempfile::tempdir().unwrap();
+    let host1 = tempfile::tempdir().unwrap();
+    let host2 = tempfile::tempdir().unwrap();
+    let (k, h1, h2) = (cp_home.path(), host1.path(), host2.path());
+    let (akid, secret) = account(k);
     // The hosts sign as the account root, registered as a volume host: an
     // instance of the account at the control plane.
     let reg = kv(
@@ -114,23 +136,7 @@ fn volume_hosts_share_a_remote_control_plane() {
         .unwrap()
         .to_string();
 
-    let mut server = Server(
-        Command::new(env!("CARGO_BIN_EXE_keyvol"))
-            .args(["kms", "serve", "--listen", "127.0.0.1:0"])
-            .env("KEYVOL_HOME", k)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    std::io::BufReader::new(server.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let endpoint = serde_json::from_str::<Value>(&line).unwrap()["Endpoint"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (mut server, endpoint) = serve(k);
     configure_host(h1, &endpoint, &akid, &secret);
     configure_host(h2, &endpoint, &akid, &secret);
 
@@ -513,25 +519,7 @@ fn a_remote_host_tags_and_filters_its_volumes() {
     let cp_home = tempfile::tempdir().unwrap();
     let host = tempfile::tempdir().unwrap();
     let (k, h) = (cp_home.path(), host.path());
-    let acct = kv(
-        k,
-        &[
-            "iam",
-            "create-account",
-            "--account-id",
-            "444455556666",
-            "--profile-name",
-            "acct",
-        ],
-    );
-    let akid = acct["AccessKey"]["AccessKeyId"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let secret = acct["AccessKey"]["SecretAccessKey"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (akid, secret) = account(k);
     kv(
         k,
         &[
@@ -542,23 +530,7 @@ fn a_remote_host_tags_and_filters_its_volumes() {
             "--account-root",
         ],
     );
-    let mut server = Server(
-        Command::new(env!("CARGO_BIN_EXE_keyvol"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("KEYVOL_HOME", k)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    std::io::BufReader::new(server.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let endpoint = serde_json::from_str::<Value>(&line).unwrap()["Endpoint"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (_server, endpoint) = serve(k);
     configure_host(h, &endpoint, &akid, &secret);
     let create = |team: &str| {
         kv(

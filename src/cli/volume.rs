@@ -633,12 +633,7 @@ fn run_command(
             json!({})
         }
         "modify" => {
-            let size = parse_size(
-                m.get_one::<String>("size")
-                    .map(String::as_str)
-                    .unwrap_or(""),
-            )
-            .map_err(api)?;
+            let size = new_size(m).map_err(api)?;
             vols.to_json(&vols.modify(&vol(), size).map_err(api)?)
                 .map_err(api)?
         }
@@ -767,12 +762,7 @@ fn run_remote(
         }
         "describe" => vols.describe_one_remote(cp, vid).map_err(api)?,
         "modify" => {
-            let size = parse_size(
-                m.get_one::<String>("size")
-                    .map(String::as_str)
-                    .unwrap_or(""),
-            )
-            .map_err(api)?;
+            let size = new_size(m).map_err(api)?;
             vols.modify_remote(cp, vid, size).map_err(api)?
         }
         "describe-volumes" | "list" => {
@@ -864,4 +854,13 @@ fn fs_type(m: &clap::ArgMatches) -> Result<FsType, CliError> {
         .unwrap_or("ext4")
         .parse()
         .map_err(|e: keyvol::volume::VolumeError| CliError::usage(e.to_string()))
+}
+
+/// The `--size` of `volume modify`.
+fn new_size(m: &ArgMatches) -> Result<u64, ApiError> {
+    parse_size(
+        m.get_one::<String>("size")
+            .map(String::as_str)
+            .unwrap_or(""),
+    )
 }
