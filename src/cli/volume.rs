@@ -336,12 +336,7 @@ fn op_name(sub: &str) -> &'static str {
 
 /// The tags of `--tag-specifications` (ResourceType volume only).
 fn tag_specs(m: &ArgMatches) -> Result<Vec<(String, String)>, String> {
-    let raw: Vec<String> = m
-        .try_get_many::<String>("tag-specifications")
-        .ok()
-        .flatten()
-        .map(|v| v.cloned().collect())
-        .unwrap_or_default();
+    let raw = strings(m, "tag-specifications");
     let mut tags = Vec::new();
     for (rt, t) in keyvol::cli_shorthand::tag_specifications(&raw)? {
         if rt != "volume" {
@@ -571,18 +566,10 @@ fn run_command(
             v
         }
         "describe-volumes" | "list" => {
-            let wanted: Option<Vec<String>> = m
-                .try_get_many::<String>("volume-ids")
-                .ok()
-                .flatten()
-                .map(|v| v.cloned().collect());
+            let ids = strings(m, "volume-ids");
+            let wanted = (!ids.is_empty()).then_some(ids);
             // --filters: the control plane's DescribeVolumes decides which.
-            let filters = m
-                .try_get_many::<String>("filters")
-                .ok()
-                .flatten()
-                .map(|v| v.cloned().collect::<Vec<_>>())
-                .unwrap_or_default();
+            let filters = strings(m, "filters");
             let wanted = if filters.is_empty() {
                 wanted
             } else {
@@ -766,19 +753,9 @@ fn run_remote(
             vols.modify_remote(cp, vid, size).map_err(api)?
         }
         "describe-volumes" | "list" => {
-            let raw: Vec<String> = m
-                .try_get_many::<String>("filters")
-                .ok()
-                .flatten()
-                .map(|v| v.cloned().collect())
-                .unwrap_or_default();
-            let filters = keyvol::cli_shorthand::filters(&raw).map_err(CliError::usage)?;
-            let ids: Vec<String> = m
-                .try_get_many::<String>("volume-ids")
-                .ok()
-                .flatten()
-                .map(|v| v.cloned().collect())
-                .unwrap_or_default();
+            let filters =
+                keyvol::cli_shorthand::filters(&strings(m, "filters")).map_err(CliError::usage)?;
+            let ids = strings(m, "volume-ids");
             vols.describe_remote(cp, &ids, &filters).map_err(api)?
         }
         "delete" => {
@@ -863,4 +840,14 @@ fn new_size(m: &ArgMatches) -> Result<u64, ApiError> {
             .map(String::as_str)
             .unwrap_or(""),
     )
+}
+
+/// The values of a repeatable option `id` (none when absent or not an
+/// option of this command).
+fn strings(m: &ArgMatches, id: &str) -> Vec<String> {
+    m.try_get_many::<String>(id)
+        .ok()
+        .flatten()
+        .map(|v| v.cloned().collect())
+        .unwrap_or_default()
 }

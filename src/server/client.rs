@@ -65,11 +65,7 @@ impl RemoteKms {
     ) -> Result<Self, KmsError> {
         let http = HttpEndpoint::new(endpoint, ca_pem, "KMS", "RemoteKms")
             .map_err(KmsError::validation)?;
-        if access_key_id.is_empty() || access_key_id.contains(['/', ',', ' ']) {
-            return Err(KmsError::validation(format!(
-                "access key id '{access_key_id}' is not valid: it must be non-empty without '/', ',' or spaces"
-            )));
-        }
+        check_access_key_id(access_key_id).map_err(KmsError::validation)?;
         Ok(RemoteKms {
             agent: http.agent,
             endpoint: http.endpoint,
@@ -188,6 +184,17 @@ pub(crate) struct HttpEndpoint {
     pub(crate) endpoint: String,
     /// `host:port` as the `Host` header carries it.
     pub(crate) authority: String,
+}
+
+/// An access key id a client signs with: non-empty, and nothing that
+/// would break the SigV4 `Credential=` field.
+pub(crate) fn check_access_key_id(access_key_id: &str) -> Result<(), String> {
+    if access_key_id.is_empty() || access_key_id.contains(['/', ',', ' ']) {
+        return Err(format!(
+            "access key id '{access_key_id}' is not valid: it must be non-empty without '/', ',' or spaces"
+        ));
+    }
+    Ok(())
 }
 
 impl HttpEndpoint {

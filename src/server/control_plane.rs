@@ -204,11 +204,7 @@ impl ControlPlaneClient {
     ) -> ApiResult<Self> {
         let http = HttpEndpoint::new(endpoint, ca_pem, "control plane", "ControlPlaneClient")
             .map_err(ApiError::invalid_parameter)?;
-        if access_key_id.is_empty() || access_key_id.contains(['/', ',', ' ']) {
-            return Err(ApiError::invalid_parameter(format!(
-                "access key id '{access_key_id}' is not valid: it must be non-empty without '/', ',' or spaces"
-            )));
-        }
+        super::client::check_access_key_id(access_key_id).map_err(ApiError::invalid_parameter)?;
         Ok(ControlPlaneClient {
             http,
             region,
