@@ -665,3 +665,165 @@ fn a_remote_host_tags_and_filters_its_volumes() {
     let at_cp = kv(k, &["--profile", "acct", "volume", "describe", &red]);
     assert_eq!(at_cp["SizeInBytes"], 2u64 << 30, "{at_cp}");
 }
+
+/// Waits (up to two detach polls and 10 s more) until `host` has no live
+/// attachment left, then returns how long it took.
+fn wait_until_host_detached(host: &Path, vol: &str) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    let deadline =
+        start + keyvol::volume::remote::DETACH_POLL * 2 + std::time::Duration::from_secs(10);
+    loop {
+        let status = kv(host, &["--profile", "acct", "volume", "status"]);
+        if status["Attachments"] == serde_json::json!([]) {
+            return start.elapsed();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon of {vol} still serves on the host: {status}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// On the control plane's own machine, `keyvol volume detach` of a volume
+/// attached to a volume host on another machine is the control plane's
+/// DetachVolume: authorized as `ec2:DetachVolume` (a principal without it
+/// changes nothing), audited, the attachment forgotten; the host's daemon
+/// sees it at its next poll and stops.
+#[test]
+fn the_control_plane_detaches_a_volume_of_a_remote_host() {
+    let Some(_g) = fuse_prerequisites() else {
+        return;
+    };
+    let cp_home = tempfile::tempdir().unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let (k, h) = (cp_home.path(), host.path());
+    let (akid, secret) = account(k);
+    let instance = kv(
+        k,
+        &[
+            "--profile",
+            "acct",
+            "iam",
+            "register-volume-host",
+            "--account-root",
+        ],
+    )["InstanceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A principal of the account with no EC2 permission at all.
+    kv(
+        k,
+        &[
+            "--profile",
+            "acct",
+            "iam",
+            "create-user",
+            "--user-name",
+            "viewer",
+            "--profile-name",
+            "viewer",
+        ],
+    );
+    let (_server, endpoint) = serve(k);
+    configure_host(h, &endpoint, &akid, &secret);
+    let vol = kv(
+        h,
+        &["--profile", "acct", "volume", "create", "--size", "16MiB"],
+    )["VolumeId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dev = h.join("dev");
+    kv(
+        h,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "attach",
+            &vol,
+            "--device",
+            dev.to_str().unwrap(),
+        ],
+    );
+    let cp_state = || kv(k, &["--profile", "acct", "volume", "describe", &vol]);
+    assert_eq!(cp_state()["State"], "in-use");
+
+    // Not authorized: refused, and the host keeps its attachment.
+    let err = kv_err(k, &["--profile", "viewer", "volume", "detach", &vol]);
+    assert!(err.contains("(UnauthorizedOperation)"), "{err}");
+    assert_eq!(
+        cp_state()["Attachments"][0]["InstanceId"],
+        instance.as_str()
+    );
+
+    let out = kv(k, &["--profile", "acct", "volume", "detach", &vol]);
+    assert_eq!(out["State"], "available", "{out}");
+    assert_eq!(
+        out["DetachedFrom"]["InstanceId"],
+        instance.as_str(),
+        "{out}"
+    );
+    assert_eq!(out["DetachedFrom"]["State"], "detaching", "{out}");
+    let took = wait_until_host_detached(h, &vol);
+    assert!(took < std::time::Duration::from_secs(15), "{took:?}");
+    // DescribeVolumes, from the host and from a client of the control plane.
+    let shown = kv(h, &["--profile", "acct", "volume", "describe", &vol]);
+    assert_eq!(shown["State"], "available", "{shown}");
+    assert_eq!(shown["Attachments"], serde_json::json!([]), "{shown}");
+    let client = keyvol::server::ControlPlaneClient::new(
+        &endpoint,
+        "us-east-1".parse().unwrap(),
+        &akid,
+        keyvol::secret::SecretBytes::from_slice(secret.as_bytes()),
+        None,
+    )
+    .unwrap();
+    let x = client
+        .ec2("DescribeVolumes", &[("VolumeId.1", &vol)])
+        .unwrap();
+    assert_eq!(
+        x.items("volumeSet")[0]
+            .without("attachmentSet")
+            .text("status")
+            .as_deref(),
+        Some("available")
+    );
+    // One allowed DetachVolume by the account root and one refused one by
+    // the viewer are in the control plane's audit chain.
+    let audit = kv(
+        k,
+        &[
+            "--profile",
+            "acct",
+            "kms",
+            "audit",
+            "list",
+            "--event-name",
+            "DetachVolume",
+        ],
+    );
+    let events = audit["Events"].as_array().unwrap();
+    let of = |user: &str, refused: bool| {
+        events
+            .iter()
+            .filter(|e| {
+                e["eventSource"] == "ec2.amazonaws.com"
+                    && e["userIdentity"]["arn"]
+                        .as_str()
+                        .is_some_and(|a| a.ends_with(user))
+                    && e.get("errorCode").is_some() == refused
+            })
+            .count()
+    };
+    assert_eq!(of(":root", false), 1, "{audit}");
+    assert_eq!(of(":user/viewer", true), 1, "{audit}");
+    // Detached: detach again is EC2's IncorrectState, and the host can
+    // attach the volume again.
+    let err = kv_err(k, &["--profile", "acct", "volume", "detach", &vol]);
+    assert!(err.contains("(IncorrectState)"), "{err}");
+    kv(h, &["--profile", "acct", "volume", "attach", &vol]);
+    kv(h, &["--profile", "acct", "volume", "detach", &vol]);
+}

@@ -466,6 +466,11 @@ pub fn run(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliError> {
             return run_remote(sub, m, &vols, &cp, &vid, op);
         }
     }
+    if sub == "detach" {
+        if let Some(out) = detach_from_remote_host(s, &vols, &vid).map_err(api)? {
+            return Ok(out);
+        }
+    }
     keyvol::ec2::gate(
         s,
         action,
@@ -475,6 +480,38 @@ pub fn run(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliError> {
         audited_response,
     )
     .map_err(api)?
+}
+
+/// `volume detach` on the control plane's own machine of a volume attached
+/// to a volume host on another machine: the control plane's DetachVolume,
+/// the same call as `aws ec2 detach-volume` (authorized as
+/// `ec2:DetachVolume` on the volume and on that host's instance, one audit
+/// event). The attachment and the host's right to the key are forgotten;
+/// the host's daemon sees it at its next poll and stops, refusing while its
+/// device is in use there (`--force` is the host's own `volume detach`).
+/// `None` when no host on another machine holds an attachment of `v`.
+fn detach_from_remote_host(
+    s: &Session,
+    vols: &Volumes<'_>,
+    v: &str,
+) -> Result<Option<Value>, ApiError> {
+    let remote = keyvol::ec2::hosts::RemoteAttachments::open(s)?;
+    if v.is_empty() || remote.get(v)?.is_none() {
+        return Ok(None);
+    }
+    let p = keyvol::ec2::Params::new(vec![
+        ("Action".to_string(), "DetachVolume".to_string()),
+        ("VolumeId".to_string(), v.to_string()),
+    ]);
+    let detached = keyvol::ec2::call(s, &p)?;
+    let mut out = vols.to_json(&vols.get(v)?)?;
+    keyvol::ec2::hosts::show_remote_attachment(s, &mut out)?;
+    out["DetachedFrom"] = json!({
+        "InstanceId": detached["instanceId"],
+        "Device": detached["device"],
+        "State": detached["status"],
+    });
+    Ok(Some(out))
 }
 
 /// A command's outcome as the control plane audits it: service errors are

@@ -318,8 +318,11 @@ pub(crate) fn guard_local_command(s: &Session, action: &str, vol: &str) -> ApiRe
                 "VolumeInUse",
                 format!("Volume {vol} is currently attached to {i}: detach it first"),
             )),
+            // `keyvol volume detach` of such a volume is the control
+            // plane's DetachVolume (the CLI calls it instead of this
+            // gate); an attachment made while the command ran lands here.
             "ec2:DetachVolume" => Err(ApiError::incorrect_state(format!(
-                "Volume '{vol}' is attached to volume host {i}, not to this machine: detach it on that host (keyvol volume detach), or with DetachVolume (aws ec2 detach-volume --volume-id {vol})"
+                "Volume '{vol}' was attached to volume host {i} while this command ran: run keyvol volume detach {vol} again (DetachVolume)"
             ))),
             "ec2:ModifyVolume" => Err(ApiError::incorrect_state(format!(
                 "Volume '{vol}' is attached to volume host {i}, which grows no device online: detach it there, modify it, and attach it again"
