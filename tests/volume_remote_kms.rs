@@ -827,3 +827,139 @@ fn the_control_plane_detaches_a_volume_of_a_remote_host() {
     kv(h, &["--profile", "acct", "volume", "attach", &vol]);
     kv(h, &["--profile", "acct", "volume", "detach", &vol]);
 }
+
+/// The boot table of a host whose records are at a control plane is the
+/// host's own: `enable` records a volume held here, `mount --all` attaches
+/// it at the control plane (AttachVolume, key release) and mounts it,
+/// `unmount --all` unmounts it and detaches it there (DetachVolume), and
+/// the data is there at the next `mount --all`.
+#[test]
+fn a_remote_host_brings_its_volumes_up_at_boot() {
+    let Some(_g) = fuse_prerequisites() else {
+        return;
+    };
+    let cp_home = tempfile::tempdir().unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let (k, h) = (cp_home.path(), host.path());
+    let (akid, secret) = account(k);
+    let instance = kv(
+        k,
+        &[
+            "--profile",
+            "acct",
+            "iam",
+            "register-volume-host",
+            "--account-root",
+        ],
+    )["InstanceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_server, endpoint) = serve(k);
+    configure_host(h, &endpoint, &akid, &secret);
+    let vol = kv(
+        h,
+        &["--profile", "acct", "volume", "create", "--size", "32MiB"],
+    )["VolumeId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mnt = h.join("srv");
+    let mnt_s = mnt.to_str().unwrap();
+
+    // Only a volume of the control plane whose data is on this host.
+    let cp_only = kv(
+        k,
+        &["--profile", "acct", "volume", "create", "--size", "16MiB"],
+    )["VolumeId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let err = kv_err(
+        h,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "enable",
+            &cp_only,
+            "--mount",
+            mnt_s,
+        ],
+    );
+    assert!(
+        err.contains("(InvalidVolume.DataMissing)") && err.contains("volume import"),
+        "{err}"
+    );
+    let err = kv_err(
+        h,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "enable",
+            "vol-0123456789abcdef0",
+            "--mount",
+            mnt_s,
+        ],
+    );
+    assert!(err.contains("(InvalidVolume.NotFound)"), "{err}");
+
+    let enabled = kv(
+        h,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "enable",
+            &vol,
+            "--mount",
+            mnt_s,
+        ],
+    );
+    assert_eq!(enabled["BootVolume"]["VolumeId"], vol.as_str(), "{enabled}");
+    let boot_status = || kv(h, &["--profile", "acct", "volume", "status"]);
+    let st = boot_status();
+    assert_eq!(st["BootVolumes"].as_array().unwrap().len(), 1, "{st}");
+    assert_eq!(st["BootVolumes"][0]["VolumeId"], vol.as_str(), "{st}");
+    assert_eq!(st["BootVolumes"][0]["Up"], false, "{st}");
+
+    let cp_view = || kv(k, &["--profile", "acct", "volume", "describe", &vol]);
+    let up = kv(h, &["--profile", "acct", "volume", "mount", "--all"]);
+    assert_eq!(up["Volumes"][0]["Action"], "mounted", "{up}");
+    assert_eq!(boot_status()["BootVolumes"][0]["Up"], true);
+    let seen = cp_view();
+    assert_eq!(seen["State"], "in-use", "{seen}");
+    assert_eq!(
+        seen["Attachments"][0]["InstanceId"],
+        instance.as_str(),
+        "{seen}"
+    );
+    // Up already: left alone.
+    let again = kv(h, &["--profile", "acct", "volume", "mount", "--all"]);
+    assert_eq!(again["Volumes"][0]["Action"], "already-mounted", "{again}");
+    std::fs::write(mnt.join("boot.txt"), b"survives a reboot").unwrap();
+
+    let down = kv(h, &["--profile", "acct", "volume", "unmount", "--all"]);
+    assert_eq!(down["Volumes"][0]["Action"], "unmounted", "{down}");
+    assert_eq!(cp_view()["State"], "available");
+    assert_eq!(cp_view()["Attachments"], serde_json::json!([]));
+    let st = boot_status();
+    assert_eq!(st["Attachments"], serde_json::json!([]), "{st}");
+    assert_eq!(st["BootVolumes"][0]["Up"], false, "{st}");
+
+    let up = kv(h, &["--profile", "acct", "volume", "mount", "--all"]);
+    assert_eq!(up["Volumes"][0]["Action"], "mounted", "{up}");
+    assert_eq!(
+        std::fs::read(mnt.join("boot.txt")).unwrap(),
+        b"survives a reboot"
+    );
+    kv(h, &["--profile", "acct", "volume", "unmount", "--all"]);
+    assert_eq!(cp_view()["State"], "available");
+
+    let off = kv(h, &["--profile", "acct", "volume", "disable", &vol]);
+    assert_eq!(off["Disabled"], true, "{off}");
+    assert_eq!(boot_status()["BootVolumes"], serde_json::json!([]));
+    let err = kv_err(h, &["--profile", "acct", "volume", "disable", &vol]);
+    assert!(err.contains("not enabled for boot"), "{err}");
+}

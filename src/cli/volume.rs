@@ -708,26 +708,10 @@ fn run_command(
         "enable" => {
             let fs = fs_type(m)?;
             let dir = m.get_one::<String>("mount").cloned().unwrap_or_default();
-            let table = boot::BootTable::open(s).map_err(api)?;
-            let e = table
-                .enable(
-                    s,
-                    vols,
-                    &vol(),
-                    boot::BootSpec {
-                        mountpoint: dir.into(),
-                        fs,
-                        options: mount_options(m).map_err(api)?,
-                        nofail: m.get_flag("nofail"),
-                    },
-                )
-                .map_err(api)?;
-            json!({"BootVolume": e.to_json()})
+            let id = vols.get(&vol()).map_err(api)?.volume_id;
+            enable(s, m, &id, fs, &dir).map_err(api)?
         }
-        "disable" => {
-            let table = boot::BootTable::open(s).map_err(api)?;
-            json!({"BootVolume": table.disable(&vol()).map_err(api)?.to_json(), "Disabled": true})
-        }
+        "disable" => disable(s, &vol()).map_err(api)?,
         "import" => {
             let arg = m
                 .get_one::<String>("volume-json")
@@ -830,6 +814,15 @@ fn run_remote(
             let dir = m.get_one::<String>("dir").cloned().unwrap_or_default();
             vols.unmount(Path::new(&dir)).map_err(api)?
         }
+        // The boot table is this host's own; `mount --all` attaches each
+        // volume at the control plane (AttachVolume), as `mount` does.
+        "enable" => {
+            let fs = fs_type(m)?;
+            let dir = m.get_one::<String>("mount").cloned().unwrap_or_default();
+            let id = vols.boot_volume_remote(cp, vid).map_err(api)?;
+            enable(vols.session(), m, &id, fs, &dir).map_err(api)?
+        }
+        "disable" => disable(vols.session(), vid).map_err(api)?,
         "import" => {
             let backing = m
                 .get_one::<String>("backing-file")
@@ -859,6 +852,34 @@ fn run_remote(
         }
         other => return Err(unsupported(&format!("`keyvol volume {other}`"))),
     })
+}
+
+/// `volume enable`: the boot entry of `vol` (found by the caller).
+fn enable(
+    s: &Session,
+    m: &ArgMatches,
+    vol: &keyvol::ids::VolumeId,
+    fs: FsType,
+    dir: &str,
+) -> Result<Value, ApiError> {
+    let table = boot::BootTable::open(s)?;
+    let e = table.enable(
+        s,
+        vol,
+        boot::BootSpec {
+            mountpoint: dir.into(),
+            fs,
+            options: mount_options(m)?,
+            nofail: m.get_flag("nofail"),
+        },
+    )?;
+    Ok(json!({"BootVolume": e.to_json()}))
+}
+
+/// `volume disable`: removes the boot entry of `v`.
+fn disable(s: &Session, v: &str) -> Result<Value, ApiError> {
+    let table = boot::BootTable::open(s)?;
+    Ok(json!({"BootVolume": table.disable(v)?.to_json(), "Disabled": true}))
 }
 
 /// The `--fs` of `volume mount` (ext4 when not given).

@@ -130,15 +130,10 @@ impl BootTable {
         Ok(BootTable { conn })
     }
 
-    /// Records (or replaces) the boot entry of volume `v` of the session's
-    /// account and region.
-    pub fn enable(
-        &self,
-        s: &Session,
-        vols: &Volumes,
-        v: &str,
-        spec: BootSpec,
-    ) -> ApiResult<BootEntry> {
+    /// Records (or replaces) the boot entry of volume `vol` of the
+    /// session's account and region (the caller found it: in this home, or
+    /// at the control plane and held on this host).
+    pub fn enable(&self, s: &Session, vol: &VolumeId, spec: BootSpec) -> ApiResult<BootEntry> {
         let BootSpec {
             mountpoint,
             fs,
@@ -146,7 +141,7 @@ impl BootTable {
             nofail,
         } = spec;
         let mountpoint = mountpoint.as_path();
-        let r = vols.get(v)?;
+        let v = vol.as_str();
         if !mountpoint.is_absolute() {
             return Err(ApiError::invalid_parameter(format!(
                 "--mount {}: give an absolute path (boot does not know your directory)",
@@ -185,7 +180,7 @@ impl BootTable {
                  (volume_id, profile, region, mountpoint, fs, options, nofail, position, enabled) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
-                    r.volume_id.as_str(),
+                    v,
                     s.profile,
                     s.ctx.region.as_str(),
                     mountpoint.to_string_lossy(),

@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 
 use crate::api_error::{ApiError, ApiResult};
 use crate::ec2::hosts::remote_instance_id;
+use crate::ids::VolumeId;
 use crate::secret::VolumeDataKey;
 use crate::server::control_plane::{ControlPlaneClient, XmlReply};
 use crate::session::Session;
@@ -246,16 +247,16 @@ impl Volumes<'_> {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let x = cp.ec2("CreateVolume", &p)?;
-        let vol: crate::ids::VolumeId =
-            x.text("volumeId")
-                .unwrap_or_default()
-                .parse()
-                .map_err(|_| {
-                    ApiError::internal(format!(
-                        "the control plane at {} answered CreateVolume without a volume id",
-                        cp.endpoint()
-                    ))
-                })?;
+        let vol: VolumeId = x
+            .text("volumeId")
+            .unwrap_or_default()
+            .parse()
+            .map_err(|_| {
+                ApiError::internal(format!(
+                    "the control plane at {} answered CreateVolume without a volume id",
+                    cp.endpoint()
+                ))
+            })?;
         let arn = x.text("kmsKeyId").unwrap_or_default();
         match self.insert(&vol, size, &arn, &[], None) {
             Ok(r) => Ok(volume_of(&x, Some(&r))),
@@ -376,14 +377,7 @@ impl Volumes<'_> {
         restart: bool,
     ) -> ApiResult<(String, bool)> {
         let x = self.described(cp, v)?;
-        let r = self.local(v).ok_or_else(|| {
-            ApiError::new(
-                "InvalidVolume.DataMissing",
-                format!(
-                    "The backing file of volume {v} is not on this host: bring it with `keyvol volume import --volume-id {v} --backing-file PATH`"
-                ),
-            )
-        })?;
+        let r = self.local(v).ok_or_else(|| not_on_this_host(v))?;
         self.check_backing(&r)?;
         let gib: u64 = x.text("size").unwrap_or_default().parse().unwrap_or(0);
         if gib > r.size.div_ceil(GIB) && self.attachment(&r)?.is_none() {
@@ -414,6 +408,16 @@ impl Volumes<'_> {
             )?;
         }
         Ok((instance, !mine))
+    }
+
+    /// The volume `v` as this host's boot table names it (`volume
+    /// enable`): a volume of the caller at the control plane whose backing
+    /// file is on this host.
+    pub fn boot_volume_remote(&self, cp: &ControlPlaneClient, v: &str) -> ApiResult<VolumeId> {
+        self.described(cp, v)?;
+        self.local(v)
+            .map(|r| r.volume_id)
+            .ok_or_else(|| not_on_this_host(v))
     }
 
     /// Undoes an AttachVolume this host made when its daemon could not
@@ -540,6 +544,16 @@ impl Volumes<'_> {
         }
         Ok(())
     }
+}
+
+/// The refusal of a volume whose backing file is not on this host.
+fn not_on_this_host(v: &str) -> ApiError {
+    ApiError::new(
+        "InvalidVolume.DataMissing",
+        format!(
+            "The backing file of volume {v} is not on this host: bring it with `keyvol volume import --volume-id {v} --backing-file PATH`"
+        ),
+    )
 }
 
 /// The first EBS device name (`/dev/sdf` .. `/dev/sdz`, then `xvdf` ..)
