@@ -963,3 +963,170 @@ fn a_remote_host_brings_its_volumes_up_at_boot() {
     let err = kv_err(h, &["--profile", "acct", "volume", "disable", &vol]);
     assert!(err.contains("not enabled for boot"), "{err}");
 }
+
+/// The files of `vol` under `home` (backing file, change log, map, ...).
+fn files_of(home: &Path, vol: &str) -> Vec<std::path::PathBuf> {
+    all_files(home)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(vol))
+        })
+        .collect()
+}
+
+/// The control plane makes a volume's backing file only when the volume
+/// is first used on its own machine: a volume a remote host created and
+/// holds leaves no file in the control plane's home, and one created by
+/// CreateVolume there gets its file at its first attach (or snapshot),
+/// at the size it has by then, reading as zeros.
+#[test]
+fn the_control_plane_makes_a_backing_file_only_where_the_data_is() {
+    let Some(_g) = fuse_prerequisites() else {
+        return;
+    };
+    let cp_home = tempfile::tempdir().unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let (k, h) = (cp_home.path(), host.path());
+    let (akid, secret) = account(k);
+    kv(
+        k,
+        &[
+            "--profile",
+            "acct",
+            "iam",
+            "register-volume-host",
+            "--account-root",
+        ],
+    );
+    let (_server, endpoint) = serve(k);
+    configure_host(h, &endpoint, &akid, &secret);
+
+    // The host's volume: its file is the host's only.
+    let vol = kv(
+        h,
+        &["--profile", "acct", "volume", "create", "--size", "16MiB"],
+    )["VolumeId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dev = h.join("dev");
+    kv(
+        h,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "attach",
+            &vol,
+            "--device",
+            dev.to_str().unwrap(),
+        ],
+    );
+    {
+        let f = std::fs::OpenOptions::new().write(true).open(&dev).unwrap();
+        f.write_all_at(&[0x77; 8192], 4096).unwrap();
+        f.sync_all().unwrap();
+    }
+    kv(h, &["--profile", "acct", "volume", "detach", &vol]);
+    assert!(files_of(k, &vol).is_empty(), "{:?}", files_of(k, &vol));
+    let held = h.join(format!("volumes/us-east-1/{vol}.img"));
+    assert_eq!(std::fs::metadata(&held).unwrap().len(), 16 << 20);
+
+    // CreateVolume at the control plane (as the aws CLI would): no file
+    // until its first use there, a ModifyVolume meanwhile is just the
+    // record's.
+    let client = keyvol::server::ControlPlaneClient::new(
+        &endpoint,
+        "us-east-1".parse().unwrap(),
+        &akid,
+        keyvol::secret::SecretBytes::from_slice(secret.as_bytes()),
+        None,
+    )
+    .unwrap();
+    let create = || {
+        client
+            .ec2(
+                "CreateVolume",
+                &[("Size", "1"), ("AvailabilityZone", "us-east-1a")],
+            )
+            .unwrap()
+            .text("volumeId")
+            .unwrap()
+    };
+    let lazy = create();
+    assert!(files_of(k, &lazy).is_empty(), "{:?}", files_of(k, &lazy));
+    client
+        .ec2("ModifyVolume", &[("VolumeId", &lazy), ("Size", "2")])
+        .unwrap();
+    assert!(files_of(k, &lazy).is_empty());
+    let cp_dev = k.join("dev");
+    kv(
+        k,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "attach",
+            &lazy,
+            "--device",
+            cp_dev.to_str().unwrap(),
+        ],
+    );
+    let backing = k.join(format!("volumes/us-east-1/{lazy}.img"));
+    assert_eq!(std::fs::metadata(&backing).unwrap().len(), 2 << 30);
+    {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&cp_dev)
+            .unwrap();
+        let mut first = vec![0xffu8; 65536];
+        f.read_exact_at(&mut first, (2 << 30) - 65536).unwrap();
+        assert!(first.iter().all(|&b| b == 0), "a new volume reads as zeros");
+        f.write_all_at(b"made at first use", 1 << 20).unwrap();
+        f.sync_all().unwrap();
+    }
+    kv(k, &["--profile", "acct", "volume", "detach", &lazy]);
+    kv(
+        k,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "attach",
+            &lazy,
+            "--device",
+            cp_dev.to_str().unwrap(),
+        ],
+    );
+    {
+        let f = std::fs::File::open(&cp_dev).unwrap();
+        let mut back = [0u8; 17];
+        f.read_exact_at(&mut back, 1 << 20).unwrap();
+        assert_eq!(&back, b"made at first use");
+    }
+    kv(k, &["--profile", "acct", "volume", "detach", &lazy]);
+
+    // A snapshot of a volume never used: its file is made then, and the
+    // snapshot holds no block.
+    let unused = create();
+    let snap = Command::new(snap_bin())
+        .args(["--profile", "acct", "create", &unused, "--wait"])
+        .env("KEYVOL_HOME", k)
+        .output()
+        .unwrap();
+    assert!(
+        snap.status.success(),
+        "{}",
+        String::from_utf8_lossy(&snap.stderr)
+    );
+    let snap: Value = serde_json::from_slice(&snap.stdout).unwrap();
+    assert_eq!(snap["State"], "completed", "{snap}");
+    assert!(k.join(format!("volumes/us-east-1/{unused}.img")).exists());
+    // Deleting a volume never used removes what there is.
+    let never = create();
+    client.ec2("DeleteVolume", &[("VolumeId", &never)]).unwrap();
+    assert!(files_of(k, &never).is_empty());
+}

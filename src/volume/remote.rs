@@ -258,7 +258,7 @@ impl Volumes<'_> {
                 ))
             })?;
         let arn = x.text("kmsKeyId").unwrap_or_default();
-        match self.insert(&vol, size, &arn, &[], None) {
+        match self.insert_with_backing(&vol, size, &arn, &[], None) {
             Ok(r) => Ok(volume_of(&x, Some(&r))),
             Err(e) => {
                 if let Err(d) = cp.ec2("DeleteVolume", &[("VolumeId", vol.as_str())]) {

@@ -65,6 +65,18 @@ fn add_attached_here_column(conn: &rusqlite::Connection) -> rusqlite::Result<()>
     )
 }
 
+/// Volumes of homes made before backing files were made lazily all have
+/// theirs (`1`); a new volume's is made at its first use on this machine
+/// ([`Volumes::check_backing`]), so `0` means "never made: all zeros".
+fn add_backing_made_column(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    crate::home::Home::add_column_if_missing(
+        conn,
+        "volumes",
+        "backing_made",
+        "INTEGER NOT NULL DEFAULT 1",
+    )
+}
+
 /// Smallest and largest volume (EBS allows 1 GiB..16 TiB; smaller volumes
 /// are allowed here for tests and demonstrations).
 pub const MIN_SIZE: u64 = 1 << 20;
@@ -172,6 +184,9 @@ impl<'a> Volumes<'a> {
             .map_err(db_err)?;
         s.home
             .ensure_schema_with(&conn, "volumes-mount-attached", add_attached_here_column)
+            .map_err(db_err)?;
+        s.home
+            .ensure_schema_with(&conn, "volumes-backing-made", add_backing_made_column)
             .map_err(db_err)?;
         Ok(Volumes {
             s,
@@ -358,13 +373,14 @@ impl<'a> Volumes<'a> {
     /// CreateVolume: a new data key (GenerateDataKeyWithoutPlaintext, 64
     /// bytes, context {"aws:ebs:id": vol}) under `kms_key_id` (default
     /// alias/aws/ebs), through the caller's KMS authorization via EC2.
+    /// The volume is made on this machine, so its backing file is too.
     pub fn create(&self, size: u64, kms_key_id: Option<&str>) -> ApiResult<VolumeRecord> {
         let vol = VolumeId::generate();
         // Before the data key is made: a size the host cannot hold changes nothing.
         fs::create_dir_all(self.dir()).map_err(|e| io_err("creating", &self.dir(), e))?;
         check_host_can_hold(&self.dir(), size)?;
         let (arn, wrapped) = self.new_data_key(&vol, kms_key_id)?;
-        self.insert(&vol, size, &arn, &wrapped, None)
+        self.insert_with_backing(&vol, size, &arn, &wrapped, None)
     }
 
     /// Makes a data key for `vol` under a key of this region.
@@ -388,11 +404,32 @@ impl<'a> Volumes<'a> {
         Ok((arn, wrapped.0))
     }
 
-    /// Stores a new volume record with its sparse backing file. The size
-    /// is checked against what the host filesystem can hold first; a
-    /// failure leaves no file behind (the file is created exclusively, so
-    /// only a file this call made is ever removed).
+    /// Stores a new volume record (CreateVolume, restores). Its sparse
+    /// backing file is made only when the volume is first used on this
+    /// machine ([`Volumes::check_backing`]): a volume that a host on
+    /// another machine holds leaves no file here. The size is checked
+    /// against what the host filesystem can hold first.
     pub fn insert(
+        &self,
+        vol: &VolumeId,
+        size: u64,
+        arn: &str,
+        wrapped: &[u8],
+        snapshot: Option<&str>,
+    ) -> ApiResult<VolumeRecord> {
+        self.check_id_free(vol)?;
+        fs::create_dir_all(self.dir()).map_err(|e| io_err("creating", &self.dir(), e))?;
+        check_host_can_hold(&self.dir(), size)?;
+        self.insert_row(vol, size, arn, wrapped, snapshot, false)?;
+        self.row(vol.as_str())
+    }
+
+    /// [`Volumes::insert`] with the sparse backing file made now: a
+    /// volume whose data is this machine's from the start (`keyvol volume
+    /// create`, a volume host's own volumes). A failure leaves no file
+    /// behind (the file is created exclusively, so only a file this call
+    /// made is ever removed).
+    pub fn insert_with_backing(
         &self,
         vol: &VolumeId,
         size: u64,
@@ -408,7 +445,7 @@ impl<'a> Volumes<'a> {
         let made = (|| {
             f.set_len(size).map_err(|e| size_err(&path, size, e))?;
             f.sync_all().map_err(|e| io_err("syncing", &path, e))?;
-            self.insert_row(vol, size, arn, wrapped, snapshot)
+            self.insert_row(vol, size, arn, wrapped, snapshot, true)
         })();
         if let Err(e) = made {
             let _ = fs::remove_file(&path);
@@ -424,14 +461,71 @@ impl<'a> Volumes<'a> {
         arn: &str,
         wrapped: &[u8],
         snapshot: Option<&str>,
+        backing_made: bool,
     ) -> ApiResult<()> {
         let now = self.s.kms.clock().now();
         self.conn
             .execute(
-                "INSERT INTO volumes (volume_id, account, region, size, kms_key_arn, encrypted_data_key, created, snapshot_id) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
-                params![vol.as_str(), self.s.ctx.caller.account.as_str(), self.s.ctx.region.as_str(), size as i64, arn, wrapped, now, snapshot],
+                "INSERT INTO volumes (volume_id, account, region, size, kms_key_arn, encrypted_data_key, created, snapshot_id, backing_made) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+                params![vol.as_str(), self.s.ctx.caller.account.as_str(), self.s.ctx.region.as_str(), size as i64, arn, wrapped, now, snapshot, backing_made],
             )
             .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Has the backing file of `r` been made on this machine? `false`
+    /// for a volume never used here since it was created (its data is all
+    /// zeros, or a volume host on another machine holds it).
+    pub fn backing_made(&self, r: &VolumeRecord) -> ApiResult<bool> {
+        self.conn
+            .query_row(
+                "SELECT backing_made FROM volumes WHERE volume_id = ?1",
+                [r.volume_id.as_str()],
+                |row| row.get(0),
+            )
+            .map_err(db_err)
+    }
+
+    /// Makes the sparse backing file of `r`, never made yet, and records
+    /// that it is made. A file already there (a crash after it was made
+    /// and before the record said so) is kept when it is the volume's
+    /// size, and refused otherwise.
+    fn make_backing(&self, r: &VolumeRecord) -> ApiResult<()> {
+        fs::create_dir_all(self.dir()).map_err(|e| io_err("creating", &self.dir(), e))?;
+        let path = self.backing_path(&r.volume_id);
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(f) => {
+                let made = f
+                    .set_len(r.size)
+                    .map_err(|e| size_err(&path, r.size, e))
+                    .and_then(|()| f.sync_all().map_err(|e| io_err("syncing", &path, e)));
+                if let Err(e) = made {
+                    let _ = fs::remove_file(&path);
+                    return Err(e);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let len = fs::metadata(&path)
+                    .map_err(|e| io_err("inspecting", &path, e))?
+                    .len();
+                if len != r.size {
+                    return Err(exists_err(&path, &r.volume_id));
+                }
+            }
+            Err(e) => return Err(io_err("creating", &path, e)),
+        }
+        self.conn
+            .execute(
+                "UPDATE volumes SET backing_made = 1 WHERE volume_id = ?1",
+                [r.volume_id.as_str()],
+            )
+            .map_err(db_err)?;
+        tracing::info!(volume = %r.volume_id, "made the backing file at the volume's first use on this machine");
         Ok(())
     }
 
@@ -527,7 +621,7 @@ impl<'a> Volumes<'a> {
                 }
             }
         }
-        if let Err(e) = self.insert_row(&vol, size, &arn, &wrapped, None) {
+        if let Err(e) = self.insert_row(&vol, size, &arn, &wrapped, None, true) {
             let _ = fs::remove_file(&dest);
             return Err(e);
         }
@@ -616,6 +710,16 @@ impl<'a> Volumes<'a> {
                 .map_err(db_err)?;
             return self.row(v);
         }
+        if !self.backing_made(&r)? {
+            // Made at its first use, at the new size.
+            self.conn
+                .execute(
+                    "UPDATE volumes SET size = ?2 WHERE volume_id = ?1",
+                    params![v, size as i64],
+                )
+                .map_err(db_err)?;
+            return self.row(v);
+        }
         let path = self.backing_path(&r.volume_id);
         let f = fs::OpenOptions::new()
             .write(true)
@@ -647,8 +751,16 @@ impl<'a> Volumes<'a> {
         Ok(f)
     }
 
-    /// The backing file exists and holds the whole volume.
+    /// The backing file exists and holds the whole volume; every use of
+    /// the data on this machine (attach, mount, a snapshot of a detached
+    /// volume) asks this first. A volume whose file was never made (see
+    /// [`Volumes::insert`]) gets it now, sparse: all zeros, as the volume
+    /// has always read. A file that was made and is gone is an error:
+    /// keyvol never puts an empty volume in place of lost data.
     pub(super) fn check_backing(&self, r: &VolumeRecord) -> ApiResult<()> {
+        if !self.backing_made(r)? {
+            self.make_backing(r)?;
+        }
         let p = self.backing_path(&r.volume_id);
         match fs::metadata(&p) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ApiError::new(
