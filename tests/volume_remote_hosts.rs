@@ -137,7 +137,11 @@ fn only_the_attached_host_gets_the_key_over_tls_or_loopback() {
         .to_string();
 
     let ip = non_loopback_ip();
-    let mut plain = Served::spawn(&home, ["serve", "--listen", "0.0.0.0:0"]);
+    let mut plain = Served::spawn_with_env(
+        &home,
+        ["serve", "--listen", "0.0.0.0:0"],
+        &[("KEYVOL_HOST_SNAPSHOT_WAIT_SECS", "2")],
+    );
     let port = plain.addr().port();
     let lo = format!("http://127.0.0.1:{port}");
     let off = format!("http://{ip}:{port}");
@@ -180,10 +184,14 @@ fn only_the_attached_host_gets_the_key_over_tls_or_loopback() {
     let a = &v.items("volumeSet")[0].items("attachmentSet")[0];
     assert_eq!(a.text("status").as_deref(), Some("attached"));
     assert_eq!(a.text("instanceId").as_deref(), Some(i1.as_str()));
-    // The control plane cannot read host 1's data: no snapshot of it.
+    // The control plane cannot read host 1's data: host 1 is asked for
+    // the snapshot, and with no daemon there to answer, none is made.
     let e = code(client(&lo, &root_a, None).ec2("CreateSnapshot", &[("VolumeId", &vol)]));
     assert_eq!(e.code, "IncorrectState", "{e:?}");
-    assert!(e.message.contains(&i1), "{e:?}");
+    assert!(
+        e.message.contains(&i1) && e.message.contains("did not take"),
+        "{e:?}"
+    );
     // Nor a grow while attached there, nor a detach from another instance.
     let e =
         code(client(&lo, &root_a, None).ec2("ModifyVolume", &[("VolumeId", &vol), ("Size", "2")]));

@@ -295,7 +295,7 @@ pub fn check_data_here(s: &Session, vol: &str) -> ApiResult<()> {
         Some(i) => Err(data_elsewhere(
             vol,
             &i,
-            "a snapshot would not capture it; snapshot it where its data is (a volume of this home), or bring the data back to the control plane's host",
+            "a snapshot would not capture it while it is detached there; attach it on that host (keyvol volume attach), which then takes the snapshot for the control plane",
         )),
         None => Ok(()),
     }
@@ -549,6 +549,116 @@ fn release(s: &Session, p: &Params, secure: bool) -> ApiResult<ReleasedKey> {
         kms_key_id: r.kms_key_arn.clone(),
         key,
     })
+}
+
+/// The keyvol extension with which a volume host asks for the snapshots
+/// it is to take of volumes attached to it
+/// ([`crate::snapshot::ops::host`]).
+pub const DESCRIBE_HOST_SNAPSHOTS: &str = "KeyvolDescribeHostSnapshots";
+/// The keyvol extension with which a volume host reports a snapshot's cut
+/// (`Status=cut`) or its failure (`Status=failed`, `Message`).
+pub const REPORT_HOST_SNAPSHOT: &str = "KeyvolReportHostSnapshot";
+/// The longest `WaitSeconds` of [`DESCRIBE_HOST_SNAPSHOTS`].
+pub const MAX_HOST_WAIT_SECS: u64 = 10;
+
+/// The keyvol extensions answered by [`super::call`] besides EC2's own
+/// actions (none carries a secret; the key release has its own path).
+pub(crate) fn extension(action: &str) -> Option<fn(&Call<'_>) -> ApiResult<Value>> {
+    match action {
+        DESCRIBE_HOST_SNAPSHOTS => Some(describe_host_snapshots),
+        REPORT_HOST_SNAPSHOT => Some(report_host_snapshot),
+        _ => None,
+    }
+}
+
+/// The instance of the registered volume host calling `action`, which must
+/// be the `InstanceId` it names.
+fn calling_host(s: &Session, action: &str, instance: &str) -> ApiResult<String> {
+    let caller = &s.ctx.caller;
+    if !s.iam.is_volume_host(caller) {
+        return Err(unauthorized(format!(
+            "{} is not a registered volume host: only a volume host (keyvol iam register-volume-host) may call {action}",
+            caller.principal_arn
+        )));
+    }
+    let own = remote_instance_id(
+        caller.account.as_str(),
+        s.ctx.region.as_str(),
+        &caller.principal_arn,
+    );
+    if instance != own {
+        return Err(unauthorized(format!(
+            "{} is the volume host of instance {own}, not of {}",
+            caller.principal_arn,
+            instance.chars().take(32).collect::<String>()
+        )));
+    }
+    Ok(own)
+}
+
+/// `KeyvolDescribeHostSnapshots` (`InstanceId`): the snapshots waiting for
+/// this host's cut, as `snapshotSet` items (`snapshotId`, `volumeId`,
+/// `parentSnapshotId`, `volumeSize` in bytes).
+fn describe_host_snapshots(c: &Call<'_>) -> ApiResult<Value> {
+    let own = calling_host(c.s, DESCRIBE_HOST_SNAPSHOTS, c.p.required("InstanceId")?)?;
+    let wanted = c.p.get("VolumeId");
+    let wait = match c.p.get("WaitSeconds") {
+        None => 0,
+        Some(w) => w
+            .parse::<u64>()
+            .ok()
+            .filter(|w| *w <= MAX_HOST_WAIT_SECS)
+            .ok_or_else(|| {
+                ApiError::invalid_parameter(format!(
+                    "WaitSeconds must be a whole number from 0 to {MAX_HOST_WAIT_SECS}"
+                ))
+            })?,
+    };
+    // A long poll: answered as soon as a request is waiting, else after
+    // WaitSeconds (so an idle host costs one call, and one audit record,
+    // per WaitSeconds).
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+    let found = loop {
+        let found: Vec<_> =
+            crate::snapshot::ops::host::requests_for(c.s, &own, &c.s.ctx.caller.principal_arn)?
+                .into_iter()
+                .filter(|r| wanted.is_none_or(|v| v == r.volume_id))
+                .collect();
+        if !found.is_empty() || std::time::Instant::now() >= until {
+            break found;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let items: Vec<Value> = found
+        .into_iter()
+        .map(|r| {
+            json!({
+                "snapshotId": r.snapshot_id, "volumeId": r.volume_id,
+                "parentSnapshotId": r.parent_snapshot_id, "volumeSize": r.size_bytes,
+            })
+        })
+        .collect();
+    Ok(json!({"snapshotSet": items}))
+}
+
+/// `KeyvolReportHostSnapshot` (`InstanceId`, `SnapshotId`, `Status` `cut`
+/// or `failed`, `Message`).
+fn report_host_snapshot(c: &Call<'_>) -> ApiResult<Value> {
+    calling_host(c.s, REPORT_HOST_SNAPSHOT, c.p.required("InstanceId")?)?;
+    let id = c.p.required("SnapshotId")?;
+    let cut = match c.p.required("Status")? {
+        "cut" => true,
+        "failed" => false,
+        other => {
+            return Err(ApiError::invalid_parameter(format!(
+                "Status '{}' is not valid: give cut or failed",
+                other.chars().take(32).collect::<String>()
+            )))
+        }
+    };
+    let message = c.p.get("Message").unwrap_or_default();
+    crate::snapshot::ops::host::report(c.s, id, &c.s.ctx.caller.principal_arn, cut, message)?;
+    Ok(json!({"return": true}))
 }
 
 #[cfg(test)]

@@ -82,6 +82,9 @@ actions! {
     "DescribeAvailabilityZones" => account::describe_availability_zones, true;
 }
 
+/// The keyvol extensions [`call`] answers besides [`ACTIONS`].
+const ACTIONS_EXTENDED: &[&str] = &[hosts::DESCRIBE_HOST_SNAPSHOTS, hosts::REPORT_HOST_SNAPSHOT];
+
 /// The names of every action the control plane answers.
 pub fn action_names() -> impl Iterator<Item = &'static str> {
     ACTIONS.iter().map(|a| a.name)
@@ -173,6 +176,20 @@ fn run(s: &Session, action: &str, params: &Params) -> ApiResult<Value> {
             ));
         }
     }
+    let dry_run = params.bool("DryRun")?.unwrap_or(false);
+    if let Some(run) = hosts::extension(action) {
+        let name = ACTIONS_EXTENDED
+            .iter()
+            .copied()
+            .find(|n| *n == action)
+            .unwrap_or_default();
+        return run(&Call {
+            s,
+            p: params,
+            action: name,
+            dry_run,
+        });
+    }
     let Some(a) = ACTIONS.iter().find(|a| a.name == action) else {
         return Err(ApiError::new(
             "InvalidAction",
@@ -182,7 +199,6 @@ fn run(s: &Session, action: &str, params: &Params) -> ApiResult<Value> {
             ),
         ));
     };
-    let dry_run = params.bool("DryRun")?.unwrap_or(false);
     let c = Call {
         s,
         p: params,

@@ -127,9 +127,9 @@ pub fn create_snapshot(c: &Call<'_>) -> ApiResult<Value> {
         )?;
     }
     c.authorize(&resources, &request)?;
-    // The control plane snapshots only data it can read: a volume whose
-    // data is on a host on another machine would come out empty or stale.
-    super::hosts::check_data_here(c.s, &vol)?;
+    // A volume attached to a host on another machine is cut there
+    // (`snapshot::ops::host`); one whose data stays on such a host while
+    // detached is refused by `create`.
     let opts = snapshot_ops::CreateOptions {
         description,
         freeze: None,

@@ -1,6 +1,7 @@
 //! `ControlPlaneClient`: the blocking client a volume host on another
 //! machine uses to reach the control plane (`keyvol serve`): EC2 and STS
-//! actions (Query protocol, SigV4) and the keyvol extension
+//! actions (Query protocol, SigV4), the EBS direct APIs (REST) and the
+//! keyvol extension
 //! [`RELEASE_VOLUME_KEY`] that hands the host the data key of a volume
 //! attached to it.
 
@@ -23,6 +24,40 @@ const MAX_RESPONSE_BYTES: u64 = 16 << 20;
 
 /// The error code of a control plane that does not answer.
 pub const UNREACHABLE: &str = "ServiceUnavailable";
+
+/// An HTTP answer: its status, headers and body.
+type Answer = (u16, Vec<(String, String)>, Zeroizing<Vec<u8>>);
+
+/// A successful answer of the EBS direct APIs: its headers and body (a
+/// block's bytes, or JSON).
+pub struct EbsReply {
+    pub headers: Vec<(String, String)>,
+    pub body: Zeroizing<Vec<u8>>,
+}
+
+impl EbsReply {
+    /// The value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON (`Null` when it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for EbsReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EbsReply")
+            .field("headers", &self.headers)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
 
 /// The control plane at one endpoint, signing as one access key.
 pub struct ControlPlaneClient {
@@ -284,52 +319,17 @@ impl ControlPlaneClient {
             body.push('=');
             form_encode(v, &mut body);
         }
-        let headers = vec![
-            (
-                "content-type".to_string(),
-                "application/x-www-form-urlencoded; charset=utf-8".to_string(),
-            ),
-            ("host".to_string(), self.http.authority.clone()),
-            (
-                "x-amz-date".to_string(),
-                sigv4::format_amz_date(time::OffsetDateTime::now_utc()),
-            ),
-        ];
-        let authorization = sigv4::sign_request(
-            &HttpRequest {
-                method: "POST",
-                path: "/",
-                query: "",
-                headers: &headers,
-                body: body.as_bytes(),
-            },
-            &SigningParams {
-                access_key_id: &self.access_key_id,
-                secret_access_key: &self.secret_access_key,
-                region: self.region.as_str(),
-                service,
-            },
-        )
-        .map_err(ApiError::from)?;
-        let mut builder = http::Request::builder()
-            .method("POST")
-            .uri(format!("{}/", self.http.endpoint));
-        for (name, value) in &headers {
-            builder = builder.header(name.as_str(), value.as_str());
-        }
-        let req = builder
-            .header("authorization", authorization)
-            .body(body.as_bytes())
-            .map_err(|e| ApiError::internal(format!("cannot build the {action} request: {e}")))?;
-        let mut resp = self.http.agent.run(req).map_err(|e| self.unreachable(&e))?;
-        let status = resp.status().as_u16();
-        let bytes = Zeroizing::new(
-            resp.body_mut()
-                .with_config()
-                .limit(MAX_RESPONSE_BYTES)
-                .read_to_vec()
-                .map_err(|e| self.unreachable(&e))?,
-        );
+        let content_type = [(
+            "content-type".to_string(),
+            "application/x-www-form-urlencoded; charset=utf-8".to_string(),
+        )];
+        let (status, _, bytes) = self.send(
+            service,
+            action,
+            ("POST", "/", ""),
+            &content_type,
+            body.as_bytes(),
+        )?;
         let text = Zeroizing::new(String::from_utf8_lossy(&bytes).into_owned());
         let reply = XmlReply(text);
         if status == 200 {
@@ -342,6 +342,113 @@ impl ControlPlaneClient {
                 self.endpoint()
             ))),
         }
+    }
+
+    /// One call of the EBS direct APIs (REST, signed for `ebs`): `method`
+    /// on `path` with the (already encoded, sorted) `query`, the extra
+    /// `headers` and `body`. Answers the status, the response headers and
+    /// the body of a success; an EBS error answer (`x-amzn-ErrorType`)
+    /// becomes the [`ApiError`] it names, its `Reason` in the message.
+    pub fn ebs(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> ApiResult<EbsReply> {
+        let action = crate::ebs::action_of(method, path);
+        let (status, headers, body) = self.send(
+            crate::ebs::EBS_SERVICE,
+            action,
+            (method, path, query),
+            headers,
+            body,
+        )?;
+        if (200..300).contains(&status) {
+            return Ok(EbsReply { headers, body });
+        }
+        let code = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("x-amzn-errortype"))
+            .map(|(_, v)| v.split(':').next().unwrap_or_default().to_string());
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let message = v["Message"].as_str().unwrap_or_default().to_string();
+        Err(match code {
+            Some(code) if !code.is_empty() => ApiError::new(&code, message),
+            _ => ApiError::internal(format!(
+                "the control plane at {} answered {action} with HTTP {status}",
+                self.endpoint()
+            )),
+        })
+    }
+
+    /// Signs and sends one request: its status, headers and body.
+    fn send(
+        &self,
+        service: &str,
+        action: &str,
+        (method, path, query): (&str, &str, &str),
+        extra: &[(String, String)],
+        body: &[u8],
+    ) -> ApiResult<Answer> {
+        let mut headers = vec![
+            ("host".to_string(), self.http.authority.clone()),
+            (
+                "x-amz-date".to_string(),
+                sigv4::format_amz_date(time::OffsetDateTime::now_utc()),
+            ),
+        ];
+        headers.extend(extra.iter().cloned());
+        let authorization = sigv4::sign_request(
+            &HttpRequest {
+                method,
+                path,
+                query,
+                headers: &headers,
+                body,
+            },
+            &SigningParams {
+                access_key_id: &self.access_key_id,
+                secret_access_key: &self.secret_access_key,
+                region: self.region.as_str(),
+                service,
+            },
+        )
+        .map_err(ApiError::from)?;
+        let uri = if query.is_empty() {
+            format!("{}{path}", self.http.endpoint)
+        } else {
+            format!("{}{path}?{query}", self.http.endpoint)
+        };
+        let mut builder = http::Request::builder().method(method).uri(uri);
+        for (name, value) in &headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        let req = builder
+            .header("authorization", authorization)
+            .body(body)
+            .map_err(|e| ApiError::internal(format!("cannot build the {action} request: {e}")))?;
+        let mut resp = self.http.agent.run(req).map_err(|e| self.unreachable(&e))?;
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let bytes = Zeroizing::new(
+            resp.body_mut()
+                .with_config()
+                .limit(MAX_RESPONSE_BYTES)
+                .read_to_vec()
+                .map_err(|e| self.unreachable(&e))?,
+        );
+        Ok((status, headers, bytes))
     }
 
     fn unreachable(&self, e: &ureq::Error) -> ApiError {

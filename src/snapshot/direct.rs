@@ -547,8 +547,6 @@ pub fn start(s: &Session, req: &StartRequest, default_key: Option<&str>) -> Dire
             (None, arn, wrapped, context, dek)
         }
     };
-    let mac = manifest_mac_key(&dek);
-    let cipher = SectorCipher::new(&dek).map_err(|e| DirectError::internal(e.to_string()))?;
     let volume_id: VolumeId = DIRECT_VOLUME_ID
         .parse()
         .map_err(|_| DirectError::internal("the direct-API volume id does not parse"))?;
@@ -577,6 +575,46 @@ pub fn start(s: &Session, req: &StartRequest, default_key: Option<&str>) -> Dire
         create_volume_permissions: Default::default(),
         blocks: parent.map(|p| p.blocks).unwrap_or_default(),
     };
+    let token = req
+        .client_token
+        .as_deref()
+        .map(|t| (t, req.request_hash.as_str()));
+    begin(s, store, &m, &dek, timeout, token)?;
+    Ok(start_response(&m))
+}
+
+/// A pending snapshot of a volume whose data is on a volume host on
+/// another machine (CreateSnapshot of a volume attached there): the
+/// manifest `m` (the volume's id, key and data key `dek`, its parent's
+/// blocks), written by that host block by block with PutSnapshotBlock
+/// and CompleteSnapshot as an upload of the direct APIs would be.
+pub fn start_volume_snapshot(
+    s: &Session,
+    store: ChunkStore,
+    m: &Manifest,
+    dek: &VolumeDataKey,
+) -> DirectResult<()> {
+    begin(s, store, m, dek, HOST_SNAPSHOT_TIMEOUT_MINUTES, None)
+}
+
+/// How long a volume host's snapshot upload may go without a block.
+pub const HOST_SNAPSHOT_TIMEOUT_MINUTES: i64 = 60;
+
+/// Records the upload of pending manifest `m` (the database row, the
+/// client token, the snapshot's record, the pending manifest in the store)
+/// and keeps it open in this process.
+fn begin(
+    s: &Session,
+    store: ChunkStore,
+    m: &Manifest,
+    dek: &VolumeDataKey,
+    timeout: i64,
+    token: Option<(&str, &str)>,
+) -> DirectResult<()> {
+    let id = &m.snapshot_id;
+    let owner = &m.owner_id;
+    let mac = manifest_mac_key(dek);
+    let cipher = SectorCipher::new(dek).map_err(|e| DirectError::internal(e.to_string()))?;
     let now = s.kms.clock().now();
     {
         let c = db(s)?;
@@ -586,28 +624,27 @@ pub fn start(s: &Session, req: &StartRequest, default_key: Option<&str>) -> Dire
             rusqlite::params![id.as_str(), owner.as_str(), timeout, now + timeout * 60],
         )
         .map_err(sql)?;
-        if let Some(token) = &req.client_token {
+        if let Some((token, hash)) = token {
             tx.execute(
                 "INSERT INTO ebs_client_tokens (owner, client_token, snapshot_id, request_hash) VALUES (?1, ?2, ?3, ?4)",
-                rusqlite::params![owner.as_str(), token, id.as_str(), req.request_hash],
+                rusqlite::params![owner.as_str(), token, id.as_str(), hash],
             )
             .map_err(sql)?;
         }
         tx.commit().map_err(sql)?;
     }
-    ops::record_snapshot(s, &m)?;
-    engine::put(&store, &m, &mac)?;
-    let out = start_response(&m);
+    ops::record_snapshot(s, m)?;
+    engine::put(&store, m, &mac)?;
     lock(uploads()).insert(
-        upload_key(s, &id),
+        upload_key(s, id),
         Arc::new(Upload {
             owner: owner.to_string(),
             cipher,
             mac,
-            scope: checksum_scope(&dek),
+            scope: checksum_scope(dek),
             store,
             state: Mutex::new(UploadState {
-                manifest: m,
+                manifest: m.clone(),
                 since_put: 0,
                 last_put: Instant::now(),
             }),
@@ -616,7 +653,7 @@ pub fn start(s: &Session, req: &StartRequest, default_key: Option<&str>) -> Dire
             timeout_secs: timeout * 60,
         }),
     );
-    Ok(out)
+    Ok(())
 }
 
 /// StartSnapshot's count quotas, checked when the request arrives: open
@@ -913,6 +950,7 @@ pub fn put_block(
         ));
     }
     let digest = check_checksum(data, checksum, &format!("block {index}"))?;
+    ops::host::check_writer(s, &id)?;
     let u = open_upload(s, &id)?;
     let blocks = lock(&u.state).manifest.block_count();
     if index >= blocks {
@@ -1018,6 +1056,7 @@ pub fn complete(
             "A Checksum needs ChecksumAlgorithm SHA256 and ChecksumAggregationMethod LINEAR",
         ));
     }
+    ops::host::check_writer(s, &id)?;
     let u = open_upload(s, &id)?;
     let digests: Vec<[u8; 32]> = {
         let c = lock(&u.journal.conn);
@@ -1063,10 +1102,17 @@ pub fn complete(
     m.state = SnapshotState::Completed;
     m.progress = 100;
     engine::put(&u.store, &m, &u.mac)?;
+    let (volume, start_time) = (m.volume_id.clone(), m.start_time.clone());
     st.manifest = m;
     drop(st);
     keep_checksums(s, &id, &u.scope)?;
     forget(s, &id)?;
+    if volume.as_str() != DIRECT_VOLUME_ID {
+        // A volume host's snapshot of its volume: the volume's change log
+        // (on that host) is now relative to it.
+        ops::set_parent(s, &volume, &id, &start_time)?;
+        ops::host::forget(s, &id)?;
+    }
     Ok(json!({"Status": "completed"}))
 }
 

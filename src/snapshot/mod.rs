@@ -1,12 +1,15 @@
 //! Snapshots: manifests, the content-addressed chunk store (local directory
 //! or S3-compatible), the engine's chunk work on them (`engine`), and the
-//! control plane's operations built on them (`ops`, `direct`).
+//! control plane's operations built on them (`ops`, `direct`), and the
+//! snapshot commands of a volume host whose records are at a control plane
+//! on another machine (`remote`).
 
 pub mod direct;
 mod engine;
 pub mod error;
 pub mod freeze;
 pub mod manifest;
+pub mod remote;
 pub mod store;
 
 pub use error::SnapshotError;

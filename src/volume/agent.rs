@@ -369,6 +369,7 @@ impl Volumes<'_> {
         let _ = ready.flush();
         if self.remote().unwrap_or(false) {
             super::remote::watch_for_detach(self.s, v);
+            super::remote_snapshot::watch_for_snapshots(self.s, v, device_arc.clone());
         }
         loop {
             let sig = signals.wait();

@@ -508,6 +508,29 @@ impl EncryptedDevice {
         self.read_chunk_ciphertext(index)
     }
 
+    /// The plaintext of chunk `index` as it was at the cut of snapshot `id`
+    /// (each chunk once, as [`Self::snapshot_read`]), [`CHUNK_SIZE`] bytes:
+    /// zeros past the device's end and for holes. For a volume host that
+    /// sends its cut to the control plane (PutSnapshotBlock).
+    pub fn snapshot_read_plain(
+        &self,
+        id: &str,
+        index: u64,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, VolumeError> {
+        let mut b = zeroize::Zeroizing::new(self.snapshot_read(id, index)?);
+        let first = index * (CHUNK_SIZE / SS);
+        for (i, sector) in b.chunks_exact_mut(SECTOR_SIZE).enumerate() {
+            // A hole's zero ciphertext is already the zero plaintext.
+            if !is_zero(sector) {
+                self.cipher.decrypt_sectors(first + i as u64, sector)?;
+            }
+        }
+        let mut out = zeroize::Zeroizing::new(vec![0u8; CHUNK_SIZE as usize]);
+        let n = b.len().min(out.len());
+        out[..n].copy_from_slice(&b[..n]);
+        Ok(out)
+    }
+
     /// Ends the cut of snapshot `id`. If `completed`, clears the change-log
     /// bits of its chunks that were not written after the cut.
     pub fn finish_cut(&self, id: &str, completed: bool) -> Result<(), VolumeError> {

@@ -162,8 +162,18 @@ impl Served {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        Served::spawn_with_env(home, args, &[])
+    }
+
+    /// [`Served::spawn`] with extra environment variables.
+    pub fn spawn_with_env<I, S>(home: &Path, args: I, env: &[(&str, &str)]) -> Served
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let mut child = command(home)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

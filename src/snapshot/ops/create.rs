@@ -91,9 +91,13 @@ pub fn create(
     let vols = Volumes::open(s)?.with_snapshot_source(SNAPSHOT_SOURCE);
     let r = vols.get(vol)?;
     if vols.remote()? {
-        return Err(ApiError::incorrect_state(format!(
-            "Snapshots of {vol} are the control plane's to make, and this host's volume records are at a control plane on another machine (kms-endpoint), which cannot read this host's data: snapshots of volumes on such hosts are not offered yet"
-        )));
+        let out = super::host::create_at_control_plane(s, r.volume_id.as_str(), opts, true)?;
+        rep.pending(&out);
+        return Ok(out);
+    }
+    let remote = crate::ec2::hosts::RemoteAttachments::open(s)?;
+    if let Some(a) = remote.get(r.volume_id.as_str())? {
+        return super::host::create_on_host(s, &vols, &r, &a, opts, rep);
     }
     crate::ec2::hosts::check_data_here(s, r.volume_id.as_str())?;
     // Before anything else: only this volume's own mountpoint is frozen.

@@ -24,6 +24,7 @@ mod copy;
 mod create;
 mod delete;
 mod describe;
+pub mod host;
 mod jobs;
 mod records;
 mod restore;
@@ -59,7 +60,9 @@ pub use delete::delete;
 pub use describe::{
     describe, describe_snapshots, fail_on_error, list_blocks, list_changed_blocks, wait,
 };
-pub(super) use records::{db, db_err, open_verified, peek_visible, record_snapshot, visible_to};
+pub(super) use records::{
+    db, db_err, open_verified, peek_visible, record_snapshot, set_parent, visible_to,
+};
 pub use restore::{
     hydration_source, restore, restore_as, restore_grant, restore_with, retire_restore_grant,
     SNAPSHOT_SOURCE,

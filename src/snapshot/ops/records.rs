@@ -238,7 +238,7 @@ pub(super) fn parent_of(
 
 /// Names `id` (started at `start_time`) as the snapshot the volume's
 /// change log is relative to, unless a later one already is.
-pub(super) fn set_parent(
+pub(in crate::snapshot) fn set_parent(
     s: &Session,
     vol: &VolumeId,
     id: &SnapshotId,

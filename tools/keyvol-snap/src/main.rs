@@ -104,6 +104,11 @@ fn in_background(s: &Session) -> ApiResult<Value> {
 
 fn run(cli: &Cli) -> ApiResult<Value> {
     let s = session(cli)?;
+    if let Some(cp) = keyvol::volume::remote::control_plane(&s)? {
+        // Records at a control plane on another machine: it authorizes and
+        // audits each command there.
+        return run_remote(cli, &s, &cp);
+    }
     let background = matches!(
         &cli.command,
         Cmd::Create { wait: false, .. } | Cmd::Copy { wait: false, .. }
@@ -142,6 +147,89 @@ fn run(cli: &Cli) -> ApiResult<Value> {
         || run_command(cli, &s, &mut rep, false),
         audited,
     )
+}
+
+/// A command on a volume host whose records are at the control plane
+/// `cp`: its EC2 action (or EBS direct API) there.
+fn run_remote(cli: &Cli, s: &Session, cp: &keyvol::server::ControlPlaneClient) -> ApiResult<Value> {
+    use keyvol::snapshot::remote;
+    match &cli.command {
+        Cmd::Create {
+            volume_id,
+            description,
+            freeze,
+            wait,
+            ..
+        } => ops::host::create_at_control_plane(
+            s,
+            volume_id,
+            &CreateOptions {
+                description: description.clone(),
+                freeze: freeze.as_ref().map(Into::into),
+            },
+            *wait,
+        ),
+        Cmd::Describe { snapshot_id } => remote::describe(cp, snapshot_id),
+        Cmd::DescribeSnapshots { restorable_by } => {
+            remote::describe_snapshots(cp, restorable_by.is_some())
+        }
+        Cmd::Delete { snapshot_id } => remote::delete(cp, snapshot_id),
+        Cmd::Wait {
+            snapshot_id,
+            timeout_seconds,
+        } => remote::wait(cp, snapshot_id, Duration::from_secs(*timeout_seconds)),
+        Cmd::Share {
+            snapshot_id,
+            accounts,
+            group,
+        } => {
+            if let Some(g) = group.as_deref().filter(|g| *g != "all") {
+                return Err(ApiError::invalid_parameter(format!(
+                    "--group {g} is not valid: the only group is all"
+                )));
+            }
+            remote::modify_permission(cp, snapshot_id, true, accounts, group.is_some())
+        }
+        Cmd::Unshare {
+            snapshot_id,
+            accounts,
+        } => remote::modify_permission(cp, snapshot_id, false, accounts, false),
+        Cmd::DescribeAttribute { snapshot_id, .. } => remote::describe_attribute(cp, snapshot_id),
+        Cmd::Copy {
+            snapshot_id,
+            source_region,
+            kms_key_id,
+            description,
+            wait,
+            ..
+        } => remote::copy(
+            cp,
+            snapshot_id,
+            source_region,
+            kms_key_id.as_deref(),
+            description.as_deref(),
+            *wait,
+        ),
+        Cmd::Restore { snapshot_id, .. } => Err(ApiError::invalid_parameter(format!(
+            "keyvol-snap restore makes a volume of this home, whose records are at the control plane {}: use `keyvol volume create --snapshot-id {snapshot_id}` on this host",
+            cp.endpoint()
+        ))),
+        Cmd::ListBlocks { snapshot_id } => remote::list_blocks(cp, snapshot_id),
+        Cmd::ListChangedBlocks {
+            first_snapshot_id,
+            second_snapshot_id,
+        } => remote::list_changed_blocks(cp, first_snapshot_id, second_snapshot_id),
+        Cmd::Completion { .. } | Cmd::Man { .. } => run_command(
+            cli,
+            s,
+            &mut Report {
+                tty: false,
+                pending_line: false,
+                last: u64::MAX,
+            },
+            false,
+        ),
+    }
 }
 
 /// The control plane's action and resource of a command.

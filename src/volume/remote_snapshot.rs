@@ -1,0 +1,239 @@
+//! The volume host's side of snapshots of its volumes (the control plane's
+//! side is [`crate::snapshot::ops::host`]): a thread of each attach daemon
+//! on a host whose records are at a control plane on another machine
+//! asks, by long poll (`KeyvolDescribeHostSnapshots`, `WaitSeconds`), for
+//! the snapshots CreateSnapshot made of its volume. For each it
+//!
+//! 1. cuts the device (the point in time; every chunk when the control
+//!    plane's parent is not the snapshot this host's change log is
+//!    relative to) and reports the cut (`KeyvolReportHostSnapshot`
+//!    `Status=cut`), which lets CreateSnapshot answer;
+//! 2. sends each chunk of the cut, as plaintext of the cut (decrypted
+//!    here; the control plane encrypts it again under the same data key),
+//!    with PutSnapshotBlock and its SHA-256, then CompleteSnapshot with the
+//!    count and the LINEAR checksum;
+//! 3. clears the change bits of what it sent (the cut completed) and
+//!    records the snapshot as its log's base. Any failure keeps the bits
+//!    and is reported (`Status=failed`), which ends the snapshot in
+//!    `error`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use crate::api_error::{ApiError, ApiResult};
+use crate::ec2::hosts::{DESCRIBE_HOST_SNAPSHOTS, MAX_HOST_WAIT_SECS, REPORT_HOST_SNAPSHOT};
+use crate::ids::{SnapshotId, VolumeId};
+use crate::server::control_plane::{ControlPlaneClient, XmlReply};
+use crate::session::Session;
+use crate::snapshot::direct::linear_checksum;
+use crate::snapshot::ops::host::{log_base, set_log_base};
+use crate::volume::device::EncryptedDevice;
+
+use super::remote::{control_plane, own_instance};
+
+/// The wait between polls after the control plane could not be reached.
+const RETRY: Duration = Duration::from_secs(5);
+
+/// Starts the snapshot thread of the attach daemon of `v`, serving `dev`.
+pub fn watch_for_snapshots(s: &Session, v: &str, dev: Arc<EncryptedDevice>) {
+    let s = s.clone();
+    let vol = v.to_string();
+    let v = vol.clone();
+    let spawned = std::thread::Builder::new()
+        .name("snapshot-watch".into())
+        .spawn(move || {
+            let mut client: Option<(ControlPlaneClient, String)> = None;
+            loop {
+                if client.is_none() {
+                    client = match connect(&s) {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            tracing::debug!(volume = %v, "snapshot requests: {}", e.message);
+                            std::thread::sleep(RETRY);
+                            continue;
+                        }
+                    };
+                }
+                let Some((cp, instance)) = client.as_ref() else {
+                    continue;
+                };
+                let wait = MAX_HOST_WAIT_SECS.to_string();
+                let asked = cp.ec2(
+                    DESCRIBE_HOST_SNAPSHOTS,
+                    &[
+                        ("InstanceId", instance.as_str()),
+                        ("VolumeId", v.as_str()),
+                        ("WaitSeconds", wait.as_str()),
+                    ],
+                );
+                let reply = match asked {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::debug!(volume = %v, "asking for snapshot requests: {}", e.message);
+                        std::thread::sleep(RETRY);
+                        continue;
+                    }
+                };
+                for item in reply.items("snapshotSet") {
+                    take(&s, cp, instance, &v, &dev, &item);
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(volume = %vol, "not taking snapshots for the control plane: {e}");
+    }
+}
+
+fn connect(s: &Session) -> ApiResult<(ControlPlaneClient, String)> {
+    let cp = control_plane(s)?
+        .ok_or_else(|| ApiError::internal("no control plane is configured (kms-endpoint)"))?;
+    let instance = own_instance(s, &cp)?;
+    Ok((cp, instance))
+}
+
+/// Takes the snapshot one request names; failures are reported to the
+/// control plane (and logged), never fatal to the daemon.
+fn take(
+    s: &Session,
+    cp: &ControlPlaneClient,
+    instance: &str,
+    v: &str,
+    dev: &EncryptedDevice,
+    item: &XmlReply,
+) {
+    let text = |k: &str| item.text(k).unwrap_or_default();
+    let Ok(id) = text("snapshotId").parse::<SnapshotId>() else {
+        return;
+    };
+    if text("volumeId") != v {
+        return;
+    }
+    let parent = item.text("parentSnapshotId").filter(|p| !p.is_empty());
+    let report = |status: &str, message: &str| {
+        cp.ec2(
+            REPORT_HOST_SNAPSHOT,
+            &[
+                ("InstanceId", instance),
+                ("SnapshotId", id.as_str()),
+                ("Status", status),
+                ("Message", message),
+            ],
+        )
+    };
+    let vol: VolumeId = match v.parse() {
+        Ok(vol) => vol,
+        Err(_) => return,
+    };
+    // Incremental only from the snapshot this host's log is relative to.
+    let base = log_base(s, &vol).unwrap_or(None);
+    let all = parent.is_none() || base != parent;
+    let chunks = match dev.cut(
+        id.as_str(),
+        all,
+        crate::volume::service::MAX_PENDING_SNAPSHOTS,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            let message = format!("cutting the device: {e}");
+            tracing::warn!(volume = v, snapshot = %id, "{message}");
+            let _ = report("failed", &message);
+            return;
+        }
+    };
+    if let Err(e) = report("cut", "") {
+        tracing::warn!(volume = v, snapshot = %id, "reporting the cut: {}", e.message);
+        let _ = dev.finish_cut(id.as_str(), false);
+        return;
+    }
+    tracing::info!(
+        volume = v,
+        snapshot = %id,
+        chunks = chunks.len(),
+        full = all,
+        "cut: sending the snapshot's blocks to the control plane"
+    );
+    match send(cp, dev, &id, chunks, parent.is_none()) {
+        Ok(()) => {
+            if let Err(e) = dev.finish_cut(id.as_str(), true) {
+                tracing::warn!(volume = v, snapshot = %id, "ending the cut: {e}");
+            } else if let Err(e) = set_log_base(s, &vol, &id) {
+                tracing::warn!(volume = v, snapshot = %id, "recording the log's base: {}", e.message);
+            }
+            tracing::info!(volume = v, snapshot = %id, "snapshot completed at the control plane");
+        }
+        Err(e) => {
+            let _ = dev.finish_cut(id.as_str(), false);
+            tracing::warn!(volume = v, snapshot = %id, "sending the snapshot: {}", e.message);
+            let _ = report("failed", &format!("{}: {}", e.code, e.message));
+        }
+    }
+}
+
+/// PutSnapshotBlock of every chunk of the cut (all-zero ones skipped when
+/// the snapshot has no parent: they are holes already), then
+/// CompleteSnapshot.
+fn send(
+    cp: &ControlPlaneClient,
+    dev: &EncryptedDevice,
+    id: &SnapshotId,
+    mut chunks: Vec<u64>,
+    skip_zeros: bool,
+) -> ApiResult<()> {
+    chunks.sort_unstable();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let total = chunks.len().max(1);
+    let mut digests = Vec::with_capacity(chunks.len());
+    for (n, chunk) in chunks.iter().enumerate() {
+        let plain = dev
+            .snapshot_read_plain(id.as_str(), *chunk)
+            .map_err(|e| ApiError::internal(format!("reading chunk {chunk} of the cut: {e}")))?;
+        if skip_zeros && plain.iter().all(|&b| b == 0) {
+            continue;
+        }
+        let digest: [u8; 32] = Sha256::digest(&plain[..]).into();
+        let headers = [
+            (
+                "content-type".to_string(),
+                "application/octet-stream".to_string(),
+            ),
+            ("x-amz-data-length".to_string(), plain.len().to_string()),
+            ("x-amz-checksum".to_string(), b64.encode(digest)),
+            ("x-amz-checksum-algorithm".to_string(), "SHA256".to_string()),
+            ("x-amz-progress".to_string(), (n * 100 / total).to_string()),
+        ];
+        cp.ebs(
+            "PUT",
+            &format!("/snapshots/{id}/blocks/{chunk}"),
+            "",
+            &headers,
+            &plain,
+        )?;
+        digests.push(digest);
+    }
+    let headers = [
+        (
+            "x-amz-changedblockscount".to_string(),
+            digests.len().to_string(),
+        ),
+        (
+            "x-amz-checksum".to_string(),
+            b64.encode(linear_checksum(digests.iter().copied())),
+        ),
+        ("x-amz-checksum-algorithm".to_string(), "SHA256".to_string()),
+        (
+            "x-amz-checksum-aggregation-method".to_string(),
+            "LINEAR".to_string(),
+        ),
+    ];
+    cp.ebs(
+        "POST",
+        &format!("/snapshots/completion/{id}"),
+        "",
+        &headers,
+        b"",
+    )?;
+    Ok(())
+}
