@@ -1,6 +1,6 @@
 //! Snapshots of volumes whose data is on a volume host on another machine:
 //! CreateSnapshot at the control plane waits for the host's cut
-//! (`KeyvolDescribeHostSnapshots`, `KeyvolReportHostSnapshot`), and the
+//! (`KeyvolDescribeHostRequests`, `KeyvolReportHostSnapshot`), and the
 //! host writes the blocks with PutSnapshotBlock and CompleteSnapshot.
 //!
 //! The first test drives the protocol itself against a real `keyvol
@@ -275,7 +275,7 @@ fn only_the_volumes_host_takes_and_writes_its_snapshots() {
     assert_eq!(errored[0].text("status").as_deref(), Some("error"));
     // ... and the host is not asked for it any more.
     let asked = h1
-        .ec2("KeyvolDescribeHostSnapshots", &[("InstanceId", &i1)])
+        .ec2("KeyvolDescribeHostRequests", &[("InstanceId", &i1)])
         .unwrap();
     assert!(asked.items("snapshotSet").is_empty(), "{asked:?}");
 
@@ -289,30 +289,30 @@ fn only_the_volumes_host_takes_and_writes_its_snapshots() {
     // Not a volume host; another host's instance; another host's own
     // instance has nothing to take.
     let e = refused(al.ec2(
-        "KeyvolDescribeHostSnapshots",
+        "KeyvolDescribeHostRequests",
         &[("InstanceId", &i1), ("WaitSeconds", "1")],
     ));
     assert_eq!(e.code, "UnauthorizedOperation", "{e:?}");
     let e = refused(h2.ec2(
-        "KeyvolDescribeHostSnapshots",
+        "KeyvolDescribeHostRequests",
         &[("InstanceId", &i1), ("WaitSeconds", "1")],
     ));
     assert_eq!(e.code, "UnauthorizedOperation", "{e:?}");
     let none = h2
         .ec2(
-            "KeyvolDescribeHostSnapshots",
+            "KeyvolDescribeHostRequests",
             &[("InstanceId", &i2), ("WaitSeconds", "1")],
         )
         .unwrap();
     assert!(none.items("snapshotSet").is_empty());
     let e = refused(h1.ec2(
-        "KeyvolDescribeHostSnapshots",
+        "KeyvolDescribeHostRequests",
         &[("InstanceId", &i1), ("WaitSeconds", "11")],
     ));
     assert_eq!(e.code, "InvalidParameterValue", "{e:?}");
     let asked = h1
         .ec2(
-            "KeyvolDescribeHostSnapshots",
+            "KeyvolDescribeHostRequests",
             &[("InstanceId", &i1), ("WaitSeconds", "10")],
         )
         .unwrap();
@@ -396,7 +396,7 @@ fn only_the_volumes_host_takes_and_writes_its_snapshots() {
     let pending = take(client(&endpoint, &root), vol.clone());
     let asked = h1
         .ec2(
-            "KeyvolDescribeHostSnapshots",
+            "KeyvolDescribeHostRequests",
             &[("InstanceId", &i1), ("WaitSeconds", "10")],
         )
         .unwrap();
@@ -445,7 +445,7 @@ fn only_the_volumes_host_takes_and_writes_its_snapshots() {
     let pending = take(client(&endpoint, &root), vol.clone());
     let asked = h1
         .ec2(
-            "KeyvolDescribeHostSnapshots",
+            "KeyvolDescribeHostRequests",
             &[("InstanceId", &i1), ("WaitSeconds", "10")],
         )
         .unwrap();
@@ -689,6 +689,25 @@ fn a_remote_hosts_volume_is_snapshotted_where_its_data_is() {
         ids.contains(&snap1.as_str()) && ids.contains(&snap2.as_str()),
         "{listed}"
     );
+
+    // ModifyVolume at the control plane while it is attached on the host:
+    // the host's daemon grows the device online, the data unchanged.
+    let modified = cp
+        .ec2("ModifyVolume", &[("VolumeId", &vol), ("Size", "2")])
+        .unwrap();
+    assert_eq!(
+        modified.text("targetSize").as_deref(),
+        Some("2"),
+        "{modified:?}"
+    );
+    let until = Instant::now() + Duration::from_secs(30);
+    while std::fs::metadata(&dev).unwrap().len() != 2 << 30 {
+        assert!(Instant::now() < until, "the device did not grow to 2 GiB");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(read_device(&dev, SIZE) == now, "growing changed the data");
+    let shown = cli(&h, &["--profile", "acct", "volume", "describe", &vol]);
+    assert_eq!(shown["SizeInBytes"], 2u64 << 30, "{shown}");
 
     // Detached: the data stays on the host, and the control plane says to
     // attach it there to snapshot it.

@@ -587,6 +587,25 @@ impl<'a> Volumes<'a> {
         Ok(())
     }
 
+    /// Records the grown size of a volume whose data is on a volume host on
+    /// another machine (that host grows its device or backing file).
+    pub fn record_size(&self, v: &str, size: u64) -> ApiResult<VolumeRecord> {
+        let r = self.row(v)?;
+        if size < r.size {
+            return Err(ApiError::invalid_parameter(format!(
+                "New size {size} is smaller than the volume's {} bytes: volumes only grow",
+                r.size
+            )));
+        }
+        self.conn
+            .execute(
+                "UPDATE volumes SET size = ?2 WHERE volume_id = ?1",
+                params![v, size as i64],
+            )
+            .map_err(db_err)?;
+        self.row(v)
+    }
+
     /// ModifyVolume: grow only, attached or not (an attached volume grows
     /// online). The filesystem is the user's to grow (resize2fs), as on EBS.
     pub fn modify(&self, v: &str, size: u64) -> ApiResult<VolumeRecord> {

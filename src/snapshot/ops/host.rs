@@ -8,7 +8,7 @@
 //!    upload of the direct APIs ([`crate::snapshot::direct`]) and a request
 //!    for the host is recorded here.
 //! 2. The host's attach daemon asks for requests
-//!    (`KeyvolDescribeHostSnapshots`, about every second), cuts its device
+//!    (`KeyvolDescribeHostRequests`, about every second), cuts its device
 //!    (the point in time) and says so (`KeyvolReportHostSnapshot`
 //!    `Status=cut`); CreateSnapshot answers `pending` only then, or fails
 //!    after [`HOST_CUT_WAIT`] with the snapshot in `error`.
