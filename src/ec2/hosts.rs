@@ -496,26 +496,8 @@ fn release(s: &Session, p: &Params, secure: bool) -> ApiResult<ReleasedKey> {
         )));
     }
     let caller = &s.ctx.caller;
-    if !s.iam.is_volume_host(caller) {
-        return Err(unauthorized(format!(
-            "{} is not a registered volume host: only a volume host (keyvol iam register-volume-host) may call {action}, for a volume attached to it",
-            caller.principal_arn
-        )));
-    }
     let vol = p.required("VolumeId")?;
-    let instance = p.required("InstanceId")?;
-    let own = remote_instance_id(
-        caller.account.as_str(),
-        s.ctx.region.as_str(),
-        &caller.principal_arn,
-    );
-    if instance != own {
-        return Err(unauthorized(format!(
-            "{} is the volume host of instance {own}, not of {}: a host obtains keys only for its own instance",
-            caller.principal_arn,
-            instance.chars().take(32).collect::<String>()
-        )));
-    }
+    let own = calling_host(s, action, p.required("InstanceId")?)?;
     let vols = crate::volume::service::Volumes::open(s)?;
     let r = vols.get(vol)?;
     let remote = RemoteAttachments::open(s)?;
@@ -577,7 +559,7 @@ fn calling_host(s: &Session, action: &str, instance: &str) -> ApiResult<String> 
     let caller = &s.ctx.caller;
     if !s.iam.is_volume_host(caller) {
         return Err(unauthorized(format!(
-            "{} is not a registered volume host: only a volume host (keyvol iam register-volume-host) may call {action}",
+            "{} is not a registered volume host: only a volume host (keyvol iam register-volume-host) may call {action}, for a volume attached to it",
             caller.principal_arn
         )));
     }
@@ -588,7 +570,7 @@ fn calling_host(s: &Session, action: &str, instance: &str) -> ApiResult<String> 
     );
     if instance != own {
         return Err(unauthorized(format!(
-            "{} is the volume host of instance {own}, not of {}",
+            "{} is the volume host of instance {own}, not of {}: a host acts only for its own instance",
             caller.principal_arn,
             instance.chars().take(32).collect::<String>()
         )));

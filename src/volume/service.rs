@@ -627,13 +627,7 @@ impl<'a> Volumes<'a> {
             {
                 mount::refresh_loop_capacity(&l.name)?;
             }
-            self.conn
-                .execute(
-                    "UPDATE volumes SET size = ?2 WHERE volume_id = ?1",
-                    params![v, size as i64],
-                )
-                .map_err(db_err)?;
-            return self.row(v);
+            return self.record_size(v, size);
         }
         let path = self.backing_path(&r.volume_id);
         let f = fs::OpenOptions::new()
@@ -642,13 +636,7 @@ impl<'a> Volumes<'a> {
             .map_err(|e| io_err("opening", &path, e))?;
         f.set_len(size).map_err(|e| io_err("growing", &path, e))?;
         f.sync_all().map_err(|e| io_err("syncing", &path, e))?;
-        self.conn
-            .execute(
-                "UPDATE volumes SET size = ?2 WHERE volume_id = ?1",
-                params![v, size as i64],
-            )
-            .map_err(db_err)?;
-        self.row(v)
+        self.record_size(v, size)
     }
 
     /// Holds `<vol>.mount-lock` (flock, waiting) until dropped.
