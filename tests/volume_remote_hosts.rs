@@ -192,10 +192,46 @@ fn only_the_attached_host_gets_the_key_over_tls_or_loopback() {
         e.message.contains(&i1) && e.message.contains("did not take"),
         "{e:?}"
     );
-    // Nor a grow while attached there, nor a detach from another instance.
-    let e =
-        code(client(&lo, &root_a, None).ec2("ModifyVolume", &[("VolumeId", &vol), ("Size", "2")]));
-    assert_eq!(e.code, "IncorrectState", "{e:?}");
+    // A grow while attached there is recorded here, and host 1 (only
+    // host 1) learns the size at once from its long poll, to grow its
+    // device online; the control plane's own unused copy stays as it was.
+    let img = std::path::Path::new(&home).join(format!("volumes/us-east-1/{vol}.img"));
+    let img_len = std::fs::metadata(&img).map(|m| m.len()).ok();
+    let grown = client(&lo, &root_a, None)
+        .ec2("ModifyVolume", &[("VolumeId", &vol), ("Size", "2")])
+        .unwrap();
+    assert_eq!(grown.text("targetSize").as_deref(), Some("2"), "{grown:?}");
+    assert_eq!(std::fs::metadata(&img).map(|m| m.len()).ok(), img_len);
+    let started = std::time::Instant::now();
+    let asked = client(&lo, &host1, None)
+        .ec2(
+            "KeyvolDescribeHostRequests",
+            &[
+                ("InstanceId", &i1),
+                ("VolumeId", &vol),
+                ("SizeInBytes", "16777216"),
+                ("WaitSeconds", "10"),
+            ],
+        )
+        .unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(
+        asked.items("volumeSet")[0].text("sizeInBytes").as_deref(),
+        Some("2147483648"),
+        "{asked:?}"
+    );
+    let not_its = client(&lo, &host2, None)
+        .ec2(
+            "KeyvolDescribeHostRequests",
+            &[
+                ("InstanceId", &i2),
+                ("VolumeId", &vol),
+                ("SizeInBytes", "0"),
+            ],
+        )
+        .unwrap();
+    assert!(not_its.items("volumeSet").is_empty(), "{not_its:?}");
+    // Nor a detach from another instance.
     let e = code(
         client(&lo, &root_a, None).ec2("DetachVolume", &[("VolumeId", &vol), ("InstanceId", &i2)]),
     );

@@ -1,6 +1,6 @@
 //! Snapshots of volumes whose data is on a volume host on another machine:
 //! CreateSnapshot at the control plane waits for the host's cut
-//! (`KeyvolDescribeHostSnapshots`, `KeyvolReportHostSnapshot`), and the
+//! (`KeyvolDescribeHostRequests`, `KeyvolReportHostSnapshot`), and the
 //! host writes the blocks with PutSnapshotBlock and CompleteSnapshot.
 //!
 //! The first test drives the protocol itself against a real `keyvol
@@ -20,6 +20,7 @@ use common::serve::*;
 use keyvol::api_error::ApiError;
 use keyvol::ids::Region;
 use keyvol::secret::SecretBytes;
+use keyvol::server::control_plane::XmlReply;
 use keyvol::server::ControlPlaneClient;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -167,6 +168,31 @@ fn wait_completed(cp: &ControlPlaneClient, snap: &str) {
     }
 }
 
+/// `KeyvolDescribeHostRequests` of `instance`, waiting up to `wait` s.
+fn ask(c: &ControlPlaneClient, instance: &str, wait: &str) -> Result<XmlReply, ApiError> {
+    c.ec2(
+        "KeyvolDescribeHostRequests",
+        &[("InstanceId", instance), ("WaitSeconds", wait)],
+    )
+}
+
+/// `KeyvolReportHostSnapshot` of `snap` with `status`.
+fn report(
+    c: &ControlPlaneClient,
+    instance: &str,
+    snap: &str,
+    status: &str,
+) -> Result<XmlReply, ApiError> {
+    c.ec2(
+        "KeyvolReportHostSnapshot",
+        &[
+            ("InstanceId", instance),
+            ("SnapshotId", snap),
+            ("Status", status),
+        ],
+    )
+}
+
 fn pattern(seed: u8) -> Vec<u8> {
     (0..BLOCK)
         .map(|i| ((i as u64 * 31 + seed as u64 * 7) % 251) as u8)
@@ -275,7 +301,7 @@ fn only_the_volumes_host_takes_and_writes_its_snapshots() {
     assert_eq!(errored[0].text("status").as_deref(), Some("error"));
     // ... and the host is not asked for it any more.
     let asked = h1
-        .ec2("KeyvolDescribeHostSnapshots", &[("InstanceId", &i1)])
+        .ec2("KeyvolDescribeHostRequests", &[("InstanceId", &i1)])
         .unwrap();
     assert!(asked.items("snapshotSet").is_empty(), "{asked:?}");
 
@@ -288,34 +314,15 @@ fn only_the_volumes_host_takes_and_writes_its_snapshots() {
     let pending = take(client(&endpoint, &root), vol.clone());
     // Not a volume host; another host's instance; another host's own
     // instance has nothing to take.
-    let e = refused(al.ec2(
-        "KeyvolDescribeHostSnapshots",
-        &[("InstanceId", &i1), ("WaitSeconds", "1")],
-    ));
+    let e = refused(ask(&al, &i1, "1"));
     assert_eq!(e.code, "UnauthorizedOperation", "{e:?}");
-    let e = refused(h2.ec2(
-        "KeyvolDescribeHostSnapshots",
-        &[("InstanceId", &i1), ("WaitSeconds", "1")],
-    ));
+    let e = refused(ask(&h2, &i1, "1"));
     assert_eq!(e.code, "UnauthorizedOperation", "{e:?}");
-    let none = h2
-        .ec2(
-            "KeyvolDescribeHostSnapshots",
-            &[("InstanceId", &i2), ("WaitSeconds", "1")],
-        )
-        .unwrap();
+    let none = ask(&h2, &i2, "1").unwrap();
     assert!(none.items("snapshotSet").is_empty());
-    let e = refused(h1.ec2(
-        "KeyvolDescribeHostSnapshots",
-        &[("InstanceId", &i1), ("WaitSeconds", "11")],
-    ));
+    let e = refused(ask(&h1, &i1, "11"));
     assert_eq!(e.code, "InvalidParameterValue", "{e:?}");
-    let asked = h1
-        .ec2(
-            "KeyvolDescribeHostSnapshots",
-            &[("InstanceId", &i1), ("WaitSeconds", "10")],
-        )
-        .unwrap();
+    let asked = ask(&h1, &i1, "10").unwrap();
     let items = asked.items("snapshotSet");
     assert_eq!(items.len(), 1, "{asked:?}");
     let snap = items[0].text("snapshotId").unwrap();
@@ -324,50 +331,21 @@ fn only_the_volumes_host_takes_and_writes_its_snapshots() {
     assert!(items[0].text("parentSnapshotId").is_none(), "{asked:?}");
     // Only host 1 reports on it.
     for (c, inst) in [(&h2, &i2), (&al, &i1)] {
-        let e = refused(c.ec2(
-            "KeyvolReportHostSnapshot",
-            &[
-                ("InstanceId", inst),
-                ("SnapshotId", &snap),
-                ("Status", "cut"),
-            ],
-        ));
+        let e = refused(report(c, inst, &snap, "cut"));
         assert!(
             ["InvalidSnapshot.NotFound", "UnauthorizedOperation"].contains(&e.code.as_str()),
             "{e:?}"
         );
     }
-    let e = refused(h1.ec2(
-        "KeyvolReportHostSnapshot",
-        &[
-            ("InstanceId", &i1),
-            ("SnapshotId", &snap),
-            ("Status", "done"),
-        ],
-    ));
+    let e = refused(report(&h1, &i1, &snap, "done"));
     assert_eq!(e.code, "InvalidParameterValue", "{e:?}");
-    h1.ec2(
-        "KeyvolReportHostSnapshot",
-        &[
-            ("InstanceId", &i1),
-            ("SnapshotId", &snap),
-            ("Status", "cut"),
-        ],
-    )
-    .unwrap();
+    report(&h1, &i1, &snap, "cut").unwrap();
     let created = pending.join().unwrap().unwrap();
     assert_eq!(created.text("snapshotId").as_deref(), Some(snap.as_str()));
     assert_eq!(created.text("status").as_deref(), Some("pending"));
     assert_eq!(created.text("volumeId").as_deref(), Some(vol.as_str()));
     // A second cut report is refused: the point in time is fixed.
-    let e = refused(h1.ec2(
-        "KeyvolReportHostSnapshot",
-        &[
-            ("InstanceId", &i1),
-            ("SnapshotId", &snap),
-            ("Status", "cut"),
-        ],
-    ));
+    let e = refused(report(&h1, &i1, &snap, "cut"));
     assert_eq!(e.code, "IncorrectState", "{e:?}");
 
     // Only host 1 writes its blocks: not another principal allowed ebs:*,
@@ -394,12 +372,7 @@ fn only_the_volumes_host_takes_and_writes_its_snapshots() {
     // The next snapshot is incremental from it: the host is told the
     // parent, sends one changed block, and the rest is the parent's.
     let pending = take(client(&endpoint, &root), vol.clone());
-    let asked = h1
-        .ec2(
-            "KeyvolDescribeHostSnapshots",
-            &[("InstanceId", &i1), ("WaitSeconds", "10")],
-        )
-        .unwrap();
+    let asked = ask(&h1, &i1, "10").unwrap();
     let items = asked.items("snapshotSet");
     assert_eq!(items.len(), 1, "{asked:?}");
     let snap2 = items[0].text("snapshotId").unwrap();
@@ -407,15 +380,7 @@ fn only_the_volumes_host_takes_and_writes_its_snapshots() {
         items[0].text("parentSnapshotId").as_deref(),
         Some(snap.as_str())
     );
-    h1.ec2(
-        "KeyvolReportHostSnapshot",
-        &[
-            ("InstanceId", &i1),
-            ("SnapshotId", &snap2),
-            ("Status", "cut"),
-        ],
-    )
-    .unwrap();
+    report(&h1, &i1, &snap2, "cut").unwrap();
     pending.join().unwrap().unwrap();
     let d7b = put_block(&h1, &snap2, 7, &pattern(9)).unwrap();
     complete(&h1, &snap2, &[d7b]).unwrap();
@@ -443,22 +408,9 @@ fn only_the_volumes_host_takes_and_writes_its_snapshots() {
     // A host that fails says so: the snapshot ends in error with its
     // message, and the next one starts again from the last completed.
     let pending = take(client(&endpoint, &root), vol.clone());
-    let asked = h1
-        .ec2(
-            "KeyvolDescribeHostSnapshots",
-            &[("InstanceId", &i1), ("WaitSeconds", "10")],
-        )
-        .unwrap();
+    let asked = ask(&h1, &i1, "10").unwrap();
     let snap3 = asked.items("snapshotSet")[0].text("snapshotId").unwrap();
-    h1.ec2(
-        "KeyvolReportHostSnapshot",
-        &[
-            ("InstanceId", &i1),
-            ("SnapshotId", &snap3),
-            ("Status", "cut"),
-        ],
-    )
-    .unwrap();
+    report(&h1, &i1, &snap3, "cut").unwrap();
     pending.join().unwrap().unwrap();
     h1.ec2(
         "KeyvolReportHostSnapshot",
@@ -689,6 +641,25 @@ fn a_remote_hosts_volume_is_snapshotted_where_its_data_is() {
         ids.contains(&snap1.as_str()) && ids.contains(&snap2.as_str()),
         "{listed}"
     );
+
+    // ModifyVolume at the control plane while it is attached on the host:
+    // the host's daemon grows the device online, the data unchanged.
+    let modified = cp
+        .ec2("ModifyVolume", &[("VolumeId", &vol), ("Size", "2")])
+        .unwrap();
+    assert_eq!(
+        modified.text("targetSize").as_deref(),
+        Some("2"),
+        "{modified:?}"
+    );
+    let until = Instant::now() + Duration::from_secs(30);
+    while std::fs::metadata(&dev).unwrap().len() != 2 << 30 {
+        assert!(Instant::now() < until, "the device did not grow to 2 GiB");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(read_device(&dev, SIZE) == now, "growing changed the data");
+    let shown = cli(&h, &["--profile", "acct", "volume", "describe", &vol]);
+    assert_eq!(shown["SizeInBytes"], 2u64 << 30, "{shown}");
 
     // Detached: the data stays on the host, and the control plane says to
     // attach it there to snapshot it.

@@ -658,8 +658,17 @@ fn run_command(
         }
         "modify" => {
             let size = new_size(m).map_err(api)?;
-            vols.to_json(&vols.modify(&vol(), size).map_err(api)?)
+            // Data on a volume host on another machine: the record grows
+            // here, the host grows its device (online when attached).
+            let elsewhere = keyvol::ec2::hosts::data_instance(s, &vol())
                 .map_err(api)?
+                .is_some();
+            let r = if elsewhere {
+                vols.record_size(&vol(), size)
+            } else {
+                vols.modify(&vol(), size)
+            };
+            vols.to_json(&r.map_err(api)?).map_err(api)?
         }
         "attach" => {
             let device = m.get_one::<String>("device").map(Path::new);

@@ -282,16 +282,22 @@ pub(crate) fn data_elsewhere(vol: &str, instance: &str, what: &str) -> ApiError 
     ))
 }
 
+/// The instance of the volume host on another machine that holds the data
+/// of `vol` (attached there, or last attached there); `None` when the data
+/// is in the control plane's home.
+pub fn data_instance(s: &Session, vol: &str) -> ApiResult<Option<String>> {
+    let remote = RemoteAttachments::open(s)?;
+    match remote.get(vol)? {
+        Some(a) => Ok(Some(a.instance_id)),
+        None => remote.data_host(vol),
+    }
+}
+
 /// Refuses a snapshot of `vol` when its data is on a volume host on
 /// another machine (attached there, or last attached there): the control
 /// plane would snapshot an empty or stale copy.
 pub fn check_data_here(s: &Session, vol: &str) -> ApiResult<()> {
-    let remote = RemoteAttachments::open(s)?;
-    let elsewhere = match remote.get(vol)? {
-        Some(a) => Some(a.instance_id),
-        None => remote.data_host(vol)?,
-    };
-    match elsewhere {
+    match data_instance(s, vol)? {
         Some(i) => Err(data_elsewhere(
             vol,
             &i,
@@ -303,7 +309,7 @@ pub fn check_data_here(s: &Session, vol: &str) -> ApiResult<()> {
 
 /// The control plane's own keyvol CLI commands on a volume attached to a
 /// host on another machine (or whose data is there): what AttachVolume,
-/// DetachVolume, DeleteVolume and ModifyVolume refuse, the CLI refuses
+/// DetachVolume and DeleteVolume refuse, the CLI refuses
 /// alike ([`super::gate`] calls this once the command is authorized).
 pub(crate) fn guard_local_command(s: &Session, action: &str, vol: &str) -> ApiResult<()> {
     let remote = RemoteAttachments::open(s)?;
@@ -323,9 +329,6 @@ pub(crate) fn guard_local_command(s: &Session, action: &str, vol: &str) -> ApiRe
             // gate); an attachment made while the command ran lands here.
             "ec2:DetachVolume" => Err(ApiError::incorrect_state(format!(
                 "Volume '{vol}' was attached to volume host {i} while this command ran: run keyvol volume detach {vol} again (DetachVolume)"
-            ))),
-            "ec2:ModifyVolume" => Err(ApiError::incorrect_state(format!(
-                "Volume '{vol}' is attached to volume host {i}, which grows no device online: detach it there, modify it, and attach it again"
             ))),
             _ => Ok(()),
         };
@@ -496,26 +499,8 @@ fn release(s: &Session, p: &Params, secure: bool) -> ApiResult<ReleasedKey> {
         )));
     }
     let caller = &s.ctx.caller;
-    if !s.iam.is_volume_host(caller) {
-        return Err(unauthorized(format!(
-            "{} is not a registered volume host: only a volume host (keyvol iam register-volume-host) may call {action}, for a volume attached to it",
-            caller.principal_arn
-        )));
-    }
     let vol = p.required("VolumeId")?;
-    let instance = p.required("InstanceId")?;
-    let own = remote_instance_id(
-        caller.account.as_str(),
-        s.ctx.region.as_str(),
-        &caller.principal_arn,
-    );
-    if instance != own {
-        return Err(unauthorized(format!(
-            "{} is the volume host of instance {own}, not of {}: a host obtains keys only for its own instance",
-            caller.principal_arn,
-            instance.chars().take(32).collect::<String>()
-        )));
-    }
+    let own = calling_host(s, action, p.required("InstanceId")?)?;
     let vols = crate::volume::service::Volumes::open(s)?;
     let r = vols.get(vol)?;
     let remote = RemoteAttachments::open(s)?;
@@ -551,21 +536,21 @@ fn release(s: &Session, p: &Params, secure: bool) -> ApiResult<ReleasedKey> {
     })
 }
 
-/// The keyvol extension with which a volume host asks for the snapshots
-/// it is to take of volumes attached to it
-/// ([`crate::snapshot::ops::host`]).
-pub const DESCRIBE_HOST_SNAPSHOTS: &str = "KeyvolDescribeHostSnapshots";
+/// The keyvol extension with which a volume host asks what it is to do
+/// for volumes attached to it: the snapshots to take
+/// ([`crate::snapshot::ops::host`]), and the size to grow a device to.
+pub const DESCRIBE_HOST_REQUESTS: &str = "KeyvolDescribeHostRequests";
 /// The keyvol extension with which a volume host reports a snapshot's cut
 /// (`Status=cut`) or its failure (`Status=failed`, `Message`).
 pub const REPORT_HOST_SNAPSHOT: &str = "KeyvolReportHostSnapshot";
-/// The longest `WaitSeconds` of [`DESCRIBE_HOST_SNAPSHOTS`].
+/// The longest `WaitSeconds` of [`DESCRIBE_HOST_REQUESTS`].
 pub const MAX_HOST_WAIT_SECS: u64 = 10;
 
 /// The keyvol extensions answered by [`super::call`] besides EC2's own
 /// actions (none carries a secret; the key release has its own path).
 pub(crate) fn extension(action: &str) -> Option<fn(&Call<'_>) -> ApiResult<Value>> {
     match action {
-        DESCRIBE_HOST_SNAPSHOTS => Some(describe_host_snapshots),
+        DESCRIBE_HOST_REQUESTS => Some(describe_host_requests),
         REPORT_HOST_SNAPSHOT => Some(report_host_snapshot),
         _ => None,
     }
@@ -577,7 +562,7 @@ fn calling_host(s: &Session, action: &str, instance: &str) -> ApiResult<String> 
     let caller = &s.ctx.caller;
     if !s.iam.is_volume_host(caller) {
         return Err(unauthorized(format!(
-            "{} is not a registered volume host: only a volume host (keyvol iam register-volume-host) may call {action}",
+            "{} is not a registered volume host: only a volume host (keyvol iam register-volume-host) may call {action}, for a volume attached to it",
             caller.principal_arn
         )));
     }
@@ -588,7 +573,7 @@ fn calling_host(s: &Session, action: &str, instance: &str) -> ApiResult<String> 
     );
     if instance != own {
         return Err(unauthorized(format!(
-            "{} is the volume host of instance {own}, not of {}",
+            "{} is the volume host of instance {own}, not of {}: a host acts only for its own instance",
             caller.principal_arn,
             instance.chars().take(32).collect::<String>()
         )));
@@ -596,11 +581,15 @@ fn calling_host(s: &Session, action: &str, instance: &str) -> ApiResult<String> 
     Ok(own)
 }
 
-/// `KeyvolDescribeHostSnapshots` (`InstanceId`): the snapshots waiting for
-/// this host's cut, as `snapshotSet` items (`snapshotId`, `volumeId`,
-/// `parentSnapshotId`, `volumeSize` in bytes).
-fn describe_host_snapshots(c: &Call<'_>) -> ApiResult<Value> {
-    let own = calling_host(c.s, DESCRIBE_HOST_SNAPSHOTS, c.p.required("InstanceId")?)?;
+/// `KeyvolDescribeHostRequests` (`InstanceId`, optional `VolumeId`,
+/// `SizeInBytes` of that volume on the host, `WaitSeconds`): the snapshots
+/// waiting for this host's cut, as `snapshotSet` items (`snapshotId`,
+/// `volumeId`, `parentSnapshotId`, `volumeSize` in bytes), and for a
+/// `VolumeId` attached to this instance its size at the control plane
+/// (`volumeSet`: `volumeId`, `sizeInBytes`). A long poll answers at once
+/// when a snapshot waits or that size exceeds `SizeInBytes`.
+fn describe_host_requests(c: &Call<'_>) -> ApiResult<Value> {
+    let own = calling_host(c.s, DESCRIBE_HOST_REQUESTS, c.p.required("InstanceId")?)?;
     let wanted = c.p.get("VolumeId");
     let wait = match c.p.get("WaitSeconds") {
         None => 0,
@@ -617,17 +606,46 @@ fn describe_host_snapshots(c: &Call<'_>) -> ApiResult<Value> {
     // A long poll: answered as soon as a request is waiting, else after
     // WaitSeconds (so an idle host costs one call, and one audit record,
     // per WaitSeconds).
+    let host_size = match c.p.get("SizeInBytes") {
+        None => None,
+        Some(n) => Some(n.parse::<u64>().map_err(|_| {
+            ApiError::invalid_parameter("SizeInBytes must be a whole number of bytes")
+        })?),
+    };
+    // The size the control plane records of VolumeId, while it is attached
+    // to this instance (ModifyVolume grows it; the host then grows its
+    // device online).
+    let recorded_size = |v: &str| -> ApiResult<Option<u64>> {
+        let attached = RemoteAttachments::open(c.s)?.get(v)?.is_some_and(|a| {
+            a.instance_id == own && a.host_principal == c.s.ctx.caller.principal_arn
+        });
+        if !attached {
+            return Ok(None);
+        }
+        Ok(Some(
+            crate::volume::service::Volumes::open(c.s)?.get(v)?.size,
+        ))
+    };
     let until = std::time::Instant::now() + std::time::Duration::from_secs(wait);
-    let found = loop {
+    let (found, size) = loop {
         let found: Vec<_> =
             crate::snapshot::ops::host::requests_for(c.s, &own, &c.s.ctx.caller.principal_arn)?
                 .into_iter()
                 .filter(|r| wanted.is_none_or(|v| v == r.volume_id))
                 .collect();
-        if !found.is_empty() || std::time::Instant::now() >= until {
-            break found;
+        let size = match wanted {
+            Some(v) => recorded_size(v)?,
+            None => None,
+        };
+        let grown = matches!((size, host_size), (Some(now), Some(had)) if now > had);
+        if !found.is_empty() || grown || std::time::Instant::now() >= until {
+            break (found, size);
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let volumes: Vec<Value> = match (wanted, size) {
+        (Some(v), Some(n)) => vec![json!({"volumeId": v, "sizeInBytes": n})],
+        _ => Vec::new(),
     };
     let items: Vec<Value> = found
         .into_iter()
@@ -638,7 +656,7 @@ fn describe_host_snapshots(c: &Call<'_>) -> ApiResult<Value> {
             })
         })
         .collect();
-    Ok(json!({"snapshotSet": items}))
+    Ok(json!({"snapshotSet": items, "volumeSet": volumes}))
 }
 
 /// `KeyvolReportHostSnapshot` (`InstanceId`, `SnapshotId`, `Status` `cut`

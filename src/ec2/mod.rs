@@ -83,7 +83,7 @@ actions! {
 }
 
 /// The keyvol extensions [`call`] answers besides [`ACTIONS`].
-const ACTIONS_EXTENDED: &[&str] = &[hosts::DESCRIBE_HOST_SNAPSHOTS, hosts::REPORT_HOST_SNAPSHOT];
+const ACTIONS_EXTENDED: &[&str] = &[hosts::DESCRIBE_HOST_REQUESTS, hosts::REPORT_HOST_SNAPSHOT];
 
 /// The names of every action the control plane answers.
 pub fn action_names() -> impl Iterator<Item = &'static str> {

@@ -539,16 +539,19 @@ pub fn modify_volume(c: &Call<'_>) -> ApiResult<Value> {
         &[volume_resource(c, &r, &o, &tags)],
         &ConditionContext::new(),
     )?;
-    if let Some(a) = super::hosts::RemoteAttachments::open(c.s)?.get(r.volume_id.as_str())? {
-        return Err(ApiError::incorrect_state(format!(
-            "Volume '{}' is attached to volume host {}, which grows no device online: detach it there, modify it, and attach it again (the host grows its backing file at attach)",
-            r.volume_id, a.instance_id
-        )));
-    }
+    // A volume whose data is on a host on another machine: the record
+    // grows here, and the host grows its device online when attached there
+    // (it learns the size by its long poll), else its backing file at the
+    // next attach.
+    let elsewhere = super::hosts::data_instance(c.s, r.volume_id.as_str())?.is_some();
     let start = c.s.kms.clock().now();
     let new_bytes = (new_gib as u64 * GIB).max(r.size);
     if new_bytes > r.size {
-        vols.modify(r.volume_id.as_str(), new_bytes)?;
+        if elsewhere {
+            vols.record_size(r.volume_id.as_str(), new_bytes)?;
+        } else {
+            vols.modify(r.volume_id.as_str(), new_bytes)?;
+        }
     }
     records.set_volume_options(r.volume_id.as_str(), &target)?;
     let m = Modification {

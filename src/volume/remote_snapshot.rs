@@ -1,8 +1,10 @@
 //! The volume host's side of snapshots of its volumes (the control plane's
 //! side is [`crate::snapshot::ops::host`]): a thread of each attach daemon
 //! on a host whose records are at a control plane on another machine
-//! asks, by long poll (`KeyvolDescribeHostSnapshots`, `WaitSeconds`), for
-//! the snapshots CreateSnapshot made of its volume. For each it
+//! asks, by long poll (`KeyvolDescribeHostRequests`, `WaitSeconds`), what
+//! the control plane wants of its volume: a size that ModifyVolume grew
+//! (the device grows online to it), and the snapshots CreateSnapshot made
+//! of it. For each snapshot it
 //!
 //! 1. cuts the device (the point in time; every chunk when the control
 //!    plane's parent is not the snapshot this host's change log is
@@ -24,7 +26,7 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use crate::api_error::{ApiError, ApiResult};
-use crate::ec2::hosts::{DESCRIBE_HOST_SNAPSHOTS, MAX_HOST_WAIT_SECS, REPORT_HOST_SNAPSHOT};
+use crate::ec2::hosts::{DESCRIBE_HOST_REQUESTS, MAX_HOST_WAIT_SECS, REPORT_HOST_SNAPSHOT};
 use crate::ids::{SnapshotId, VolumeId};
 use crate::server::control_plane::{ControlPlaneClient, XmlReply};
 use crate::session::Session;
@@ -61,11 +63,13 @@ pub fn watch_for_snapshots(s: &Session, v: &str, dev: Arc<EncryptedDevice>) {
                     continue;
                 };
                 let wait = MAX_HOST_WAIT_SECS.to_string();
+                let size = dev.size().to_string();
                 let asked = cp.ec2(
-                    DESCRIBE_HOST_SNAPSHOTS,
+                    DESCRIBE_HOST_REQUESTS,
                     &[
                         ("InstanceId", instance.as_str()),
                         ("VolumeId", v.as_str()),
+                        ("SizeInBytes", size.as_str()),
                         ("WaitSeconds", wait.as_str()),
                     ],
                 );
@@ -77,6 +81,9 @@ pub fn watch_for_snapshots(s: &Session, v: &str, dev: Arc<EncryptedDevice>) {
                         continue;
                     }
                 };
+                for item in reply.items("volumeSet") {
+                    grow(&s, &v, &dev, &item);
+                }
                 for item in reply.items("snapshotSet") {
                     take(&s, cp, instance, &v, &dev, &item);
                 }
@@ -84,6 +91,33 @@ pub fn watch_for_snapshots(s: &Session, v: &str, dev: Arc<EncryptedDevice>) {
         });
     if let Err(e) = spawned {
         tracing::warn!(volume = %vol, "not taking snapshots for the control plane: {e}");
+    }
+}
+
+/// ModifyVolume at the control plane grew the volume: the device grows
+/// online to the recorded size (the daemon's own grow, through its control
+/// socket, as a local ModifyVolume does); the filesystem is the user's to
+/// grow (resize2fs). A failure is logged and tried again at the next poll.
+fn grow(s: &Session, v: &str, dev: &EncryptedDevice, item: &XmlReply) {
+    let Some(size) = item.text("sizeInBytes").and_then(|n| n.parse::<u64>().ok()) else {
+        return;
+    };
+    if item.text("volumeId").as_deref() != Some(v) || size <= dev.size() {
+        return;
+    }
+    let grown = super::service::Volumes::open(s).and_then(|vols| vols.modify(v, size));
+    match grown {
+        Ok(_) => tracing::info!(
+            volume = v,
+            size,
+            "grown online to the control plane's size (ModifyVolume)"
+        ),
+        Err(e) => tracing::warn!(
+            volume = v,
+            size,
+            "growing to the control plane's size: {}",
+            e.message
+        ),
     }
 }
 

@@ -681,6 +681,25 @@ impl<'a> Volumes<'a> {
         Ok(())
     }
 
+    /// Records the grown size of a volume whose data is on a volume host on
+    /// another machine (that host grows its device or backing file).
+    pub fn record_size(&self, v: &str, size: u64) -> ApiResult<VolumeRecord> {
+        let r = self.row(v)?;
+        if size < r.size {
+            return Err(ApiError::invalid_parameter(format!(
+                "New size {size} is smaller than the volume's {} bytes: volumes only grow",
+                r.size
+            )));
+        }
+        self.conn
+            .execute(
+                "UPDATE volumes SET size = ?2 WHERE volume_id = ?1",
+                params![v, size as i64],
+            )
+            .map_err(db_err)?;
+        self.row(v)
+    }
+
     /// ModifyVolume: grow only, attached or not (an attached volume grows
     /// online). The filesystem is the user's to grow (resize2fs), as on EBS.
     pub fn modify(&self, v: &str, size: u64) -> ApiResult<VolumeRecord> {
@@ -702,13 +721,7 @@ impl<'a> Volumes<'a> {
             {
                 mount::refresh_loop_capacity(&l.name)?;
             }
-            self.conn
-                .execute(
-                    "UPDATE volumes SET size = ?2 WHERE volume_id = ?1",
-                    params![v, size as i64],
-                )
-                .map_err(db_err)?;
-            return self.row(v);
+            return self.record_size(v, size);
         }
         if !self.backing_made(&r)? {
             // Made at its first use, at the new size.
@@ -727,13 +740,7 @@ impl<'a> Volumes<'a> {
             .map_err(|e| io_err("opening", &path, e))?;
         f.set_len(size).map_err(|e| io_err("growing", &path, e))?;
         f.sync_all().map_err(|e| io_err("syncing", &path, e))?;
-        self.conn
-            .execute(
-                "UPDATE volumes SET size = ?2 WHERE volume_id = ?1",
-                params![v, size as i64],
-            )
-            .map_err(db_err)?;
-        self.row(v)
+        self.record_size(v, size)
     }
 
     /// Holds `<vol>.mount-lock` (flock, waiting) until dropped.

@@ -128,28 +128,7 @@ pub fn create(
         .transpose();
     let chunks = cut?;
     thawed?;
-    let mut m = Manifest {
-        snapshot_id: id.clone(),
-        volume_id: r.volume_id.clone(),
-        volume_size_bytes: r.size,
-        block_size: BLOCK_SIZE,
-        parent_snapshot_id: parent.as_ref().map(|p| p.snapshot_id.clone()),
-        lineage_id: r.volume_id.to_string(),
-        source_snapshot_id: None,
-        source_region: None,
-        owner_id: s.ctx.caller.account.clone(),
-        region: s.ctx.region.clone(),
-        kms_key_id: r.kms_key_arn.clone(),
-        encrypted_data_key: r.encrypted_data_key.clone(),
-        encryption_context: [("aws:ebs:id".to_string(), r.volume_id.to_string())].into(),
-        description: opts.description.clone(),
-        start_time: now_rfc3339(),
-        state: SnapshotState::Pending,
-        state_message: None,
-        progress: 0,
-        create_volume_permissions: BTreeSet::new(),
-        blocks: parent.map(|p| p.blocks).unwrap_or_default(),
-    };
+    let mut m = pending_manifest(s, &r, id.clone(), parent, &opts.description);
     // Blocks beyond a grown volume's old end stay as they are; the cut's
     // chunks are replaced below.
     record_job(s, &id)?;
@@ -188,6 +167,40 @@ pub fn create(
     };
     end_job(s, &id)?;
     out
+}
+
+/// The pending manifest of snapshot `id` of volume `r`: the volume's id,
+/// key and data key, its `parent`'s blocks (a grown volume's blocks beyond
+/// the old end are the cut's to add).
+pub(super) fn pending_manifest(
+    s: &Session,
+    r: &VolumeRecord,
+    id: SnapshotId,
+    parent: Option<Manifest>,
+    description: &str,
+) -> Manifest {
+    Manifest {
+        snapshot_id: id,
+        volume_id: r.volume_id.clone(),
+        volume_size_bytes: r.size,
+        block_size: BLOCK_SIZE,
+        parent_snapshot_id: parent.as_ref().map(|p| p.snapshot_id.clone()),
+        lineage_id: r.volume_id.to_string(),
+        source_snapshot_id: None,
+        source_region: None,
+        owner_id: s.ctx.caller.account.clone(),
+        region: s.ctx.region.clone(),
+        kms_key_id: r.kms_key_arn.clone(),
+        encrypted_data_key: r.encrypted_data_key.clone(),
+        encryption_context: [("aws:ebs:id".to_string(), r.volume_id.to_string())].into(),
+        description: description.to_string(),
+        start_time: now_rfc3339(),
+        state: SnapshotState::Pending,
+        state_message: None,
+        progress: 0,
+        create_volume_permissions: BTreeSet::new(),
+        blocks: parent.map(|p| p.blocks).unwrap_or_default(),
+    }
 }
 
 /// Stores the cut's `chunks` through the pipeline: each worker reads a

@@ -57,6 +57,8 @@ pub fn delete(s: &Session, id: &str) -> ApiResult<Value> {
     if upload {
         // An abandoned upload: its recorded blocks go with it.
         crate::snapshot::direct::forget(s, &id).map_err(|e| ApiError::internal(e.message))?;
+        // A volume host's snapshot: its host is not asked for it any more.
+        super::host::forget(s, &id)?;
     }
     crate::snapshot::direct::forget_readers(s, &id);
     let freed = free_unreferenced(&store, &m)?;

@@ -8,7 +8,7 @@
 //!    upload of the direct APIs ([`crate::snapshot::direct`]) and a request
 //!    for the host is recorded here.
 //! 2. The host's attach daemon asks for requests
-//!    (`KeyvolDescribeHostSnapshots`, about every second), cuts its device
+//!    (`KeyvolDescribeHostRequests`, about every second), cuts its device
 //!    (the point in time) and says so (`KeyvolReportHostSnapshot`
 //!    `Status=cut`); CreateSnapshot answers `pending` only then, or fails
 //!    after [`HOST_CUT_WAIT`] with the snapshot in `error`.
@@ -103,28 +103,7 @@ pub(super) fn create_on_host(
     let mac = manifest_mac_key(&dek);
     let parent = parent_of(s, &store, &r.volume_id, &mac)?;
     let id = SnapshotId::generate();
-    let mut m = Manifest {
-        snapshot_id: id.clone(),
-        volume_id: r.volume_id.clone(),
-        volume_size_bytes: r.size,
-        block_size: BLOCK_SIZE,
-        parent_snapshot_id: parent.as_ref().map(|p| p.snapshot_id.clone()),
-        lineage_id: r.volume_id.to_string(),
-        source_snapshot_id: None,
-        source_region: None,
-        owner_id: s.ctx.caller.account.clone(),
-        region: s.ctx.region.clone(),
-        kms_key_id: r.kms_key_arn.clone(),
-        encrypted_data_key: r.encrypted_data_key.clone(),
-        encryption_context: [("aws:ebs:id".to_string(), r.volume_id.to_string())].into(),
-        description: opts.description.clone(),
-        start_time: now_rfc3339(),
-        state: SnapshotState::Pending,
-        state_message: None,
-        progress: 0,
-        create_volume_permissions: BTreeSet::new(),
-        blocks: parent.map(|p| p.blocks).unwrap_or_default(),
-    };
+    let mut m = super::create::pending_manifest(s, r, id.clone(), parent, &opts.description);
     // Blocks beyond a grown volume's old end are the host's to send.
     let blocks = m.block_count();
     m.blocks.retain(|i, _| *i < blocks);

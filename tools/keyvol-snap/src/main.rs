@@ -183,11 +183,7 @@ fn run_remote(cli: &Cli, s: &Session, cp: &keyvol::server::ControlPlaneClient) -
             accounts,
             group,
         } => {
-            if let Some(g) = group.as_deref().filter(|g| *g != "all") {
-                return Err(ApiError::invalid_parameter(format!(
-                    "--group {g} is not valid: the only group is all"
-                )));
-            }
+            check_share(accounts, group.as_deref())?;
             remote::modify_permission(cp, snapshot_id, true, accounts, group.is_some())
         }
         Cmd::Unshare {
@@ -230,6 +226,21 @@ fn run_remote(cli: &Cli, s: &Session, cp: &keyvol::server::ControlPlaneClient) -
             false,
         ),
     }
+}
+
+/// `share`'s options: accounts, or the group `all`.
+fn check_share(accounts: &[String], group: Option<&str>) -> ApiResult<()> {
+    if let Some(g) = group.filter(|g| *g != "all") {
+        return Err(ApiError::invalid_parameter(format!(
+            "group '{g}' is not valid: the only group is 'all'"
+        )));
+    }
+    if accounts.is_empty() && group.is_none() {
+        return Err(ApiError::invalid_parameter(
+            "give --account ID (repeatable) to share with",
+        ));
+    }
+    Ok(())
 }
 
 /// The control plane's action and resource of a command.
@@ -344,16 +355,7 @@ fn run_command(cli: &Cli, s: &Session, rep: &mut Report, report_pending: bool) -
             accounts,
             group,
         } => {
-            if let Some(g) = group.as_deref().filter(|g| *g != "all") {
-                return Err(ApiError::invalid_parameter(format!(
-                    "group '{g}' is not valid: the only group is 'all'"
-                )));
-            }
-            if accounts.is_empty() && group.is_none() {
-                return Err(ApiError::invalid_parameter(
-                    "give --account ID (repeatable) to share with",
-                ));
-            }
+            check_share(accounts, group.as_deref())?;
             ops::modify_permission(s, snapshot_id, accounts, &[], group.is_some())?
         }
         Cmd::Unshare {
