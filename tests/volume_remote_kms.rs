@@ -31,6 +31,11 @@ fn kv_err(home: &Path, args: &[&str]) -> String {
 /// Points `host` at the control plane and stores the remote principal as
 /// profile `acct`.
 fn configure_host(host: &Path, endpoint: &str, akid: &str, secret: &str) {
+    configure_host_of(host, endpoint, akid, secret, "444455556666");
+}
+
+/// [`configure_host`] for a principal of `account`.
+fn configure_host_of(host: &Path, endpoint: &str, akid: &str, secret: &str, account: &str) {
     kv(host, &["configure", "set", "kms-endpoint", endpoint]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_keyvol"))
         .args([
@@ -39,7 +44,7 @@ fn configure_host(host: &Path, endpoint: &str, akid: &str, secret: &str) {
             "--profile-name",
             "acct",
             "--account-id",
-            "444455556666",
+            account,
         ])
         .args(["--access-key-id", akid, "--secret-access-key", "-"])
         .env("KEYVOL_HOME", host)
@@ -1129,4 +1134,545 @@ fn the_control_plane_makes_a_backing_file_only_where_the_data_is() {
     let never = create();
     client.ec2("DeleteVolume", &[("VolumeId", &never)]).unwrap();
     assert!(files_of(k, &never).is_empty());
+}
+
+/// The keyvol extension parameter of DescribeVolumes that answers where a
+/// volume's data is (`dataHostInstanceId`).
+const DETAILS: (&str, &str) = (keyvol::volume::remote::KEYVOL_DETAILS, "true");
+
+/// SHA-256 (hex) of every regular file under `dir`, by name.
+fn tree_digests(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    use sha2::Digest;
+    all_files(dir)
+        .into_iter()
+        .filter(|p| !p.starts_with(dir.join("lost+found")))
+        .map(|p| {
+            let name = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            (
+                name,
+                hex::encode(sha2::Sha256::digest(std::fs::read(&p).unwrap())),
+            )
+        })
+        .collect()
+}
+
+/// A client of the control plane at `endpoint` signing as `akid`.
+fn client_of(endpoint: &str, akid: &str, secret: &str) -> keyvol::server::ControlPlaneClient {
+    keyvol::server::ControlPlaneClient::new(
+        endpoint,
+        "us-east-1".parse().unwrap(),
+        akid,
+        keyvol::secret::SecretBytes::from_slice(secret.as_bytes()),
+        None,
+    )
+    .unwrap()
+}
+
+/// Mounts `vol` on `host` at `dir`, returns the digests of its files and
+/// unmounts it again (the unmount detaches it).
+fn mounted_digests(
+    host: &Path,
+    vol: &str,
+    dir: &Path,
+) -> std::collections::BTreeMap<String, String> {
+    let d = dir.to_str().unwrap();
+    let m = kv(host, &["--profile", "acct", "volume", "mount", vol, d]);
+    assert_eq!(m["Mount"]["Formatted"], false, "{m}");
+    let digests = tree_digests(dir);
+    kv(host, &["--profile", "acct", "volume", "unmount", d]);
+    digests
+}
+
+/// Restores on a host whose records are at a control plane: `volume
+/// create --snapshot-id` is CreateVolume there, then a sparse copy here
+/// that hydrates from the snapshot through the EBS direct APIs (lazily,
+/// and in the attach daemon's background; at once with `--hydrate`); a
+/// restore someone else made at the control plane and no machine used is
+/// taken up at its first mount; one whose data is elsewhere is not.
+#[test]
+fn a_remote_host_restores_snapshots_through_the_ebs_direct_apis() {
+    let Some(_g) = fuse_prerequisites() else {
+        return;
+    };
+    let cp_home = tempfile::tempdir().unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let (k, h) = (cp_home.path(), host.path());
+    let (akid, secret) = account(k);
+    let instance = kv(
+        k,
+        &[
+            "--profile",
+            "acct",
+            "iam",
+            "register-volume-host",
+            "--account-root",
+        ],
+    )["InstanceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_server, endpoint) = serve(k);
+    configure_host(h, &endpoint, &akid, &secret);
+    let client = client_of(&endpoint, &akid, &secret);
+
+    // Files on a volume of the control plane's own machine, snapshotted
+    // there.
+    let src = kv(
+        k,
+        &["--profile", "acct", "volume", "create", "--size", "32MiB"],
+    )["VolumeId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cp_mnt = k.join("mnt");
+    kv(
+        k,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "mount",
+            &src,
+            cp_mnt.to_str().unwrap(),
+        ],
+    );
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let big: Vec<u8> = (0..(5 << 20) + 123)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(cp_mnt.join("big.bin"), &big).unwrap();
+    std::fs::create_dir(cp_mnt.join("etc")).unwrap();
+    std::fs::write(cp_mnt.join("etc/small.txt"), b"restored on a remote host\n").unwrap();
+    let want = tree_digests(&cp_mnt);
+    assert_eq!(want.len(), 2, "{want:?}");
+    kv(
+        k,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "unmount",
+            cp_mnt.to_str().unwrap(),
+        ],
+    );
+    let snap = Command::new(snap_bin())
+        .args(["--profile", "acct", "create", &src, "--wait"])
+        .env("KEYVOL_HOME", k)
+        .output()
+        .unwrap();
+    assert!(
+        snap.status.success(),
+        "{}",
+        String::from_utf8_lossy(&snap.stderr)
+    );
+    let snap = serde_json::from_slice::<Value>(&snap.stdout).unwrap()["SnapshotId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A lazy restore: its blocks come on first read, then in the
+    // background while attached.
+    let r1 = kv(
+        h,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "create",
+            "--snapshot-id",
+            &snap,
+        ],
+    );
+    let v1 = r1["VolumeId"].as_str().unwrap().to_string();
+    assert_eq!(r1["SnapshotId"], snap.as_str(), "{r1}");
+    assert_eq!(r1["SizeInBytes"], 32 << 20, "{r1}");
+    assert_eq!(r1["HeldOnThisHost"], true, "{r1}");
+    assert!(r1["HydrationPendingChunks"].as_u64().unwrap() > 0, "{r1}");
+    assert!(
+        !k.join(format!("volumes/us-east-1/{v1}.img")).exists(),
+        "the control plane makes no backing file for a host's restore"
+    );
+    let m1 = h.join("m1");
+    assert_eq!(mounted_digests(h, &v1, &m1), want);
+    // Those blocks came through GetSnapshotBlock, as the host's principal.
+    let gets = kv(
+        k,
+        &[
+            "--profile",
+            "acct",
+            "kms",
+            "audit",
+            "list",
+            "--event-name",
+            "GetSnapshotBlock",
+        ],
+    );
+    assert!(
+        gets["Events"].as_array().unwrap().iter().any(|e| {
+            e["userIdentity"]["accessKeyId"] == akid.as_str() && e.get("errorCode").is_none()
+        }),
+        "{gets}"
+    );
+    let cp_view = |v: &str| kv(k, &["--profile", "acct", "volume", "describe", v]);
+    assert_eq!(cp_view(&v1)["State"], "available");
+    // Attached, the daemon fetches the rest.
+    kv(h, &["--profile", "acct", "volume", "attach", &v1]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let d = kv(h, &["--profile", "acct", "volume", "describe", &v1]);
+        if d["HydrationPendingChunks"] == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still hydrating: {d}");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    kv(h, &["--profile", "acct", "volume", "detach", &v1]);
+    assert_eq!(mounted_digests(h, &v1, &m1), want, "after full hydration");
+    // The control plane now says where the data is.
+    let x1 = client
+        .ec2("DescribeVolumes", &[("VolumeId.1", &v1), DETAILS])
+        .unwrap();
+    assert_eq!(
+        x1.text("dataHostInstanceId").as_deref(),
+        Some(instance.as_str())
+    );
+
+    // --hydrate, larger than the snapshot: every block now.
+    let r2 = kv(
+        h,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "create",
+            "--snapshot-id",
+            &snap,
+            "--size",
+            "64MiB",
+            "--hydrate",
+        ],
+    );
+    let v2 = r2["VolumeId"].as_str().unwrap().to_string();
+    assert_eq!(r2["HydrationPendingChunks"], 0, "{r2}");
+    assert_eq!(r2["SizeInBytes"], 64 << 20, "{r2}");
+    assert_eq!(r2["State"], "available", "{r2}");
+    assert_eq!(cp_view(&v2)["SizeInBytes"], 64 << 20);
+    assert_eq!(mounted_digests(h, &v2, &h.join("m2")), want);
+
+    // CreateVolume --snapshot-id by another client, never used anywhere:
+    // the host takes it up at its first mount, no `volume import`.
+    let v3 = client
+        .ec2(
+            "CreateVolume",
+            &[("SnapshotId", &snap), ("AvailabilityZone", "us-east-1a")],
+        )
+        .unwrap()
+        .text("volumeId")
+        .unwrap();
+    let x3 = client
+        .ec2("DescribeVolumes", &[("VolumeId.1", &v3), DETAILS])
+        .unwrap();
+    assert_eq!(x3.text("dataHostInstanceId"), None);
+    assert_eq!(x3.text("sizeInBytes").as_deref(), Some("33554432"));
+    // Without the extension parameter, EC2's Volume only.
+    let plain = client
+        .ec2("DescribeVolumes", &[("VolumeId.1", &v1)])
+        .unwrap();
+    assert_eq!(plain.text("sizeInBytes"), None);
+    assert_eq!(plain.text("dataHostInstanceId"), None);
+    assert_eq!(mounted_digests(h, &v3, &h.join("m3")), want);
+    let d3 = kv(h, &["--profile", "acct", "volume", "describe", &v3]);
+    assert_eq!(d3["HeldOnThisHost"], true, "{d3}");
+    // Such a restore can be enabled for boot too: `mount --all` takes it up.
+    let v5 = client
+        .ec2(
+            "CreateVolume",
+            &[("SnapshotId", &snap), ("AvailabilityZone", "us-east-1a")],
+        )
+        .unwrap()
+        .text("volumeId")
+        .unwrap();
+    let m5 = h.join("m5");
+    kv(
+        h,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "enable",
+            &v5,
+            "--mount",
+            m5.to_str().unwrap(),
+        ],
+    );
+    let up = kv(h, &["--profile", "acct", "volume", "mount", "--all"]);
+    assert_eq!(up["Volumes"][0]["Action"], "mounted", "{up}");
+    assert_eq!(tree_digests(&m5), want);
+    kv(h, &["--profile", "acct", "volume", "unmount", "--all"]);
+    kv(h, &["--profile", "acct", "volume", "disable", &v5]);
+
+    // A restore the control plane's machine used holds its data there: a
+    // host does not take it up from the snapshot.
+    let v4 = kv(
+        k,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "create",
+            "--snapshot-id",
+            &snap,
+        ],
+    )["VolumeId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    kv(k, &["--profile", "acct", "volume", "attach", &v4]);
+    kv(k, &["--profile", "acct", "volume", "detach", &v4]);
+    let err = kv_err(h, &["--profile", "acct", "volume", "attach", &v4]);
+    let cp_instance = keyvol::volume::service::host_instance_id("444455556666", "us-east-1");
+    assert!(
+        err.contains("(InvalidVolume.DataMissing)")
+            && err.contains(&format!("its data is on instance {cp_instance}")),
+        "{err}"
+    );
+    assert!(files_of(h, &v4).is_empty(), "{:?}", files_of(h, &v4));
+}
+
+/// A host principal of another account cannot hydrate from a snapshot
+/// that is not (or no longer) shared with it: the EBS calls are refused,
+/// so the attach of its restored volume fails, saying why, and nothing is
+/// made on the host or at the control plane; a block token of the owner's
+/// is no good to it either.
+#[test]
+fn a_host_of_another_account_cannot_hydrate_from_an_unshared_snapshot() {
+    use base64::Engine;
+    use sha2::Digest;
+    let cp_home = tempfile::tempdir().unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let (k, hb) = (cp_home.path(), host.path());
+    let (akid, secret) = account(k);
+    let b = kv(
+        k,
+        &[
+            "iam",
+            "create-account",
+            "--account-id",
+            "777788889999",
+            "--profile-name",
+            "b",
+        ],
+    );
+    let b_akid = b["AccessKey"]["AccessKeyId"].as_str().unwrap().to_string();
+    let b_secret = b["AccessKey"]["SecretAccessKey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    kv(
+        k,
+        &[
+            "--profile",
+            "b",
+            "iam",
+            "register-volume-host",
+            "--account-root",
+        ],
+    );
+    // A's key, usable by B (so that a share can be restored).
+    let policy = serde_json::json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::444455556666:root"}, "Action": "kms:*", "Resource": "*"},
+        {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::777788889999:root"},
+         "Action": ["kms:Decrypt", "kms:DescribeKey", "kms:CreateGrant"], "Resource": "*"}]});
+    let policy_path = k.join("policy.json");
+    std::fs::write(&policy_path, policy.to_string()).unwrap();
+    let key = kv(
+        k,
+        &[
+            "--profile",
+            "acct",
+            "kms",
+            "create-key",
+            "--policy",
+            &format!("file://{}", policy_path.display()),
+        ],
+    )["KeyMetadata"]["Arn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_server, endpoint) = serve(k);
+    configure_host_of(hb, &endpoint, &b_akid, &b_secret, "777788889999");
+    let a = client_of(&endpoint, &akid, &secret);
+    let bc = client_of(&endpoint, &b_akid, &b_secret);
+
+    // A's snapshot of one block, written with the EBS direct APIs.
+    let started = a
+        .ebs(
+            "POST",
+            "/snapshots",
+            "",
+            &[("content-type".to_string(), "application/json".to_string())],
+            serde_json::json!({"VolumeSize": 1, "KmsKeyArn": key, "Encrypted": true})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap()
+        .json();
+    let snap = started["SnapshotId"].as_str().unwrap().to_string();
+    let block = vec![0x5au8; 512 * 1024];
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let sum = b64.encode(sha2::Sha256::digest(&block));
+    a.ebs(
+        "PUT",
+        &format!("/snapshots/{snap}/blocks/0"),
+        "",
+        &[
+            (
+                "content-type".to_string(),
+                "application/octet-stream".to_string(),
+            ),
+            ("x-amz-data-length".to_string(), block.len().to_string()),
+            ("x-amz-checksum".to_string(), sum),
+            ("x-amz-checksum-algorithm".to_string(), "SHA256".to_string()),
+        ],
+        &block,
+    )
+    .unwrap();
+    a.ebs(
+        "POST",
+        &format!("/snapshots/completion/{snap}"),
+        "",
+        &[("x-amz-changedblockscount".to_string(), "1".to_string())],
+        b"",
+    )
+    .unwrap();
+    let share = |op: &str| {
+        a.ec2(
+            "ModifySnapshotAttribute",
+            &[
+                ("SnapshotId", &snap),
+                ("Attribute", "createVolumePermission"),
+                ("OperationType", op),
+                ("UserId.1", "777788889999"),
+            ],
+        )
+        .unwrap();
+    };
+    let blocks = |c: &keyvol::server::ControlPlaneClient| {
+        c.ebs("GET", &format!("/snapshots/{snap}/blocks"), "", &[], b"")
+    };
+    // Shared, B restores it at the control plane (as the aws CLI would)
+    // and may read it.
+    share("add");
+    let vol = bc
+        .ec2(
+            "CreateVolume",
+            &[("SnapshotId", &snap), ("AvailabilityZone", "us-east-1a")],
+        )
+        .unwrap()
+        .text("volumeId")
+        .unwrap();
+    assert_eq!(
+        blocks(&bc).unwrap().json()["Blocks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let token = blocks(&a).unwrap().json()["Blocks"][0]["BlockToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // No longer shared: B's host cannot hydrate the restore.
+    share("remove");
+    let refused = blocks(&bc).unwrap_err();
+    assert!(
+        ["ResourceNotFoundException", "AccessDeniedException"].contains(&refused.code.as_str()),
+        "{refused:?}"
+    );
+    let enc: String = token
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect();
+    let leaked = bc.ebs(
+        "GET",
+        &format!("/snapshots/{snap}/blocks/0"),
+        &format!("blockToken={enc}"),
+        &[],
+        b"",
+    );
+    assert!(leaked.is_err(), "B read A's block with A's token");
+    // The owner's token is good for the owner.
+    assert_eq!(
+        a.ebs(
+            "GET",
+            &format!("/snapshots/{snap}/blocks/0"),
+            &format!("blockToken={enc}"),
+            &[],
+            b"",
+        )
+        .unwrap()
+        .body
+        .len(),
+        block.len()
+    );
+
+    let mnt = hb.join("mnt");
+    for args in [
+        vec!["--profile", "acct", "volume", "attach", vol.as_str()],
+        vec![
+            "--profile",
+            "acct",
+            "volume",
+            "mount",
+            vol.as_str(),
+            mnt.to_str().unwrap(),
+        ],
+    ] {
+        let err = kv_err(hb, &args);
+        assert!(
+            err.contains(&format!(
+                "cannot be restored on this host from snapshot {snap}"
+            )) && err.contains("ListSnapshotBlocks")
+                && (err.contains("(ResourceNotFoundException)")
+                    || err.contains("(AccessDeniedException)")),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(files_of(hb, &vol).is_empty(), "{:?}", files_of(hb, &vol));
+    assert!(!mnt.exists());
+    let shown = kv(hb, &["--profile", "acct", "volume", "describe", &vol]);
+    assert_eq!(shown["HeldOnThisHost"], false, "{shown}");
+    assert_eq!(shown["State"], "available", "{shown}");
+    assert_eq!(shown["Attachments"], serde_json::json!([]), "{shown}");
+    let x = bc
+        .ec2("DescribeVolumes", &[("VolumeId.1", &vol), DETAILS])
+        .unwrap();
+    assert_eq!(x.text("dataHostInstanceId"), None);
+    assert!(x.text("sizeInBytes").is_some());
+    // A new restore of it from B's host is CreateVolume's refusal, and
+    // leaves no volume behind.
+    let err = kv_err(
+        hb,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "create",
+            "--snapshot-id",
+            &snap,
+        ],
+    );
+    assert!(err.contains("CreateVolume"), "{err}");
+    let all = kv(hb, &["--profile", "acct", "volume", "describe-volumes"]);
+    assert_eq!(all["Volumes"].as_array().unwrap().len(), 1, "{all}");
 }

@@ -361,7 +361,7 @@ fn mount_options(m: &ArgMatches) -> Result<Vec<String>, ApiError> {
 fn run_all(s: &Session, sub: &str, op: &str) -> Result<Value, CliError> {
     let api = |e: ApiError| CliError::api(op, e);
     let report = if sub == "mount" {
-        boot::mount_all(s, Some(keyvol::snapshot::ops::SNAPSHOT_SOURCE)).map_err(api)?
+        boot::mount_all(s, Some(snapshot_source(s).map_err(api)?)).map_err(api)?
     } else {
         boot::unmount_all(s).map_err(api)?
     };
@@ -392,7 +392,7 @@ pub fn run(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliError> {
     }
     let vols = Volumes::open(s)
         .map_err(api)?
-        .with_snapshot_source(keyvol::snapshot::ops::SNAPSHOT_SOURCE);
+        .with_snapshot_source(snapshot_source(s).map_err(api)?);
     let vols = if sub == "mount" {
         vols.with_mount_options(mount_options(m).map_err(api)?)
     } else {
@@ -480,6 +480,18 @@ pub fn run(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliError> {
         audited_response,
     )
     .map_err(api)?
+}
+
+/// Where restored volumes hydrate from: the snapshot store of this home,
+/// or, on a host whose records are at a control plane on another machine,
+/// that control plane's EBS direct APIs.
+fn snapshot_source(s: &Session) -> Result<keyvol::volume::service::SourceResolver, ApiError> {
+    let remote = keyvol::config::get(&s.home, keyvol::volume::remote::ENDPOINT_SETTING)?.is_some();
+    Ok(if remote {
+        keyvol::volume::remote_restore::SOURCE
+    } else {
+        keyvol::snapshot::ops::SNAPSHOT_SOURCE
+    })
 }
 
 /// `volume detach` on the control plane's own machine of a volume attached
@@ -764,18 +776,26 @@ fn run_remote(
     };
     Ok(match sub {
         "create" => {
-            if m.get_one::<String>("snapshot-id").is_some() {
-                return Err(unsupported("volume create --snapshot-id"));
-            }
             let tags = tag_specs(m).map_err(CliError::usage)?;
             let size = m
                 .get_one::<String>("size")
                 .map(|x| parse_size(x))
                 .transpose()
-                .map_err(api)?
-                .ok_or_else(|| CliError::usage("the following arguments are required: --size"))?;
+                .map_err(api)?;
             let key = m.get_one::<String>("kms-key-id").map(String::as_str);
-            vols.create_remote(cp, size, key, &tags).map_err(api)?
+            match m.get_one::<String>("snapshot-id") {
+                Some(snap) => vols
+                    .restore_remote(cp, snap, size, key, &tags, m.get_flag("hydrate"))
+                    .map_err(api)?,
+                None => {
+                    let size = size.ok_or_else(|| {
+                        CliError::usage(
+                            "the following arguments are required: --size (or --snapshot-id)",
+                        )
+                    })?;
+                    vols.create_remote(cp, size, key, &tags).map_err(api)?
+                }
+            }
         }
         "describe" => vols.describe_one_remote(cp, vid).map_err(api)?,
         "modify" => {
@@ -817,7 +837,8 @@ fn run_remote(
         "mount" => {
             let fs = fs_type(m)?;
             let dir = m.get_one::<String>("dir").cloned().unwrap_or_default();
-            vols.mount(vid, Path::new(&dir), fs).map_err(api)?
+            vols.with_adopted(cp, vid, || vols.mount(vid, Path::new(&dir), fs))
+                .map_err(api)?
         }
         "unmount" => {
             let dir = m.get_one::<String>("dir").cloned().unwrap_or_default();

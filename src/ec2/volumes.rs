@@ -8,7 +8,8 @@ use crate::clock::to_rfc3339;
 use crate::ids::VolumeId;
 use crate::policy::ConditionContext;
 use crate::snapshot::ops as snapshot_ops;
-use crate::volume::service::{VolumeRecord, Volumes};
+use crate::volume::remote::KEYVOL_DETAILS;
+use crate::volume::service::{host_instance_id, VolumeRecord, Volumes};
 
 use super::authz::{request_tags, snapshot_arn, volume_arn, Resource};
 use super::records::{check_tags, Modification, Records, VolumeOptions};
@@ -230,6 +231,36 @@ pub(crate) fn volume_json(
     Ok(volume_json_with(r, o, tags, &v, attachments))
 }
 
+/// Adds the members of the keyvol extension [`KEYVOL_DETAILS`] of `r` to
+/// its `Volume` `v` when the request asked for them: `sizeInBytes` (the
+/// exact size, as CreateVolume's `SizeInBytes`) and `dataHostInstanceId`,
+/// the instance whose machine holds the volume's data (a host that
+/// attached it, or the control plane's own once it used the volume;
+/// absent while the volume was never used anywhere: all zeros, or what
+/// its snapshot holds). EC2's clients never ask, so what they get is
+/// EC2's `Volume` exactly.
+fn keyvol_details(
+    c: &Call<'_>,
+    vols: &Volumes<'_>,
+    r: &VolumeRecord,
+    v: &mut Value,
+) -> ApiResult<()> {
+    if c.p.bool(KEYVOL_DETAILS)? != Some(true) {
+        return Ok(());
+    }
+    v["sizeInBytes"] = json!(r.size);
+    let data_host = match super::hosts::data_instance(c.s, r.volume_id.as_str())? {
+        Some(i) => Some(i),
+        None => vols
+            .backing_made(r)?
+            .then(|| host_instance_id(&r.account, &r.region)),
+    };
+    if let Some(i) = data_host {
+        v["dataHostInstanceId"] = json!(i);
+    }
+    Ok(())
+}
+
 /// The EC2 `Volume` of a record with its `attachmentSet`; `v` is the
 /// record's [`Volumes::to_json`].
 fn volume_json_with(
@@ -348,7 +379,7 @@ pub fn create_volume(c: &Call<'_>) -> ApiResult<Value> {
                 vol.clone(),
                 sn,
                 key.as_deref(),
-                size.map(|n| n as u64 * GIB),
+                exact.or(size.map(|n| n as u64 * GIB)),
                 false,
                 &mut snapshot_ops::Quiet,
             )?
@@ -371,7 +402,9 @@ pub fn create_volume(c: &Call<'_>) -> ApiResult<Value> {
         let _ = records.forget(vol.as_str());
         return Err(e);
     }
-    volume_json(&vols, &records, &r, &opts, &tags)
+    let mut v = volume_json(&vols, &records, &r, &opts, &tags)?;
+    keyvol_details(c, &vols, &r, &mut v)?;
+    Ok(v)
 }
 
 /// The caller's volumes named by `VolumeId.N` (all of them when none is
@@ -420,7 +453,8 @@ pub fn describe_volumes(c: &Call<'_>) -> ApiResult<Value> {
     let records = Records::open(c.s)?;
     let mut out = Vec::new();
     for (r, o, tags) in selected(c, &vols, &records)? {
-        let v = volume_json(&vols, &records, &r, &o, &tags)?;
+        let mut v = volume_json(&vols, &records, &r, &o, &tags)?;
+        keyvol_details(c, &vols, &r, &mut v)?;
         let att = v["attachmentSet"].as_array().cloned().unwrap_or_default();
         let field = |name: &str| -> Option<Vec<String>> {
             let s = |x: &Value| match x {

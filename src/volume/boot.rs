@@ -379,13 +379,23 @@ fn mount_one(
     if let Some(f) = source {
         vols = vols.with_snapshot_source(f);
     }
-    if is_up(&vols, e)? {
+    // On a host whose records are at a control plane, a restore no machine
+    // holds yet is taken up here first (and let go again if it fails).
+    match crate::volume::remote::control_plane(s)? {
+        Some(cp) => vols.with_adopted(&cp, e.volume_id.as_str(), || bring_up(&vols, e)),
+        None => bring_up(&vols, e),
+    }
+}
+
+/// [`mount_one`] once the volume is this home's.
+fn bring_up(vols: &Volumes, e: &BootEntry) -> ApiResult<&'static str> {
+    if is_up(vols, e)? {
         return Ok("already-mounted");
     }
     if std::env::var_os(ATTACH_UNITS_ENV).is_some_and(|v| v == "1")
-        && !is_attached(&vols, &e.volume_id)?
+        && !is_attached(vols, &e.volume_id)?
     {
-        attach_through_systemd(&vols, &e.volume_id)?;
+        attach_through_systemd(vols, &e.volume_id)?;
     }
     vols.mount(e.volume_id.as_str(), &e.mountpoint, e.fs)?;
     Ok("mounted")

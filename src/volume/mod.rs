@@ -11,6 +11,7 @@ pub mod error;
 pub mod mount;
 pub mod mounting;
 pub mod remote;
+pub mod remote_restore;
 pub mod remote_snapshot;
 pub mod stash;
 pub mod xts;

@@ -25,7 +25,10 @@ use crate::ids::VolumeId;
 use crate::secret::VolumeDataKey;
 use crate::server::control_plane::{ControlPlaneClient, XmlReply};
 use crate::session::Session;
-use crate::volume::service::{VolumeRecord, Volumes};
+use crate::volume::device::HydrationMap;
+use crate::volume::remote_restore::list_snapshot_blocks;
+use crate::volume::service::{pending_hydration, vol_err, VolumeRecord, Volumes};
+use crate::volume::CHUNK_SIZE;
 
 /// The setting that names the control plane (one name for KMS, EC2 and
 /// STS, which `keyvol serve` answers at one address).
@@ -36,6 +39,13 @@ pub const ENDPOINT_SETTING: &str = "kms-endpoint";
 pub const CA_BUNDLE_ENV: &str = "AWS_CA_BUNDLE";
 
 const GIB: u64 = 1 << 30;
+
+/// The keyvol extension parameter with which CreateVolume and
+/// DescribeVolumes answer each volume's exact size (`sizeInBytes`) and the
+/// instance whose machine holds its data (`dataHostInstanceId`).
+pub const KEYVOL_DETAILS: &str = "IncludeKeyvolDetails";
+
+const DETAILS: (&str, &str) = (KEYVOL_DETAILS, "true");
 
 /// The control plane this home uses, or `None` when it is its own.
 pub fn control_plane(s: &Session) -> ApiResult<Option<ControlPlaneClient>> {
@@ -161,7 +171,7 @@ fn attached_here(
 
 /// One volume of a DescribeVolumes or CreateVolume answer, in the keyvol
 /// CLI's shape.
-fn volume_of(x: &XmlReply, local: Option<&VolumeRecord>) -> Value {
+fn volume_of(x: &XmlReply, local: Option<(&VolumeRecord, u64)>) -> Value {
     let attachments: Vec<Value> = x
         .items("attachmentSet")
         .iter()
@@ -185,13 +195,39 @@ fn volume_of(x: &XmlReply, local: Option<&VolumeRecord>) -> Value {
         "KmsKeyId": t("kmsKeyId"),
         "VolumeType": t("volumeType"),
         "OwnerId": t("ownerId"),
+        "SnapshotId": t("snapshotId"),
         "Attachments": attachments,
         "HeldOnThisHost": local.is_some(),
     });
-    if let Some(r) = local {
+    if let Some(n) = exact_size(&base) {
+        v["SizeInBytes"] = json!(n);
+    }
+    if let Some((r, pending)) = local {
         v["SizeInBytes"] = json!(r.size);
+        v["HydrationPendingChunks"] = json!(pending);
     }
     v
+}
+
+/// The exact size of a volume the control plane describes (its keyvol
+/// extension `sizeInBytes`; else its whole GiB).
+fn exact_size(x: &XmlReply) -> Option<u64> {
+    x.text("sizeInBytes")
+        .and_then(|n| n.parse().ok())
+        .or_else(|| {
+            x.text("size")
+                .and_then(|g| g.parse::<u64>().ok())
+                .map(|g| g * GIB)
+        })
+        .filter(|&n| n > 0)
+}
+
+/// May a host take up the volume `x` describes without its backing file
+/// (`volume import`)? Only a restore whose data no machine holds yet
+/// (no `dataHostInstanceId`): its data is its snapshot's.
+fn adoptable(x: &XmlReply) -> bool {
+    x.text("snapshotId").is_some_and(|s| !s.is_empty())
+        && x.text("dataHostInstanceId").is_none_or(|i| i.is_empty())
 }
 
 /// Splits a DescribeVolumes answer into its volumes' XML.
@@ -204,9 +240,15 @@ impl Volumes<'_> {
         self.get(v).ok()
     }
 
+    /// `x` in the keyvol CLI's shape, with this host's copy `r` if any.
+    fn shown(&self, x: &XmlReply, r: Option<&VolumeRecord>) -> Value {
+        let pending = r.map(|r| (r, pending_hydration(&self.hydration_path(&r.volume_id))));
+        volume_of(x, pending)
+    }
+
     /// DescribeVolumes of one volume at the control plane.
     fn described(&self, cp: &ControlPlaneClient, v: &str) -> ApiResult<XmlReply> {
-        let x = cp.ec2("DescribeVolumes", &[("VolumeId.1", v)])?;
+        let x = cp.ec2("DescribeVolumes", &[("VolumeId.1", v), DETAILS])?;
         each_volume(&x).into_iter().next().ok_or_else(|| {
             ApiError::new(
                 "InvalidVolume.NotFound",
@@ -224,49 +266,169 @@ impl Volumes<'_> {
         kms_key_id: Option<&str>,
         tags: &[(String, String)],
     ) -> ApiResult<Value> {
-        let mut owned = vec![
-            ("SizeInBytes".to_string(), size.to_string()),
-            (
-                "AvailabilityZone".to_string(),
-                format!("{}a", self.s.ctx.region),
-            ),
-            ("Encrypted".to_string(), "true".to_string()),
-        ];
-        if let Some(k) = kms_key_id {
-            owned.push(("KmsKeyId".into(), k.into()));
-        }
-        if !tags.is_empty() {
-            owned.push(("TagSpecification.1.ResourceType".into(), "volume".into()));
-            for (i, (k, v)) in tags.iter().enumerate() {
-                owned.push((format!("TagSpecification.1.Tag.{}.Key", i + 1), k.clone()));
-                owned.push((format!("TagSpecification.1.Tag.{}.Value", i + 1), v.clone()));
-            }
-        }
-        let p: Vec<(&str, &str)> = owned
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let x = cp.ec2("CreateVolume", &p)?;
-        let vol: VolumeId = x
-            .text("volumeId")
-            .unwrap_or_default()
-            .parse()
-            .map_err(|_| {
-                ApiError::internal(format!(
-                    "the control plane at {} answered CreateVolume without a volume id",
-                    cp.endpoint()
-                ))
-            })?;
+        let (x, vol) = create_at(cp, self.s, Some(size), kms_key_id, None, tags)?;
         let arn = x.text("kmsKeyId").unwrap_or_default();
         match self.insert_with_backing(&vol, size, &arn, &[], None) {
-            Ok(r) => Ok(volume_of(&x, Some(&r))),
+            Ok(r) => Ok(self.shown(&x, Some(&r))),
             Err(e) => {
-                if let Err(d) = cp.ec2("DeleteVolume", &[("VolumeId", vol.as_str())]) {
-                    tracing::warn!(volume = %vol, "undoing CreateVolume: {}", d.message);
-                }
+                undo_create(cp, &vol);
                 Err(e)
             }
         }
+    }
+
+    /// CreateVolume with `SnapshotId` at the control plane (which makes
+    /// the volume's data key and checks that the caller may restore the
+    /// snapshot), then this host's copy ([`Volumes::restore_here`]): a
+    /// sparse backing file that hydrates from the snapshot through the
+    /// EBS direct APIs, lazily, or now with `hydrate` (attached at the
+    /// control plane for as long as that takes, so that the data key is
+    /// released to this host). A failure deletes the volume again.
+    pub fn restore_remote(
+        &self,
+        cp: &ControlPlaneClient,
+        snapshot: &str,
+        size: Option<u64>,
+        kms_key_id: Option<&str>,
+        tags: &[(String, String)],
+        hydrate: bool,
+    ) -> ApiResult<Value> {
+        let (x, vol) = create_at(cp, self.s, size, kms_key_id, Some(snapshot), tags)?;
+        let made = exact_size(&x)
+            .ok_or_else(|| {
+                ApiError::internal(format!(
+                    "the control plane at {} answered CreateVolume of {vol} without a size",
+                    cp.endpoint()
+                ))
+            })
+            .and_then(|n| {
+                let arn = x.text("kmsKeyId").unwrap_or_default();
+                self.restore_here(cp, &vol, n, &arn, snapshot)
+            });
+        let r = match made {
+            Ok(r) => r,
+            Err(e) => {
+                undo_create(cp, &vol);
+                return Err(e);
+            }
+        };
+        if hydrate {
+            if let Err(e) = self.hydrate_remote(cp, &r) {
+                if let Err(d) = self.delete(vol.as_str()) {
+                    tracing::warn!(volume = %vol, "removing this host's copy: {}", d.message);
+                }
+                undo_create(cp, &vol);
+                return Err(e);
+            }
+        }
+        let x = self.described(cp, vol.as_str())?;
+        Ok(self.shown(&x, self.local(vol.as_str()).as_ref()))
+    }
+
+    /// This host's copy of `vol`, restored from `snapshot` at the control
+    /// plane: the record, a sparse backing file and the hydration map of
+    /// the blocks the snapshot holds (ListSnapshotBlocks, as this host's
+    /// principal: a caller who may not read the snapshot is refused here,
+    /// before anything is made). Nothing is left when it fails.
+    fn restore_here(
+        &self,
+        cp: &ControlPlaneClient,
+        vol: &VolumeId,
+        size: u64,
+        arn: &str,
+        snapshot: &str,
+    ) -> ApiResult<VolumeRecord> {
+        let listing = list_snapshot_blocks(cp, snapshot).map_err(|e| {
+            ApiError::new(
+                &e.code,
+                format!(
+                    "volume {vol} cannot be restored on this host from snapshot {snapshot}: the control plane refused its blocks (ListSnapshotBlocks): {}",
+                    e.message
+                ),
+            )
+        })?;
+        let r = self.insert_with_backing(vol, size, arn, &[], Some(snapshot))?;
+        let to_fetch: Vec<bool> = (0..size.div_ceil(CHUNK_SIZE))
+            .map(|i| listing.tokens.contains_key(&i))
+            .collect();
+        if let Err(e) = HydrationMap::create(&self.hydration_path(vol), &to_fetch) {
+            if let Err(d) = self.delete(vol.as_str()) {
+                tracing::warn!(volume = %vol, "removing this host's copy: {}", d.message);
+            }
+            return Err(vol_err(e));
+        }
+        Ok(r)
+    }
+
+    /// Fetches every block of restored volume `r` now: AttachVolume to
+    /// this host (the data key is released only to an attached volume),
+    /// the device opened here, every pending chunk hydrated, DetachVolume.
+    fn hydrate_remote(&self, cp: &ControlPlaneClient, r: &VolumeRecord) -> ApiResult<()> {
+        let v = r.volume_id.as_str();
+        let (instance, _) = self.claim_remote(cp, v, false)?;
+        let hydrated = (|| {
+            let _lock = self.lock_detached(r).ok_or_else(|| {
+                ApiError::new(
+                    "VolumeInUse",
+                    format!("Volume {v} is attached on this host"),
+                )
+            })?;
+            let dev = self.open_device(r)?;
+            let done = dev
+                .hydrate_all(&mut |_, _| {})
+                .map_err(|e| ApiError::new("SnapshotIntegrityError", e.to_string()));
+            let closed = dev.close().map_err(vol_err);
+            done.and(closed)
+        })();
+        self.unclaim_remote(cp, v, &instance);
+        hydrated?;
+        self.hydration_done(r);
+        Ok(())
+    }
+
+    /// Takes up volume `v` on this host when the control plane holds it
+    /// and no machine holds its data yet: a restore (CreateVolume
+    /// --snapshot-id, made by anyone) never attached anywhere gets its
+    /// copy here ([`Volumes::restore_here`]) instead of needing `volume
+    /// import`. `true` when this call made the copy.
+    pub fn adopt_remote(&self, cp: &ControlPlaneClient, v: &str) -> ApiResult<bool> {
+        if self.local(v).is_some() {
+            return Ok(false);
+        }
+        let x = self.described(cp, v)?;
+        if !adoptable(&x) {
+            return Ok(false);
+        }
+        let vol: VolumeId = v.parse().map_err(|_| not_on_this_host(v, None))?;
+        let size = exact_size(&x).ok_or_else(|| not_on_this_host(v, None))?;
+        let snapshot = x.text("snapshotId").unwrap_or_default();
+        let arn = x.text("kmsKeyId").unwrap_or_default();
+        self.restore_here(cp, &vol, size, &arn, &snapshot)?;
+        tracing::info!(volume = v, snapshot = %snapshot, "took up a restore no machine holds yet: it hydrates here");
+        Ok(true)
+    }
+
+    /// Runs `f` on volume `v` after [`Volumes::adopt_remote`]; a copy that
+    /// call made goes again when `f` fails, so a failed attach or mount
+    /// leaves nothing here.
+    pub fn with_adopted<T>(
+        &self,
+        cp: &ControlPlaneClient,
+        v: &str,
+        f: impl FnOnce() -> ApiResult<T>,
+    ) -> ApiResult<T> {
+        let adopted = self.adopt_remote(cp, v)?;
+        let out = f();
+        if out.is_err() && adopted {
+            if let Err(d) = self.delete(v) {
+                tracing::warn!(
+                    volume = v,
+                    "removing the copy taken up for a failed attach: {}",
+                    d.message
+                );
+            }
+        }
+        out
     }
 
     /// DescribeVolumes at the control plane (all, or the ones named).
@@ -281,6 +443,7 @@ impl Volumes<'_> {
             .enumerate()
             .map(|(i, id)| (format!("VolumeId.{}", i + 1), id.clone()))
             .collect();
+        owned.push((DETAILS.0.into(), DETAILS.1.into()));
         for (i, (name, values)) in filters.iter().enumerate() {
             owned.push((format!("Filter.{}.Name", i + 1), name.clone()));
             for (j, v) in values.iter().enumerate() {
@@ -295,7 +458,7 @@ impl Volumes<'_> {
         let out: Vec<Value> = each_volume(&x)
             .iter()
             .map(|v| {
-                volume_of(
+                self.shown(
                     v,
                     self.local(&v.text("volumeId").unwrap_or_default()).as_ref(),
                 )
@@ -322,7 +485,7 @@ impl Volumes<'_> {
     /// One volume as [`Volumes::describe_remote`] shows it.
     pub fn describe_one_remote(&self, cp: &ControlPlaneClient, v: &str) -> ApiResult<Value> {
         let x = self.described(cp, v)?;
-        Ok(volume_of(&x, self.local(v).as_ref()))
+        Ok(self.shown(&x, self.local(v).as_ref()))
     }
 
     /// Puts the backing file of a volume recorded at the control plane on
@@ -360,7 +523,7 @@ impl Volumes<'_> {
             "HydrationPendingChunks": 0,
         });
         let r = self.import(&described, backing)?;
-        Ok(volume_of(&x, Some(&r)))
+        Ok(self.shown(&x, Some(&r)))
     }
 
     /// Makes sure `v` is attached to this host's instance at the control
@@ -377,11 +540,13 @@ impl Volumes<'_> {
         restart: bool,
     ) -> ApiResult<(String, bool)> {
         let x = self.described(cp, v)?;
-        let r = self.local(v).ok_or_else(|| not_on_this_host(v))?;
+        let r = self
+            .local(v)
+            .ok_or_else(|| not_on_this_host(v, x.text("dataHostInstanceId")))?;
         self.check_backing(&r)?;
-        let gib: u64 = x.text("size").unwrap_or_default().parse().unwrap_or(0);
-        if gib > r.size.div_ceil(GIB) && self.attachment(&r)?.is_none() {
-            self.modify(v, gib * GIB)?;
+        let size = exact_size(&x).unwrap_or(0);
+        if size > r.size && self.attachment(&r)?.is_none() {
+            self.modify(v, size)?;
         }
         let instance = own_instance(self.s, cp)?;
         let mine = x
@@ -414,10 +579,15 @@ impl Volumes<'_> {
     /// enable`): a volume of the caller at the control plane whose backing
     /// file is on this host.
     pub fn boot_volume_remote(&self, cp: &ControlPlaneClient, v: &str) -> ApiResult<VolumeId> {
-        self.described(cp, v)?;
-        self.local(v)
-            .map(|r| r.volume_id)
-            .ok_or_else(|| not_on_this_host(v))
+        let x = self.described(cp, v)?;
+        if let Some(r) = self.local(v) {
+            return Ok(r.volume_id);
+        }
+        if adoptable(&x) {
+            // Taken up at its first `mount --all`.
+            return v.parse().map_err(|_| not_on_this_host(v, None));
+        }
+        Err(not_on_this_host(v, x.text("dataHostInstanceId")))
     }
 
     /// Undoes an AttachVolume this host made when its daemon could not
@@ -433,6 +603,15 @@ impl Volumes<'_> {
     /// `KeyvolReleaseVolumeKey`. A daemon that fails to start detaches the
     /// volume at the control plane again.
     pub fn attach_remote(
+        &self,
+        cp: &ControlPlaneClient,
+        v: &str,
+        device: Option<&Path>,
+    ) -> ApiResult<Value> {
+        self.with_adopted(cp, v, || self.attach_claimed(cp, v, device))
+    }
+
+    fn attach_claimed(
         &self,
         cp: &ControlPlaneClient,
         v: &str,
@@ -464,6 +643,16 @@ impl Volumes<'_> {
     /// it is stopped, then DetachVolume. A daemon that fails leaves the
     /// attachment for its restart, unless this call made it.
     pub fn run_daemon_remote(
+        &self,
+        cp: &ControlPlaneClient,
+        v: &str,
+        device: &Path,
+        ready: &mut dyn std::io::Write,
+    ) -> ApiResult<()> {
+        self.with_adopted(cp, v, || self.serve_claimed(cp, v, device, ready))
+    }
+
+    fn serve_claimed(
         &self,
         cp: &ControlPlaneClient,
         v: &str,
@@ -546,14 +735,76 @@ impl Volumes<'_> {
     }
 }
 
-/// The refusal of a volume whose backing file is not on this host.
-fn not_on_this_host(v: &str) -> ApiError {
+/// The refusal of a volume whose backing file is not on this host
+/// (`data_host`: the instance the control plane says holds its data).
+fn not_on_this_host(v: &str, data_host: Option<String>) -> ApiError {
+    let there = data_host
+        .filter(|i| !i.is_empty())
+        .map(|i| format!(" (its data is on instance {i})"))
+        .unwrap_or_default();
     ApiError::new(
         "InvalidVolume.DataMissing",
         format!(
-            "The backing file of volume {v} is not on this host: bring it with `keyvol volume import --volume-id {v} --backing-file PATH`"
+            "The backing file of volume {v} is not on this host{there}: bring it with `keyvol volume import --volume-id {v} --backing-file PATH`"
         ),
     )
+}
+
+/// CreateVolume at the control plane, in this session's region's first
+/// zone: the answer and the new volume's id.
+fn create_at(
+    cp: &ControlPlaneClient,
+    s: &Session,
+    size: Option<u64>,
+    kms_key_id: Option<&str>,
+    snapshot: Option<&str>,
+    tags: &[(String, String)],
+) -> ApiResult<(XmlReply, VolumeId)> {
+    let mut owned = vec![
+        ("AvailabilityZone".to_string(), format!("{}a", s.ctx.region)),
+        ("Encrypted".to_string(), "true".to_string()),
+        (DETAILS.0.to_string(), DETAILS.1.to_string()),
+    ];
+    if let Some(n) = size {
+        owned.push(("SizeInBytes".into(), n.to_string()));
+    }
+    if let Some(sn) = snapshot {
+        owned.push(("SnapshotId".into(), sn.into()));
+    }
+    if let Some(k) = kms_key_id {
+        owned.push(("KmsKeyId".into(), k.into()));
+    }
+    if !tags.is_empty() {
+        owned.push(("TagSpecification.1.ResourceType".into(), "volume".into()));
+        for (i, (k, v)) in tags.iter().enumerate() {
+            owned.push((format!("TagSpecification.1.Tag.{}.Key", i + 1), k.clone()));
+            owned.push((format!("TagSpecification.1.Tag.{}.Value", i + 1), v.clone()));
+        }
+    }
+    let p: Vec<(&str, &str)> = owned
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let x = cp.ec2("CreateVolume", &p)?;
+    let vol: VolumeId = x
+        .text("volumeId")
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| {
+            ApiError::internal(format!(
+                "the control plane at {} answered CreateVolume without a volume id",
+                cp.endpoint()
+            ))
+        })?;
+    Ok((x, vol))
+}
+
+/// Undoes a CreateVolume whose volume this host could not make its own
+/// (best effort: the error that matters is the one that stopped it).
+fn undo_create(cp: &ControlPlaneClient, vol: &VolumeId) {
+    if let Err(d) = cp.ec2("DeleteVolume", &[("VolumeId", vol.as_str())]) {
+        tracing::warn!(volume = %vol, "undoing CreateVolume: {}", d.message);
+    }
 }
 
 /// The first EBS device name (`/dev/sdf` .. `/dev/sdz`, then `xvdf` ..)

@@ -1021,7 +1021,7 @@ fn copy_sparse(from: &Path, to: &fs::File, size: u64) -> ApiResult<()> {
 }
 
 /// Chunks a hydration map still marks as to fetch (0 without a map).
-fn pending_hydration(map: &Path) -> u64 {
+pub(super) fn pending_hydration(map: &Path) -> u64 {
     fs::read(map)
         .map(|b| b.iter().filter(|&&x| x == 1).count() as u64)
         .unwrap_or(0)
