@@ -725,13 +725,7 @@ impl<'a> Volumes<'a> {
         }
         if !self.backing_made(&r)? {
             // Made at its first use, at the new size.
-            self.conn
-                .execute(
-                    "UPDATE volumes SET size = ?2 WHERE volume_id = ?1",
-                    params![v, size as i64],
-                )
-                .map_err(db_err)?;
-            return self.row(v);
+            return self.record_size(v, size);
         }
         let path = self.backing_path(&r.volume_id);
         let f = fs::OpenOptions::new()
