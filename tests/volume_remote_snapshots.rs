@@ -247,7 +247,7 @@ fn only_the_volumes_host_takes_and_writes_its_snapshots() {
     let mut served = Served::spawn_with_env(
         &home,
         ["serve", "--listen", "127.0.0.1:0"],
-        &[("KEYVOL_HOST_SNAPSHOT_WAIT_SECS", "3")],
+        &[("KEYVOL_HOST_SNAPSHOT_WAIT_SECS", "10")],
     );
     let endpoint = served.endpoint();
     let (root_c, h1, h2, al) = (
@@ -428,11 +428,24 @@ fn only_the_volumes_host_takes_and_writes_its_snapshots() {
     let e = refused(put_block(&h1, &snap3, 1, &data));
     assert_ne!(e.code, "AccessDeniedException", "{e:?}");
 
-    // Detached: its data stays on host 1, which the control plane cannot
-    // read; CreateSnapshot says where to snapshot it.
+    // Detached while host 1 is still sending one: that snapshot cannot
+    // complete, and says why.
+    let pending = take(client(&endpoint, &root), vol.clone());
+    let asked = ask(&h1, &i1, "10").unwrap();
+    let snap4 = asked.items("snapshotSet")[0].text("snapshotId").unwrap();
+    report(&h1, &i1, &snap4, "cut").unwrap();
+    pending.join().unwrap().unwrap();
     root_c
         .ec2("DetachVolume", &[("VolumeId", &vol), ("InstanceId", &i1)])
         .unwrap();
+    let (state, message) = snapshot_state(&root_c, &snap4);
+    assert_eq!(state, "error");
+    assert!(message.contains("detached"), "{message}");
+    let e = refused(put_block(&h1, &snap4, 1, &data));
+    assert_eq!(e.code, "ValidationException", "{e:?}");
+
+    // Detached: its data stays on host 1, which the control plane cannot
+    // read; CreateSnapshot says where to snapshot it.
     let e = refused(root_c.ec2("CreateSnapshot", &[("VolumeId", &vol)]));
     assert_eq!(e.code, "IncorrectState", "{e:?}");
     assert!(e.message.contains("attach it on that host"), "{e:?}");

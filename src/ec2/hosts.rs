@@ -409,6 +409,16 @@ pub(crate) fn detach_remote(c: &Call<'_>, a: &RemoteAttachment) -> ApiResult<Val
         }
     }
     RemoteAttachments::open(c.s)?.forget(&a.volume_id)?;
+    // The daemon that was sending a snapshot of it stops: that snapshot
+    // cannot complete.
+    crate::snapshot::ops::host::end_for_volume(
+        c.s,
+        &a.volume_id,
+        &format!(
+            "The volume was detached from volume host {} before the host had sent the snapshot",
+            a.instance_id
+        ),
+    )?;
     let mut out = a.to_json();
     out["status"] = json!("detaching");
     Ok(out)

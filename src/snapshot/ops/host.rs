@@ -282,6 +282,34 @@ pub fn report(s: &Session, id: &str, principal: &str, cut: bool, message: &str) 
     )
 }
 
+/// Ends in `error` every snapshot of `vol` its host has not completed
+/// (DetachVolume: the daemon that was sending it is stopped).
+pub fn end_for_volume(s: &Session, vol: &str, message: &str) -> ApiResult<()> {
+    let ids: Vec<String> = {
+        let c = conn(s)?;
+        let mut st = c
+            .prepare("SELECT snapshot_id FROM snapshot_host_requests WHERE volume_id = ?1")
+            .map_err(db_err)?;
+        let rows = st
+            .query_map([vol], |r| r.get::<_, String>(0))
+            .map_err(db_err)?;
+        rows.collect::<Result<_, _>>().map_err(db_err)?
+    };
+    for id in ids {
+        let sid = parse_snapshot_id(&id)?;
+        let store = store_for(s, &s.ctx.region)?;
+        match open_verified(&store, s, &sid) {
+            Ok((mut m, dek)) if m.state == SnapshotState::Pending => {
+                let mac = manifest_mac_key(&dek);
+                drop(dek);
+                fail(s, &store, &mut m, &mac, message)?;
+            }
+            _ => forget(s, &sid)?,
+        }
+    }
+    Ok(())
+}
+
 /// Refuses a block or completion of a host's snapshot from anyone but
 /// that host.
 pub fn check_writer(s: &Session, id: &SnapshotId) -> DirectResult<()> {
