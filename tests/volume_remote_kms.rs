@@ -1363,6 +1363,13 @@ fn a_remote_host_restores_snapshots_through_the_ebs_direct_apis() {
     assert_eq!(r2["State"], "available", "{r2}");
     assert_eq!(cp_view(&v2)["SizeInBytes"], 64 << 20);
     assert_eq!(mounted_digests(h, &v2, &h.join("m2")), want);
+    // Both hydrated on the host, which said so (KeyvolReportHostHydrated):
+    // the control plane keeps no pending hydration of them, which would
+    // hold the snapshot in use.
+    for v in [&v1, &v2] {
+        let map = k.join(format!("volumes/us-east-1/{v}.hydrate"));
+        assert!(!map.exists(), "{} is still there", map.display());
+    }
 
     // CreateVolume --snapshot-id by another client, never used anywhere:
     // the host takes it up at its first mount, no `volume import`.

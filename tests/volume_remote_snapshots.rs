@@ -428,6 +428,18 @@ fn only_the_volumes_host_takes_and_writes_its_snapshots() {
     let e = refused(put_block(&h1, &snap3, 1, &data));
     assert_ne!(e.code, "AccessDeniedException", "{e:?}");
 
+    // Only the host that holds a volume's data reports its hydration.
+    let e = refused(h2.ec2(
+        "KeyvolReportHostHydrated",
+        &[("InstanceId", &i2), ("VolumeId", &vol)],
+    ));
+    assert_eq!(e.code, "IncorrectState", "{e:?}");
+    let e = refused(al.ec2(
+        "KeyvolReportHostHydrated",
+        &[("InstanceId", &i1), ("VolumeId", &vol)],
+    ));
+    assert_eq!(e.code, "UnauthorizedOperation", "{e:?}");
+
     // Detached while host 1 is still sending one: that snapshot cannot
     // complete, and says why.
     let pending = take(client(&endpoint, &root), vol.clone());

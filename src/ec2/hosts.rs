@@ -553,6 +553,10 @@ pub const DESCRIBE_HOST_REQUESTS: &str = "KeyvolDescribeHostRequests";
 /// The keyvol extension with which a volume host reports a snapshot's cut
 /// (`Status=cut`) or its failure (`Status=failed`, `Message`).
 pub const REPORT_HOST_SNAPSHOT: &str = "KeyvolReportHostSnapshot";
+/// The keyvol extension with which a volume host says that a volume it
+/// restored has all its data (`VolumeId`): the control plane's own
+/// hydration record of it goes, so its snapshot can be deleted.
+pub const REPORT_HOST_HYDRATED: &str = "KeyvolReportHostHydrated";
 /// The longest `WaitSeconds` of [`DESCRIBE_HOST_REQUESTS`].
 pub const MAX_HOST_WAIT_SECS: u64 = 10;
 
@@ -562,6 +566,7 @@ pub(crate) fn extension(action: &str) -> Option<fn(&Call<'_>) -> ApiResult<Value
     match action {
         DESCRIBE_HOST_REQUESTS => Some(describe_host_requests),
         REPORT_HOST_SNAPSHOT => Some(report_host_snapshot),
+        REPORT_HOST_HYDRATED => Some(report_host_hydrated),
         _ => None,
     }
 }
@@ -667,6 +672,37 @@ fn describe_host_requests(c: &Call<'_>) -> ApiResult<Value> {
         })
         .collect();
     Ok(json!({"snapshotSet": items, "volumeSet": volumes}))
+}
+
+/// `KeyvolReportHostHydrated` (`InstanceId`, `VolumeId`): the volume,
+/// whose data is on this host, holds all of its snapshot now. Its pending
+/// hydration at the control plane (a copy nobody reads) is dropped, and the
+/// restore's grant retired (best effort: the grant names the restoring
+/// principal as the one to retire it).
+fn report_host_hydrated(c: &Call<'_>) -> ApiResult<Value> {
+    let own = calling_host(c.s, REPORT_HOST_HYDRATED, c.p.required("InstanceId")?)?;
+    let vol = c.p.required("VolumeId")?;
+    let vols = crate::volume::service::Volumes::open(c.s)?;
+    let r = vols.get(vol)?;
+    if data_instance(c.s, r.volume_id.as_str())?.as_deref() != Some(own.as_str()) {
+        return Err(ApiError::incorrect_state(format!(
+            "The data of volume '{}' is not on instance {own}: only the host that holds it reports its hydration",
+            r.volume_id
+        )));
+    }
+    let map = vols.hydration_path(&r.volume_id);
+    if let Err(e) = std::fs::remove_file(&map) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            return Err(ApiError::internal(format!(
+                "removing {}: {e}",
+                map.display()
+            )));
+        }
+    }
+    if let Err(e) = crate::snapshot::ops::retire_restore_grant(c.s, &r.volume_id) {
+        tracing::warn!(volume = %r.volume_id, "retiring the restore's grant: {}", e.message);
+    }
+    Ok(json!({"return": true}))
 }
 
 /// `KeyvolReportHostSnapshot` (`InstanceId`, `SnapshotId`, `Status` `cut`

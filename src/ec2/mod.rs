@@ -83,7 +83,11 @@ actions! {
 }
 
 /// The keyvol extensions [`call`] answers besides [`ACTIONS`].
-const ACTIONS_EXTENDED: &[&str] = &[hosts::DESCRIBE_HOST_REQUESTS, hosts::REPORT_HOST_SNAPSHOT];
+const ACTIONS_EXTENDED: &[&str] = &[
+    hosts::DESCRIBE_HOST_REQUESTS,
+    hosts::REPORT_HOST_SNAPSHOT,
+    hosts::REPORT_HOST_HYDRATED,
+];
 
 /// The names of every action the control plane answers.
 pub fn action_names() -> impl Iterator<Item = &'static str> {

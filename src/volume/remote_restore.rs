@@ -33,12 +33,27 @@ use crate::volume::{VolumeError, CHUNK_SIZE};
 
 /// What the volumes of a host whose records are at a control plane
 /// hydrate through (give it to `Volumes::with_snapshot_source` there).
-/// Nothing is left to release once a volume is hydrated: the control
-/// plane holds whatever the restore needed.
+/// Once a volume is hydrated the control plane is told
+/// (`KeyvolReportHostHydrated`), so that it drops its own record of the
+/// restore's pending data and the snapshot can be deleted.
 pub const SOURCE: SourceResolver = SourceResolver {
     source: remote_source,
-    hydrated: |_, _| Ok(()),
+    hydrated: report_hydrated,
 };
+
+fn report_hydrated(s: &Session, r: &VolumeRecord) -> ApiResult<()> {
+    let cp = super::remote::control_plane(s)?
+        .ok_or_else(|| ApiError::internal("no control plane is configured (kms-endpoint)"))?;
+    let instance = super::remote::own_instance(s, &cp)?;
+    cp.ec2(
+        crate::ec2::hosts::REPORT_HOST_HYDRATED,
+        &[
+            ("InstanceId", &instance),
+            ("VolumeId", r.volume_id.as_str()),
+        ],
+    )?;
+    Ok(())
+}
 
 /// Largest page of ListSnapshotBlocks (EBS allows 100..10000).
 const PAGE: u32 = 10_000;
