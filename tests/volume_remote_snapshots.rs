@@ -51,17 +51,6 @@ fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
-fn query_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            b => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// PutSnapshotBlock of `data` (one whole block) at `index`.
 fn put_block(
     cp: &ControlPlaneClient,
@@ -132,7 +121,10 @@ fn blocks_of(cp: &ControlPlaneClient, snap: &str) -> std::collections::BTreeMap<
             .ebs(
                 "GET",
                 &format!("/snapshots/{snap}/blocks/{i}"),
-                &format!("blockToken={}", query_encode(token)),
+                &format!(
+                    "blockToken={}",
+                    keyvol::server::control_plane::percent_encode(token)
+                ),
                 &[],
                 b"",
             )

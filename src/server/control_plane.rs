@@ -214,6 +214,14 @@ fn unescape(s: &str) -> String {
     out
 }
 
+/// Percent-encodes a key, value, path segment or query value (RFC 3986
+/// unreserved characters kept), as SigV4 signs them.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    form_encode(s, &mut out);
+    out
+}
+
 /// `application/x-www-form-urlencoded` of one key or value.
 fn form_encode(s: &str, out: &mut String) {
     for b in s.bytes() {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::api_error::{ApiError, ApiResult};
-use crate::server::control_plane::{ControlPlaneClient, XmlReply};
+use crate::server::control_plane::{percent_encode as encode, ControlPlaneClient, XmlReply};
 
 /// A snapshot of a CreateSnapshot, CopySnapshot or DescribeSnapshots
 /// answer, in the keyvol CLI's shape.
@@ -247,18 +247,4 @@ fn pages(cp: &ControlPlaneClient, path: &str, query: &str, member: &str) -> ApiR
             return Ok(v);
         }
     }
-}
-
-/// Percent-encodes a query value (RFC 3986 unreserved kept).
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            b => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }

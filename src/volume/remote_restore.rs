@@ -25,7 +25,7 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use crate::api_error::{ApiError, ApiResult};
-use crate::server::control_plane::{ControlPlaneClient, EbsReply};
+use crate::server::control_plane::{percent_encode as encode, ControlPlaneClient, EbsReply};
 use crate::session::Session;
 use crate::volume::device::ChunkSource;
 use crate::volume::service::{SourceResolver, VolumeRecord};
@@ -298,21 +298,6 @@ fn remote_source(s: &Session, r: &VolumeRecord) -> ApiResult<Arc<dyn ChunkSource
         )
     })?;
     Ok(Arc::new(source))
-}
-
-/// Percent-encodes a path segment or query value (RFC 3986 unreserved
-/// characters kept), as SigV4 signs them.
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            b => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
