@@ -26,12 +26,12 @@ pub fn workers() -> usize {
         + 1
 }
 
-/// Worker threads for a pipeline whose every item ends in a durable store
-/// write (a chunk file written, fdatasynced, renamed, its directory
-/// synced): the disk's flushes, not the cores, bound such a pipeline, and
-/// more of them in flight go faster (on the bench VM, 512 KiB writes with
-/// an fdatasync each: 155 MB/s from 3 writers, 300 MB/s from 6). Each
-/// worker holds one chunk buffer (512 KiB).
+/// Worker threads for a pipeline whose every item ends in a store write
+/// (snapshot and copy: a chunk file written with `O_DIRECT`, made durable
+/// with its batch): each worker waits for its write to reach the disk, and
+/// more writes in flight keep the disk's queue full (on the bench VM, 512
+/// KiB writes: 155 MB/s from 3 writers, 300 MB/s from 6 when each had its
+/// own fdatasync). Each worker holds one chunk buffer (512 KiB).
 pub const STORE_WORKERS: usize = 6;
 
 /// Runs `work` on every item of `items` on `workers` threads and hands each

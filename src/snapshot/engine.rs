@@ -164,8 +164,10 @@ pub(super) struct CopySource<'a> {
 
 /// The copy's pipeline: each worker fetches a chunk of `todo` (block index,
 /// chunk of snapshot `from`, verified), re-encrypts its data sectors in
-/// place from `from.cipher` to `dst_cipher` (holes stay holes) and stores it durably in `store`; this thread records it in `m`
-/// and re-stores the pending manifest every [`PENDING_PUT_EVERY`] chunks.
+/// place from `from.cipher` to `dst_cipher` (holes stay holes) and stages
+/// it in a batch of `store`; this thread records it in `m` and, every
+/// [`PENDING_PUT_EVERY`] chunks, commits the batch and re-stores the
+/// pending manifest. Returns once every chunk is durable.
 pub(super) fn reencrypt(
     from: &CopySource<'_>,
     store: &ChunkStore,
@@ -178,6 +180,7 @@ pub(super) fn reencrypt(
     let total = todo.len() as u64;
     let mut done = 0u64;
     let mut since_put = 0usize;
+    let batch = store.batch();
     crate::pipeline::run(
         todo,
         crate::pipeline::STORE_WORKERS,
@@ -193,7 +196,7 @@ pub(super) fn reencrypt(
                 dst_cipher.encrypt_sectors(sec, run)
             })
             .map_err(vol_err)?;
-            store.put_chunk(buf).map_err(snap_err)
+            batch.put(buf).map_err(snap_err)
         },
         |&(i, _), r| {
             m.blocks.insert(i, r);
@@ -202,12 +205,14 @@ pub(super) fn reencrypt(
             rep.progress("copy", done, total);
             if since_put >= PENDING_PUT_EVERY {
                 m.progress = progress_of(done, total);
+                batch.commit().map_err(snap_err)?;
                 put(store, m, mac)?;
                 since_put = 0;
             }
             Ok(())
         },
-    )
+    )?;
+    batch.commit().map_err(snap_err)
 }
 
 /// A snapshot as the chunk source of a volume restored from it: its

@@ -463,15 +463,7 @@ impl ChunkStore {
     fn put_local_chunk(&self, root: &std::path::Path, bytes: &[u8]) -> Result<ChunkRef> {
         let (chunk, path) = self.named(bytes)?;
         let file = root.join(path.as_ref());
-        let fresh = std::fs::metadata(&file).ok().is_some_and(|m| {
-            m.len() == bytes.len() as u64
-                && m.modified()
-                    .ok()
-                    .and_then(|t| SystemTime::now().duration_since(t).ok())
-                    .unwrap_or_default()
-                    < self.grace / 2
-        });
-        if fresh {
+        if self.fresh_local(&file, bytes.len()) {
             self.deduplicated.fetch_add(1, Ordering::Relaxed);
             return Ok(chunk);
         }
@@ -490,6 +482,28 @@ impl ChunkStore {
         self.uploaded_bytes
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         Ok(chunk)
+    }
+
+    /// A batch of chunk writes whose durability is paid once for the batch
+    /// instead of once per chunk: see [`ChunkBatch`].
+    pub fn batch(&self) -> ChunkBatch<'_> {
+        ChunkBatch {
+            store: self,
+            staged: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Whether the chunk at `file` is stored with `len` bytes and young
+    /// enough (under `grace / 2`) not to need its age refreshed.
+    fn fresh_local(&self, file: &std::path::Path, len: usize) -> bool {
+        std::fs::metadata(file).ok().is_some_and(|m| {
+            m.len() == len as u64
+                && m.modified()
+                    .ok()
+                    .and_then(|t| SystemTime::now().duration_since(t).ok())
+                    .unwrap_or_default()
+                    < self.grace / 2
+        })
     }
 
     fn local_err(&self, operation: &'static str, path: &Path, e: std::io::Error) -> SnapshotError {
@@ -999,6 +1013,108 @@ fn with_aws_credentials(
     })
 }
 
+/// Chunk writes whose durability is paid once per batch: the pipelines
+/// that store thousands of chunks and record them in a manifest only every
+/// few hundred use it instead of [`ChunkStore::put_chunk`], which flushes
+/// the disk twice per chunk (the file's data, then its directory).
+///
+/// In a local store, [`ChunkBatch::put`] writes the chunk to a staging
+/// file beside its name and does not sync it; [`ChunkBatch::commit`] makes
+/// every staged file durable with one `syncfs`, renames each into place,
+/// and makes the renames durable with a second `syncfs`. So a chunk is
+/// under its name only once its bytes are durable — the store never holds
+/// a torn chunk under a name a later writer would trust and skip — and
+/// every chunk `put` returned is durable once `commit` returns. A writer
+/// commits before it stores any manifest that names the batch's chunks.
+/// What a crash or a dropped batch leaves is staging files, which the
+/// store's sweep of partial writes removes (a dropped batch removes its
+/// own at once).
+///
+/// In an S3 store every `put` is durable on return (a PUT is all or
+/// nothing) and `commit` has nothing to do. `put` is safe from many
+/// threads at once.
+pub struct ChunkBatch<'s> {
+    store: &'s ChunkStore,
+    /// (staging file, the chunk's name) of each chunk put and not yet
+    /// committed.
+    staged: std::sync::Mutex<Vec<(PathBuf, PathBuf)>>,
+}
+
+impl ChunkBatch<'_> {
+    /// Stores one chunk as [`ChunkStore::put_chunk`] does, durable only
+    /// once [`ChunkBatch::commit`] returns.
+    pub fn put(&self, bytes: &[u8]) -> Result<ChunkRef> {
+        let store = self.store;
+        let Some(root) = &store.local_root else {
+            return store.put_chunk(bytes);
+        };
+        let (chunk, path) = store.named(bytes)?;
+        let file = root.join(path.as_ref());
+        if store.fresh_local(&file, bytes.len()) {
+            store.deduplicated.fetch_add(1, Ordering::Relaxed);
+            return Ok(chunk);
+        }
+        let staged = if is_aligned(bytes) {
+            stage_local_chunk(&file, bytes, false)
+        } else {
+            let mut aligned = AlignedBuf::new(bytes.len());
+            aligned.set_len(bytes.len());
+            aligned.copy_from_slice(bytes);
+            stage_local_chunk(&file, &aligned, false)
+        }
+        .map_err(|e| store.local_err("put", &path, e))?;
+        self.lock().push((staged, file));
+        store.uploaded_chunks.fetch_add(1, Ordering::Relaxed);
+        store
+            .uploaded_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(chunk)
+    }
+
+    /// Makes every chunk put so far durable under its name (see the type's
+    /// docs). On an error the chunks not yet published are removed and
+    /// none of this batch's chunks may be named by a manifest.
+    pub fn commit(&self) -> Result<()> {
+        let Some(root) = &self.store.local_root else {
+            return Ok(());
+        };
+        let staged = std::mem::take(&mut *self.lock());
+        if staged.is_empty() {
+            return Ok(());
+        }
+        let chunks = Path::from(format!("{}/chunks", self.store.base));
+        let err = |e: std::io::Error| self.store.local_err("put", &chunks, e);
+        let mut published = 0;
+        let result = sync_filesystem(root)
+            .and_then(|()| {
+                for (staging, dest) in &staged {
+                    std::fs::rename(staging, dest)?;
+                    published += 1;
+                }
+                Ok(())
+            })
+            .and_then(|()| sync_filesystem(root));
+        for (staging, _) in &staged[published..] {
+            let _ = std::fs::remove_file(staging);
+        }
+        result.map_err(err)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(PathBuf, PathBuf)>> {
+        // The list stays consistent whatever a panicking holder did: each
+        // entry is pushed whole.
+        self.staged.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for ChunkBatch<'_> {
+    fn drop(&mut self) {
+        for (staging, _) in self.lock().drain(..) {
+            let _ = std::fs::remove_file(staging);
+        }
+    }
+}
+
 /// Whether `bytes` can go to an `O_DIRECT` write as they are: on a 4 KiB
 /// boundary and whole 4 KiB units long.
 fn is_aligned(bytes: &[u8]) -> bool {
@@ -1014,6 +1130,22 @@ fn is_aligned(bytes: &[u8]) -> bool {
 /// more CPU than encrypting it. Lengths that are not a multiple of 4 KiB,
 /// and filesystems that refuse `O_DIRECT` (tmpfs), take the buffered path.
 fn write_local_chunk(dest: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let staging = stage_local_chunk(dest, bytes, true)?;
+    if let Err(e) = std::fs::rename(&staging, dest) {
+        let _ = std::fs::remove_file(&staging);
+        return Err(e);
+    }
+    match dest.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+/// Writes `bytes` to a new staging file beside `dest` (`<name>#d<suffix>`,
+/// the name [`remove_partial_writes`] sweeps) and returns its path; with
+/// `sync`, the file's data is durable on return. The file is removed again
+/// if the write fails.
+fn stage_local_chunk(dest: &std::path::Path, bytes: &[u8], sync: bool) -> std::io::Result<PathBuf> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut suffix = [0u8; 8];
@@ -1051,15 +1183,28 @@ fn write_local_chunk(dest: &std::path::Path, bytes: &[u8]) -> std::io::Result<()
         Some(Err(e)) => return Err(e),
         None => attempt(false)?,
     };
-    let written = file.write_all(bytes).and_then(|()| file.sync_data());
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| if sync { file.sync_data() } else { Ok(()) });
     drop(file);
-    if let Err(e) = written.and_then(|()| std::fs::rename(&staging, dest)) {
+    if let Err(e) = written {
         let _ = std::fs::remove_file(&staging);
         return Err(e);
     }
-    match dest.parent() {
-        Some(dir) => std::fs::File::open(dir)?.sync_all(),
-        None => Ok(()),
+    Ok(staging)
+}
+
+/// `syncfs(2)` of the filesystem that holds `dir`: every file and
+/// directory written on it so far is durable on return (one device flush
+/// for all of them).
+fn sync_filesystem(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let d = std::fs::File::open(dir)?;
+    // SAFETY: `d` is an open descriptor for the duration of the call.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -1308,5 +1453,93 @@ mod tests {
         }
         let missing = read_local_chunk(&dir.path().join("aa/none")).unwrap_err();
         assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    /// Names under the store's chunk directories: (published, staging).
+    fn chunk_files(root: &std::path::Path) -> (usize, usize) {
+        let (mut named, mut staging) = (0, 0);
+        for dir in walk(root) {
+            let n = dir.file_name().unwrap().to_string_lossy().into_owned();
+            if dir.is_file() && dir.to_string_lossy().contains("/chunks/") {
+                if n.contains('#') {
+                    staging += 1;
+                } else {
+                    named += 1;
+                }
+            }
+        }
+        (named, staging)
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            }
+            out.push(p);
+        }
+        out
+    }
+
+    #[test]
+    fn a_batch_publishes_its_chunks_only_at_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::Local {
+            root: dir.path().to_path_buf(),
+        };
+        let region: Region = "us-east-1".parse().unwrap();
+        let store = ChunkStore::open(&config, &region).unwrap();
+        let chunks: Vec<Vec<u8>> = (0..5u8)
+            .map(|i| {
+                let mut c = vec![i; BLOCK_SIZE as usize];
+                c[0] = 0xa5;
+                c
+            })
+            .collect();
+        let batch = store.batch();
+        let mut refs = Vec::new();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = chunks.iter().map(|c| s.spawn(|| batch.put(c))).collect();
+            for h in handles {
+                refs.push(h.join().unwrap().unwrap());
+            }
+        });
+        // Staged only: not under their names, so no reader or later
+        // writer can trust a chunk that is not durable yet.
+        assert_eq!(chunk_files(dir.path()), (0, 5));
+        for r in &refs {
+            assert!(matches!(
+                store.get_chunk(r),
+                Err(SnapshotError::ChunkMissing { .. })
+            ));
+        }
+        assert_eq!(store.missing_chunks(&refs).unwrap().len(), 5);
+        batch.commit().unwrap();
+        assert_eq!(chunk_files(dir.path()), (5, 0));
+        for (r, c) in refs.iter().zip(&chunks) {
+            assert_eq!(&store.get_chunk(r).unwrap(), c);
+        }
+        // A second commit has nothing to do; a chunk already stored is not
+        // staged again.
+        batch.commit().unwrap();
+        let again = store.batch();
+        assert_eq!(again.put(&chunks[0]).unwrap(), refs[0]);
+        assert_eq!(chunk_files(dir.path()), (5, 0));
+        assert_eq!(store.transfer_stats().chunks_deduplicated, 1);
+        // A batch dropped before its commit (a failed snapshot) leaves
+        // nothing behind, and an odd-sized chunk takes the buffered path.
+        let dropped = store.batch();
+        let odd = vec![7u8; 1000];
+        let odd_ref = dropped.put(&odd).unwrap();
+        assert_eq!(chunk_files(dir.path()), (5, 1));
+        drop(dropped);
+        assert_eq!(chunk_files(dir.path()), (5, 0));
+        assert!(store.get_chunk(&odd_ref).is_err());
+        let kept = store.batch();
+        kept.put(&odd).unwrap();
+        kept.commit().unwrap();
+        assert_eq!(store.get_chunk(&odd_ref).unwrap(), odd);
     }
 }

@@ -51,8 +51,8 @@ const MAX_PIECE: u64 = 1024 * 1024;
 const LOCK_GROUP_SECTORS: u64 = 16;
 
 /// Chunks [`EncryptedDevice::hydrate_all`] writes between two syncs of the
-/// data and the map (8 MiB).
-const HYDRATION_BATCH: usize = 16;
+/// data and the map (32 MiB).
+const HYDRATION_BATCH: usize = 64;
 
 /// Number of striped locks (group `g` uses stripe `g % N_LOCKS`).
 const N_LOCKS: usize = 256;

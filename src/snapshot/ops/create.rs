@@ -204,10 +204,12 @@ pub(super) fn pending_manifest(
 }
 
 /// Stores the cut's `chunks` through the pipeline: each worker reads a
-/// chunk over its own reader, names it (SHA-256) and stores it durably;
-/// this thread records each stored chunk in the manifest and re-stores the
-/// pending manifest every [`PENDING_PUT_EVERY`] chunks, so the pending
-/// manifest names only chunks already durable (the GC contract).
+/// chunk over its own reader, names it (SHA-256) and stages it in a
+/// [`ChunkBatch`](crate::snapshot::store::ChunkBatch); this thread records
+/// each stored chunk in the manifest and, every [`PENDING_PUT_EVERY`]
+/// chunks, commits the batch and then re-stores the pending manifest, so
+/// the pending manifest names only chunks already durable (the GC
+/// contract). Returns once every chunk is durable.
 fn upload(
     store: &ChunkStore,
     transport: &Transport,
@@ -220,6 +222,7 @@ fn upload(
     let mut done = 0u64;
     let mut since_put = 0usize;
     let id = m.snapshot_id.clone();
+    let batch = store.batch();
     crate::pipeline::run(
         chunks,
         crate::pipeline::STORE_WORKERS,
@@ -229,7 +232,7 @@ fn upload(
             if is_zero(buf) {
                 return Ok(None);
             }
-            store.put_chunk(buf).map(Some).map_err(snap_err)
+            batch.put(buf).map(Some).map_err(snap_err)
         },
         |&c, stored| {
             match stored {
@@ -241,10 +244,12 @@ fn upload(
             rep.progress("snapshot", done, total);
             if since_put >= PENDING_PUT_EVERY {
                 m.progress = progress_of(done, total);
+                batch.commit().map_err(snap_err)?;
                 put(store, m, mac)?;
                 since_put = 0;
             }
             Ok(())
         },
-    )
+    )?;
+    batch.commit().map_err(snap_err)
 }
