@@ -74,6 +74,9 @@ fn control_session(
     let mut reader = std::io::BufReader::new(conn.try_clone()?);
     let mut out = std::io::BufWriter::new(conn.try_clone()?);
     let mut line = String::new();
+    // One chunk buffer for the session's reads (a snapshot's client reads
+    // thousands of chunks over its connection).
+    let mut chunk = Vec::new();
     loop {
         line.clear();
         if reader.read_line(&mut line)? == 0 {
@@ -81,7 +84,8 @@ fn control_session(
         }
         use super::control::{Refusal, Request};
         let failed = |e: String| (Refusal::Failed, e);
-        let reply: Result<(String, Vec<u8>), (Refusal, String)> = match Request::parse(&line) {
+        // The reply's words, and whether `chunk` follows them.
+        let reply: Result<(String, bool), (Refusal, String)> = match Request::parse(&line) {
             Err(e) => Err(failed(e)),
             Ok(Request::Cut { snapshot: id, all }) => dev
                 .cut(&id, all, MAX_PENDING_SNAPSHOTS)
@@ -90,17 +94,17 @@ fn control_session(
                     crate::telemetry::snapshot_cut(chunks.len());
                     let list: Vec<String> = chunks.iter().map(u64::to_string).collect();
                     mine.push(id.clone());
-                    (list.join(" "), Vec::new())
+                    (list.join(" "), false)
                 })
                 .map_err(|e| {
                     tracing::warn!(snapshot = %id, "snapshot cut refused: {e}");
                     (Refusal::of(&e), e.to_string())
                 }),
             Ok(Request::Read { snapshot: id, chunk: c }) => dev
-                .snapshot_read(&id, c)
-                .map(|b| {
+                .snapshot_read_into(&id, c, &mut chunk)
+                .map(|()| {
                     crate::telemetry::snapshot_chunk_read();
-                    (b.len().to_string(), b)
+                    (chunk.len().to_string(), true)
                 })
                 .map_err(|e| {
                     tracing::error!(snapshot = %id, chunk = c, errno = e.errno(), "snapshot read failed: {e}");
@@ -110,15 +114,15 @@ fn control_session(
                 mine.retain(|m| *m != id);
                 tracing::info!(snapshot = %id, ok, "snapshot cut finished");
                 dev.finish_cut(&id, ok)
-                    .map(|()| (String::new(), Vec::new()))
+                    .map(|()| (String::new(), false))
                     .map_err(|e| failed(e.to_string()))
             }
             Ok(Request::Stop) => request_stop_of_main(stop)
-                .map(|()| (String::new(), Vec::new()))
+                .map(|()| (String::new(), false))
                 .map_err(failed),
             Ok(Request::Health) => {
                 let (n, last) = dev.io_errors();
-                Ok((format!("{n} {last}"), Vec::new()))
+                Ok((format!("{n} {last}"), false))
             }
             Ok(Request::Grow { size: n }) => dev
                 .grow(n)
@@ -133,13 +137,15 @@ fn control_session(
                     if let Err(e) = sizes.size_changed() {
                         tracing::warn!("telling the kernel the new size: {e}");
                     }
-                    (String::new(), Vec::new())
+                    (String::new(), false)
                 }),
         };
         match reply {
             Ok((words, body)) => {
                 writeln!(out, "{}", Reply::Done(words).encode())?;
-                out.write_all(&body)?;
+                if body {
+                    out.write_all(&chunk)?;
+                }
             }
             Err((refusal, why)) => writeln!(out, "{}", Reply::Refused(refusal, why).encode())?,
         }
