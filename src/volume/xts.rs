@@ -64,7 +64,7 @@ impl SectorCipher {
         }
         let fallback = reference::Xts::new(k1, k2)?;
         #[cfg(feature = "bench-null-cipher")]
-        log::warn!("bench-null-cipher build: sectors are stored UNENCRYPTED (benchmarks only)");
+        tracing::warn!("bench-null-cipher build: sectors are stored UNENCRYPTED (benchmarks only)");
         // AWS-LC refuses equal halves as well; they were refused above.
         let template = match (EvpCtx::keyed(k, true), EvpCtx::keyed(k, false)) {
             (Some(enc), Some(dec)) => Some(CtxPair { enc, dec }),
