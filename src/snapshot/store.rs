@@ -461,21 +461,32 @@ impl ChunkStore {
     }
 
     fn put_local_chunk(&self, root: &std::path::Path, bytes: &[u8]) -> Result<ChunkRef> {
+        self.put_local_with(root, bytes, write_local_chunk)
+    }
+
+    /// A chunk of a local store: named, skipped if already stored and
+    /// fresh, else handed to `write` with its file's path and 4 KiB-aligned
+    /// bytes (bytes already on a 4 KiB boundary, a pipeline's reused
+    /// buffer, go as they are; others are staged once in such a buffer).
+    fn put_local_with(
+        &self,
+        root: &std::path::Path,
+        bytes: &[u8],
+        write: impl FnOnce(&std::path::Path, &[u8]) -> std::io::Result<()>,
+    ) -> Result<ChunkRef> {
         let (chunk, path) = self.named(bytes)?;
         let file = root.join(path.as_ref());
         if self.fresh_local(&file, bytes.len()) {
             self.deduplicated.fetch_add(1, Ordering::Relaxed);
             return Ok(chunk);
         }
-        // Bytes already on a 4 KiB boundary (a pipeline's reused buffer) go
-        // to the disk as they are; others are staged once in such a buffer.
         let written = if is_aligned(bytes) {
-            write_local_chunk(&file, bytes)
+            write(&file, bytes)
         } else {
             let mut staged = AlignedBuf::new(bytes.len());
             staged.set_len(bytes.len());
             staged.copy_from_slice(bytes);
-            write_local_chunk(&file, &staged)
+            write(&file, &staged)
         };
         written.map_err(|e| self.local_err("put", &path, e))?;
         self.uploaded_chunks.fetch_add(1, Ordering::Relaxed);
@@ -1048,27 +1059,11 @@ impl ChunkBatch<'_> {
         let Some(root) = &store.local_root else {
             return store.put_chunk(bytes);
         };
-        let (chunk, path) = store.named(bytes)?;
-        let file = root.join(path.as_ref());
-        if store.fresh_local(&file, bytes.len()) {
-            store.deduplicated.fetch_add(1, Ordering::Relaxed);
-            return Ok(chunk);
-        }
-        let staged = if is_aligned(bytes) {
-            stage_local_chunk(&file, bytes, false)
-        } else {
-            let mut aligned = AlignedBuf::new(bytes.len());
-            aligned.set_len(bytes.len());
-            aligned.copy_from_slice(bytes);
-            stage_local_chunk(&file, &aligned, false)
-        }
-        .map_err(|e| store.local_err("put", &path, e))?;
-        self.lock().push((staged, file));
-        store.uploaded_chunks.fetch_add(1, Ordering::Relaxed);
-        store
-            .uploaded_bytes
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        Ok(chunk)
+        store.put_local_with(root, bytes, |file, aligned| {
+            let staging = stage_local_chunk(file, aligned, false)?;
+            self.lock().push((staging, file.to_path_buf()));
+            Ok(())
+        })
     }
 
     /// Makes every chunk put so far durable under its name (see the type's
