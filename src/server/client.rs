@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 use time::OffsetDateTime;
 use ureq::http;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use zeroize::Zeroizing;
 
 use super::errors::error_from_body;
@@ -243,10 +244,82 @@ impl HttpEndpoint {
             .user_agent(format!("keyvol/{} {agent_name}", env!("CARGO_PKG_VERSION")))
             .build();
         Ok(HttpEndpoint {
-            agent: ureq::Agent::new_with_config(config),
+            agent: ureq::Agent::with_parts(
+                config,
+                ureq::unversioned::transport::DefaultConnector::new(),
+                EndpointResolver::default(),
+            ),
             endpoint: format!("{scheme}://{authority}"),
             authority: authority.to_string(),
         })
+    }
+}
+
+/// How long a looked-up host name's addresses are reused.
+const RESOLVE_TTL: Duration = Duration::from_secs(10);
+
+/// Resolves an endpoint's host without a thread per request. ureq's
+/// default resolver, once a connect timeout is set, spawns a thread for the
+/// lookup of every request, also of one that then reuses a pooled
+/// connection: on loopback that thread cost more CPU than the request
+/// itself. An IP literal needs no lookup at all; a name is looked up
+/// through the default resolver at most once per [`RESOLVE_TTL`].
+#[derive(Debug, Default)]
+struct EndpointResolver {
+    /// The latest lookup: `scheme://authority`, when, and its addresses.
+    cache: std::sync::Mutex<Option<(String, std::time::Instant, ResolvedSocketAddrs)>>,
+}
+
+impl EndpointResolver {
+    /// The socket address of an IP-literal authority (`127.0.0.1:80`,
+    /// `[::1]:443`, or without a port the scheme's default).
+    fn literal(uri: &http::Uri) -> Option<std::net::SocketAddr> {
+        let authority = uri.authority()?;
+        let port = authority.port_u16().or_else(|| match uri.scheme_str()? {
+            "http" => Some(80),
+            "https" => Some(443),
+            _ => None,
+        })?;
+        let host = authority.host();
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let ip: std::net::IpAddr = host.parse().ok()?;
+        Some(std::net::SocketAddr::new(ip, port))
+    }
+}
+
+impl Resolver for EndpointResolver {
+    fn resolve(
+        &self,
+        uri: &http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        if let Some(addr) = Self::literal(uri) {
+            let mut out = self.empty();
+            out.push(addr);
+            return Ok(out);
+        }
+        let key = format!(
+            "{}://{}",
+            uri.scheme_str().unwrap_or(""),
+            uri.authority().map_or("", |a| a.as_str())
+        );
+        let lock = || {
+            self.cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some((k, at, addrs)) = &*lock() {
+            if *k == key && at.elapsed() < RESOLVE_TTL {
+                return Ok(addrs.clone());
+            }
+        }
+        let addrs = DefaultResolver::default().resolve(uri, config, timeout)?;
+        *lock() = Some((key, std::time::Instant::now(), addrs.clone()));
+        Ok(addrs)
     }
 }
 
@@ -395,6 +468,38 @@ mod tests {
         assert!(new("http://h/path").is_err());
         assert!(new("http://").is_err());
         assert!(new("http://u@h:1").is_err());
+    }
+
+    /// IP literals skip the lookup (and its thread); names still resolve.
+    #[test]
+    fn endpoint_hosts_resolve() {
+        let uri = |s: &str| s.parse::<http::Uri>().unwrap();
+        let lit = EndpointResolver::literal;
+        assert_eq!(
+            lit(&uri("http://127.0.0.1:8080/")),
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
+        assert_eq!(
+            lit(&uri("https://[::1]/")),
+            Some("[::1]:443".parse().unwrap())
+        );
+        assert_eq!(
+            lit(&uri("http://10.0.0.7/")),
+            Some("10.0.0.7:80".parse().unwrap())
+        );
+        assert_eq!(lit(&uri("http://localhost:9/")), None);
+        let r = EndpointResolver::default();
+        let config = ureq::config::Config::default();
+        let timeout = ureq::unversioned::transport::NextTimeout::default();
+        let addrs = r
+            .resolve(&uri("http://localhost:9/"), &config, timeout)
+            .unwrap();
+        assert!(!addrs.is_empty());
+        assert!(addrs.iter().all(|a| a.port() == 9 && a.ip().is_loopback()));
+        // The name's addresses are kept for the next request.
+        let cached = r.cache.lock().unwrap().clone().unwrap();
+        assert_eq!(cached.0, "http://localhost:9");
+        assert_eq!(cached.2.len(), addrs.len());
     }
 
     #[test]
