@@ -65,6 +65,16 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Runs `f` on this thread's write buffer, `len` bytes of it.
+fn with_scratch<T>(len: usize, f: impl FnOnce(&mut [u8]) -> T) -> T {
+    SCRATCH.with_borrow_mut(|scratch| {
+        if scratch.len() < len {
+            scratch.resize(len, 0);
+        }
+        f(&mut scratch[..len])
+    })
+}
+
 /// The decrypted view of one volume's sparse, encrypted backing file.
 #[derive(Debug)]
 pub struct EncryptedDevice {
@@ -398,7 +408,7 @@ impl EncryptedDevice {
         }
         let start = index * CHUNK_SIZE;
         let len = CHUNK_SIZE.min(self.size().saturating_sub(start)) as usize;
-        self.store_sectors(start / SS, &mut buf[..len])?;
+        with_scratch(len, |out| self.store_sectors(start / SS, &buf[..len], out))?;
         Ok(true)
     }
 
@@ -431,7 +441,7 @@ impl EncryptedDevice {
             let start = index * CHUNK_SIZE;
             let len = CHUNK_SIZE.min(self.size().saturating_sub(start)) as usize;
             h.source.fetch(index, &mut buf)?;
-            self.store_sectors(start / SS, &mut buf[..len])?;
+            with_scratch(len, |out| self.store_sectors(start / SS, &buf[..len], out))?;
         }
         self.file
             .sync_data()
@@ -842,14 +852,7 @@ impl EncryptedDevice {
                 Source::Zeros => self.punch(span.first_whole * SS, n as u64)?,
                 Source::Data(data) => {
                     let plain = &data[span.whole_in_buf..span.whole_in_buf + n];
-                    SCRATCH.with_borrow_mut(|scratch| {
-                        if scratch.len() < n {
-                            scratch.resize(n, 0);
-                        }
-                        let out = &mut scratch[..n];
-                        out.copy_from_slice(plain);
-                        self.store_sectors(span.first_whole, out)
-                    })?;
+                    with_scratch(n, |out| self.store_sectors(span.first_whole, plain, out))?;
                 }
             }
         }
@@ -867,13 +870,15 @@ impl EncryptedDevice {
             Source::Data(data) => piece.copy_from_slice(&data[p.in_buf..p.in_buf + p.len]),
             Source::Zeros => piece.fill(0),
         }
-        self.store_sectors(p.sector, &mut sector)
+        let mut out = [0u8; SECTOR_SIZE];
+        self.store_sectors(p.sector, &sector, &mut out)
     }
 
-    /// Stores plaintext sectors starting at `first`, encrypting `plain` in
-    /// place: runs of all-zero sectors become holes, other runs are
-    /// encrypted and written with one pwrite each.
-    fn store_sectors(&self, first: u64, plain: &mut [u8]) -> Result<(), VolumeError> {
+    /// Stores plaintext sectors starting at `first`: runs of all-zero
+    /// sectors become holes, other runs are encrypted from `plain` into
+    /// `out` (as long as `plain`: the copy and the encryption are one pass)
+    /// and written with one pwrite each.
+    fn store_sectors(&self, first: u64, plain: &[u8], out: &mut [u8]) -> Result<(), VolumeError> {
         let n = plain.len() / SECTOR_SIZE;
         let mut i = 0;
         while i < n {
@@ -882,14 +887,16 @@ impl EncryptedDevice {
             while j < n && is_zero(&plain[j * SECTOR_SIZE..(j + 1) * SECTOR_SIZE]) == zero {
                 j += 1;
             }
-            let run = &mut plain[i * SECTOR_SIZE..j * SECTOR_SIZE];
+            let run = &plain[i * SECTOR_SIZE..j * SECTOR_SIZE];
             let off = (first + i as u64) * SS;
             if zero {
                 self.punch(off, run.len() as u64)?;
             } else {
-                self.cipher.encrypt_sectors(first + i as u64, run)?;
+                let sealed = &mut out[i * SECTOR_SIZE..j * SECTOR_SIZE];
+                self.cipher
+                    .encrypt_sectors_into(first + i as u64, run, sealed)?;
                 self.file
-                    .write_all_at(run, off)
+                    .write_all_at(sealed, off)
                     .map_err(|e| self.dev_err("writing", off, e))?;
             }
             i = j;
