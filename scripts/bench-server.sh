@@ -5,6 +5,8 @@
 # KMS server, and the keyvol/moto ratio.
 # Env: BENCH_SECONDS (default 5 per cell), BENCH_CLIENTS (default "1 16 64"),
 # KEYVOL_VENV (default ~/.cache/keyvol-venv, holds moto_server),
+# BENCH_INPROCESS (default 1: also measure the in-process KMS, benches/kms.rs,
+# one thread, and print each cell against it; 0 skips it),
 # BENCH_BASELINE_KEYVOL (optional: an earlier keyvol binary, e.g. built from
 # an older commit; its server runs the same cells in the same run on a home
 # of its own, and each row adds its r/s and the ratio this/baseline).
@@ -119,5 +121,26 @@ print(line)
 PY
   done
 done
+# The same operations in process (benches/kms.rs: one thread, the full
+# request path without HTTP, SigV4 and JSON): each cell against it.
+if [ "${BENCH_INPROCESS:-1}" = 1 ]; then
+  inproc="$(BENCH_SECS="$SECONDS_PER" BENCH_SKIP_ASYM=1 cargo bench --quiet --bench kms 2>/dev/null)"
+  "$VENV/bin/python" - "$inproc" "$results" <<'PY'
+import json, re, sys
+rates = {}
+for line in sys.argv[1].splitlines():
+    m = re.match(r"(Encrypt|GenerateDataKey) .*?\s([\d.]+) ops/s\s+\(([\d.]+) us/op\)$", line)
+    if m and m.group(1) not in rates:
+        rates[m.group(1)] = float(m.group(2))
+print("in process, one thread (benches/kms.rs): " + ", ".join(f"{k} {v:.0f}/s" for k, v in rates.items()))
+print(f"{'operation':<16} {'clients':>7} | {'keyvol r/s':>10} {'in-process':>10} {'ratio':>7}   (target: at least 0.8x at 16 and 64 clients)")
+for line in open(sys.argv[2]):
+    r = json.loads(line)
+    if r["label"] != "keyvol" or r["operation"] not in rates:
+        continue
+    base = rates[r["operation"]]
+    print(f"{r['operation']:<16} {r['clients']:>7} | {r['rps']:>10.0f} {base:>10.0f} {r['rps'] / base:>6.2f}x")
+PY
+fi
 echo "raw results: one JSON line per cell above (label, operation, clients, requests, errors, rps, p50_ms, p99_ms)"
 cat "$results"
