@@ -282,39 +282,35 @@ impl EvpCtx {
     /// place with tweak `unit`. `false` leaves `data` untouched: AWS-LC
     /// checks its arguments before it writes.
     fn crypt(&mut self, unit: u128, data: &mut [u8]) -> bool {
-        let iv = unit.to_le_bytes();
-        // SAFETY: FFI calls on a live, keyed context owned by `&mut self`.
-        // A null cipher, engine and key keep the cipher and key schedules
-        // and only set the 16-byte tweak, read from `iv` during the call;
-        // enc = -1 keeps the direction. EVP_Cipher reads and writes
-        // `data.len()` bytes of `data`, in place (AES-XTS allows in ==
-        // out).
-        unsafe {
-            let ctx = self.0.as_ptr();
-            lc::EVP_CipherInit_ex(
-                ctx,
-                ptr::null(),
-                ptr::null_mut(),
-                ptr::null(),
-                iv.as_ptr(),
-                -1,
-            ) == 1
-                && lc::EVP_Cipher(ctx, data.as_mut_ptr(), data.as_ptr(), data.len()) == 1
-        }
+        let p = data.as_mut_ptr();
+        // SAFETY: `data` is readable and writable for its length; in == out
+        // is allowed (AES-XTS runs in place).
+        unsafe { self.run(unit, p, p, data.len()) }
     }
-}
 
-impl EvpCtx {
     /// As [`Self::crypt`], from `src` into `dst` (of the same length).
     /// `false` leaves `dst` untouched.
     fn crypt_into(&mut self, unit: u128, src: &[u8], dst: &mut [u8]) -> bool {
         if src.len() != dst.len() {
             return false;
         }
+        // SAFETY: two distinct live buffers of `src.len()` bytes (one
+        // borrowed shared, the other exclusively), so they do not overlap.
+        unsafe { self.run(unit, src.as_ptr(), dst.as_mut_ptr(), src.len()) }
+    }
+
+    /// One `EVP_Cipher` call over `len` bytes with tweak `unit`.
+    ///
+    /// # Safety
+    /// `src` must be readable and `dst` writable for `len` bytes, and the
+    /// two must be the same pointer or not overlap.
+    unsafe fn run(&mut self, unit: u128, src: *const u8, dst: *mut u8, len: usize) -> bool {
         let iv = unit.to_le_bytes();
-        // SAFETY: as in `crypt`; EVP_Cipher reads `src.len()` bytes of `src`
-        // and writes as many to `dst`, two distinct live buffers (one is
-        // borrowed shared, the other exclusively) of that length.
+        // SAFETY: FFI calls on a live, keyed context owned by `&mut self`.
+        // A null cipher, engine and key keep the cipher and key schedules
+        // and only set the 16-byte tweak, read from `iv` during the call;
+        // enc = -1 keeps the direction. EVP_Cipher reads `len` bytes at
+        // `src` and writes as many at `dst`, valid by the caller's contract.
         unsafe {
             let ctx = self.0.as_ptr();
             lc::EVP_CipherInit_ex(
@@ -325,7 +321,7 @@ impl EvpCtx {
                 iv.as_ptr(),
                 -1,
             ) == 1
-                && lc::EVP_Cipher(ctx, dst.as_mut_ptr(), src.as_ptr(), src.len()) == 1
+                && lc::EVP_Cipher(ctx, dst, src, len) == 1
         }
     }
 }
