@@ -125,7 +125,7 @@ pub(super) fn create_on_host(
             ],
         )
         .map_err(db_err)?;
-    let outcome = await_cut(s, &id);
+    let outcome = await_cut(s, &store, &id);
     match outcome {
         Ok(()) => {
             let out = to_json(&m);
@@ -141,7 +141,7 @@ pub(super) fn create_on_host(
 
 /// Waits until the host reports the cut of `id`: `Err` with the reason
 /// when it reported a failure or did not answer in time.
-fn await_cut(s: &Session, id: &SnapshotId) -> Result<(), String> {
+fn await_cut(s: &Session, store: &ChunkStore, id: &SnapshotId) -> Result<(), String> {
     let wait = cut_wait();
     let until = Instant::now() + wait;
     loop {
@@ -155,7 +155,7 @@ fn await_cut(s: &Session, id: &SnapshotId) -> Result<(), String> {
             .optional()
             .map_err(|e| e.to_string())?;
         let Some((state, message, instance)) = row else {
-            return Err(format!("the request of snapshot {id} was withdrawn"));
+            return ended_request(s, store, id);
         };
         match state.as_str() {
             "cut" => return Ok(()),
@@ -173,6 +173,22 @@ fn await_cut(s: &Session, id: &SnapshotId) -> Result<(), String> {
             }
             _ => std::thread::sleep(Duration::from_millis(50)),
         }
+    }
+}
+
+/// What a request that is gone while CreateSnapshot waited for its cut
+/// means: a host quick enough cuts, sends and completes a small snapshot
+/// between two looks (completing forgets the request), so its verified
+/// manifest says whether it was cut; otherwise it was withdrawn (deleted,
+/// or its volume detached).
+fn ended_request(s: &Session, store: &ChunkStore, id: &SnapshotId) -> Result<(), String> {
+    match open_verified(store, s, id) {
+        Ok((m, _)) if m.state == SnapshotState::Completed => Ok(()),
+        Ok((m, _)) if m.state == SnapshotState::Error => Err(format!(
+            "snapshot {id} failed: {}",
+            m.state_message.unwrap_or_default()
+        )),
+        _ => Err(format!("the request of snapshot {id} was withdrawn")),
     }
 }
 
