@@ -153,92 +153,92 @@ run_suite() {
 echo "-- filesystems (volume ${SIZE_MIB} MiB, fio file ${FIO_SIZE}, ${RT}s per fio run, ${ROUNDS} round(s))"
 FIGURES="sw_mb sr_mb rr_iops rw_iops untar_s"
 for round in $(seq 1 "$ROUNDS"); do
-[ "$ROUNDS" = 1 ] || echo "   round $round"
-order="$TARGETS"
-if [ $((round % 2)) = 0 ]; then order="$(echo "$TARGETS" | tr ' ' '\n' | tac | tr '\n' ' ')"; fi
-# Every round works in paths of its own (mounts stay until the end).
-rs=".r$round"
-for t in $order; do
-  case "$t" in
-    keyvol | keyvol-null)
-      # The real product path: a volume of a fresh home, attached by the
-      # keyvol daemon (data key unwrapped through the KMS). keyvol-null runs
-      # the same path with the null-cipher build.
-      kv="$KEYVOL"
-      [ "$t" = keyvol ] || kv="$WORK/keyvol-bench-null-cipher"
-      export KEYVOL_HOME="$WORK/$t$rs.home"
-      VOL="$("$kv" volume create --size "${SIZE_MIB}MiB" --query VolumeId --output text)"
-      "$kv" volume attach "$VOL" --device "$WORK/$t$rs.dev" >/dev/null
-      KV_PID="$("$kv" volume status --query 'Attachments[0].Pid' --output text)"
-      loop_ext4 "$WORK/$t$rs.dev" "$WORK/$t$rs.mnt"
-      run_suite "$t" "$WORK/$t$rs.mnt"
-      R[$t.rss_mib]="$(awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$KV_PID/status")"
-      echo "           $t daemon peak RSS ${R[$t.rss_mib]} MiB"
-      # detach --force unmounts and frees the loop device first.
-      "$kv" volume detach "$VOL" --force >/dev/null
-      unset KEYVOL_HOME
-      ;;
-    plainloop)
-      truncate -s "${SIZE_MIB}M" "$WORK/plain$rs.img"
-      loop_ext4 "$WORK/plain$rs.img" "$WORK/plain$rs.mnt"
-      run_suite plainloop "$WORK/plain$rs.mnt"
-      ;;
-    plainloop-buffered)
-      truncate -s "${SIZE_MIB}M" "$WORK/plainbuf$rs.img"
-      loop_ext4 "$WORK/plainbuf$rs.img" "$WORK/plainbuf$rs.mnt" off
-      run_suite plainloop-buffered "$WORK/plainbuf$rs.mnt"
-      ;;
-    qemu-raw)
-      truncate -s "${SIZE_MIB}M" "$WORK/raw$rs.img"
-      touch "$WORK/raw$rs.dev"
-      qemu-storage-daemon \
-        --blockdev driver=file,node-name=f1,filename="$WORK/raw$rs.img",cache.direct=off \
-        --export type=fuse,id=e1,node-name=f1,mountpoint="$WORK/raw$rs.dev",writable=on \
-        >"$WORK/qsd-raw$rs.log" 2>&1 &
-      PIDS+=("$!")
-      wait_for_size "$WORK/raw$rs.dev" $((SIZE_MIB * 1048576))
-      FUSE_FILES+=("$WORK/raw$rs.dev")
-      # fio straight on the exported file, no ext4: qemu's raw FUSE export
-      # corrupts data under concurrent direct writes (shared/PERF_NOTES.md),
-      # so ext4 over it fails with "Bad message"; no untar figure.
-      read -r R[qemu-raw.sw_mb] _ <<<"$(fio_one "$WORK/raw$rs.dev" write 1M 4)"
-      read -r R[qemu-raw.sr_mb] _ <<<"$(fio_one "$WORK/raw$rs.dev" read 1M 4)"
-      read -r _ R[qemu-raw.rr_iops] <<<"$(fio_one "$WORK/raw$rs.dev" randread 4k 16)"
-      read -r _ R[qemu-raw.rw_iops] <<<"$(fio_one "$WORK/raw$rs.dev" randwrite 4k 16)"
-      R[qemu-raw.untar_s]=0
-      printf "%-10s seq write %5s MB/s  seq read %5s MB/s  rand read %6s IOPS  rand write %6s IOPS  (raw file, no ext4, no untar)\n" \
-        qemu-raw "${R[qemu-raw.sw_mb]}" "${R[qemu-raw.sr_mb]}" "${R[qemu-raw.rr_iops]}" "${R[qemu-raw.rw_iops]}"
-      ;;
-    qemu-luks)
-      qemu-img create -q -f luks --object secret,id=s0,data=bench-pass \
-        -o key-secret=s0,cipher-alg=aes-256,cipher-mode=xts,ivgen-alg=plain64,iter-time=10 \
-        "$WORK/luks$rs.img" "${SIZE_MIB}M"
-      touch "$WORK/luks$rs.dev"
-      qemu-storage-daemon --object secret,id=s0,data=bench-pass \
-        --blockdev driver=file,node-name=f0,filename="$WORK/luks$rs.img",cache.direct=off \
-        --blockdev driver=luks,node-name=l0,file=f0,key-secret=s0 \
-        --export type=fuse,id=e0,node-name=l0,mountpoint="$WORK/luks$rs.dev",writable=on \
-        >"$WORK/qsd$rs.log" 2>&1 &
-      QSD_PID=$!
-      PIDS+=("$QSD_PID")
-      wait_for_size "$WORK/luks$rs.dev" $((SIZE_MIB * 1048576 - 16 * 1048576))
-      FUSE_FILES+=("$WORK/luks$rs.dev")
-      loop_ext4 "$WORK/luks$rs.dev" "$WORK/luks$rs.mnt"
-      run_suite qemu-luks "$WORK/luks$rs.mnt"
-      R[qemu-luks.rss_mib]="$(awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$QSD_PID/status")"
-      echo "           qemu-storage-daemon peak RSS ${R[qemu-luks.rss_mib]} MiB"
-      ;;
-    gocryptfs)
-      mkdir -p "$WORK/gc$rs.cipher" "$WORK/gc$rs.mnt"
-      gocryptfs -q -init -extpass "echo bench-pass" -scryptn 10 "$WORK/gc$rs.cipher"
-      gocryptfs -q -nosyslog -extpass "echo bench-pass" "$WORK/gc$rs.cipher" "$WORK/gc$rs.mnt"
-      MOUNTS+=("$WORK/gc$rs.mnt")
-      run_suite gocryptfs "$WORK/gc$rs.mnt"
-      ;;
-    *) echo "bench-volume: unknown target $t" >&2; exit 2 ;;
-  esac
-  for k in $FIGURES; do R[$t.$k.$round]="${R[$t.$k]}"; done
-done
+  [ "$ROUNDS" = 1 ] || echo "   round $round"
+  order="$TARGETS"
+  if [ $((round % 2)) = 0 ]; then order="$(echo "$TARGETS" | tr ' ' '\n' | tac | tr '\n' ' ')"; fi
+  # Every round works in paths of its own (mounts stay until the end).
+  rs=".r$round"
+  for t in $order; do
+    case "$t" in
+      keyvol | keyvol-null)
+        # The real product path: a volume of a fresh home, attached by the
+        # keyvol daemon (data key unwrapped through the KMS). keyvol-null runs
+        # the same path with the null-cipher build.
+        kv="$KEYVOL"
+        [ "$t" = keyvol ] || kv="$WORK/keyvol-bench-null-cipher"
+        export KEYVOL_HOME="$WORK/$t$rs.home"
+        VOL="$("$kv" volume create --size "${SIZE_MIB}MiB" --query VolumeId --output text)"
+        "$kv" volume attach "$VOL" --device "$WORK/$t$rs.dev" >/dev/null
+        KV_PID="$("$kv" volume status --query 'Attachments[0].Pid' --output text)"
+        loop_ext4 "$WORK/$t$rs.dev" "$WORK/$t$rs.mnt"
+        run_suite "$t" "$WORK/$t$rs.mnt"
+        R[$t.rss_mib]="$(awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$KV_PID/status")"
+        echo "           $t daemon peak RSS ${R[$t.rss_mib]} MiB"
+        # detach --force unmounts and frees the loop device first.
+        "$kv" volume detach "$VOL" --force >/dev/null
+        unset KEYVOL_HOME
+        ;;
+      plainloop)
+        truncate -s "${SIZE_MIB}M" "$WORK/plain$rs.img"
+        loop_ext4 "$WORK/plain$rs.img" "$WORK/plain$rs.mnt"
+        run_suite plainloop "$WORK/plain$rs.mnt"
+        ;;
+      plainloop-buffered)
+        truncate -s "${SIZE_MIB}M" "$WORK/plainbuf$rs.img"
+        loop_ext4 "$WORK/plainbuf$rs.img" "$WORK/plainbuf$rs.mnt" off
+        run_suite plainloop-buffered "$WORK/plainbuf$rs.mnt"
+        ;;
+      qemu-raw)
+        truncate -s "${SIZE_MIB}M" "$WORK/raw$rs.img"
+        touch "$WORK/raw$rs.dev"
+        qemu-storage-daemon \
+          --blockdev driver=file,node-name=f1,filename="$WORK/raw$rs.img",cache.direct=off \
+          --export type=fuse,id=e1,node-name=f1,mountpoint="$WORK/raw$rs.dev",writable=on \
+          >"$WORK/qsd-raw$rs.log" 2>&1 &
+        PIDS+=("$!")
+        wait_for_size "$WORK/raw$rs.dev" $((SIZE_MIB * 1048576))
+        FUSE_FILES+=("$WORK/raw$rs.dev")
+        # fio straight on the exported file, no ext4: qemu's raw FUSE export
+        # corrupts data under concurrent direct writes (shared/PERF_NOTES.md),
+        # so ext4 over it fails with "Bad message"; no untar figure.
+        read -r R[qemu-raw.sw_mb] _ <<<"$(fio_one "$WORK/raw$rs.dev" write 1M 4)"
+        read -r R[qemu-raw.sr_mb] _ <<<"$(fio_one "$WORK/raw$rs.dev" read 1M 4)"
+        read -r _ R[qemu-raw.rr_iops] <<<"$(fio_one "$WORK/raw$rs.dev" randread 4k 16)"
+        read -r _ R[qemu-raw.rw_iops] <<<"$(fio_one "$WORK/raw$rs.dev" randwrite 4k 16)"
+        R[qemu-raw.untar_s]=0
+        printf "%-10s seq write %5s MB/s  seq read %5s MB/s  rand read %6s IOPS  rand write %6s IOPS  (raw file, no ext4, no untar)\n" \
+          qemu-raw "${R[qemu-raw.sw_mb]}" "${R[qemu-raw.sr_mb]}" "${R[qemu-raw.rr_iops]}" "${R[qemu-raw.rw_iops]}"
+        ;;
+      qemu-luks)
+        qemu-img create -q -f luks --object secret,id=s0,data=bench-pass \
+          -o key-secret=s0,cipher-alg=aes-256,cipher-mode=xts,ivgen-alg=plain64,iter-time=10 \
+          "$WORK/luks$rs.img" "${SIZE_MIB}M"
+        touch "$WORK/luks$rs.dev"
+        qemu-storage-daemon --object secret,id=s0,data=bench-pass \
+          --blockdev driver=file,node-name=f0,filename="$WORK/luks$rs.img",cache.direct=off \
+          --blockdev driver=luks,node-name=l0,file=f0,key-secret=s0 \
+          --export type=fuse,id=e0,node-name=l0,mountpoint="$WORK/luks$rs.dev",writable=on \
+          >"$WORK/qsd$rs.log" 2>&1 &
+        QSD_PID=$!
+        PIDS+=("$QSD_PID")
+        wait_for_size "$WORK/luks$rs.dev" $((SIZE_MIB * 1048576 - 16 * 1048576))
+        FUSE_FILES+=("$WORK/luks$rs.dev")
+        loop_ext4 "$WORK/luks$rs.dev" "$WORK/luks$rs.mnt"
+        run_suite qemu-luks "$WORK/luks$rs.mnt"
+        R[qemu-luks.rss_mib]="$(awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$QSD_PID/status")"
+        echo "           qemu-storage-daemon peak RSS ${R[qemu-luks.rss_mib]} MiB"
+        ;;
+      gocryptfs)
+        mkdir -p "$WORK/gc$rs.cipher" "$WORK/gc$rs.mnt"
+        gocryptfs -q -init -extpass "echo bench-pass" -scryptn 10 "$WORK/gc$rs.cipher"
+        gocryptfs -q -nosyslog -extpass "echo bench-pass" "$WORK/gc$rs.cipher" "$WORK/gc$rs.mnt"
+        MOUNTS+=("$WORK/gc$rs.mnt")
+        run_suite gocryptfs "$WORK/gc$rs.mnt"
+        ;;
+      *) echo "bench-volume: unknown target $t" >&2; exit 2 ;;
+    esac
+    for k in $FIGURES; do R[$t.$k.$round]="${R[$t.$k]}"; done
+  done
 done
 # Each figure of a target: its median over the rounds.
 if [ "$ROUNDS" -gt 1 ]; then

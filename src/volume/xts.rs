@@ -80,7 +80,7 @@ impl SectorCipher {
     /// Encrypts `buf` (whole sectors) in place; its first sector is sector
     /// number `first_sector` of the volume.
     pub fn encrypt_sectors(&self, first_sector: u64, buf: &mut [u8]) -> Result<(), VolumeError> {
-        self.sectors(first_sector, buf, Direction::Encrypt)
+        self.sectors(first_sector, None, buf, Direction::Encrypt)
     }
 
     /// Encrypts `plain` (whole sectors) into `out`, which must be as long:
@@ -92,60 +92,48 @@ impl SectorCipher {
         plain: &[u8],
         out: &mut [u8],
     ) -> Result<(), VolumeError> {
-        if !plain.len().is_multiple_of(SECTOR_SIZE) || out.len() != plain.len() {
-            return Err(VolumeError::NotSectorMultiple {
-                len: if out.len() == plain.len() {
-                    plain.len()
-                } else {
-                    out.len().abs_diff(plain.len())
-                },
-                sector_size: SECTOR_SIZE,
-            });
-        }
-        if cfg!(feature = "bench-null-cipher") {
-            out.copy_from_slice(plain);
-            return Ok(());
-        }
-        let mut slot = self.slot();
-        let pairs = plain
-            .chunks_exact(SECTOR_SIZE)
-            .zip(out.chunks_exact_mut(SECTOR_SIZE));
-        for (i, (p, o)) in pairs.enumerate() {
-            let unit = u128::from(first_sector) + i as u128;
-            if slot.is_none() {
-                *slot = self.copy_template();
-            }
-            if !slot
-                .as_mut()
-                .is_some_and(|pair| pair.enc.crypt_into(unit, p, o))
-            {
-                o.copy_from_slice(p);
-                self.fallback.crypt_unit(unit, o, Direction::Encrypt);
-            }
-        }
-        Ok(())
+        self.sectors(first_sector, Some(plain), out, Direction::Encrypt)
     }
 
     /// Decrypts `buf` (whole sectors) in place; see [`Self::encrypt_sectors`].
     pub fn decrypt_sectors(&self, first_sector: u64, buf: &mut [u8]) -> Result<(), VolumeError> {
-        self.sectors(first_sector, buf, Direction::Decrypt)
+        self.sectors(first_sector, None, buf, Direction::Decrypt)
     }
 
-    fn sectors(&self, first: u64, buf: &mut [u8], dir: Direction) -> Result<(), VolumeError> {
+    /// Runs `dir` over whole sectors into `buf`: from `from` (as long as
+    /// `buf`) when given, else in place.
+    fn sectors(
+        &self,
+        first: u64,
+        from: Option<&[u8]>,
+        buf: &mut [u8],
+        dir: Direction,
+    ) -> Result<(), VolumeError> {
         if !buf.len().is_multiple_of(SECTOR_SIZE) {
             return Err(VolumeError::NotSectorMultiple {
                 len: buf.len(),
                 sector_size: SECTOR_SIZE,
             });
         }
+        if let Some(src) = from.filter(|f| f.len() != buf.len()) {
+            return Err(VolumeError::InvalidInput(format!(
+                "cannot run XTS from {} bytes into a buffer of {}",
+                src.len(),
+                buf.len()
+            )));
+        }
         // The benchmark-only build measures the device without encryption
         // (the cost of everything but the cipher); never a default feature.
         if cfg!(feature = "bench-null-cipher") {
+            if let Some(src) = from {
+                buf.copy_from_slice(src);
+            }
             return Ok(());
         }
         let mut slot = self.slot();
         for (i, sector) in buf.chunks_exact_mut(SECTOR_SIZE).enumerate() {
-            self.crypt_unit_with(&mut slot, u128::from(first) + i as u128, sector, dir);
+            let src = from.map(|f| &f[i * SECTOR_SIZE..(i + 1) * SECTOR_SIZE]);
+            self.crypt_unit_with(&mut slot, u128::from(first) + i as u128, src, sector, dir);
         }
         Ok(())
     }
@@ -155,13 +143,15 @@ impl SectorCipher {
     #[cfg(all(test, not(feature = "bench-null-cipher")))]
     fn crypt_unit(&self, unit: u128, data: &mut [u8], dir: Direction) {
         let mut slot = self.slot();
-        self.crypt_unit_with(&mut slot, unit, data, dir);
+        self.crypt_unit_with(&mut slot, unit, None, data, dir);
     }
 
+    /// One data unit into `data`, from `from` (as long) or in place.
     fn crypt_unit_with(
         &self,
         slot: &mut Option<CtxPair>,
         unit: u128,
+        from: Option<&[u8]>,
         data: &mut [u8],
         dir: Direction,
     ) {
@@ -173,9 +163,12 @@ impl SectorCipher {
                 Direction::Encrypt => &mut pair.enc,
                 Direction::Decrypt => &mut pair.dec,
             };
-            ctx.crypt(unit, data)
+            ctx.crypt(unit, from, data)
         });
         if !done {
+            if let Some(src) = from {
+                data.copy_from_slice(src);
+            }
             self.fallback.crypt_unit(unit, data, dir);
         }
     }
@@ -278,39 +271,24 @@ impl EvpCtx {
         (ok == 1).then_some(out)
     }
 
-    /// Encrypts or decrypts (the context's direction) one data unit in
-    /// place with tweak `unit`. `false` leaves `data` untouched: AWS-LC
-    /// checks its arguments before it writes.
-    fn crypt(&mut self, unit: u128, data: &mut [u8]) -> bool {
-        let p = data.as_mut_ptr();
-        // SAFETY: `data` is readable and writable for its length; in == out
-        // is allowed (AES-XTS runs in place).
-        unsafe { self.run(unit, p, p, data.len()) }
-    }
-
-    /// As [`Self::crypt`], from `src` into `dst` (of the same length).
-    /// `false` leaves `dst` untouched.
-    fn crypt_into(&mut self, unit: u128, src: &[u8], dst: &mut [u8]) -> bool {
-        if src.len() != dst.len() {
+    /// Encrypts or decrypts (the context's direction) one data unit with
+    /// tweak `unit` into `data`: from `from` (as long as `data`) when
+    /// given, else in place. `false` leaves `data` untouched: AWS-LC checks
+    /// its arguments before it writes.
+    fn crypt(&mut self, unit: u128, from: Option<&[u8]>, data: &mut [u8]) -> bool {
+        if from.is_some_and(|f| f.len() != data.len()) {
             return false;
         }
-        // SAFETY: two distinct live buffers of `src.len()` bytes (one
-        // borrowed shared, the other exclusively), so they do not overlap.
-        unsafe { self.run(unit, src.as_ptr(), dst.as_mut_ptr(), src.len()) }
-    }
-
-    /// One `EVP_Cipher` call over `len` bytes with tweak `unit`.
-    ///
-    /// # Safety
-    /// `src` must be readable and `dst` writable for `len` bytes, and the
-    /// two must be the same pointer or not overlap.
-    unsafe fn run(&mut self, unit: u128, src: *const u8, dst: *mut u8, len: usize) -> bool {
+        let dst = data.as_mut_ptr();
+        let src = from.map_or(dst.cast_const(), <[u8]>::as_ptr);
         let iv = unit.to_le_bytes();
         // SAFETY: FFI calls on a live, keyed context owned by `&mut self`.
         // A null cipher, engine and key keep the cipher and key schedules
         // and only set the 16-byte tweak, read from `iv` during the call;
-        // enc = -1 keeps the direction. EVP_Cipher reads `len` bytes at
-        // `src` and writes as many at `dst`, valid by the caller's contract.
+        // enc = -1 keeps the direction. EVP_Cipher reads `data.len()` bytes
+        // at `src` and writes as many into `data`: `src` is either `data`
+        // itself (AES-XTS allows in == out) or `from`, a shared borrow of
+        // the same length, which cannot overlap the exclusive `data`.
         unsafe {
             let ctx = self.0.as_ptr();
             lc::EVP_CipherInit_ex(
@@ -321,7 +299,7 @@ impl EvpCtx {
                 iv.as_ptr(),
                 -1,
             ) == 1
-                && lc::EVP_Cipher(ctx, dst, src, len) == 1
+                && lc::EVP_Cipher(ctx, dst, src, data.len()) == 1
         }
     }
 }
