@@ -1,7 +1,7 @@
-//! Stateless KMS calls on read connections with group-committed audit
-//! records: exactly one audit event per call under concurrency, no stale
-//! reads after a state change returned, due work applied before a
-//! stateless call sees a key, and no acknowledged call lost to a kill -9.
+//! Stateless KMS calls in the shared transaction, committed as a group:
+//! exactly one audit event per call under concurrency, no stale reads
+//! after a state change returned, due work applied before a stateless
+//! call sees a key, and no acknowledged call lost to a kill -9.
 
 mod common;
 

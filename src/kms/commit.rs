@@ -1,207 +1,173 @@
-//! How stateless operations run beside the write path: the read
-//! connections their bodies run on, and the group commit of their audit
-//! records.
+//! The group commit of stateless operations: their calls run one after
+//! the other in one open write transaction of the KMS's write connection
+//! (the shared transaction, `service::Kms::in_shared`), and one commit
+//! acknowledges all of them.
 //!
-//! What the service (`Kms::run`) relies on:
+//! What the service relies on:
 //! 1. A call is acknowledged only after the transaction holding its audit
-//!    record committed; a batch that fails to commit fails every call in it,
-//!    so no call of it is acknowledged.
-//! 2. Records reach the chain in arrival order, which is the commit order:
-//!    one leader commits at a time, and each batch is the run of tickets
-//!    that arrived since the previous batch was taken.
-//! 3. A batch is one transaction on the KMS's one write connection, taken
-//!    like any state-changing operation's, so it never interleaves with
-//!    one (SQLite would also refuse a second writer).
+//!    record committed; a transaction that fails to commit fails every
+//!    call in it, so no call of it is acknowledged.
+//! 2. Records reach the chain in the order the calls took the write
+//!    connection, which is the commit order: tickets are handed out under
+//!    the connection's lock, and a commit decides every ticket issued
+//!    since the previous one.
+//! 3. One caller commits at a time (the leader), and it waits while other
+//!    calls are about to join the transaction, up to [`MAX_BATCH`] calls:
+//!    a commit (its WAL write and locks) then serves all of them.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::ops::Range;
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
-use rusqlite::Connection;
-
-use super::audit::AuditRecord;
-use super::store::db;
 use super::{KmsError, KmsResult};
-use crate::home::Home;
 
-/// How much of the database file a read connection maps.
-const READER_MMAP_BYTES: i64 = 256 << 20;
+/// The most calls a leader waits for before it commits.
+pub(crate) const MAX_BATCH: usize = 256;
 
-/// Read connections of the home, one per concurrent stateless call, kept
-/// for reuse (each holds its own statement cache). WAL readers never block
-/// the writer nor each other.
-pub(crate) struct Readers {
-    home: Arc<Home>,
-    idle: Mutex<Vec<Connection>>,
-}
-
-/// A read connection taken from [`Readers`], returned to them on drop.
-pub(crate) struct Reader<'a> {
-    readers: &'a Readers,
-    conn: Option<Connection>,
-}
-
-impl Readers {
-    pub(crate) fn new(home: Arc<Home>) -> Readers {
-        Readers {
-            home,
-            idle: Mutex::new(Vec::new()),
-        }
-    }
-
-    pub(crate) fn take(&self) -> KmsResult<Reader<'_>> {
-        let idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
-        let conn = match idle {
-            Some(c) => c,
-            None => {
-                let c = self
-                    .home
-                    .connect()
-                    .map_err(|e| KmsError::internal(e.to_string()))?;
-                // A body that writes belongs on the write path: here a write
-                // fails instead of committing outside any audited
-                // transaction.
-                c.pragma_update(None, "query_only", true).map_err(db)?;
-                // Every commit of the writer empties a reader's page cache
-                // (WAL readers keep no pages across a change): with the
-                // database file mapped, pages not in the WAL are read in
-                // place instead of copied in again by a pread each call.
-                c.pragma_update(None, "mmap_size", READER_MMAP_BYTES)
-                    .map_err(db)?;
-                c
-            }
-        };
-        Ok(Reader {
-            readers: self,
-            conn: Some(conn),
-        })
-    }
-}
-
-impl std::ops::Deref for Reader<'_> {
-    type Target = Connection;
-
-    fn deref(&self) -> &Connection {
-        // Some from `take` until `drop`.
-        match &self.conn {
-            Some(c) => c,
-            None => unreachable!("a Reader holds its connection until dropped"),
-        }
-    }
-}
-
-impl Drop for Reader<'_> {
-    fn drop(&mut self) {
-        // A connection left inside a transaction (its ROLLBACK failed) would
-        // pin an old snapshot for its next user: it is closed instead.
-        if let Some(c) = self.conn.take().filter(Connection::is_autocommit) {
-            self.readers
-                .idle
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(c);
-        }
-    }
-}
-
-/// The queue of audit records waiting for their commit.
+/// Who is joining the shared transaction, and how its tickets were decided.
 #[derive(Default)]
 pub(crate) struct GroupCommit {
-    queue: Mutex<Queue>,
-    decided: Condvar,
+    state: Mutex<Decisions>,
+    changed: Condvar,
 }
 
 #[derive(Default)]
-struct Queue {
-    /// Records not yet taken by a leader, in arrival order; their tickets
-    /// are `decided_below..next`.
-    waiting: Vec<AuditRecord>,
-    /// The ticket of the next record to arrive.
-    next: u64,
+struct Decisions {
     /// Every ticket below this one is committed or failed.
     decided_below: u64,
-    /// Tickets of failed batches, until their callers take the error.
+    /// Tickets of failed transactions, until their callers take the error.
     failed: HashMap<u64, KmsError>,
-    /// A leader is committing a batch.
+    /// A leader is committing.
     leading: bool,
+    /// Calls between announcing themselves and having joined (or given up).
+    joining: usize,
+    /// Calls that joined the open transaction since its last commit.
+    pending: usize,
+    /// The highest ticket a caller waits for: wake-ups go only where a
+    /// caller can act on them (each one costs a futex wake).
+    highest_waiting: Option<u64>,
+    /// Callers in `wait`.
+    waiters: usize,
+}
+
+impl Decisions {
+    /// Some caller waits for a ticket not yet decided.
+    fn undecided_waiting(&self) -> bool {
+        self.highest_waiting
+            .is_some_and(|t| t >= self.decided_below)
+    }
+}
+
+/// A call about to join the shared transaction: while it lives, a leader
+/// waits for it (its record would otherwise need a commit of its own).
+pub(crate) struct Joining<'a> {
+    group: &'a GroupCommit,
+    joined: bool,
+}
+
+impl Joining<'_> {
+    /// The call's record is in the open transaction.
+    pub(crate) fn joined(mut self) {
+        self.joined = true;
+    }
+}
+
+impl Drop for Joining<'_> {
+    fn drop(&mut self) {
+        let mut d = self.group.lock();
+        d.joining -= 1;
+        if self.joined {
+            d.pending += 1;
+        }
+        // Only a would-be leader waits for joiners, and only for the last
+        // of them or a full batch.
+        let wake =
+            !d.leading && d.undecided_waiting() && (d.joining == 0 || d.pending >= MAX_BATCH);
+        drop(d);
+        if wake {
+            self.group.changed.notify_all();
+        }
+    }
 }
 
 impl GroupCommit {
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        // Nothing panics while the queue is locked; a poisoned lock still
-        // holds a consistent queue.
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, Decisions> {
+        // Nothing panics while the state is locked; a poisoned lock still
+        // holds a consistent state.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// No record waits and no batch commits.
-    pub(crate) fn idle(&self) -> bool {
-        let q = self.lock();
-        q.waiting.is_empty() && !q.leading
+    /// Announces a call that is about to join the shared transaction.
+    pub(crate) fn joining(&self) -> Joining<'_> {
+        self.lock().joining += 1;
+        Joining {
+            group: self,
+            joined: false,
+        }
     }
 
-    /// Queues `record` and returns once it committed (or its batch failed).
-    /// The caller that finds no commit running becomes the leader: it takes
-    /// every waiting record and runs `commit` on them, while later callers
-    /// queue up for the next batch.
-    pub(crate) fn submit(
-        &self,
-        record: AuditRecord,
-        commit: impl Fn(&[AuditRecord]) -> KmsResult<()>,
-    ) -> KmsResult<()> {
-        let mut q = self.lock();
-        let ticket = q.next;
-        q.next += 1;
-        q.waiting.push(record);
-        loop {
-            if ticket < q.decided_below {
-                return q.failed.remove(&ticket).map_or(Ok(()), Err);
+    /// Decides `tickets`: committed, or failed with `failure`. Called by
+    /// whoever ends the shared transaction, under the write connection's
+    /// lock.
+    pub(crate) fn decide(&self, tickets: Range<u64>, failure: Option<KmsError>) {
+        let mut d = self.lock();
+        if let Some(e) = failure {
+            for t in tickets.clone() {
+                d.failed.insert(t, e.clone());
             }
-            if q.leading {
-                q = self.decided.wait(q).unwrap_or_else(PoisonError::into_inner);
+        }
+        d.decided_below = d.decided_below.max(tickets.end);
+        d.pending = 0;
+        let wake = d.waiters > 0;
+        drop(d);
+        if wake {
+            self.changed.notify_all();
+        }
+    }
+
+    /// Returns once `ticket` is decided, with its outcome. The caller that
+    /// finds no leader, and no call about to join, becomes the leader and
+    /// runs `settle`, which must end the shared transaction (and `decide`
+    /// its tickets) if one is open.
+    pub(crate) fn wait(&self, ticket: u64, settle: impl Fn()) -> KmsResult<()> {
+        let mut d = self.lock();
+        d.highest_waiting = d.highest_waiting.max(Some(ticket));
+        d.waiters += 1;
+        loop {
+            if ticket < d.decided_below {
+                d.waiters -= 1;
+                return d.failed.remove(&ticket).map_or(Ok(()), Err);
+            }
+            if d.leading || (d.joining > 0 && d.pending < MAX_BATCH) {
+                d = self.changed.wait(d).unwrap_or_else(PoisonError::into_inner);
                 continue;
             }
-            q.leading = true;
-            let batch = std::mem::take(&mut q.waiting);
-            let mut leader = Leader {
-                group: self,
-                tickets: q.decided_below..q.next,
-                outcome: None,
-            };
-            drop(q);
-            leader.outcome = Some(commit(&batch));
-            drop(leader);
-            q = self.lock();
+            d.leading = true;
+            drop(d);
+            {
+                let _lead = Lead(self);
+                settle();
+            }
+            d = self.lock();
         }
     }
 }
 
-/// A batch being committed; dropping it decides the batch's tickets, also
-/// if `commit` panicked (then as failed), so no caller waits forever.
-struct Leader<'a> {
-    group: &'a GroupCommit,
-    tickets: std::ops::Range<u64>,
-    outcome: Option<KmsResult<()>>,
-}
+/// A leader's turn; dropping it (also when `settle` panicked) lets the
+/// next caller lead.
+struct Lead<'a>(&'a GroupCommit);
 
-impl Drop for Leader<'_> {
+impl Drop for Lead<'_> {
     fn drop(&mut self) {
-        let mut q = self.group.lock();
-        let failure = match self.outcome.take() {
-            Some(Ok(())) => None,
-            Some(Err(e)) => Some(e),
-            None => Some(KmsError::internal("the audit commit of this call failed")),
-        };
-        if let Some(e) = failure {
-            for t in self.tickets.clone() {
-                q.failed.insert(t, e.clone());
-            }
+        let mut d = self.0.lock();
+        d.leading = false;
+        // Callers whose tickets the commit decided were woken by `decide`;
+        // the others wait for a leader.
+        let wake = d.undecided_waiting();
+        drop(d);
+        if wake {
+            self.0.changed.notify_all();
         }
-        q.decided_below = self.tickets.end;
-        q.leading = false;
-        self.group.decided.notify_all();
     }
 }
 
@@ -209,60 +175,91 @@ impl Drop for Leader<'_> {
 mod tests {
     use super::*;
 
-    fn record(n: usize) -> AuditRecord {
-        AuditRecord {
-            event_time: 0,
-            account: String::new(),
-            caller_account: String::new(),
-            principal: String::new(),
-            event_name: n.to_string(),
-            key_arn: None,
-            error_code: None,
-            event: String::new(),
+    /// A stand-in for the write connection: records join an open batch
+    /// under its lock, and settling commits the batch.
+    #[derive(Default)]
+    struct Log {
+        open: Vec<usize>,
+        first: u64,
+        next: u64,
+        committed: Vec<usize>,
+        fail_next: bool,
+    }
+
+    fn call(group: &GroupCommit, log: &Mutex<Log>, n: usize) -> KmsResult<()> {
+        let joining = group.joining();
+        let ticket = {
+            let mut l = log.lock().unwrap();
+            l.open.push(n);
+            l.next += 1;
+            l.next - 1
+        };
+        joining.joined();
+        group.wait(ticket, || settle(group, log))
+    }
+
+    fn settle(group: &GroupCommit, log: &Mutex<Log>) {
+        let mut l = log.lock().unwrap();
+        let batch = std::mem::take(&mut l.open);
+        let tickets = l.first..l.next;
+        l.first = l.next;
+        if std::mem::take(&mut l.fail_next) {
+            group.decide(tickets, Some(KmsError::internal("disk full")));
+        } else {
+            l.committed.extend(batch);
+            group.decide(tickets, None);
         }
     }
 
-    /// Every record is committed exactly once, in one of the batches, and
-    /// batches keep the arrival order of each thread.
+    /// Every call commits exactly once, and each thread's calls keep their
+    /// order.
     #[test]
-    fn every_record_commits_once_in_order() {
+    fn every_call_commits_once_in_order() {
         let group = GroupCommit::default();
-        let committed = Mutex::new(Vec::new());
+        let log = Mutex::new(Log::default());
         std::thread::scope(|s| {
             for t in 0..4 {
-                let (group, committed) = (&group, &committed);
+                let (group, log) = (&group, &log);
                 s.spawn(move || {
                     for i in 0..200 {
-                        group
-                            .submit(record(t * 1000 + i), |batch| {
-                                let mut c = committed.lock().unwrap();
-                                c.extend(batch.iter().map(|r| r.event_name.clone()));
-                                Ok(())
-                            })
-                            .unwrap();
+                        call(group, log, t * 1000 + i).unwrap();
                     }
                 });
             }
         });
-        let committed = committed.into_inner().unwrap();
+        let committed = log.into_inner().unwrap().committed;
         assert_eq!(committed.len(), 800);
         for t in 0..4 {
             let mine: Vec<usize> = committed
                 .iter()
-                .map(|n| n.parse::<usize>().unwrap())
+                .copied()
                 .filter(|n| n / 1000 == t)
                 .collect();
             assert_eq!(mine, (t * 1000..t * 1000 + 200).collect::<Vec<_>>());
         }
+        let d = group.lock();
+        assert_eq!((d.joining, d.leading), (0, false));
     }
 
-    /// A failed batch fails its calls and only them.
+    /// A failed commit fails its calls and only them.
     #[test]
-    fn a_failed_batch_fails_its_calls() {
+    fn a_failed_commit_fails_its_calls() {
         let group = GroupCommit::default();
-        let fail = |_: &[AuditRecord]| Err(KmsError::internal("disk full"));
-        assert!(group.submit(record(1), fail).is_err());
-        assert!(group.submit(record(2), |_| Ok(())).is_ok());
+        let log = Mutex::new(Log::default());
+        log.lock().unwrap().fail_next = true;
+        assert!(call(&group, &log, 1).is_err());
+        assert!(call(&group, &log, 2).is_ok());
+        assert_eq!(log.into_inner().unwrap().committed, vec![2]);
         assert!(group.lock().failed.is_empty());
+    }
+
+    /// A call that gave up before joining does not hold a leader back.
+    #[test]
+    fn a_call_that_gives_up_releases_the_leader() {
+        let group = GroupCommit::default();
+        let log = Mutex::new(Log::default());
+        drop(group.joining());
+        call(&group, &log, 7).unwrap();
+        assert_eq!(log.into_inner().unwrap().committed, vec![7]);
     }
 }

@@ -1,24 +1,24 @@
 //! The `Kms` handle: `open`, and `run`, which gives every operation body
-//! (`ops/`) one transaction, its due work first and its audit record after;
+//! (`ops/`) a transaction, its due work first and its audit record after;
 //! the operation table (`dispatch.rs`) calls it.
 //!
-//! Two paths: a state-changing operation runs in a write transaction of
-//! its own on the one write connection (due work, body, audit record, a
+//! Two paths, both on the one write connection. A state-changing operation
+//! runs in a write transaction of its own (due work, body, audit record, a
 //! durable commit). A stateless one (`Access::ReadOnly` in the operation
-//! table, `operation.rs`) takes the same path when the write connection is
-//! idle; when it is busy, the call runs its body in a read transaction on a
-//! connection of its own, concurrently with the writer and other readers,
-//! and its audit record joins the next group commit (`commit.rs`). It falls
-//! back to the write path when due work would change what it sees or when
-//! its body needs to write.
+//! table, `operation.rs`) joins the shared transaction: calls run one
+//! after the other in one open transaction, each inside a savepoint of its
+//! own (due work, body, audit record), and one commit without an fsync
+//! acknowledges all of them (`commit.rs`). A stateless call whose body
+//! must write key state (creating the AWS managed key on first use) runs
+//! again on the durable path.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 use serde_json::{json, Map, Value};
 
 use super::audit::{self, AuditEntry, AuditRecord};
-use super::commit::{GroupCommit, Readers};
+use super::commit::GroupCommit;
 use super::op::{Op, Trace};
 use super::operation::is_read_only;
 use super::state::{Kms, WriteConn};
@@ -59,6 +59,69 @@ fn cached(conn: &Connection, sql: &str) -> KmsResult<()> {
         .and_then(|mut st| st.execute([]))
         .map(drop)
         .map_err(db)
+}
+
+/// The statements of one savepoint name.
+struct SavepointSql {
+    begin: &'static str,
+    rollback: &'static str,
+    release: &'static str,
+}
+
+/// A call's savepoint in the shared transaction.
+const CALL: SavepointSql = SavepointSql {
+    begin: "SAVEPOINT call",
+    rollback: "ROLLBACK TO call",
+    release: "RELEASE call",
+};
+
+/// An operation body's savepoint: a failed body changes nothing.
+const OP: SavepointSql = SavepointSql {
+    begin: "SAVEPOINT op",
+    rollback: "ROLLBACK TO op",
+    release: "RELEASE op",
+};
+
+/// An open savepoint. One dropped without `end` (its code returned early
+/// or panicked) is rolled back and released, so no half-done call stays
+/// in a transaction that other calls go on to commit.
+struct Savepoint<'a> {
+    conn: &'a Connection,
+    sql: &'static SavepointSql,
+    ended: bool,
+}
+
+impl<'a> Savepoint<'a> {
+    fn new(conn: &'a Connection, sql: &'static SavepointSql) -> KmsResult<Savepoint<'a>> {
+        cached(conn, sql.begin)?;
+        Ok(Savepoint {
+            conn,
+            sql,
+            ended: false,
+        })
+    }
+
+    /// Keeps (`keep`) or undoes what was done since the savepoint, and
+    /// releases it.
+    fn end(mut self, keep: bool) -> KmsResult<()> {
+        self.ended = true;
+        if !keep {
+            cached(self.conn, self.sql.rollback)?;
+        }
+        cached(self.conn, self.sql.release)
+    }
+}
+
+impl Drop for Savepoint<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            let undone = cached(self.conn, self.sql.rollback)
+                .and_then(|()| cached(self.conn, self.sql.release));
+            if let Err(e) = undone {
+                tracing::warn!("undoing an unfinished call: {e}");
+            }
+        }
+    }
 }
 
 /// How often the checkpointer thread copies the WAL into the database.
@@ -136,12 +199,13 @@ impl Kms {
                 .map_err(db)?;
         }
         Ok(Kms {
-            readers: Readers::new(home.clone()),
             group: GroupCommit::default(),
             home,
             conn: Mutex::new(WriteConn {
                 conn,
                 synchronous: None,
+                open: None,
+                next_ticket: 0,
             }),
             commits,
             _checkpointer: checkpointer,
@@ -153,8 +217,9 @@ impl Kms {
 
     /// Runs one operation and writes one audit record for it whether it
     /// succeeded or failed; a failed body changes nothing but the audit
-    /// log. Stateless operations try the read path first; the body may run
-    /// twice then (the first outcome dropped unseen), so it is `FnMut`.
+    /// log. A stateless operation whose body finds it must write runs
+    /// again on the durable path (the first outcome dropped unseen), so
+    /// the body is `FnMut`.
     pub(crate) fn run<T>(
         &self,
         ctx: &RequestContext,
@@ -163,172 +228,164 @@ impl Kms {
         mut body: impl FnMut(&mut Op<'_>) -> KmsResult<T>,
     ) -> KmsResult<T> {
         let request = if is_read_only(operation) {
-            // Uncontended, the write path is the cheaper one: the write
-            // connection's page cache stays valid across its own commits,
-            // while a reader's is emptied by every commit since its last
-            // transaction. Only a call that would wait for the writer goes
-            // to a reader, where it runs beside it.
-            if let Some(conn) = self.idle_writer() {
-                return self.run_on_writer(conn, ctx, operation, request, body);
-            }
-            match self.run_stateless(ctx, operation, request, &mut body)? {
+            let attempt =
+                self.in_shared(|tx| self.audited(tx, ctx, operation, request, &mut body, false))?;
+            match attempt {
                 Attempt::Done(result) => return result,
                 Attempt::OnWriter(request) => request,
             }
         } else {
             request
         };
-        self.run_on_writer(self.conn(), ctx, operation, request, body)
-    }
-
-    /// The write connection if nobody uses it or waits for a group commit.
-    fn idle_writer(&self) -> Option<MutexGuard<'_, WriteConn>> {
-        if !self.group.idle() {
-            return None;
-        }
-        match self.conn.try_lock() {
-            Ok(c) => Some(c),
-            // As in `conn`: the connection is usable.
-            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) => None,
-        }
-    }
-
-    /// A stateless operation on a read connection: the body sees the
-    /// latest committed state (a state change that returned is visible),
-    /// and the call is acknowledged once its audit record's group commit
-    /// did. Nothing due may be pending, or the write path would have
-    /// applied it first (a key whose deletion date passed must not
-    /// encrypt): then, as when the body must write (creating the AWS
-    /// managed key on first use), the call goes to the write path.
-    fn run_stateless<T>(
-        &self,
-        ctx: &RequestContext,
-        operation: &str,
-        request: Value,
-        body: &mut impl FnMut(&mut Op<'_>) -> KmsResult<T>,
-    ) -> KmsResult<Attempt<T>> {
-        let reader = self.readers.take()?;
-        let now = self.clock.now();
-        cached(&reader, "BEGIN")?;
-        // Asked in the same snapshot the body reads, so also due work of
-        // other processes of the home counts.
-        let due = store::work_due(&reader, now);
-        let mut trace = Trace::default();
-        let (result, needs_writer) = match due {
-            Ok(false) => {
-                let mut op = Op {
-                    tx: &reader,
-                    now,
-                    ctx,
-                    trace: &mut trace,
-                    on_writer: false,
-                    needs_writer: false,
-                    needs_managed_key: false,
-                };
-                let result = body(&mut op);
-                (Some(result), op.needs_writer)
-            }
-            Ok(true) => (None, true),
-            Err(e) => (Some(Err(e)), false),
-        };
-        // Nothing was written: ending the read transaction releases its
-        // snapshot (a failure drops the connection, see `Reader`).
-        cached(&reader, "ROLLBACK")?;
-        drop(reader);
-        let result = match result {
-            Some(r) if !needs_writer => r,
-            _ => return Ok(Attempt::OnWriter(request)),
-        };
-        let record = self.audit_record(ctx, operation, request, &trace, result.as_ref().err(), now);
-        self.submit(record)?;
-        Ok(Attempt::Done(result))
-    }
-
-    /// Hands `record` to the group commit; returns once it is committed.
-    fn submit(&self, record: AuditRecord) -> KmsResult<()> {
-        self.group.submit(record, |batch| {
-            let mut conn = self.conn();
-            // As every stateless operation committed before: no fsync (a
-            // process crash loses none of these records, a power loss at
-            // most the latest, until the next durable commit).
-            conn.set_synchronous(false)?;
-            let tx = rusqlite::Transaction::new_unchecked(
-                &conn,
-                rusqlite::TransactionBehavior::Immediate,
-            )
-            .map_err(db)?;
-            audit::append_all(&tx, &self.audit_key, batch)?;
-            tx.commit().map_err(db)?;
-            self.commits
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Ok(())
-        })
-    }
-
-    /// Runs one operation on the write connection: a write transaction,
-    /// due scheduled work first, the body, then its audit record.
-    fn run_on_writer<T>(
-        &self,
-        mut conn: MutexGuard<'_, WriteConn>,
-        ctx: &RequestContext,
-        operation: &str,
-        request: Value,
-        mut body: impl FnMut(&mut Op<'_>) -> KmsResult<T>,
-    ) -> KmsResult<T> {
-        let now = self.clock.now();
+        let mut conn = self.conn();
         // Operations that change no key state commit without an fsync (WAL,
         // synchronous=NORMAL): a process crash loses nothing, a power loss
         // at most their latest audit records. Everything that changes keys,
         // aliases, grants or policies commits with synchronous=FULL, which
         // also makes every earlier commit durable.
-        let durable = !is_read_only(operation);
-        conn.set_synchronous(durable)?;
-        let tx =
-            rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
-                .map_err(db)?;
+        conn.set_synchronous(true)?;
         // BEGIN IMMEDIATE takes the write lock up front (waiting up to the
         // busy timeout): operations are short, and a deferred transaction
         // that upgrades to a writer could fail at once with SQLITE_BUSY.
+        let tx =
+            rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
+        let result = match self.audited(&tx, ctx, operation, request, &mut body, true)? {
+            Attempt::Done(result) => result,
+            // On the write path a body may write.
+            Attempt::OnWriter(_) => Err(KmsError::internal("the operation could not run")),
+        };
+        tx.commit().map_err(db)?;
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        result
+    }
+
+    /// Runs `f` in the shared transaction, inside a savepoint of its own,
+    /// and returns once the transaction committed: `f`'s changes are undone
+    /// if it fails, and every call of a transaction that fails to commit
+    /// fails.
+    fn in_shared<T>(&self, f: impl FnOnce(&Connection) -> KmsResult<T>) -> KmsResult<T> {
+        let joining = self.group.joining();
+        let mut w = self.shared_conn();
+        if w.open.is_none() {
+            // As every stateless operation committed before: no fsync (a
+            // process crash loses none of these records, a power loss at
+            // most the latest, until the next durable commit).
+            w.set_synchronous(false)?;
+            cached(&w, "BEGIN IMMEDIATE")?;
+            w.open = Some(w.next_ticket);
+        }
+        let begun = cached(&w, CALL.begin);
+        if let Err(e) = begun {
+            self.abandon(&mut w);
+            return Err(e);
+        }
+        let savepoint = Savepoint {
+            conn: &w,
+            sql: &CALL,
+            ended: false,
+        };
+        let out = f(&w);
+        if let Err(e) = savepoint.end(out.is_ok()) {
+            // A savepoint that cannot be rolled back or released leaves the
+            // transaction in doubt: none of its calls is acknowledged.
+            self.abandon(&mut w);
+            return Err(e);
+        }
+        let out = out?;
+        let ticket = w.next_ticket;
+        w.next_ticket += 1;
+        drop(w);
+        joining.joined();
+        self.group.wait(ticket, || drop(self.conn()))?;
+        Ok(out)
+    }
+
+    /// Commits the shared transaction if one is open and decides its calls.
+    pub(super) fn settle(&self, w: &mut WriteConn) {
+        let Some(first) = w.open else {
+            return;
+        };
+        match cached(w, "COMMIT") {
+            Ok(()) => {
+                self.commits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                w.open = None;
+                self.group.decide(first..w.next_ticket, None);
+            }
+            Err(e) => {
+                tracing::warn!("commit of stateless calls failed: {e}");
+                self.abandon(w);
+            }
+        }
+    }
+
+    /// Rolls the shared transaction back and fails its calls.
+    fn abandon(&self, w: &mut WriteConn) {
+        let Some(first) = w.open.take() else {
+            return;
+        };
+        if !w.is_autocommit() {
+            if let Err(e) = cached(w, "ROLLBACK") {
+                tracing::warn!("rollback of stateless calls failed: {e}");
+            }
+        }
+        let failure = KmsError::internal("the audit commit of this call failed");
+        self.group.decide(first..w.next_ticket, Some(failure));
+    }
+
+    /// One call in `tx`, a write transaction: due scheduled work first, the
+    /// body in a savepoint (undone if it fails), then its audit record.
+    /// `on_writer` is false in the shared transaction, where a body that
+    /// must write key state is handed back for the durable path.
+    fn audited<T>(
+        &self,
+        tx: &Connection,
+        ctx: &RequestContext,
+        operation: &str,
+        request: Value,
+        body: &mut impl FnMut(&mut Op<'_>) -> KmsResult<T>,
+        on_writer: bool,
+    ) -> KmsResult<Attempt<T>> {
+        let now = self.clock.now();
         // Due work first and outside the savepoint: it stands even when the
         // operation that triggered it fails.
-        self.run_due_work(&tx, now)?;
-        cached(&tx, "SAVEPOINT op")?;
+        self.run_due_work(tx, now)?;
+        let op_savepoint = Savepoint::new(tx, &OP)?;
         let mut trace = Trace::default();
         let mut made_managed_key = false;
         let result = loop {
             let mut op = Op {
-                tx: &tx,
+                tx,
                 now,
                 ctx,
                 trace: &mut trace,
-                on_writer: true,
+                on_writer,
                 needs_writer: false,
                 needs_managed_key: false,
             };
             let result = body(&mut op);
+            if op.needs_writer {
+                op_savepoint.end(false)?;
+                return Ok(Attempt::OnWriter(request));
+            }
             if !op.needs_managed_key || made_managed_key {
                 break result;
             }
             // The body named the account's AWS managed key before it
             // existed: undo what the body did, make the key, run it again.
             made_managed_key = true;
-            cached(&tx, "ROLLBACK TO op")?;
+            cached(tx, OP.rollback)?;
             *op.trace = Trace::default();
             if let Err(e) = super::ops::create_aws_managed_ebs_key(self, &mut op) {
                 break Err(e);
             }
         };
-        if result.is_err() {
-            cached(&tx, "ROLLBACK TO op")?;
-        }
-        cached(&tx, "RELEASE op")?;
+        op_savepoint.end(result.is_ok())?;
         let record = self.audit_record(ctx, operation, request, &trace, result.as_ref().err(), now);
-        audit::append_all(&tx, &self.audit_key, &[record])?;
-        tx.commit().map_err(db)?;
-        self.commits
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        result
+        audit::append_all(tx, &self.audit_key, &[record])?;
+        Ok(Attempt::Done(result))
     }
 
     /// The CloudTrail record of one call.
@@ -418,8 +475,9 @@ impl Kms {
             event,
         });
         if !durable {
-            // Committed as the KMS's stateless calls are: in a group.
-            return self.submit(record);
+            // Committed as the KMS's stateless calls are: in the shared
+            // transaction.
+            return self.in_shared(|tx| audit::append_all(tx, &self.audit_key, &[record]));
         }
         let mut conn = self.conn();
         conn.set_synchronous(durable)?;
@@ -604,21 +662,39 @@ mod tests {
     }
 
     #[test]
-    fn a_call_on_a_reader_is_audited_once() {
+    fn a_stateless_call_is_audited_once() {
         let (_dir, kms, ctx, key) = kms();
         let before = audited(&kms);
-        let attempt = kms
-            .run_stateless(&ctx, "DescribeKey", json!({"KeyId": key}), &mut |op| {
-                op.resolve(Some(&key), false).map(|k| k.key_id)
-            })
-            .expect("attempt");
-        assert!(matches!(attempt, Attempt::Done(Ok(_))));
+        kms.call(&ctx, "DescribeKey", json!({"KeyId": key}))
+            .expect("describe");
         assert_eq!(audited(&kms), before + 1);
+        // The shared transaction is committed, not left open.
+        assert!(kms.shared_conn().open.is_none());
         assert!(kms.audit_verify().expect("verify").valid);
     }
 
     #[test]
-    fn due_work_sends_a_call_to_the_write_path() {
+    fn a_failed_stateless_call_leaves_only_its_record() {
+        let (_dir, kms, ctx, _) = kms();
+        let before = audited(&kms);
+        let missing = "11111111-2222-3333-4444-555555555555";
+        let err = kms
+            .call(
+                &ctx,
+                "Encrypt",
+                json!({"KeyId": missing, "Plaintext": "aGk="}),
+            )
+            .expect_err("no such key");
+        assert_eq!(err.code, super::super::ErrorCode::NotFoundException);
+        let events = kms.audit_list(&Default::default()).expect("audit");
+        assert_eq!(events.len(), before + 1);
+        let last = events.last().expect("record");
+        assert_eq!(last["eventName"], "Encrypt");
+        assert_eq!(last["errorCode"], "NotFoundException");
+    }
+
+    #[test]
+    fn due_work_runs_before_a_stateless_call() {
         let (_dir, kms, ctx, key) = kms();
         kms.call(
             &ctx,
@@ -627,24 +703,36 @@ mod tests {
         )
         .expect("schedule");
         kms.clock.advance(8 * crate::clock::DAY);
-        let before = audited(&kms);
-        let attempt = kms
-            .run_stateless(&ctx, "DescribeKey", json!({}), &mut |op| {
-                op.resolve(Some(&key), false).map(|k| k.key_id)
-            })
-            .expect("attempt");
-        assert!(matches!(attempt, Attempt::OnWriter(_)));
-        // Nothing recorded: the write path records the call.
-        assert_eq!(audited(&kms), before);
+        let err = kms
+            .call(&ctx, "Encrypt", json!({"KeyId": key, "Plaintext": "aGk="}))
+            .expect_err("the key's deletion date passed");
+        assert_eq!(err.code, super::super::ErrorCode::NotFoundException);
+        let names: Vec<String> = kms
+            .audit_list(&Default::default())
+            .expect("audit")
+            .iter()
+            .map(|e| e["eventName"].as_str().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(names[names.len() - 2..], ["DeleteKey", "Encrypt"]);
+        assert!(kms.audit_verify().expect("verify").valid);
     }
 
     #[test]
-    fn a_body_that_must_write_goes_to_the_write_path() {
+    fn a_body_that_must_write_runs_on_the_durable_path() {
         let (_dir, kms, ctx, _) = kms();
         let attempt = kms
-            .run_stateless(&ctx, "DescribeKey", json!({}), &mut |op| {
-                op.resolve(Some(super::super::ops::EBS_ALIAS), true)
-                    .map(|k| k.key_id)
+            .in_shared(|tx| {
+                kms.audited(
+                    tx,
+                    &ctx,
+                    "DescribeKey",
+                    json!({}),
+                    &mut |op| {
+                        op.resolve(Some(super::super::ops::EBS_ALIAS), true)
+                            .map(|k| k.key_id)
+                    },
+                    false,
+                )
             })
             .expect("attempt");
         assert!(matches!(attempt, Attempt::OnWriter(_)));
@@ -655,13 +743,38 @@ mod tests {
             super::super::ops::EBS_ALIAS,
         )
         .expect("alias");
-        assert!(alias.is_none(), "the read path created the managed key");
+        assert!(
+            alias.is_none(),
+            "the shared transaction created the managed key"
+        );
+        // Through `run`, the call goes on to the durable path and succeeds.
+        let described = kms
+            .call(
+                &ctx,
+                "DescribeKey",
+                json!({"KeyId": super::super::ops::EBS_ALIAS}),
+            )
+            .expect("describe");
+        assert_eq!(described["KeyMetadata"]["KeyManager"], "AWS");
     }
 
+    /// Concurrent stateless calls all commit, each audited once, and the
+    /// chain stays whole.
     #[test]
-    fn readers_refuse_writes() {
-        let (_dir, kms, _, _) = kms();
-        let reader = kms.readers.take().expect("reader");
-        assert!(reader.execute("DELETE FROM audit_head", []).is_err());
+    fn concurrent_stateless_calls_are_all_audited() {
+        let (_dir, kms, ctx, key) = kms();
+        let before = audited(&kms);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        kms.call(&ctx, "Encrypt", json!({"KeyId": key, "Plaintext": "aGk="}))
+                            .expect("encrypt");
+                    }
+                });
+            }
+        });
+        assert_eq!(audited(&kms), before + 200);
+        assert!(kms.audit_verify().expect("verify").valid);
     }
 }

@@ -1,5 +1,5 @@
-//! The state of the `Kms` handle (its home, write connection, readers,
-//! group commit and audit key) and what operation bodies may use of it:
+//! The state of the `Kms` handle (its home, write connection, group
+//! commit and audit key) and what operation bodies may use of it:
 //! the sealing of key material at rest and the records of what the KMS did
 //! by itself. Below the operations; `service.rs` opens the handle and runs
 //! operations with it.
@@ -10,7 +10,7 @@ use rusqlite::Connection;
 use serde_json::{json, Value};
 
 use super::audit::{self, AuditEntry};
-use super::commit::{GroupCommit, Readers};
+use super::commit::GroupCommit;
 use super::model::KeyRecord;
 use super::store::db;
 use super::{KmsError, KmsResult};
@@ -23,9 +23,7 @@ use crate::secret::{Key256, SecretBytes};
 pub struct Kms {
     pub(crate) home: Arc<Home>,
     pub(super) conn: Mutex<WriteConn>,
-    /// Read connections of the stateless operations' bodies.
-    pub(super) readers: Readers,
-    /// Audit records of stateless operations waiting for their commit.
+    /// Stateless calls waiting for the commit of the shared transaction.
     pub(super) group: GroupCommit,
     /// Commits of `conn`, for the checkpointer thread.
     pub(super) commits: Arc<std::sync::atomic::AtomicU64>,
@@ -49,10 +47,15 @@ impl std::fmt::Debug for Kms {
     }
 }
 
-/// The KMS's write connection, with the `synchronous` level it is set to.
+/// The KMS's write connection, with the `synchronous` level it is set to
+/// and the shared transaction of stateless calls, if one is open.
 pub(crate) struct WriteConn {
     pub(super) conn: Connection,
     pub(super) synchronous: Option<bool>,
+    /// The first ticket of the open shared transaction: the calls of
+    /// tickets `open..next_ticket` joined it and wait for its commit.
+    pub(super) open: Option<u64>,
+    pub(super) next_ticket: u64,
 }
 
 impl std::ops::Deref for WriteConn {
@@ -95,9 +98,20 @@ impl Kms {
         &self.clock
     }
 
+    /// The write connection outside any transaction: a shared
+    /// transaction still open is committed first (its calls decided).
     pub(crate) fn conn(&self) -> MutexGuard<'_, WriteConn> {
+        let mut w = self.shared_conn();
+        self.settle(&mut w);
+        w
+    }
+
+    /// The write connection as it is, possibly inside the shared
+    /// transaction.
+    pub(super) fn shared_conn(&self) -> MutexGuard<'_, WriteConn> {
         // A poisoned lock only means another thread panicked mid-operation;
-        // SQLite rolled its transaction back, so the connection is usable.
+        // a failed call's changes were rolled back to its savepoint, so the
+        // connection is usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
