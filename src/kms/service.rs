@@ -286,14 +286,32 @@ impl Kms {
             sql: &CALL,
             ended: false,
         };
-        let out = f(&w);
+        let out = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&w))) {
+            Ok(out) => out,
+            Err(panic) => {
+                // The call is undone (its savepoint rolled back) and the
+                // transaction ended before the panic goes on.
+                drop(savepoint);
+                self.settle(&mut w);
+                std::panic::resume_unwind(panic);
+            }
+        };
         if let Err(e) = savepoint.end(out.is_ok()) {
             // A savepoint that cannot be rolled back or released leaves the
             // transaction in doubt: none of its calls is acknowledged.
             self.abandon(&mut w);
             return Err(e);
         }
-        let out = out?;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                // Undone, and no commit of this call is awaited: the
+                // transaction must not stay open (holding SQLite's write
+                // lock) for want of a caller who ends it.
+                self.settle(&mut w);
+                return Err(e);
+            }
+        };
         let ticket = w.next_ticket;
         w.next_ticket += 1;
         drop(w);
@@ -756,6 +774,68 @@ mod tests {
             )
             .expect("describe");
         assert_eq!(described["KeyMetadata"]["KeyManager"], "AWS");
+    }
+
+    /// A call whose audit record cannot be written fails, is not
+    /// acknowledged and leaves nothing behind; the calls after it run.
+    #[test]
+    fn a_call_whose_record_fails_is_not_acknowledged() {
+        let (_dir, kms, ctx, key) = kms();
+        kms.conn()
+            .execute_batch(
+                "CREATE TEMP TRIGGER refuse_decrypt BEFORE INSERT ON audit \
+                 WHEN NEW.event_name = 'Decrypt' BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+            )
+            .expect("trigger");
+        let blob = kms
+            .call(&ctx, "Encrypt", json!({"KeyId": key, "Plaintext": "aGk="}))
+            .expect("encrypt")["CiphertextBlob"]
+            .clone();
+        let before = audited(&kms);
+        kms.call(&ctx, "Decrypt", json!({"CiphertextBlob": blob}))
+            .expect_err("its record could not be written");
+        assert!(
+            kms.shared_conn().open.is_none(),
+            "the transaction was ended"
+        );
+        assert_eq!(audited(&kms), before);
+        kms.call(&ctx, "Encrypt", json!({"KeyId": key, "Plaintext": "aGk="}))
+            .expect("a later call");
+        assert_eq!(audited(&kms), before + 1);
+        assert!(kms.audit_verify().expect("verify").valid);
+    }
+
+    /// A call that panics in the shared transaction is undone and does not
+    /// leave the transaction (and SQLite's write lock) open.
+    #[test]
+    fn a_panicking_call_ends_the_shared_transaction() {
+        let (_dir, kms, ctx, key) = kms();
+        let before = audited(&kms);
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = kms.in_shared(|tx| -> KmsResult<()> {
+                audit::append(
+                    tx,
+                    &kms.audit_key,
+                    &AuditEntry {
+                        event_time: 0,
+                        account: "111122223333",
+                        caller_account: "111122223333",
+                        principal: "p",
+                        event_name: "Half",
+                        key_arn: None,
+                        error_code: None,
+                        event: &json!({}),
+                    },
+                )?;
+                panic!("a body that panics");
+            });
+        }));
+        assert!(panicked.is_err());
+        assert!(kms.shared_conn().open.is_none());
+        assert_eq!(audited(&kms), before, "the half-done call was undone");
+        kms.call(&ctx, "Encrypt", json!({"KeyId": key, "Plaintext": "aGk="}))
+            .expect("a later call");
+        assert!(kms.audit_verify().expect("verify").valid);
     }
 
     /// Concurrent stateless calls all commit, each audited once, and the
