@@ -15,6 +15,7 @@ pub mod model;
 pub(crate) mod op;
 pub mod operation;
 pub mod ops;
+mod readers;
 mod service;
 mod state;
 mod store;

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::audit::{self, AuditEntry};
 use super::commit::GroupCommit;
 use super::model::KeyRecord;
+use super::readers::Readers;
 use super::store::db;
 use super::{KmsError, KmsResult};
 use crate::clock::Clock;
@@ -25,6 +26,8 @@ pub struct Kms {
     pub(super) conn: Mutex<WriteConn>,
     /// Stateless calls waiting for the commit of the shared transaction.
     pub(super) group: GroupCommit,
+    /// Read connections of CPU-heavy stateless bodies.
+    pub(super) readers: Readers,
     /// Commits of `conn`, for the checkpointer thread.
     pub(super) commits: Arc<std::sync::atomic::AtomicU64>,
     /// Dropped with the KMS, which ends the checkpointer thread.

@@ -653,6 +653,20 @@ pub(crate) fn due_keys(conn: &Connection, now: i64) -> KmsResult<Vec<KeyRecord>>
     rows.collect::<Result<Vec<_>, _>>().map_err(db)
 }
 
+/// Whether `Kms::run_due_work` has anything to do at `now`: a key in
+/// [`due_keys`] or material in [`expired_imports`] (the same conditions, so
+/// a call that finds nothing due sees what the write path would see).
+pub(crate) fn work_due(conn: &Connection, now: i64) -> KmsResult<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM keys WHERE (state = 'PendingDeletion' AND deletion_date <= ?1) \
+         OR (rotation_enabled = 1 AND next_rotation <= ?1 AND state = 'Enabled')) \
+         OR EXISTS (SELECT 1 FROM imported_key_material \
+         WHERE valid_to IS NOT NULL AND valid_to <= ?1 AND imported = 1)",
+    )
+    .and_then(|mut st| st.query_row([now], |r| r.get::<_, bool>(0)))
+    .map_err(db)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
