@@ -738,6 +738,17 @@ mod tests {
         (dir, kms, ctx, key)
     }
 
+    /// Schedules `key`'s deletion and moves the clock past its date.
+    fn pass_deletion_date(kms: &Kms, ctx: &RequestContext, key: &str) {
+        kms.call(
+            ctx,
+            "ScheduleKeyDeletion",
+            json!({"KeyId": key, "PendingWindowInDays": 7}),
+        )
+        .expect("schedule");
+        kms.clock.advance(8 * crate::clock::DAY);
+    }
+
     fn audited(kms: &Kms) -> usize {
         kms.audit_list(&Default::default()).expect("audit").len()
     }
@@ -777,13 +788,7 @@ mod tests {
     #[test]
     fn due_work_runs_before_a_stateless_call() {
         let (_dir, kms, ctx, key) = kms();
-        kms.call(
-            &ctx,
-            "ScheduleKeyDeletion",
-            json!({"KeyId": key, "PendingWindowInDays": 7}),
-        )
-        .expect("schedule");
-        kms.clock.advance(8 * crate::clock::DAY);
+        pass_deletion_date(&kms, &ctx, &key);
         let err = kms
             .call(&ctx, "Encrypt", json!({"KeyId": key, "Plaintext": "aGk="}))
             .expect_err("the key's deletion date passed");
@@ -928,13 +933,7 @@ mod tests {
         let before = audited(&kms);
         kms.call(&ctx, "Sign", sign.clone()).expect("sign");
         assert_eq!(audited(&kms), before + 1);
-        kms.call(
-            &ctx,
-            "ScheduleKeyDeletion",
-            json!({"KeyId": key, "PendingWindowInDays": 7}),
-        )
-        .expect("schedule");
-        kms.clock.advance(8 * crate::clock::DAY);
+        pass_deletion_date(&kms, &ctx, &key);
         let err = kms.call(&ctx, "Sign", sign).expect_err("deleted");
         assert_eq!(err.code, super::super::ErrorCode::NotFoundException);
         assert!(kms.audit_verify().expect("verify").valid);
