@@ -8,9 +8,13 @@
 //! table, `operation.rs`) joins the shared transaction: calls run one
 //! after the other in one open transaction, each inside a savepoint of its
 //! own (due work, body, audit record), and one commit without an fsync
-//! acknowledges all of them (`commit.rs`). A stateless call whose body
-//! must write key state (creating the AWS managed key on first use) runs
-//! again on the durable path.
+//! acknowledges all of them (`commit.rs`). The bodies of the stateless
+//! operations that compute for long (`COMPUTES`: Sign, Verify,
+//! DeriveSharedSecret) run on read connections instead (`readers.rs`),
+//! side by side, and only their audit records join the shared
+//! transaction. A stateless call whose body must write key state
+//! (creating the AWS managed key on first use) runs again on the durable
+//! path.
 
 use std::sync::{Arc, Mutex};
 
