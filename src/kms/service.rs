@@ -253,11 +253,11 @@ impl Kms {
             request
         };
         let mut conn = self.conn();
-        // Operations that change no key state commit without an fsync (WAL,
-        // synchronous=NORMAL): a process crash loses nothing, a power loss
-        // at most their latest audit records. Everything that changes keys,
-        // aliases, grants or policies commits with synchronous=FULL, which
-        // also makes every earlier commit durable.
+        // The durable path: everything that changes keys, aliases, grants
+        // or policies commits with synchronous=FULL, which also makes every
+        // earlier commit durable (the shared transaction commits without an
+        // fsync: a process crash loses nothing, a power loss at most the
+        // latest stateless calls' records).
         conn.set_synchronous(true)?;
         // BEGIN IMMEDIATE takes the write lock up front (waiting up to the
         // busy timeout): operations are short, and a deferred transaction
@@ -343,6 +343,9 @@ impl Kms {
             cached(&w, "BEGIN IMMEDIATE")?;
             w.open = Some(w.next_ticket);
         }
+        // Begun by hand rather than by `Savepoint::new`: the failure arm
+        // needs `w` mutably, which a `Result` holding the savepoint's
+        // borrow of it would not allow.
         let begun = cached(&w, CALL.begin);
         if let Err(e) = begun {
             self.abandon(&mut w);

@@ -1,5 +1,5 @@
 //! The state of the `Kms` handle (its home, write connection, group
-//! commit and audit key) and what operation bodies may use of it:
+//! commit, readers and audit key) and what operation bodies may use of it:
 //! the sealing of key material at rest and the records of what the KMS did
 //! by itself. Below the operations; `service.rs` opens the handle and runs
 //! operations with it.

@@ -1232,7 +1232,7 @@ mod tests {
     }
 
     /// Chunk `i`'s sector `k` is zero where `k % 3 == 0` (holes in the
-    /// backing file) and `i + k` elsewhere.
+    /// backing file) and `(i ^ k) | 1` (never zero) elsewhere.
     #[derive(Debug)]
     struct Mixed;
     impl ChunkSource for Mixed {
