@@ -1344,6 +1344,49 @@ fn a_restore_from_a_shared_snapshot_outlives_a_narrowed_key_policy() {
     assert_eq!(g.len(), 1, "{g:?}");
     assert_eq!(g[0]["GranteePrincipal"], format!("arn:aws:iam::{B}:root"));
     assert_eq!(g[0]["Operations"], json!(["Decrypt"]));
+    // A restore by one principal of B deleted by another, who is not the
+    // grant's retiring principal: the control plane still retires its
+    // grant, as the principal who restored.
+    let b_acct: keyvol::ids::AccountId = B.parse().unwrap();
+    for (user, doc) in [
+        (
+            "bob",
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ec2:*","kms:*"],"Resource":"*"}]}"#,
+        ),
+        (
+            "cleo",
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ec2:DeleteVolume","ec2:Describe*"],"Resource":"*"}]}"#,
+        ),
+    ] {
+        w.base.iam.create_user(&b_acct, user, None).unwrap();
+        w.base.iam.put_user_policy(&b_acct, user, "p", doc).unwrap();
+    }
+    let by_bob = vol_of(
+        &w.call(
+            (B, Some("bob")),
+            EAST,
+            "CreateVolume",
+            &[("SnapshotId", &snap), ("AvailabilityZone", "us-east-1a")],
+        )
+        .unwrap(),
+    );
+    let g = grants(&a);
+    assert_eq!(g.len(), 2, "{g:?}");
+    assert!(
+        g.iter()
+            .any(|g| g["RetiringPrincipal"] == format!("arn:aws:iam::{B}:user/bob")),
+        "{g:?}"
+    );
+    w.call(
+        (B, Some("cleo")),
+        EAST,
+        "DeleteVolume",
+        &[("VolumeId", &by_bob)],
+    )
+    .unwrap();
+    let g = grants(&a);
+    assert_eq!(g.len(), 1, "bob's restore grant was not retired: {g:?}");
+    assert_eq!(g[0]["GranteePrincipal"], format!("arn:aws:iam::{B}:root"));
     // A narrows its key policy: B is no longer in it.
     a.kms
         .call(

@@ -15,6 +15,7 @@ use keyvol::api_error::ApiError;
 use keyvol::ids::Region;
 use keyvol::secret::SecretBytes;
 use keyvol::server::ControlPlaneClient;
+use keyvol::volume::service::host_instance_id;
 use serde_json::Value;
 
 const A: &str = "444455556666";
@@ -448,4 +449,256 @@ fn kms_with_header(endpoint: &str, key: &Key, body: &Value, header: bool) -> (u1
     let mut resp = req.header("authorization", auth).send(body).unwrap();
     let status = resp.status().as_u16();
     (status, resp.body_mut().read_to_string().unwrap_or_default())
+}
+
+/// Where a volume's data is, the control plane knows from the moment a
+/// host makes its copy (`KeyvolClaimVolumeData`), not only from its first
+/// attach: no second machine takes up a copy of its own, and no host
+/// whose copy is stale attaches it, so no write made where the data is
+/// goes missing. Moving the data is `volume import` on the new host.
+/// From the attacker's side: a principal that is no volume host, a host
+/// claiming for another's instance, a host without `ec2:AttachVolume`, a
+/// claim of a volume attached elsewhere, a release of another's claim,
+/// and AttachVolume of a volume held elsewhere are each refused and change
+/// nothing.
+#[test]
+fn the_control_plane_knows_where_a_volumes_data_is_before_its_first_attach() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = dir.path().join("cp");
+    std::fs::create_dir(&cp).unwrap();
+    let root = create_account(&cp, A, "a");
+    let all = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ec2:*","ebs:*","kms:*"],"Resource":"*"}]}"#;
+    let k1 = create_user_with_policy(&cp, dir.path(), "a", "host1", all);
+    let k2 = create_user_with_policy(&cp, dir.path(), "a", "host2", all);
+    let k3 = create_user_with_policy(
+        &cp,
+        dir.path(),
+        "a",
+        "host3",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ec2:Describe*","ebs:*"],"Resource":"*"}]}"#,
+    );
+    let alice = create_user_with_policy(&cp, dir.path(), "a", "alice", all);
+    let (i1, i2, i3) = (
+        register(&cp, "a", "host1"),
+        register(&cp, "a", "host2"),
+        register(&cp, "a", "host3"),
+    );
+    let served = Served::spawn(&cp, ["serve", "--listen", "127.0.0.1:0"]);
+    let endpoint = served.ready["Endpoint"].as_str().unwrap().to_string();
+    let (rc, h1, h2, h3, al) = (
+        client(&endpoint, &root, None),
+        client(&endpoint, &k1, None),
+        client(&endpoint, &k2, None),
+        client(&endpoint, &k3, None),
+        client(&endpoint, &alice, None),
+    );
+    let holder = |v: &str| {
+        rc.ec2(
+            "DescribeVolumes",
+            &[("VolumeId.1", v), ("IncludeKeyvolDetails", "true")],
+        )
+        .unwrap()
+        .text("dataHostInstanceId")
+    };
+    let claim = |c: &ControlPlaneClient, i: &str, v: &str, extra: &[(&str, &str)]| {
+        let mut p = vec![("InstanceId", i), ("VolumeId", v)];
+        p.extend_from_slice(extra);
+        c.ec2("KeyvolClaimVolumeData", &p)
+    };
+    let attach = |c: &ControlPlaneClient, v: &str, i: &str| {
+        c.ec2(
+            "AttachVolume",
+            &[("VolumeId", v), ("InstanceId", i), ("Device", "/dev/sdf")],
+        )
+    };
+
+    // The protocol, the test standing in for the hosts.
+    let v = rc
+        .ec2(
+            "CreateVolume",
+            &[("Size", "1"), ("AvailabilityZone", "us-east-1a")],
+        )
+        .unwrap()
+        .text("volumeId")
+        .unwrap();
+    assert_eq!(holder(&v), None, "never used anywhere");
+    for (who, c, i, want) in [
+        ("a user who is no host", &al, &i1, "UnauthorizedOperation"),
+        (
+            "host 1 for host 2's instance",
+            &h1,
+            &i2,
+            "UnauthorizedOperation",
+        ),
+        (
+            "a host without ec2:AttachVolume",
+            &h3,
+            &i3,
+            "UnauthorizedOperation",
+        ),
+    ] {
+        let e = code(claim(c, i, &v, &[]));
+        assert_eq!(e.code, want, "{who}: {e:?}");
+        assert_eq!(holder(&v), None, "{who} changed nothing");
+    }
+    let e = code(claim(
+        &h1,
+        &i1,
+        &v,
+        &[("Import", "true"), ("Release", "true")],
+    ));
+    assert_eq!(e.code, "InvalidParameterValue", "{e:?}");
+    let e = code(claim(&h1, &i1, &v, &[("Import", "maybe")]));
+    assert_eq!(e.code, "InvalidParameterValue", "{e:?}");
+    let e = code(claim(&h1, &i1, "vol-0123456789abcdef0", &[]));
+    assert_eq!(e.code, "InvalidVolume.NotFound", "{e:?}");
+    claim(&h1, &i1, &v, &[]).unwrap();
+    claim(&h1, &i1, &v, &[]).unwrap(); // again: nothing changes
+    assert_eq!(holder(&v).as_deref(), Some(i1.as_str()));
+    // Held by host 1: host 2 may not make a copy of its own, nobody may
+    // attach it to host 2 or to the control plane's own machine, and host
+    // 2 may not release host 1's claim.
+    let e = code(claim(&h2, &i2, &v, &[]));
+    assert_eq!(e.code, "IncorrectState", "{e:?}");
+    assert!(e.message.contains(&i1), "{e:?}");
+    for c in [&rc, &h2] {
+        let e = code(attach(c, &v, &i2));
+        assert_eq!(e.code, "IncorrectState", "{e:?}");
+        assert!(e.message.contains(&i1), "{e:?}");
+    }
+    let e = code(attach(&rc, &v, &host_instance_id(A, "us-east-1")));
+    assert_eq!(e.code, "IncorrectState", "{e:?}");
+    let e = code(claim(&h2, &i2, &v, &[("Release", "true")]));
+    assert_eq!(e.code, "IncorrectState", "{e:?}");
+    assert_eq!(holder(&v).as_deref(), Some(i1.as_str()));
+    // Attached to host 1: no claim by another host, not even an import,
+    // and no release.
+    attach(&h1, &v, &i1).unwrap();
+    let e = code(claim(&h2, &i2, &v, &[("Import", "true")]));
+    assert_eq!(e.code, "VolumeInUse", "{e:?}");
+    let e = code(claim(&h1, &i1, &v, &[("Release", "true")]));
+    assert_eq!(e.code, "VolumeInUse", "{e:?}");
+    rc.ec2("DetachVolume", &[("VolumeId", &v)]).unwrap();
+    // Moved to host 2 (its backing file imported there): host 1's copy is
+    // stale now, and host 1 may not attach it.
+    claim(&h2, &i2, &v, &[("Import", "true")]).unwrap();
+    assert_eq!(holder(&v).as_deref(), Some(i2.as_str()));
+    let e = code(attach(&h1, &v, &i1));
+    assert_eq!(e.code, "IncorrectState", "{e:?}");
+    assert!(e.message.contains(&i2), "{e:?}");
+    attach(&h2, &v, &i2).unwrap();
+    rc.ec2("DetachVolume", &[("VolumeId", &v)]).unwrap();
+    // A release by the holder makes the volume free again.
+    claim(&h2, &i2, &v, &[("Release", "true")]).unwrap();
+    assert_eq!(holder(&v), None);
+    // Each claim was audited, the refusals with their error.
+    let events = cli(
+        &cp,
+        &[
+            "--profile",
+            "a",
+            "kms",
+            "audit",
+            "list",
+            "--event-name",
+            "KeyvolClaimVolumeData",
+        ],
+    )["Events"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let refused = events
+        .iter()
+        .filter(|e| e.get("errorCode").is_some())
+        .count();
+    assert_eq!((events.len(), refused), (14, 10), "{events:?}");
+
+    // The same through the host CLI: two host homes.
+    let (x, y) = (dir.path().join("host1"), dir.path().join("host2"));
+    for (h, k) in [(&x, &k1), (&y, &k2)] {
+        std::fs::create_dir(h).unwrap();
+        configure_host(h, &endpoint, A, k);
+    }
+    // A volume made on host 1 is held there from its creation.
+    let made = cli(
+        &x,
+        &["--profile", "acct", "volume", "create", "--size", "8MiB"],
+    );
+    let vx = made["VolumeId"].as_str().unwrap().to_string();
+    assert_eq!(holder(&vx).as_deref(), Some(i1.as_str()));
+    // A lazy restore made on host 1 and never attached: host 2 does not
+    // take it up from the snapshot (its copy would miss what host 1
+    // writes), it is told where the data is, and nothing is left on it.
+    let src = cli(
+        &cp,
+        &["--profile", "a", "volume", "create", "--size", "8MiB"],
+    )["VolumeId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let snap = Command::new(common::snap_bin())
+        .args(["--profile", "a", "create", &src, "--wait"])
+        .env("KEYVOL_HOME", &cp)
+        .env_remove("KEYVOL_PROFILE")
+        .output()
+        .unwrap();
+    assert!(
+        snap.status.success(),
+        "{}",
+        String::from_utf8_lossy(&snap.stderr)
+    );
+    let snap = serde_json::from_slice::<Value>(&snap.stdout).unwrap()["SnapshotId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let restored = cli(
+        &x,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "create",
+            "--snapshot-id",
+            &snap,
+        ],
+    );
+    let vr = restored["VolumeId"].as_str().unwrap().to_string();
+    assert_eq!(holder(&vr).as_deref(), Some(i1.as_str()));
+    let (_, err) = cli_raw(&y, &["--profile", "acct", "volume", "attach", &vr]).unwrap_err();
+    assert!(
+        err.contains("InvalidVolume.DataMissing") && err.contains(&i1),
+        "{err}"
+    );
+    let volumes_y = y.join("volumes");
+    let left = if volumes_y.exists() {
+        common::all_files(&volumes_y)
+    } else {
+        Vec::new()
+    };
+    assert!(left.is_empty(), "{left:?}");
+    // Moving host 1's volume to host 2 with `volume import`: host 1's
+    // copy may not be attached any more.
+    let backing = x.join(format!("volumes/us-east-1/{vx}.img"));
+    assert!(backing.exists(), "{}", backing.display());
+    cli(
+        &y,
+        &[
+            "--profile",
+            "acct",
+            "volume",
+            "import",
+            "--volume-id",
+            &vx,
+            "--backing-file",
+            backing.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(holder(&vx).as_deref(), Some(i2.as_str()));
+    let (_, err) = cli_raw(&x, &["--profile", "acct", "volume", "attach", &vx]).unwrap_err();
+    assert!(err.contains("IncorrectState") && err.contains(&i2), "{err}");
+    let d = rc
+        .ec2("DescribeVolumes", &[("VolumeId.1", &vx)])
+        .unwrap()
+        .items("volumeSet");
+    assert_eq!(d[0].text("status").as_deref(), Some("available"));
 }

@@ -432,6 +432,23 @@ fn only_the_volumes_host_takes_and_writes_its_snapshots() {
     ));
     assert_eq!(e.code, "UnauthorizedOperation", "{e:?}");
 
+    // Host 1's daemon restarts while it sends one (its key is released
+    // again): the new daemon has not that cut, so the snapshot ends in
+    // error at once, rather than pending until the upload's timeout; one
+    // still waiting for its cut is taken by the new daemon.
+    let pending = take(client(&endpoint, &root), vol.clone());
+    let asked = ask(&h1, &i1, "10").unwrap();
+    let snap_r = asked.items("snapshotSet")[0].text("snapshotId").unwrap();
+    report(&h1, &i1, &snap_r, "cut").unwrap();
+    pending.join().unwrap().unwrap();
+    assert_eq!(snapshot_state(&root_c, &snap_r).0, "pending");
+    h1.release_volume_key(&vol, &i1).unwrap();
+    let (state, message) = snapshot_state(&root_c, &snap_r);
+    assert_eq!(state, "error");
+    assert!(message.contains("restarted"), "{message}");
+    let e = refused(put_block(&h1, &snap_r, 1, &data));
+    assert_eq!(e.code, "ValidationException", "{e:?}");
+
     // Detached while host 1 is still sending one: that snapshot cannot
     // complete, and says why.
     let pending = take(client(&endpoint, &root), vol.clone());
@@ -478,27 +495,6 @@ fn only_the_volumes_host_takes_and_writes_its_snapshots() {
 
 /// Points the home `host` at the control plane `endpoint`, signing as
 /// `key` of account `account` (profile `acct`).
-fn configure_host(host: &std::path::Path, endpoint: &str, account: &str, key: &Key) {
-    cli(host, &["configure", "set", "kms-endpoint", endpoint]);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keyvol"))
-        .args(["configure", "import-profile", "--profile-name", "acct"])
-        .args(["--account-id", account, "--access-key-id", &key.id])
-        .args(["--secret-access-key", "-"])
-        .env("KEYVOL_HOME", host)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(key.secret.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-}
-
 fn snap_cli(home: &std::path::Path, args: &[&str]) -> Value {
     let out = std::process::Command::new(common::snap_bin())
         .args(args)

@@ -262,6 +262,28 @@ impl RemoteAttachments {
             .map_err(db_err)
     }
 
+    /// Records that the data of `vol` is on the machine of `instance`.
+    fn set_data_host(&self, vol: &str, instance: &str) -> ApiResult<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO ec2_volume_data_hosts (volume_id, instance_id) VALUES (?1, ?2)",
+                params![vol, instance],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Forgets where the data of `vol` is.
+    fn forget_data_host(&self, vol: &str) -> ApiResult<()> {
+        self.conn
+            .execute(
+                "DELETE FROM ec2_volume_data_hosts WHERE volume_id = ?1",
+                [vol],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+
     /// Forgets everything about `vol` (DeleteVolume).
     pub fn forget_volume(&self, vol: &str) -> ApiResult<()> {
         for sql in [
@@ -290,6 +312,23 @@ pub fn data_instance(s: &Session, vol: &str) -> ApiResult<Option<String>> {
     match remote.get(vol)? {
         Some(a) => Ok(Some(a.instance_id)),
         None => remote.data_host(vol),
+    }
+}
+
+/// The instance whose machine holds the data of `r`: a volume host on
+/// another machine ([`data_instance`]), else the control plane's own once
+/// it made the backing file; `None` while no machine used the volume (all
+/// zeros, or what its snapshot holds).
+pub(crate) fn data_holder(
+    s: &Session,
+    vols: &crate::volume::service::Volumes<'_>,
+    r: &crate::volume::service::VolumeRecord,
+) -> ApiResult<Option<String>> {
+    match data_instance(s, r.volume_id.as_str())? {
+        Some(i) => Ok(Some(i)),
+        None => Ok(vols
+            .backing_made(r)?
+            .then(|| host_instance_id(&r.account, &r.region))),
     }
 }
 
@@ -373,6 +412,18 @@ pub(crate) fn attach_remote(
     device: &str,
 ) -> ApiResult<Value> {
     let remote = RemoteAttachments::open(c.s)?;
+    // Held by another host, that host's writes would be missing from this
+    // one's copy. (Data in the control plane's own home moves to a host
+    // that imports it, as before.)
+    if let Some(holder) = data_instance(c.s, vol)? {
+        if holder != instance {
+            return Err(data_elsewhere(
+                vol,
+                &holder,
+                &format!("attach it there, or move its backing file to the host of {instance} with keyvol volume import there first"),
+            ));
+        }
+    }
     if remote
         .on_instance(instance)?
         .iter()
@@ -538,6 +589,18 @@ fn release(s: &Session, p: &Params, secure: bool) -> ApiResult<ReleasedKey> {
         r.volume_id.as_str(),
     )?;
     remote.mark_attached(r.volume_id.as_str())?;
+    // A key released again is a new attach daemon (one restarted after a
+    // crash): the cuts the last one made went with it. Best effort: the
+    // volume's use matters more, and the upload's timeout ends them too.
+    if let Err(e) = crate::snapshot::ops::host::end_cut_for_volume(
+        s,
+        r.volume_id.as_str(),
+        &format!(
+            "The attach daemon of the volume on volume host {own} restarted before it had sent the snapshot: take a new one"
+        ),
+    ) {
+        tracing::warn!(volume = %r.volume_id, "ending the snapshots the last daemon cut: {}", e.message);
+    }
     Ok(ReleasedKey {
         volume_id: r.volume_id.to_string(),
         instance_id: own,
@@ -557,6 +620,12 @@ pub const REPORT_HOST_SNAPSHOT: &str = "KeyvolReportHostSnapshot";
 /// restored has all its data (`VolumeId`): the control plane's own
 /// hydration record of it goes, so its snapshot can be deleted.
 pub const REPORT_HOST_HYDRATED: &str = "KeyvolReportHostHydrated";
+/// The keyvol extension with which a volume host says that it holds the
+/// data of a volume (`VolumeId`): its copy of a volume it created or
+/// restored, or took up; with `Import=true` a backing file moved to it
+/// from where the data was (`volume import`); with `Release=true` it gives
+/// up a claim whose copy it could not make.
+pub const CLAIM_VOLUME_DATA: &str = "KeyvolClaimVolumeData";
 /// The longest `WaitSeconds` of [`DESCRIBE_HOST_REQUESTS`].
 pub const MAX_HOST_WAIT_SECS: u64 = 10;
 
@@ -567,6 +636,7 @@ pub(crate) fn extension(action: &str) -> Option<fn(&Call<'_>) -> ApiResult<Value
         DESCRIBE_HOST_REQUESTS => Some(describe_host_requests),
         REPORT_HOST_SNAPSHOT => Some(report_host_snapshot),
         REPORT_HOST_HYDRATED => Some(report_host_hydrated),
+        CLAIM_VOLUME_DATA => Some(claim_volume_data),
         _ => None,
     }
 }
@@ -703,6 +773,81 @@ fn report_host_hydrated(c: &Call<'_>) -> ApiResult<Value> {
         tracing::warn!(volume = %r.volume_id, "retiring the restore's grant: {}", e.message);
     }
     Ok(json!({"return": true}))
+}
+
+/// `KeyvolClaimVolumeData` (`InstanceId`, `VolumeId`, optional `Import`
+/// or `Release`): records that the data of the volume is on this host's
+/// machine, so that no other machine takes up a copy of its own and no
+/// host with a stale copy attaches it. Authorized as `ec2:AttachVolume` on
+/// the volume and the host's instance (the right that lets the host use
+/// the volume at all). Refused while the volume is attached elsewhere
+/// (`VolumeInUse`), and while another machine holds its data
+/// (`IncorrectState`) unless `Import=true` says the host has that data now
+/// (its backing file, moved). `Release=true` undoes this host's claim
+/// while the volume is not attached (a copy it could not make).
+fn claim_volume_data(c: &Call<'_>) -> ApiResult<Value> {
+    let own = calling_host(c.s, CLAIM_VOLUME_DATA, c.p.required("InstanceId")?)?;
+    let import = c.p.bool("Import")?.unwrap_or(false);
+    let release = c.p.bool("Release")?.unwrap_or(false);
+    if import && release {
+        return Err(ApiError::invalid_parameter(
+            "Import and Release cannot both be true: give one of them",
+        ));
+    }
+    let vols = crate::volume::service::Volumes::open(c.s)?;
+    let records = super::records::Records::open(c.s)?;
+    let (r, o, tags) = super::volumes::one(c, &vols, &records)?;
+    let vol = r.volume_id.as_str();
+    c.authorize_action(
+        "ec2:AttachVolume",
+        &[
+            super::volumes::volume_resource(c, &r, &o, &tags),
+            super::authz::Resource::new(super::attachments::instance_arn(c, &own)),
+        ],
+        &crate::policy::ConditionContext::new(),
+    )?;
+    let remote = RemoteAttachments::open(c.s)?;
+    let attached = match remote.get(vol)? {
+        Some(a) => Some(a.instance_id),
+        None => vols
+            .attached_pid(&r)?
+            .map(|_| host_instance_id(c.account(), c.region())),
+    };
+    let holder = data_holder(c.s, &vols, &r)?;
+    if release {
+        if holder.as_deref() != Some(own.as_str()) {
+            return Err(ApiError::incorrect_state(format!(
+                "The data of volume '{vol}' is not claimed by instance {own}: there is nothing to release"
+            )));
+        }
+        if let Some(i) = attached {
+            return Err(ApiError::new(
+                "VolumeInUse",
+                format!(
+                    "{vol} is attached to an instance ({i}): detach it before releasing its data"
+                ),
+            ));
+        }
+        remote.forget_data_host(vol)?;
+        return Ok(json!({"volumeId": vol, "return": true}));
+    }
+    if let Some(i) = attached.filter(|i| *i != own) {
+        return Err(ApiError::new(
+            "VolumeInUse",
+            format!("{vol} is already attached to an instance ({i})"),
+        ));
+    }
+    if let Some(h) = holder.filter(|h| *h != own) {
+        if !import {
+            return Err(data_elsewhere(
+                vol,
+                &h,
+                "use it there, or move its backing file here with keyvol volume import",
+            ));
+        }
+    }
+    remote.set_data_host(vol, &own)?;
+    Ok(json!({"volumeId": vol, "dataHostInstanceId": own, "return": true}))
 }
 
 /// `KeyvolReportHostSnapshot` (`InstanceId`, `SnapshotId`, `Status` `cut`

@@ -87,6 +87,7 @@ const ACTIONS_EXTENDED: &[&str] = &[
     hosts::DESCRIBE_HOST_REQUESTS,
     hosts::REPORT_HOST_SNAPSHOT,
     hosts::REPORT_HOST_HYDRATED,
+    hosts::CLAIM_VOLUME_DATA,
 ];
 
 /// The names of every action the control plane answers.

@@ -9,7 +9,7 @@ use crate::ids::VolumeId;
 use crate::policy::ConditionContext;
 use crate::snapshot::ops as snapshot_ops;
 use crate::volume::remote::KEYVOL_DETAILS;
-use crate::volume::service::{host_instance_id, VolumeRecord, Volumes};
+use crate::volume::service::{VolumeRecord, Volumes};
 
 use super::authz::{request_tags, snapshot_arn, volume_arn, Resource};
 use super::records::{check_tags, Modification, Records, VolumeOptions};
@@ -249,13 +249,7 @@ fn keyvol_details(
         return Ok(());
     }
     v["sizeInBytes"] = json!(r.size);
-    let data_host = match super::hosts::data_instance(c.s, r.volume_id.as_str())? {
-        Some(i) => Some(i),
-        None => vols
-            .backing_made(r)?
-            .then(|| host_instance_id(&r.account, &r.region)),
-    };
-    if let Some(i) = data_host {
+    if let Some(i) = super::hosts::data_holder(c.s, vols, r)? {
         v["dataHostInstanceId"] = json!(i);
     }
     Ok(())

@@ -268,7 +268,9 @@ impl Volumes<'_> {
     ) -> ApiResult<Value> {
         let (x, vol) = create_at(cp, self.s, Some(size), kms_key_id, None, tags)?;
         let arn = x.text("kmsKeyId").unwrap_or_default();
-        match self.insert_with_backing(&vol, size, &arn, &[], None) {
+        let made = claim_data(self.s, cp, vol.as_str(), Claim::Hold)
+            .and_then(|()| self.insert_with_backing(&vol, size, &arn, &[], None));
+        match made {
             Ok(r) => Ok(self.shown(&x, Some(&r))),
             Err(e) => {
                 undo_create(cp, &vol);
@@ -302,6 +304,7 @@ impl Volumes<'_> {
                 ))
             })
             .and_then(|n| {
+                claim_data(self.s, cp, vol.as_str(), Claim::Hold)?;
                 let arn = x.text("kmsKeyId").unwrap_or_default();
                 self.restore_here(cp, &vol, n, &arn, snapshot)
             });
@@ -403,7 +406,13 @@ impl Volumes<'_> {
         let size = exact_size(&x).ok_or_else(|| not_on_this_host(v, None))?;
         let snapshot = x.text("snapshotId").unwrap_or_default();
         let arn = x.text("kmsKeyId").unwrap_or_default();
-        self.restore_here(cp, &vol, size, &arn, &snapshot)?;
+        // Claimed first: of two hosts taking it up at once, one makes a
+        // copy, and the other is told where the data is.
+        claim_data(self.s, cp, v, Claim::Hold)?;
+        if let Err(e) = self.restore_here(cp, &vol, size, &arn, &snapshot) {
+            release_claim(self.s, cp, v);
+            return Err(e);
+        }
         tracing::info!(volume = v, snapshot = %snapshot, "took up a restore no machine holds yet: it hydrates here");
         Ok(true)
     }
@@ -427,6 +436,7 @@ impl Volumes<'_> {
                     d.message
                 );
             }
+            release_claim(self.s, cp, v);
         }
         out
     }
@@ -523,6 +533,14 @@ impl Volumes<'_> {
             "HydrationPendingChunks": 0,
         });
         let r = self.import(&described, backing)?;
+        // The data is here now: the control plane refuses the machine it
+        // came from, whose copy is stale from the next write on.
+        if let Err(e) = claim_data(self.s, cp, v, Claim::Import) {
+            if let Err(d) = self.delete(v) {
+                tracing::warn!(volume = v, "removing the imported copy: {}", d.message);
+            }
+            return Err(e);
+        }
         Ok(self.shown(&x, Some(&r)))
     }
 
@@ -797,6 +815,43 @@ fn create_at(
             ))
         })?;
     Ok((x, vol))
+}
+
+/// What [`claim_data`] tells the control plane about this host's copy of
+/// a volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This host made the volume's only copy (created, restored or taken
+    /// up here): refused when another machine holds its data.
+    Hold,
+    /// The volume's backing file was moved here (`volume import`): the
+    /// data is here now, wherever it was.
+    Import,
+    /// This host could not make the copy it claimed.
+    Release,
+}
+
+/// `KeyvolClaimVolumeData` for `v` as this host's instance: the control
+/// plane records where the volume's data is, so that no other machine
+/// takes up a copy of its own, and a host whose copy is stale cannot
+/// attach it.
+pub fn claim_data(s: &Session, cp: &ControlPlaneClient, v: &str, claim: Claim) -> ApiResult<()> {
+    let instance = own_instance(s, cp)?;
+    let mut p = vec![("InstanceId", instance.as_str()), ("VolumeId", v)];
+    match claim {
+        Claim::Hold => {}
+        Claim::Import => p.push(("Import", "true")),
+        Claim::Release => p.push(("Release", "true")),
+    }
+    cp.ec2(crate::ec2::hosts::CLAIM_VOLUME_DATA, &p).map(drop)
+}
+
+/// Gives up this host's claim on `v` after its copy failed (best effort:
+/// the error that matters is the one that stopped it).
+fn release_claim(s: &Session, cp: &ControlPlaneClient, v: &str) {
+    if let Err(d) = claim_data(s, cp, v, Claim::Release) {
+        tracing::warn!(volume = v, "releasing the claim on its data: {}", d.message);
+    }
 }
 
 /// Undoes a CreateVolume whose volume this host could not make its own

@@ -91,6 +91,28 @@ pub fn create_account(home: &Path, account: &str, profile: &str) -> Key {
     ))
 }
 
+/// Points the host home `host` at the control plane `endpoint` and stores
+/// `key` of `account` as its profile `acct`.
+pub fn configure_host(host: &Path, endpoint: &str, account: &str, key: &Key) {
+    cli(host, &["configure", "set", "kms-endpoint", endpoint]);
+    let mut child = command(host)
+        .args(["configure", "import-profile", "--profile-name", "acct"])
+        .args(["--account-id", account, "--access-key-id", &key.id])
+        .args(["--secret-access-key", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(key.secret.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
 /// A user of `profile`'s account with an access key and no policy.
 pub fn create_user(home: &Path, profile: &str, user: &str) -> Key {
     cli(

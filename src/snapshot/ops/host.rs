@@ -301,10 +301,27 @@ pub fn report(s: &Session, id: &str, principal: &str, cut: bool, message: &str) 
 /// Ends in `error` every snapshot of `vol` its host has not completed
 /// (DetachVolume: the daemon that was sending it is stopped).
 pub fn end_for_volume(s: &Session, vol: &str, message: &str) -> ApiResult<()> {
+    end_where(s, vol, false, message)
+}
+
+/// Ends the snapshots of `vol` whose cut its host's attach daemon already
+/// made, as [`end_for_volume`] does: a new daemon of the volume (its key
+/// released again) has not that cut, so they could never complete (they
+/// would stay pending until the upload's timeout). Snapshots still waiting
+/// for a cut stay: the new daemon takes them.
+pub fn end_cut_for_volume(s: &Session, vol: &str, message: &str) -> ApiResult<()> {
+    end_where(s, vol, true, message)
+}
+
+fn end_where(s: &Session, vol: &str, only_cut: bool, message: &str) -> ApiResult<()> {
     let ids: Vec<String> = {
         let c = conn(s)?;
         let mut st = c
-            .prepare("SELECT snapshot_id FROM snapshot_host_requests WHERE volume_id = ?1")
+            .prepare(if only_cut {
+                "SELECT snapshot_id FROM snapshot_host_requests WHERE volume_id = ?1 AND state = 'cut'"
+            } else {
+                "SELECT snapshot_id FROM snapshot_host_requests WHERE volume_id = ?1"
+            })
             .map_err(db_err)?;
         let rows = st
             .query_map([vol], |r| r.get::<_, String>(0))

@@ -47,6 +47,13 @@ pub(in crate::snapshot) fn db(s: &Session) -> ApiResult<crate::home::PooledConne
     s.home
         .ensure_schema(&c, "snapshot-ops", SCHEMA)
         .map_err(db_err)?;
+    s.home
+        .ensure_schema_with(&c, "snapshot-ops-restorer", |c| {
+            // Who restored (a request context handoff): the grant's
+            // retiring principal. Homes made before it lack the column.
+            crate::home::Home::add_column_if_missing(c, "restore_grants", "restorer", "TEXT")
+        })
+        .map_err(db_err)?;
     Ok(c)
 }
 

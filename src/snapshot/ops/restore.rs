@@ -130,36 +130,55 @@ fn grant_for_restore(s: &Session, m: &Manifest, vol: &VolumeId) -> ApiResult<()>
     let id = g["GrantId"].as_str().unwrap_or_default().to_string();
     db(s)?
         .execute(
-            "INSERT OR REPLACE INTO restore_grants (volume_id, region, key_arn, grant_id) VALUES (?1, ?2, ?3, ?4)",
-            rusqlite::params![vol.as_str(), m.region.as_str(), m.kms_key_id, id],
+            "INSERT OR REPLACE INTO restore_grants (volume_id, region, key_arn, grant_id, restorer) VALUES (?1, ?2, ?3, ?4, ?5)",
+            rusqlite::params![vol.as_str(), m.region.as_str(), m.kms_key_id, id, s.ctx.to_handoff()],
         )
         .map_err(db_err)?;
     Ok(())
 }
 
 /// Retires the grant a restore of `vol` from a shared snapshot made, if
-/// any (hydration finished, or the volume is deleted).
+/// any (hydration finished, or the volume is deleted). The control plane
+/// retires it via EC2 as the principal who restored, the grant's retiring
+/// principal, whoever's call finished the hydration (the volume host that
+/// reports it, or a DeleteVolume by another principal).
 pub fn retire_restore_grant(s: &Session, vol: &VolumeId) -> ApiResult<()> {
     let c = db(s)?;
-    let row: Option<(String, String, String)> = c
+    let row: Option<(String, String, String, Option<String>)> = c
         .query_row(
-            "SELECT region, key_arn, grant_id FROM restore_grants WHERE volume_id = ?1",
+            "SELECT region, key_arn, grant_id, restorer FROM restore_grants WHERE volume_id = ?1",
             [vol.as_str()],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()
         .map_err(db_err)?;
-    let Some((region, key, grant)) = row else {
+    let Some((region, key, grant, restorer)) = row else {
         return Ok(());
     };
     let region: Region = region
         .parse()
         .map_err(|_| ApiError::internal(format!("restore grant of {vol}: bad region")))?;
-    match s.kms_client()?.call(
-        &ctx_in(s, &region),
-        "RetireGrant",
-        json!({"KeyId": key, "GrantId": grant}),
-    ) {
+    // A grant recorded before the restorer was (an older home) is retired
+    // as the caller, as then.
+    let ctx = match restorer
+        .as_deref()
+        .map(crate::request::RequestContext::from_handoff)
+    {
+        Some(Some(mut r)) => {
+            r.region = region.clone();
+            r.via_ec2()
+        }
+        Some(None) => {
+            return Err(ApiError::internal(format!(
+                "restore grant of {vol}: the restorer's record is not readable"
+            )))
+        }
+        None => ctx_in(s, &region),
+    };
+    match s
+        .kms_client()?
+        .call(&ctx, "RetireGrant", json!({"KeyId": key, "GrantId": grant}))
+    {
         Ok(_) => {}
         // Already gone (revoked by the key's owner, or the key deleted).
         Err(e) if matches!(e.code, crate::kms::ErrorCode::NotFoundException) => {}
