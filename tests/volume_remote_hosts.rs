@@ -636,18 +636,7 @@ fn the_control_plane_knows_where_a_volumes_data_is_before_its_first_attach() {
         .as_str()
         .unwrap()
         .to_string();
-    let snap = Command::new(common::snap_bin())
-        .args(["--profile", "a", "create", &src, "--wait"])
-        .env("KEYVOL_HOME", &cp)
-        .env_remove("KEYVOL_PROFILE")
-        .output()
-        .unwrap();
-    assert!(
-        snap.status.success(),
-        "{}",
-        String::from_utf8_lossy(&snap.stderr)
-    );
-    let snap = serde_json::from_slice::<Value>(&snap.stdout).unwrap()["SnapshotId"]
+    let snap = common::snapshot_and_wait(&cp, "a", &src)["SnapshotId"]
         .as_str()
         .unwrap()
         .to_string();

@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -36,29 +36,11 @@ fn configure_host(host: &Path, endpoint: &str, akid: &str, secret: &str) {
 
 /// [`configure_host`] for a principal of `account`.
 fn configure_host_of(host: &Path, endpoint: &str, akid: &str, secret: &str, account: &str) {
-    kv(host, &["configure", "set", "kms-endpoint", endpoint]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyvol"))
-        .args([
-            "configure",
-            "import-profile",
-            "--profile-name",
-            "acct",
-            "--account-id",
-            account,
-        ])
-        .args(["--access-key-id", akid, "--secret-access-key", "-"])
-        .env("KEYVOL_HOME", host)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(secret.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    let key = common::serve::Key {
+        id: akid.to_string(),
+        secret: secret.to_string(),
+    };
+    common::serve::configure_host(host, endpoint, account, &key);
 }
 
 /// The control plane's process, killed when the test ends early.
@@ -1117,17 +1099,7 @@ fn the_control_plane_makes_a_backing_file_only_where_the_data_is() {
     // A snapshot of a volume never used: its file is made then, and the
     // snapshot holds no block.
     let unused = create();
-    let snap = Command::new(snap_bin())
-        .args(["--profile", "acct", "create", &unused, "--wait"])
-        .env("KEYVOL_HOME", k)
-        .output()
-        .unwrap();
-    assert!(
-        snap.status.success(),
-        "{}",
-        String::from_utf8_lossy(&snap.stderr)
-    );
-    let snap: Value = serde_json::from_slice(&snap.stdout).unwrap();
+    let snap = snapshot_and_wait(k, "acct", &unused);
     assert_eq!(snap["State"], "completed", "{snap}");
     assert!(k.join(format!("volumes/us-east-1/{unused}.img")).exists());
     // Deleting a volume never used removes what there is.
@@ -1260,17 +1232,7 @@ fn a_remote_host_restores_snapshots_through_the_ebs_direct_apis() {
             cp_mnt.to_str().unwrap(),
         ],
     );
-    let snap = Command::new(snap_bin())
-        .args(["--profile", "acct", "create", &src, "--wait"])
-        .env("KEYVOL_HOME", k)
-        .output()
-        .unwrap();
-    assert!(
-        snap.status.success(),
-        "{}",
-        String::from_utf8_lossy(&snap.stderr)
-    );
-    let snap = serde_json::from_slice::<Value>(&snap.stdout).unwrap()["SnapshotId"]
+    let snap = snapshot_and_wait(k, "acct", &src)["SnapshotId"]
         .as_str()
         .unwrap()
         .to_string();

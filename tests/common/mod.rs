@@ -81,6 +81,23 @@ pub fn snap_bin() -> std::path::PathBuf {
     p
 }
 
+/// `keyvol-snap --profile PROFILE create VOL --wait` on `home`: the
+/// completed snapshot's description; a failure fails the test.
+pub fn snapshot_and_wait(home: &Path, profile: &str, vol: &str) -> Value {
+    let out = std::process::Command::new(snap_bin())
+        .args(["--profile", profile, "create", vol, "--wait"])
+        .env("KEYVOL_HOME", home)
+        .env_remove("KEYVOL_PROFILE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "keyvol-snap create {vol}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 pub fn keyvol(home: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_keyvol"))
         .args(args)
