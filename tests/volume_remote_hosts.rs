@@ -579,6 +579,34 @@ fn the_control_plane_knows_where_a_volumes_data_is_before_its_first_attach() {
     let e = code(claim(&h1, &i1, &v, &[("Release", "true")]));
     assert_eq!(e.code, "VolumeInUse", "{e:?}");
     rc.ec2("DetachVolume", &[("VolumeId", &v)]).unwrap();
+    // Detached: host 1's long poll answers at once that it is (not
+    // forced); host 2, which does not hold its data, is told nothing.
+    let poll = |c: &ControlPlaneClient, i: &str, wait: &str| {
+        c.ec2(
+            "KeyvolDescribeHostRequests",
+            &[("InstanceId", i), ("VolumeId", &v), ("WaitSeconds", wait)],
+        )
+        .unwrap()
+        .items("detachSet")
+    };
+    let started = std::time::Instant::now();
+    let d = poll(&h1, &i1, "10");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].text("force").as_deref(), Some("false"), "{d:?}");
+    assert!(poll(&h2, &i2, "0").is_empty());
+    // Detached already, DetachVolume is EC2's IncorrectState; forced, it
+    // reaches host 1, whose daemon may still serve the volume (it refuses
+    // to stop while its device is in use).
+    let e = code(rc.ec2("DetachVolume", &[("VolumeId", &v)]));
+    assert_eq!(e.code, "IncorrectState", "{e:?}");
+    let forced = rc
+        .ec2("DetachVolume", &[("VolumeId", &v), ("Force", "true")])
+        .unwrap();
+    assert_eq!(forced.text("instanceId").as_deref(), Some(i1.as_str()));
+    assert_eq!(forced.text("status").as_deref(), Some("detaching"));
+    let d = poll(&h1, &i1, "0");
+    assert_eq!(d[0].text("force").as_deref(), Some("true"), "{d:?}");
     // Moved to host 2 (its backing file imported there): host 1's copy is
     // stale now, and host 1 may not attach it.
     claim(&h2, &i2, &v, &[("Import", "true")]).unwrap();

@@ -467,7 +467,9 @@ pub fn run(s: &Session, sub: &str, m: &ArgMatches) -> Result<Value, CliError> {
         }
     }
     if sub == "detach" {
-        if let Some(out) = detach_from_remote_host(s, &vols, &vid).map_err(api)? {
+        if let Some(out) =
+            detach_from_remote_host(s, &vols, &vid, m.get_flag("force")).map_err(api)?
+        {
             return Ok(out);
         }
     }
@@ -499,22 +501,34 @@ fn snapshot_source(s: &Session) -> Result<keyvol::volume::service::SourceResolve
 /// the same call as `aws ec2 detach-volume` (authorized as
 /// `ec2:DetachVolume` on the volume and on that host's instance, one audit
 /// event). The attachment and the host's right to the key are forgotten;
-/// the host's daemon sees it at its next poll and stops, refusing while its
-/// device is in use there (`--force` is the host's own `volume detach`).
-/// `None` when no host on another machine holds an attachment of `v`.
+/// the host's daemon learns it from its long poll and stops, refusing
+/// while its device is in use there; `force` is DetachVolume's `Force`
+/// (the daemon then undoes the mounts and loop devices on its device
+/// first, also for a volume an earlier detach left served there). `None`
+/// when no host on another machine holds an attachment of `v` (or, with
+/// `force`, its data).
 fn detach_from_remote_host(
     s: &Session,
     vols: &Volumes<'_>,
     v: &str,
+    force: bool,
 ) -> Result<Option<Value>, ApiError> {
     let remote = keyvol::ec2::hosts::RemoteAttachments::open(s)?;
-    if v.is_empty() || remote.get(v)?.is_none() {
+    if v.is_empty() {
         return Ok(None);
     }
-    let p = keyvol::ec2::Params::new(vec![
+    let held = force && remote.data_host(v)?.is_some();
+    if remote.get(v)?.is_none() && !held {
+        return Ok(None);
+    }
+    let mut pairs = vec![
         ("Action".to_string(), "DetachVolume".to_string()),
         ("VolumeId".to_string(), v.to_string()),
-    ]);
+    ];
+    if force {
+        pairs.push(("Force".to_string(), "true".to_string()));
+    }
+    let p = keyvol::ec2::Params::new(pairs);
     let detached = keyvol::ec2::call(s, &p)?;
     let mut out = vols.to_json(&vols.get(v)?)?;
     keyvol::ec2::hosts::show_remote_attachment(s, &mut out)?;

@@ -159,10 +159,22 @@ pub fn detach_volume(c: &Call<'_>) -> ApiResult<Value> {
         c.p.get("InstanceId")
             .map(|i| hosts::resolve_instance(c, i))
             .transpose()?;
-    let remote = RemoteAttachments::open(c.s)?.get(r.volume_id.as_str())?;
-    let attached_to = match &remote {
-        Some(a) => a.instance_id.clone(),
-        None => host.clone(),
+    let remotes = RemoteAttachments::open(c.s)?;
+    let remote = remotes.get(r.volume_id.as_str())?;
+    let force = c.p.bool("Force")?.unwrap_or(false);
+    // Forced, a volume no longer attached whose data is on a host on
+    // another machine: that host's daemon may still serve it (it refused
+    // the stop while its device was in use).
+    let held = match (&remote, force) {
+        (None, true) if vols.attached_pid(&r)?.is_none() => {
+            remotes.data_host(r.volume_id.as_str())?
+        }
+        _ => None,
+    };
+    let attached_to = match (&remote, &held) {
+        (Some(a), _) => a.instance_id.clone(),
+        (None, Some(i)) => i.clone(),
+        (None, None) => host.clone(),
     };
     let instance_res = Resource::new(instance_arn(c, &attached_to));
     c.authorize(
@@ -170,7 +182,7 @@ pub fn detach_volume(c: &Call<'_>) -> ApiResult<Value> {
         &ConditionContext::new(),
     )?;
     if let Some(n) = &named {
-        let attached_here = remote.is_some() || vols.attached_pid(&r)?.is_some();
+        let attached_here = remote.is_some() || held.is_some() || vols.attached_pid(&r)?.is_some();
         if attached_here && n.id() != attached_to {
             return Err(ApiError::new(
                 "InvalidAttachment.NotFound",
@@ -184,6 +196,9 @@ pub fn detach_volume(c: &Call<'_>) -> ApiResult<Value> {
     }
     if let Some(a) = &remote {
         return hosts::detach_remote(c, a);
+    }
+    if let Some(i) = &held {
+        return hosts::force_detached(c, r.volume_id.as_str(), i);
     }
     let Some(pid) = vols.attached_pid(&r)? else {
         return Err(ApiError::incorrect_state(format!(

@@ -42,6 +42,11 @@ CREATE TABLE IF NOT EXISTS ec2_volume_data_hosts (
     volume_id TEXT PRIMARY KEY,
     instance_id TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS ec2_forced_detaches (
+    volume_id TEXT PRIMARY KEY,
+    instance_id TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
 "#;
 
 /// The instance id of volume host `principal_arn` of `account` in
@@ -224,7 +229,37 @@ impl RemoteAttachments {
             params![vol, instance],
         )
         .map_err(db_err)?;
+        // A forced detach is about the attachment before this one.
+        tx.execute(
+            "DELETE FROM ec2_forced_detaches WHERE volume_id = ?1",
+            [vol],
+        )
+        .map_err(db_err)?;
         tx.commit().map_err(db_err)
+    }
+
+    /// Records that DetachVolume of `vol` from `instance` was forced: the
+    /// host's daemon, told at its next poll, undoes the mounts and loop
+    /// devices on the device before it stops.
+    fn mark_forced(&self, vol: &str, instance: &str, at: i64) -> ApiResult<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO ec2_forced_detaches (volume_id, instance_id, at) VALUES (?1, ?2, ?3)",
+                params![vol, instance, at],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Was the last DetachVolume of `vol` from `instance` forced?
+    fn forced(&self, vol: &str, instance: &str) -> ApiResult<bool> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) > 0 FROM ec2_forced_detaches WHERE volume_id = ?1 AND instance_id = ?2",
+                [vol, instance],
+                |r| r.get(0),
+            )
+            .map_err(db_err)
     }
 
     fn mark_attached(&self, vol: &str) -> ApiResult<()> {
@@ -289,6 +324,7 @@ impl RemoteAttachments {
         for sql in [
             "DELETE FROM ec2_remote_attachments WHERE volume_id = ?1",
             "DELETE FROM ec2_volume_data_hosts WHERE volume_id = ?1",
+            "DELETE FROM ec2_forced_detaches WHERE volume_id = ?1",
         ] {
             self.conn.execute(sql, [vol]).map_err(db_err)?;
         }
@@ -443,8 +479,11 @@ pub(crate) fn attach_remote(
 
 /// DetachVolume of a volume attached to a host on another machine: the
 /// attachment, and the right to the data key, are forgotten. The host's
-/// daemon, which polls DescribeVolumes, then stops (`keyvol volume detach`
-/// on the host stops it first, then calls this).
+/// daemon learns it from its long poll ([`DESCRIBE_HOST_REQUESTS`]) and
+/// stops, refusing while its device is in use; with `Force=true` it first
+/// undoes the mounts and loop devices on the device, as the host's own
+/// `volume detach --force` does (`keyvol volume detach` on the host stops
+/// the daemon first, then calls this).
 pub(crate) fn detach_remote(c: &Call<'_>, a: &RemoteAttachment) -> ApiResult<Value> {
     if let Some(d) = c.p.get("Device") {
         if d != a.device {
@@ -459,7 +498,11 @@ pub(crate) fn detach_remote(c: &Call<'_>, a: &RemoteAttachment) -> ApiResult<Val
             ));
         }
     }
-    RemoteAttachments::open(c.s)?.forget(&a.volume_id)?;
+    let remote = RemoteAttachments::open(c.s)?;
+    remote.forget(&a.volume_id)?;
+    if c.p.bool("Force")?.unwrap_or(false) {
+        remote.mark_forced(&a.volume_id, &a.instance_id, c.s.kms.clock().now())?;
+    }
     // The daemon that was sending a snapshot of it stops: that snapshot
     // cannot complete.
     crate::snapshot::ops::host::end_for_volume(
@@ -473,6 +516,18 @@ pub(crate) fn detach_remote(c: &Call<'_>, a: &RemoteAttachment) -> ApiResult<Val
     let mut out = a.to_json();
     out["status"] = json!("detaching");
     Ok(out)
+}
+
+/// DetachVolume with `Force=true` of a volume no longer attached whose
+/// data is on the host of `instance` (an earlier DetachVolume the host's
+/// daemon refused while its device was in use): the daemon is told to
+/// force its stop, as EC2 forces a detachment that did not end cleanly.
+pub(crate) fn force_detached(c: &Call<'_>, vol: &str, instance: &str) -> ApiResult<Value> {
+    RemoteAttachments::open(c.s)?.mark_forced(vol, instance, c.s.kms.clock().now())?;
+    Ok(json!({
+        "attachTime": to_rfc3339(c.s.kms.clock().now()), "instanceId": instance,
+        "status": "detaching", "volumeId": vol, "deleteOnTermination": false,
+    }))
 }
 
 /// The answer of `KeyvolReleaseVolumeKey`: the volume's plaintext data key.
@@ -669,10 +724,13 @@ fn calling_host(s: &Session, action: &str, instance: &str) -> ApiResult<String> 
 /// `KeyvolDescribeHostRequests` (`InstanceId`, optional `VolumeId`,
 /// `SizeInBytes` of that volume on the host, `WaitSeconds`): the snapshots
 /// waiting for this host's cut, as `snapshotSet` items (`snapshotId`,
-/// `volumeId`, `parentSnapshotId`, `volumeSize` in bytes), and for a
+/// `volumeId`, `parentSnapshotId`, `volumeSize` in bytes); for a
 /// `VolumeId` attached to this instance its size at the control plane
-/// (`volumeSet`: `volumeId`, `sizeInBytes`). A long poll answers at once
-/// when a snapshot waits or that size exceeds `SizeInBytes`.
+/// (`volumeSet`: `volumeId`, `sizeInBytes`); for a `VolumeId` whose data
+/// is on this host but which is no longer attached to it, `detachSet`
+/// (`volumeId`, `force`: whether the DetachVolume was forced). A long poll
+/// answers at once when a snapshot waits, that size exceeds
+/// `SizeInBytes`, or the volume was detached.
 fn describe_host_requests(c: &Call<'_>) -> ApiResult<Value> {
     let own = calling_host(c.s, DESCRIBE_HOST_REQUESTS, c.p.required("InstanceId")?)?;
     let wanted = c.p.get("VolumeId");
@@ -711,8 +769,21 @@ fn describe_host_requests(c: &Call<'_>) -> ApiResult<Value> {
             crate::volume::service::Volumes::open(c.s)?.get(v)?.size,
         ))
     };
+    // Is VolumeId, whose data is on this host, no longer attached to it
+    // (DetachVolume made anywhere)? `Some(forced)` then: the host's daemon
+    // is to stop.
+    let detached = |v: &str| -> ApiResult<Option<bool>> {
+        let remote = RemoteAttachments::open(c.s)?;
+        let attached = remote.get(v)?.is_some_and(|a| {
+            a.instance_id == own && a.host_principal == c.s.ctx.caller.principal_arn
+        });
+        if attached || remote.data_host(v)?.as_deref() != Some(own.as_str()) {
+            return Ok(None);
+        }
+        Ok(Some(remote.forced(v, &own)?))
+    };
     let until = std::time::Instant::now() + std::time::Duration::from_secs(wait);
-    let (found, size) = loop {
+    let (found, size, gone) = loop {
         let found: Vec<_> =
             crate::snapshot::ops::host::requests_for(c.s, &own, &c.s.ctx.caller.principal_arn)?
                 .into_iter()
@@ -723,8 +794,12 @@ fn describe_host_requests(c: &Call<'_>) -> ApiResult<Value> {
             None => None,
         };
         let grown = matches!((size, host_size), (Some(now), Some(had)) if now > had);
-        if !found.is_empty() || grown || std::time::Instant::now() >= until {
-            break (found, size);
+        let gone = match wanted {
+            Some(v) => detached(v)?,
+            None => None,
+        };
+        if !found.is_empty() || grown || gone.is_some() || std::time::Instant::now() >= until {
+            break (found, size, gone);
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
@@ -741,7 +816,11 @@ fn describe_host_requests(c: &Call<'_>) -> ApiResult<Value> {
             })
         })
         .collect();
-    Ok(json!({"snapshotSet": items, "volumeSet": volumes}))
+    let detaches: Vec<Value> = match (wanted, gone) {
+        (Some(v), Some(force)) => vec![json!({"volumeId": v, "force": force})],
+        _ => Vec::new(),
+    };
+    Ok(json!({"snapshotSet": items, "volumeSet": volumes, "detachSet": detaches}))
 }
 
 /// `KeyvolReportHostHydrated` (`InstanceId`, `VolumeId`): the volume,

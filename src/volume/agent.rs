@@ -374,8 +374,12 @@ impl Volumes<'_> {
         );
         let _ = ready.flush();
         if self.remote().unwrap_or(false) {
-            super::remote::watch_for_detach(self.s, v);
-            super::remote_snapshot::watch_for_snapshots(self.s, v, device_arc.clone());
+            super::remote_snapshot::watch_for_snapshots(
+                self.s,
+                v,
+                device_arc.clone(),
+                &device_path,
+            );
         }
         loop {
             let sig = signals.wait();

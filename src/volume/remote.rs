@@ -10,9 +10,9 @@
 //! control plane answers only for a volume attached to this host's own
 //! instance. Detaching: `keyvol volume detach` (and `unmount` of a mount
 //! that attached) stops the daemon here, then calls DetachVolume; a
-//! DetachVolume made elsewhere is seen by the daemon, which polls the
-//! control plane ([`watch_for_detach`]) and stops when its device is not
-//! in use. [`Volumes::attach`] and [`Volumes::detach`] take this
+//! DetachVolume made elsewhere is seen by the daemon through its long poll
+//! of the control plane ([`super::remote_snapshot`]), and it stops when its
+//! device is not in use (a forced one undoes the mounts on it first). [`Volumes::attach`] and [`Volumes::detach`] take this
 //! path on such a host, so `mount` and `unmount` do too.
 
 use std::path::Path;
@@ -87,86 +87,6 @@ pub fn release_data_key(s: &Session, r: &VolumeRecord) -> ApiResult<VolumeDataKe
     })?;
     let instance = own_instance(s, &cp)?;
     cp.release_volume_key(r.volume_id.as_str(), &instance)
-}
-
-/// How often a remote host's attach daemon asks the control plane whether
-/// its volume is still attached to this host.
-pub const DETACH_POLL: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Watches, in a thread of the attach daemon of `v`, for a DetachVolume
-/// made elsewhere (the aws CLI, another principal): once the control plane
-/// no longer shows `v` attached to this host's instance, the daemon is
-/// asked to stop (SIGTERM to itself, so the main loop tries the unmount;
-/// a busy device is refused there and asked again about every minute).
-/// An unreachable control plane changes nothing: the volume keeps working.
-pub fn watch_for_detach(s: &Session, v: &str) {
-    let s = s.clone();
-    let vol = v.to_string();
-    let v = vol.clone();
-    let spawned = std::thread::Builder::new()
-        .name("detach-watch".into())
-        .spawn(move || {
-            let mut cp = None;
-            let mut instance = None;
-            let mut detached_polls = 0u32;
-            loop {
-                std::thread::sleep(DETACH_POLL);
-                match attached_here(&s, &v, &mut cp, &mut instance) {
-                    Ok(true) => detached_polls = 0,
-                    Ok(false) => {
-                        if detached_polls == 0 {
-                            tracing::info!(
-                                volume = %v,
-                                "the control plane no longer shows this volume attached to this host (DetachVolume): stopping"
-                            );
-                        }
-                        if detached_polls.is_multiple_of(12) {
-                            if let Err(e) = crate::sys::signal_self(libc::SIGTERM) {
-                                tracing::warn!("signalling the daemon to stop: {e}");
-                            }
-                        }
-                        detached_polls = detached_polls.wrapping_add(1);
-                    }
-                    Err(e) => tracing::debug!(
-                        volume = %v,
-                        "asking the control plane whether the volume is still attached here: {}; serving on",
-                        e.message
-                    ),
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::warn!(volume = %vol, "not watching for DetachVolume: {e}");
-    }
-}
-
-/// Does the control plane show `v` attached to this host's instance? The
-/// client and instance are made once, on first success.
-fn attached_here(
-    s: &Session,
-    v: &str,
-    cp: &mut Option<ControlPlaneClient>,
-    instance: &mut Option<String>,
-) -> ApiResult<bool> {
-    if cp.is_none() {
-        *cp = control_plane(s)?;
-    }
-    let Some(client) = cp.as_ref() else {
-        return Ok(true);
-    };
-    if instance.is_none() {
-        *instance = Some(own_instance(s, client)?);
-    }
-    let me = instance.as_deref().unwrap_or_default();
-    match client.ec2("DescribeVolumes", &[("VolumeId.1", v)]) {
-        Ok(x) => Ok(each_volume(&x).first().is_some_and(|vol| {
-            vol.items("attachmentSet")
-                .iter()
-                .any(|a| a.text("instanceId").as_deref() == Some(me))
-        })),
-        Err(e) if e.code == "InvalidVolume.NotFound" => Ok(false),
-        Err(e) => Err(e),
-    }
 }
 
 /// One volume of a DescribeVolumes or CreateVolume answer, in the keyvol

@@ -2,7 +2,9 @@
 //! side is [`crate::snapshot::ops::host`]): a thread of each attach daemon
 //! on a host whose records are at a control plane on another machine
 //! asks, by long poll (`KeyvolDescribeHostRequests`, `WaitSeconds`), what
-//! the control plane wants of its volume: a size that ModifyVolume grew
+//! the control plane wants of its volume: whether it is still attached to
+//! this host (a DetachVolume made anywhere stops the daemon; a forced one
+//! undoes the mounts on the device first), a size that ModifyVolume grew
 //! (the device grows online to it), and the snapshots CreateSnapshot made
 //! of it. For each snapshot it
 //!
@@ -19,6 +21,7 @@
 //!    and is reported (`Status=failed`), which ends the snapshot in
 //!    `error`.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,15 +42,26 @@ use super::remote::{control_plane, own_instance};
 /// The wait between polls after the control plane could not be reached.
 const RETRY: Duration = Duration::from_secs(5);
 
-/// Starts the snapshot thread of the attach daemon of `v`, serving `dev`.
-pub fn watch_for_snapshots(s: &Session, v: &str, dev: Arc<EncryptedDevice>) {
+/// How often a daemon whose volume was detached at the control plane asks
+/// again while its device is in use (the stop is tried at the first
+/// answer and then about once a minute).
+const DETACHED_POLL: Duration = Duration::from_secs(5);
+/// Polls between two stop attempts of a detached volume's daemon.
+const STOP_EVERY: u32 = 12;
+
+/// Starts the thread of the attach daemon of `v`, serving `dev` at
+/// `device`, that asks the control plane by long poll what it wants of the
+/// volume: snapshots, a grown size, and whether it was detached.
+pub fn watch_for_snapshots(s: &Session, v: &str, dev: Arc<EncryptedDevice>, device: &Path) {
     let s = s.clone();
     let vol = v.to_string();
     let v = vol.clone();
+    let device = device.to_path_buf();
     let spawned = std::thread::Builder::new()
         .name("snapshot-watch".into())
         .spawn(move || {
             let mut client: Option<(ControlPlaneClient, String)> = None;
+            let mut detached = Detached::default();
             loop {
                 if client.is_none() {
                     client = match connect(&s) {
@@ -81,6 +95,16 @@ pub fn watch_for_snapshots(s: &Session, v: &str, dev: Arc<EncryptedDevice>) {
                         continue;
                     }
                 };
+                let gone = reply
+                    .items("detachSet")
+                    .into_iter()
+                    .find(|d| d.text("volumeId").as_deref() == Some(v.as_str()));
+                if let Some(d) = gone {
+                    detached.stop(&v, &device, d.text("force").as_deref() == Some("true"));
+                    std::thread::sleep(DETACHED_POLL);
+                    continue;
+                }
+                detached = Detached::default();
                 for item in reply.items("volumeSet") {
                     grow(&s, &v, &dev, &item);
                 }
@@ -91,6 +115,58 @@ pub fn watch_for_snapshots(s: &Session, v: &str, dev: Arc<EncryptedDevice>) {
         });
     if let Err(e) = spawned {
         tracing::warn!(volume = %vol, "not taking snapshots for the control plane: {e}");
+    }
+}
+
+/// What a daemon whose volume was detached at the control plane has done
+/// about it.
+#[derive(Debug, Default)]
+struct Detached {
+    /// Polls since the control plane first answered that it was detached.
+    polls: u32,
+    /// Was a forced DetachVolume acted on yet?
+    forced: bool,
+}
+
+impl Detached {
+    /// One answer that the volume is detached (`force`: forced): a stop
+    /// at the first answer, at the first forced one, and every
+    /// [`STOP_EVERY`] polls.
+    fn stop(&mut self, v: &str, device: &Path, force: bool) {
+        let now = self.polls.is_multiple_of(STOP_EVERY) || (force && !self.forced);
+        if self.polls == 0 || (force && !self.forced) {
+            tracing::info!(
+                volume = v,
+                force,
+                "the control plane no longer shows this volume attached to this host (DetachVolume): stopping"
+            );
+        }
+        self.polls = self.polls.wrapping_add(1);
+        self.forced |= force;
+        if now {
+            stop_detached(v, device, force);
+        }
+    }
+}
+
+/// DetachVolume of `v` made anywhere (the aws CLI, the control plane's
+/// own `keyvol volume detach`, another principal): the daemon is asked to
+/// stop (SIGTERM to itself, so the main loop tries the unmount; a busy
+/// device is refused there and asked again about every minute). A forced
+/// DetachVolume first undoes the mounts and loop devices on `device`, as
+/// the host's own `volume detach --force` does, refusing a busy one.
+fn stop_detached(v: &str, device: &Path, force: bool) {
+    if force {
+        match crate::volume::mount::release_stack(device, false) {
+            Ok(undone) if !undone.is_empty() => {
+                tracing::info!(volume = v, "forced detach: {}", undone.join(", "))
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(volume = v, "forced detach: {e}"),
+        }
+    }
+    if let Err(e) = crate::sys::signal_self(libc::SIGTERM) {
+        tracing::warn!("signalling the daemon to stop: {e}");
     }
 }
 
