@@ -143,6 +143,7 @@ fn main() {
     if std::env::var_os("BENCH_SKIP_ASYM").is_some_and(|v| v == "1") {
         return;
     }
+    beside_rsa_decrypt(&kms, &ctx, budget, &encrypt);
     println!("Sign / Verify, 256-byte RAW messages");
     let message = Blob(vec![0x42; 256]);
     for spec in KeySpec::ALL {
@@ -188,4 +189,71 @@ fn main() {
             .expect("verify");
         });
     }
+}
+
+/// Encrypt on one thread while another decrypts with an RSA_4096 key in a
+/// loop: an RSA decryption takes several ms, and one that held the write
+/// connection held every other call up for that long.
+fn beside_rsa_decrypt(
+    kms: &Kms,
+    ctx: &RequestContext,
+    budget: Duration,
+    encrypt: &(dyn Fn() + Sync),
+) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let rsa = kms
+        .create_key(
+            ctx,
+            CreateKeyRequest {
+                key_spec: Some("RSA_4096".into()),
+                key_usage: Some("ENCRYPT_DECRYPT".into()),
+                ..Default::default()
+            },
+        )
+        .expect("create RSA key")
+        .key_metadata["KeyId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let alg = Some("RSAES_OAEP_SHA_256".to_string());
+    let blob = kms
+        .encrypt(
+            ctx,
+            EncryptRequest {
+                key_id: Some(rsa.clone()),
+                plaintext: Some(SecretBlob(SecretBytes::random(32))),
+                encryption_algorithm: alg.clone(),
+                ..Default::default()
+            },
+        )
+        .expect("RSA encrypt")
+        .ciphertext_blob;
+    let stop = AtomicBool::new(false);
+    let decrypted = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                kms.decrypt(
+                    ctx,
+                    DecryptRequest {
+                        key_id: Some(rsa.clone()),
+                        ciphertext_blob: Some(blob.clone()),
+                        encryption_algorithm: alg.clone(),
+                        ..Default::default()
+                    },
+                )
+                .expect("RSA decrypt");
+                decrypted.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let start = Instant::now();
+        rate("Encrypt beside RSA_4096 Decrypt", budget, encrypt);
+        stop.store(true, Ordering::Relaxed);
+        let n = decrypted.load(Ordering::Relaxed) as f64;
+        println!(
+            "{:<32} {:>10.0} ops/s  (the other thread)",
+            "Decrypt RSA_4096 (RSAES_OAEP_SHA_256)",
+            n / start.elapsed().as_secs_f64()
+        );
+    });
 }

@@ -23,7 +23,9 @@ pub fn encrypt(
     encrypt_to(key.spec(), rsa.as_ref(), algorithm, plaintext)
 }
 
-/// Decrypts an RSA-OAEP `ciphertext` (AWS Decrypt with an asymmetric key).
+/// Decrypts an RSA-OAEP `ciphertext` (AWS Decrypt with an asymmetric key)
+/// on AWS-LC, which took a tenth of the time of the RustCrypto decryption
+/// (RSA_4096: 61-81 Decrypt/s through the full request path before).
 /// Every failure is the same opaque [`AsymError::InvalidCiphertext`].
 pub fn decrypt(
     key: &PrivateKeyMaterial,
@@ -31,7 +33,14 @@ pub fn decrypt(
     ciphertext: &[u8],
 ) -> Result<SecretBytes, AsymError> {
     let rsa = rsa_key(key, algorithm)?;
-    decrypt_with(rsa, algorithm, ciphertext)
+    let lc = match algorithm {
+        EncryptionAlgorithmSpec::RsaesOaepSha1 => &aws_lc_rs::rsa::OAEP_SHA1_MGF1SHA1,
+        _ => &aws_lc_rs::rsa::OAEP_SHA256_MGF1SHA256,
+    };
+    match key.signer.rsa_decrypt(lc, ciphertext) {
+        Some(r) => r,
+        None => decrypt_with(rsa, algorithm, ciphertext),
+    }
 }
 
 /// RSA-OAEP encryption to `public`, with the AWS plaintext limit of the
@@ -110,5 +119,54 @@ mod tests {
             "{err}"
         );
         assert!(decrypt(&ec, EncryptionAlgorithmSpec::RsaesOaepSha1, &[0; 64]).is_err());
+    }
+
+    /// AWS-LC's decryption (what Decrypt uses) and the RustCrypto one
+    /// agree on random plaintexts of every length, both hashes, and both
+    /// refuse a tampered or short ciphertext with the same opaque error.
+    #[test]
+    fn aws_lc_and_rustcrypto_decryptions_agree() {
+        use rand::{Rng, RngCore};
+        let key = PrivateKeyMaterial::generate(KeySpec::Rsa2048).unwrap();
+        let rsa = rsa_key(&key, EncryptionAlgorithmSpec::RsaesOaepSha256).unwrap();
+        let mut rng = rand::thread_rng();
+        for alg in [
+            EncryptionAlgorithmSpec::RsaesOaepSha1,
+            EncryptionAlgorithmSpec::RsaesOaepSha256,
+        ] {
+            let max = alg.max_plaintext_len(KeySpec::Rsa2048).unwrap();
+            for len in [1, 2, 31, 32, 100, max - 1, max] {
+                let mut plaintext = vec![0u8; len];
+                rng.fill_bytes(&mut plaintext);
+                let ct = encrypt(&key, alg, &plaintext).unwrap();
+                let lc = decrypt(&key, alg, &ct).unwrap();
+                let rc = decrypt_with(rsa, alg, &ct).unwrap();
+                assert_eq!(lc.expose(), plaintext.as_slice(), "{alg} {len}");
+                assert_eq!(rc.expose(), plaintext.as_slice(), "{alg} {len}");
+                let mut bad = ct.clone();
+                let at = rng.gen_range(0..bad.len());
+                bad[at] ^= 1 << rng.gen_range(0..8);
+                for r in [decrypt(&key, alg, &bad), decrypt_with(rsa, alg, &bad)] {
+                    assert!(
+                        matches!(r, Err(AsymError::InvalidCiphertext)),
+                        "{alg} {len}"
+                    );
+                }
+                assert!(matches!(
+                    decrypt(&key, alg, &ct[1..]),
+                    Err(AsymError::InvalidCiphertext)
+                ));
+            }
+            // Decrypted with the other hash: refused alike.
+            let other = match alg {
+                EncryptionAlgorithmSpec::RsaesOaepSha1 => EncryptionAlgorithmSpec::RsaesOaepSha256,
+                _ => EncryptionAlgorithmSpec::RsaesOaepSha1,
+            };
+            let ct = encrypt(&key, alg, b"data key").unwrap();
+            assert!(matches!(
+                decrypt(&key, other, &ct),
+                Err(AsymError::InvalidCiphertext)
+            ));
+        }
     }
 }

@@ -23,7 +23,10 @@ use std::ptr::{self, NonNull};
 
 use aws_lc_rs::digest::{self, Digest};
 use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, RsaParameters};
+use aws_lc_rs::rsa::{
+    KeyPair as RsaKeyPair, OaepAlgorithm, OaepPrivateDecryptingKey, PrivateDecryptingKey,
+    RsaParameters,
+};
 use aws_lc_rs::signature::{
     self as sig, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, ParsedPublicKey, PqdsaKeyPair,
 };
@@ -38,6 +41,9 @@ pub(crate) enum Signer {
         /// One parsed public key per RSA signing algorithm, in
         /// [`RSA_VERIFY`] order.
         verifiers: Vec<ParsedPublicKey>,
+        /// The same private key for RSA-OAEP Decrypt (AWS-LC blinds the
+        /// private operation and checks the padding in constant time).
+        decrypter: OaepPrivateDecryptingKey,
     },
     Ecdsa {
         pair: EcdsaKeyPair,
@@ -164,7 +170,16 @@ impl Signer {
                     .iter()
                     .map(|(_, params)| parse(*params))
                     .collect::<Result<_, _>>()?;
-                Ok(Signer::Rsa { pair, verifiers })
+                let decrypter = PrivateDecryptingKey::from_pkcs8(pkcs8)
+                    .map_err(|e| refused("private key", &e))
+                    .and_then(|k| {
+                        OaepPrivateDecryptingKey::new(k).map_err(|e| refused("private key", &e))
+                    })?;
+                Ok(Signer::Rsa {
+                    pair,
+                    verifiers,
+                    decrypter,
+                })
             }
             KeySpec::EccNistP256 => ecdsa(
                 &sig::ECDSA_P256_SHA256_ASN1_SIGNING,
@@ -187,6 +202,30 @@ impl Signer {
             }),
             _ => Ok(Signer::None),
         }
+    }
+
+    /// RSA-OAEP decryption of `ciphertext` with `algorithm`, the plaintext
+    /// in a zeroizing buffer; `None` when this is no RSA key. Every failure
+    /// (wrong length, bad padding, wrong key) is the same opaque error, so
+    /// that it is no padding oracle.
+    pub(crate) fn rsa_decrypt(
+        &self,
+        algorithm: &'static OaepAlgorithm,
+        ciphertext: &[u8],
+    ) -> Option<Result<crate::secret::SecretBytes, AsymError>> {
+        let Signer::Rsa { decrypter, .. } = self else {
+            return None;
+        };
+        if ciphertext.len() != decrypter.key_size_bytes() {
+            return Some(Err(AsymError::InvalidCiphertext));
+        }
+        let mut out = crate::secret::SecretBytes::new(vec![0; decrypter.min_output_size()]);
+        let len = match decrypter.decrypt(algorithm, ciphertext, out.expose_mut(), None) {
+            Ok(plaintext) => plaintext.len(),
+            Err(_) => return Some(Err(AsymError::InvalidCiphertext)),
+        };
+        out.expose_mut().truncate(len);
+        Some(Ok(out))
     }
 
     /// Signs a digest (RSA, ECDSA) or a raw message (Ed25519, `hash` =
