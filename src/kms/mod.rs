@@ -5,6 +5,7 @@ pub mod api;
 pub mod asym;
 pub mod audit;
 mod authz;
+pub mod batch;
 pub mod ciphertext;
 pub mod client;
 mod commit;

@@ -92,6 +92,23 @@ pub trait KmsService: Send + Sync + 'static {
         operation: &str,
         request: serde_json::Value,
     ) -> Result<serde_json::Value, KmsError>;
+    /// Whether [`KmsService::call_batch`] should run this call: a cheap
+    /// stateless one, which the server then queues for its batch threads
+    /// instead of giving it a thread of its own.
+    fn batches(&self, _operation: &str, _request: &serde_json::Value) -> bool {
+        false
+    }
+    /// Runs `calls` in order on this thread, returning each one's outcome
+    /// as [`KmsService::call`] would.
+    fn call_batch(
+        &self,
+        calls: Vec<crate::kms::batch::Call>,
+    ) -> Vec<Result<serde_json::Value, KmsError>> {
+        calls
+            .into_iter()
+            .map(|c| self.call(&c.ctx, &c.operation, c.request))
+            .collect()
+    }
     /// Runs one EC2 action (Query-protocol parameters, Action included) for
     /// a verified caller, returning the response members by their EC2 wire
     /// names. Authorization and audit happen inside.

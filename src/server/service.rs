@@ -128,6 +128,14 @@ impl KmsService for HomeKmsService {
         self.kms.call(ctx, operation, request)
     }
 
+    fn batches(&self, operation: &str, request: &Value) -> bool {
+        crate::kms::batch::suits(operation, request)
+    }
+
+    fn call_batch(&self, calls: Vec<crate::kms::batch::Call>) -> Vec<Result<Value, KmsError>> {
+        self.kms.call_batch(calls)
+    }
+
     fn user_id(&self, caller: &crate::kms::Caller) -> Result<String, crate::iam::IamError> {
         self.iam.user_id(caller)
     }
