@@ -7,7 +7,7 @@ use std::cell::RefCell;
 
 use serde_json::Value;
 
-use super::operation::is_read_only;
+use super::operation::{is_prepared, is_read_only};
 use super::RequestContext;
 
 /// One call of a batch.
@@ -19,11 +19,15 @@ pub struct Call {
 
 /// Does this call suit a batch: a stateless operation whose body runs on
 /// the write connection in the shared transaction and takes microseconds?
-/// State-changing operations (a durable commit each) and the bodies that
-/// compute for long (RSA, ECDH: on read connections, side by side) would
-/// hold up the calls queued behind them.
+/// State-changing operations (a durable commit each), the bodies that
+/// compute for long (RSA, ECDH: on read connections, side by side) and
+/// the operations prepared before their transaction (GenerateDataKeyPair
+/// generates an RSA_4096 pair in up to seconds) would hold up the calls
+/// queued behind them.
 pub fn suits(operation: &str, request: &Value) -> bool {
-    is_read_only(operation) && !super::service::computes(operation, request)
+    is_read_only(operation)
+        && !is_prepared(operation)
+        && !super::service::computes(operation, request)
 }
 
 thread_local! {
@@ -67,5 +71,44 @@ impl Deferring {
 impl Drop for Deferring {
     fn drop(&mut self) {
         DEFERRED.with(|d| *d.borrow_mut() = None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_cheap_stateless_calls_suit_a_batch() {
+        let none = json!({});
+        assert!(suits("Encrypt", &none));
+        assert!(suits("GenerateDataKey", &none));
+        assert!(suits("DescribeKey", &none));
+        assert!(suits(
+            "Decrypt",
+            &json!({"EncryptionAlgorithm": "SYMMETRIC_DEFAULT"})
+        ));
+        assert!(!suits(
+            "Decrypt",
+            &json!({"EncryptionAlgorithm": "RSAES_OAEP_SHA_256"})
+        ));
+        assert!(!suits("Sign", &none));
+        assert!(!suits("GenerateDataKeyPair", &none));
+        assert!(!suits("GenerateDataKeyPairWithoutPlaintext", &none));
+        assert!(!suits("CreateKey", &none));
+        assert!(!suits("NoSuchOperation", &none));
+    }
+
+    #[test]
+    fn tickets_are_deferred_only_inside_a_batch() {
+        assert!(!defer(1));
+        {
+            let _d = Deferring::start();
+            assert!(defer(2));
+            assert!(defer(3));
+            assert_eq!(Deferring::tickets(), [2, 3]);
+        }
+        assert!(!defer(4));
     }
 }

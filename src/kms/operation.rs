@@ -46,6 +46,9 @@ pub struct Operation {
     /// stores, ML-KEM): it is answered as AWS answers an account without
     /// the feature, and has no `keyvol kms` command.
     pub members: Option<&'static [Member]>,
+    /// Work is done before the operation's transaction (a key generated,
+    /// an RSA key pair: up to seconds), outside the write connection.
+    pub prepared: bool,
 }
 
 impl Operation {
@@ -63,6 +66,11 @@ impl Operation {
 /// `name` is a read-only operation; an unknown name is not.
 pub(crate) fn is_read_only(name: &str) -> bool {
     Operation::named(name).is_some_and(|o| o.access == Access::ReadOnly)
+}
+
+/// `name` has work done before its transaction; an unknown name has not.
+pub(crate) fn is_prepared(name: &str) -> bool {
+    Operation::named(name).is_some_and(|o| o.prepared)
 }
 
 /// The rows of the table, handed to the macro `$then`:
@@ -273,6 +281,15 @@ macro_rules! members {
     };
 }
 
+macro_rules! prepared {
+    () => {
+        false
+    };
+    ($prepare:ident) => {
+        true
+    };
+}
+
 macro_rules! operation_table {
     ($($name:literal => $method:ident($req:ty) -> $resp:ty, $body:ident $(prepared_by $prepare:ident)?, $access:ident, $summary:literal, $members:tt;)*) => {
         impl Operation {
@@ -282,6 +299,7 @@ macro_rules! operation_table {
                 access: Access::$access,
                 summary: $summary,
                 members: members!($members),
+                prepared: prepared!($($prepare)?),
             }),*];
         }
 
@@ -328,6 +346,9 @@ mod tests {
         assert!(!is_read_only("CreateKey"));
         assert!(!is_read_only("GetParametersForImport"));
         assert!(!is_read_only("NoSuchOperation"));
+        assert!(is_prepared("GenerateDataKeyPair"));
+        assert!(is_prepared("CreateKey"));
+        assert!(!is_prepared("GenerateDataKey"));
         let read_only = Operation::ALL
             .iter()
             .filter(|o| o.access == Access::ReadOnly)
