@@ -21,7 +21,7 @@ use keyvol::kms::audit::AuditFilter;
 use keyvol::kms::batch::Call;
 use keyvol::kms::ErrorCode::{DisabledException, NotFoundException};
 use keyvol::kms::{ErrorCode, Kms, RequestContext};
-use keyvol::server::{HomeKmsService, RemoteKms, ServeOptions};
+use keyvol::server::RemoteKms;
 use serde_json::json;
 
 /// The `n` encryption-context value of every audit event of `name`.
@@ -433,14 +433,7 @@ fn concurrent_http_calls_run_in_batches_and_each_is_audited_once() {
     let iam = Iam::open(home, Clock::system()).unwrap();
     let (akid, secret) = iam.profile_credentials("default").unwrap();
     let kms = Arc::new(kms);
-    let service = HomeKmsService::new(kms.clone(), iam);
-    let srv = keyvol::server::start(
-        Arc::new(service),
-        "127.0.0.1:0".parse().unwrap(),
-        ServeOptions::default(),
-    )
-    .unwrap();
-    let endpoint = format!("http://{}", srv.local_addr());
+    let (srv, endpoint) = common::serve::serve_in_process(kms.clone(), dir.path());
     let answered: Vec<Vec<(String, String)>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..CLIENTS)
             .map(|c| {

@@ -24,7 +24,6 @@ use keyvol::home::Home;
 use keyvol::iam::Iam;
 use keyvol::ids::{AccountId, Region};
 use keyvol::kms::{ErrorCode, Kms, RequestContext};
-use keyvol::server::{HomeKmsService, ServeOptions};
 use keyvol::session::{Session, SessionOptions};
 use serde_json::{json, Value};
 
@@ -709,17 +708,7 @@ fn two_homes_share_a_kms_through_the_server() {
         .as_str()
         .unwrap()
         .to_string();
-    let service = HomeKmsService::new(
-        a_kms.clone(),
-        Iam::open(Arc::new(Home::open(a_dir.path()).unwrap()), Clock::system()).unwrap(),
-    );
-    let srv = keyvol::server::start(
-        Arc::new(service),
-        "127.0.0.1:0".parse().unwrap(),
-        ServeOptions::default(),
-    )
-    .unwrap();
-    let endpoint = format!("http://{}", srv.local_addr());
+    let (srv, endpoint) = common::serve::serve_in_process(a_kms.clone(), a_dir.path());
 
     // Home B: the setting and the imported profile, as `keyvol configure` stores them.
     let b_dir = tempfile::tempdir().unwrap();

@@ -513,14 +513,7 @@ fn the_control_plane_knows_where_a_volumes_data_is_before_its_first_attach() {
     };
 
     // The protocol, the test standing in for the hosts.
-    let v = rc
-        .ec2(
-            "CreateVolume",
-            &[("Size", "1"), ("AvailabilityZone", "us-east-1a")],
-        )
-        .unwrap()
-        .text("volumeId")
-        .unwrap();
+    let v = common::serve::create_volume(&rc, &[("Size", "1")]);
     assert_eq!(holder(&v), None, "never used anywhere");
     for (who, c, i, want) in [
         ("a user who is no host", &al, &i1, "UnauthorizedOperation"),

@@ -1072,16 +1072,7 @@ fn the_control_plane_makes_a_backing_file_only_where_the_data_is() {
         None,
     )
     .unwrap();
-    let create = || {
-        client
-            .ec2(
-                "CreateVolume",
-                &[("Size", "1"), ("AvailabilityZone", "us-east-1a")],
-            )
-            .unwrap()
-            .text("volumeId")
-            .unwrap()
-    };
+    let create = || common::serve::create_volume(&client, &[("Size", "1")]);
     let lazy = create();
     assert!(files_of(k, &lazy).is_empty(), "{:?}", files_of(k, &lazy));
     client
@@ -1375,14 +1366,7 @@ fn a_remote_host_restores_snapshots_through_the_ebs_direct_apis() {
 
     // CreateVolume --snapshot-id by another client, never used anywhere:
     // the host takes it up at its first mount, no `volume import`.
-    let v3 = client
-        .ec2(
-            "CreateVolume",
-            &[("SnapshotId", &snap), ("AvailabilityZone", "us-east-1a")],
-        )
-        .unwrap()
-        .text("volumeId")
-        .unwrap();
+    let v3 = common::serve::create_volume(&client, &[("SnapshotId", &snap)]);
     let x3 = client
         .ec2("DescribeVolumes", &[("VolumeId.1", &v3), DETAILS])
         .unwrap();
@@ -1398,14 +1382,7 @@ fn a_remote_host_restores_snapshots_through_the_ebs_direct_apis() {
     let d3 = kv(h, &["--profile", "acct", "volume", "describe", &v3]);
     assert_eq!(d3["HeldOnThisHost"], true, "{d3}");
     // Such a restore can be enabled for boot too: `mount --all` takes it up.
-    let v5 = client
-        .ec2(
-            "CreateVolume",
-            &[("SnapshotId", &snap), ("AvailabilityZone", "us-east-1a")],
-        )
-        .unwrap()
-        .text("volumeId")
-        .unwrap();
+    let v5 = common::serve::create_volume(&client, &[("SnapshotId", &snap)]);
     let m5 = h.join("m5");
     kv(
         h,
@@ -1577,14 +1554,7 @@ fn a_host_of_another_account_cannot_hydrate_from_an_unshared_snapshot() {
     // Shared, B restores it at the control plane (as the aws CLI would)
     // and may read it.
     share("add");
-    let vol = bc
-        .ec2(
-            "CreateVolume",
-            &[("SnapshotId", &snap), ("AvailabilityZone", "us-east-1a")],
-        )
-        .unwrap()
-        .text("volumeId")
-        .unwrap();
+    let vol = common::serve::create_volume(&bc, &[("SnapshotId", &snap)]);
     assert_eq!(
         blocks(&bc).unwrap().json()["Blocks"]
             .as_array()

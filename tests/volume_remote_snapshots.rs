@@ -249,14 +249,7 @@ fn only_the_volumes_host_takes_and_writes_its_snapshots() {
         client(&endpoint, &alice),
     );
 
-    let vol = root_c
-        .ec2(
-            "CreateVolume",
-            &[("Size", "1"), ("AvailabilityZone", "us-east-1a")],
-        )
-        .unwrap()
-        .text("volumeId")
-        .unwrap();
+    let vol = common::serve::create_volume(&root_c, &[("Size", "1")]);
     // Attached to host 1 and its key released there: the volume's data is
     // on host 1 now.
     root_c
@@ -493,23 +486,6 @@ fn only_the_volumes_host_takes_and_writes_its_snapshots() {
     assert_eq!(verify["Valid"], true, "{verify}");
 }
 
-/// Points the home `host` at the control plane `endpoint`, signing as
-/// `key` of account `account` (profile `acct`).
-fn snap_cli(home: &std::path::Path, args: &[&str]) -> Value {
-    let out = std::process::Command::new(common::snap_bin())
-        .args(args)
-        .env("KEYVOL_HOME", home)
-        .env_remove("KEYVOL_PROFILE")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "keyvol-snap {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// Reads all of `path` (a device of `len` bytes).
 fn read_device(path: &std::path::Path, len: usize) -> Vec<u8> {
     let f = std::fs::File::open(path).unwrap();
@@ -616,7 +592,7 @@ fn a_remote_hosts_volume_is_snapshotted_where_its_data_is() {
     // incremental: only what changed since the first is sent.
     write(9, 5);
     let now = read_device(&dev, SIZE);
-    let second = snap_cli(
+    let second = common::snap_cli(
         &h,
         &[
             "--profile",
@@ -631,7 +607,7 @@ fn a_remote_hosts_volume_is_snapshotted_where_its_data_is() {
     assert_eq!(second["State"], "completed", "{second}");
     assert_eq!(second["VolumeId"], vol.as_str(), "{second}");
     let snap2 = second["SnapshotId"].as_str().unwrap().to_string();
-    let changed = snap_cli(
+    let changed = common::snap_cli(
         &h,
         &["--profile", "acct", "list-changed-blocks", &snap1, &snap2],
     );
@@ -643,7 +619,7 @@ fn a_remote_hosts_volume_is_snapshotted_where_its_data_is() {
         .collect();
     assert_eq!(idx, vec![5, 9], "{changed}");
     // The host's keyvol-snap reads the control plane's records.
-    let listed = snap_cli(&h, &["--profile", "acct", "describe-snapshots"]);
+    let listed = common::snap_cli(&h, &["--profile", "acct", "describe-snapshots"]);
     let ids: Vec<&str> = listed["Snapshots"]
         .as_array()
         .unwrap()

@@ -84,15 +84,21 @@ pub fn snap_bin() -> std::path::PathBuf {
 /// `keyvol-snap --profile PROFILE create VOL --wait` on `home`: the
 /// completed snapshot's description; a failure fails the test.
 pub fn snapshot_and_wait(home: &Path, profile: &str, vol: &str) -> Value {
+    snap_cli(home, &["--profile", profile, "create", vol, "--wait"])
+}
+
+/// Runs `keyvol-snap` on `home` (no profile from the environment): its
+/// output, parsed; a failure fails the test.
+pub fn snap_cli(home: &Path, args: &[&str]) -> Value {
     let out = std::process::Command::new(snap_bin())
-        .args(["--profile", profile, "create", vol, "--wait"])
+        .args(args)
         .env("KEYVOL_HOME", home)
         .env_remove("KEYVOL_PROFILE")
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "keyvol-snap create {vol}: {}",
+        "keyvol-snap {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()

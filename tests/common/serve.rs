@@ -35,6 +35,37 @@ fn command(home: &Path) -> Command {
     c
 }
 
+/// The server of this process on loopback, serving `kms` and the IAM of
+/// the home at `dir` (the server runs in the test process, on threads of
+/// its own), and its endpoint URL.
+pub fn serve_in_process(
+    kms: std::sync::Arc<keyvol::kms::Kms>,
+    dir: &Path,
+) -> (keyvol::server::ServerHandle, String) {
+    let home = std::sync::Arc::new(keyvol::home::Home::open(dir).unwrap());
+    let iam = keyvol::iam::Iam::open(home, keyvol::clock::Clock::system()).unwrap();
+    let service = keyvol::server::HomeKmsService::new(kms, iam);
+    let srv = keyvol::server::start(
+        std::sync::Arc::new(service),
+        "127.0.0.1:0".parse().unwrap(),
+        keyvol::server::ServeOptions::default(),
+    )
+    .unwrap();
+    let endpoint = format!("http://{}", srv.local_addr());
+    (srv, endpoint)
+}
+
+/// CreateVolume in us-east-1a with `params` (a Size or a SnapshotId, ...)
+/// through the control plane: the new volume's id.
+pub fn create_volume(c: &keyvol::server::ControlPlaneClient, params: &[(&str, &str)]) -> String {
+    let mut all = params.to_vec();
+    all.push(("AvailabilityZone", "us-east-1a"));
+    c.ec2("CreateVolume", &all)
+        .unwrap()
+        .text("volumeId")
+        .unwrap()
+}
+
 /// Runs the keyvol CLI on `home`: stdout parsed as JSON, or the exit code
 /// and stderr.
 pub fn cli_raw(home: &Path, args: &[&str]) -> Result<Value, (i32, String)> {
