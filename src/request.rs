@@ -79,6 +79,11 @@ pub struct RequestContext {
     pub via_service: Option<String>,
     pub source_ip: Option<String>,
     pub user_agent: Option<String>,
+    /// The id the server answered the request with (`x-amzn-RequestId`,
+    /// EC2's `requestId`), which its audit events carry as `requestID`, as
+    /// CloudTrail's do. None for a call that is no request of the server
+    /// (the CLI's own), whose events get an id of their own.
+    pub request_id: Option<String>,
 }
 
 impl RequestContext {
@@ -89,6 +94,7 @@ impl RequestContext {
             via_service: None,
             source_ip: None,
             user_agent: None,
+            request_id: None,
         }
     }
 
@@ -96,6 +102,8 @@ impl RequestContext {
     pub fn via_ec2(&self) -> Self {
         let mut c = self.clone();
         c.via_service = Some(format!("ec2.{}.amazonaws.com", self.region));
+        // The service's call is a request of its own.
+        c.request_id = None;
         c
     }
 

@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_sdk_ec2::operation::RequestId;
 use aws_sdk_ec2::types::{
     Filter, ResourceType, SnapshotState, Tag, TagSpecification, VolumeState, VolumeType,
 };
-use common::serve::{create_account, create_user, Key, Served};
+use common::serve::{cli, create_account, create_user, Key, Served};
 
 const A: &str = "444455556666";
 
@@ -58,7 +59,7 @@ async fn aws_sdk_ec2_crate_against_keyvol_serve() {
             .tags(Tag::builder().key("n").value(i.to_string()).build())
             .build()
     };
-    let mut made = Vec::new();
+    let (mut made, mut request_ids) = (Vec::new(), Vec::new());
     for i in 0..6 {
         let v = ec2
             .create_volume()
@@ -81,6 +82,34 @@ async fn aws_sdk_ec2_crate_against_keyvol_serve() {
             .unwrap()
             .starts_with(&format!("arn:aws:kms:us-east-1:{A}:key/")));
         made.push(v.volume_id().unwrap().to_string());
+        request_ids.push(v.request_id().expect("a request id").to_string());
+    }
+    // Each CreateVolume's audit event carries the request id its answer
+    // named, as CloudTrail's do.
+    let events = cli(
+        home,
+        &[
+            "--profile",
+            "a",
+            "kms",
+            "audit",
+            "list",
+            "--event-name",
+            "CreateVolume",
+        ],
+    );
+    let logged: Vec<&str> = events["Events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["requestID"].as_str())
+        .collect();
+    for id in &request_ids {
+        assert_eq!(
+            logged.iter().filter(|l| *l == id).count(),
+            1,
+            "{id}: {events}"
+        );
     }
     let by_tag = Filter::builder().name("tag:suite").values("sdk").build();
     let mut pages = ec2

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region as SdkRegion};
 use aws_sdk_kms::error::ProvideErrorMetadata;
+use aws_sdk_kms::operation::RequestId;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{
     DataKeySpec, GrantOperation, KeyState, MessageType, SigningAlgorithmSpec,
@@ -142,6 +143,12 @@ async fn aws_sdk_kms_crate_against_keyvol_serve() {
         .await
         .unwrap();
     assert_eq!(enc.key_id(), Some(k1_arn.as_str()));
+    // The audit event of a call carries the request id it was answered
+    // with (x-amzn-RequestId), as CloudTrail's events do.
+    let encrypt_request_id = enc
+        .request_id()
+        .expect("the answer names its request id")
+        .to_string();
     let ct = enc.ciphertext_blob.unwrap();
     let dec = kms
         .decrypt()
@@ -529,6 +536,17 @@ async fn aws_sdk_kms_crate_against_keyvol_serve() {
         ours(&fx.root.id),
         "no Encrypt event of the root key from 127.0.0.1: {events:?}"
     );
+    let answered: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["requestID"] == encrypt_request_id.as_str())
+        .collect();
+    assert_eq!(answered.len(), 1, "{encrypt_request_id}: {events:?}");
+    assert_eq!(answered[0]["requestParameters"]["keyId"], k1_id.as_str());
+    let ids: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter_map(|e| e["requestID"].as_str())
+        .collect();
+    assert_eq!(ids.len(), events.len(), "request ids repeat: {events:?}");
     assert!(
         events.iter().any(
             |e| e["userIdentity"]["accessKeyId"] == fx.nobody.id.as_str()

@@ -771,10 +771,17 @@ async fn process(
             .map_err(|e| (false, e));
     }
     if api == Api::Ebs {
-        return answer_ebs(state, peer, &http_req, body.clone(), operation_seen)
-            .await
-            .map(Reply::Ebs)
-            .map_err(|e| (false, e));
+        return answer_ebs(
+            state,
+            peer,
+            &http_req,
+            body.clone(),
+            request_id,
+            operation_seen,
+        )
+        .await
+        .map(Reply::Ebs)
+        .map_err(|e| (false, e));
     }
     if api == Api::Sts {
         operation_seen.push_str("sts");
@@ -788,7 +795,7 @@ async fn process(
         regions: &opts.regions,
         now: (opts.clock)(),
     };
-    let decoded = decode_request(
+    let mut decoded = decode_request(
         &http_req,
         Some(peer),
         state.service.as_ref(),
@@ -796,6 +803,7 @@ async fn process(
         opts.max_body_bytes,
     )
     .map_err(|r| (false, r))?;
+    decoded.ctx.request_id = Some(request_id.to_string());
 
     let service = state.service.clone();
     let operation = decoded.operation.clone();
@@ -854,6 +862,7 @@ async fn answer_sts(
     let request_id = request_id.to_string();
     let mut ctx = RequestContext::new(caller, verified.region);
     ctx.source_ip = peer.map(|p| p.ip().to_string());
+    ctx.request_id = Some(request_id.clone());
     tokio::task::spawn_blocking(move || sts::answer(&params, &ctx, &*service, &request_id))
         .await
         .map_err(|_| Rejection::from(KmsError::internal("STS failed while answering")))?
@@ -892,6 +901,7 @@ async fn answer_ec2(
     let mut ctx = RequestContext::new(verified.credentials.caller, verified.region);
     ctx.source_ip = Some(peer.ip().to_string());
     ctx.user_agent = req.header("user-agent").map(|ua| truncate(ua, 256));
+    ctx.request_id = Some(request_id.to_string());
     let service = state.service.clone();
     let request_id = request_id.to_string();
     if action == super::control_plane::RELEASE_VOLUME_KEY {
@@ -927,6 +937,7 @@ async fn answer_ebs(
     peer: SocketAddr,
     req: &HttpRequest<'_>,
     body: Bytes,
+    request_id: &str,
     operation_seen: &mut String,
 ) -> Result<crate::ebs::Response, Rejection> {
     let policy = VerifyPolicy {
@@ -947,6 +958,7 @@ async fn answer_ebs(
     let mut ctx = RequestContext::new(verified.credentials.caller, verified.region);
     ctx.source_ip = Some(peer.ip().to_string());
     ctx.user_agent = req.header("user-agent").map(|ua| truncate(ua, 256));
+    ctx.request_id = Some(request_id.to_string());
     let service = state.service.clone();
     let owned = OwnedRequest {
         method: req.method.to_string(),
