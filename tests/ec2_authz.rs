@@ -1432,21 +1432,7 @@ fn a_restore_from_a_shared_snapshot_outlives_a_narrowed_key_policy() {
 fn the_cli_takes_the_aws_spellings() {
     let dir = tempfile::tempdir().unwrap();
     let h = dir.path();
-    let snap = |args: &[&str]| -> Value {
-        let out = std::process::Command::new(common::snap_bin())
-            .args(args)
-            .env("KEYVOL_HOME", h)
-            .env_remove("KEYVOL_PROFILE")
-            .env_remove("KEYVOL_REGION")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "keyvol-snap {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
+    let snap = |args: &[&str]| -> Value { common::snap_cli(h, args) };
     let tagged = common::keyvol_json(
         h,
         &[

@@ -14,7 +14,7 @@ use aws_sdk_ec2::operation::RequestId;
 use aws_sdk_ec2::types::{
     Filter, ResourceType, SnapshotState, Tag, TagSpecification, VolumeState, VolumeType,
 };
-use common::serve::{cli, create_account, create_user, Key, Served};
+use common::serve::{create_account, create_user, Key, Served};
 
 const A: &str = "444455556666";
 
@@ -86,18 +86,7 @@ async fn aws_sdk_ec2_crate_against_keyvol_serve() {
     }
     // Each CreateVolume's audit event carries the request id its answer
     // named, as CloudTrail's do.
-    let events = cli(
-        home,
-        &[
-            "--profile",
-            "a",
-            "kms",
-            "audit",
-            "list",
-            "--event-name",
-            "CreateVolume",
-        ],
-    );
+    let events = common::serve::audit_list(home, "a", "CreateVolume");
     let logged: Vec<&str> = events["Events"]
         .as_array()
         .unwrap()

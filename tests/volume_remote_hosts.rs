@@ -252,18 +252,7 @@ fn only_the_attached_host_gets_the_key_over_tls_or_loopback() {
 
     // The audit: the KMS Decrypt made by EC2 as the attacher (A's root),
     // and the release itself as host 1, without the key.
-    let audit = cli(
-        &home,
-        &[
-            "--profile",
-            "a",
-            "kms",
-            "audit",
-            "list",
-            "--event-name",
-            "Decrypt",
-        ],
-    );
+    let audit = common::serve::audit_list(&home, "a", "Decrypt");
     let events = audit["Events"].as_array().unwrap();
     assert!(
         events.iter().any(|e| e["invokedBy"] == "ec2.amazonaws.com"
@@ -272,18 +261,7 @@ fn only_the_attached_host_gets_the_key_over_tls_or_loopback() {
             && e.get("errorCode").is_none()),
         "{audit}"
     );
-    let releases = cli(
-        &home,
-        &[
-            "--profile",
-            "a",
-            "kms",
-            "audit",
-            "list",
-            "--event-name",
-            "KeyvolReleaseVolumeKey",
-        ],
-    );
+    let releases = common::serve::audit_list(&home, "a", "KeyvolReleaseVolumeKey");
     let text = releases.to_string();
     assert!(text.contains(&host1.id), "{text}");
     assert!(
@@ -613,18 +591,7 @@ fn the_control_plane_knows_where_a_volumes_data_is_before_its_first_attach() {
     claim(&h2, &i2, &v, &[("Release", "true")]).unwrap();
     assert_eq!(holder(&v), None);
     // Each claim was audited, the refusals with their error.
-    let events = cli(
-        &cp,
-        &[
-            "--profile",
-            "a",
-            "kms",
-            "audit",
-            "list",
-            "--event-name",
-            "KeyvolClaimVolumeData",
-        ],
-    )["Events"]
+    let events = common::serve::audit_list(&cp, "a", "KeyvolClaimVolumeData")["Events"]
         .as_array()
         .unwrap()
         .clone();

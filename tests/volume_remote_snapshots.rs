@@ -465,18 +465,7 @@ fn only_the_volumes_host_takes_and_writes_its_snapshots() {
     assert!(e.message.contains("attach it on that host"), "{e:?}");
     // Every call above is audited, the refused ones too.
     let _ = served.stop();
-    let audit = cli(
-        &home,
-        &[
-            "--profile",
-            "a",
-            "kms",
-            "audit",
-            "list",
-            "--event-name",
-            "KeyvolReportHostSnapshot",
-        ],
-    );
+    let audit = common::serve::audit_list(&home, "a", "KeyvolReportHostSnapshot");
     let events = audit["Events"].as_array().unwrap();
     assert!(events.len() >= 8, "{audit}");
     assert!(events
@@ -691,18 +680,7 @@ fn a_remote_hosts_volume_is_snapshotted_where_its_data_is() {
     );
     // The daemon's writes are the host's: audited as PutSnapshotBlock data
     // events of the host's principal, and the chain verifies.
-    let audit = cli(
-        &k,
-        &[
-            "--profile",
-            "acct",
-            "kms",
-            "audit",
-            "list",
-            "--event-name",
-            "PutSnapshotBlock",
-        ],
-    );
+    let audit = common::serve::audit_list(&k, "acct", "PutSnapshotBlock");
     let puts = audit["Events"].as_array().unwrap();
     assert_eq!(puts.len(), 4 + 2, "{audit}");
     assert!(puts

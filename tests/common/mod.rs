@@ -87,13 +87,14 @@ pub fn snapshot_and_wait(home: &Path, profile: &str, vol: &str) -> Value {
     snap_cli(home, &["--profile", profile, "create", vol, "--wait"])
 }
 
-/// Runs `keyvol-snap` on `home` (no profile from the environment): its
-/// output, parsed; a failure fails the test.
+/// Runs `keyvol-snap` on `home` (no profile or region from the
+/// environment): its output, parsed; a failure fails the test.
 pub fn snap_cli(home: &Path, args: &[&str]) -> Value {
     let out = std::process::Command::new(snap_bin())
         .args(args)
         .env("KEYVOL_HOME", home)
         .env_remove("KEYVOL_PROFILE")
+        .env_remove("KEYVOL_REGION")
         .output()
         .unwrap();
     assert!(

@@ -55,6 +55,23 @@ pub fn serve_in_process(
     (srv, endpoint)
 }
 
+/// `keyvol kms audit list --event-name EVENT` on `home` as `profile`: the
+/// listing (its `Events`).
+pub fn audit_list(home: &Path, profile: &str, event: &str) -> Value {
+    cli(
+        home,
+        &[
+            "--profile",
+            profile,
+            "kms",
+            "audit",
+            "list",
+            "--event-name",
+            event,
+        ],
+    )
+}
+
 /// CreateVolume in us-east-1a with `params` (a Size or a SnapshotId, ...)
 /// through the control plane: the new volume's id.
 pub fn create_volume(c: &keyvol::server::ControlPlaneClient, params: &[(&str, &str)]) -> String {
