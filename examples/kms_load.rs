@@ -1,7 +1,9 @@
 //! A load generator for any AWS KMS JSON API endpoint (keyvol, moto, ...):
 //! N concurrent clients, each a SigV4-signing [`RemoteKms`] with its own
 //! keep-alive connection, call one operation back to back for T seconds;
-//! prints one JSON line with requests per second and p50/p99 latency.
+//! prints one JSON line with requests per second, p50/p99 latency and the
+//! CPU time per answered request of this process (`client_cpu_us`) and,
+//! with `--server-pid`, of the server (`server_cpu_us`).
 //!
 //! ```text
 //! cargo run --release --example kms_load -- --endpoint http://127.0.0.1:8090 \
@@ -62,6 +64,36 @@ fn args() -> Command {
                 .value_parser(value_parser!(u32).range(1..=4096)),
         )
         .arg(Arg::new("label").long("label").default_value(""))
+        .arg(
+            Arg::new("server-pid")
+                .long("server-pid")
+                .help("also report the CPU time this process (the server) spent per request")
+                .value_parser(value_parser!(u32)),
+        )
+}
+
+/// CPU seconds (user + system) of process `pid` so far, from /proc.
+fn process_cpu(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may
+    // hold spaces: utime and stime are fields 14 and 15 of the line.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| ticks / hz as f64)
+}
+
+/// CPU seconds (user + system) of this process so far.
+fn own_cpu() -> f64 {
+    // SAFETY: getrusage writes only into the zeroed struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return f64::NAN;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(u.ru_utime) + secs(u.ru_stime)
 }
 
 fn main() {
@@ -155,10 +187,13 @@ fn run() -> Result<(), String> {
                 .map_err(|e| format!("cannot start a client thread: {e}"))?,
         );
     }
+    let server_pid = m.get_one::<u32>("server-pid").copied();
     start.wait();
     let began = Instant::now();
+    let (server0, own0) = (server_pid.and_then(process_cpu), own_cpu());
     std::thread::sleep(Duration::from_secs_f64(seconds));
     stop.store(true, Ordering::Relaxed);
+    let (server1, own1) = (server_pid.and_then(process_cpu), own_cpu());
     let mut all = Vec::new();
     let mut errors = 0;
     let mut first_error = None;
@@ -189,6 +224,17 @@ fn run() -> Result<(), String> {
         "p50_ms": (pct(0.50) * 1000.0).round() / 1000.0,
         "p99_ms": (pct(0.99) * 1000.0).round() / 1000.0,
     });
+    // CPU per answered request while the clients ran (the last calls
+    // in flight at the stop are not counted, nor their CPU after it).
+    let per_request = |cpu: f64| {
+        let us = cpu / all.len().max(1) as f64 * 1e6;
+        us.is_finite().then(|| (us * 10.0).round() / 10.0)
+    };
+    let mut out = out;
+    out["client_cpu_us"] = json!(per_request(own1 - own0));
+    if let (Some(a), Some(b)) = (server0, server1) {
+        out["server_cpu_us"] = json!(per_request(b - a));
+    }
     println!("{out}");
     Ok(())
 }

@@ -2,7 +2,9 @@
 # The KMS over HTTP: Encrypt and GenerateDataKey requests per second and
 # p50/p99 latency with 1, 16 and 64 concurrent SigV4-signing clients on
 # loopback, keyvol (`keyvol kms serve`, release) side by side with moto's
-# KMS server, and the keyvol/moto ratio.
+# KMS server, and the keyvol/moto ratio; and for each server the CPU time
+# per answered request of the server and of the load generator (less
+# noisy than the rates on a shared machine, where both share the cores).
 # Env: BENCH_SECONDS (default 5 per cell), BENCH_CLIENTS (default "1 16 64"),
 # KEYVOL_VENV (default ~/.cache/keyvol-venv, holds moto_server),
 # BENCH_INPROCESS (default 1: also measure the in-process KMS, benches/kms.rs,
@@ -56,7 +58,8 @@ acct=$("$KEYVOL" --home "$home" iam create-account --account-id 444455556666 --p
 kv_akid=$(field "$acct" AccessKey AccessKeyId)
 kv_secret=$(field "$acct" AccessKey SecretAccessKey)
 "$KEYVOL" --home "$home" kms serve --listen 127.0.0.1:0 >"$work/serve.out" 2>"$work/serve.err" &
-pids+=($!)
+kv_pid=$!
+pids+=($kv_pid)
 for _ in $(seq 1 200); do [ -s "$work/serve.out" ] && break; sleep 0.05; done
 kv_endpoint=$(field "$(head -n1 "$work/serve.out")" Endpoint)
 
@@ -70,7 +73,8 @@ if [ -n "${BENCH_BASELINE_KEYVOL:-}" ]; then
   base_key=$("$BENCH_BASELINE_KEYVOL" --home "$bhome" --profile bench kms create-key --description bench \
     --query KeyMetadata.KeyId --output text)
   "$BENCH_BASELINE_KEYVOL" --home "$bhome" kms serve --listen 127.0.0.1:0 >"$work/base.out" 2>"$work/base.err" &
-  pids+=($!)
+  base_pid=$!
+  pids+=($base_pid)
   for _ in $(seq 1 200); do [ -s "$work/base.out" ] && break; sleep 0.05; done
   base_endpoint=$(field "$(head -n1 "$work/base.out")" Endpoint)
 fi
@@ -78,7 +82,8 @@ fi
 # moto: any credentials are accepted (it still parses the SigV4 header).
 moto_port=$(free_port)
 "$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
-pids+=($!)
+moto_pid=$!
+pids+=($moto_pid)
 wait_port 127.0.0.1 "$moto_port"
 moto_endpoint="http://127.0.0.1:$moto_port"
 
@@ -90,18 +95,19 @@ moto_key=$(AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE AWS_SECRET_ACCESS_KEY=x AWS_DE
 
 echo "KMS over HTTP on loopback: ${SECONDS_PER}s per cell, SigV4-signed keep-alive clients (examples/kms_load.rs)"
 echo "keyvol: $kv_endpoint (release, home $home)   moto: $moto_endpoint ($("$VENV/bin/python" -c 'import moto; print("moto", moto.__version__)'))"
-printf '%-16s %7s | %10s %9s %9s | %10s %9s %9s | %9s\n' operation clients "keyvol r/s" "p50 ms" "p99 ms" "moto r/s" "p50 ms" "p99 ms" "ratio r/s"
+printf '%-16s %7s | %10s %9s %9s | %10s %9s %9s | %9s | %14s | %14s\n' operation clients "keyvol r/s" "p50 ms" "p99 ms" "moto r/s" "p50 ms" "p99 ms" "ratio r/s" "keyvol cpu us" "moto cpu us"
+echo "(cpu us: CPU time per answered request, server / load generator)"
 results="$work/results.jsonl"
 for op in $OPS; do
   for c in $CLIENTS; do
     kv=$("$LOAD" --endpoint "$kv_endpoint" --access-key-id "$kv_akid" --secret-access-key "$kv_secret" \
-      --key-id "$kv_key" --operation "$op" --clients "$c" --seconds "$SECONDS_PER" --label keyvol)
+      --key-id "$kv_key" --operation "$op" --clients "$c" --seconds "$SECONDS_PER" --label keyvol --server-pid "$kv_pid")
     mo=$("$LOAD" --endpoint "$moto_endpoint" --key-id "$moto_key" --operation "$op" --clients "$c" \
-      --seconds "$SECONDS_PER" --label moto)
+      --seconds "$SECONDS_PER" --label moto --server-pid "$moto_pid")
     base='{}'
     if [ -n "$base_endpoint" ]; then
       base=$("$LOAD" --endpoint "$base_endpoint" --access-key-id "$base_akid" --secret-access-key "$base_secret" \
-        --key-id "$base_key" --operation "$op" --clients "$c" --seconds "$SECONDS_PER" --label baseline)
+        --key-id "$base_key" --operation "$op" --clients "$c" --seconds "$SECONDS_PER" --label baseline --server-pid "$base_pid")
       echo "$base" >>"$results"
     fi
     echo "$kv" >>"$results"
@@ -115,8 +121,10 @@ for r in (kv, mo, base):
 ratio = kv["rps"] / mo["rps"] if mo["rps"] else float("inf")
 line = (f"{kv['operation']:<16} {kv['clients']:>7} | {kv['rps']:>10.0f} {kv['p50_ms']:>9.2f} {kv['p99_ms']:>9.2f} | "
         f"{mo['rps']:>10.0f} {mo['p50_ms']:>9.2f} {mo['p99_ms']:>9.2f} | {ratio:>8.2f}x")
+cpu = lambda r: f"{r.get('server_cpu_us') or float('nan'):>6.1f} / {r.get('client_cpu_us') or float('nan'):>5.1f}"
+line += f" | {cpu(kv)} | {cpu(mo)}"
 if base:
-    line += f" | baseline {base['rps']:>6.0f} r/s p99 {base['p99_ms']:>6.2f} ms, this/baseline {kv['rps'] / base['rps']:.2f}x"
+    line += f" | baseline {base['rps']:>6.0f} r/s p99 {base['p99_ms']:>6.2f} ms, cpu {cpu(base)} us, this/baseline {kv['rps'] / base['rps']:.2f}x"
 print(line)
 PY
   done
