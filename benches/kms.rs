@@ -150,20 +150,7 @@ fn main() {
         if !spec.is_asymmetric() {
             continue;
         }
-        let key = kms
-            .create_key(
-                &ctx,
-                CreateKeyRequest {
-                    key_spec: Some(spec.to_string()),
-                    key_usage: Some("SIGN_VERIFY".into()),
-                    ..Default::default()
-                },
-            )
-            .expect("create asymmetric key")
-            .key_metadata["KeyId"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let key = asymmetric_key(&kms, &ctx, &spec.to_string(), "SIGN_VERIFY");
         let alg = spec.signing_algorithms()[0].to_string();
         let sign = || SignRequest {
             key_id: Some(key.clone()),
@@ -191,6 +178,23 @@ fn main() {
     }
 }
 
+/// A new key of `spec` for `usage`: its key id.
+fn asymmetric_key(kms: &Kms, ctx: &RequestContext, spec: &str, usage: &str) -> String {
+    kms.create_key(
+        ctx,
+        CreateKeyRequest {
+            key_spec: Some(spec.into()),
+            key_usage: Some(usage.into()),
+            ..Default::default()
+        },
+    )
+    .expect("create asymmetric key")
+    .key_metadata["KeyId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Encrypt on one thread while another decrypts with an RSA_4096 key in a
 /// loop: an RSA decryption takes several ms, and one that held the write
 /// connection held every other call up for that long.
@@ -201,20 +205,7 @@ fn beside_rsa_decrypt(
     encrypt: &(dyn Fn() + Sync),
 ) {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    let rsa = kms
-        .create_key(
-            ctx,
-            CreateKeyRequest {
-                key_spec: Some("RSA_4096".into()),
-                key_usage: Some("ENCRYPT_DECRYPT".into()),
-                ..Default::default()
-            },
-        )
-        .expect("create RSA key")
-        .key_metadata["KeyId"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let rsa = asymmetric_key(kms, ctx, "RSA_4096", "ENCRYPT_DECRYPT");
     let alg = Some("RSAES_OAEP_SHA_256".to_string());
     let blob = kms
         .encrypt(

@@ -58,7 +58,7 @@ impl Deferring {
     }
 
     /// The tickets deferred since `start`.
-    pub(super) fn tickets() -> Vec<u64> {
+    pub(super) fn tickets(&self) -> Vec<u64> {
         DEFERRED.with(|d| {
             d.borrow_mut()
                 .as_mut()
@@ -104,10 +104,10 @@ mod tests {
     fn tickets_are_deferred_only_inside_a_batch() {
         assert!(!defer(1));
         {
-            let _d = Deferring::start();
+            let d = Deferring::start();
             assert!(defer(2));
             assert!(defer(3));
-            assert_eq!(Deferring::tickets(), [2, 3]);
+            assert_eq!(d.tickets(), [2, 3]);
         }
         assert!(!defer(4));
     }

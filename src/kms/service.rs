@@ -428,7 +428,7 @@ impl Kms {
         let ran: Vec<(KmsResult<Value>, Vec<u64>)> = calls
             .into_iter()
             .map(|c| {
-                let _deferring = batch::Deferring::start();
+                let deferring = batch::Deferring::start();
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     self.call(&c.ctx, &c.operation, c.request)
                 }))
@@ -438,7 +438,7 @@ impl Kms {
                         c.operation
                     )))
                 });
-                (result, batch::Deferring::tickets())
+                (result, deferring.tickets())
             })
             .collect();
         ran.into_iter()

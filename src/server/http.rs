@@ -493,19 +493,16 @@ struct State {
 /// The most calls one batch runs before its commit.
 const BATCH_CALLS: usize = 128;
 
-/// Batch threads: one. Two contend for the write connection, as the
-/// blocking pool's threads did (on 2 cores, Encrypt at 16 and 64
-/// clients: one thread 16,826-20,282 req/s, two 15,567-16,888).
-const BATCH_THREADS: usize = 1;
-
-/// Threads that run the cheap stateless calls (Encrypt, Decrypt,
+/// The thread that runs the cheap stateless calls (Encrypt, Decrypt,
 /// GenerateDataKey, DescribeKey, ...: [`KmsService::batches`]) in batches:
-/// each takes every call queued when it starts a batch (up to
+/// it takes every call queued when it starts a batch (up to
 /// [`BATCH_CALLS`]), runs them one after the other and answers them after
 /// one commit. A call of its own on the blocking pool would cost a thread
 /// wake-up, a handover of the write connection between threads and a
 /// commit wait each; queued, the calls that arrive while a batch runs make
-/// up the next one.
+/// up the next one. One thread: two contend for the write connection as
+/// the blocking pool's threads did (on 2 cores, Encrypt at 16 and 64
+/// clients: one thread 16,826-20,282 req/s, two 15,567-16,888).
 struct Batcher {
     queue: std::sync::mpsc::Sender<Queued>,
 }
@@ -516,35 +513,23 @@ struct Queued {
 }
 
 impl Batcher {
-    /// Starts the batch threads; they end once the sender is dropped.
+    /// Starts the batch thread; it ends once the sender is dropped.
     fn start(service: &Arc<dyn KmsService>) -> io::Result<Self> {
         let (queue, calls) = std::sync::mpsc::channel::<Queued>();
-        let calls = Arc::new(std::sync::Mutex::new(calls));
-        for n in 0..BATCH_THREADS {
-            let (service, calls) = (service.clone(), calls.clone());
-            std::thread::Builder::new()
-                .name(format!("kms-batch-{n}"))
-                .spawn(move || Self::run(&*service, &calls))?;
-        }
+        let service = service.clone();
+        std::thread::Builder::new()
+            .name("kms-batch".into())
+            .spawn(move || Self::run(&*service, &calls))?;
         Ok(Batcher { queue })
     }
 
-    fn run(service: &dyn KmsService, calls: &std::sync::Mutex<std::sync::mpsc::Receiver<Queued>>) {
-        loop {
-            let batch: Vec<Queued> = {
-                let calls = calls
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let Ok(first) = calls.recv() else {
-                    return;
-                };
-                std::iter::once(first)
-                    .chain(calls.try_iter().take(BATCH_CALLS - 1))
-                    .collect()
-            };
-            let (calls_of, replies): (Vec<_>, Vec<_>) =
-                batch.into_iter().map(|q| (q.call, q.reply)).unzip();
-            for (reply, result) in replies.into_iter().zip(service.call_batch(calls_of)) {
+    fn run(service: &dyn KmsService, calls: &std::sync::mpsc::Receiver<Queued>) {
+        while let Ok(first) = calls.recv() {
+            let (batch, replies): (Vec<_>, Vec<_>) = std::iter::once(first)
+                .chain(calls.try_iter().take(BATCH_CALLS - 1))
+                .map(|q| (q.call, q.reply))
+                .unzip();
+            for (reply, result) in replies.into_iter().zip(service.call_batch(batch)) {
                 // A client that went away takes no answer.
                 let _ = reply.send(result);
             }

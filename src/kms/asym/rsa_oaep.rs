@@ -32,15 +32,18 @@ pub fn decrypt(
     algorithm: EncryptionAlgorithmSpec,
     ciphertext: &[u8],
 ) -> Result<SecretBytes, AsymError> {
-    let rsa = rsa_key(key, algorithm)?;
+    // Refuses a key or an algorithm that is not RSA-OAEP by its AWS name.
+    rsa_key(key, algorithm)?;
     let lc = match algorithm {
         EncryptionAlgorithmSpec::RsaesOaepSha1 => &aws_lc_rs::rsa::OAEP_SHA1_MGF1SHA1,
         _ => &aws_lc_rs::rsa::OAEP_SHA256_MGF1SHA256,
     };
-    match key.signer.rsa_decrypt(lc, ciphertext) {
-        Some(r) => r,
-        None => decrypt_with(rsa, algorithm, ciphertext),
-    }
+    // Every RSA key is loaded with its AWS-LC decrypter.
+    key.signer.rsa_decrypt(lc, ciphertext).unwrap_or_else(|| {
+        Err(AsymError::Internal(
+            "an RSA key without its decrypter".into(),
+        ))
+    })
 }
 
 /// RSA-OAEP encryption to `public`, with the AWS plaintext limit of the
