@@ -123,7 +123,7 @@ impl Drop for PooledConnection {
 /// waiter retries after 50 µs, then 200 µs, then 2 ms, for about 30 s in
 /// all. SQLite's own busy timeout sleeps 1 to 100 ms between tries, which
 /// made concurrent requests wait for each other for milliseconds.
-fn busy_wait(attempt: i32) -> bool {
+pub(crate) fn busy_wait(attempt: i32) -> bool {
     let micros = match attempt {
         0..=19 => 50,
         20..=199 => 200,

@@ -481,3 +481,63 @@ fn concurrent_http_calls_run_in_batches_and_each_is_audited_once() {
     let report = kms.audit_verify().unwrap();
     assert!(report.valid, "{report:?}");
 }
+
+/// The WAL's length in frames (`mxFrame` of the WAL-index header in the
+/// `-shm` file: bytes 16..20, native byte order), 0 before it exists.
+fn wal_frames(db: &std::path::Path) -> u32 {
+    let mut shm = db.as_os_str().to_owned();
+    shm.push("-shm");
+    match std::fs::read(&shm) {
+        Ok(b) if b.len() >= 20 => u32::from_ne_bytes([b[16], b[17], b[18], b[19]]),
+        _ => 0,
+    }
+}
+
+/// Calls committing back to back (two threads of Encrypts, as a busy
+/// server's batches) keep the WAL short: the checkpointer restarts the log
+/// past 4,000 frames, where a passive checkpoint alone let it grow to the
+/// 16,000 frames at which the calls' own commits checkpoint, fsyncs and
+/// all. Runs until 24,000 frames were written in all.
+#[test]
+fn the_wal_restarts_while_calls_commit_back_to_back() {
+    let e = env();
+    let key = e.create_key();
+    let db = Home::open(e.dir.path()).unwrap().db_path();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (written, longest, restarts) = std::thread::scope(|s| {
+        for _ in 0..2 {
+            let (e, key, stop) = (&e, &key, &stop);
+            s.spawn(move || {
+                let pt = b64(&[7u8; 2048]);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    e.ok("Encrypt", json!({"KeyId": key, "Plaintext": pt}));
+                }
+            });
+        }
+        let (mut written, mut longest, mut restarts, mut last) = (0u64, 0u32, 0u32, 0u32);
+        let began = std::time::Instant::now();
+        while written < 24_000 && began.elapsed() < std::time::Duration::from_secs(240) {
+            let now = wal_frames(&db);
+            if now < last {
+                restarts += 1;
+                written += u64::from(now);
+            } else {
+                written += u64::from(now - last);
+            }
+            longest = longest.max(now);
+            last = now;
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (written, longest, restarts)
+    });
+    assert!(written >= 24_000, "only {written} WAL frames in 240 s");
+    assert!(
+        restarts >= 2,
+        "the WAL restarted {restarts} times in {written} frames"
+    );
+    assert!(
+        longest < 12_000,
+        "the WAL reached {longest} frames ({restarts} restarts in {written} frames)"
+    );
+}

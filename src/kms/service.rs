@@ -164,15 +164,33 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(5
 /// WAL reach (SQLite's default is 1,000 pages).
 const COMMIT_CHECKPOINT_PAGES: i64 = 16_000;
 
+/// The WAL length (in frames, 16 MiB of 4 KiB pages) past which the
+/// checkpointer, after its passive pass, also restarts the log.
+///
+/// SQLite restarts the WAL from its beginning only when a write
+/// transaction starts with every frame already copied into the database.
+/// A passive checkpoint runs beside the writer, and while calls commit
+/// back to back some frames always land during its pass, so the log never
+/// restarted on its own: it grew to [`COMMIT_CHECKPOINT_PAGES`], and from
+/// then on the commits themselves checkpointed, copy and fsyncs included,
+/// inside a request's commit. Under a steady load of Encrypt calls that
+/// stalled batches for 50–110 ms (p99 at 16 clients 50–60 ms, against
+/// 4–5 ms with the restart). A RESTART checkpoint takes the write lock,
+/// copies what the passive pass left (little), syncs and waits for readers
+/// to leave the log, so the next writer starts it over: the writer waits
+/// for that short copy and its fsyncs once per this many frames.
+const RESTART_FRAMES: i64 = 4_000;
+
 /// Copies committed WAL frames into the database file from a thread of its
-/// own (a passive checkpoint every [`CHECKPOINT_EVERY`] after commits), so
-/// a request's commit does not pay for the copy and its fsync. The thread
-/// ends when the KMS is dropped (its channel disconnects).
+/// own (a passive checkpoint every [`CHECKPOINT_EVERY`] after commits, and
+/// a restart of the log past [`RESTART_FRAMES`]), so a request's commit
+/// does not pay for the copy and its fsync. The thread ends when the KMS
+/// is dropped (its channel disconnects).
 fn spawn_checkpointer(
     home: &Home,
     commits: Arc<std::sync::atomic::AtomicU64>,
 ) -> Option<std::sync::mpsc::Sender<()>> {
-    let conn = home.connect().ok()?;
+    let mut conn = home.connect().ok()?;
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let spawned = std::thread::Builder::new()
         .name("kms-checkpoint".into())
@@ -194,12 +212,45 @@ fn spawn_checkpointer(
                 seen = now;
                 // Busy (another checkpoint runs) or failing: the commits'
                 // own checkpoint at COMMIT_CHECKPOINT_PAGES stays.
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::debug!("background WAL checkpoint: {e}");
+                let frames = match checkpoint(&conn, "PASSIVE") {
+                    Ok(frames) => frames,
+                    Err(e) => {
+                        tracing::debug!("background WAL checkpoint: {e}");
+                        continue;
+                    }
+                };
+                if frames >= RESTART_FRAMES {
+                    let restarted = conn
+                        .busy_handler(Some(restart_wait))
+                        .and_then(|()| checkpoint(&conn, "RESTART"));
+                    if let Err(e) = restarted {
+                        tracing::debug!("background WAL restart: {e}");
+                    }
+                    if let Err(e) = conn.busy_handler(Some(crate::home::busy_wait)) {
+                        tracing::debug!("checkpointer: restoring its busy handler: {e}");
+                    }
                 }
             }
         });
     spawned.ok().map(|_| tx)
+}
+
+/// The busy handler of the checkpointer's RESTART, which holds the write
+/// lock while it waits for readers to leave the log: it gives up after
+/// about 20 ms (a reader of another process in a long read transaction)
+/// rather than stall every writer, and the next round tries again.
+fn restart_wait(attempt: i32) -> bool {
+    if attempt >= 400 {
+        return false;
+    }
+    std::thread::sleep(std::time::Duration::from_micros(50));
+    true
+}
+
+/// Runs one checkpoint of `mode` and returns the WAL's length in frames
+/// before it (-1 when the database is not in WAL mode).
+fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<i64> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get(1))
 }
 
 impl Kms {
