@@ -11,13 +11,16 @@
 # one thread, and print each cell against it; 0 skips it),
 # BENCH_BASELINE_KEYVOL (optional: an earlier keyvol binary, e.g. built from
 # an older commit; its server runs the same cells in the same run on a home
-# of its own, and each row adds its r/s and the ratio this/baseline).
+# of its own, and each row adds its r/s and the ratio this/baseline),
+# BENCH_DRIVER (default events: every client's connection on one event-loop
+# thread of the load generator; threads: a thread per client).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${KEYVOL_VENV:-$HOME/.cache/keyvol-venv}
 SECONDS_PER=${BENCH_SECONDS:-5}
 CLIENTS=${BENCH_CLIENTS:-"1 16 64"}
 OPS="Encrypt GenerateDataKey"
+DRIVER=${BENCH_DRIVER:-events}
 if [ ! -x "$VENV/bin/moto_server" ]; then
   echo "bench-server: $VENV/bin/moto_server is missing: run scripts/setup.sh" >&2
   exit 1
@@ -93,7 +96,7 @@ kv_key=$("$KEYVOL" --home "$home" --profile bench kms create-key --description b
 moto_key=$(AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE AWS_SECRET_ACCESS_KEY=x AWS_DEFAULT_REGION=us-east-1 AWS_CONFIG_FILE=/dev/null \
   "$VENV/bin/aws" --endpoint-url "$moto_endpoint" kms create-key --query KeyMetadata.KeyId --output text)
 
-echo "KMS over HTTP on loopback: ${SECONDS_PER}s per cell, SigV4-signed keep-alive clients (examples/kms_load.rs)"
+echo "KMS over HTTP on loopback: ${SECONDS_PER}s per cell, SigV4-signed keep-alive clients (examples/kms_load.rs, driver $DRIVER)"
 echo "keyvol: $kv_endpoint (release, home $home)   moto: $moto_endpoint ($("$VENV/bin/python" -c 'import moto; print("moto", moto.__version__)'))"
 printf '%-16s %7s | %10s %9s %9s | %10s %9s %9s | %9s | %14s | %14s\n' operation clients "keyvol r/s" "p50 ms" "p99 ms" "moto r/s" "p50 ms" "p99 ms" "ratio r/s" "keyvol cpu us" "moto cpu us"
 echo "(cpu us: CPU time per answered request, server / load generator)"
@@ -101,13 +104,13 @@ results="$work/results.jsonl"
 for op in $OPS; do
   for c in $CLIENTS; do
     kv=$("$LOAD" --endpoint "$kv_endpoint" --access-key-id "$kv_akid" --secret-access-key "$kv_secret" \
-      --key-id "$kv_key" --operation "$op" --clients "$c" --seconds "$SECONDS_PER" --label keyvol --server-pid "$kv_pid")
+      --key-id "$kv_key" --operation "$op" --clients "$c" --seconds "$SECONDS_PER" --driver "$DRIVER" --label keyvol --server-pid "$kv_pid")
     mo=$("$LOAD" --endpoint "$moto_endpoint" --key-id "$moto_key" --operation "$op" --clients "$c" \
-      --seconds "$SECONDS_PER" --label moto --server-pid "$moto_pid")
+      --seconds "$SECONDS_PER" --driver "$DRIVER" --label moto --server-pid "$moto_pid")
     base='{}'
     if [ -n "$base_endpoint" ]; then
       base=$("$LOAD" --endpoint "$base_endpoint" --access-key-id "$base_akid" --secret-access-key "$base_secret" \
-        --key-id "$base_key" --operation "$op" --clients "$c" --seconds "$SECONDS_PER" --label baseline --server-pid "$base_pid")
+        --key-id "$base_key" --operation "$op" --clients "$c" --seconds "$SECONDS_PER" --driver "$DRIVER" --label baseline --server-pid "$base_pid")
       echo "$base" >>"$results"
     fi
     echo "$kv" >>"$results"
