@@ -188,7 +188,10 @@ fn run() -> Result<(), String> {
         (start, threads)
     } else {
         let start = Arc::new(Barrier::new(2));
-        (start.clone(), vec![spawn_event_loop(load, clients, &stop, &start)?])
+        (
+            start.clone(),
+            vec![spawn_event_loop(load, clients, &stop, &start)?],
+        )
     };
     let server_pid = m.get_one::<u32>("server-pid").copied();
     start.wait();
