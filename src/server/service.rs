@@ -192,6 +192,59 @@ mod tests {
         assert!(svc.credentials("AKIANOSUCHKEY0000000").is_none());
     }
 
+    /// The server caches credentials, and a change made through another
+    /// connection (as another process's CLI would) reaches its lookups
+    /// within the epoch's 10 ms: new tags, a deleted user's key.
+    #[test]
+    fn cached_credentials_follow_changes_made_elsewhere() {
+        let (dir, svc) = service();
+        let account: crate::ids::AccountId = "111122223333".parse().unwrap();
+        let other = Iam::open(Arc::new(Home::open(dir.path()).unwrap()), Clock::system()).unwrap();
+        let (_, key) = other.create_user(&account, "ann", Some("ann")).unwrap();
+        let akid = key.unwrap().access_key_id;
+        let first = svc.credentials(&akid).unwrap();
+        assert_eq!(
+            first.caller.principal_arn,
+            "arn:aws:iam::111122223333:user/ann"
+        );
+        assert!(first.caller.principal_tags.is_empty());
+        // Served from the cache: the same answer.
+        let again = svc.credentials(&akid).unwrap();
+        assert_eq!(
+            again.secret_access_key.expose(),
+            first.secret_access_key.expose()
+        );
+        let settle = || std::thread::sleep(std::time::Duration::from_millis(15));
+        other
+            .tag_principal(&account, "user", "ann", &[("team".into(), "blue".into())])
+            .unwrap();
+        settle();
+        let tagged = svc.credentials(&akid).unwrap();
+        assert_eq!(
+            tagged.caller.principal_tags,
+            vec![("team".to_string(), "blue".to_string())]
+        );
+        other
+            .untag_principal(&account, "user", "ann", &["team".into()])
+            .unwrap();
+        settle();
+        assert!(svc
+            .credentials(&akid)
+            .unwrap()
+            .caller
+            .principal_tags
+            .is_empty());
+        other.delete_user(&account, "ann").unwrap();
+        settle();
+        assert!(
+            svc.credentials(&akid).is_none(),
+            "a deleted user's key still verifies"
+        );
+        // The root's key, cached before, still verifies.
+        let (root, _) = svc.iam.profile_credentials("default").unwrap();
+        assert!(svc.credentials(&root).is_some());
+    }
+
     #[test]
     fn calls_reach_the_kms_with_authorization() {
         let (_dir, svc) = service();

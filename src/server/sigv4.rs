@@ -341,7 +341,7 @@ fn verify_payload(
     }
     let canonical = canonical_request(req, &auth.signed_headers, &body_hash);
     let sts = string_to_sign(&amz_date, &auth.region, &auth.service, &canonical);
-    let key = signing_key(
+    let key = cached_signing_key(
         &credentials.secret_access_key,
         &auth.scope_date,
         &auth.region,
@@ -514,6 +514,41 @@ pub fn signing_key(secret: &SecretBytes, date: &str, region: &str, service: &str
     let k_signing = hmac_sha256(&k_service[..], TERMINATOR.as_bytes());
     // Invariant: `k_signing` is a [u8; 32], so the length always matches.
     Key256::from_slice(&k_signing[..]).expect("HMAC-SHA256 output is 32 bytes")
+}
+
+/// The signing key of the last request this thread verified, with what
+/// it was derived from: a client signs every request of a day with the
+/// same key, so its four HMACs are computed once per thread, secret,
+/// date, region and service. Secrets stay in zeroizing types.
+struct LastSigningKey {
+    secret: SecretBytes,
+    scope: String,
+    key: Key256,
+}
+
+thread_local! {
+    static LAST_SIGNING_KEY: std::cell::RefCell<Option<LastSigningKey>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// [`signing_key`], reused while this thread sees the same secret and
+/// scope (compared in constant time for the secret).
+fn cached_signing_key(secret: &SecretBytes, date: &str, region: &str, service: &str) -> Key256 {
+    let scope = format!("{date}/{region}/{service}");
+    LAST_SIGNING_KEY.with_borrow_mut(|last| {
+        if let Some(l) = last.as_ref() {
+            if l.scope == scope && ct_eq(l.secret.expose(), secret.expose()) {
+                return l.key.clone();
+            }
+        }
+        let key = signing_key(secret, date, region, service);
+        *last = Some(LastSigningKey {
+            secret: secret.clone(),
+            scope,
+            key: key.clone(),
+        });
+        key
+    })
 }
 
 /// Lowercase hex HMAC-SHA256 of the string to sign.
@@ -844,6 +879,30 @@ mod tests {
             hex::encode(k.expose()),
             "f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d"
         );
+    }
+
+    /// The per-thread signing key is reused only for the same secret and
+    /// scope: another secret, date, region or service derives afresh.
+    #[test]
+    fn cached_signing_keys_follow_secret_and_scope() {
+        let other = SecretBytes::from_slice(b"another-secret-of-the-same-size-xxxxxxxx");
+        let fresh =
+            |s: &SecretBytes, d: &str, r: &str, v: &str| signing_key(s, d, r, v).expose().to_vec();
+        let cached = |s: &SecretBytes, d: &str, r: &str, v: &str| {
+            cached_signing_key(s, d, r, v).expose().to_vec()
+        };
+        for (s, d, r, v) in [
+            (secret(), "20120215", "us-east-1", "iam"),
+            (secret(), "20120215", "us-east-1", "iam"),
+            (other.clone(), "20120215", "us-east-1", "iam"),
+            (secret(), "20120215", "us-east-1", "iam"),
+            (secret(), "20120216", "us-east-1", "iam"),
+            (secret(), "20120216", "eu-west-1", "iam"),
+            (secret(), "20120216", "eu-west-1", "kms"),
+            (other, "20120216", "eu-west-1", "kms"),
+        ] {
+            assert_eq!(cached(&s, d, r, v), fresh(&s, d, r, v), "{d}/{r}/{v}");
+        }
     }
 
     #[test]
