@@ -40,19 +40,13 @@ CREATE TABLE IF NOT EXISTS access_keys (
     created INTEGER NOT NULL
 );
 -- Bumped by every change to what an access key's credentials are made of
--- (its row here, its principal's tags): a process that caches credentials
--- reads this one row per request, whichever process made the change.
+-- (its row here, its principal's tags; the triggers are `epoch_triggers`):
+-- a process that caches credentials rereads only this row.
 CREATE TABLE IF NOT EXISTS credentials_epoch (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     epoch INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO credentials_epoch (id, epoch) VALUES (0, 0);
-CREATE TRIGGER IF NOT EXISTS access_keys_inserted AFTER INSERT ON access_keys
-BEGIN UPDATE credentials_epoch SET epoch = epoch + 1 WHERE id = 0; END;
-CREATE TRIGGER IF NOT EXISTS access_keys_updated AFTER UPDATE ON access_keys
-BEGIN UPDATE credentials_epoch SET epoch = epoch + 1 WHERE id = 0; END;
-CREATE TRIGGER IF NOT EXISTS access_keys_deleted AFTER DELETE ON access_keys
-BEGIN UPDATE credentials_epoch SET epoch = epoch + 1 WHERE id = 0; END;
 CREATE TABLE IF NOT EXISTS profiles (
     name TEXT PRIMARY KEY,
     access_key_id TEXT NOT NULL REFERENCES access_keys(access_key_id) ON DELETE CASCADE
@@ -70,6 +64,21 @@ CREATE TABLE IF NOT EXISTS volume_hosts (
     registered INTEGER NOT NULL
 );
 "#;
+
+/// Triggers that bump `credentials_epoch` on every insert, update and
+/// delete of `table`, whichever connection or process makes it.
+fn epoch_triggers(table: &str) -> String {
+    ["INSERT", "UPDATE", "DELETE"]
+        .iter()
+        .map(|event| {
+            format!(
+                "CREATE TRIGGER IF NOT EXISTS {table}_{}_epoch AFTER {event} ON {table} \
+                 BEGIN UPDATE credentials_epoch SET epoch = epoch + 1 WHERE id = 0; END;",
+                event.to_lowercase()
+            )
+        })
+        .collect()
+}
 
 fn db(e: rusqlite::Error) -> IamError {
     IamError::internal(format!("state database: {e}"))
@@ -147,8 +156,10 @@ impl Iam {
             .connect()
             .map_err(|e| IamError::internal(e.to_string()))?;
         conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {SCHEMA} {} COMMIT;",
-            roles::SCHEMA
+            "BEGIN IMMEDIATE; {SCHEMA} {} {} {} COMMIT;",
+            roles::SCHEMA,
+            epoch_triggers("access_keys"),
+            epoch_triggers("principal_tags"),
         ))
         .map_err(db)?;
         home.ensure_schema_with(

@@ -56,12 +56,6 @@ CREATE TABLE IF NOT EXISTS principal_tags (
     tag_value TEXT NOT NULL,
     PRIMARY KEY (principal_arn, tag_key)
 );
-CREATE TRIGGER IF NOT EXISTS principal_tags_inserted AFTER INSERT ON principal_tags
-BEGIN UPDATE credentials_epoch SET epoch = epoch + 1 WHERE id = 0; END;
-CREATE TRIGGER IF NOT EXISTS principal_tags_updated AFTER UPDATE ON principal_tags
-BEGIN UPDATE credentials_epoch SET epoch = epoch + 1 WHERE id = 0; END;
-CREATE TRIGGER IF NOT EXISTS principal_tags_deleted AFTER DELETE ON principal_tags
-BEGIN UPDATE credentials_epoch SET epoch = epoch + 1 WHERE id = 0; END;
 CREATE TABLE IF NOT EXISTS sts_sessions (
     access_key_id TEXT PRIMARY KEY,
     account TEXT NOT NULL,
