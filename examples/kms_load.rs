@@ -28,7 +28,8 @@ use base64::Engine;
 use clap::{value_parser, Arg, Command};
 use keyvol::ids::Region;
 use keyvol::secret::SecretBytes;
-use keyvol::server::{sigv4, RemoteKms};
+use keyvol::server::client::signed_kms_headers;
+use keyvol::server::RemoteKms;
 use serde_json::{json, Value};
 
 fn args() -> Command {
@@ -387,7 +388,6 @@ async fn event_client(load: Arc<Load>, stop: Arc<AtomicBool>) -> Outcome {
         }
     };
     let secret = SecretBytes::from_slice(load.secret_access_key.as_bytes());
-    let target = format!("TrentService.{}", load.operation);
     let mut sender: Option<Sender> = None;
     while !stop.load(Ordering::Relaxed) {
         let t = Instant::now();
@@ -406,35 +406,16 @@ async fn event_client(load: Arc<Load>, stop: Arc<AtomicBool>) -> Outcome {
             sender = None;
             continue;
         }
-        let headers = vec![
-            (
-                "content-type".to_string(),
-                "application/x-amz-json-1.1".to_string(),
-            ),
-            ("host".to_string(), authority.clone()),
-            (
-                "x-amz-date".to_string(),
-                sigv4::format_amz_date(time::OffsetDateTime::now_utc()),
-            ),
-            ("x-amz-target".to_string(), target.clone()),
-        ];
-        let signed = sigv4::sign_request(
-            &sigv4::HttpRequest {
-                method: "POST",
-                path: "/",
-                query: "",
-                headers: &headers,
-                body: &body,
-            },
-            &sigv4::SigningParams {
-                access_key_id: &load.access_key_id,
-                secret_access_key: &secret,
-                region: load.region.as_str(),
-                service: sigv4::KMS_SERVICE,
-            },
+        let signed = signed_kms_headers(
+            &authority,
+            &load.region,
+            &load.access_key_id,
+            &secret,
+            &load.operation,
+            &body,
         );
-        let authorization = match signed {
-            Ok(a) => a,
+        let headers = match signed {
+            Ok(h) => h,
             Err(e) => {
                 out.failed(e);
                 return out;
@@ -444,10 +425,7 @@ async fn event_client(load: Arc<Load>, stop: Arc<AtomicBool>) -> Outcome {
         for (name, value) in &headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
-        let req = match builder
-            .header("authorization", authorization)
-            .body(http_body_util::Full::new(body.clone()))
-        {
+        let req = match builder.body(http_body_util::Full::new(body.clone())) {
             Ok(r) => r,
             Err(e) => {
                 out.failed(e);

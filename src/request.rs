@@ -98,6 +98,14 @@ impl RequestContext {
         }
     }
 
+    /// The `requestID` of this call's audit events: the server's id, or
+    /// a fresh one for a call that is no request of the server.
+    pub fn audit_request_id(&self) -> String {
+        self.request_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+    }
+
     /// The same caller acting through the EC2 service (volumes, snapshots).
     pub fn via_ec2(&self) -> Self {
         let mut c = self.clone();

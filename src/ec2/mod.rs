@@ -322,7 +322,7 @@ pub(crate) fn record_event(s: &Session, e: Event<'_>) -> ApiResult<()> {
         "userAgent": s.ctx.user_agent.clone().map(|u| capped(&u, 256)).unwrap_or_else(|| "keyvol".into()),
         "requestParameters": e.request,
         "responseElements": response,
-        "requestID": s.ctx.request_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        "requestID": s.ctx.audit_request_id(),
         "eventID": uuid::Uuid::new_v4().to_string(),
         "readOnly": e.read_only,
         "eventType": "AwsApiCall",

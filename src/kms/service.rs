@@ -658,7 +658,7 @@ impl Kms {
             "userAgent": ctx.user_agent.clone().unwrap_or_else(|| "keyvol".into()),
             "requestParameters": redact(request),
             "responseElements": trace.response_elements,
-            "requestID": ctx.request_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            "requestID": ctx.audit_request_id(),
             "eventID": uuid::Uuid::new_v4().to_string(),
             "readOnly": is_read_only(operation),
             "resources": key_arn.map(|a| json!([{"accountId": recipient, "type": "AWS::KMS::Key", "ARN": a}])),

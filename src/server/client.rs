@@ -107,32 +107,13 @@ impl RemoteKms {
                 format!("'{operation}' is not a KMS operation name"),
             ));
         }
-        let headers = vec![
-            ("content-type".to_string(), CONTENT_TYPE.to_string()),
-            ("host".to_string(), self.authority.clone()),
-            (
-                "x-amz-date".to_string(),
-                sigv4::format_amz_date(OffsetDateTime::now_utc()),
-            ),
-            (
-                "x-amz-target".to_string(),
-                format!("{TARGET_PREFIX}{operation}"),
-            ),
-        ];
-        let authorization = sigv4::sign_request(
-            &HttpRequest {
-                method: "POST",
-                path: "/",
-                query: "",
-                headers: &headers,
-                body,
-            },
-            &SigningParams {
-                access_key_id: &self.access_key_id,
-                secret_access_key: &self.secret_access_key,
-                region: self.region.as_str(),
-                service: sigv4::KMS_SERVICE,
-            },
+        let headers = signed_kms_headers(
+            &self.authority,
+            &self.region,
+            &self.access_key_id,
+            &self.secret_access_key,
+            operation,
+            body,
         )?;
         let mut builder = http::Request::builder()
             .method("POST")
@@ -140,12 +121,9 @@ impl RemoteKms {
         for (name, value) in &headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
-        let req = builder
-            .header("authorization", authorization)
-            .body(body)
-            .map_err(|e| {
-                KmsError::validation(format!("cannot build the {operation} request: {e}"))
-            })?;
+        let req = builder.body(body).map_err(|e| {
+            KmsError::validation(format!("cannot build the {operation} request: {e}"))
+        })?;
 
         let mut resp = self.agent.run(req).map_err(|e| self.unreachable(&e))?;
         let status = resp.status().as_u16();
@@ -176,6 +154,48 @@ impl RemoteKms {
             format!("cannot reach the KMS at {}: {e}", self.endpoint),
         )
     }
+}
+
+/// The headers of a KMS JSON request for `operation` with `body` to
+/// `authority` (`host:port`), signed with SigV4 now: `Content-Type`,
+/// `Host`, `X-Amz-Date`, `X-Amz-Target` and, last, `Authorization`.
+pub fn signed_kms_headers(
+    authority: &str,
+    region: &Region,
+    access_key_id: &str,
+    secret_access_key: &SecretBytes,
+    operation: &str,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, KmsError> {
+    let mut headers = vec![
+        ("content-type".to_string(), CONTENT_TYPE.to_string()),
+        ("host".to_string(), authority.to_string()),
+        (
+            "x-amz-date".to_string(),
+            sigv4::format_amz_date(OffsetDateTime::now_utc()),
+        ),
+        (
+            "x-amz-target".to_string(),
+            format!("{TARGET_PREFIX}{operation}"),
+        ),
+    ];
+    let authorization = sigv4::sign_request(
+        &HttpRequest {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            body,
+        },
+        &SigningParams {
+            access_key_id,
+            secret_access_key,
+            region: region.as_str(),
+            service: sigv4::KMS_SERVICE,
+        },
+    )?;
+    headers.push(("authorization".to_string(), authorization));
+    Ok(headers)
 }
 
 /// A checked `http(s)://HOST:PORT` endpoint and the agent that reaches it.
